@@ -14,6 +14,7 @@ from node.raft import (
     EntryType,
     MemoryStorage,
     Message,
+    MessageType,
     RawNode,
     ReadState,
     Role,
@@ -78,14 +79,19 @@ class Net:
         st.append(rd.entries)
         if rd.hard_state is not None:
             st.set_hard_state(rd.hard_state)
+        snapshot_failures = []
         for m in rd.messages:
             if (m.src, m.dst) not in self.dropped:
                 self.in_flight.append(m)
+            elif m.type == MessageType.SNAP:
+                snapshot_failures.append(m.dst)  # a real transport knows its stream failed
         for e in rd.committed_entries:
             if e.type == EntryType.NORMAL and e.data:
                 self.applied[i].append(e.data)
         self.reads[i].extend(rd.read_states)
         n.advance(rd)
+        for dst in snapshot_failures:
+            n.report_snapshot(dst, False)
         return True
 
     def settle(self, limit: int = 10000) -> None:

@@ -67,6 +67,7 @@ class Progress:
         "inflights",
         "is_learner",
         "stamp",
+        "last_heard",
     )
 
     def __init__(self, next_index: int, max_inflight: int, is_learner: bool = False) -> None:
@@ -81,6 +82,8 @@ class Progress:
         self.is_learner = is_learner
         # Leader tick counter of the newest append/heartbeat this peer acknowledged.
         self.stamp = NO_STAMP
+        # Leader tick counter when this peer last answered anything (CheckQuorum).
+        self.last_heard = NO_STAMP
 
     def reset(self, next_index: int) -> None:
         self.match = 0
@@ -92,6 +95,7 @@ class Progress:
         self.probe_sent = False
         self.inflights.reset()
         self.stamp = NO_STAMP
+        self.last_heard = NO_STAMP
 
     def become_probe(self) -> None:
         if self.state == ProgressState.SNAPSHOT:

@@ -84,7 +84,7 @@ class Raft:
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = config.election_tick
-        self._boot_ticks = config.election_tick
+        self._boot_ticks = 0
         self._lease_ticks = config.effective_lease_ticks
 
         hs, cs = storage.initial_state()
@@ -98,6 +98,8 @@ class Raft:
             self.log.commit_to(hs.commit)
             self.term = hs.term
             self.vote = hs.vote
+            # We may have acknowledged a leader's lease just before we went down.
+            self._boot_ticks = config.election_tick
         if config.applied:
             self.log.applied_to(min(config.applied, self.log.committed))
         # A group bootstrapped from a snapshot starts in that snapshot's term.
@@ -176,6 +178,8 @@ class Raft:
         self._reset(self.term)
         self.lead = self.id
         self.role = Role.LEADER
+        for pr in self.trk.progress.values():
+            pr.last_heard = self.clock  # one election timeout of grace to hear back
         me = self.trk.progress.get(self.id)
         if me is not None:
             me.become_replicate()
@@ -223,15 +227,17 @@ class Raft:
     def _tick_heartbeat(self) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
+        if self.cfg.check_quorum:
+            heard = self.trk.quorum_last_heard(self.id, self.clock)
+            if self.clock - heard >= self.cfg.election_tick:
+                # CheckQuorum: no quorum answered for an election timeout.
+                self.become_follower(self.term, NONE)
+                return
         if self.election_elapsed >= self.cfg.election_tick:
             self.election_elapsed = 0
-            if self.cfg.check_quorum:
-                if not self.trk.quorum_active(self.id):
-                    self.become_follower(self.term, NONE)
-                    return
-                for node_id, pr in self.trk.progress.items():
-                    if node_id != self.id:
-                        pr.recent_active = False
+            for node_id, pr in self.trk.progress.items():
+                if node_id != self.id:
+                    pr.recent_active = False
             if self.lead_transferee != NONE:
                 self._abort_transfer()
         for node_id, pr in self.trk.progress.items():
@@ -404,6 +410,7 @@ class Raft:
         pr = self.trk.progress.get(m.src)
         if pr is None:
             return
+        pr.last_heard = self.clock
         if t == MT.APP_RESP:
             pr.recent_active = True
             if m.stamp > pr.stamp:
@@ -492,8 +499,8 @@ class Raft:
         meta = snap.meta
         if meta.index <= self.log.committed:
             return False
-        if self.id not in meta.conf_state.all_nodes():
-            return False  # a snapshot of a group we are not in: refuse it
+        # A snapshot older than the change that added us does not list us; we
+        # still take it and learn our membership from the entries that follow.
         if self.log.match_term(meta.index, meta.term):
             # We already hold the snapshot's last entry: just move commit.
             self.log.commit_to(meta.index)
@@ -751,6 +758,9 @@ class Raft:
         self.trk.set_config(cs, self.log.last_index() + 1)
         if self.role != Role.LEADER:
             return
+        for pr in self.trk.progress.values():
+            if pr.last_heard == NO_STAMP:
+                pr.last_heard = self.clock
         if not self.trk.is_voter(self.id):
             # Removed (or demoted) leader: step aside; the others elect.
             self.become_follower(self.term, NONE)

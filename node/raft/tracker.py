@@ -61,6 +61,12 @@ class ProgressTracker:
         stamps[own_id] = own_stamp
         return joint_index(self.conf.voters, self.conf.voters_outgoing, stamps, default=-(1 << 62))
 
+    def quorum_last_heard(self, own_id: int, now: int) -> int:
+        """The latest time by which a quorum (the leader included) had answered."""
+        heard = {i: pr.last_heard for i, pr in self.progress.items()}
+        heard[own_id] = now
+        return joint_index(self.conf.voters, self.conf.voters_outgoing, heard, default=-(1 << 62))
+
     def quorum_active(self, own_id: int) -> bool:
         active = {i: (pr.recent_active or i == own_id) for i, pr in self.progress.items()}
         return joint_vote(self.conf.voters, self.conf.voters_outgoing, active) == VoteResult.WON

@@ -1,0 +1,1 @@
+"""Tessera's control plane: placement, routing, the KV proxy and the client library."""

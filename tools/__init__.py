@@ -1,0 +1,1 @@
+"""Developer tooling for Tessera (checkers, simulators, harnesses)."""

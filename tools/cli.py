@@ -1,0 +1,473 @@
+"""The ``tessera`` command: one program for every job.
+
+The forms below are the command-line contract of DESIGN.md; scripts and tests outside the
+project rely on them, so extend them freely but do not break them. Only ``simulate`` is
+wired up so far; every other command parses its arguments, then says it is not available
+yet and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+DEFAULT_ROUTER = "127.0.0.1:7100"
+ROUTER_ENV = "TESSERA_ROUTER"
+
+MUTATIONS = (
+    "commit-previous-term",
+    "vote-ignores-log",
+    "vote-not-persisted",
+    "apply-uncommitted",
+)
+FAULTS = ("kill", "pause", "partition")  # the nemesis work adds more
+
+EXIT_NOT_AVAILABLE = 2
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keep our hand-wrapped descriptions and epilogs as written."""
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("tessera")
+    except PackageNotFoundError:  # running from a work tree that was never installed
+        return "unknown"
+
+
+# -- helpers for building the parser -------------------------------------------------------
+
+
+def _add_router_option(parser: argparse.ArgumentParser) -> None:
+    # default=SUPPRESS at every level so `tessera kv --router A get x` and
+    # `tessera kv get x --router A` both work (a subparser's default would otherwise
+    # overwrite the value given to its parent); main() fills in the real default.
+    parser.add_argument(
+        "--router",
+        metavar="ADDR",
+        default=argparse.SUPPRESS,
+        help=f"router address (default: ${ROUTER_ENV}, else {DEFAULT_ROUTER})",
+    )
+
+
+def _add_json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print machine-readable JSON instead of a table",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _fault_list(text: str) -> list[str]:
+    faults = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = [f for f in faults if f not in FAULTS]
+    if unknown or not faults:
+        raise argparse.ArgumentTypeError(
+            f"unknown fault(s) {', '.join(unknown) or '(none given)'}; choose from {','.join(FAULTS)}"
+        )
+    return faults
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tessera",
+        formatter_class=_Formatter,
+        description=(
+            "Tessera: a sharded, replicated key-value store.\n\n"
+            "The key space is cut into range partitions, each replicated by its own Raft group;\n"
+            "a router maps keys to partition leaders and moves replicas and leaders around."
+        ),
+        epilog=(
+            "examples:\n"
+            "  tessera cluster up                 a local 3-node cluster in the foreground\n"
+            "  tessera kv put greeting hello      write a key through the router\n"
+            "  tessera kv get greeting            read it back\n"
+            "  tessera admin partitions --json    where every partition and leader is\n"
+            "  tessera simulate --seeds 200       check the Raft core in the simulator\n\n"
+            "Run 'tessera COMMAND --help' for a command's options."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"tessera {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    _build_node(commands)
+    _build_router(commands)
+    _build_cluster(commands)
+    _build_kv(commands)
+    _build_admin(commands)
+    _build_bench(commands)
+    _build_simulate(commands)
+    _build_nemesis(commands)
+    return parser
+
+
+def _build_node(commands) -> None:
+    p = commands.add_parser(
+        "node",
+        help="run one storage node (data plane: many partition replicas)",
+        formatter_class=_Formatter,
+        description=(
+            "Run one storage node in the foreground. A node hosts replicas of many partitions\n"
+            "(multi-Raft) with one write-ahead log and one LMDB environment, serves the KV API\n"
+            "for the partitions it leads, and heartbeats the router's placement service.\n"
+            "Usually started for you by 'tessera cluster up'."
+        ),
+    )
+    p.add_argument("--store-id", type=_positive_int, metavar="N",
+                   help="this node's store id (a fresh data dir gets one from the router)")
+    p.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:7200",
+                   help="address of the node's gRPC server (default: %(default)s)")
+    p.add_argument("--advertise", metavar="HOST:PORT",
+                   help="address peers and clients should dial (default: --listen)")
+    p.add_argument("--data-dir", metavar="DIR", default="./data/node",
+                   help="WAL and LMDB directory; survives restarts (default: %(default)s)")
+    p.add_argument("--routers", metavar="ADDR[,ADDR...]", default=DEFAULT_ROUTER,
+                   help="placement service addresses to heartbeat (default: %(default)s)")
+    p.set_defaults(handler=_not_available, command_name="node")
+
+
+def _build_router(commands) -> None:
+    p = commands.add_parser(
+        "router",
+        help="run one router (control plane: placement, scheduling, KV proxy)",
+        formatter_class=_Formatter,
+        description=(
+            "Run one router in the foreground. Routers form the placement service (its own\n"
+            "Raft group: 1 replica in development, 3 in production) that owns the partition\n"
+            "table, schedules leader balance, replica repair and splits, and proxies the KV\n"
+            "API for thin clients. Usually started for you by 'tessera cluster up'."
+        ),
+    )
+    p.add_argument("--id", type=_positive_int, metavar="N", default=1,
+                   help="this router's id within the placement group (default: %(default)s)")
+    p.add_argument("--listen", metavar="HOST:PORT", default=DEFAULT_ROUTER,
+                   help="address of the Meta and KV-proxy gRPC server (default: %(default)s)")
+    p.add_argument("--peers", metavar="ID=ADDR[,ID=ADDR...]",
+                   help="the other routers of the placement group (default: none, a group of 1)")
+    p.add_argument("--data-dir", metavar="DIR", default="./data/router",
+                   help="placement state directory; survives restarts (default: %(default)s)")
+    p.add_argument("--partitions", type=_positive_int, metavar="N", default=8,
+                   help="partitions to pre-split a brand-new cluster into (default: %(default)s)")
+    p.add_argument("--max-down", type=_positive_float, metavar="SECONDS", default=30.0,
+                   help="a node down this long has its replicas re-created elsewhere "
+                        "(default: %(default)g)")
+    p.set_defaults(handler=_not_available, command_name="router")
+
+
+def _build_cluster(commands) -> None:
+    p = commands.add_parser(
+        "cluster",
+        help="run a whole local cluster (cluster up)",
+        formatter_class=_Formatter,
+        description="Manage a local cluster of node and router processes on this machine.",
+    )
+    sub = p.add_subparsers(dest="cluster_command", metavar="SUBCOMMAND", title="subcommands")
+    sub.required = True
+    up = sub.add_parser(
+        "up",
+        help="start nodes and routers in the foreground",
+        formatter_class=_Formatter,
+        description=(
+            "Start a whole local cluster in the foreground: --routers router processes and\n"
+            "--nodes node processes on consecutive ports from --base-port (the first router\n"
+            "listens on --base-port). Once the cluster accepts writes it prints one line\n"
+            "starting with 'ready:' that holds the router address. SIGINT/SIGTERM stops every\n"
+            "process it started. Data in --data-dir survives a restart of the command."
+        ),
+    )
+    up.add_argument("--nodes", type=_positive_int, default=3, metavar="N",
+                    help="node processes (default: %(default)s)")
+    up.add_argument("--routers", type=_positive_int, default=1, metavar="N",
+                    help="router processes (default: %(default)s)")
+    up.add_argument("--partitions", type=_positive_int, default=8, metavar="N",
+                    help="partitions a new cluster starts with (default: %(default)s)")
+    up.add_argument("--data-dir", default="./data", metavar="DIR",
+                    help="root of every process's data directory (default: %(default)s)")
+    up.add_argument("--base-port", type=_positive_int, default=7100, metavar="PORT",
+                    help="first port used (default: %(default)s)")
+    up.add_argument("--max-down", type=_positive_float, default=30.0, metavar="SECONDS",
+                    help="a node down this long has its replicas re-created elsewhere "
+                         "(default: %(default)g)")
+    up.set_defaults(handler=_not_available, command_name="cluster up")
+
+
+def _build_kv(commands) -> None:
+    p = commands.add_parser(
+        "kv",
+        help="read and write keys (put/get/delete/scan)",
+        formatter_class=_Formatter,
+        description=(
+            "Read and write keys through a router. Keys and values are taken as UTF-8 text\n"
+            "from the command line; get and scan print the raw stored bytes."
+        ),
+    )
+    _add_router_option(p)
+    sub = p.add_subparsers(dest="kv_command", metavar="SUBCOMMAND", title="subcommands")
+    sub.required = True
+
+    put = sub.add_parser("put", help="write KEY = VALUE", description="Write KEY = VALUE.")
+    put.add_argument("key", metavar="KEY")
+    put.add_argument("value", metavar="VALUE")
+    _add_router_option(put)
+    put.set_defaults(handler=_not_available, command_name="kv put")
+
+    get = sub.add_parser(
+        "get",
+        help="print the value of KEY",
+        description="Print the raw value of KEY. A missing key exits 1 with a message on stderr.",
+    )
+    get.add_argument("key", metavar="KEY")
+    get.add_argument("--consistency", choices=("linearizable", "lease", "stale"),
+                     default="lease",
+                     help="linearizable (ReadIndex), lease (leader lease) or stale (any "
+                          "replica, bounded staleness) (default: %(default)s)")
+    get.add_argument("--max-staleness-ms", type=_non_negative_int, metavar="MS", default=0,
+                     help="with --consistency stale: the oldest data accepted "
+                          "(default: the server's bound)")
+    _add_router_option(get)
+    get.set_defaults(handler=_not_available, command_name="kv get")
+
+    delete = sub.add_parser("delete", help="delete KEY", description="Delete KEY.")
+    delete.add_argument("key", metavar="KEY")
+    _add_router_option(delete)
+    delete.set_defaults(handler=_not_available, command_name="kv delete")
+
+    scan = sub.add_parser(
+        "scan",
+        help="list keys in [START, END)",
+        description=(
+            "Print the key/value pairs in [START, END), in key order, across partitions.\n"
+            "An omitted START or END is unbounded."
+        ),
+        formatter_class=_Formatter,
+    )
+    scan.add_argument("start", metavar="START", nargs="?", default="")
+    scan.add_argument("end", metavar="END", nargs="?", default="")
+    scan.add_argument("--limit", type=_positive_int, metavar="N",
+                      help="stop after N pairs (default: no limit)")
+    scan.add_argument("--consistency", choices=("linearizable", "lease", "stale"),
+                      default="lease", help="read consistency (default: %(default)s)")
+    _add_router_option(scan)
+    scan.set_defaults(handler=_not_available, command_name="kv scan")
+
+
+def _build_admin(commands) -> None:
+    p = commands.add_parser(
+        "admin",
+        help="inspect and steer the cluster (stores, partitions, leaders, moves)",
+        formatter_class=_Formatter,
+        description=(
+            "Inspect and steer the cluster through the router's placement service.\n"
+            "Every subcommand takes --json for machine-readable output:\n"
+            '  partitions --json: [{"id", "start", "end", "epoch", "leader" (store id or null),\n'
+            '                       "term", "replicas": [{"store", "role": "voter"|"learner",\n'
+            '                       "match", "applied"}]}]\n'
+            '  stores --json:     [{"id", "address", "state": "up"|"down"|"draining"|"removed",\n'
+            '                       "replicas", "leaders"}]'
+        ),
+    )
+    _add_router_option(p)
+    _add_json_option(p)
+    sub = p.add_subparsers(dest="admin_command", metavar="SUBCOMMAND", title="subcommands")
+    sub.required = True
+
+    def leaf(name: str, help_text: str, args: Sequence[tuple[str, dict]]) -> None:
+        q = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        for arg_name, kwargs in args:
+            q.add_argument(arg_name, **kwargs)
+        _add_router_option(q)
+        _add_json_option(q)
+        q.set_defaults(handler=_not_available, command_name=f"admin {name}")
+
+    pid = ("id", dict(metavar="ID", type=_positive_int, help="partition id"))
+    store = ("store", dict(metavar="STORE", type=_positive_int, help="store id"))
+    leaf("stores", "list stores with their state, replica and leader counts", ())
+    leaf("partitions", "list partitions with range, epoch, leader, term and replica progress", ())
+    leaf("partition", "show one partition", (pid,))
+    leaf("transfer-leader", "move partition ID's leadership to STORE", (pid, store))
+    leaf("split", "split partition ID at KEY (default: its middle by size)",
+         (pid, ("key", dict(metavar="KEY", nargs="?", help="split key (the new right half starts here)"))))
+    leaf("add-replica", "add a replica of partition ID on STORE (as a learner, then promoted)",
+         (pid, store))
+    leaf("remove-replica", "remove partition ID's replica from STORE", (pid, store))
+    leaf("drain", "move every leader and replica off STORE, then mark it removed", (store,))
+
+
+def _build_bench(commands) -> None:
+    p = commands.add_parser(
+        "bench",
+        help="measure throughput and latency against a cluster",
+        formatter_class=_Formatter,
+        description=(
+            "Drive a workload against a running cluster and report throughput and latency.\n"
+            "Workloads: write (100% puts), a (50/50 read/update), b (95/5), c (100% reads),\n"
+            "the YCSB mixes. --json writes at least\n"
+            '  {"throughput": ops_per_s, "latency_ms": {"p50", "p90", "p99", "p999", "max"}, "errors": n}'
+        ),
+    )
+    p.add_argument("--workload", required=True, choices=("write", "a", "b", "c"),
+                   help="operation mix (required)")
+    p.add_argument("--concurrency", type=_positive_int, default=64, metavar="N",
+                   help="requests in flight (default: %(default)s)")
+    p.add_argument("--duration", type=_positive_float, default=10.0, metavar="SECONDS",
+                   help="measured run time (default: %(default)g)")
+    p.add_argument("--keys", type=_positive_int, default=100_000, metavar="N",
+                   help="size of the key space (default: %(default)s)")
+    p.add_argument("--value-size", type=_non_negative_int, default=100, metavar="BYTES",
+                   help="bytes per value (default: %(default)s)")
+    p.add_argument("--partitions", type=_positive_int, metavar="N",
+                   help="split the key space into at least N partitions first "
+                        "(default: leave the cluster as it is)")
+    p.add_argument("--consistency", choices=("linearizable", "lease", "stale"), default="lease",
+                   metavar="C", help="read consistency: linearizable, lease or stale "
+                                     "(default: %(default)s)")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
+    p.add_argument("--plot", metavar="FILE.png", help="write a latency plot to FILE.png")
+    _add_router_option(p)
+    p.set_defaults(handler=_not_available, command_name="bench")
+
+
+def _build_simulate(commands) -> None:
+    p = commands.add_parser(
+        "simulate",
+        help="run the deterministic simulator over many seeds",
+        formatter_class=_Formatter,
+        description=(
+            "Run the Raft core in the deterministic simulator: simulated time, network and\n"
+            "crashes, every choice drawn from one seed. Each seed's history is checked for\n"
+            "Raft invariants and linearizability. Exit 0 when every seed holds; exit 1 with\n"
+            "the failing seed and a command that reproduces it otherwise.\n\n"
+            "--mutation injects a known Raft bug; the simulator is expected to catch it:\n"
+            "  commit-previous-term  commit an old-term entry by counting replicas\n"
+            "  vote-ignores-log      grant votes without the log up-to-date check\n"
+            "  vote-not-persisted    forget the vote on restart\n"
+            "  apply-uncommitted     apply entries before they are committed"
+        ),
+    )
+    p.add_argument("--seeds", type=_positive_int, required=True, metavar="N",
+                   help="number of seeds to run (required)")
+    p.add_argument("--start", type=_non_negative_int, default=0, metavar="S",
+                   help="first seed (default: %(default)s)")
+    p.add_argument("--mutation", choices=MUTATIONS, metavar="NAME",
+                   help="inject a known bug: " + ", ".join(MUTATIONS))
+    p.add_argument("--workers", type=_positive_int, default=1, metavar="W",
+                   help="worker processes (default: %(default)s)")
+    p.add_argument("--verbose", action="store_true", help="print progress for every seed")
+    p.set_defaults(handler=_simulate, command_name="simulate")
+
+
+def _build_nemesis(commands) -> None:
+    p = commands.add_parser(
+        "nemesis",
+        help="run a real cluster under faults and check the history",
+        formatter_class=_Formatter,
+        description=(
+            "Start a real local cluster, run a workload against it while injecting faults, and\n"
+            "check the recorded history (linearizability for register, no lost or phantom\n"
+            "elements for set, conserved totals for bank). Exit 0 when every check holds.\n"
+            "--history writes Jepsen-shaped JSON lines:\n"
+            '  {"process", "type": "invoke"|"ok"|"fail"|"info", "f", "key", "value", "time"}'
+        ),
+    )
+    p.add_argument("--duration", type=_positive_float, default=60.0, metavar="S",
+                   help="seconds of workload under faults (default: %(default)g)")
+    p.add_argument("--faults", type=_fault_list, default=["kill", "pause", "partition"],
+                   metavar="F[,F...]",
+                   help=f"faults to inject, from {','.join(FAULTS)} (default: kill,pause,partition)")
+    p.add_argument("--workload", choices=("register", "set", "bank"), default="register",
+                   help="what the clients do (default: %(default)s)")
+    p.add_argument("--seed", type=_non_negative_int, metavar="N",
+                   help="seed for the fault schedule and workload (default: random, printed)")
+    p.add_argument("--history", metavar="FILE", help="write the history as JSON lines to FILE")
+    p.set_defaults(handler=_not_available, command_name="nemesis")
+
+
+# -- handlers ------------------------------------------------------------------------------
+
+
+def _not_available(args: argparse.Namespace) -> int:
+    print(
+        f"tessera {args.command_name}: not available yet (the working-cluster issue builds it)",
+        file=sys.stderr,
+    )
+    return EXIT_NOT_AVAILABLE
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    try:
+        from tools.simulator.runner import main as sim_main
+    except ModuleNotFoundError as exc:
+        # Only a missing simulator is "not available"; a missing import inside it is a bug.
+        if exc.name not in ("tools.simulator", "tools.simulator.runner"):
+            raise
+        print("tessera simulate: not available yet (tools/simulator is not built)", file=sys.stderr)
+        return EXIT_NOT_AVAILABLE
+    rc = sim_main(
+        seeds=args.seeds,
+        start=args.start,
+        mutation=args.mutation,
+        workers=args.workers,
+        verbose=args.verbose,
+    )
+    return 0 if rc is None else int(rc)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the tessera command line; returns the process exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors: report, don't exit
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 2)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    if hasattr(args, "router") or args.command in ("kv", "admin", "bench"):
+        args.router = getattr(args, "router", None) or os.environ.get(ROUTER_ENV) or DEFAULT_ROUTER
+    if args.command == "admin":
+        args.json = getattr(args, "json", False)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
