@@ -1,0 +1,306 @@
+"""Applied state of every partition on a node, in one LMDB environment.
+
+Why these choices:
+
+* **One transaction per apply batch**, holding the data *and* the
+  partition's applied index: after a crash LMDB is at some committed
+  transaction, so the applied index says exactly where log replay resumes.
+* **User keys stored raw** in one ``data`` database: partitions own disjoint
+  ranges, so a scan is one cursor walk and a split moves no data.
+* **Version = the Raft index of the write.**  Unique and increasing per key
+  (a partition created by a split continues its parent's index space), so a
+  compare-and-set can never confuse two writes; 0 means absent.
+* **Request-id dedup in the same transaction**: a retried write whose id
+  was already applied returns the first result and changes nothing.  Dedup
+  records are kept for ``dedup_window`` log indexes, then collected.
+* LMDB is opened with ``metasync=False``: data pages are flushed at commit,
+  the meta page at the next commit, so a crash may undo the last
+  transaction but never corrupts the file — and the Raft log, which is
+  fsynced first, replays that transaction again.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import lmdb
+
+from node.raft.types import ConfState
+
+from .commands import Command, CommandError, OpKind
+
+_U64 = struct.Struct(">Q")  # big-endian so keys sort numerically
+_META = struct.Struct("<QQ")
+_RESULT = struct.Struct("<BBQI")
+_VERSION_PREFIX = struct.Struct("<Q")
+
+
+@dataclass(frozen=True, slots=True)
+class OpResult:
+    """Outcome of one operation: ``version`` is the key's version after it (0 = absent)."""
+
+    succeeded: bool
+    version: int
+    existed: bool = False
+    value: bytes = b""  # CAS only: the current value when the compare failed
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionMeta:
+    applied_index: int
+    applied_term: int
+    conf_state: ConfState
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyEntry:
+    """One committed entry to apply: ``command`` is None for no-ops and conf changes."""
+
+    index: int
+    term: int
+    command: Command | None
+
+
+def _pid_key(pid: int) -> bytes:
+    return _U64.pack(pid)
+
+
+def _encode_conf(cs: ConfState) -> bytes:
+    parts = []
+    for group in (cs.voters, cs.voters_outgoing, cs.learners, cs.learners_next):
+        ids = sorted(group)
+        parts.append(struct.pack(f"<I{len(ids)}Q", len(ids), *ids))
+    parts.append(bytes([int(cs.auto_leave)]))
+    return b"".join(parts)
+
+
+def _decode_conf(data: bytes) -> ConfState:
+    groups = []
+    off = 0
+    for _ in range(4):
+        (n,) = struct.unpack_from("<I", data, off)
+        off += 4
+        groups.append(frozenset(struct.unpack_from(f"<{n}Q", data, off)))
+        off += 8 * n
+    return ConfState(groups[0], groups[1], groups[2], groups[3], bool(data[off]))
+
+
+def encode_results(results: list[OpResult]) -> bytes:
+    out = [struct.pack("<H", len(results))]
+    for r in results:
+        out.append(_RESULT.pack(int(r.succeeded), int(r.existed), r.version, len(r.value)))
+        out.append(r.value)
+    return b"".join(out)
+
+
+def decode_results(data: bytes) -> list[OpResult]:
+    (n,) = struct.unpack_from("<H", data, 0)
+    off = 2
+    out = []
+    for _ in range(n):
+        ok, existed, version, vlen = _RESULT.unpack_from(data, off)
+        off += _RESULT.size
+        out.append(OpResult(bool(ok), version, bool(existed), bytes(data[off : off + vlen])))
+        off += vlen
+    return out
+
+
+class StateStore:
+    """The LMDB environment of one node.  Not thread-safe for writers: one applier at a time."""
+
+    def __init__(self, path: str, *, map_size: int = 1 << 36, dedup_window: int = 100_000) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.env = lmdb.open(path, map_size=map_size, max_dbs=8, metasync=False, sync=True, readahead=False)
+        self._data = self.env.open_db(b"data")
+        self._meta = self.env.open_db(b"meta")
+        self._dedup = self.env.open_db(b"dedup")
+        self._dedup_idx = self.env.open_db(b"dedup_idx")
+        self.dedup_window = dedup_window
+
+    def close(self) -> None:
+        self.env.close()
+
+    # -- partition metadata ---------------------------------------------------
+
+    def meta(self, pid: int) -> PartitionMeta | None:
+        with self.env.begin(db=self._meta) as txn:
+            raw = txn.get(_pid_key(pid))
+        if raw is None:
+            return None
+        index, term = _META.unpack_from(raw, 0)
+        return PartitionMeta(index, term, _decode_conf(raw[_META.size :]))
+
+    def partitions(self) -> list[int]:
+        with self.env.begin(db=self._meta) as txn:
+            return [_U64.unpack(k)[0] for k, _ in txn.cursor()]
+
+    def init_partition(self, pid: int, index: int, term: int, conf_state: ConfState) -> None:
+        with self.env.begin(write=True) as txn:
+            txn.put(_pid_key(pid), _META.pack(index, term) + _encode_conf(conf_state), db=self._meta)
+
+    # -- applying ---------------------------------------------------------------
+
+    def apply(self, pid: int, entries: Iterable[ApplyEntry], conf_state: ConfState) -> list[list[OpResult] | None]:
+        """Apply committed entries in one transaction; returns each command's results.
+
+        ``conf_state`` is the membership after these entries (the core applies
+        conf changes itself); it is stored with the applied index.
+        """
+        results: list[list[OpResult] | None] = []
+        last_index = last_term = 0
+        with self.env.begin(write=True) as txn:
+            for e in entries:
+                last_index, last_term = e.index, e.term
+                if e.command is None:
+                    results.append(None)
+                    continue
+                results.append(self._apply_command(txn, pid, e.index, e.command))
+            if last_index:
+                txn.put(_pid_key(pid), _META.pack(last_index, last_term) + _encode_conf(conf_state), db=self._meta)
+                self._collect_dedup(txn, pid, last_index)
+        return results
+
+    def _apply_command(self, txn: lmdb.Transaction, pid: int, index: int, cmd: Command) -> list[OpResult]:
+        rid = cmd.request_id
+        if rid:
+            seen = txn.get(_pid_key(pid) + rid, db=self._dedup)
+            if seen is not None:
+                return decode_results(seen[8:])
+        results = self._execute(txn, index, cmd)
+        if rid:
+            txn.put(_pid_key(pid) + rid, _U64.pack(index) + encode_results(results), db=self._dedup)
+            txn.put(_pid_key(pid) + _U64.pack(index), rid, db=self._dedup_idx)
+        return results
+
+    def _execute(self, txn: lmdb.Transaction, index: int, cmd: Command) -> list[OpResult]:
+        """All-or-nothing: if any compare-and-set fails, no operation is applied."""
+        data = self._data
+        for op in cmd.ops:
+            if op.kind == OpKind.CAS:
+                cur = txn.get(op.key, db=data)
+                version = _VERSION_PREFIX.unpack_from(cur, 0)[0] if cur is not None else 0
+                if version != op.expected_version:
+                    value = bytes(cur[8:]) if cur is not None else b""
+                    failed = OpResult(False, version, cur is not None, value)
+                    return [failed if o is op else OpResult(False, 0) for o in cmd.ops]
+        out = []
+        stamp = _VERSION_PREFIX.pack(index)
+        for op in cmd.ops:
+            if op.kind == OpKind.PUT or (op.kind == OpKind.CAS and not op.delete):
+                existed = txn.put(op.key, stamp + op.value, db=data, overwrite=True)
+                out.append(OpResult(True, index, bool(existed)))
+            elif op.kind in (OpKind.DELETE, OpKind.CAS):
+                existed = txn.delete(op.key, db=data)
+                out.append(OpResult(True, 0, bool(existed)))
+            else:  # pragma: no cover - decode rejects unknown kinds
+                raise CommandError(f"unknown op kind {op.kind}")
+        return out
+
+    def _collect_dedup(self, txn: lmdb.Transaction, pid: int, applied: int) -> None:
+        horizon = applied - self.dedup_window
+        if horizon <= 0:
+            return
+        prefix = _pid_key(pid)
+        cur = txn.cursor(db=self._dedup_idx)
+        if not cur.set_range(prefix):
+            return
+        while True:
+            k = cur.key()
+            if not k.startswith(prefix) or _U64.unpack_from(k, 8)[0] >= horizon:
+                return
+            txn.delete(prefix + cur.value(), db=self._dedup)
+            if not cur.delete():
+                return
+
+    # -- reading ----------------------------------------------------------------
+
+    def get(self, key: bytes) -> tuple[bytes, int] | None:
+        with self.env.begin(db=self._data, buffers=False) as txn:
+            raw = txn.get(key)
+        if raw is None:
+            return None
+        return raw[8:], _VERSION_PREFIX.unpack_from(raw, 0)[0]
+
+    def scan(self, start: bytes, end: bytes, limit: int) -> list[tuple[bytes, bytes, int]]:
+        """Up to ``limit`` (key, value, version) with start <= key < end (empty end = unbounded)."""
+        out: list[tuple[bytes, bytes, int]] = []
+        with self.env.begin(db=self._data) as txn:
+            cur = txn.cursor()
+            if not cur.set_range(start):
+                return out
+            for k, v in cur:
+                if end and k >= end:
+                    break
+                out.append((k, v[8:], _VERSION_PREFIX.unpack_from(v, 0)[0]))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def dedup_result(self, pid: int, request_id: bytes) -> list[OpResult] | None:
+        with self.env.begin(db=self._dedup) as txn:
+            raw = txn.get(_pid_key(pid) + request_id)
+        return decode_results(raw[8:]) if raw is not None else None
+
+    # -- snapshots ----------------------------------------------------------------
+
+    def snapshot_items(self, start: bytes, end: bytes, chunk: int = 1024) -> Iterator[list[tuple[bytes, bytes]]]:
+        """The raw (key, version+value) pairs of a range, in chunks, from one read transaction."""
+        with self.env.begin(db=self._data) as txn:
+            cur = txn.cursor()
+            batch: list[tuple[bytes, bytes]] = []
+            if cur.set_range(start):
+                for k, v in cur:
+                    if end and k >= end:
+                        break
+                    batch.append((k, v))
+                    if len(batch) >= chunk:
+                        yield batch
+                        batch = []
+            if batch:
+                yield batch
+
+    def install_snapshot(
+        self,
+        pid: int,
+        start: bytes,
+        end: bytes,
+        items: Iterable[list[tuple[bytes, bytes]]],
+        meta: PartitionMeta,
+    ) -> None:
+        """Replace the range's data and the partition's applied state in one transaction."""
+        with self.env.begin(write=True) as txn:
+            cur = txn.cursor(db=self._data)
+            if cur.set_range(start):
+                while True:
+                    k = cur.key()
+                    if end and k >= end:
+                        break
+                    if not cur.delete():
+                        break
+            for chunk in items:
+                for k, v in chunk:
+                    txn.put(k, v, db=self._data)
+            txn.put(
+                _pid_key(pid),
+                _META.pack(meta.applied_index, meta.applied_term) + _encode_conf(meta.conf_state),
+                db=self._meta,
+            )
+
+
+def decode_entry_command(data: bytes) -> Command | None:
+    """The command of a NORMAL entry, or None for the leader's empty no-op."""
+    if not data:
+        return None
+    return Command.decode(data)
+
+
+__all__ = [
+    "ApplyEntry",
+    "OpResult",
+    "PartitionMeta",
+    "StateStore",
+    "decode_entry_command",
+]
