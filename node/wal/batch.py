@@ -1,0 +1,107 @@
+"""A batch of WAL operations for any number of partitions, written with one fsync.
+
+The intended use is one batch per round of the node's event loop: every
+partition's Ready output (snapshot, entries, hard state) goes into the same
+batch, plus whatever compactions are due, and one
+:meth:`~node.wal.wal.WriteAheadLog.write` makes all of it durable at once.
+
+Operations take effect in the order they were added, per partition exactly
+as the same calls on a :class:`~node.raft.storage.MemoryStorage` would.
+Add a Ready's snapshot, then its entries, then its hard state: a batch is
+all-or-nothing while the node runs, but a crash during its write can keep a
+prefix of its records (never a partial record), and in that order no prefix
+has a commit index beyond the entries it keeps.
+
+Entries, hard states, snapshots and removals are encoded when added (the
+caller's thread does the work, and malformed input fails right there).
+Compactions and local snapshots need the term of an index, which only the
+WAL knows once it has checked everything before them; they are encoded in
+:meth:`~node.wal.wal.WriteAheadLog.write`.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from node.raft.types import ConfState, Entry, HardState, SnapshotMeta
+
+from .record import (
+    RecordType,
+    entries_payload,
+    hard_state_payload,
+    header,
+    remove_partition_payload,
+    snapshot_payload,
+)
+
+
+class Op(IntEnum):
+    ENTRIES = 0
+    HARD_STATE = 1
+    INSTALL_SNAPSHOT = 2
+    NOTE_SNAPSHOT = 3
+    COMPACT = 4
+    REMOVE = 5
+
+
+class WalBatch:
+    """Operations to persist together; build one, hand it to ``WriteAheadLog.write``.
+
+    ``ops`` holds ``(op, pid, arg, header, payload)`` tuples; ``header`` and
+    ``payload`` are None until known.  The batch keeps references to the
+    Entry lists it is given: do not modify them until the write returned.
+    """
+
+    __slots__ = ("ops", "nbytes")
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[Op, int, object, bytes | None, bytes | None]] = []
+        self.nbytes = 0
+        """Encoded size so far (excluding records encoded at write time)."""
+
+    def _add(self, op: Op, pid: int, arg: object, rtype: RecordType | None, payload: bytes | None) -> None:
+        hdr = header(rtype, payload) if rtype is not None and payload is not None else None
+        self.ops.append((op, pid, arg, hdr, payload))
+        if payload is not None and hdr is not None:
+            self.nbytes += len(hdr) + len(payload)
+
+    def entries(self, pid: int, entries: list[Entry]) -> None:
+        """Append ``entries`` (consecutive indexes) to ``pid``'s log, overwriting a conflicting suffix."""
+        if entries:
+            self._add(Op.ENTRIES, pid, entries, RecordType.ENTRIES, entries_payload(pid, entries))
+
+    def hard_state(self, pid: int, hs: HardState) -> None:
+        self._add(Op.HARD_STATE, pid, hs, RecordType.HARD_STATE, hard_state_payload(pid, hs))
+
+    def snapshot(self, pid: int, meta: SnapshotMeta) -> None:
+        """Install a snapshot received from the leader: ``pid``'s log restarts after ``meta.index``.
+
+        Like MemoryStorage.apply_snapshot, every entry goes (the core only
+        hands out a snapshot whose last entry it does not hold); the snapshot
+        data itself lives in the state machine, not in the WAL.
+        """
+        self._add(Op.INSTALL_SNAPSHOT, pid, meta, RecordType.SNAPSHOT, snapshot_payload(pid, meta, restart=True))
+
+    def create_snapshot(self, pid: int, index: int, conf_state: ConfState) -> None:
+        """Note a snapshot the state machine took at applied ``index``; entries stay.
+
+        MemoryStorage.create_snapshot: afterwards :meth:`initial_state` reports
+        ``conf_state`` and ``snapshot()`` this meta.  Combine with
+        :meth:`compact` to drop the entries it covers.
+        """
+        self._add(Op.NOTE_SNAPSHOT, pid, (index, conf_state), None, None)
+
+    def compact(self, pid: int, index: int) -> None:
+        """Drop ``pid``'s entries up to and including ``index`` (they are applied and no longer needed)."""
+        self._add(Op.COMPACT, pid, index, None, None)
+
+    def remove_partition(self, pid: int) -> None:
+        """Forget everything about ``pid`` (its replica moved away)."""
+        self._add(Op.REMOVE, pid, None, RecordType.REMOVE_PARTITION, remove_partition_payload(pid))
+
+    @property
+    def empty(self) -> bool:
+        return not self.ops
+
+    def __len__(self) -> int:
+        return len(self.ops)

@@ -1,0 +1,53 @@
+"""Typed errors raised by the write-ahead log.
+
+Callers branch on the type, never on the message text.  Requests that break
+the log's rules (appending past the end, compacting what is gone, an older
+snapshot) raise the core's own :class:`~node.raft.errors.CompactedError`,
+:class:`~node.raft.errors.UnavailableError` and
+:class:`~node.raft.errors.SnapshotOutOfDateError`, exactly like
+:class:`~node.raft.storage.MemoryStorage`; nothing is written then and the WAL
+stays usable.
+"""
+
+from __future__ import annotations
+
+
+class WalError(Exception):
+    """Base class for every error the WAL raises itself."""
+
+
+class WalCorruptionError(WalError):
+    """The WAL on disk is damaged somewhere other than a torn tail.
+
+    The node must refuse to start: serving from a log with a hole in the
+    middle could acknowledge reads and votes that contradict what it promised
+    before the crash.  ``path`` and ``offset`` locate the first bad byte range
+    (``offset`` is ``None`` when the damage is not one record, e.g. a segment
+    holding live entries is missing).
+    """
+
+    def __init__(self, path: str, offset: int | None, reason: str) -> None:
+        where = path if offset is None else f"{path} at byte offset {offset}"
+        super().__init__(f"WAL corrupt: {where}: {reason}; refusing to start")
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+
+
+class WalSyncError(WalError):
+    """A write or fsync failed; the WAL is now permanently failed.
+
+    Retrying fsync after a failure is unsafe: the kernel may already have
+    dropped the dirty pages and a second fsync would report success for data
+    that never reached the disk.  Every later write raises this error too; the
+    node must stop acknowledging writes and restart, which replays what really
+    is on disk.
+    """
+
+
+class WalClosedError(WalError):
+    """The WAL was used after :meth:`~node.wal.wal.WriteAheadLog.close`."""
+
+
+class WalLockedError(WalError):
+    """Another process (or another open WAL in this one) holds the directory."""

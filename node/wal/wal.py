@@ -1,0 +1,418 @@
+"""The node's write-ahead log: one log shared by every partition on the node.
+
+Writes
+------
+:meth:`WriteAheadLog.write` takes a :class:`~node.wal.batch.WalBatch` holding
+operations for any number of partitions and makes all of it durable with one
+``os.write`` and one ``os.fdatasync`` (group commit), then updates the
+in-memory state the partitions' :class:`~node.wal.storage.WalLogStorage`
+read from.  It blocks; call it from a worker thread
+(``await asyncio.to_thread(wal.write, batch)``) so the event loop keeps
+serving.  One lock serialises writers; readers take a second lock that is
+held only while the in-memory state changes, never across I/O, so reads from
+the event loop do not wait for a disk.
+
+Before anything is written the batch is checked against the log's rules
+(MemoryStorage's, with its errors): a record the replay would reject would
+make the node unable to start.  A rejected batch writes nothing and the WAL
+stays usable.
+
+Failures
+--------
+If a write or an fsync fails (EIO, ENOSPC, ...) the WAL is *failed* for good:
+that write and every later one raise :class:`~node.wal.errors.WalSyncError`,
+and the in-memory state keeps what the last successful write left.  fsync is
+never retried: after a failed fsync the kernel may have dropped the dirty
+pages, and a retry would report success for data that is not on disk.
+
+Segments
+--------
+Records go to the current segment; a write that would push it past
+``segment_bytes`` first starts a new one (the directory is fsynced so the
+new file survives a crash) that begins with a CHECKPOINT of every
+partition's hard state, snapshot meta, compacted and last index.  Older
+segments then matter only for their entries: once every entry a
+non-current segment holds is compacted (or belongs to a removed partition,
+or to a log that a snapshot restarted), the file is deleted.  See
+:mod:`node.wal.replay` for the recovery rules.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import NoReturn
+
+from node.raft.types import Entry, HardState, SnapshotMeta
+
+from .batch import Op, WalBatch
+from .errors import WalClosedError, WalLockedError, WalSyncError
+from .record import (
+    RecordType,
+    checkpoint_payload,
+    compact_payload,
+    header,
+    snapshot_payload,
+)
+from .replay import LiveMap, forget_entries, note_entries, recover
+from .segment import segment_name
+from .state import PartitionState, Shadow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEGMENT_BYTES = 64 << 20
+LOCK_FILE = "LOCK"
+
+
+@dataclass(slots=True)
+class WalFaults:
+    """Fault injection for tests and the nemesis; all off by default.
+
+    The hooks act where the fsync happens, whether or not the WAL really
+    syncs (``sync=False``), so a fast test cluster can still lose its disk.
+    """
+
+    fail_fsync: bool = False
+    """While set, fsync raises EIO (after the data was written), which fails the WAL for good."""
+    fsync_delay_s: float = 0.0
+    """Sleep this long before every fsync: a slow disk."""
+
+
+class WriteAheadLog:
+    """One WAL directory, open for writing by this process only (an flock guards it)."""
+
+    def __init__(
+        self, directory: str, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES, sync: bool = True
+    ) -> None:
+        if segment_bytes <= 0:
+            raise ValueError(f"segment_bytes must be positive, not {segment_bytes}")
+        self.directory = os.path.abspath(directory)
+        self.segment_bytes = segment_bytes
+        self.sync = sync
+        self.faults = WalFaults()
+        self._io_lock = threading.Lock()  # serialises writers and segment files
+        self._state_lock = threading.Lock()  # guards _parts; never held across I/O
+        self._failed: BaseException | None = None
+        self._closed = False
+        self._fd = -1
+        self._lock_fd = -1
+
+        if not os.path.isdir(self.directory):
+            os.makedirs(self.directory)
+            if sync:  # the directory's own name must survive a crash too
+                _fsync_dir(os.path.dirname(self.directory))
+        self._lock_fd = _lock_directory(self.directory)
+        try:
+            rec = recover(self.directory, sync=sync)
+            self._parts: dict[int, PartitionState] = rec.parts
+            self._live: LiveMap = rec.live
+            self._segments: dict[int, str] = rec.segments
+            if rec.segments:
+                self._seq, self._path = next(reversed(rec.segments.items()))
+                self._fd = _open_append(self._path)
+                self._size = rec.tail_size
+                self._has_batches = rec.tail_size > 0
+                if rec.tail_size == 0:
+                    # Left empty by a crash while starting it, or its only record was
+                    # torn: it still needs the checkpoint every segment begins with.
+                    self._write_checkpoint_or_fail()
+            else:
+                self._seq = 0
+                self._start_segment(1)
+            self._collect_garbage()
+        except BaseException:
+            self._release()
+            raise
+
+    @classmethod
+    def open(
+        cls, directory: str, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES, sync: bool = True
+    ) -> WriteAheadLog:
+        """Open (creating if needed) the WAL in ``directory`` and replay it.
+
+        Raises :class:`~node.wal.errors.WalCorruptionError` if the log is
+        damaged anywhere but a torn tail, :class:`~node.wal.errors.WalLockedError`
+        if another open WAL holds the directory.
+        """
+        return cls(directory, segment_bytes=segment_bytes, sync=sync)
+
+    # -- reads ----------------------------------------------------------------------
+
+    def partition_ids(self) -> list[int]:
+        with self._state_lock:
+            return sorted(self._parts)
+
+    def state(self, pid: int) -> PartitionState:
+        """A copy of ``pid``'s state (empty if the WAL holds nothing for it); later writes don't change it."""
+        with self._state_lock:
+            st = self._parts.get(pid)
+            return st.copy() if st is not None else PartitionState()
+
+    @property
+    def failed(self) -> bool:
+        return self._failed is not None
+
+    def segment_paths(self) -> list[str]:
+        """Paths of the segment files currently in use, oldest first."""
+        with self._io_lock:
+            return list(self._segments.values())
+
+    # -- writes ---------------------------------------------------------------------
+
+    def write(self, batch: WalBatch) -> None:
+        """Make ``batch`` durable (one write, one fsync), then apply it to the in-memory state.
+
+        Raises the core's CompactedError / UnavailableError /
+        SnapshotOutOfDateError (nothing written, WAL still usable) for a batch
+        that breaks the log's rules, :class:`WalSyncError` if the disk failed
+        now or earlier, :class:`WalClosedError` after :meth:`close`.
+        """
+        if batch.empty:
+            return
+        with self._io_lock:
+            self._check_usable()
+            ops, chunks, gc = self._plan(batch)
+            data = b"".join(chunks)
+            try:
+                if self._has_batches and self._size + len(data) > self.segment_bytes:
+                    self._start_segment(self._seq + 1)
+                    gc = True
+                _write_all(self._fd, data)
+                self._fsync(self._fd)
+            except BaseException as exc:
+                # Even an interrupt may have left half a batch in the file: appending
+                # after it would bury a bad record in the middle of the log.
+                self._fail(exc, f"writing {len(data)} bytes to {self._path}")
+            self._size += len(data)
+            self._has_batches = True
+            try:
+                with self._state_lock:
+                    self._apply(ops)
+            except BaseException as exc:  # pragma: no cover - the plan made this impossible
+                self._failed = exc
+                raise
+            if gc:
+                self._collect_garbage()
+
+    def remove_partition(self, pid: int) -> None:
+        """Durably forget ``pid`` (its replica moved away); its segments become deletable."""
+        batch = WalBatch()
+        batch.remove_partition(pid)
+        self.write(batch)
+
+    def close(self) -> None:
+        """Close the files and release the directory; idempotent."""
+        with self._io_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._release()
+
+    def __enter__(self) -> WriteAheadLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals: planning and applying ---------------------------------------------
+
+    def _plan(self, batch: WalBatch) -> tuple[list[tuple], list[bytes], bool]:
+        """Check ``batch`` against the current state; returns ops, record chunks, and whether to collect.
+
+        Runs under the I/O lock, so the state cannot change underneath.
+        Compactions and local snapshots get their term here.
+        """
+        shadows: dict[int, Shadow] = {}
+        parts = self._parts
+        ops: list[tuple] = []
+        chunks: list[bytes] = []
+        gc = False
+        for op, pid, arg, hdr, payload in batch.ops:
+            sh = shadows.get(pid)
+            if sh is None:
+                sh = shadows[pid] = Shadow(parts.get(pid))
+            if op is Op.ENTRIES:
+                sh.append(arg)  # type: ignore[arg-type]
+            elif op is Op.HARD_STATE:
+                pass
+            elif op is Op.INSTALL_SNAPSHOT:
+                sh.install_snapshot(arg)  # type: ignore[arg-type]
+                gc = True
+            elif op is Op.NOTE_SNAPSHOT:
+                index, cs = arg  # type: ignore[misc]
+                term = sh.note_snapshot(index)
+                meta = SnapshotMeta(index, term, cs)
+                arg = meta
+                payload = snapshot_payload(pid, meta, restart=False)
+                hdr = header(RecordType.SNAPSHOT, payload)
+            elif op is Op.COMPACT:
+                term = sh.compact(arg)  # type: ignore[arg-type]
+                arg = (arg, term)
+                payload = compact_payload(pid, arg[0], term)
+                hdr = header(RecordType.COMPACT, payload)
+                gc = True
+            elif op is Op.REMOVE:
+                shadows[pid] = Shadow(None)
+                gc = True
+            ops.append((op, pid, arg))
+            chunks.append(hdr)  # type: ignore[arg-type]
+            chunks.append(payload)  # type: ignore[arg-type]
+        return ops, chunks, gc
+
+    def _apply(self, ops: list[tuple]) -> None:
+        """Apply checked ops to the in-memory state (after the fsync succeeded)."""
+        parts = self._parts
+        seg_live = self._live[self._seq]
+        for op, pid, arg in ops:
+            st = parts.get(pid)
+            if st is None:
+                if op is Op.REMOVE:
+                    continue
+                st = parts[pid] = PartitionState()
+            if op is Op.ENTRIES:
+                ents: list[Entry] = arg
+                prev_last = st.last_index()
+                start = st.append(ents)
+                if start:
+                    note_entries(self._live, seg_live, pid, start, ents[-1].index, prev_last)
+            elif op is Op.HARD_STATE:
+                hs: HardState = arg
+                st.hard_state = hs
+            elif op is Op.INSTALL_SNAPSHOT:
+                st.install_snapshot(arg)
+                forget_entries(self._live, pid)
+            elif op is Op.NOTE_SNAPSHOT:
+                st.note_snapshot(arg)
+            elif op is Op.COMPACT:
+                st.compact(*arg)
+            elif op is Op.REMOVE:
+                del parts[pid]
+                forget_entries(self._live, pid)
+
+    # -- internals: segments -------------------------------------------------------
+
+    def _start_segment(self, seq: int) -> None:
+        """Create segment ``seq``, make its name durable, and write the checkpoint it starts with."""
+        path = os.path.join(self.directory, segment_name(seq))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        old_fd = self._fd
+        self._fd, self._seq, self._path, self._size = fd, seq, path, 0
+        self._segments[seq] = path
+        self._live[seq] = {}
+        self._has_batches = False
+        if old_fd >= 0:
+            # Every write to it was fsynced before it was acknowledged.
+            os.close(old_fd)
+        if self.sync:
+            _fsync_dir(self.directory)
+        self._write_checkpoint()
+
+    def _write_checkpoint(self) -> None:
+        with self._state_lock:
+            cps = [st.checkpoint(pid) for pid, st in sorted(self._parts.items())]
+        payload = checkpoint_payload(cps)
+        data = header(RecordType.CHECKPOINT, payload) + payload
+        _write_all(self._fd, data)
+        self._fsync(self._fd)
+        self._size += len(data)
+
+    def _write_checkpoint_or_fail(self) -> None:
+        try:
+            self._write_checkpoint()
+        except BaseException as exc:
+            self._fail(exc, f"writing the checkpoint of {self._path}")
+
+    def _collect_garbage(self) -> None:
+        """Delete every non-current segment none of whose entries is still live."""
+        parts = self._parts
+        for seq in list(self._segments):
+            if seq == self._seq:
+                continue
+            seg_live = self._live.get(seq, {})
+            if any(pid in parts and last > parts[pid].offset for pid, last in seg_live.items()):
+                continue
+            path = self._segments[seq]
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                # Harmless: an extra dead segment replays to the same state. Retry next time.
+                log.warning("WAL: could not delete dead segment %s: %s", path, exc)
+                continue
+            del self._segments[seq]
+            self._live.pop(seq, None)
+            log.debug("WAL: deleted dead segment %s", path)
+        # No directory fsync: a deletion lost in a crash brings back a dead
+        # segment, and replaying a dead segment yields the same state.
+
+    # -- internals: I/O and failure ------------------------------------------------
+
+    def _fsync(self, fd: int) -> None:
+        faults = self.faults
+        if faults.fsync_delay_s > 0:
+            time.sleep(faults.fsync_delay_s)
+        if faults.fail_fsync:
+            raise OSError(errno.EIO, "injected fsync failure")
+        if self.sync:
+            os.fdatasync(fd)
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise WalClosedError(f"WAL {self.directory} is closed")
+        if self._failed is not None:
+            raise WalSyncError(
+                f"WAL {self.directory} failed earlier ({self._failed}); it accepts no more writes"
+            ) from self._failed
+
+    def _fail(self, exc: BaseException, what: str) -> NoReturn:
+        """Enter the failed state for good; OSErrors surface as WalSyncError, anything else as itself."""
+        self._failed = exc
+        log.error("WAL: %s failed: %r; the WAL is failed and accepts no more writes", what, exc)
+        if not isinstance(exc, OSError):
+            raise exc
+        raise WalSyncError(f"WAL {self.directory}: {what} failed: {exc}; the WAL accepts no more writes") from exc
+
+    def _release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
+
+
+def _lock_directory(directory: str) -> int:
+    fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise WalLockedError(f"WAL directory {directory} is in use by another open WAL") from None
+    return fd
+
+
+def _open_append(path: str) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:  # pragma: no cover - regular files report errors, not short writes of 0
+            raise OSError(errno.EIO, "write wrote nothing")
+        view = view[n:]
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
