@@ -1,0 +1,1 @@
+"""Helpers shared by every gRPC speaker (node, router, client): error details, conversions."""

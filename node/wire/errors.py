@@ -1,0 +1,81 @@
+"""Structured errors on the wire: a gRPC status whose details hold one ``tessera.v1.Error``.
+
+Servers call :func:`abort` (asyncio servicers) or build the status with
+:func:`to_status`; clients call :func:`error_from_rpc` to get the payload back
+and branch on ``error.WhichOneof("kind")``.  Codes follow errors.proto:
+routing errors are FAILED_PRECONDITION, busy is RESOURCE_EXHAUSTED, bad input
+is INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, status_pb2
+from grpc_status import rpc_status
+
+from tesserapb import errors_pb2
+
+_CODE_BY_KIND = {
+    "not_leader": grpc.StatusCode.FAILED_PRECONDITION,
+    "epoch_not_match": grpc.StatusCode.FAILED_PRECONDITION,
+    "key_not_in_partition": grpc.StatusCode.FAILED_PRECONDITION,
+    "partition_not_found": grpc.StatusCode.FAILED_PRECONDITION,
+    "server_busy": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
+}
+
+ROUTING_KINDS = frozenset({"not_leader", "epoch_not_match", "key_not_in_partition", "partition_not_found"})
+
+
+def code_for(error: errors_pb2.Error) -> grpc.StatusCode:
+    return _CODE_BY_KIND[error.WhichOneof("kind")]
+
+
+def to_status(error: errors_pb2.Error, message: str) -> grpc.Status:
+    code = code_for(error)
+    detail = any_pb2.Any()
+    detail.Pack(error)
+    st = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=[detail])
+    return rpc_status.to_status(st)
+
+
+async def abort(context: grpc.aio.ServicerContext, error: errors_pb2.Error, message: str) -> None:
+    """End the call with ``error`` attached; never returns."""
+    await context.abort_with_status(to_status(error, message))
+
+
+def error_from_rpc(exc: grpc.RpcError) -> errors_pb2.Error | None:
+    """The ``tessera.v1.Error`` attached to a failed call, if any."""
+    try:
+        st = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    except (ValueError, AttributeError):
+        return None
+    if st is None:
+        return None
+    for detail in st.details:
+        if detail.Is(errors_pb2.Error.DESCRIPTOR):
+            err = errors_pb2.Error()
+            detail.Unpack(err)
+            return err
+    return None
+
+
+def invalid_argument(field: str, message: str, limit: int = 0) -> errors_pb2.Error:
+    return errors_pb2.Error(invalid_argument=errors_pb2.InvalidArgument(field=field, limit=limit, message=message))
+
+
+def not_leader(partition_id: int, leader_store_id: int = 0, leader_address: str = "") -> errors_pb2.Error:
+    return errors_pb2.Error(
+        not_leader=errors_pb2.NotLeader(
+            partition_id=partition_id, leader_store_id=leader_store_id, leader_address=leader_address
+        )
+    )
+
+
+def server_busy(reason: str, backoff_ms: int = 0) -> errors_pb2.Error:
+    return errors_pb2.Error(server_busy=errors_pb2.ServerBusy(reason=reason, backoff_ms=backoff_ms))
+
+
+def partition_not_found(partition_id: int) -> errors_pb2.Error:
+    return errors_pb2.Error(partition_not_found=errors_pb2.PartitionNotFound(partition_id=partition_id))
