@@ -99,3 +99,25 @@ def test_snapshot_items_install_replaces_range(store, tmp_path) -> None:
         assert other.get(b"a03") == (b"v", 5) and other.meta(1).applied_index == 11
     finally:
         other.close()
+
+
+def test_long_keys_keep_order_and_survive_snapshots(store, tmp_path) -> None:
+    from node.state.layout import INLINE
+
+    base = b"p" * INLINE
+    keys = [base[:-1] + b"o", base, base + b"\x00", base + b"a", base + b"b" * 3000, base[:-1] + b"q", b"z" * 4096]
+    store.apply(1, [ApplyEntry(i + 2, 1, put(k, b"v%d" % i)) for i, k in enumerate(keys)], CS)
+    assert [k for k, _, _ in store.scan(b"", b"", 100)] == sorted(keys)
+    assert [k for k, _, _ in store.scan(base + b"\x00", base + b"b", 100)] == [base + b"\x00", base + b"a"]
+    assert store.get(base + b"a") == (b"v3", 5) and store.get(base + b"c") is None
+    (r,) = store.apply(1, [ApplyEntry(20, 1, delete(base + b"a"))], CS)[0]
+    assert r.existed and store.get(base + b"a") is None and store.get(base + b"\x00") is not None
+    (r,) = store.apply(1, [ApplyEntry(21, 1, cas(base + b"\x00", 4, b"new"))], CS)[0]
+    assert r.succeeded and store.get(base + b"\x00") == (b"new", 21)
+    assert store.get(b"") is None and store.scan(b"", b"", 1)
+    other = StateStore(str(tmp_path / "other2"), map_size=1 << 26)
+    try:
+        other.install_snapshot(1, b"", b"", list(store.snapshot_items(b"", b"")), PartitionMeta(21, 1, CS))
+        assert other.scan(b"", b"", 100) == store.scan(b"", b"", 100)
+    finally:
+        other.close()

@@ -1,9 +1,8 @@
 """The ``tessera`` command: one program for every job.
 
 The forms below are the command-line contract of DESIGN.md; scripts and tests outside the
-project rely on them, so extend them freely but do not break them. Only ``simulate`` is
-wired up so far; every other command parses its arguments, then says it is not available
-yet and exits 2.
+project rely on them, so extend them freely but do not break them. Commands whose issue has
+not landed yet parse their arguments, then say they are not available yet and exit 2.
 """
 
 from __future__ import annotations
@@ -25,6 +24,8 @@ MUTATIONS = (
 FAULTS = ("kill", "pause", "partition")  # the nemesis work adds more
 
 EXIT_NOT_AVAILABLE = 2
+EXIT_USAGE = 2
+DEFAULT_KV_TIMEOUT = 5.0
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -52,6 +53,17 @@ def _add_router_option(parser: argparse.ArgumentParser) -> None:
         metavar="ADDR",
         default=argparse.SUPPRESS,
         help=f"router address (default: ${ROUTER_ENV}, else {DEFAULT_ROUTER})",
+    )
+
+
+def _add_timeout_option(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS at every level, as for --router; main() fills in the default.
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        default=argparse.SUPPRESS,
+        help=f"give up after this long, retries included (default: {DEFAULT_KV_TIMEOUT:g})",
     )
 
 
@@ -159,7 +171,18 @@ def _build_node(commands) -> None:
                    help="WAL and LMDB directory; survives restarts (default: %(default)s)")
     p.add_argument("--routers", metavar="ADDR[,ADDR...]", default=DEFAULT_ROUTER,
                    help="placement service addresses to heartbeat (default: %(default)s)")
-    p.set_defaults(handler=_not_available, command_name="node")
+    p.add_argument("--tick-ms", type=_positive_int, metavar="MS", default=50,
+                   help="Raft tick; elections time out after 10-20 ticks (default: %(default)s)")
+    p.add_argument("--compact-threshold", type=_positive_int, metavar="N", default=10_000,
+                   help="compact a partition's log once it holds this many applied entries "
+                        "(default: %(default)s)")
+    p.add_argument("--compact-keep", type=_positive_int, metavar="N", default=1_000,
+                   help="applied entries kept after compaction for slow followers (default: %(default)s)")
+    p.add_argument("--max-key-bytes", type=_positive_int, metavar="BYTES", default=4096,
+                   help="largest key accepted (default: %(default)s)")
+    p.add_argument("--max-value-bytes", type=_positive_int, metavar="BYTES", default=1 << 20,
+                   help="largest value accepted (default: %(default)s)")
+    p.set_defaults(handler=_node, command_name="node")
 
 
 def _build_router(commands) -> None:
@@ -187,7 +210,12 @@ def _build_router(commands) -> None:
     p.add_argument("--max-down", type=_positive_float, metavar="SECONDS", default=30.0,
                    help="a node down this long has its replicas re-created elsewhere "
                         "(default: %(default)g)")
-    p.set_defaults(handler=_not_available, command_name="router")
+    p.add_argument("--replicas", type=_positive_int, metavar="N", default=3,
+                   help="replicas of each pre-split partition; the cluster is created once this "
+                        "many nodes have registered (default: %(default)s)")
+    p.add_argument("--store-down-after", type=_positive_float, metavar="SECONDS", default=5.0,
+                   help="a node silent this long is reported down (default: %(default)g)")
+    p.set_defaults(handler=_router, command_name="router")
 
 
 def _build_cluster(commands) -> None:
@@ -224,7 +252,7 @@ def _build_cluster(commands) -> None:
     up.add_argument("--max-down", type=_positive_float, default=30.0, metavar="SECONDS",
                     help="a node down this long has its replicas re-created elsewhere "
                          "(default: %(default)g)")
-    up.set_defaults(handler=_not_available, command_name="cluster up")
+    up.set_defaults(handler=_cluster_up, command_name="cluster up")
 
 
 def _build_kv(commands) -> None:
@@ -238,6 +266,7 @@ def _build_kv(commands) -> None:
         ),
     )
     _add_router_option(p)
+    _add_timeout_option(p)
     sub = p.add_subparsers(dest="kv_command", metavar="SUBCOMMAND", title="subcommands")
     sub.required = True
 
@@ -245,7 +274,8 @@ def _build_kv(commands) -> None:
     put.add_argument("key", metavar="KEY")
     put.add_argument("value", metavar="VALUE")
     _add_router_option(put)
-    put.set_defaults(handler=_not_available, command_name="kv put")
+    _add_timeout_option(put)
+    put.set_defaults(handler=_kv, command_name="kv put")
 
     get = sub.add_parser(
         "get",
@@ -261,12 +291,14 @@ def _build_kv(commands) -> None:
                      help="with --consistency stale: the oldest data accepted "
                           "(default: the server's bound)")
     _add_router_option(get)
-    get.set_defaults(handler=_not_available, command_name="kv get")
+    _add_timeout_option(get)
+    get.set_defaults(handler=_kv, command_name="kv get")
 
     delete = sub.add_parser("delete", help="delete KEY", description="Delete KEY.")
     delete.add_argument("key", metavar="KEY")
     _add_router_option(delete)
-    delete.set_defaults(handler=_not_available, command_name="kv delete")
+    _add_timeout_option(delete)
+    delete.set_defaults(handler=_kv, command_name="kv delete")
 
     scan = sub.add_parser(
         "scan",
@@ -284,7 +316,8 @@ def _build_kv(commands) -> None:
     scan.add_argument("--consistency", choices=("linearizable", "lease", "stale"),
                       default="lease", help="read consistency (default: %(default)s)")
     _add_router_option(scan)
-    scan.set_defaults(handler=_not_available, command_name="kv scan")
+    _add_timeout_option(scan)
+    scan.set_defaults(handler=_kv, command_name="kv scan")
 
 
 def _build_admin(commands) -> None:
@@ -427,6 +460,102 @@ def _not_available(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_NOT_AVAILABLE
+
+
+def _node(args: argparse.Namespace) -> int:
+    if args.store_id is None:
+        print("tessera node: --store-id is required (tessera cluster up assigns them)", file=sys.stderr)
+        return EXIT_USAGE
+    from node.server import run
+
+    return run(args)
+
+
+def _cluster_up(args: argparse.Namespace) -> int:
+    from tools.cluster_up import run
+
+    return run(args)
+
+
+def _router(args: argparse.Namespace) -> int:
+    from router.main import run
+
+    return run(args)
+
+
+def _kv(args: argparse.Namespace) -> int:
+    """tessera kv put|get|delete|scan through the blocking client library."""
+    from router.client import Client, DeadlineExceeded, InvalidArgumentError, RouterUnavailableError, TesseraError
+
+    name = f"tessera {args.command_name}"
+    timeout = getattr(args, "timeout", None) or DEFAULT_KV_TIMEOUT
+    try:
+        client = Client(args.router, deadline_s=timeout)
+    except ValueError as exc:
+        print(f"{name}: bad --router {args.router!r}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with client:
+            return _KV_HANDLERS[args.kv_command](client, args, name)
+    except InvalidArgumentError as exc:
+        print(f"{name}: invalid argument: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RouterUnavailableError as exc:
+        if exc.unreachable:
+            print(f"{name}: cannot reach the router at {args.router}: {exc.last_error}", file=sys.stderr)
+        else:
+            print(f"{name}: the router at {args.router} has no partition for the key "
+                  f"(cluster not bootstrapped yet?): {exc.last_error}", file=sys.stderr)
+        return 1
+    except DeadlineExceeded as exc:
+        print(f"{name}: timed out after {timeout:g}s: {exc}", file=sys.stderr)
+        return 1
+    except TesseraError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _arg_bytes(text: str) -> bytes:
+    # os.fsencode undoes the surrogateescape decoding of argv: non-UTF-8 bytes survive.
+    return os.fsencode(text)
+
+
+def _kv_put(client, args: argparse.Namespace, name: str) -> int:
+    client.put(_arg_bytes(args.key), _arg_bytes(args.value))
+    print("OK")
+    return 0
+
+
+def _kv_get(client, args: argparse.Namespace, name: str) -> int:
+    found = client.get(_arg_bytes(args.key), args.consistency, args.max_staleness_ms)
+    if found is None:
+        print(f"{name}: key {args.key!r} not found", file=sys.stderr)
+        return 1
+    sys.stdout.flush()
+    sys.stdout.buffer.write(found.value)
+    if sys.stdout.isatty():
+        sys.stdout.buffer.write(b"\n")
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def _kv_delete(client, args: argparse.Namespace, name: str) -> int:
+    existed = client.delete(_arg_bytes(args.key))
+    print("deleted" if existed else "not found (nothing to delete)")
+    return 0
+
+
+def _kv_scan(client, args: argparse.Namespace, name: str) -> int:
+    pairs = client.scan(_arg_bytes(args.start), _arg_bytes(args.end), args.limit, consistency=args.consistency)
+    out = sys.stdout.buffer
+    sys.stdout.flush()
+    for key, value, _version in pairs:
+        out.write(key + b"\t" + value + b"\n")
+    out.flush()
+    return 0
+
+
+_KV_HANDLERS = {"put": _kv_put, "get": _kv_get, "delete": _kv_delete, "scan": _kv_scan}
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -97,6 +97,18 @@ class RawNode:
         """
         self.raft.read_index(context, lease)
 
+    def lease_read_index(self) -> int | None:
+        """The read index a leader may serve at once under its lease, or None.
+
+        The synchronous fast path of ``read_index(ctx, lease=True)``: valid
+        only on a leader whose lease holds and that has committed an entry of
+        its term.  The caller then waits until that index is applied.
+        """
+        r = self.raft
+        if r.lease_valid() and r.log.term_or_zero(r.log.committed) == r.term:
+            return r.log.committed
+        return None
+
     def transfer_leader(self, target: int) -> None:
         """Hand leadership to ``target`` once it has caught up (TimeoutNow)."""
         self.raft.transfer_leader(target)

@@ -30,12 +30,12 @@ import lmdb
 
 from node.raft.types import ConfState
 
+from . import layout
 from .commands import Command, CommandError, OpKind
 
 _U64 = struct.Struct(">Q")  # big-endian so keys sort numerically
 _META = struct.Struct("<QQ")
 _RESULT = struct.Struct("<BBQI")
-_VERSION_PREFIX = struct.Struct("<Q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +118,7 @@ class StateStore:
         self._meta = self.env.open_db(b"meta")
         self._dedup = self.env.open_db(b"dedup")
         self._dedup_idx = self.env.open_db(b"dedup_idx")
+        self._desc = self.env.open_db(b"descriptors")
         self.dedup_window = dedup_window
 
     def close(self) -> None:
@@ -141,26 +142,53 @@ class StateStore:
         with self.env.begin(write=True) as txn:
             txn.put(_pid_key(pid), _META.pack(index, term) + _encode_conf(conf_state), db=self._meta)
 
+    def save_descriptor(self, pid: int, replica_id: int, descriptor: bytes) -> None:
+        """Persist the partition's descriptor (range, epoch, members) and our replica id in it."""
+        with self.env.begin(write=True) as txn:
+            txn.put(_pid_key(pid), _U64.pack(replica_id) + descriptor, db=self._desc)
+
+    def descriptors(self) -> dict[int, tuple[int, bytes]]:
+        with self.env.begin(db=self._desc) as txn:
+            return {_U64.unpack(k)[0]: (_U64.unpack_from(v, 0)[0], bytes(v[8:])) for k, v in txn.cursor()}
+
+    def open_snapshot(self, pid: int, start: bytes, end: bytes) -> "SnapshotReader":
+        """A consistent image of one partition: its meta and data from one read transaction."""
+        return SnapshotReader(self, pid, start, end)
+
     # -- applying ---------------------------------------------------------------
 
     def apply(self, pid: int, entries: Iterable[ApplyEntry], conf_state: ConfState) -> list[list[OpResult] | None]:
-        """Apply committed entries in one transaction; returns each command's results.
+        """Apply committed entries of one partition in one transaction; returns each command's results.
 
         ``conf_state`` is the membership after these entries (the core applies
         conf changes itself); it is stored with the applied index.
         """
+        return self.apply_many([(pid, entries, conf_state)])[0]
+
+    def apply_many(
+        self, work: list[tuple[int, Iterable[ApplyEntry], ConfState]]
+    ) -> list[list[list[OpResult] | None]]:
+        """Apply several partitions' entries in ONE transaction (one fsync per Raft round)."""
+        out = []
+        with self.env.begin(write=True) as txn:
+            for pid, entries, conf_state in work:
+                out.append(self._apply_in(txn, pid, entries, conf_state))
+        return out
+
+    def _apply_in(
+        self, txn: lmdb.Transaction, pid: int, entries: Iterable[ApplyEntry], conf_state: ConfState
+    ) -> list[list[OpResult] | None]:
         results: list[list[OpResult] | None] = []
         last_index = last_term = 0
-        with self.env.begin(write=True) as txn:
-            for e in entries:
-                last_index, last_term = e.index, e.term
-                if e.command is None:
-                    results.append(None)
-                    continue
-                results.append(self._apply_command(txn, pid, e.index, e.command))
-            if last_index:
-                txn.put(_pid_key(pid), _META.pack(last_index, last_term) + _encode_conf(conf_state), db=self._meta)
-                self._collect_dedup(txn, pid, last_index)
+        for e in entries:
+            last_index, last_term = e.index, e.term
+            if e.command is None:
+                results.append(None)
+                continue
+            results.append(self._apply_command(txn, pid, e.index, e.command))
+        if last_index:
+            txn.put(_pid_key(pid), _META.pack(last_index, last_term) + _encode_conf(conf_state), db=self._meta)
+            self._collect_dedup(txn, pid, last_index)
         return results
 
     def _apply_command(self, txn: lmdb.Transaction, pid: int, index: int, cmd: Command) -> list[OpResult]:
@@ -180,21 +208,20 @@ class StateStore:
         data = self._data
         for op in cmd.ops:
             if op.kind == OpKind.CAS:
-                cur = txn.get(op.key, db=data)
-                version = _VERSION_PREFIX.unpack_from(cur, 0)[0] if cur is not None else 0
+                cur = layout.get(txn, data, op.key)
+                version = cur[0] if cur is not None else 0
                 if version != op.expected_version:
-                    value = bytes(cur[8:]) if cur is not None else b""
+                    value = cur[1] if cur is not None else b""
                     failed = OpResult(False, version, cur is not None, value)
                     return [failed if o is op else OpResult(False, 0) for o in cmd.ops]
         out = []
-        stamp = _VERSION_PREFIX.pack(index)
         for op in cmd.ops:
             if op.kind == OpKind.PUT or (op.kind == OpKind.CAS and not op.delete):
-                existed = txn.put(op.key, stamp + op.value, db=data, overwrite=True)
-                out.append(OpResult(True, index, bool(existed)))
+                existed = layout.put(txn, data, op.key, index, op.value)
+                out.append(OpResult(True, index, existed))
             elif op.kind in (OpKind.DELETE, OpKind.CAS):
-                existed = txn.delete(op.key, db=data)
-                out.append(OpResult(True, 0, bool(existed)))
+                existed = layout.delete(txn, data, op.key)
+                out.append(OpResult(True, 0, existed))
             else:  # pragma: no cover - decode rejects unknown kinds
                 raise CommandError(f"unknown op kind {op.kind}")
         return out
@@ -218,23 +245,20 @@ class StateStore:
     # -- reading ----------------------------------------------------------------
 
     def get(self, key: bytes) -> tuple[bytes, int] | None:
-        with self.env.begin(db=self._data, buffers=False) as txn:
-            raw = txn.get(key)
-        if raw is None:
+        with self.env.begin() as txn:
+            got = layout.get(txn, self._data, key)
+        if got is None:
             return None
-        return raw[8:], _VERSION_PREFIX.unpack_from(raw, 0)[0]
+        return got[1], got[0]
 
     def scan(self, start: bytes, end: bytes, limit: int) -> list[tuple[bytes, bytes, int]]:
         """Up to ``limit`` (key, value, version) with start <= key < end (empty end = unbounded)."""
         out: list[tuple[bytes, bytes, int]] = []
-        with self.env.begin(db=self._data) as txn:
-            cur = txn.cursor()
-            if not cur.set_range(start):
-                return out
-            for k, v in cur:
-                if end and k >= end:
-                    break
-                out.append((k, v[8:], _VERSION_PREFIX.unpack_from(v, 0)[0]))
+        if limit <= 0:
+            return out
+        with self.env.begin() as txn:
+            for k, version, value in layout.scan(txn, self._data, start, end):
+                out.append((k, value, version))
                 if len(out) >= limit:
                     break
         return out
@@ -247,18 +271,14 @@ class StateStore:
     # -- snapshots ----------------------------------------------------------------
 
     def snapshot_items(self, start: bytes, end: bytes, chunk: int = 1024) -> Iterator[list[tuple[bytes, bytes]]]:
-        """The raw (key, version+value) pairs of a range, in chunks, from one read transaction."""
-        with self.env.begin(db=self._data) as txn:
-            cur = txn.cursor()
+        """The raw LMDB records of a range, in chunks, from one read transaction."""
+        with self.env.begin() as txn:
             batch: list[tuple[bytes, bytes]] = []
-            if cur.set_range(start):
-                for k, v in cur:
-                    if end and k >= end:
-                        break
-                    batch.append((k, v))
-                    if len(batch) >= chunk:
-                        yield batch
-                        batch = []
+            for rec in layout.records(txn, self._data, start, end):
+                batch.append(rec)
+                if len(batch) >= chunk:
+                    yield batch
+                    batch = []
             if batch:
                 yield batch
 
@@ -272,14 +292,9 @@ class StateStore:
     ) -> None:
         """Replace the range's data and the partition's applied state in one transaction."""
         with self.env.begin(write=True) as txn:
-            cur = txn.cursor(db=self._data)
-            if cur.set_range(start):
-                while True:
-                    k = cur.key()
-                    if end and k >= end:
-                        break
-                    if not cur.delete():
-                        break
+            stale = [k for k, _ in layout.records(txn, self._data, start, end)]
+            for k in stale:
+                txn.delete(k, db=self._data)
             for chunk in items:
                 for k, v in chunk:
                     txn.put(k, v, db=self._data)
@@ -288,6 +303,40 @@ class StateStore:
                 _META.pack(meta.applied_index, meta.applied_term) + _encode_conf(meta.conf_state),
                 db=self._meta,
             )
+
+
+class SnapshotReader:
+    """Holds one LMDB read transaction: ``meta`` and :meth:`chunks` see the same state."""
+
+    def __init__(self, store: StateStore, pid: int, start: bytes, end: bytes) -> None:
+        self._txn = store.env.begin()
+        self._store = store
+        self.start, self.end = start, end
+        raw = self._txn.get(_pid_key(pid), db=store._meta)
+        if raw is None:
+            self._txn.abort()
+            raise KeyError(f"partition {pid} has no applied state")
+        index, term = _META.unpack_from(raw, 0)
+        self.meta = PartitionMeta(index, term, _decode_conf(raw[_META.size :]))
+
+    def chunks(self, chunk: int = 1024) -> Iterator[list[tuple[bytes, bytes]]]:
+        batch: list[tuple[bytes, bytes]] = []
+        for rec in layout.records(self._txn, self._store._data, self.start, self.end):
+            batch.append(rec)
+            if len(batch) >= chunk:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def close(self) -> None:
+        self._txn.abort()
+
+    def __enter__(self) -> "SnapshotReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def decode_entry_command(data: bytes) -> Command | None:

@@ -1,0 +1,406 @@
+"""The public KV API as served by a node: validation, routing checks, reads and writes.
+
+Every request is checked, in this order, before anything happens: input
+limits (INVALID_ARGUMENT naming the limit), the partition (hosted here?),
+the epoch the client routed with, the key range, and leadership.  Only then
+is a write proposed or a read started, so a rejected request has no effect.
+
+Writes carry the client's request id into the command: a retry of a write
+whose first attempt did commit returns the first result (see
+:mod:`node.state.store`).  Reads follow the requested consistency:
+LEASE (default) and LINEARIZABLE on the leader, STALE on any replica that
+heard from its leader within the bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import grpc
+
+from node.raft import NotLeaderError, ProposalDroppedError
+from node.raftstore import RaftStore
+from node.replica import ProposalLost, Replica, ReplicaStopped
+from node.state.commands import Command, Op, OpKind
+from node.state.store import OpResult
+from node.wire import errors as werr
+from tesserapb import errors_pb2, kv_pb2, kv_pb2_grpc, meta_pb2
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_key_bytes: int = 4096
+    max_value_bytes: int = 1 << 20
+    max_batch_ops: int = 1024
+    default_scan_limit: int = 1000
+    max_scan_limit: int = 10_000
+    default_stale_ms: int = 5_000
+    request_timeout_s: float = 5.0
+
+
+MAX_REQUEST_ID_BYTES = 64
+
+
+class KVError(Exception):
+    """A request failure with its gRPC code and (optionally) a structured tessera.v1.Error."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, error: errors_pb2.Error | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.error = error
+
+    @classmethod
+    def of(cls, error: errors_pb2.Error, message: str) -> "KVError":
+        return cls(werr.code_for(error), message, error)
+
+
+def _invalid(field: str, message: str, limit: int = 0) -> KVError:
+    return KVError.of(werr.invalid_argument(field, message, limit), message)
+
+
+_READ_MODES = {
+    kv_pb2.CONSISTENCY_UNSPECIFIED: "lease",
+    kv_pb2.LEASE: "lease",
+    kv_pb2.LINEARIZABLE: "linearizable",
+    kv_pb2.STALE: "stale",
+}
+
+
+class KVService(kv_pb2_grpc.KVServicer):
+    def __init__(self, raftstore: RaftStore, address_of: Callable[[int], str], limits: Limits = Limits()) -> None:
+        self.rs = raftstore
+        self.address_of = address_of
+        self.limits = limits
+
+    # -- validation -------------------------------------------------------------
+
+    def _check_key(self, key: bytes, field: str = "key", write: bool = False) -> None:
+        if write and not key:
+            raise _invalid(field, f"{field} must not be empty for a write")
+        if len(key) > self.limits.max_key_bytes:
+            raise _invalid(
+                field,
+                f"{field} is {len(key)} bytes, over the limit of {self.limits.max_key_bytes} bytes",
+                self.limits.max_key_bytes,
+            )
+
+    def _check_value(self, value: bytes) -> None:
+        if len(value) > self.limits.max_value_bytes:
+            raise _invalid(
+                "value",
+                f"value is {len(value)} bytes, over the limit of {self.limits.max_value_bytes} bytes",
+                self.limits.max_value_bytes,
+            )
+
+    def _read_mode(self, opts: kv_pb2.ReadOptions) -> str:
+        mode = _READ_MODES.get(opts.consistency)
+        if mode is None:
+            raise _invalid("read_options.consistency", f"unknown consistency {opts.consistency}")
+        return mode
+
+    # -- routing ----------------------------------------------------------------
+
+    def _descriptor(self, rep: Replica) -> meta_pb2.PartitionDescriptor:
+        d = meta_pb2.PartitionDescriptor()
+        d.CopyFrom(rep.descriptor)
+        d.leader_store_id = rep.leader_store()
+        d.term = rep.raw.raft.term
+        return d
+
+    def _route(self, ctx: kv_pb2.RequestContext, keys: list[bytes]) -> Replica:
+        if self.rs.failed is not None:
+            raise KVError(grpc.StatusCode.UNAVAILABLE, str(self.rs.failed))
+        pid = ctx.partition_id
+        if pid == 0 and keys:
+            rep = next((r for r in self.rs.replicas.values() if r.contains(keys[0])), None)
+            if rep is None:
+                raise KVError.of(werr.partition_not_found(0), f"no partition here holds key {keys[0]!r}")
+        else:
+            rep = self.rs.replicas.get(pid)
+            if rep is None:
+                raise KVError.of(werr.partition_not_found(pid), f"partition {pid} is not hosted on this node")
+        if ctx.HasField("epoch") and (ctx.epoch.version or ctx.epoch.conf_ver):
+            if ctx.epoch.version != rep.descriptor.epoch.version:
+                err = errors_pb2.Error(epoch_not_match=errors_pb2.EpochNotMatch(current=self._descriptor(rep)))
+                raise KVError.of(
+                    err,
+                    f"partition {rep.pid} epoch version is {rep.descriptor.epoch.version}, request has {ctx.epoch.version}",
+                )
+        for k in keys:
+            if not rep.contains(k):
+                err = errors_pb2.Error(
+                    key_not_in_partition=errors_pb2.KeyNotInPartition(key=k, partition=self._descriptor(rep))
+                )
+                raise KVError.of(err, f"key {k!r} is outside partition {rep.pid}")
+        return rep
+
+    def _not_leader(self, rep: Replica, hint: int | None = None) -> KVError:
+        store = rep.leader_store() if hint is None else (rep.store_of(hint) or 0)
+        addr = self.address_of(store) if store else ""
+        return KVError.of(
+            werr.not_leader(rep.pid, store, addr),
+            f"this node is not the leader of partition {rep.pid}" + (f"; try store {store} at {addr}" if store else ""),
+        )
+
+    # -- writes -----------------------------------------------------------------
+
+    async def _write(self, rep: Replica, cmd: Command) -> list[OpResult]:
+        if len(cmd.request_id) > MAX_REQUEST_ID_BYTES:
+            raise _invalid(
+                "context.request_id",
+                f"request_id is {len(cmd.request_id)} bytes, over the limit of {MAX_REQUEST_ID_BYTES}",
+                MAX_REQUEST_ID_BYTES,
+            )
+        try:
+            fut = rep.propose(cmd)
+        except NotLeaderError as exc:
+            raise self._not_leader(rep, exc.leader) from None
+        except ReplicaStopped as exc:
+            raise KVError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+        try:
+            results = await asyncio.wait_for(asyncio.shield(fut), self.limits.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise KVError(
+                grpc.StatusCode.UNAVAILABLE,
+                "write not confirmed in time; outcome unknown (retry with the same request_id)",
+            ) from None
+        except NotLeaderError as exc:
+            raise self._not_leader(rep, exc.leader) from None
+        except ProposalDroppedError as exc:
+            raise KVError.of(werr.server_busy(exc.reason, 50), str(exc)) from None
+        except ProposalLost:
+            raise self._not_leader(rep) from None
+        except ReplicaStopped as exc:
+            raise KVError(grpc.StatusCode.UNAVAILABLE, f"{exc}; outcome unknown") from None
+        assert results is not None
+        return results
+
+    async def _put(self, req: kv_pb2.PutRequest) -> kv_pb2.PutResponse:
+        self._check_key(req.key, write=True)
+        self._check_value(req.value)
+        rep = self._route(req.context, [req.key])
+        (r,) = await self._write(rep, Command(req.context.request_id, (Op(OpKind.PUT, req.key, req.value),)))
+        return kv_pb2.PutResponse(version=r.version)
+
+    async def _delete(self, req: kv_pb2.DeleteRequest) -> kv_pb2.DeleteResponse:
+        self._check_key(req.key, write=True)
+        rep = self._route(req.context, [req.key])
+        (r,) = await self._write(rep, Command(req.context.request_id, (Op(OpKind.DELETE, req.key),)))
+        return kv_pb2.DeleteResponse(deleted=r.existed)
+
+    async def _cas(self, req: kv_pb2.CompareAndSetRequest) -> kv_pb2.CompareAndSetResponse:
+        self._check_key(req.key, write=True)
+        self._check_value(req.value)
+        rep = self._route(req.context, [req.key])
+        op = Op(OpKind.CAS, req.key, req.value, req.expected_version, req.delete)
+        (r,) = await self._write(rep, Command(req.context.request_id, (op,)))
+        if r.succeeded:
+            value = b"" if req.delete else req.value
+            return kv_pb2.CompareAndSetResponse(succeeded=True, current_version=r.version, current_value=value)
+        return kv_pb2.CompareAndSetResponse(succeeded=False, current_version=r.version, current_value=r.value)
+
+    async def _batch(self, req: kv_pb2.BatchRequest) -> kv_pb2.BatchResponse:
+        if not req.ops:
+            raise _invalid("ops", "a batch needs at least one operation")
+        if len(req.ops) > self.limits.max_batch_ops:
+            raise _invalid(
+                "ops",
+                f"{len(req.ops)} operations, over the limit of {self.limits.max_batch_ops}",
+                self.limits.max_batch_ops,
+            )
+        ops = []
+        for w in req.ops:
+            kind = w.WhichOneof("op")
+            if kind == "put":
+                self._check_key(w.put.key, "ops.put.key", write=True)
+                self._check_value(w.put.value)
+                ops.append(Op(OpKind.PUT, w.put.key, w.put.value))
+            elif kind == "delete":
+                self._check_key(w.delete.key, "ops.delete.key", write=True)
+                ops.append(Op(OpKind.DELETE, w.delete.key))
+            else:
+                raise _invalid("ops", "every operation must be a put or a delete")
+        rep = self._route(req.context, [o.key for o in ops])
+        results = await self._write(rep, Command(req.context.request_id, tuple(ops)))
+        return kv_pb2.BatchResponse(
+            results=[
+                kv_pb2.WriteResult(version=r.version, deleted=(o.kind == OpKind.DELETE and r.existed))
+                for o, r in zip(ops, results)
+            ]
+        )
+
+    # -- reads ------------------------------------------------------------------
+
+    async def _read_barrier(self, rep: Replica, mode: str, stale_ms: int) -> None:
+        """Wait until this replica may serve a read of the requested consistency."""
+        loop = asyncio.get_running_loop()
+        if mode == "stale":
+            bound = (stale_ms or self.limits.default_stale_ms) / 1000.0
+            if rep.is_leader():
+                self.rs.catch_up()
+                if rep.raw.lease_read_index() is not None:
+                    return
+            elif loop.time() - rep.leader_contact <= bound:
+                target = rep.leader_commit
+                if rep.applied >= target:
+                    return
+                try:
+                    await asyncio.wait_for(asyncio.shield(rep.wait_applied(target)), bound)
+                    return
+                except asyncio.TimeoutError:
+                    pass
+            raise self._not_leader(rep)
+        self.rs.catch_up()  # a paused process must see its lease expire first
+        if not rep.is_leader():
+            raise self._not_leader(rep)
+        try:
+            index_fut = rep.read_index(lease=(mode == "lease"))
+            index = await asyncio.wait_for(asyncio.shield(index_fut), self.limits.request_timeout_s)
+            await asyncio.wait_for(asyncio.shield(rep.wait_applied(index)), self.limits.request_timeout_s)
+        except NotLeaderError as exc:
+            raise self._not_leader(rep, exc.leader) from None
+        except asyncio.TimeoutError:
+            raise KVError(grpc.StatusCode.UNAVAILABLE, "leadership not confirmed in time") from None
+        except ReplicaStopped as exc:
+            raise KVError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+
+    async def _get(self, req: kv_pb2.GetRequest) -> kv_pb2.GetResponse:
+        self._check_key(req.key)
+        mode = self._read_mode(req.read_options)
+        rep = self._route(req.context, [req.key])
+        await self._read_barrier(rep, mode, req.read_options.max_staleness_ms)
+        got = self.rs.state.get(req.key)
+        if got is None:
+            return kv_pb2.GetResponse(found=False)
+        return kv_pb2.GetResponse(found=True, value=got[0], version=got[1])
+
+    async def _scan(self, req: kv_pb2.ScanRequest) -> kv_pb2.ScanResponse:
+        self._check_key(req.start, "start")
+        self._check_key(req.end, "end")
+        if req.end and req.start > req.end:
+            raise _invalid("end", "scan range is inverted: start is after end")
+        limit = req.limit or self.limits.default_scan_limit
+        if limit > self.limits.max_scan_limit:
+            raise _invalid(
+                "limit", f"limit {limit} is over the maximum of {self.limits.max_scan_limit}", self.limits.max_scan_limit
+            )
+        mode = self._read_mode(req.read_options)
+        rep = self._route(req.context, [] if req.context.partition_id else [req.start])
+        start = max(req.start, rep.start)
+        end = req.end
+        if rep.end and (not end or end > rep.end):
+            end = rep.end
+        await self._read_barrier(rep, mode, req.read_options.max_staleness_ms)
+        rows = self.rs.state.scan(start, end, limit)
+        resp = kv_pb2.ScanResponse(kvs=[kv_pb2.KeyValue(key=k, value=v, version=ver) for k, v, ver in rows])
+        if len(rows) >= limit:
+            resp.more = True
+            resp.resume_key = rows[-1][0] + b"\x00"
+        elif end != req.end:
+            resp.more = True  # the partition ends before the requested range does
+            resp.resume_key = rep.end
+        return resp
+
+    # -- gRPC surface -------------------------------------------------------------
+
+    async def _unary(self, handler, request, context):  # type: ignore[no-untyped-def]
+        try:
+            return await handler(request)
+        except KVError as exc:
+            if exc.error is not None:
+                await werr.abort(context, exc.error, exc.message)
+            await context.abort(exc.code, exc.message)
+
+    async def Get(self, request, context):  # noqa: N802
+        return await self._unary(self._get, request, context)
+
+    async def Put(self, request, context):  # noqa: N802
+        return await self._unary(self._put, request, context)
+
+    async def Delete(self, request, context):  # noqa: N802
+        return await self._unary(self._delete, request, context)
+
+    async def CompareAndSet(self, request, context):  # noqa: N802
+        return await self._unary(self._cas, request, context)
+
+    async def Scan(self, request, context):  # noqa: N802
+        return await self._unary(self._scan, request, context)
+
+    async def Batch(self, request, context):  # noqa: N802
+        return await self._unary(self._batch, request, context)
+
+    _ITEM_HANDLERS = {
+        "get": "_get",
+        "put": "_put",
+        "delete": "_delete",
+        "compare_and_set": "_cas",
+        "scan": "_scan",
+        "batch": "_batch",
+    }
+
+    async def _serve_item(self, item: kv_pb2.StreamRequestItem) -> kv_pb2.StreamResponseItem:
+        kind = item.WhichOneof("request")
+        out = kv_pb2.StreamResponseItem(request_id=item.request_id)
+        if kind is None:
+            out.code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+            out.message = "stream item carries no request"
+            return out
+        handler = getattr(self, self._ITEM_HANDLERS[kind])
+        try:
+            resp = await handler(getattr(item, kind))
+        except KVError as exc:
+            out.code = exc.code.value[0]
+            out.message = exc.message
+            if exc.error is not None:
+                out.error.CopyFrom(exc.error)
+            return out
+        except Exception as exc:  # one bad item never breaks the stream
+            out.code = grpc.StatusCode.INTERNAL.value[0]
+            out.message = f"internal error: {exc}"
+            return out
+        getattr(out, kind).CopyFrom(resp)
+        return out
+
+    async def Stream(self, request_iterator, context) -> AsyncIterator[kv_pb2.StreamResponse]:  # noqa: N802
+        """Serve tagged requests concurrently; pack whatever is done into each response."""
+        out: asyncio.Queue = asyncio.Queue()
+        tasks: set[asyncio.Task] = set()
+
+        def finished(t: asyncio.Task) -> None:
+            tasks.discard(t)
+            if not t.cancelled():
+                out.put_nowait(t.result())
+
+        async def reader() -> None:
+            try:
+                async for req in request_iterator:
+                    for item in req.requests:
+                        t = asyncio.ensure_future(self._serve_item(item))
+                        tasks.add(t)
+                        t.add_done_callback(finished)
+                while tasks:
+                    await asyncio.wait(set(tasks))
+            finally:
+                out.put_nowait(None)
+
+        reading = asyncio.ensure_future(reader())
+        try:
+            while True:
+                first = await out.get()
+                if first is None:
+                    break
+                items = [first]
+                while not out.empty():
+                    nxt = out.get_nowait()
+                    if nxt is None:
+                        out.put_nowait(None)
+                        break
+                    items.append(nxt)
+                yield kv_pb2.StreamResponse(responses=items)
+        finally:
+            reading.cancel()
+            for t in list(tasks):
+                t.cancel()

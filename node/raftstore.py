@@ -1,0 +1,427 @@
+"""The multi-raft loop of one node: every replica's ticks, Ready rounds, WAL and apply.
+
+One round serves every replica that has work, so costs are paid per round,
+not per partition or per request:
+
+1. queued proposals of each replica are appended as one batch;
+2. every replica's Ready is collected; a leader's messages go out at once
+   (etcd allows a leader to replicate while its own fsync runs);
+3. received snapshots are installed into LMDB, then ONE WAL write with ONE
+   fsync persists all replicas' entries, hard states and snapshot marks —
+   in a worker thread, so requests and Raft messages keep flowing;
+4. the remaining messages are sent, all committed entries of all replicas
+   are applied in ONE LMDB transaction (another worker-thread call), and
+   waiting proposals and reads are resolved;
+5. every Ready is advanced.
+
+Time: ticks come from the event loop's monotonic clock.  When the loop was
+held up (a long GC, SIGSTOP), the missed ticks are delivered before anything
+else, and :meth:`catch_up` lets a read path do the same first: a paused
+leader must see its lease expire rather than serve a stale read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from node.raft import (
+    Config,
+    ConfChange,
+    ConfState,
+    EntryType,
+    HardState,
+    MessageType,
+    RawNode,
+    Ready,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+)
+from node.raft.confchange import ConfChangeError, apply_conf_change
+from node.raft_codec import message_from_pb, message_to_pb
+from node.replica import Replica, ReplicaStorage
+from node.state.commands import Command
+from node.state.snapshot_file import read_snapshot_file, snapshot_stream
+from node.state.store import ApplyEntry, PartitionMeta, StateStore
+from node.wal.batch import WalBatch
+from node.wal.errors import WalError
+from node.wal.wal import WriteAheadLog
+from tesserapb import meta_pb2, raft_pb2
+
+log = logging.getLogger("tessera.raftstore")
+
+BOOTSTRAP_INDEX = 5
+BOOTSTRAP_TERM = 5
+_EARLY = frozenset({MessageType.APP, MessageType.HEARTBEAT, MessageType.TIMEOUT_NOW, MessageType.READ_INDEX_RESP})
+
+
+@dataclass(frozen=True, slots=True)
+class RaftSettings:
+    tick_s: float = 0.05
+    election_tick: int = 10
+    heartbeat_tick: int = 2
+    max_inflight_msgs: int = 256
+    max_size_per_msg: int = 1 << 20
+    compact_threshold: int = 10_000
+    compact_keep: int = 1_000
+
+
+def conf_state_of(desc: meta_pb2.PartitionDescriptor) -> ConfState:
+    voters = frozenset(r.replica_id for r in desc.replicas if r.role in (meta_pb2.VOTER, meta_pb2.INCOMING_VOTER))
+    outgoing = frozenset(
+        r.replica_id for r in desc.replicas if r.role in (meta_pb2.VOTER, meta_pb2.DEMOTING_VOTER)
+    ) if any(r.role in (meta_pb2.INCOMING_VOTER, meta_pb2.DEMOTING_VOTER) for r in desc.replicas) else frozenset()
+    learners = frozenset(r.replica_id for r in desc.replicas if r.role == meta_pb2.LEARNER)
+    return ConfState(voters=voters, voters_outgoing=outgoing, learners=learners)
+
+
+class NodeFailed(Exception):
+    """The WAL failed (fsync error, full disk): this node no longer acknowledges writes."""
+
+
+class RaftStore:
+    def __init__(
+        self,
+        store_id: int,
+        wal: WriteAheadLog,
+        state: StateStore,
+        transport,  # node.transport.RaftTransport
+        settings: RaftSettings = RaftSettings(),
+        *,
+        on_leader_change: Callable[[Replica], None] | None = None,
+    ) -> None:
+        self.store_id = store_id
+        self.wal = wal
+        self.state = state
+        self.transport = transport
+        self.settings = settings
+        self.on_leader_change = on_leader_change
+        self.replicas: dict[int, Replica] = {}
+        self.failed: NodeFailed | None = None
+        self.loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._last_tick = self.loop.time()
+        self._pending_compactions: dict[int, int] = {}
+        self._staged_snapshots: dict[int, tuple[str, asyncio.Future]] = {}
+        self._bg: set[asyncio.Task] = set()
+        self.rounds = 0
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        for pid, (replica_id, raw_desc) in sorted(self.state.descriptors().items()):
+            desc = meta_pb2.PartitionDescriptor.FromString(raw_desc)
+            await self._open_replica(pid, replica_id, desc)
+        self._last_tick = self.loop.time()
+        self._tasks = [
+            asyncio.create_task(self._tick_loop(), name="raft-ticks"),
+            asyncio.create_task(self._round_loop(), name="raft-rounds"),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks + list(self._bg):
+            t.cancel()
+        for t in self._tasks + list(self._bg):
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        for rep in self.replicas.values():
+            rep.close()
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    # -- replicas -------------------------------------------------------------------
+
+    async def create_replica(self, desc: meta_pb2.PartitionDescriptor, replica_id: int, bootstrap: bool) -> bool:
+        """Host a replica of ``desc`` (idempotent).  Returns True if it was created now."""
+        pid = desc.id
+        if pid in self.replicas:
+            return False
+        if not bootstrap:
+            raise NotImplementedError("joining an existing group arrives with the placement issue")
+        cs = conf_state_of(desc)
+        if replica_id not in cs.all_nodes():
+            raise ValueError(f"replica {replica_id} is not a member of partition {pid}")
+        # LMDB first: on restart the descriptor says we host it, and a WAL
+        # that lags the applied state is repaired from it (see _open_replica).
+        await asyncio.to_thread(self._init_partition, pid, replica_id, desc, cs)
+        await self._open_replica(pid, replica_id, desc)
+        self.kick()
+        return True
+
+    def _init_partition(self, pid: int, replica_id: int, desc: meta_pb2.PartitionDescriptor, cs: ConfState) -> None:
+        self.state.init_partition(pid, BOOTSTRAP_INDEX, BOOTSTRAP_TERM, cs)
+        self.state.save_descriptor(pid, replica_id, desc.SerializeToString())
+
+    async def _open_replica(self, pid: int, replica_id: int, desc: meta_pb2.PartitionDescriptor) -> None:
+        meta = self.state.meta(pid)
+        if meta is None:
+            raise RuntimeError(f"partition {pid} has a descriptor but no applied state")
+        st = self.wal.state(pid)
+        if st.last_index() < meta.applied_index:
+            # The WAL is behind the applied state (crash between the LMDB and
+            # WAL writes of a bootstrap or a snapshot install): restart the log
+            # at the applied state, which already holds everything before it.
+            batch = WalBatch()
+            batch.snapshot(pid, SnapshotMeta(meta.applied_index, meta.applied_term, meta.conf_state))
+            hs = st.hard_state
+            batch.hard_state(
+                pid, HardState(max(hs.term, meta.applied_term), hs.vote if hs.term >= meta.applied_term else 0, meta.applied_index)
+            )
+            await asyncio.to_thread(self.wal.write, batch)
+        storage = ReplicaStorage(self.wal, pid, meta.conf_state, self._snapshot_provider(pid))
+        s = self.settings
+        cfg = Config(
+            id=replica_id,
+            election_tick=s.election_tick,
+            heartbeat_tick=s.heartbeat_tick,
+            applied=meta.applied_index,
+            max_inflight_msgs=s.max_inflight_msgs,
+            max_size_per_msg=s.max_size_per_msg,
+        )
+        raw = RawNode(cfg, storage, random.Random())
+        rep = Replica(pid, replica_id, desc, raw, storage, self.loop, self.kick)
+        rep.applied_term = meta.applied_term
+        self.replicas[pid] = rep
+
+    def _snapshot_provider(self, pid: int) -> Callable[[], Snapshot]:
+        def provide() -> Snapshot:
+            meta = self.state.meta(pid)
+            assert meta is not None
+            return Snapshot(SnapshotMeta(meta.applied_index, meta.applied_term, meta.conf_state))
+
+        return provide
+
+    # -- inbound --------------------------------------------------------------------
+
+    def on_messages(self, from_store: int, msgs: list[raft_pb2.RaftMessage]) -> None:
+        """Step every message of a transport batch into its replica (called in order)."""
+        for pb in msgs:
+            rep = self.replicas.get(pb.partition_id)
+            if rep is None:
+                continue  # not hosted (yet): the sender retries; placement creates it
+            try:
+                _, _, m = message_from_pb(pb)
+            except ValueError as exc:  # a newer peer's message type: skip it, keep the stream
+                log.warning("dropping undecodable message for partition %d: %s", pb.partition_id, exc)
+                continue
+            if m.type in (MessageType.APP, MessageType.HEARTBEAT):
+                rep.leader_contact = self.loop.time()
+                rep.leader_commit = max(rep.leader_commit, m.commit)
+            rep.raw.step(m)
+        self.kick()
+
+    async def on_snapshot(self, first: raft_pb2.RaftMessage, path: str) -> tuple[bool, str]:
+        rep = self.replicas.get(first.partition_id)
+        if rep is None:
+            return False, f"partition {first.partition_id} is not hosted here"
+        _, _, m = message_from_pb(first)
+        fut = self.loop.create_future()
+        self._staged_snapshots[rep.pid] = (path, fut)
+        rep.raw.step(m)
+        pending = rep.raw.raft.log.unstable_snapshot
+        if pending is None or pending.meta.index != m.snapshot.meta.index:
+            self._staged_snapshots.pop(rep.pid, None)
+            self.kick()
+            return True, "not needed"
+        self.kick()
+        try:
+            return await fut
+        finally:
+            self._staged_snapshots.pop(rep.pid, None)
+
+    # -- time -----------------------------------------------------------------------
+
+    def catch_up(self) -> None:
+        """Deliver ticks the loop missed (call before trusting a lease)."""
+        now = self.loop.time()
+        tick = self.settings.tick_s
+        n = int((now - self._last_tick) / tick)
+        if n <= 0:
+            return
+        self._last_tick += n * tick
+        # More than two election timeouts of ticks changes nothing further.
+        n = min(n, 2 * self.settings.election_tick + 1)
+        for rep in self.replicas.values():
+            for _ in range(n):
+                rep.raw.tick()
+        self.kick()
+
+    async def _tick_loop(self) -> None:
+        tick = self.settings.tick_s
+        while True:
+            delay = self._last_tick + tick - self.loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.catch_up()
+
+    # -- rounds ---------------------------------------------------------------------
+
+    async def _round_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.failed is not None:
+                continue
+            try:
+                await self._round()
+            except WalError as exc:
+                self._fail(exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("raft round failed")
+                raise
+
+    def _fail(self, exc: Exception) -> None:
+        self.failed = NodeFailed(f"write-ahead log failed, no longer acknowledging writes: {exc}")
+        log.error("%s", self.failed)
+        for rep in self.replicas.values():
+            rep.close()
+
+    async def _round(self) -> None:
+        self.rounds += 1
+        for rep in self.replicas.values():
+            rep.flush_proposals()
+        work: list[tuple[Replica, Ready]] = []
+        for rep in self.replicas.values():
+            if rep.raw.has_ready():
+                work.append((rep, rep.raw.ready()))
+        if not work:
+            return
+        batch = WalBatch()
+        late: list[tuple[Replica, list]] = []
+        installs: list[tuple[Replica, Snapshot, str, asyncio.Future]] = []
+        for rep, rd in work:
+            prev = rep.storage.initial_state()[0]
+            early_ok = rep.raw.raft.role == Role.LEADER and (
+                rd.hard_state is None or (rd.hard_state.term == prev.term and rd.hard_state.vote == prev.vote)
+            )
+            if early_ok:
+                self._send(rep, rd.messages)
+            else:
+                late.append((rep, rd.messages))
+            if rd.snapshot is not None:
+                staged = self._staged_snapshots.get(rep.pid)
+                if staged is None:
+                    raise RuntimeError(f"partition {rep.pid}: snapshot to install but no data staged")
+                installs.append((rep, rd.snapshot, staged[0], staged[1]))
+                batch.snapshot(rep.pid, rd.snapshot.meta)
+            if rd.entries:
+                batch.entries(rep.pid, rd.entries)
+            if rd.hard_state is not None:
+                batch.hard_state(rep.pid, rd.hard_state)
+        for pid, index in self._pending_compactions.items():
+            batch.compact(pid, index)
+        self._pending_compactions = {}
+        if installs:
+            await asyncio.to_thread(self._install_snapshots, installs)
+        if not batch.empty:
+            await asyncio.to_thread(self.wal.write, batch)
+        for rep, msgs in late:
+            self._send(rep, msgs)
+        for rep, snap, _, fut in installs:
+            rep.note_applied(snap.meta.index, snap.meta.term)
+            if not fut.done():
+                fut.set_result((True, ""))
+        await self._apply(work)
+        for rep, rd in work:
+            for rs in rd.read_states:
+                rep.resolve_read(rs.context, rs.index)
+            rep.raw.advance(rd)
+            if rd.soft_state is not None:
+                rep.on_role_change(rd.soft_state.role)
+                if self.on_leader_change is not None and rd.soft_state.role == Role.LEADER:
+                    self.on_leader_change(rep)
+            self._maybe_compact(rep)
+        if any(rep.raw.has_ready() or rep.queued for rep in self.replicas.values()):
+            self.kick()
+
+    def _install_snapshots(self, installs) -> None:  # type: ignore[no-untyped-def]
+        for rep, snap, path, _ in installs:
+            meta = snap.meta
+            self.state.install_snapshot(
+                rep.pid, rep.start, rep.end, read_snapshot_file(path), PartitionMeta(meta.index, meta.term, meta.conf_state)
+            )
+
+    async def _apply(self, work: list[tuple[Replica, Ready]]) -> None:
+        jobs = []
+        for rep, rd in work:
+            if not rd.committed_entries:
+                continue
+            cs = rep.raw.conf_state
+            entries = []
+            for e in rd.committed_entries:
+                if e.type == EntryType.CONF_CHANGE:
+                    try:
+                        cs = apply_conf_change(cs, ConfChange.decode(e.data))
+                    except ConfChangeError:
+                        pass
+                    entries.append(ApplyEntry(e.index, e.term, None))
+                else:
+                    entries.append(ApplyEntry(e.index, e.term, Command.decode(e.data) if e.data else None))
+            jobs.append((rep, entries, cs))
+        if not jobs:
+            return
+        results = await asyncio.to_thread(self.state.apply_many, [(rep.pid, ents, cs) for rep, ents, cs in jobs])
+        for (rep, entries, _), res in zip(jobs, results):
+            for e, r in zip(entries, res):
+                rep.resolve_applied(e.index, e.term, r)
+            rep.note_applied(entries[-1].index, entries[-1].term)
+
+    def _maybe_compact(self, rep: Replica) -> None:
+        s = self.settings
+        first = rep.storage.first_index()
+        if rep.applied - first > s.compact_threshold:
+            # LMDB commits are durable (sync=True), so the applied state
+            # already covers everything up to rep.applied.
+            self._pending_compactions[rep.pid] = rep.applied - s.compact_keep
+
+    # -- outbound -------------------------------------------------------------------
+
+    def _send(self, rep: Replica, msgs: list) -> None:
+        if not msgs:
+            return
+        epoch = (rep.descriptor.epoch.conf_ver, rep.descriptor.epoch.version)
+        by_store: dict[int, list[raft_pb2.RaftMessage]] = {}
+        for m in msgs:
+            if m.type == MessageType.SNAP:
+                self._spawn(self._send_snapshot(rep, m))
+                continue
+            store = rep.store_of(m.dst)
+            if store is None:
+                continue
+            by_store.setdefault(store, []).append(message_to_pb(rep.pid, epoch, m))
+        for store, pbs in by_store.items():
+            self.transport.send(store, pbs)
+
+    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+        task = self.loop.create_task(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    async def _send_snapshot(self, rep: Replica, m) -> None:  # type: ignore[no-untyped-def]
+        store = rep.store_of(m.dst)
+        ok = False
+        if store is not None:
+            reader = self.state.open_snapshot(rep.pid, rep.start, rep.end)
+            try:
+                meta = reader.meta
+                m.snapshot = Snapshot(SnapshotMeta(meta.applied_index, meta.applied_term, meta.conf_state))
+                first = message_to_pb(rep.pid, (rep.descriptor.epoch.conf_ver, rep.descriptor.epoch.version), m)
+                ok, reason = await self.transport.send_snapshot(store, first, snapshot_stream(reader.chunks()))
+                if not ok:
+                    log.warning("snapshot of partition %d to store %d refused: %s", rep.pid, store, reason)
+            except Exception as exc:  # transport failure: the core probes again later
+                log.warning("snapshot of partition %d to store %s failed: %s", rep.pid, store, exc)
+            finally:
+                reader.close()
+        rep.raw.report_snapshot(m.dst, ok)
+        self.kick()

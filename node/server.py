@@ -1,0 +1,152 @@
+"""The ``tessera node`` process: one store hosting many partition replicas.
+
+Data directory layout::
+
+    DATA/wal/      the shared write-ahead log (all partitions)
+    DATA/state/    the LMDB environment (applied state, descriptors)
+    DATA/snapshots the spool for snapshots being received
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from node.kv_service import KVService, Limits
+from node.raftstore import RaftSettings, RaftStore
+from node.router_link import RouterLink
+from node.state.store import StateStore
+from node.transport import SERVER_OPTIONS, RaftTransport, RaftTransportService
+from node.wal.wal import WriteAheadLog
+from tesserapb import kv_pb2, kv_pb2_grpc, raft_pb2, raft_pb2_grpc
+
+log = logging.getLogger("tessera.node")
+
+
+
+class Node:
+    def __init__(
+        self,
+        store_id: int,
+        listen: str,
+        data_dir: str,
+        router: str,
+        *,
+        advertise: str | None = None,
+        settings: RaftSettings = RaftSettings(),
+        limits: Limits = Limits(),
+        wal_sync: bool = True,
+    ) -> None:
+        self.store_id = store_id
+        self.listen = listen
+        self.advertise = advertise or listen
+        self.data_dir = data_dir
+        self.router = router
+        self.settings = settings
+        self.limits = limits
+        self.wal_sync = wal_sync
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        os.makedirs(self.data_dir, exist_ok=True)
+        snap_dir = os.path.join(self.data_dir, "snapshots")
+        os.makedirs(snap_dir, exist_ok=True)
+        self.wal = await asyncio.to_thread(WriteAheadLog.open, os.path.join(self.data_dir, "wal"), sync=self.wal_sync)
+        self.state = StateStore(os.path.join(self.data_dir, "state"))
+        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        self.port = self.server.add_insecure_port(self.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.listen}")
+        host = self.advertise.rsplit(":", 1)[0]
+        if self.advertise.endswith(":0"):
+            self.advertise = f"{host}:{self.port}"
+        self.link = RouterLink(self.store_id, self.advertise, self.router, None)  # type: ignore[arg-type]
+        self.transport = RaftTransport(self.store_id, self.link.resolve, on_unreachable=self._on_unreachable)
+        self.raftstore = RaftStore(
+            self.store_id, self.wal, self.state, self.transport, self.settings, on_leader_change=self.link.report_leader
+        )
+        self.link.rs = self.raftstore
+        kv_pb2_grpc.add_KVServicer_to_server(KVService(self.raftstore, self.link.address_of, self.limits), self.server)
+        raft_pb2_grpc.add_RaftTransportServicer_to_server(
+            RaftTransportService(self.store_id, self.raftstore.on_messages, self.raftstore.on_snapshot, snapshot_dir=snap_dir),
+            self.server,
+        )
+        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (
+                kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name,
+                raft_pb2.DESCRIPTOR.services_by_name["RaftTransport"].full_name,
+                reflection.SERVICE_NAME,
+                health.SERVICE_NAME,
+            ),
+            self.server,
+        )
+        await self.raftstore.start()
+        await self.server.start()
+        await self.link.start()
+
+    def _on_unreachable(self, store_id: int) -> None:
+        for rep in self.raftstore.replicas.values():
+            for r in rep.descriptor.replicas:
+                if r.store_id == store_id:
+                    rep.raw.report_unreachable(r.replica_id)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(grace=1.0)
+        await self.link.stop()
+        await self.raftstore.stop()
+        await self.transport.close()
+        await asyncio.to_thread(self.wal.close)
+        self.state.close()
+
+
+async def serve(args: argparse.Namespace) -> int:
+    settings = RaftSettings(
+        tick_s=args.tick_ms / 1000.0,
+        compact_threshold=args.compact_threshold,
+        compact_keep=min(args.compact_keep, args.compact_threshold),
+    )
+    limits = Limits(max_key_bytes=args.max_key_bytes, max_value_bytes=args.max_value_bytes)
+    node = Node(
+        args.store_id,
+        args.listen,
+        args.data_dir,
+        args.routers.split(",")[0],
+        advertise=args.advertise,
+        settings=settings,
+        limits=limits,
+    )
+    try:
+        await node.start()
+    except Exception as exc:
+        print(f"tessera node: cannot start: {exc}", file=sys.stderr)
+        return 1
+    print(f"node {node.store_id} listening on {node.advertise}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await node.stop()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        return uvloop.run(serve(args))
+    except ImportError:
+        return asyncio.run(serve(args))

@@ -1,0 +1,102 @@
+"""The retry policy as pure functions: how long to back off, and what a failure means.
+
+Kept free of I/O and of the client's state so the policy can be tested exhaustively and read
+in one place. ``classify`` says what to do about one failed attempt; the client applies the
+decision to its routing cache and loops until the call's deadline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from router.client.errors import RpcFailure, ServerError, TesseraError, invalid_argument_from
+from tesserapb import meta_pb2
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffPolicy:
+    """Exponential backoff with jitter: attempt n waits between (1 - jitter) and 1 times
+    min(max_s, initial_s * multiplier**n). Jitter keeps clients that failed together (a
+    leader died under all of them) from retrying in lockstep."""
+
+    initial_s: float = 0.01
+    max_s: float = 0.5
+    multiplier: float = 2.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.initial_s <= 0 or self.max_s < self.initial_s or self.multiplier < 1 or not 0 <= self.jitter <= 1:
+            raise ValueError(f"bad backoff policy {self}")
+
+
+def backoff_delay(policy: BackoffPolicy, attempt: int, rand: float) -> float:
+    """Seconds to wait before retry number ``attempt`` (0-based); ``rand`` in [0, 1)."""
+    ceiling = min(policy.max_s, policy.initial_s * policy.multiplier ** min(attempt, 64))
+    return ceiling * (1.0 - policy.jitter * rand)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do after a failed attempt.
+
+    final: raise this instead of retrying.
+    backoff: sleep (by the policy, at least min_backoff_s) before the next attempt.
+    leader_store_id / leader_address: the partition's leader according to the failing replica.
+    clear_leader: forget the cached leader of the partition (mid-election, or unreachable).
+    descriptors: newer descriptors to merge into the routing cache.
+    drop_partition: forget this partition in the routing cache.
+    refresh: reload routing from the router before the next attempt.
+    store_failed: the target store looked unreachable; try another replica next.
+    """
+
+    final: TesseraError | None = None
+    backoff: bool = False
+    min_backoff_s: float = 0.0
+    leader_store_id: int = 0
+    leader_address: str = ""
+    clear_leader: bool = False
+    descriptors: tuple[meta_pb2.PartitionDescriptor, ...] = ()
+    drop_partition: bool = False
+    refresh: bool = False
+    store_failed: bool = False
+
+
+# Codes that mean "this attempt did not get through; another may": the server is down,
+# restarting, unreachable, slow, or the multiplexed stream broke.
+_CONNECTION_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED}
+)
+
+
+def classify(failure: RpcFailure) -> Decision:
+    kind = failure.kind
+    if kind == "not_leader":
+        nl = failure.error.not_leader
+        if nl.leader_store_id:
+            return Decision(leader_store_id=nl.leader_store_id, leader_address=nl.leader_address)
+        # Mid-election: nobody knows yet. Wait a little; the router may learn it first.
+        return Decision(backoff=True, clear_leader=True, refresh=True)
+    if kind == "epoch_not_match":
+        enm = failure.error.epoch_not_match
+        descs = ((enm.current,) if enm.HasField("current") else ()) + tuple(enm.related)
+        return Decision(descriptors=descs, refresh=not descs)
+    if kind == "key_not_in_partition":
+        knp = failure.error.key_not_in_partition
+        if knp.HasField("partition"):
+            return Decision(descriptors=(knp.partition,))
+        return Decision(refresh=True, backoff=True)
+    if kind == "partition_not_found":
+        return Decision(drop_partition=True, refresh=True, backoff=True)
+    if kind == "server_busy":
+        return Decision(backoff=True, min_backoff_s=failure.error.server_busy.backoff_ms / 1000.0)
+    if kind == "invalid_argument" or failure.code == grpc.StatusCode.INVALID_ARGUMENT:
+        return Decision(final=invalid_argument_from(failure))
+    if failure.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return Decision(backoff=True)
+    if failure.code in _CONNECTION_CODES:
+        if failure.source == "router":
+            return Decision(backoff=True, refresh=True)
+        return Decision(backoff=True, store_failed=True, clear_leader=True)
+    return Decision(final=ServerError(failure.describe(), failure.code))

@@ -1,0 +1,201 @@
+"""The fast path: one long-lived KV.Stream per node, multiplexing every concurrent request.
+
+A Python gRPC server spends ~0.25 ms of CPU per unary call but a fraction of that per stream
+message, so the client packs every request queued at the moment the sender runs into one
+StreamRequest (TiKV's BatchCommands): under load, batches grow on their own while the previous
+write is in flight. Responses are matched to callers by a stream-local tag. If the stream
+breaks, every in-flight request fails with a retryable UNAVAILABLE (source "stream") and the
+next request opens a new stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from google.protobuf.message import Message
+
+from router.client.channels import ChannelPool
+from router.client.errors import ClientClosedError, RpcFailure, failure_from_rpc_error, failure_from_stream_item
+from router.client.transport import UnaryTransport
+from tesserapb import kv_pb2, kv_pb2_grpc
+
+log = logging.getLogger("tessera.client.stream")
+
+
+class NodeStream:
+    def __init__(self, address: str, channel: grpc.aio.Channel) -> None:
+        self.address = address
+        self._stub = kv_pb2_grpc.KVStub(channel)
+        self._call: grpc.aio.StreamStreamCall | None = None
+        self._tasks: tuple[asyncio.Task, ...] = ()
+        self._pending: list[tuple[int, str, Message]] = []
+        self._inflight: dict[int, asyncio.Future] = {}
+        self._wake = asyncio.Event()
+        self._next_tag = 1
+        self._closed = False
+        # Counters for tests and benchmarks: how well requests are being packed.
+        self.batches_sent = 0
+        self.items_sent = 0
+
+    async def send(self, kind: str, request: Message, timeout: float) -> Message:
+        if self._closed:
+            raise ClientClosedError("client closed")
+        if self._call is None:
+            self._open()
+        loop = asyncio.get_running_loop()
+        tag = self._next_tag
+        self._next_tag += 1
+        fut = loop.create_future()
+        self._inflight[tag] = fut
+        self._pending.append((tag, kind, request))
+        self._wake.set()
+        expiry = loop.call_later(max(timeout, 0.0), self._expire, tag, timeout)
+        try:
+            item: kv_pb2.StreamResponseItem = await fut
+        finally:
+            expiry.cancel()
+            self._inflight.pop(tag, None)
+        if item.code:
+            raise failure_from_stream_item(item, self.address)
+        which = item.WhichOneof("response")
+        if which != kind:
+            raise RpcFailure(
+                grpc.StatusCode.INTERNAL, f"stream answered {which} to a {kind}", address=self.address
+            )
+        return getattr(item, kind)
+
+    def _open(self) -> None:
+        call = self._stub.Stream()
+        self._call = call
+        self._tasks = (
+            asyncio.ensure_future(self._send_loop(call)),
+            asyncio.ensure_future(self._recv_loop(call)),
+        )
+
+    def _expire(self, tag: int, timeout: float) -> None:
+        fut = self._inflight.pop(tag, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(
+                RpcFailure(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"no answer within {timeout:.3f}s",
+                    address=self.address,
+                )
+            )
+
+    async def _send_loop(self, call: grpc.aio.StreamStreamCall) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if self._call is not call:
+                    return
+                pending, self._pending = self._pending, []
+                batch = kv_pb2.StreamRequest()
+                for tag, kind, request in pending:
+                    if tag not in self._inflight:
+                        continue  # its caller gave up before it was sent
+                    item = batch.requests.add()
+                    item.request_id = tag
+                    getattr(item, kind).CopyFrom(request)
+                if not batch.requests:
+                    continue
+                await call.write(batch)
+                self.batches_sent += 1
+                self.items_sent += len(batch.requests)
+        except asyncio.CancelledError:
+            raise
+        except grpc.RpcError as exc:
+            self._reset(call, failure_from_rpc_error(exc, self.address, source="stream"))
+        except Exception as exc:  # InvalidStateError once the call is over, etc.
+            self._reset(call, RpcFailure(grpc.StatusCode.UNAVAILABLE, f"stream write failed: {exc!r}",
+                                         address=self.address, source="stream"))
+
+    async def _recv_loop(self, call: grpc.aio.StreamStreamCall) -> None:
+        try:
+            while True:
+                response = await call.read()
+                if response is grpc.aio.EOF:
+                    code = await call.code()
+                    details = await call.details()
+                    if code == grpc.StatusCode.OK:
+                        code, details = grpc.StatusCode.UNAVAILABLE, "node ended the stream"
+                    failure = RpcFailure(code, details or "stream ended", address=self.address, source="stream")
+                    break
+                for item in response.responses:
+                    fut = self._inflight.get(item.request_id)
+                    if fut is not None and not fut.done():
+                        fut.set_result(item)
+        except asyncio.CancelledError:
+            raise
+        except grpc.RpcError as exc:
+            failure = failure_from_rpc_error(exc, self.address, source="stream")
+        except Exception as exc:
+            failure = RpcFailure(grpc.StatusCode.UNAVAILABLE, f"stream read failed: {exc!r}",
+                                 address=self.address, source="stream")
+        self._reset(call, failure)
+
+    def _reset(self, call: grpc.aio.StreamStreamCall, failure: BaseException) -> None:
+        """The stream is over: fail what was riding on it; the next send reconnects."""
+        if self._call is not call:
+            return
+        self._call = None
+        call.cancel()
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        self._tasks = ()
+        self._pending.clear()
+        inflight, self._inflight = self._inflight, {}
+        for fut in inflight.values():
+            if not fut.done():
+                fut.set_exception(failure)
+        if inflight and isinstance(failure, RpcFailure):
+            log.debug("stream to %s broke with %d in flight: %s", self.address, len(inflight), failure.describe())
+
+    async def close(self) -> None:
+        self._closed = True
+        call, tasks = self._call, self._tasks
+        if call is not None:
+            self._reset(call, ClientClosedError("client closed"))
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class StreamTransport:
+    """Sends over each node's NodeStream; falls back to unary calls for a node that does not
+    implement KV.Stream."""
+
+    def __init__(self, pool: ChannelPool, unary: UnaryTransport | None = None) -> None:
+        self._pool = pool
+        self._unary = unary or UnaryTransport(pool)
+        self._streams: dict[str, NodeStream] = {}
+        self._unary_only: set[str] = set()
+
+    def stream(self, address: str) -> NodeStream:
+        s = self._streams.get(address)
+        if s is None:
+            s = self._streams[address] = NodeStream(address, self._pool.get(address))
+        return s
+
+    async def send(self, address: str, kind: str, request: Message, timeout: float) -> Message:
+        if address in self._unary_only:
+            return await self._unary.send(address, kind, request, timeout)
+        try:
+            return await self.stream(address).send(kind, request, timeout)
+        except RpcFailure as failure:
+            if failure.source == "stream" and failure.code == grpc.StatusCode.UNIMPLEMENTED:
+                log.info("%s does not implement KV.Stream; using unary calls", address)
+                self._unary_only.add(address)
+                return await self._unary.send(address, kind, request, timeout)
+            raise
+
+    async def close(self) -> None:
+        streams, self._streams = self._streams, {}
+        await asyncio.gather(*(s.close() for s in streams.values()), return_exceptions=True)
+        await self._unary.close()

@@ -1,0 +1,148 @@
+"""The router process: ``tessera router`` (or ``python -m router.main``).
+
+Serves the placement service (Meta), the KV proxy, gRPC health and reflection on one port;
+prints "router listening on HOST:PORT" once serving (the real port when --listen asks for 0);
+SIGINT/SIGTERM stop it gracefully: in-flight calls finish (up to a second), the table is
+flushed, the process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from router.client import AsyncClient
+from router.client.channels import CHANNEL_OPTIONS
+from router.local_meta import LocalMeta
+from router.meta_service import MetaService
+from router.placement.codec import CodecError
+from router.placement.keyspace import MAX_PRESPLIT
+from router.placement.persist import TABLE_FILE
+from router.placement.runtime import Placement, PlacementConfig
+from router.proxy import KVProxy
+from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
+
+log = logging.getLogger("tessera.router")
+
+SERVICES = (
+    meta_pb2.DESCRIPTOR.services_by_name["Meta"].full_name,
+    kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name,
+)
+SHUTDOWN_GRACE_S = 1.0
+
+
+def config_from_args(args: argparse.Namespace) -> PlacementConfig:
+    return PlacementConfig(
+        partitions=args.partitions,
+        replicas=getattr(args, "replicas", 3),
+        store_down_after_s=getattr(args, "store_down_after", 5.0),
+        max_down_s=getattr(args, "max_down", 30.0),
+    )
+
+
+def _check_args(args: argparse.Namespace) -> str | None:
+    if getattr(args, "peers", None):
+        return "--peers: a replicated placement group is not supported yet (run one router)"
+    if not 1 <= args.partitions <= MAX_PRESPLIT:
+        return f"--partitions must be in [1, {MAX_PRESPLIT}], got {args.partitions}"
+    return None
+
+
+async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) -> int:
+    """Run the router until SIGINT/SIGTERM (or ``stop`` is set); returns the exit status."""
+    problem = _check_args(args)
+    if problem:
+        print(f"tessera router: {problem}", file=sys.stderr)
+        return 2
+    try:
+        placement = Placement.open(args.data_dir, config_from_args(args))
+    except CodecError as exc:
+        print(f"tessera router: {args.data_dir}/{TABLE_FILE} is unreadable ({exc}); refusing to start "
+              "rather than serve a wrong table", file=sys.stderr)
+        return 1
+    except (RuntimeError, OSError) as exc:
+        print(f"tessera router: cannot open data dir {args.data_dir}: {exc}", file=sys.stderr)
+        return 1
+
+    # No SO_REUSEPORT: a second router on a taken port must fail, not share it.
+    server = grpc.aio.server(options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)])
+    meta_pb2_grpc.add_MetaServicer_to_server(MetaService(placement), server)
+    proxy_client = AsyncClient(None, meta=LocalMeta(placement))
+    kv_pb2_grpc.add_KVServicer_to_server(KVProxy(proxy_client), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+
+    try:
+        port = server.add_insecure_port(args.listen)
+    except RuntimeError as exc:
+        port, why = 0, str(exc)
+    else:
+        why = "address in use or invalid"
+    if not port:
+        print(f"tessera router: cannot listen on {args.listen}: {why}", file=sys.stderr)
+        await proxy_client.close()
+        await placement.close()
+        return 1
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    await server.start()
+    for name in ("", *SERVICES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    flusher = asyncio.ensure_future(placement.run_flusher())
+    host = args.listen.rsplit(":", 1)[0]
+    print(f"router listening on {host}:{port}", flush=True)
+    log.info("serving %d partitions, %d stores from %s",
+             len(placement.table.partitions), len(placement.table.stores), args.data_dir)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(SHUTDOWN_GRACE_S)
+        flusher.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
+        await proxy_client.close()
+        await placement.close()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(serve(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m router.main", description="Run one Tessera router.")
+    p.add_argument("--id", type=int, default=1)
+    p.add_argument("--listen", default="127.0.0.1:7100")
+    p.add_argument("--peers")
+    p.add_argument("--data-dir", default="./data/router")
+    p.add_argument("--partitions", type=int, default=8)
+    p.add_argument("--replicas", type=int, default=3)
+    p.add_argument("--max-down", type=float, default=30.0)
+    p.add_argument("--store-down-after", type=float, default=5.0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The Meta gRPC service (meta.proto): the placement table's network edge.
+
+Each handler validates its request, turns it into a placement command or query, and maps the
+result back to wire types. Bad input ends the call with INVALID_ARGUMENT carrying a
+tessera.v1.InvalidArgument detail that names the field (node.wire.errors). No placement logic
+lives here: it is all in router.placement.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from node.wire import errors as wire_errors
+from router.placement import convert
+from router.placement.commands import PlacementError, RecordLeader, RegisterStore, SetStoreState, StoreHeartbeat, SubmitOperation
+from router.placement.model import StoreState
+from router.placement.runtime import Placement
+from tesserapb import meta_pb2, meta_pb2_grpc
+
+log = logging.getLogger("tessera.router.meta")
+
+
+async def _invalid(context: grpc.aio.ServicerContext, field: str, message: str) -> None:
+    await wire_errors.abort(context, wire_errors.invalid_argument(field, message), f"{field}: {message}")
+
+
+class MetaService(meta_pb2_grpc.MetaServicer):
+    def __init__(self, placement: Placement) -> None:
+        self._placement = placement
+
+    @property
+    def _table(self):
+        return self._placement.table
+
+    async def GetPartition(self, request: meta_pb2.GetPartitionRequest, context) -> meta_pb2.GetPartitionResponse:
+        if request.partition_id:
+            info = self._table.partitions.get(request.partition_id)
+            if info is None:
+                await _invalid(context, "partition_id", f"no partition with id {request.partition_id}")
+        else:
+            info = self._table.locate(request.key)
+            if info is None:
+                status = self._placement.bootstrap_status()
+                why = status if status != "bootstrapped" else "no partition covers the key yet (a split is settling)"
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"{why}; retry")
+        response = meta_pb2.GetPartitionResponse(partition=convert.partition_to_pb(info))
+        leader = self._table.stores.get(info.leader_store_id)
+        if leader is not None:
+            response.leader.CopyFrom(convert.store_to_pb(leader, self._placement.store_state(leader)))
+        return response
+
+    async def ScanPartitions(self, request: meta_pb2.ScanPartitionsRequest, context) -> meta_pb2.ScanPartitionsResponse:
+        if request.end and request.start >= request.end:
+            await _invalid(context, "end", f"end {request.end!r} must be empty (unbounded) or after start {request.start!r}")
+        infos = self._table.scan(request.start, request.end, request.limit)
+        response = meta_pb2.ScanPartitionsResponse(partitions=[convert.partition_to_pb(i) for i in infos])
+        if request.with_status:
+            response.status.extend(convert.partition_status_to_pb(i) for i in infos)
+        return response
+
+    async def GetStores(self, request: meta_pb2.GetStoresRequest, context) -> meta_pb2.GetStoresResponse:
+        now = self._placement.now_ms()
+        stores = sorted(self._table.stores.values(), key=lambda s: s.id)
+        return meta_pb2.GetStoresResponse(stores=[convert.store_to_pb(s, self._placement.store_state(s, now)) for s in stores])
+
+    async def StoreHeartbeat(self, request: meta_pb2.StoreHeartbeatRequest, context) -> meta_pb2.StoreHeartbeatResponse:
+        if not request.address:
+            await _invalid(context, "address", "a store must say where it listens (host:port)")
+        try:
+            reports = tuple(convert.report_from_pb(p) for p in request.partitions)
+        except ValueError as exc:  # e.g. an unknown Role value
+            await _invalid(context, "partitions", str(exc))
+        now = self._placement.now_ms()
+        try:
+            store_id = request.store_id
+            if store_id == 0 or store_id not in self._table.stores:
+                registered = await self._placement.apply(RegisterStore(request.address, store_id, now))
+                store_id = registered.store_id
+                log.info("store %d registered at %s", store_id, request.address)
+            await self._placement.maybe_bootstrap()
+            result = await self._placement.apply(
+                StoreHeartbeat(
+                    store_id=store_id,
+                    address=request.address,
+                    now_ms=now,
+                    reports=reports,
+                    capacity_bytes=request.capacity_bytes,
+                    used_bytes=request.used_bytes,
+                )
+            )
+        except PlacementError as exc:
+            await _invalid(context, exc.field, exc.message)
+        return meta_pb2.StoreHeartbeatResponse(
+            store_id=store_id, operations=[convert.operation_to_pb(op) for op in result.operations]
+        )
+
+    async def ReportLeader(self, request: meta_pb2.ReportLeaderRequest, context) -> meta_pb2.ReportLeaderResponse:
+        epoch = convert.epoch_from_pb(request.epoch) if request.HasField("epoch") else None
+        try:
+            await self._placement.apply(
+                RecordLeader(request.partition_id, request.leader_store_id, request.term, epoch)
+            )
+        except PlacementError as exc:
+            await _invalid(context, exc.field, exc.message)
+        return meta_pb2.ReportLeaderResponse()
+
+    async def SubmitOperation(self, request: meta_pb2.SubmitOperationRequest, context) -> meta_pb2.SubmitOperationResponse:
+        if not request.HasField("operation"):
+            await _invalid(context, "operation", "required")
+        op = request.operation
+        try:
+            action = convert.action_from_pb(op)
+            epoch = convert.epoch_from_pb(op.epoch) if op.HasField("epoch") else None
+            result = await self._placement.apply(
+                SubmitOperation(op.partition_id, action, epoch, self._placement.now_ms())
+            )
+        except PlacementError as exc:
+            await _invalid(context, exc.field, exc.message)
+        log.info("operation %d queued for partition %d: %s", result.operation_id, op.partition_id, op.WhichOneof("kind"))
+        return meta_pb2.SubmitOperationResponse(operation_id=result.operation_id)
+
+    async def SetStoreState(self, request: meta_pb2.SetStoreStateRequest, context) -> meta_pb2.SetStoreStateResponse:
+        try:
+            state = StoreState(request.state) if request.state else None
+        except ValueError:
+            state = None
+        if state is None:
+            await _invalid(context, "state", "set one of STORE_UP, STORE_DRAINING, STORE_REMOVED")
+        try:
+            await self._placement.apply(SetStoreState(request.store_id, state))
+        except PlacementError as exc:
+            await _invalid(context, exc.field, exc.message)
+        store = self._table.stores[request.store_id]
+        return meta_pb2.SetStoreStateResponse(store=convert.store_to_pb(store, self._placement.store_state(store)))

@@ -1,0 +1,130 @@
+"""The mutations of the placement table, as small serializable commands.
+
+Every change to the table goes through ``PlacementTable.apply(command)``. A command carries
+everything its effect depends on, including the time (``now_ms``, stamped by whoever proposes
+it), so applying the same sequence of commands to the same starting table always gives the
+same table. Today the single router applies them directly; when the placement group becomes a
+Raft group the leader proposes the encoded commands (codec.encode) and every member applies
+them in log order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from router.placement.model import (
+    Action,
+    Descriptor,
+    Epoch,
+    PartitionReport,
+    PendingOperation,
+    StoreState,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterStore:
+    """A node announces itself. ``store_id`` 0 asks for a new id; a non-zero id (persisted by
+    the node in its data dir) keeps that id, and an id this table never issued is adopted."""
+
+    address: str
+    store_id: int = 0
+    now_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHeartbeat:
+    """A registered store's periodic report; applying it also decides which pending
+    operations the response carries (and records that they were sent)."""
+
+    store_id: int
+    address: str
+    now_ms: int
+    reports: tuple[PartitionReport, ...] = ()
+    capacity_bytes: int = 0
+    used_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RecordLeader:
+    """A leader hint: the higher term wins; at an equal term the first leader stays."""
+
+    partition_id: int
+    store_id: int
+    term: int
+    epoch: Epoch | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateDescriptor:
+    """A descriptor reported by a partition leader: the higher epoch wins."""
+
+    descriptor: Descriptor
+
+
+@dataclass(frozen=True, slots=True)
+class Bootstrap:
+    """Create the pre-split partitions of a brand-new cluster on the given stores, and queue
+    CreateReplica(bootstrap=true) for every replica."""
+
+    n_partitions: int
+    replicas: int
+    store_ids: tuple[int, ...]
+    now_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOperation:
+    """Queue an admin/scheduler operation. Zero ids and a zero epoch are filled in."""
+
+    partition_id: int
+    action: Action
+    epoch: Epoch | None = None
+    now_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SetStoreState:
+    store_id: int
+    state: StoreState
+
+
+Command = (
+    RegisterStore
+    | StoreHeartbeat
+    | RecordLeader
+    | UpdateDescriptor
+    | Bootstrap
+    | SubmitOperation
+    | SetStoreState
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one command changed.
+
+    ``durable``: something that must be on disk before the caller acknowledges (new ids,
+    descriptors, operations, store states). ``dirty``: something worth persisting eventually
+    (leader hints, heartbeat times, progress), which the runtime flushes lazily.
+    """
+
+    durable: bool = False
+    dirty: bool = False
+    store_id: int = 0
+    # Partitions created or whose descriptor or leader changed.
+    partition_ids: tuple[int, ...] = ()
+    # StoreHeartbeat: the operations for this store's heartbeat response.
+    operations: tuple[PendingOperation, ...] = ()
+    # SubmitOperation: the queued operation's id.
+    operation_id: int = 0
+
+
+class PlacementError(ValueError):
+    """A command was rejected; the table is unchanged. ``field`` names the offending request
+    field (for INVALID_ARGUMENT)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message

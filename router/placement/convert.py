@@ -1,0 +1,155 @@
+"""Placement records to and from meta.proto wire types.
+
+The servicer edge is the only place that sees protobuf; the table sees dataclasses.
+Input conversions raise PlacementError naming the request field, for INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+from tesserapb import meta_pb2
+
+from router.placement.commands import PlacementError
+from router.placement.model import (
+    Action,
+    AddReplica,
+    CreateReplica,
+    Descriptor,
+    Epoch,
+    PartitionInfo,
+    PartitionReport,
+    PendingOperation,
+    RemoveReplica,
+    ReplicaDesc,
+    ReplicaReport,
+    Role,
+    Split,
+    StoreInfo,
+    StoreState,
+    TransferLeader,
+)
+
+
+def epoch_to_pb(epoch: Epoch) -> meta_pb2.Epoch:
+    return meta_pb2.Epoch(conf_ver=epoch.conf_ver, version=epoch.version)
+
+
+def epoch_from_pb(pb: meta_pb2.Epoch) -> Epoch:
+    return Epoch(conf_ver=pb.conf_ver, version=pb.version)
+
+
+def replica_to_pb(r: ReplicaDesc) -> meta_pb2.Replica:
+    return meta_pb2.Replica(store_id=r.store_id, replica_id=r.replica_id, role=int(r.role))
+
+
+def replica_from_pb(pb: meta_pb2.Replica) -> ReplicaDesc:
+    return ReplicaDesc(store_id=pb.store_id, replica_id=pb.replica_id, role=Role(pb.role))
+
+
+def descriptor_to_pb(d: Descriptor, leader_store_id: int = 0, term: int = 0) -> meta_pb2.PartitionDescriptor:
+    return meta_pb2.PartitionDescriptor(
+        id=d.id,
+        start=d.start,
+        end=d.end,
+        epoch=epoch_to_pb(d.epoch),
+        replicas=[replica_to_pb(r) for r in d.replicas],
+        leader_store_id=leader_store_id,
+        term=term,
+    )
+
+
+def descriptor_from_pb(pb: meta_pb2.PartitionDescriptor) -> Descriptor:
+    return Descriptor(
+        id=pb.id,
+        start=bytes(pb.start),
+        end=bytes(pb.end),
+        epoch=epoch_from_pb(pb.epoch),
+        replicas=tuple(replica_from_pb(r) for r in pb.replicas),
+    )
+
+
+def partition_to_pb(info: PartitionInfo) -> meta_pb2.PartitionDescriptor:
+    return descriptor_to_pb(info.descriptor, info.leader_store_id, info.term)
+
+
+def partition_status_to_pb(info: PartitionInfo) -> meta_pb2.PartitionStatus:
+    replicas = []
+    for r in info.descriptor.replicas:
+        progress = info.progress.get(r.replica_id)
+        replicas.append(
+            meta_pb2.ReplicaStatus(
+                replica_id=r.replica_id,
+                store_id=r.store_id,
+                role=int(r.role),
+                match=progress.match if progress else 0,
+                applied=progress.applied if progress else 0,
+            )
+        )
+    return meta_pb2.PartitionStatus(partition_id=info.id, replicas=replicas)
+
+
+def store_to_pb(s: StoreInfo, state: StoreState) -> meta_pb2.Store:
+    return meta_pb2.Store(
+        id=s.id,
+        address=s.address,
+        state=int(state),
+        replica_count=s.replica_count,
+        leader_count=s.leader_count,
+        last_heartbeat_ms=s.last_heartbeat_ms,
+    )
+
+
+def report_from_pb(pb: meta_pb2.PartitionStats) -> PartitionReport:
+    return PartitionReport(
+        partition_id=pb.partition_id,
+        leader=pb.leader,
+        term=pb.term,
+        applied=pb.applied,
+        size_bytes=pb.size_bytes,
+        load=pb.load,
+        descriptor=descriptor_from_pb(pb.descriptor) if pb.HasField("descriptor") else None,
+        progress=tuple(
+            ReplicaReport(replica_id=r.replica_id, store_id=r.store_id, match=r.match, applied=r.applied)
+            for r in pb.progress
+        ),
+    )
+
+
+def operation_to_pb(op: PendingOperation) -> meta_pb2.Operation:
+    pb = meta_pb2.Operation(id=op.id, partition_id=op.partition_id, epoch=epoch_to_pb(op.epoch))
+    a = op.action
+    if isinstance(a, TransferLeader):
+        pb.transfer_leader.to_store_id = a.to_store_id
+    elif isinstance(a, AddReplica):
+        pb.add_replica.replica.CopyFrom(replica_to_pb(a.replica))
+    elif isinstance(a, RemoveReplica):
+        pb.remove_replica.replica.CopyFrom(replica_to_pb(a.replica))
+    elif isinstance(a, Split):
+        pb.split.split_key = a.split_key
+        pb.split.new_partition_id = a.new_partition_id
+        pb.split.new_replica_ids.extend(a.new_replica_ids)
+    elif isinstance(a, CreateReplica):
+        pb.create_replica.partition.CopyFrom(descriptor_to_pb(a.descriptor))
+        pb.create_replica.replica_id = a.replica_id
+        pb.create_replica.bootstrap = a.bootstrap
+    return pb
+
+
+def action_from_pb(pb: meta_pb2.Operation) -> Action:
+    """The admin-submittable part of an Operation; ids left zero are filled by the table."""
+    kind = pb.WhichOneof("kind")
+    if kind == "transfer_leader":
+        if not pb.transfer_leader.to_store_id:
+            raise PlacementError("operation.transfer_leader.to_store_id", "required")
+        return TransferLeader(pb.transfer_leader.to_store_id)
+    if kind in ("add_replica", "remove_replica"):
+        replica = getattr(pb, kind).replica
+        if not replica.store_id:
+            raise PlacementError(f"operation.{kind}.replica.store_id", "required")
+        r = ReplicaDesc(replica.store_id, replica.replica_id, Role.VOTER)
+        return AddReplica(r) if kind == "add_replica" else RemoveReplica(r)
+    if kind == "split":
+        s = pb.split
+        return Split(bytes(s.split_key), s.new_partition_id, tuple(s.new_replica_ids))
+    if kind == "create_replica":
+        raise PlacementError("operation.create_replica", "issued by placement itself, not submittable")
+    raise PlacementError("operation.kind", "set one of transfer_leader, add_replica, remove_replica, split")

@@ -1,0 +1,212 @@
+"""Typed records of the placement state.
+
+These mirror the wire types of meta.proto (PartitionDescriptor, Store, Operation) but are plain
+frozen dataclasses, so the table can be a pure function of its command log: no protobuf
+mutability, cheap equality, a JSON codec we control (codec.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class StoreState(IntEnum):
+    """Values equal meta.proto's StoreState. DOWN is never stored: it is derived from the last
+    heartbeat time at read time (``PlacementTable.effective_state``)."""
+
+    UP = 1
+    DOWN = 2
+    DRAINING = 3
+    REMOVED = 4
+
+
+class Role(IntEnum):
+    """Values equal meta.proto's Role."""
+
+    VOTER = 0
+    LEARNER = 1
+    INCOMING_VOTER = 2
+    DEMOTING_VOTER = 3
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Epoch:
+    """A partition's shape version: conf_ver (membership) and version (range)."""
+
+    conf_ver: int = 0
+    version: int = 0
+
+    def is_newer_than(self, other: "Epoch") -> bool:
+        """Newer = no component older and at least one newer (PD's rule). Two epochs where each
+        is ahead in one component are incomparable: neither replaces the other."""
+        return (
+            self.conf_ver >= other.conf_ver
+            and self.version >= other.version
+            and (self.conf_ver, self.version) != (other.conf_ver, other.version)
+        )
+
+    def is_stale_against(self, other: "Epoch") -> bool:
+        return self.conf_ver < other.conf_ver or self.version < other.version
+
+    @property
+    def is_zero(self) -> bool:
+        return self.conf_ver == 0 and self.version == 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaDesc:
+    store_id: int
+    replica_id: int
+    role: Role = Role.VOTER
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    """A partition's range, epoch and members: the part that only changes through the
+    partition's own Raft log (splits, membership changes)."""
+
+    id: int
+    start: bytes
+    end: bytes
+    epoch: Epoch
+    replicas: tuple[ReplicaDesc, ...]
+
+    def contains(self, key: bytes) -> bool:
+        return self.start <= key and (not self.end or key < self.end)
+
+    def replica_on(self, store_id: int) -> ReplicaDesc | None:
+        for r in self.replicas:
+            if r.store_id == store_id:
+                return r
+        return None
+
+    def replica_by_id(self, replica_id: int) -> ReplicaDesc | None:
+        for r in self.replicas:
+            if r.replica_id == replica_id:
+                return r
+        return None
+
+
+@dataclass(slots=True)
+class ReplicaProgress:
+    """Last reported progress of one replica: match from the leader's view, applied from the
+    replica's own store."""
+
+    match: int = 0
+    applied: int = 0
+
+
+@dataclass(slots=True)
+class PartitionInfo:
+    descriptor: Descriptor
+    # Leader hint and the term it was observed in; 0 when unknown.
+    leader_store_id: int = 0
+    term: int = 0
+    # replica_id -> progress
+    progress: dict[int, ReplicaProgress] = field(default_factory=dict)
+    size_bytes: int = 0
+    load: float = 0.0
+
+    @property
+    def id(self) -> int:
+        return self.descriptor.id
+
+
+@dataclass(slots=True)
+class StoreInfo:
+    id: int
+    address: str
+    # Administrative state: UP, DRAINING or REMOVED (DOWN is derived, never stored).
+    state: StoreState = StoreState.UP
+    # Unix ms of the last heartbeat (or registration), as stamped into the command.
+    last_heartbeat_ms: int = 0
+    replica_count: int = 0
+    leader_count: int = 0
+    capacity_bytes: int = 0
+    used_bytes: int = 0
+    # Partition ids the store reported hosting in its last heartbeat.
+    hosted: frozenset[int] = frozenset()
+
+
+# -- operations --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TransferLeader:
+    to_store_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddReplica:
+    replica: ReplicaDesc
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveReplica:
+    replica: ReplicaDesc
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    # Empty: the leader picks the middle key by size.
+    split_key: bytes
+    new_partition_id: int
+    new_replica_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CreateReplica:
+    """Addressed to a store (not to the partition's leader): host this replica."""
+
+    store_id: int
+    replica_id: int
+    bootstrap: bool
+    descriptor: Descriptor
+
+
+Action = TransferLeader | AddReplica | RemoveReplica | Split | CreateReplica
+
+
+@dataclass(slots=True)
+class PendingOperation:
+    id: int
+    partition_id: int
+    # The epoch the operation was decided against; the leader drops it if its epoch moved on.
+    epoch: Epoch
+    action: Action
+    created_ms: int
+    # When it was last handed out in a heartbeat response (0: never). Leader-addressed
+    # operations are re-sent only after a pause, CreateReplica on every heartbeat.
+    last_sent_ms: int = 0
+
+    def target_store(self, leader_store_id: int) -> int:
+        """The store whose heartbeat response carries this operation (0: nobody yet)."""
+        if isinstance(self.action, CreateReplica):
+            return self.action.store_id
+        return leader_store_id
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaReport:
+    """One member's replication progress as seen by the partition leader."""
+
+    replica_id: int
+    store_id: int
+    match: int = 0
+    applied: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionReport:
+    """One replica's view of its partition, from its store's heartbeat (PartitionStats)."""
+
+    partition_id: int
+    leader: bool = False
+    term: int = 0
+    applied: int = 0
+    size_bytes: int = 0
+    load: float = 0.0
+    # Leader only: its descriptor and the progress of every member.
+    descriptor: Descriptor | None = None
+    progress: tuple[ReplicaReport, ...] = ()

@@ -1,0 +1,552 @@
+"""The placement table: a pure state machine over the commands of commands.py.
+
+No I/O, no clock, no randomness: ``apply(command)`` is a deterministic function of the table
+and the command, so a later issue can replicate the placement group by running the same
+commands through the Raft core. Rejected commands raise ``PlacementError`` and change nothing
+(validation happens before the first mutation).
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from collections.abc import Iterable
+
+from router.placement import keyspace
+from router.placement.commands import (
+    Applied,
+    Bootstrap,
+    Command,
+    PlacementError,
+    RecordLeader,
+    RegisterStore,
+    SetStoreState,
+    StoreHeartbeat,
+    SubmitOperation,
+    UpdateDescriptor,
+)
+from router.placement.model import (
+    Action,
+    AddReplica,
+    CreateReplica,
+    Descriptor,
+    Epoch,
+    PartitionInfo,
+    PartitionReport,
+    PendingOperation,
+    RemoveReplica,
+    ReplicaDesc,
+    ReplicaProgress,
+    Role,
+    Split,
+    StoreInfo,
+    StoreState,
+    TransferLeader,
+)
+
+BOOTSTRAP_EPOCH = Epoch(conf_ver=1, version=1)
+# A leader-addressed operation is handed out again after this long without completing (the
+# heartbeat response may have been lost); CreateReplica goes out on every heartbeat.
+DEFAULT_REDELIVER_MS = 10_000
+# A leader-addressed operation still pending after this long is dropped; the scheduler (or
+# the admin) decides again from fresh state.
+DEFAULT_OPERATION_TTL_MS = 120_000
+
+
+class PlacementTable:
+    def __init__(
+        self,
+        *,
+        redeliver_ms: int = DEFAULT_REDELIVER_MS,
+        operation_ttl_ms: int = DEFAULT_OPERATION_TTL_MS,
+    ) -> None:
+        self.redeliver_ms = redeliver_ms
+        self.operation_ttl_ms = operation_ttl_ms
+        self.stores: dict[int, StoreInfo] = {}
+        self.partitions: dict[int, PartitionInfo] = {}
+        self.operations: dict[int, PendingOperation] = {}
+        # Id allocators: the next id to hand out. Every id ever used is below them, so ids are
+        # never reused, even for stores, partitions or replicas that are gone.
+        self.next_store_id = 1
+        self.next_partition_id = 1
+        self.next_replica_id = 1
+        self.next_operation_id = 1
+        self.bootstrapped = False
+        # Lookup index by range start (rebuilt when a range changes, which is rare).
+        self._starts: list[bytes] = []
+        self._start_ids: list[int] = []
+
+    # -- convenience mutators (each is one command) ---------------------------------------
+
+    def register_store(self, address: str, store_id: int = 0, now_ms: int = 0) -> int:
+        return self.apply(RegisterStore(address=address, store_id=store_id, now_ms=now_ms)).store_id
+
+    def heartbeat(
+        self,
+        store_id: int,
+        address: str,
+        reports: Iterable[PartitionReport] = (),
+        now_ms: int = 0,
+        capacity_bytes: int = 0,
+        used_bytes: int = 0,
+    ) -> Applied:
+        return self.apply(
+            StoreHeartbeat(
+                store_id=store_id,
+                address=address,
+                now_ms=now_ms,
+                reports=tuple(reports),
+                capacity_bytes=capacity_bytes,
+                used_bytes=used_bytes,
+            )
+        )
+
+    def record_leader(self, partition_id: int, store_id: int, term: int, epoch: Epoch | None = None) -> bool:
+        return bool(self.apply(RecordLeader(partition_id, store_id, term, epoch)).partition_ids)
+
+    def update_descriptor(self, descriptor: Descriptor) -> bool:
+        return bool(self.apply(UpdateDescriptor(descriptor)).partition_ids)
+
+    def bootstrap(self, n_partitions: int, replicas: int, store_ids: Iterable[int], now_ms: int = 0) -> list[int]:
+        cmd = Bootstrap(n_partitions=n_partitions, replicas=replicas, store_ids=tuple(store_ids), now_ms=now_ms)
+        return list(self.apply(cmd).partition_ids)
+
+    def submit(self, partition_id: int, action: Action, epoch: Epoch | None = None, now_ms: int = 0) -> int:
+        return self.apply(SubmitOperation(partition_id, action, epoch, now_ms)).operation_id
+
+    def set_store_state(self, store_id: int, state: StoreState) -> StoreInfo:
+        self.apply(SetStoreState(store_id, state))
+        return self.stores[store_id]
+
+    # -- the state machine ----------------------------------------------------------------
+
+    def apply(self, cmd: Command) -> Applied:
+        match cmd:
+            case RegisterStore():
+                return self._apply_register(cmd)
+            case StoreHeartbeat():
+                return self._apply_heartbeat(cmd)
+            case RecordLeader():
+                return self._apply_record_leader(cmd)
+            case UpdateDescriptor():
+                changed = self._update_descriptor(cmd.descriptor)
+                return Applied(durable=changed, dirty=changed, partition_ids=(cmd.descriptor.id,) if changed else ())
+            case Bootstrap():
+                return self._apply_bootstrap(cmd)
+            case SubmitOperation():
+                return self._apply_submit(cmd)
+            case SetStoreState():
+                return self._apply_set_store_state(cmd)
+        raise TypeError(f"not a placement command: {cmd!r}")
+
+    def _apply_register(self, cmd: RegisterStore) -> Applied:
+        if not cmd.address:
+            raise PlacementError("address", "a store must say where it listens (host:port)")
+        if cmd.store_id < 0:
+            raise PlacementError("store_id", f"must be >= 0, got {cmd.store_id}")
+        existing = self.stores.get(cmd.store_id) if cmd.store_id else None
+        if existing is not None:
+            moved = existing.address != cmd.address
+            existing.address = cmd.address
+            existing.last_heartbeat_ms = max(existing.last_heartbeat_ms, cmd.now_ms)
+            return Applied(durable=moved, dirty=True, store_id=existing.id)
+        if cmd.store_id:
+            # A store that persisted an id this table never issued (e.g. the router's data dir
+            # was replaced): adopt it rather than split the store's identity.
+            store_id = cmd.store_id
+            self.next_store_id = max(self.next_store_id, store_id + 1)
+        else:
+            store_id = self.next_store_id
+            self.next_store_id += 1
+        self.stores[store_id] = StoreInfo(id=store_id, address=cmd.address, last_heartbeat_ms=cmd.now_ms)
+        return Applied(durable=True, dirty=True, store_id=store_id)
+
+    def _apply_heartbeat(self, cmd: StoreHeartbeat) -> Applied:
+        store = self.stores.get(cmd.store_id)
+        if store is None:
+            raise PlacementError("store_id", f"unknown store {cmd.store_id}; register first")
+        durable = False
+        if cmd.address and cmd.address != store.address:
+            store.address = cmd.address
+            durable = True
+        store.last_heartbeat_ms = max(store.last_heartbeat_ms, cmd.now_ms)
+        store.capacity_bytes = cmd.capacity_bytes
+        store.used_bytes = cmd.used_bytes
+        store.replica_count = len(cmd.reports)
+        store.leader_count = sum(1 for r in cmd.reports if r.leader)
+        store.hosted = frozenset(r.partition_id for r in cmd.reports)
+
+        changed: list[int] = []
+        for report in cmd.reports:
+            if report.leader and report.descriptor is not None and report.descriptor.id == report.partition_id:
+                if self._update_descriptor(report.descriptor):
+                    durable = True
+                    changed.append(report.partition_id)
+            info = self.partitions.get(report.partition_id)
+            if info is None:
+                continue
+            if report.leader and report.term and self._record_leader(info, store.id, report.term):
+                changed.append(info.id)
+            mine = info.descriptor.replica_on(store.id)
+            if mine is not None:
+                info.progress.setdefault(mine.replica_id, ReplicaProgress()).applied = report.applied
+            if report.leader:
+                info.size_bytes = report.size_bytes
+                info.load = report.load
+                for member in report.progress:
+                    if info.descriptor.replica_by_id(member.replica_id) is not None:
+                        info.progress.setdefault(member.replica_id, ReplicaProgress()).match = member.match
+
+        if self._settle_operations(cmd.now_ms):
+            durable = True
+        return Applied(
+            durable=durable,
+            dirty=True,
+            store_id=store.id,
+            partition_ids=tuple(dict.fromkeys(changed)),
+            operations=self._deliver(store, cmd.now_ms),
+        )
+
+    def _apply_record_leader(self, cmd: RecordLeader) -> Applied:
+        info = self.partitions.get(cmd.partition_id)
+        if info is None:
+            raise PlacementError("partition_id", f"unknown partition {cmd.partition_id}")
+        if cmd.store_id not in self.stores:
+            raise PlacementError("leader_store_id", f"unknown store {cmd.store_id}")
+        if cmd.term <= 0:
+            raise PlacementError("term", "a leader is always elected in a term >= 1")
+        if not self._record_leader(info, cmd.store_id, cmd.term):
+            return Applied()
+        self._settle_operations_for(info)
+        return Applied(dirty=True, partition_ids=(info.id,))
+
+    def _apply_bootstrap(self, cmd: Bootstrap) -> Applied:
+        if self.bootstrapped or self.partitions:
+            raise PlacementError("partitions", "the cluster is already bootstrapped")
+        if cmd.replicas < 1:
+            raise PlacementError("replicas", f"must be >= 1, got {cmd.replicas}")
+        if not 1 <= cmd.n_partitions <= keyspace.MAX_PRESPLIT:
+            raise PlacementError("partitions", f"must be in [1, {keyspace.MAX_PRESPLIT}], got {cmd.n_partitions}")
+        stores = list(dict.fromkeys(cmd.store_ids))
+        if len(stores) < cmd.replicas:
+            raise PlacementError("store_ids", f"{cmd.replicas} replicas need {cmd.replicas} stores, got {len(stores)}")
+        for sid in stores:
+            s = self.stores.get(sid)
+            if s is None or s.state != StoreState.UP:
+                raise PlacementError("store_ids", f"store {sid} is unknown or not up")
+        created = []
+        for i, (start, end) in enumerate(keyspace.even_ranges(cmd.n_partitions)):
+            pid = self._alloc_partition_id()
+            chosen = [stores[(i + k) % len(stores)] for k in range(cmd.replicas)]
+            replicas = tuple(ReplicaDesc(sid, self._alloc_replica_id(), Role.VOTER) for sid in chosen)
+            desc = Descriptor(id=pid, start=start, end=end, epoch=BOOTSTRAP_EPOCH, replicas=replicas)
+            self.partitions[pid] = PartitionInfo(descriptor=desc)
+            for rep in replicas:
+                self._queue(pid, BOOTSTRAP_EPOCH, CreateReplica(rep.store_id, rep.replica_id, True, desc), cmd.now_ms)
+            created.append(pid)
+        self.bootstrapped = True
+        self._reindex()
+        return Applied(durable=True, dirty=True, partition_ids=tuple(created))
+
+    def _apply_submit(self, cmd: SubmitOperation) -> Applied:
+        info = self.partitions.get(cmd.partition_id)
+        if info is None:
+            raise PlacementError("operation.partition_id", f"unknown partition {cmd.partition_id}")
+        desc = info.descriptor
+        if cmd.epoch is not None and not cmd.epoch.is_zero and cmd.epoch != desc.epoch:
+            raise PlacementError(
+                "operation.epoch",
+                f"partition {desc.id} is at epoch ({desc.epoch.conf_ver}, {desc.epoch.version}), "
+                f"not ({cmd.epoch.conf_ver}, {cmd.epoch.version})",
+            )
+        action = cmd.action
+        extra: list[Action] = []
+        match action:
+            case TransferLeader(to_store_id=to):
+                self._require_store(to, "operation.transfer_leader.to_store_id", accepting=False)
+                rep = desc.replica_on(to)
+                if rep is None or rep.role != Role.VOTER:
+                    raise PlacementError(
+                        "operation.transfer_leader.to_store_id",
+                        f"store {to} holds no voter of partition {desc.id}",
+                    )
+            case AddReplica(replica=rep):
+                self._require_store(rep.store_id, "operation.add_replica.replica.store_id", accepting=True)
+                if desc.replica_on(rep.store_id) is not None:
+                    raise PlacementError(
+                        "operation.add_replica.replica.store_id",
+                        f"store {rep.store_id} already holds a replica of partition {desc.id}",
+                    )
+                self._check_fresh_id(rep.replica_id, self.next_replica_id, "operation.add_replica.replica.replica_id")
+                # New replicas join as learners; placement promotes them once caught up.
+                rid = rep.replica_id or self.next_replica_id
+                action = AddReplica(ReplicaDesc(rep.store_id, rid, Role.LEARNER))
+                grown = dataclasses.replace(desc, replicas=(*desc.replicas, action.replica))
+                extra.append(CreateReplica(rep.store_id, rid, False, grown))
+            case RemoveReplica(replica=rep):
+                current = desc.replica_on(rep.store_id)
+                if current is None:
+                    raise PlacementError(
+                        "operation.remove_replica.replica.store_id",
+                        f"store {rep.store_id} holds no replica of partition {desc.id}",
+                    )
+                if rep.replica_id and rep.replica_id != current.replica_id:
+                    raise PlacementError(
+                        "operation.remove_replica.replica.replica_id",
+                        f"the replica on store {rep.store_id} is {current.replica_id}, not {rep.replica_id}",
+                    )
+                voters = [r for r in desc.replicas if r.role == Role.VOTER]
+                if current.role == Role.VOTER and len(voters) <= 1:
+                    raise PlacementError(
+                        "operation.remove_replica.replica.store_id",
+                        f"store {rep.store_id} holds the last voter of partition {desc.id}",
+                    )
+                action = RemoveReplica(current)
+            case Split(split_key=key, new_partition_id=new_pid, new_replica_ids=new_rids):
+                if key and not keyspace.strictly_inside(desc.start, desc.end, key):
+                    raise PlacementError(
+                        "operation.split.split_key",
+                        f"{key!r} is not strictly inside partition {desc.id}'s range "
+                        f"[{desc.start!r}, {desc.end!r})",
+                    )
+                self._check_fresh_id(new_pid, self.next_partition_id, "operation.split.new_partition_id")
+                if new_rids and len(new_rids) != len(desc.replicas):
+                    raise PlacementError(
+                        "operation.split.new_replica_ids",
+                        f"need one id per replica ({len(desc.replicas)}), got {len(new_rids)}",
+                    )
+                floor = self.next_replica_id
+                for rid in new_rids:
+                    self._check_fresh_id(rid, floor, "operation.split.new_replica_ids")
+                if len(set(new_rids)) != len(new_rids):
+                    raise PlacementError("operation.split.new_replica_ids", "ids must be distinct")
+            case CreateReplica():
+                raise PlacementError("operation.create_replica", "issued by placement itself, not submittable")
+            case _:
+                raise PlacementError("operation.kind", "no operation kind set")
+
+        # Validation done: mutate.
+        match action:
+            case AddReplica(replica=rep):
+                self.next_replica_id = max(self.next_replica_id, rep.replica_id + 1)
+            case Split(split_key=key, new_partition_id=new_pid, new_replica_ids=new_rids):
+                new_pid = new_pid or self._alloc_partition_id()
+                self.next_partition_id = max(self.next_partition_id, new_pid + 1)
+                if new_rids:
+                    self.next_replica_id = max(self.next_replica_id, max(new_rids) + 1)
+                else:
+                    new_rids = tuple(self._alloc_replica_id() for _ in desc.replicas)
+                action = Split(key, new_pid, tuple(new_rids))
+        op_id = self._queue(desc.id, desc.epoch, action, cmd.now_ms)
+        for more in extra:
+            self._queue(desc.id, desc.epoch, more, cmd.now_ms)
+        return Applied(durable=True, dirty=True, operation_id=op_id)
+
+    def _apply_set_store_state(self, cmd: SetStoreState) -> Applied:
+        store = self.stores.get(cmd.store_id)
+        if store is None:
+            raise PlacementError("store_id", f"unknown store {cmd.store_id}")
+        if cmd.state not in (StoreState.UP, StoreState.DRAINING, StoreState.REMOVED):
+            raise PlacementError("state", "only UP, DRAINING or REMOVED can be set (DOWN follows from heartbeats)")
+        if store.state == StoreState.REMOVED and cmd.state != StoreState.REMOVED:
+            raise PlacementError("state", f"store {store.id} is removed; a removed store never comes back")
+        if store.state == cmd.state:
+            return Applied(store_id=store.id)
+        store.state = cmd.state
+        if cmd.state == StoreState.REMOVED:
+            for op_id, op in list(self.operations.items()):
+                if isinstance(op.action, CreateReplica) and op.action.store_id == store.id:
+                    del self.operations[op_id]
+        return Applied(durable=True, dirty=True, store_id=store.id)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _record_leader(self, info: PartitionInfo, store_id: int, term: int) -> bool:
+        """Higher term wins; at an equal term a known leader stays (one leader per term)."""
+        if term > info.term or (term == info.term and info.leader_store_id == 0):
+            changed = (info.leader_store_id, info.term) != (store_id, term)
+            info.leader_store_id = store_id
+            info.term = term
+            return changed
+        return False
+
+    def _update_descriptor(self, desc: Descriptor) -> bool:
+        """Accept a descriptor if its epoch is newer than ours and it only overlaps partitions
+        with an older range version (which it then trims or replaces: a split child reported
+        before its shrunk parent, or a merge)."""
+        if desc.end and desc.start >= desc.end:
+            return False
+        current = self.partitions.get(desc.id)
+        if current is not None and not desc.epoch.is_newer_than(current.descriptor.epoch):
+            return False
+        others = [
+            p
+            for p in self.partitions.values()
+            if p.id != desc.id and keyspace.overlaps(p.descriptor.start, p.descriptor.end, desc.start, desc.end)
+        ]
+        if any(p.descriptor.epoch.version >= desc.epoch.version for p in others):
+            return False
+        for p in others:
+            self._trim(p, desc)
+        if current is None:
+            current = self.partitions[desc.id] = PartitionInfo(descriptor=desc)
+        else:
+            current.descriptor = desc
+            members = {r.replica_id for r in desc.replicas}
+            current.progress = {rid: pr for rid, pr in current.progress.items() if rid in members}
+            if current.leader_store_id and desc.replica_on(current.leader_store_id) is None:
+                current.leader_store_id = 0
+        self.next_partition_id = max(self.next_partition_id, desc.id + 1)
+        for r in desc.replicas:
+            self.next_replica_id = max(self.next_replica_id, r.replica_id + 1)
+        self._reindex()
+        self._settle_operations_for(current)
+        return True
+
+    def _trim(self, stale: PartitionInfo, newer: Descriptor) -> None:
+        """Cut ``newer``'s range out of a stale partition's range (placement's view only; the
+        stale partition's own report will bring its real descriptor)."""
+        d = stale.descriptor
+        covers_left = newer.start <= d.start
+        covers_right = not keyspace.end_after(d.end, newer.end)
+        if covers_left and covers_right:
+            del self.partitions[d.id]
+            for op_id, op in list(self.operations.items()):
+                if op.partition_id == d.id:
+                    del self.operations[op_id]
+        elif covers_left:
+            stale.descriptor = dataclasses.replace(d, start=newer.end)
+        else:
+            # Covers the right part, or sits strictly inside (keep the left piece; the right
+            # piece's owner will report it).
+            stale.descriptor = dataclasses.replace(d, end=newer.start)
+
+    def _settle_operations(self, now_ms: int) -> bool:
+        """Drop operations that are done, superseded or expired; True if any went."""
+        gone = []
+        for op in self.operations.values():
+            info = self.partitions.get(op.partition_id)
+            if info is None or self._operation_done(op, info):
+                gone.append(op.id)
+                continue
+            bootstrap = isinstance(op.action, CreateReplica) and op.action.bootstrap
+            if not bootstrap and now_ms - op.created_ms > self.operation_ttl_ms:
+                gone.append(op.id)
+        for op_id in gone:
+            del self.operations[op_id]
+        return bool(gone)
+
+    def _settle_operations_for(self, info: PartitionInfo) -> None:
+        for op_id, op in list(self.operations.items()):
+            if op.partition_id == info.id and self._operation_done(op, info):
+                del self.operations[op_id]
+
+    def _operation_done(self, op: PendingOperation, info: PartitionInfo) -> bool:
+        action = op.action
+        if isinstance(action, CreateReplica):
+            store = self.stores.get(action.store_id)
+            return store is None or store.state == StoreState.REMOVED or info.id in store.hosted
+        if info.descriptor.epoch != op.epoch:
+            return True  # applied (the epoch moved because of it) or superseded
+        if isinstance(action, TransferLeader):
+            return info.leader_store_id == action.to_store_id
+        return False
+
+    def _deliver(self, store: StoreInfo, now_ms: int) -> tuple[PendingOperation, ...]:
+        if store.state == StoreState.REMOVED:
+            return ()
+        out = []
+        for op in self.operations.values():
+            info = self.partitions.get(op.partition_id)
+            leader = info.leader_store_id if info else 0
+            if op.target_store(leader) != store.id:
+                continue
+            if (
+                isinstance(op.action, CreateReplica)
+                or op.last_sent_ms == 0
+                or now_ms - op.last_sent_ms >= self.redeliver_ms
+            ):
+                op.last_sent_ms = now_ms
+                out.append(dataclasses.replace(op))
+        return tuple(out)
+
+    def _queue(self, partition_id: int, epoch: Epoch, action: Action, now_ms: int) -> int:
+        op_id = self.next_operation_id
+        self.next_operation_id += 1
+        self.operations[op_id] = PendingOperation(op_id, partition_id, epoch, action, created_ms=now_ms)
+        return op_id
+
+    def _require_store(self, store_id: int, field: str, *, accepting: bool) -> StoreInfo:
+        store = self.stores.get(store_id)
+        if store is None:
+            raise PlacementError(field, f"unknown store {store_id}")
+        if store.state == StoreState.REMOVED or (accepting and store.state == StoreState.DRAINING):
+            raise PlacementError(field, f"store {store_id} is {store.state.name.lower()} and takes no new replicas")
+        return store
+
+    @staticmethod
+    def _check_fresh_id(given: int, floor: int, field: str) -> None:
+        """A caller-chosen id must be one the allocator never handed out (0 = allocate)."""
+        if given and given < floor:
+            raise PlacementError(field, f"id {given} may already be in use; leave it 0 or use >= {floor}")
+
+    def _alloc_partition_id(self) -> int:
+        pid = self.next_partition_id
+        self.next_partition_id += 1
+        return pid
+
+    def _alloc_replica_id(self) -> int:
+        rid = self.next_replica_id
+        self.next_replica_id += 1
+        return rid
+
+    def _reindex(self) -> None:
+        ordered = sorted(self.partitions.values(), key=lambda p: p.descriptor.start)
+        self._starts = [p.descriptor.start for p in ordered]
+        self._start_ids = [p.id for p in ordered]
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def locate(self, key: bytes) -> PartitionInfo | None:
+        """The partition whose range holds ``key``; None in a gap (mid-split) or before
+        bootstrap."""
+        i = bisect.bisect_right(self._starts, key) - 1
+        if i < 0:
+            return None
+        info = self.partitions[self._start_ids[i]]
+        return info if info.descriptor.contains(key) else None
+
+    def scan(self, start: bytes = b"", end: bytes = b"", limit: int = 0) -> list[PartitionInfo]:
+        """Partitions overlapping [start, end), in key order."""
+        i = max(0, bisect.bisect_right(self._starts, start) - 1)
+        out = []
+        for pid in self._start_ids[i:]:
+            d = self.partitions[pid].descriptor
+            if end and d.start >= end:
+                break
+            if keyspace.overlaps(d.start, d.end, start, end):
+                out.append(self.partitions[pid])
+                if limit and len(out) >= limit:
+                    break
+        return out
+
+    def effective_state(self, store: StoreInfo, now_ms: int, down_after_ms: int) -> StoreState:
+        """REMOVED sticks; otherwise a store silent for longer than ``down_after_ms`` is DOWN;
+        otherwise its administrative state (UP or DRAINING)."""
+        if store.state == StoreState.REMOVED:
+            return StoreState.REMOVED
+        if now_ms - store.last_heartbeat_ms > down_after_ms:
+            return StoreState.DOWN
+        return store.state
+
+    def up_stores(self, now_ms: int, down_after_ms: int) -> list[int]:
+        return sorted(
+            s.id for s in self.stores.values() if self.effective_state(s, now_ms, down_after_ms) == StoreState.UP
+        )
+
+    def pending_operations(self, partition_id: int | None = None) -> list[PendingOperation]:
+        return [op for op in self.operations.values() if partition_id is None or op.partition_id == partition_id]
+
+    def rebuild_index(self) -> None:
+        """For codec.py after loading partitions."""
+        self._reindex()

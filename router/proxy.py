@@ -1,0 +1,206 @@
+"""The router's KV service: the node's KV API for thin clients (grpcurl, other languages).
+
+Each request is forwarded through an AsyncClient to the right partition leader, so thin
+clients get the client library's routing and retries without a library. The request's
+RequestContext is ignored (the proxy routes by key itself). Scan crosses partition
+boundaries up to the limit; its resume_key continues the scan cluster-wide.
+
+Errors: bad input keeps its INVALID_ARGUMENT detail; a call that runs out of time is
+DEADLINE_EXCEEDED; anything else the client gave up on is UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from node.wire import errors as wire_errors
+from router.client import AsyncClient, DeadlineExceeded, InvalidArgumentError, ServerError, TesseraError
+from router.client.errors import ClientClosedError
+from router.client.types import CONSISTENCY
+from tesserapb import errors_pb2, kv_pb2, kv_pb2_grpc
+
+log = logging.getLogger("tessera.router.proxy")
+
+DEFAULT_SCAN_LIMIT = 1000
+_CONSISTENCY_NAME = {v: k for k, v in CONSISTENCY.items()}
+
+
+def _consistency(ro: kv_pb2.ReadOptions) -> tuple[str, int]:
+    return _CONSISTENCY_NAME.get(ro.consistency, "lease"), ro.max_staleness_ms
+
+
+class _Failed(Exception):
+    """A forwarded request failed; carries the status the proxy answers with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, error: errors_pb2.Error | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.error = error
+
+
+def _failure(exc: TesseraError) -> _Failed:
+    if isinstance(exc, InvalidArgumentError):
+        return _Failed(grpc.StatusCode.INVALID_ARGUMENT, str(exc),
+                       wire_errors.invalid_argument(exc.field, exc.detail, exc.limit))
+    if isinstance(exc, DeadlineExceeded):
+        return _Failed(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+    if isinstance(exc, ServerError) and exc.code is not None:
+        return _Failed(exc.code, str(exc))
+    return _Failed(grpc.StatusCode.UNAVAILABLE, str(exc))
+
+
+class KVProxy(kv_pb2_grpc.KVServicer):
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    # Each handler returns the response message or raises _Failed.
+
+    def _timeout(self, context: grpc.aio.ServicerContext | None) -> float | None:
+        remaining = context.time_remaining() if context is not None else None
+        return None if remaining is None else max(remaining - 0.05, 0.01)
+
+    async def _get(self, req: kv_pb2.GetRequest, timeout: float | None) -> kv_pb2.GetResponse:
+        consistency, staleness = _consistency(req.read_options)
+        found = await self._client.get(req.key, consistency, staleness, timeout=timeout)
+        if found is None:
+            return kv_pb2.GetResponse(found=False)
+        return kv_pb2.GetResponse(found=True, value=found.value, version=found.version)
+
+    async def _put(self, req: kv_pb2.PutRequest, timeout: float | None) -> kv_pb2.PutResponse:
+        return kv_pb2.PutResponse(version=await self._client.put(req.key, req.value, timeout=timeout))
+
+    async def _delete(self, req: kv_pb2.DeleteRequest, timeout: float | None) -> kv_pb2.DeleteResponse:
+        return kv_pb2.DeleteResponse(deleted=await self._client.delete(req.key, timeout=timeout))
+
+    async def _cas(self, req: kv_pb2.CompareAndSetRequest, timeout: float | None) -> kv_pb2.CompareAndSetResponse:
+        r = await self._client.cas(req.key, req.expected_version, req.value, req.delete, timeout=timeout)
+        return kv_pb2.CompareAndSetResponse(
+            succeeded=r.succeeded, current_version=r.current_version, current_value=r.current_value
+        )
+
+    async def _scan(self, req: kv_pb2.ScanRequest, timeout: float | None) -> kv_pb2.ScanResponse:
+        consistency, staleness = _consistency(req.read_options)
+        page = await self._client.scan_page(
+            req.start, req.end, req.limit or DEFAULT_SCAN_LIMIT,
+            consistency=consistency, max_staleness_ms=staleness, timeout=timeout,
+        )
+        return kv_pb2.ScanResponse(
+            kvs=[kv_pb2.KeyValue(key=k, value=v, version=ver) for k, v, ver in page.kvs],
+            more=page.more,
+            resume_key=page.resume_key,
+        )
+
+    async def _batch(self, req: kv_pb2.BatchRequest, timeout: float | None) -> kv_pb2.BatchResponse:
+        results = await self._client.batch(
+            [("put", op.put.key, op.put.value) if op.WhichOneof("op") == "put" else ("delete", op.delete.key)
+             for op in req.ops],
+            timeout=timeout,
+        )
+        return kv_pb2.BatchResponse(results=[kv_pb2.WriteResult(version=r.version, deleted=r.deleted) for r in results])
+
+    _HANDLERS = {
+        "get": _get,
+        "put": _put,
+        "delete": _delete,
+        "compare_and_set": _cas,
+        "scan": _scan,
+        "batch": _batch,
+    }
+
+    async def _handle(self, kind: str, request, timeout: float | None):
+        try:
+            return await self._HANDLERS[kind](self, request, timeout)
+        except ClientClosedError:
+            raise _Failed(grpc.StatusCode.UNAVAILABLE, "router is shutting down") from None
+        except TesseraError as exc:
+            raise _failure(exc) from None
+
+    async def _unary(self, kind: str, request, context: grpc.aio.ServicerContext):
+        try:
+            return await self._handle(kind, request, self._timeout(context))
+        except _Failed as f:
+            if f.error is not None:
+                await wire_errors.abort(context, f.error, f.message)
+            await context.abort(f.code, f.message)
+
+    async def Get(self, request, context):
+        return await self._unary("get", request, context)
+
+    async def Put(self, request, context):
+        return await self._unary("put", request, context)
+
+    async def Delete(self, request, context):
+        return await self._unary("delete", request, context)
+
+    async def CompareAndSet(self, request, context):
+        return await self._unary("compare_and_set", request, context)
+
+    async def Scan(self, request, context):
+        return await self._unary("scan", request, context)
+
+    async def Batch(self, request, context):
+        return await self._unary("batch", request, context)
+
+    async def Stream(self, request_iterator, context):
+        """Answers each item as soon as its forwarded request completes, packing whatever is
+        ready into one StreamResponse."""
+        done: asyncio.Queue[kv_pb2.StreamResponseItem | None] = asyncio.Queue()
+        tasks: set[asyncio.Task] = set()
+
+        async def serve_item(item: kv_pb2.StreamRequestItem) -> None:
+            out = kv_pb2.StreamResponseItem(request_id=item.request_id)
+            kind = item.WhichOneof("request")
+            try:
+                if kind is None:
+                    raise _Failed(grpc.StatusCode.INVALID_ARGUMENT, "request: no request set",
+                                  wire_errors.invalid_argument("request", "no request set"))
+                result = await self._handle(kind, getattr(item, kind), None)
+                getattr(out, kind).CopyFrom(result)
+            except _Failed as f:
+                out.code = f.code.value[0]
+                out.message = f.message
+                if f.error is not None:
+                    out.error.CopyFrom(f.error)
+            except Exception as exc:  # one failed item never fails the stream
+                log.exception("proxy stream item failed")
+                out.code = grpc.StatusCode.INTERNAL.value[0]
+                out.message = repr(exc)
+            done.put_nowait(out)
+
+        async def read_requests() -> None:
+            try:
+                async for batch in request_iterator:
+                    for item in batch.requests:
+                        task = asyncio.ensure_future(serve_item(item))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+            finally:
+                if tasks:
+                    await asyncio.gather(*list(tasks), return_exceptions=True)
+                done.put_nowait(None)
+
+        reader = asyncio.ensure_future(read_requests())
+        try:
+            while True:
+                first = await done.get()
+                if first is None:
+                    return
+                response = kv_pb2.StreamResponse(responses=[first])
+                finished = False
+                while not done.empty():
+                    more = done.get_nowait()
+                    if more is None:
+                        finished = True
+                        break
+                    response.responses.append(more)
+                yield response
+                if finished:
+                    return
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()

@@ -1,0 +1,109 @@
+"""The client's routing cache and replica choice, as pure data structures."""
+
+from __future__ import annotations
+
+import random
+
+from router.client.routes import Route, RouteCache, pick_store
+from router.placement.keyspace import even_ranges
+from tesserapb import meta_pb2
+
+
+def desc(pid, start, end, conf_ver=1, version=1, stores=(1, 2, 3), leader=0, term=0, learners=()):
+    replicas = [meta_pb2.Replica(store_id=s, replica_id=pid * 10 + s) for s in stores]
+    replicas += [meta_pb2.Replica(store_id=s, replica_id=pid * 10 + s, role=meta_pb2.LEARNER) for s in learners]
+    return meta_pb2.PartitionDescriptor(id=pid, start=start, end=end,
+                                        epoch=meta_pb2.Epoch(conf_ver=conf_ver, version=version),
+                                        replicas=replicas, leader_store_id=leader, term=term)
+
+
+def eight() -> RouteCache:
+    cache = RouteCache()
+    cache.merge_all(desc(i + 1, s, e) for i, (s, e) in enumerate(even_ranges(8)))
+    return cache
+
+
+def test_lookup_by_key_across_partition_boundaries():
+    cache = eight()
+    expect = {b"": 1, b"\x00": 1, b"\x1f\xff\xff": 1, b"\x20": 2, b"\x20\x00": 2, b"\x3f": 2, b"\x40": 3,
+              b"hello": 4, b"\x7f\xff": 4, b"\x80": 5, b"\xdf": 7, b"\xe0": 8, b"\xff" * 64: 8}
+    assert {k: cache.lookup(k).id for k in expect} == expect
+
+
+def test_lookup_misses_in_a_gap_and_before_anything_is_known():
+    assert RouteCache().lookup(b"k") is None
+    cache = RouteCache()
+    cache.merge(desc(1, b"", b"m"))
+    cache.merge(desc(2, b"t", b""))
+    assert cache.lookup(b"a").id == 1 and cache.lookup(b"z").id == 2
+    assert cache.lookup(b"m") is None and cache.lookup(b"s\xff") is None
+
+
+def test_newer_epoch_replaces_older_is_ignored():
+    cache = eight()
+    assert cache.merge(desc(3, b"\x40", b"\x60", conf_ver=2, stores=(1, 2, 4)))
+    assert cache.get(3).voter_stores() == [1, 2, 4]
+    assert not cache.merge(desc(3, b"\x40", b"\x60", conf_ver=1))
+    assert cache.get(3).descriptor.epoch.conf_ver == 2
+
+
+def test_split_descriptors_replace_the_stale_parent():
+    cache = eight()
+    # Partition 4 [0x60, 0x80) split at 0x70: the node's EpochNotMatch brings both halves.
+    assert cache.merge(desc(4, b"\x60", b"\x70", version=2))
+    assert cache.merge(desc(9, b"\x70", b"\x80", version=2))
+    assert cache.lookup(b"\x65").id == 4 and cache.lookup(b"\x75").id == 9
+    # A late copy of the pre-split parent from a lagging router cannot undo the split.
+    assert not cache.merge(desc(4, b"\x60", b"\x80", version=1))
+    assert cache.lookup(b"\x75").id == 9
+    # The child reported first also evicts an overlapping stale parent.
+    cache2 = eight()
+    assert cache2.merge(desc(9, b"\x70", b"\x80", version=2))
+    assert cache2.get(4) is None and cache2.lookup(b"\x75").id == 9
+    assert cache2.lookup(b"\x65") is None  # a gap until the parent's new range is known
+
+
+def test_leader_hints_keep_the_higher_term():
+    cache = RouteCache()
+    cache.merge(desc(1, b"", b"", leader=1, term=3))
+    cache.merge(desc(1, b"", b"", leader=2, term=2))  # older term from a lagging router
+    assert cache.get(1).leader_store_id == 1
+    cache.merge(desc(1, b"", b"", leader=3, term=4))
+    assert (cache.get(1).leader_store_id, cache.get(1).term) == (3, 4)
+    cache.set_leader(1, 2)  # a NotLeader hint: freshest word, term unknown
+    assert cache.get(1).leader_store_id == 2
+    cache.clear_leader(1, store_id=3)  # not the leader: no effect
+    assert cache.get(1).leader_store_id == 2
+    cache.clear_leader(1)
+    assert cache.get(1).leader_store_id == 0
+    cache.merge(desc(1, b"", b"", leader=3, term=4))  # same term, leader unknown: take it
+    assert cache.get(1).leader_store_id == 3
+
+
+def test_drop_and_addresses():
+    cache = eight()
+    cache.drop(2)
+    assert cache.lookup(b"\x30") is None and cache.lookup(b"\x40").id == 3
+    cache.set_stores([meta_pb2.Store(id=1, address="a:1"), meta_pb2.Store(id=2, address="b:2")])
+    cache.set_address(2, "b:3")
+    cache.set_address(3, "")  # ignored
+    assert (cache.address(1), cache.address(2), cache.address(3)) == ("a:1", "b:3", None)
+
+
+def test_pick_store_prefers_leader_then_untried_voters():
+    route = Route.from_pb(desc(1, b"", b"", leader=2, learners=(4,)))
+    assert pick_store(route, stale=False, failed=set()) == 2
+    assert pick_store(route, stale=False, failed={2}) == 1
+    assert pick_store(route, stale=False, failed={2}, suspect={1}) == 3
+    assert pick_store(route, stale=False, failed={1, 2, 3}) == 2  # all failed: start over
+    no_leader = Route.from_pb(desc(1, b"", b""))
+    assert pick_store(no_leader, stale=False, failed=set()) == 1
+    # Learners never serve: only voters are candidates.
+    assert 4 not in {pick_store(route, stale=True, failed=set(), rng=random.Random(s)) for s in range(50)}
+
+
+def test_stale_reads_spread_over_replicas():
+    route = Route.from_pb(desc(1, b"", b"", leader=1))
+    rng = random.Random(7)
+    chosen = {pick_store(route, stale=True, failed=set(), rng=rng) for _ in range(60)}
+    assert chosen == {1, 2, 3}

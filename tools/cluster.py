@@ -1,0 +1,230 @@
+"""A local cluster of real processes: what ``tessera cluster up``, the tests and nemesis run.
+
+Each router and node is a child process (``python -m tools.cli router|node``)
+with its own data directory under the cluster's root, and its output in
+``ROOT/logs/NAME.log``.  Children get PR_SET_PDEATHSIG, so even a launcher
+killed with SIGKILL leaves no orphans; :meth:`Cluster.stop` terminates them
+gracefully and waits.
+
+Ports: ``cluster up`` uses consecutive ports from ``--base-port`` (the
+router first).  Tests pass ``base_port=0``: every process binds port 0 and
+reports the port it got on its first output line, so no port is ever
+assumed free.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import grpc
+
+from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
+
+_LISTENING = re.compile(rb"listening on (\S+:\d+)")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    log_path: str
+    address: str = ""
+    popen: subprocess.Popen | None = None
+    port: int = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+
+@dataclass
+class Cluster:
+    root: str
+    nodes: int = 3
+    partitions: int = 8
+    base_port: int = 0
+    max_down: float = 30.0
+    extra_node_args: list[str] = field(default_factory=list)
+    router: Proc | None = None
+    node_procs: dict[int, Proc] = field(default_factory=dict)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> None:
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> None:
+        os.makedirs(os.path.join(self.root, "logs"), exist_ok=True)
+        rport = self.base_port
+        self.router = Proc(
+            "router",
+            [
+                sys.executable, "-m", "tools.cli", "router",
+                "--listen", f"127.0.0.1:{rport}",
+                "--data-dir", os.path.join(self.root, "router"),
+                "--partitions", str(self.partitions),
+                "--max-down", str(self.max_down),
+            ],
+            os.path.join(self.root, "logs", "router.log"),
+        )
+        self._spawn(self.router, timeout)
+        for i in range(1, self.nodes + 1):
+            port = self.base_port + i if self.base_port else 0
+            self.node_procs[i] = Proc(f"node{i}", self._node_argv(i, port), os.path.join(self.root, "logs", f"node{i}.log"))
+            self._spawn(self.node_procs[i], timeout)
+
+    def _node_argv(self, i: int, port: int) -> list[str]:
+        assert self.router is not None
+        return [
+            sys.executable, "-m", "tools.cli", "node",
+            "--store-id", str(i),
+            "--listen", f"127.0.0.1:{port}",
+            "--data-dir", os.path.join(self.root, f"node{i}"),
+            "--routers", self.router.address,
+            *self.extra_node_args,
+        ]
+
+    def _spawn(self, proc: Proc, timeout: float) -> None:
+        log = open(proc.log_path, "ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc.popen = subprocess.Popen(
+            proc.argv,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            env=env,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        assert proc.popen.stdout is not None
+        line = b""
+        while time.monotonic() < deadline:
+            line = proc.popen.stdout.readline()
+            if not line:
+                break
+            m = _LISTENING.search(line)
+            if m:
+                proc.address = m.group(1).decode()
+                proc.port = int(proc.address.rsplit(":", 1)[1])
+                break
+        if not proc.address:
+            if proc.popen.poll() is None:
+                proc.popen.kill()
+                proc.popen.wait()
+            raise RuntimeError(f"{proc.name} did not start (see {proc.log_path}): {line!r}")
+        # Keep draining stdout into the log so the child never blocks on a full pipe.
+        _drain(proc)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until every partition has a leader that serves a linearizable read."""
+        assert self.router is not None
+        deadline = time.monotonic() + timeout
+        last = "no answer from the router"
+        with grpc.insecure_channel(self.router.address) as ch:
+            meta = meta_pb2_grpc.MetaStub(ch)
+            while time.monotonic() < deadline:
+                try:
+                    parts = meta.ScanPartitions(meta_pb2.ScanPartitionsRequest(), timeout=2).partitions
+                    stores = {s.id: s.address for s in meta.GetStores(meta_pb2.GetStoresRequest(), timeout=2).stores}
+                    if len(parts) < self.partitions:
+                        last = f"{len(parts)} of {self.partitions} partitions exist"
+                    elif not all(p.leader_store_id for p in parts):
+                        last = f"{sum(1 for p in parts if not p.leader_store_id)} partitions without a leader"
+                    elif all(self._probe(p, stores) for p in parts):
+                        return
+                    else:
+                        last = "a leader did not answer a linearizable read"
+                except grpc.RpcError as exc:
+                    last = f"router: {exc.code().name}"
+                time.sleep(0.1)
+        raise TimeoutError(f"cluster not ready after {timeout:.0f}s: {last}")
+
+    @staticmethod
+    def _probe(p: meta_pb2.PartitionDescriptor, stores: dict[int, str]) -> bool:
+        addr = stores.get(p.leader_store_id)
+        if not addr:
+            return False
+        with grpc.insecure_channel(addr) as ch:
+            try:
+                kv_pb2_grpc.KVStub(ch).Get(
+                    kv_pb2.GetRequest(
+                        context=kv_pb2.RequestContext(partition_id=p.id, epoch=p.epoch),
+                        key=p.start,
+                        read_options=kv_pb2.ReadOptions(consistency=kv_pb2.LINEARIZABLE),
+                    ),
+                    timeout=2,
+                )
+                return True
+            except grpc.RpcError:
+                return False
+
+    def stop(self, grace: float = 10.0) -> None:
+        procs = [p for p in [*self.node_procs.values(), self.router] if p is not None and p.alive]
+        for p in procs:
+            p.popen.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        deadline = time.monotonic() + grace
+        for p in procs:
+            try:
+                p.popen.wait(max(0.1, deadline - time.monotonic()))  # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                p.popen.kill()  # type: ignore[union-attr]
+                p.popen.wait()  # type: ignore[union-attr]
+
+    # -- faults ---------------------------------------------------------------------
+
+    def kill(self, i: int) -> None:
+        """SIGKILL node ``i`` and reap it."""
+        p = self.node_procs[i]
+        assert p.popen is not None
+        p.popen.kill()
+        p.popen.wait()
+
+    def restart(self, i: int, timeout: float = 30.0) -> None:
+        """Start node ``i`` again on its data dir, on the same port when it is still free."""
+        p = self.node_procs[i]
+        deadline = time.monotonic() + timeout
+        while True:
+            p.argv = self._node_argv(i, p.port)
+            try:
+                self._spawn(p, timeout)
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)  # the old port may still be in TIME_WAIT / taken
+
+    def node_address(self, i: int) -> str:
+        return self.node_procs[i].address
+
+
+def _drain(proc: Proc) -> None:
+    import threading
+
+    def pump() -> None:
+        assert proc.popen is not None and proc.popen.stdout is not None
+        with open(proc.log_path, "ab") as log:
+            for line in proc.popen.stdout:
+                log.write(line)
+                log.flush()
+
+    threading.Thread(target=pump, name=f"drain-{proc.name}", daemon=True).start()

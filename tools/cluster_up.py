@@ -1,0 +1,56 @@
+"""``tessera cluster up``: a whole local cluster in the foreground, until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+from tools.cluster import Cluster
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.routers != 1:
+        print("tessera cluster up: --routers other than 1 needs the replicated placement service "
+              "(not built yet)", file=sys.stderr)
+        return 2
+    root = os.path.abspath(args.data_dir)
+    cluster = Cluster(
+        root=root, nodes=args.nodes, partitions=args.partitions, base_port=args.base_port, max_down=args.max_down
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        cluster.start()
+        cluster.wait_ready(120)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        print(f"tessera cluster up: {exc}", file=sys.stderr)
+        cluster.stop()
+        return 1
+    assert cluster.router is not None
+    nodes = ", ".join(cluster.node_address(i) for i in sorted(cluster.node_procs))
+    print(f"ready: router {cluster.router.address} (nodes {nodes}; data and logs in {root})", flush=True)
+    print(
+        f"  try: tessera kv put hello world --router {cluster.router.address}\n"
+        f"       tessera kv get hello --router {cluster.router.address}\n"
+        "  Ctrl-C stops the cluster; its data stays for the next 'cluster up'.",
+        flush=True,
+    )
+    try:
+        while not stop.wait(0.5):
+            dead = [p.name for p in [cluster.router, *cluster.node_procs.values()] if p is not None and not p.alive]
+            for name in dead:
+                print(f"tessera cluster up: {name} exited (see {root}/logs/{name}.log)", file=sys.stderr, flush=True)
+            if dead and len(dead) == 1 + len(cluster.node_procs):
+                return 1
+            if dead:
+                # Report each death once: forget processes already reported.
+                for i, p in list(cluster.node_procs.items()):
+                    if not p.alive:
+                        del cluster.node_procs[i]
+    finally:
+        cluster.stop()
+    return 0
