@@ -328,6 +328,7 @@ class RaftStore:
         for rep, msgs in late:
             self._send(rep, msgs)
         for rep, snap, _, fut in installs:
+            log.info("installed snapshot of partition %d at index %d", rep.pid, snap.meta.index)
             rep.note_applied(snap.meta.index, snap.meta.term)
             if not fut.done():
                 fut.set_result((True, ""))
@@ -417,7 +418,9 @@ class RaftStore:
                 m.snapshot = Snapshot(SnapshotMeta(meta.applied_index, meta.applied_term, meta.conf_state))
                 first = message_to_pb(rep.pid, (rep.descriptor.epoch.conf_ver, rep.descriptor.epoch.version), m)
                 ok, reason = await self.transport.send_snapshot(store, first, snapshot_stream(reader.chunks()))
-                if not ok:
+                if ok:
+                    log.info("sent snapshot of partition %d at index %d to store %d", rep.pid, meta.applied_index, store)
+                else:
                     log.warning("snapshot of partition %d to store %d refused: %s", rep.pid, store, reason)
             except Exception as exc:  # transport failure: the core probes again later
                 log.warning("snapshot of partition %d to store %s failed: %s", rep.pid, store, exc)
