@@ -28,6 +28,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import lmdb
+
 from node.raft import (
     Config,
     ConfChange,
@@ -176,6 +178,13 @@ class RaftStore:
                 pid, HardState(max(hs.term, meta.applied_term), hs.vote if hs.term >= meta.applied_term else 0, meta.applied_index)
             )
             await asyncio.to_thread(self.wal.write, batch)
+        elif st.hard_state.commit < meta.applied_index:
+            # The commit index is written without fsync (it only moves forward
+            # and is implied by what was applied): re-establish it.
+            hs = st.hard_state
+            batch = WalBatch()
+            batch.hard_state(pid, HardState(hs.term, hs.vote, meta.applied_index))
+            await asyncio.to_thread(self.wal.write, batch)
         storage = ReplicaStorage(self.wal, pid, meta.conf_state, self._snapshot_provider(pid))
         s = self.settings
         cfg = Config(
@@ -272,7 +281,7 @@ class RaftStore:
                 continue
             try:
                 await self._round()
-            except WalError as exc:
+            except (WalError, lmdb.Error) as exc:
                 self._fail(exc)
             except asyncio.CancelledError:
                 raise
@@ -321,38 +330,71 @@ class RaftStore:
         for pid, index in self._pending_compactions.items():
             batch.compact(pid, index)
         self._pending_compactions = {}
-        if installs:
-            await asyncio.to_thread(self._install_snapshots, installs)
-        if not batch.empty:
-            await asyncio.to_thread(self.wal.write, batch)
-        for rep, msgs in late:
-            self._send(rep, msgs)
+        must_sync = any(rd.must_sync for _, rd in work)
+        jobs = self._apply_jobs(work)
+
+        def persisted() -> None:
+            # Followers answer as soon as their log is durable, not after applying.
+            for rep, msgs in late:
+                self._send(rep, msgs)
+            # Advance now: a leader counts its own log for commit from here on,
+            # while the state machine applies in the worker thread.  The next
+            # round's entries are applied only after this round's, so order holds.
+            for rep, rd in work:
+                for rs in rd.read_states:
+                    rep.resolve_read(rs.context, rs.index)
+                rep.raw.advance(rd)
+                if rd.soft_state is not None:
+                    rep.on_role_change(rd.soft_state.role)
+                    if self.on_leader_change is not None and rd.soft_state.role == Role.LEADER:
+                        self.on_leader_change(rep)
+
+        def applied(results: list) -> None:  # type: ignore[type-arg]
+            # Acknowledge writes as soon as their results are known: they are
+            # committed (durable on a quorum); LMDB's own commit may still be
+            # in flight, and reads wait for note_applied below, after it.
+            for (rep, entries, _), res in zip(jobs, results):
+                for e, r in zip(entries, res):
+                    rep.resolve_applied(e.index, e.term, r)
+
+        # One worker-thread trip: install snapshots, persist, then apply.
+        await asyncio.to_thread(self._persist_and_apply, installs, batch, must_sync, jobs, persisted, applied)
         for rep, snap, _, fut in installs:
             log.info("installed snapshot of partition %d at index %d", rep.pid, snap.meta.index)
             rep.note_applied(snap.meta.index, snap.meta.term)
             if not fut.done():
                 fut.set_result((True, ""))
-        await self._apply(work)
-        for rep, rd in work:
-            for rs in rd.read_states:
-                rep.resolve_read(rs.context, rs.index)
-            rep.raw.advance(rd)
-            if rd.soft_state is not None:
-                rep.on_role_change(rd.soft_state.role)
-                if self.on_leader_change is not None and rd.soft_state.role == Role.LEADER:
-                    self.on_leader_change(rep)
+        for rep, entries, _ in jobs:
+            rep.note_applied(entries[-1].index, entries[-1].term)
+        for rep, _ in work:
             self._maybe_compact(rep)
         if any(rep.raw.has_ready() or rep.queued for rep in self.replicas.values()):
             self.kick()
 
-    def _install_snapshots(self, installs) -> None:  # type: ignore[no-untyped-def]
+    def _persist_and_apply(self, installs, batch: WalBatch, must_sync: bool, jobs, persisted, applied) -> None:  # type: ignore[no-untyped-def]
+        """Runs in a worker thread.  Order matters for crash safety:
+
+        snapshot data into LMDB first (a WAL that lags LMDB is repaired on
+        restart, the reverse would lose data), then the WAL (entries durable
+        before anything acknowledges them), then the state machine.  The
+        event loop is told at once when the WAL is durable (``persisted``)
+        and when the results are known (``applied``, before LMDB's commit).
+        """
         for rep, snap, path, _ in installs:
             meta = snap.meta
             self.state.install_snapshot(
                 rep.pid, rep.start, rep.end, read_snapshot_file(path), PartitionMeta(meta.index, meta.term, meta.conf_state)
             )
+        if not batch.empty:
+            self.wal.write(batch, sync=must_sync)
+        self.loop.call_soon_threadsafe(persisted)
+        if jobs:
+            self.state.apply_many(
+                [(rep.pid, ents, cs) for rep, ents, cs in jobs],
+                before_commit=lambda results: self.loop.call_soon_threadsafe(applied, results),
+            )
 
-    async def _apply(self, work: list[tuple[Replica, Ready]]) -> None:
+    def _apply_jobs(self, work: list[tuple[Replica, Ready]]) -> list[tuple[Replica, list[ApplyEntry], ConfState]]:
         jobs = []
         for rep, rd in work:
             if not rd.committed_entries:
@@ -369,13 +411,7 @@ class RaftStore:
                 else:
                     entries.append(ApplyEntry(e.index, e.term, Command.decode(e.data) if e.data else None))
             jobs.append((rep, entries, cs))
-        if not jobs:
-            return
-        results = await asyncio.to_thread(self.state.apply_many, [(rep.pid, ents, cs) for rep, ents, cs in jobs])
-        for (rep, entries, _), res in zip(jobs, results):
-            for e, r in zip(entries, res):
-                rep.resolve_applied(e.index, e.term, r)
-            rep.note_applied(entries[-1].index, entries[-1].term)
+        return jobs
 
     def _maybe_compact(self, rep: Replica) -> None:
         s = self.settings

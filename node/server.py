@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from node.kv_service import KVService, Limits
+from node.wire import aio
 from node.raftstore import RaftSettings, RaftStore
 from node.router_link import RouterLink
 from node.state.store import StateStore
@@ -144,9 +145,4 @@ async def serve(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        import uvloop  # type: ignore[import-not-found]
-
-        return uvloop.run(serve(args))
-    except ImportError:
-        return asyncio.run(serve(args))
+    return aio.run(serve(args))

@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from node.wire import aio
 from router.client import AsyncClient
 from router.client.channels import CHANNEL_OPTIONS
 from router.local_meta import LocalMeta
@@ -124,7 +125,7 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(serve(args))
+    return aio.run(serve(args))
 
 
 def build_parser() -> argparse.ArgumentParser:

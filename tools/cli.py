@@ -392,8 +392,14 @@ def _build_bench(commands) -> None:
                                      "(default: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="write a latency plot to FILE.png")
+    p.add_argument("--local", action="store_true",
+                   help="start a throw-away 3-node cluster with --partitions partitions, "
+                        "measure it, remove it")
+    p.add_argument("--failover", action="store_true",
+                   help="with --local: afterwards kill a partition leader and report the time "
+                        "to the first successful write")
     _add_router_option(p)
-    p.set_defaults(handler=_not_available, command_name="bench")
+    p.set_defaults(handler=_bench, command_name="bench")
 
 
 def _build_simulate(commands) -> None:
@@ -475,6 +481,12 @@ def _cluster_up(args: argparse.Namespace) -> int:
     from tools.cluster_up import run
 
     return run(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from tools.bench import main as bench_main
+
+    return bench_main(args)
 
 
 def _router(args: argparse.Namespace) -> int:

@@ -164,8 +164,13 @@ class WriteAheadLog:
 
     # -- writes ---------------------------------------------------------------------
 
-    def write(self, batch: WalBatch) -> None:
+    def write(self, batch: WalBatch, sync: bool = True) -> None:
         """Make ``batch`` durable (one write, one fsync), then apply it to the in-memory state.
+
+        With ``sync=False`` the fsync is skipped: for records whose loss in a
+        crash is harmless (a commit index that only moved forward, which the
+        applied state re-establishes; compaction marks).  A later synced
+        write makes them durable along with its own.
 
         Raises the core's CompactedError / UnavailableError /
         SnapshotOutOfDateError (nothing written, WAL still usable) for a batch
@@ -183,7 +188,8 @@ class WriteAheadLog:
                     self._start_segment(self._seq + 1)
                     gc = True
                 _write_all(self._fd, data)
-                self._fsync(self._fd)
+                if sync:
+                    self._fsync(self._fd)
             except BaseException as exc:
                 # Even an interrupt may have left half a batch in the file: appending
                 # after it would bury a bad record in the middle of the log.
