@@ -234,6 +234,16 @@ class KVService(kv_pb2_grpc.KVServicer):
 
     # -- reads ------------------------------------------------------------------
 
+    def _leader_contact(self, rep: Replica) -> float:
+        """When this follower last knew its leader alive and its commit index current.
+
+        An idle (quiesced) group sends no heartbeats: its leader's store
+        heartbeats vouch for it instead, and nothing was committed meanwhile.
+        """
+        if rep.raw.quiesced:
+            return max(rep.leader_contact, self.rs.last_seen.get(rep.leader_store(), 0.0))
+        return rep.leader_contact
+
     async def _read_barrier(self, rep: Replica, mode: str, stale_ms: int) -> None:
         """Wait until this replica may serve a read of the requested consistency."""
         loop = asyncio.get_running_loop()
@@ -243,7 +253,7 @@ class KVService(kv_pb2_grpc.KVServicer):
                 self.rs.catch_up()
                 if rep.raw.lease_read_index() is not None:
                     return
-            elif loop.time() - rep.leader_contact <= bound:
+            elif loop.time() - self._leader_contact(rep) <= bound:
                 target = rep.leader_commit
                 if rep.applied >= target:
                     return

@@ -92,6 +92,8 @@ def message_to_pb(partition_id: int, epoch: tuple[int, int], m: Message) -> raft
         pb.context = m.context
     if m.transfer:
         pb.transfer = True
+    if m.quiesce:
+        pb.quiesce = True
     snap = m.snapshot
     if snap is not None:
         meta = snap.meta
@@ -144,5 +146,6 @@ def message_from_pb(pb: raft_pb2.RaftMessage) -> tuple[int, tuple[int, int], Mes
             pb.context,
             pb.stamp,
             pb.transfer,
+            pb.quiesce,
         ),
     )

@@ -112,6 +112,9 @@ class RaftStore:
         self._staged_snapshots: dict[int, tuple[str, asyncio.Future]] = {}
         self._bg: set[asyncio.Task] = set()
         self.rounds = 0
+        self.raft_msgs_sent = 0
+        # When each peer store was last heard from (any transport batch).
+        self.last_seen: dict[int, float] = {}
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -196,7 +199,7 @@ class RaftStore:
             max_size_per_msg=s.max_size_per_msg,
         )
         raw = RawNode(cfg, storage, random.Random())
-        rep = Replica(pid, replica_id, desc, raw, storage, self.loop, self.kick)
+        rep = Replica(pid, replica_id, desc, raw, storage, self.loop, self.kick, self.wake)
         rep.applied_term = meta.applied_term
         self.replicas[pid] = rep
 
@@ -212,7 +215,10 @@ class RaftStore:
 
     def on_messages(self, from_store: int, msgs: list[raft_pb2.RaftMessage]) -> None:
         """Step every message of a transport batch into its replica (called in order)."""
+        self.last_seen[from_store] = self.loop.time()
         for pb in msgs:
+            if pb.partition_id == 0:
+                continue  # store-level heartbeat: liveness only
             rep = self.replicas.get(pb.partition_id)
             if rep is None:
                 continue  # not hosted (yet): the sender retries; placement creates it
@@ -249,7 +255,13 @@ class RaftStore:
     # -- time -----------------------------------------------------------------------
 
     def catch_up(self) -> None:
-        """Deliver ticks the loop missed (call before trusting a lease)."""
+        """Deliver ticks the loop missed (call before trusting a lease).
+
+        Idle (quiesced) replicas are not ticked: they count the ticks they
+        skip and get them back as a clock jump when woken.  An idle leader
+        goes quiet after an election timeout of idleness; an idle follower
+        wakes when its leader's store falls silent (store-level heartbeats).
+        """
         now = self.loop.time()
         tick = self.settings.tick_s
         n = int((now - self._last_tick) / tick)
@@ -258,10 +270,44 @@ class RaftStore:
         self._last_tick += n * tick
         # More than two election timeouts of ticks changes nothing further.
         n = min(n, 2 * self.settings.election_tick + 1)
+        self._send_store_heartbeats()
+        silent_after = self.settings.election_tick * tick
         for rep in self.replicas.values():
+            raw = rep.raw
+            if raw.quiesced:
+                rep.quiet_ticks += n
+                if not rep.is_leader():
+                    leader = rep.leader_store()
+                    seen = self.last_seen.get(leader, 0.0)
+                    if leader == 0 or now - seen > silent_after:
+                        self.wake(rep)  # the leader's store went silent: time it out normally
+                continue
             for _ in range(n):
-                rep.raw.tick()
+                raw.tick()
+            if rep.is_leader() and not rep.queued and raw.raft.can_quiesce():
+                rep.idle_ticks += n
+                if rep.idle_ticks >= self.settings.election_tick and raw.quiesce():
+                    rep.quiet_ticks = 0
+            else:
+                rep.idle_ticks = 0
         self.kick()
+
+    def wake(self, rep: Replica) -> None:
+        """Bring an idle replica back to ticking before it serves anything."""
+        if rep.raw.quiesced:
+            rep.raw.wake(rep.quiet_ticks)
+        rep.quiet_ticks = 0
+        rep.idle_ticks = 0
+        self.kick()
+
+    def _send_store_heartbeats(self) -> None:
+        peers = {r.store_id for rep in self.replicas.values() for r in rep.descriptor.replicas}
+        peers.discard(self.store_id)
+        for store in peers:
+            self.transport.send(
+                store,
+                [raft_pb2.RaftMessage(partition_id=0, type=MessageType.HEARTBEAT, src=self.store_id, dst=store)],
+            )
 
     async def _tick_loop(self) -> None:
         tick = self.settings.tick_s
@@ -437,6 +483,7 @@ class RaftStore:
                 continue
             by_store.setdefault(store, []).append(message_to_pb(rep.pid, epoch, m))
         for store, pbs in by_store.items():
+            self.raft_msgs_sent += len(pbs)
             self.transport.send(store, pbs)
 
     def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]

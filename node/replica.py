@@ -14,7 +14,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from node.raft import NONE, ConfState, HardState, RawNode, Role
+from node.raft import NONE, ConfState, HardState, NotLeaderError, RawNode, Role
 from node.state.commands import Command
 from node.state.store import OpResult
 from node.wal.storage import WalLogStorage
@@ -72,6 +72,7 @@ class Replica:
         storage: ReplicaStorage,
         loop: asyncio.AbstractEventLoop,
         on_work: Callable[[], None],
+        on_wake: Callable[["Replica"], None] | None = None,
     ) -> None:
         self.pid = pid
         self.replica_id = replica_id
@@ -79,6 +80,10 @@ class Replica:
         self.storage = storage
         self.loop = loop
         self._on_work = on_work
+        self._on_wake = on_wake
+        # Quiescence bookkeeping (see RaftStore.catch_up).
+        self.idle_ticks = 0
+        self.quiet_ticks = 0
         self.descriptor = descriptor
         self._stores: dict[int, int] = {}
         self.set_descriptor(descriptor)
@@ -136,9 +141,8 @@ class Replica:
             raise ReplicaStopped(f"partition {self.pid} replica is closed")
         r = self.raw.raft
         if r.role != Role.LEADER:
-            from node.raft import NotLeaderError
-
             raise NotLeaderError(r.lead)
+        self.ensure_awake()
         fut = self.loop.create_future()
         self.queued.append(_Proposal(cmd.encode(), fut))
         self._on_work()
@@ -177,6 +181,7 @@ class Replica:
         """Future of the index a linearizable read must wait for (then :meth:`wait_applied`)."""
         if self.closed:
             raise ReplicaStopped(f"partition {self.pid} replica is closed")
+        self.ensure_awake()
         fut = self.loop.create_future()
         if lease:
             idx = self.raw.lease_read_index()
@@ -192,6 +197,10 @@ class Replica:
             raise
         self._on_work()
         return fut
+
+    def ensure_awake(self) -> None:
+        if self.raw.quiesced and self._on_wake is not None:
+            self._on_wake(self)
 
     def resolve_read(self, context: bytes, index: int) -> None:
         fut = self._read_waits.pop(context, None)
@@ -219,8 +228,6 @@ class Replica:
     def on_role_change(self, role: Role) -> None:
         """Reads waiting for a leader's confirmation cannot complete after it steps down."""
         if role != Role.LEADER and self._read_waits:
-            from node.raft import NotLeaderError
-
             waits, self._read_waits = self._read_waits, {}
             for fut in waits.values():
                 if not fut.done():

@@ -85,6 +85,8 @@ class Raft:
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = config.election_tick
         self._boot_ticks = 0
+        # Idle group: the driver stops ticking it (see quiesce / wake).
+        self.quiesced = False
         self._lease_ticks = config.effective_lease_ticks
 
         hs, cs = storage.initial_state()
@@ -141,6 +143,7 @@ class Raft:
             self.term = term
             self.vote = NONE
         self.lead = NONE
+        self.quiesced = False
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = self.cfg.election_tick + self.rng.randrange(
@@ -247,6 +250,59 @@ class Raft:
                 if pr.snapshot_elapsed >= 2 * self.cfg.election_tick:
                     pr.become_probe()
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
+            self.heartbeat_elapsed = 0
+            self._bcast_heartbeat(self.read_only.last_context())
+
+    # =========================================================================
+    # Quiescence: idle groups cost no per-tick work or traffic
+    # =========================================================================
+
+    def can_quiesce(self) -> bool:
+        """Is this leader's group fully idle: everything replicated, committed, applied?"""
+        if self.role != Role.LEADER or self.lead_transferee != NONE or self.trk.conf.joint:
+            return False
+        log = self.log
+        last = log.last_index()
+        if log.committed != last or log.applied != last or log.stable_last_index() != last:
+            return False
+        if len(self.read_only) or self._deferred_reads or self.pending_conf_index > log.applied:
+            return False
+        for node_id, pr in self.trk.progress.items():
+            if node_id == self.id:
+                continue
+            if pr.match != last or pr.state != ProgressState.REPLICATE or len(pr.inflights):
+                return False
+        return True
+
+    def quiesce(self) -> bool:
+        """Tell followers to go idle and go idle; the driver then stops ticking this group."""
+        if not self.can_quiesce():
+            return False
+        self.quiesced = True
+        committed = self.log.committed
+        for node_id in self.trk.ids():
+            if node_id != self.id:
+                self._send(
+                    Message(MT.HEARTBEAT, self.id, node_id, term=self.term, commit=committed,
+                            stamp=self.clock, quiesce=True)
+                )
+        return True
+
+    def wake(self, elapsed_ticks: int) -> None:
+        """Resume after ``elapsed_ticks`` ticks of idleness.
+
+        The clock jumps forward first, so a lease taken before going idle has
+        expired.  The driver vouches that peers stayed reachable meanwhile
+        (store-level liveness), so CheckQuorum restarts its window now and a
+        leader heartbeats at once to renew its lease and wake the followers.
+        """
+        self.quiesced = False
+        self.clock += max(0, elapsed_ticks)
+        self._boot_ticks = max(0, self._boot_ticks - elapsed_ticks)
+        self.election_elapsed = 0
+        if self.role == Role.LEADER:
+            for pr in self.trk.progress.values():
+                pr.last_heard = self.clock
             self.heartbeat_elapsed = 0
             self._bcast_heartbeat(self.read_only.last_context())
 
@@ -364,6 +420,9 @@ class Raft:
 
     def _step_follower(self, m: Message) -> None:
         t = m.type
+        if t in (MT.APP, MT.HEARTBEAT, MT.SNAP, MT.TIMEOUT_NOW):
+            # Activity from the leader wakes an idle follower; a quiesce heartbeat puts it to sleep.
+            self.quiesced = t == MT.HEARTBEAT and m.quiesce
         if t == MT.APP:
             self.election_elapsed = 0
             self.lead = m.src

@@ -109,6 +109,19 @@ class RawNode:
             return r.log.committed
         return None
 
+    @property
+    def quiesced(self) -> bool:
+        """The group is idle: the driver need not tick it (see :meth:`wake`)."""
+        return self.raft.quiesced
+
+    def quiesce(self) -> bool:
+        """On an idle leader: tell followers to go idle and stop needing ticks. False if busy."""
+        return self.raft.quiesce()
+
+    def wake(self, elapsed_ticks: int) -> None:
+        """Resume ticking after ``elapsed_ticks`` idle ticks (call before any request)."""
+        self.raft.wake(elapsed_ticks)
+
     def transfer_leader(self, target: int) -> None:
         """Hand leadership to ``target`` once it has caught up (TimeoutNow)."""
         self.raft.transfer_leader(target)

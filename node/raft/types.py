@@ -171,6 +171,7 @@ class Message:
     context: bytes = b""
     stamp: int = 0
     transfer: bool = False
+    quiesce: bool = False
 
 
 class Role(IntEnum):

@@ -1,0 +1,23 @@
+"""``python3 -m tools.simulator --seeds N [--start S] [--mutation NAME] [--workers W] [-v]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .runner import main
+
+
+def cli(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python3 -m tools.simulator")
+    ap.add_argument("--seeds", type=int, required=True)
+    ap.add_argument("--start", type=int, default=0)
+    ap.add_argument("--mutation", default=None)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    a = ap.parse_args(argv)
+    return main(a.seeds, a.start, a.mutation, a.workers, a.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

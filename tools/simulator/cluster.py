@@ -1,0 +1,491 @@
+"""The simulation of one seed: replicas, network, clients, nemesis, checks.
+
+Time is an integer count of units; every replica ticks every ``TICK`` (or
+``TICK - 1``: clocks drift within the core's documented lease bound) units at
+its own fixed phase.  With ``ELECTION_TICK`` = 10 an election timeout is
+100 units.  A run has two phases:
+
+1. **Faults** (``profile.fault_time`` units): clients run, the nemesis
+   injects faults, invariants are checked after every event.
+2. **Liveness**: everything is healed (crashed replicas restarted, paused ones
+   resumed, partitions and loss cleared).  Within ``LIVENESS_BOUND`` units —
+   20 election timeouts (``LIVENESS_TIMEOUTS`` x ``ELECTION_TICK`` ticks) — a
+   leader must exist, a fresh probe proposal must be committed and applied
+   on every live voter, and every client must complete an ``ok`` operation
+   and have nothing outstanding.  Otherwise the run fails with ``liveness``.
+
+Finally the client history is checked for linearizability.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from collections import Counter
+
+from node.raft.config import Config
+from node.raft.errors import RaftError
+from node.raft.storage import MemoryStorage
+from node.raft.types import ConfState, Message, MessageType, Role, Snapshot, SnapshotMeta
+
+from .clients import Client, Request
+from .events import EventQueue
+from .invariants import CORE_EXCEPTION, LINEARIZABILITY, LIVENESS, InvariantViolation, Invariants
+from .kvsm import GENESIS_CHAIN, KVStateMachine, encode_command
+from .membership import Membership
+from .mutations import get_mutation
+from .nemesis import Nemesis
+from .network import Network, NetParams, clone_message, split
+from .profiles import choose_profile
+from .simnode import SimNode
+from .trace import Trace
+
+TICK = 10
+ELECTION_TICK = 10
+HEARTBEAT_TICK = 2
+LIVENESS_TIMEOUTS = 20
+LIVENESS_BOUND = LIVENESS_TIMEOUTS * ELECTION_TICK * TICK
+SPARE_IDS = 3
+# The history check is the only place wall-clock time matters: a check that runs out of time
+# counts as passed (stats["lin_unknown"]); it never affects the event digest.
+LINEARIZABILITY_TIME_LIMIT_S = 10.0
+
+_MT_NAMES = {t: t.name for t in MessageType}
+
+
+def sub_rng(seed: int, k: int) -> random.Random:
+    return random.Random(seed * 1000 + k)
+
+
+class Simulation:
+    def __init__(self, seed: int, mutation: str | None = None) -> None:
+        self.seed = seed
+        mut = get_mutation(mutation)
+        self.mutation = mut
+        self.raft_class = mut.raft_class
+        self.early_votes = mut.early_votes
+        setup = sub_rng(seed, 1)
+        self.profile = p = choose_profile(setup)
+        self.size = p.sizes[setup.randrange(len(p.sizes))]
+        self.max_entries = p.max_entries[setup.randrange(len(p.max_entries))]
+        self.max_inflight = p.max_inflight[setup.randrange(len(p.max_inflight))]
+        self.fault_time = setup.randint(*p.fault_time)
+        self.pre_vote = setup.random() < 0.8
+        self.disk_rng = sub_rng(seed, 2)
+        self.trap_rng = sub_rng(seed, 3)
+        self.net = Network(
+            sub_rng(seed, 4),
+            NetParams(
+                drop_prob=p.drop_prob,
+                dup_prob=p.dup_prob,
+                long_delay_prob=p.long_delay_prob,
+                long_delay_hi=p.long_delay_hi,
+            ),
+        )
+        self.queue = EventQueue()
+        self.now = 0
+        self.inv = Invariants()
+        self.trace = Trace()
+        self.stats: Counter = Counter()
+        self.history: list = []
+        self.op_counter = 0
+        self.healed = False
+        self.heal_time = 0
+        self.finished = False
+        self.flaky_gen = 0
+        self.probes: list[tuple[int, int, bytes, int]] = []  # (index, term, data, proposed at)
+        self.probe_counter = 0
+
+        initial = list(range(1, self.size + 1))
+        self.config = ConfState(voters=frozenset(initial))
+        self.config_index = 1
+        self.members_ever: set[int] = set(initial)
+        self.nodes: dict[int, SimNode] = {}
+        self.phase_rng = sub_rng(seed, 5)
+        for nid in initial:
+            st = MemoryStorage()
+            boot = KVStateMachine(applied=1, chain=GENESIS_CHAIN)
+            st.apply_snapshot(Snapshot(SnapshotMeta(index=1, term=1, conf_state=self.config), boot.snapshot_bytes()))
+            self._new_node(nid, st)
+        self.inv.chains[1] = GENESIS_CHAIN
+        self.inv.committed[1] = 1
+        self.inv.commit_term[1] = 1
+        self.inv.max_committed = 1
+        spare = list(range(self.size + 1, self.size + 1 + SPARE_IDS))
+        self.membership = Membership(self, sub_rng(seed, 6), spare)
+        self.nemesis = Nemesis(self, sub_rng(seed, 7), p, self.membership)
+        self.clients = [Client(self, i, p.clients, sub_rng(seed, 10 + i)) for i in range(p.clients)]
+
+    # -- setup helpers -------------------------------------------------------------
+
+    def make_config(self, node_id: int, applied: int) -> Config:
+        return Config(
+            id=node_id,
+            election_tick=ELECTION_TICK,
+            heartbeat_tick=HEARTBEAT_TICK,
+            applied=applied,
+            max_entries_per_msg=self.max_entries,
+            max_inflight_msgs=self.max_inflight,
+            pre_vote=self.pre_vote,
+        )
+
+    def _new_node(self, nid: int, storage: MemoryStorage) -> SimNode:
+        # Clocks run at slightly different rates (period 9 or 10 units): within the core's
+        # documented bound for lease reads, (election_tick - 1) / lease_ticks = 12.5%.
+        period = TICK - self.phase_rng.randrange(2)
+        node = SimNode(self, nid, storage, self.phase_rng.randrange(period), period)
+        self.nodes[nid] = node
+        node.start()
+        self.queue.push(self.now + node.phase + 1, "tick", nid)
+        return node
+
+    def add_node(self, nid: int) -> SimNode:
+        self.trace.note(f"new node {nid}")
+        return self._new_node(nid, MemoryStorage())
+
+    def next_op_id(self) -> int:
+        self.op_counter += 1
+        return self.op_counter
+
+    # -- queries ------------------------------------------------------------------------
+
+    def leader(self) -> SimNode | None:
+        best = None
+        for nid in sorted(self.nodes):
+            n = self.nodes[nid]
+            if n.up and n.raw.raft.role == Role.LEADER:
+                if best is None or n.raw.raft.term > best.raw.raft.term:
+                    best = n
+        return best
+
+    def client_targets(self) -> list[int]:
+        return sorted(self.config.voters)
+
+    def disk_latency(self) -> int:
+        p, rng = self.profile, self.disk_rng
+        if p.disk_slow_prob and rng.random() < p.disk_slow_prob:
+            return rng.randint(*p.disk_slow)
+        return rng.randint(*p.disk)
+
+    # -- outputs of replicas -----------------------------------------------------------
+
+    def send(self, m: Message) -> None:
+        self.stats["messages"] += 1
+        delays = self.net.deliveries(m.src, m.dst)
+        for d in delays:
+            self.queue.push(self.now + d, "msg", m.dst, clone_message(m))
+        if not delays and m.type == MessageType.APP and self.net.rng.random() < 0.5:
+            # The transport noticed the loss (a broken stream): tell the sender's core.
+            src = self.nodes[m.src]
+            self.queue.push(self.now + self.net.delay(), "unreach", m.src, src.incarnation, m.dst)
+        if m.type == MessageType.SNAP:
+            self.stats["snapshots_sent"] += 1
+            src = self.nodes[m.src]
+            when = self.now + (delays[0] if delays else self.net.delay())
+            self.queue.push(when, "snapst", m.src, src.incarnation, m.dst, bool(delays))
+
+    def client_request(self, target: int, req: Request) -> None:
+        self.queue.push(self.now + self.net.client_delay(), "creq", target, req)
+
+    def respond(self, node_id: int, req: Request, outcome: str, value: object, hint: int) -> None:
+        self.queue.push(self.now + self.net.client_delay(), "cresp", req.client, req.op_id, outcome, value, hint)
+
+    def observe(self, node: SimNode) -> None:
+        """Check what changed on ``node`` after it processed an input."""
+        if not node.alive:
+            return
+        r = node.raw.raft
+        if r.role == Role.LEADER and r.term != node.seen_leader_term:
+            node.seen_leader_term = r.term
+            self.stats["elections"] += 1
+            self.trace.note(f"node {node.id} leads term {r.term}")
+            self.inv.became_leader(node.id, r.term, r.log)
+            p = self.profile
+            if p.leader_trap and not self.healed and self.trap_rng.random() < p.leader_trap:
+                if self.trap_rng.random() < 0.4:
+                    # Cut off before its first append leaves: its new entries stay its own.
+                    self._ev_ltrap(node.id, node.incarnation, r.term, isolate=True)
+                else:
+                    delay = self.trap_rng.randint(*p.leader_trap_delay)
+                    self.queue.push(self.now + delay, "ltrap", node.id, node.incarnation, r.term)
+        c = r.log.committed
+        if c != node.seen_commit:
+            self.inv.on_commit(node.id, r.log, node.seen_commit, c, r.term)
+            node.seen_commit = c
+            p = self.profile
+            if p.commit_trap and r.role == Role.LEADER and not self.healed and self.trap_rng.random() < p.commit_trap:
+                # Dies before anything it queued (appends carrying the new commit) leaves.
+                self._ev_ctrap(node.id, node.incarnation)
+
+    def on_conf_applied(self, node: SimNode, index: int, cs: ConfState) -> None:
+        if index <= self.config_index:
+            return
+        self.config_index = index
+        self.config = cs
+        self.trace.note(
+            f"config@{index}: voters {sorted(cs.voters)} out {sorted(cs.voters_outgoing)} learners {sorted(cs.learners)}"
+        )
+        members = cs.all_nodes()
+        self.members_ever |= members
+        for nid in sorted(self.members_ever - members):
+            gone = self.nodes[nid]
+            if not gone.removed:
+                gone.removed = True
+                gone.crash()
+                self.stats["removed"] += 1
+                self.trace.note(f"node {nid} removed and stopped")
+        # Half the time a leader seeds new learners from a fresh snapshot that names them;
+        # otherwise they get whatever older snapshot it has.
+        if node.raw is not None and node.raw.raft.role == Role.LEADER:
+            snap_cs = node.storage.snapshot().meta.conf_state
+            if any(l not in snap_cs.all_nodes() for l in sorted(cs.learners)):
+                if self.membership.rng.random() < 0.5:
+                    node.compact(keep=10)
+
+    # -- faults ----------------------------------------------------------------------------
+
+    def crash_node(self, node: SimNode, downtime: int) -> None:
+        node.crash()
+        self.stats["crashes"] += 1
+        self.queue.push(self.now + downtime, "restart", node.id, node.down_gen)
+
+    def restart_node(self, node: SimNode) -> None:
+        if node.alive or node.removed:
+            return
+        self.trace.note(f"restart {node.id}")
+        self.stats["restarts"] += 1
+        node.start()
+
+    def pause_node(self, node: SimNode, duration: int) -> None:
+        node.pause()
+        self.stats["pauses"] += 1
+        self.queue.push(self.now + duration, "resume", node.id, node.down_gen)
+
+    def partition(self, blocked: set, desc: str, duration: int) -> None:
+        gen = self.net.set_partition(desc, blocked)
+        self.stats["partitions"] += 1
+        self.queue.push(self.now + duration, "heal", gen)
+
+    def flaky(self, duration: int) -> None:
+        p = self.net.params
+        p.drop_prob = self.profile.flaky_drop
+        p.dup_prob = self.profile.flaky_dup
+        self.flaky_gen += 1
+        self.queue.push(self.now + duration, "unflaky", self.flaky_gen)
+
+    def vote_write_started(self, node: SimNode, latency: int) -> None:
+        """Failpoint: maybe crash ``node`` while its term/vote write is still in flight."""
+        p = self.profile
+        if self.healed or not p.vote_trap or latency <= 1:
+            return
+        if self.trap_rng.random() >= p.vote_trap:
+            return
+        if not self.nemesis.may_take_down(node):
+            return
+        self.queue.push(self.now + self.trap_rng.randrange(latency), "trap", node.id, node.incarnation)
+
+    # -- the event loop ---------------------------------------------------------------------
+
+    def run(self) -> InvariantViolation | None:
+        q = self.queue
+        for c in self.clients:
+            c.pick_target()
+            c.schedule_next()
+        self.nemesis.schedule()
+        q.push(self.fault_time, "heal-all")
+        end = self.fault_time + LIVENESS_BOUND
+        q.push(end, "deadline")
+        nodes = self.nodes
+        trace = self.trace
+        stats = self.stats
+        try:
+            while q and not self.finished:
+                t, _, kind, args = q.pop()
+                self.now = t
+                if kind == "tick":
+                    nid = args[0]
+                    trace.record(f"{t} tick {nid}")
+                    node = nodes[nid]
+                    if node.removed:
+                        continue
+                    stats["ticks"] += 1
+                    node.on_tick()
+                    q.push(t + node.period, "tick", nid)
+                elif kind == "msg":
+                    m = args[1]
+                    trace.record(
+                        f"{t} {_MT_NAMES[m.type]} {m.src}->{m.dst} t{m.term} i{m.index}/{m.log_term} "
+                        f"c{m.commit} n{len(m.entries)}{' rej' if m.reject else ''}"
+                    )
+                    nodes[args[0]].deliver("msg", (m,))
+                elif kind in ("disk", "snapst", "creq", "unreach"):
+                    trace.record(f"{t} {kind} {args}")
+                    nodes[args[0]].deliver(kind, args[1:])
+                else:
+                    trace.record(f"{t} {kind} {args}")
+                    getattr(self, "_ev_" + kind.replace("-", "_"))(*args)
+        except InvariantViolation as v:
+            return v
+        except Exception:  # a crash inside the core (or the simulator): report it
+            return InvariantViolation(CORE_EXCEPTION, traceback.format_exc(limit=-6))
+        try:
+            return self._check_history()
+        except InvariantViolation as v:
+            return v
+
+    # -- event handlers -------------------------------------------------------------------------
+
+    def _ev_cnext(self, idx: int) -> None:
+        self.clients[idx].invoke()
+
+    def _ev_cresp(self, idx: int, op_id: int, outcome: str, value: object, hint: int) -> None:
+        self.clients[idx].on_response(op_id, outcome, value, hint)
+
+    def _ev_ctimeout(self, idx: int, op_id: int) -> None:
+        self.clients[idx].on_timeout(op_id)
+
+    def _ev_nemesis(self) -> None:
+        self.nemesis.on_event()
+
+    def _ev_restart(self, nid: int, gen: int) -> None:
+        node = self.nodes[nid]
+        if node.down_gen == gen and not node.alive and not self.healed:
+            self.restart_node(node)
+
+    def _ev_resume(self, nid: int, gen: int) -> None:
+        node = self.nodes[nid]
+        if node.down_gen == gen:
+            node.resume()
+
+    def _ev_heal(self, gen: int) -> None:
+        self.net.heal(gen)
+
+    def _ev_unflaky(self, gen: int) -> None:
+        if gen == self.flaky_gen:
+            self.net.params.drop_prob = self.profile.drop_prob
+            self.net.params.dup_prob = self.profile.dup_prob
+
+    def _ev_trap(self, nid: int, incarnation: int) -> None:
+        node = self.nodes[nid]
+        if node.alive and node.incarnation == incarnation and node.inflight is not None and not self.healed:
+            self.stats["trap_crashes"] += 1
+            self.trace.note(f"failpoint: crash {nid} during its vote write")
+            self.crash_node(node, self.trap_rng.randint(1, 60))
+
+    def _ev_ltrap(self, nid: int, incarnation: int, term: int, isolate: bool = False) -> None:
+        """Failpoint: a freshly elected leader crashes or is cut off before it settles."""
+        node = self.nodes[nid]
+        if not node.up or node.incarnation != incarnation or node.raw.raft.term != term or self.healed:
+            return
+        self.stats["leader_traps"] += 1
+        if not isolate and self.trap_rng.random() < 0.5:
+            if self.nemesis.may_take_down(node):
+                self.trace.note(f"failpoint: crash new leader {nid}")
+                self.crash_node(node, self.trap_rng.randint(*self.profile.downtime))
+        else:
+            others = [i for i in sorted(self.nodes) if i != nid and not self.nodes[i].removed]
+            self.trace.note(f"failpoint: isolate new leader {nid}")
+            self.partition(split([nid], others), f"isolate new leader {nid}", self.trap_rng.randint(*self.profile.partition_time))
+
+    def _ev_ctrap(self, nid: int, incarnation: int) -> None:
+        """Failpoint: a leader crashes right after it advanced its commit index."""
+        node = self.nodes[nid]
+        if node.up and node.incarnation == incarnation and not self.healed and self.nemesis.may_take_down(node):
+            self.stats["commit_traps"] += 1
+            self.trace.note(f"failpoint: crash leader {nid} right after it committed")
+            self.crash_node(node, self.trap_rng.randint(*self.profile.downtime))
+
+    def _ev_heal_all(self) -> None:
+        self.healed = True
+        self.heal_time = self.now
+        self.nemesis.stopped = True
+        self.net.heal()
+        p = self.net.params
+        p.drop_prob = p.dup_prob = p.long_delay_prob = 0.0
+        self.flaky_gen += 1
+        for nid in sorted(self.nodes):
+            node = self.nodes[nid]
+            if node.removed:
+                continue
+            if not node.alive:
+                self.restart_node(node)
+            elif node.paused:
+                node.resume()
+        self.queue.push(self.now + 1, "probe")
+
+    def _ev_probe(self) -> None:
+        if self.finished:
+            return
+        done = self._probe_applied()
+        if not done:
+            leader = self.leader()
+            if leader is not None and (not self.probes or self.now - self.probes[-1][3] > 300):
+                self.probe_counter += 1
+                data = encode_command({"id": -self.probe_counter, "f": "probe"})
+                try:
+                    index = leader.raw.propose(data)
+                except RaftError:
+                    index = 0
+                if index:
+                    self.probes.append((index, leader.raw.raft.term, data, self.now))
+                    self.observe(leader)
+                    leader.pump()
+        elif all(c.ok_after_heal for c in self.clients):
+            for c in self.clients:
+                c.stopped = True
+            if all(c.idle for c in self.clients):
+                self.finished = True
+                self.stats["liveness_time"] = self.now - self.heal_time
+                return
+        self.queue.push(self.now + 20, "probe")
+
+    def _live_voters(self) -> list[SimNode]:
+        ids = self.config.voters | self.config.voters_outgoing
+        return [self.nodes[i] for i in sorted(ids) if self.nodes[i].up]
+
+    def _probe_applied(self) -> bool:
+        if self.leader() is None:
+            return False
+        for index, term, data, _ in self.probes:
+            if self.inv.applied.get(index) != (term, 0, data):
+                continue
+            if all(n.sm.applied >= index for n in self._live_voters()):
+                return True
+        return False
+
+    def _ev_deadline(self) -> None:
+        if self.finished:
+            return
+        problems = []
+        if self.leader() is None:
+            problems.append("no leader")
+        if not self._probe_applied():
+            lag = {n.id: n.sm.applied for n in self._live_voters()}
+            problems.append(f"no probe applied on every live voter (probes {[p[:2] for p in self.probes]}, applied {lag})")
+        waiting = [c.idx for c in self.clients if not c.ok_after_heal]
+        if waiting:
+            problems.append(f"clients {waiting} completed no ok operation after the heal")
+        busy = [c.idx for c in self.clients if not c.idle]
+        if busy:
+            problems.append(f"clients {busy} still have an operation outstanding")
+        raise InvariantViolation(
+            LIVENESS,
+            f"{LIVENESS_BOUND} units ({LIVENESS_TIMEOUTS} election timeouts) after healing at {self.heal_time}: "
+            + "; ".join(problems),
+        )
+
+    # -- the end ----------------------------------------------------------------------------------
+
+    def _check_history(self) -> InvariantViolation | None:
+        try:
+            from tools.checker.linearizability import check_history, describe
+        except ImportError:
+            self.stats["lin_skipped"] = 1
+            return None
+        result = check_history(self.history, time_limit_s=LINEARIZABILITY_TIME_LIMIT_S)
+        if result.ok is None:
+            self.stats["lin_unknown"] = 1
+            return None
+        if not result.ok:
+            return InvariantViolation(LINEARIZABILITY, describe(result))
+        return None

@@ -1,0 +1,181 @@
+"""The fault injector of the fault phase.
+
+Every ``profile.gap`` time units it picks one action (weights from the
+profile): crash a replica (any, the leader, or one with a disk write in
+flight), restart one early, pause one (any or the leader), partition the
+network (symmetric split, one-way, bridge, or isolate the leader), heal it,
+make the network flaky for a while (loss + duplication), snapshot and compact
+a replica's log, change the membership, or transfer leadership.  Crashes,
+pauses, partitions and flaky spells end by themselves after a random time;
+at most ``profile.max_down`` members are crashed or paused at once.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+from node.raft.errors import RaftError
+
+from .membership import Membership
+from .network import bridge, one_way, split
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .cluster import Simulation
+    from .profiles import Profile
+    from .simnode import SimNode
+
+
+class Nemesis:
+    def __init__(self, sim: "Simulation", rng: random.Random, profile: "Profile", membership: Membership) -> None:
+        self.sim = sim
+        self.rng = rng
+        self.profile = profile
+        self.membership = membership
+        self.actions = [a for a, _ in profile.actions]
+        self.weights = [w for _, w in profile.actions]
+        self.stopped = False
+
+    def schedule(self) -> None:
+        lo, hi = self.profile.gap
+        self.sim.queue.push(self.sim.now + self.rng.randint(lo, hi), "nemesis")
+
+    def on_event(self) -> None:
+        if self.stopped:
+            return
+        action = self.rng.choices(self.actions, self.weights)[0]
+        result = getattr(self, "do_" + action.replace("-", "_"))()
+        self.sim.trace.note(f"nemesis {action}: {result}")
+        self.schedule()
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _nodes(self) -> list["SimNode"]:
+        sim = self.sim
+        return [sim.nodes[i] for i in sorted(sim.nodes) if not sim.nodes[i].removed]
+
+    def _pick(self, nodes: list["SimNode"]) -> "SimNode | None":
+        return nodes[self.rng.randrange(len(nodes))] if nodes else None
+
+    def _down_count(self) -> int:
+        members = self.sim.config.all_nodes()
+        return sum(1 for n in self._nodes() if n.id in members and not n.up)
+
+    def may_take_down(self, node: "SimNode") -> bool:
+        if node.id not in self.sim.config.all_nodes():
+            return True
+        return self._down_count() < self.profile.max_down
+
+    def _crash(self, node: "SimNode | None", lo: int | None = None, hi: int | None = None) -> str:
+        if node is None or not node.alive:
+            return "nobody"
+        if not self.may_take_down(node):
+            return f"{node.id} spared (too many down)"
+        d_lo, d_hi = self.profile.downtime
+        self.sim.crash_node(node, self.rng.randint(lo or d_lo, hi or d_hi))
+        return f"crashed {node.id}"
+
+    def _pause(self, node: "SimNode | None") -> str:
+        if node is None or not node.up:
+            return "nobody"
+        if not self.may_take_down(node):
+            return f"{node.id} spared (too many down)"
+        lo, hi = self.profile.pause_time
+        self.sim.pause_node(node, self.rng.randint(lo, hi))
+        return f"paused {node.id}"
+
+    # -- actions ---------------------------------------------------------------
+
+    def do_crash(self) -> str:
+        return self._crash(self._pick([n for n in self._nodes() if n.alive]))
+
+    def do_crash_leader(self) -> str:
+        return self._crash(self.sim.leader())
+
+    def do_crash_writer(self) -> str:
+        """Kill a replica while its disk write is in flight (before it lands)."""
+        busy = [n for n in self._nodes() if n.up and n.inflight is not None]
+        return self._crash(self._pick(busy), 5, 60)
+
+    def do_restart(self) -> str:
+        down = [n for n in self._nodes() if not n.alive]
+        node = self._pick(down)
+        if node is None:
+            return "nobody"
+        self.sim.restart_node(node)
+        return f"restarted {node.id}"
+
+    def do_pause(self) -> str:
+        return self._pause(self._pick([n for n in self._nodes() if n.up]))
+
+    def do_pause_leader(self) -> str:
+        return self._pause(self.sim.leader())
+
+    def do_partition(self) -> str:
+        rng = self.rng
+        ids = [n.id for n in self._nodes()]
+        rng.shuffle(ids)
+        kind = rng.choice(("split", "one-way", "bridge"))
+        if kind == "bridge" and len(ids) >= 3:
+            b = ids[0]
+            rest = ids[1:]
+            k = len(rest) // 2
+            blocked = bridge(rest[:k], b, rest[k:])
+            desc = f"bridge {sorted(rest[:k])}<{b}>{sorted(rest[k:])}"
+        elif kind == "one-way":
+            x, others = ids[0], ids[1:]
+            if rng.random() < 0.5:
+                blocked = one_way([x], others)
+                desc = f"{x} cannot send"
+            else:
+                blocked = one_way(others, [x])
+                desc = f"{x} cannot receive"
+        else:
+            k = rng.randint(1, max(1, len(ids) // 2))
+            blocked = split(ids[:k], ids[k:])
+            desc = f"split {sorted(ids[:k])}|{sorted(ids[k:])}"
+        self.sim.partition(blocked, desc, self.rng.randint(*self.profile.partition_time))
+        return desc
+
+    def do_isolate_leader(self) -> str:
+        leader = self.sim.leader()
+        if leader is None:
+            return "no leader"
+        others = [n.id for n in self._nodes() if n.id != leader.id]
+        desc = f"isolate leader {leader.id}"
+        self.sim.partition(split([leader.id], others), desc, self.rng.randint(*self.profile.partition_time))
+        return desc
+
+    def do_heal(self) -> str:
+        return "healed" if self.sim.net.heal() else "nothing to heal"
+
+    def do_flaky(self) -> str:
+        self.sim.flaky(self.rng.randint(*self.profile.flaky_time))
+        return "flaky network"
+
+    def do_compact(self) -> str:
+        node = self._pick([n for n in self._nodes() if n.up])
+        if node is None:
+            return "nobody"
+        keep = self.rng.choice((0, 0, 1, 2, 5))
+        return f"compacted {node.id}" if node.compact(keep) else f"{node.id} had nothing to compact"
+
+    def do_member(self) -> str:
+        return self.membership.step()
+
+    def do_transfer(self) -> str:
+        leader = self.sim.leader()
+        if leader is None:
+            return "no leader"
+        voters = sorted(v for v in leader.raw.conf_state.voters if v != leader.id)
+        if not voters:
+            return "no target"
+        target = voters[self.rng.randrange(len(voters))]
+        try:
+            leader.raw.transfer_leader(target)
+        except RaftError as exc:
+            return f"transfer refused: {exc}"
+        self.sim.observe(leader)
+        leader.pump()
+        self.sim.stats["transfers"] += 1
+        return f"transfer {leader.id}->{target}"

@@ -1,0 +1,331 @@
+"""One simulated replica: a RawNode, its durable disk, its state machine.
+
+The disk model (per replica):
+
+* ``MemoryStorage`` *is* the durable disk: what is written there survives a
+  crash; the RawNode, the in-flight write and the state machine do not.
+* A Ready is handled in two phases.  When it is taken, the messages that may
+  go before the write are sent at once (the correct driver: only a leader's
+  APP / HEARTBEAT / SNAP / TIMEOUT_NOW / READ_INDEX_RESP, and never when the
+  Ready changes term or vote; the ``vote-not-persisted`` mutation also lets
+  VOTE_RESP / PRE_VOTE_RESP go early).  The write completes after a random
+  disk latency; then, in order: persist (snapshot, entries, hard state), send
+  the remaining messages, install the snapshot into the state machine, apply
+  the committed entries, serve read states whose index is applied,
+  ``advance``, and look for the next Ready.
+* While a write is in flight the replica still ticks and steps messages but
+  takes no new Ready.
+* A paused replica processes nothing; its ticks are counted and delivered
+  first on resume, then the queued inputs in arrival order.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+from node.raft.errors import NotLeaderError, ProposalDroppedError, RaftError
+from node.raft.rawnode import RawNode
+from node.raft.storage import MemoryStorage
+from node.raft.types import EntryType, MessageType, Ready, Role
+
+from .kvsm import KVStateMachine, encode_command
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .cluster import Simulation
+    from .clients import Request
+
+MT = MessageType
+EARLY_LEADER = frozenset({MT.APP, MT.HEARTBEAT, MT.SNAP, MT.TIMEOUT_NOW, MT.READ_INDEX_RESP})
+VOTE_RESPONSES = frozenset({MT.VOTE_RESP, MT.PRE_VOTE_RESP})
+
+
+class SimNode:
+    def __init__(self, sim: "Simulation", node_id: int, storage: MemoryStorage, phase: int, period: int) -> None:
+        self.sim = sim
+        self.id = node_id
+        self.storage = storage
+        self.phase = phase  # tick offset within a tick period
+        self.period = period  # time units between ticks
+        self.alive = False
+        self.paused = False
+        self.removed = False
+        self.incarnation = 0
+        self.down_gen = 0  # bumps on every crash/pause so stale restart/resume events are ignored
+        self.raw: RawNode | None = None
+        self.sm: KVStateMachine | None = None
+        self.inflight: tuple[Ready, int, list] | None = None
+        self.missed_ticks = 0
+        self.paused_queue: list[tuple] = []
+        self.pending_writes: dict[int, tuple["Request", int]] = {}
+        self.reads_waiting: dict[bytes, "Request"] = {}
+        self.pending_reads: list[tuple[int, "Request"]] = []
+        self.seen_leader_term = 0
+        self.seen_commit = 0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        sim = self.sim
+        self.incarnation += 1
+        snap = self.storage.snapshot()
+        cfg = sim.make_config(self.id, snap.meta.index)
+        rng = random.Random(sim.seed * 100_003 + self.id * 1_009 + self.incarnation)
+        self.raw = RawNode(cfg, self.storage, rng, raft_class=sim.raft_class)
+        self.sm = KVStateMachine.restore(snap.data)
+        if self.sm.applied != snap.meta.index:
+            raise AssertionError(f"snapshot data at {self.sm.applied} but meta at {snap.meta.index}")
+        self.alive = True
+        self.paused = False
+        self.inflight = None
+        self.missed_ticks = 0
+        self.paused_queue = []
+        self.seen_leader_term = 0
+        self.seen_commit = self.raw.raft.log.committed
+        sim.inv.on_restart(self.id, self.storage, self.storage.hard_state.commit)
+        self.pump()
+
+    def crash(self) -> None:
+        self.alive = False
+        self.paused = False
+        self.down_gen += 1
+        self.raw = None
+        self.sm = None
+        self.inflight = None
+        self.missed_ticks = 0
+        self.paused_queue = []
+        self.pending_writes = {}
+        self.reads_waiting = {}
+        self.pending_reads = []
+
+    def pause(self) -> None:
+        self.paused = True
+        self.down_gen += 1
+
+    def resume(self) -> None:
+        if not self.alive or not self.paused:
+            return
+        self.paused = False
+        raw = self.raw
+        n, self.missed_ticks = self.missed_ticks, 0
+        for _ in range(n):
+            raw.tick()
+            self.sim.observe(self)
+            if not self.alive:
+                return
+        queued, self.paused_queue = self.paused_queue, []
+        for kind, args in queued:
+            if not self.alive or self.paused:
+                break
+            self.dispatch(kind, args)
+        if self.alive:
+            self.pump()
+
+    @property
+    def up(self) -> bool:
+        return self.alive and not self.paused
+
+    # -- inputs ----------------------------------------------------------------
+
+    def on_tick(self) -> None:
+        if not self.alive:
+            return
+        if self.paused:
+            self.missed_ticks += 1
+            return
+        self.raw.tick()
+        self.sim.observe(self)
+        self.pump()
+
+    def deliver(self, kind: str, args: tuple) -> None:
+        """A message, disk completion, snapshot report or client request for this replica."""
+        if not self.alive:
+            return
+        if self.paused:
+            self.paused_queue.append((kind, args))
+            return
+        self.dispatch(kind, args)
+        if self.alive:
+            self.pump()
+
+    def dispatch(self, kind: str, args: tuple) -> None:
+        if kind == "msg":
+            self.raw.step(args[0])
+            self.sim.observe(self)
+        elif kind == "disk":
+            if args[0] == self.incarnation and self.inflight is not None:
+                self.complete()
+        elif kind == "snapst":
+            inc, target, ok = args
+            if inc == self.incarnation:
+                self.raw.report_snapshot(target, ok)
+                self.sim.observe(self)
+        elif kind == "unreach":
+            inc, target = args
+            if inc == self.incarnation:
+                self.raw.report_unreachable(target)
+                self.sim.observe(self)
+        elif kind == "creq":
+            self.on_client(args[0])
+            self.sim.observe(self)
+
+    # -- Ready handling ----------------------------------------------------------
+
+    def pump(self) -> None:
+        sim = self.sim
+        while self.alive and not self.paused and self.inflight is None and self.raw.has_ready():
+            raw = self.raw
+            r = raw.raft
+            rd = raw.ready()
+            commit_known = r.log.committed
+            hs = rd.hard_state
+            disk_hs = self.storage.hard_state
+            vote_change = hs is not None and (hs.term != disk_hs.term or hs.vote != disk_hs.vote)
+            leader = r.role == Role.LEADER and not vote_change
+            early_votes = sim.early_votes
+            late = []
+            for m in rd.messages:
+                if (leader and m.type in EARLY_LEADER) or (early_votes and m.type in VOTE_RESPONSES):
+                    sim.send(m)
+                else:
+                    late.append(m)
+            self.inflight = (rd, commit_known, late)
+            if rd.entries or rd.snapshot is not None or hs is not None:
+                latency = sim.disk_latency()
+                sim.queue.push(sim.now + latency, "disk", self.id, self.incarnation)
+                if vote_change:
+                    sim.vote_write_started(self, latency)
+                return
+            self.complete()
+
+    def complete(self) -> None:
+        sim = self.sim
+        inv = sim.inv
+        rd, commit_known, late = self.inflight
+        st = self.storage
+        old_commit = st.hard_state.commit
+        # 1. persist
+        if rd.snapshot is not None:
+            st.apply_snapshot(rd.snapshot)
+        if rd.entries:
+            st.append(rd.entries)
+        if rd.hard_state is not None:
+            st.set_hard_state(rd.hard_state)
+        inv.on_persist(self.id, st, rd.entries, old_commit, st.hard_state.commit)
+        # 2. the messages that had to wait for the disk
+        for m in late:
+            sim.send(m)
+        # 3. snapshot into the state machine, then committed entries
+        sm = self.sm
+        if rd.snapshot is not None:
+            meta = rd.snapshot.meta
+            sm = self.sm = KVStateMachine.restore(rd.snapshot.data)
+            if sm.applied != meta.index:
+                raise AssertionError(f"snapshot data at {sm.applied} but meta at {meta.index}")
+            inv.on_install(self.id, meta.index, meta.term, sm.chain)
+            sim.stats["snapshots_installed"] += 1
+            for idx in [i for i in self.pending_writes if i <= meta.index]:
+                del self.pending_writes[idx]  # outcome unknown here: the client times out
+        conf_index = 0
+        for e in rd.committed_entries:
+            prev = sm.applied
+            op_id, outcome, value = sm.apply(e)
+            inv.on_apply(self.id, e, commit_known, prev, sm.chain)
+            if e.type == EntryType.CONF_CHANGE:
+                conf_index = e.index
+            pending = self.pending_writes.pop(e.index, None)
+            if pending is not None:
+                req, term = pending
+                if e.term == term and op_id == req.op_id:
+                    sim.respond(self.id, req, outcome, value, self.id)
+                else:
+                    # Another entry took that index: our proposal can no longer commit.
+                    sim.respond(self.id, req, "fail", None, self.raw.raft.lead)
+        # 4. reads
+        for rs in rd.read_states:
+            req = self.reads_waiting.pop(rs.context, None)
+            if req is not None:
+                self.pending_reads.append((rs.index, req))
+        self.serve_reads()
+        # 5. advance
+        self.inflight = None
+        self.raw.advance(rd)
+        sim.observe(self)
+        if conf_index and self.alive:
+            sim.on_conf_applied(self, conf_index, self.raw.conf_state)
+
+    def serve_reads(self) -> None:
+        if not self.pending_reads:
+            return
+        applied = self.sm.applied
+        keep = []
+        for index, req in self.pending_reads:
+            if index <= applied:
+                hint = 0 if req.mode == "follower" else self.id
+                self.sim.respond(self.id, req, "ok", self.sm.get(req.key), hint)
+            else:
+                keep.append((index, req))
+        self.pending_reads = keep
+
+    # -- clients -------------------------------------------------------------------
+
+    def on_client(self, req: "Request") -> None:
+        r = self.raw.raft
+        sim = self.sim
+        if req.mode == "follower":
+            # A follower read: ReadIndex through whichever leader this replica knows.
+            ctx = b"%d" % req.op_id
+            try:
+                self.raw.read_index(ctx, lease=False)
+            except RaftError:
+                sim.respond(self.id, req, "fail", None, 0)
+                return
+            self.reads_waiting[ctx] = req
+            return
+        if r.role != Role.LEADER:
+            sim.respond(self.id, req, "fail", None, r.lead)
+            return
+        if req.f == "get" and req.mode == "lease" and req.op_id % 2 == 0:
+            # The synchronous lease fast path; falls back to a lease ReadIndex below.
+            index = self.raw.lease_read_index()
+            if index is not None:
+                self.pending_reads.append((index, req))
+                if self.inflight is None:
+                    self.serve_reads()
+                return
+        if req.f == "get" and req.mode != "log":
+            ctx = b"%d" % req.op_id
+            try:
+                self.raw.read_index(ctx, lease=req.mode == "lease")
+            except RaftError:
+                sim.respond(self.id, req, "fail", None, r.lead)
+                return
+            self.reads_waiting[ctx] = req
+            return
+        try:
+            index = self.raw.propose(encode_command(req.command()))
+        except NotLeaderError as exc:
+            sim.respond(self.id, req, "fail", None, exc.leader)
+            return
+        except ProposalDroppedError:
+            sim.respond(self.id, req, "fail", None, 0)
+            return
+        self.pending_writes[index] = (req, r.term)
+
+    # -- maintenance ------------------------------------------------------------------
+
+    def compact(self, keep: int) -> bool:
+        """Snapshot the state machine at its applied index and drop the log before it."""
+        if not self.up or self.inflight is not None:
+            return False
+        st = self.storage
+        applied = self.sm.applied
+        if applied <= st.snapshot().meta.index or applied > st.last_index():
+            return False
+        st.create_snapshot(applied, self.raw.conf_state, self.sm.snapshot_bytes())
+        self.sim.stats["snapshots_created"] += 1
+        upto = applied - keep
+        if upto >= st.first_index():
+            st.compact(upto)
+        return True
+
