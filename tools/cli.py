@@ -247,8 +247,9 @@ def _build_cluster(commands) -> None:
                     help="partitions a new cluster starts with (default: %(default)s)")
     up.add_argument("--data-dir", default="./data", metavar="DIR",
                     help="root of every process's data directory (default: %(default)s)")
-    up.add_argument("--base-port", type=_positive_int, default=7100, metavar="PORT",
-                    help="first port used (default: %(default)s)")
+    up.add_argument("--base-port", type=_non_negative_int, default=7100, metavar="PORT",
+                    help="first port used; 0 lets every process pick a free port "
+                         "(default: %(default)s)")
     up.add_argument("--max-down", type=_positive_float, default=30.0, metavar="SECONDS",
                     help="a node down this long has its replicas re-created elsewhere "
                          "(default: %(default)g)")

@@ -110,7 +110,9 @@ def run_many(seeds: int, start: int = 0, mutation: str | None = None, workers: i
         for job in jobs:
             yield _run(job)
         return
-    ctx = multiprocessing.get_context("fork" if sys.platform != "win32" else "spawn")
+    # forkserver, not fork: a caller with threads (grpc, a test runner) must not be cloned
+    # into the workers, and a fresh interpreter keeps each worker's heap small.
+    ctx = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
     with ctx.Pool(workers) as pool:
         yield from pool.imap(_run, jobs, chunksize=1)
 

@@ -1,0 +1,73 @@
+"""`tessera cluster up` as a user runs it: ready line, CLI round trip, clean stop, data kept."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.timeout(180)
+
+TESSERA = os.path.join(os.path.dirname(sys.executable), "tessera")
+
+
+def _start(data_dir: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [TESSERA, "cluster", "up", "--data-dir", data_dir, "--base-port", "0", "--partitions", "4"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        m = re.match(r"ready: router (\S+)", line)
+        if m:
+            return proc, m.group(1)
+    proc.kill()
+    raise AssertionError(f"no ready line; stderr: {proc.stderr.read() if proc.stderr else ''}")
+
+
+def _children_of(data_dir: str) -> list[str]:
+    out = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if data_dir in line and "tools.cli" in line]
+
+
+def _kv(router: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([TESSERA, "kv", *args, "--router", router], capture_output=True, timeout=60)
+
+
+def test_cluster_up_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
+    data = str(tmp_path / "data")
+    proc, router = _start(data)
+    try:
+        assert _kv(router, "put", "greeting", "hello").returncode == 0
+        got = _kv(router, "get", "greeting")
+        assert got.returncode == 0 and got.stdout.strip() == b"hello"
+        missing = _kv(router, "get", "nope")
+        assert missing.returncode == 1 and b"not found" in missing.stderr
+        assert len(_children_of(data)) == 4  # one router, three nodes
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    deadline = time.monotonic() + 10
+    while _children_of(data) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _children_of(data) == [], "processes left behind after SIGTERM"
+
+    proc, router = _start(data)
+    try:
+        got = _kv(router, "get", "greeting", "--consistency", "linearizable")
+        assert got.returncode == 0 and got.stdout.strip() == b"hello"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    assert _children_of(data) == []
