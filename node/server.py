@@ -56,6 +56,7 @@ class Node:
         self.wal_sync = wal_sync
         self.server: grpc.aio.Server | None = None
         self.port = 0
+        self.stopped = False
 
     async def start(self) -> None:
         os.makedirs(self.data_dir, exist_ok=True)
@@ -103,6 +104,10 @@ class Node:
                     rep.raw.report_unreachable(r.replica_id)
 
     async def stop(self) -> None:
+        """Stop serving and close the WAL and LMDB (idempotent)."""
+        if self.stopped:
+            return
+        self.stopped = True
         if self.server is not None:
             await self.server.stop(grace=1.0)
         await self.link.stop()

@@ -282,14 +282,7 @@ class StateStore:
     def snapshot_items(self, start: bytes, end: bytes, chunk: int = 1024) -> Iterator[list[tuple[bytes, bytes]]]:
         """The raw LMDB records of a range, in chunks, from one read transaction."""
         with self.env.begin() as txn:
-            batch: list[tuple[bytes, bytes]] = []
-            for rec in layout.records(txn, self._data, start, end):
-                batch.append(rec)
-                if len(batch) >= chunk:
-                    yield batch
-                    batch = []
-            if batch:
-                yield batch
+            yield from _chunked(layout.records(txn, self._data, start, end), chunk)
 
     def install_snapshot(
         self,
@@ -329,14 +322,7 @@ class SnapshotReader:
         self.meta = PartitionMeta(index, term, _decode_conf(raw[_META.size :]))
 
     def chunks(self, chunk: int = 1024) -> Iterator[list[tuple[bytes, bytes]]]:
-        batch: list[tuple[bytes, bytes]] = []
-        for rec in layout.records(self._txn, self._store._data, self.start, self.end):
-            batch.append(rec)
-            if len(batch) >= chunk:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        return _chunked(layout.records(self._txn, self._store._data, self.start, self.end), chunk)
 
     def close(self) -> None:
         self._txn.abort()
@@ -346,6 +332,17 @@ class SnapshotReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _chunked(records: Iterator[tuple[bytes, bytes]], size: int) -> Iterator[list[tuple[bytes, bytes]]]:
+    batch: list[tuple[bytes, bytes]] = []
+    for rec in records:
+        batch.append(rec)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def decode_entry_command(data: bytes) -> Command | None:

@@ -1,0 +1,49 @@
+"""Real nodes inside the test process, against a real router process.
+
+For tests that must reach into a node (its counters, its WAL's fault hook):
+real gRPC on loopback, real WAL and LMDB under ``tmp_path``, ports chosen by
+the kernel.  :func:`run_cluster` starts everything, runs the scenario and
+stops everything, whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from node.server import Node
+from router.testing import RouterProcess
+
+
+async def until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def run_cluster(tmp_path, partitions: int, scenario: Callable[[list[Node], str], Awaitable[None]]) -> None:
+    """Start a router process and three in-process nodes, run ``scenario(nodes, router)``."""
+    router = RouterProcess(tmp_path / "router", extra_args=("--partitions", str(partitions))).start()
+
+    async def main() -> None:
+        nodes = [Node(i, "127.0.0.1:0", str(tmp_path / f"node{i}"), router.address, advertise="127.0.0.1:0")
+                 for i in (1, 2, 3)]
+        started: list[Node] = []
+        try:
+            for n in nodes:
+                await n.start()
+                started.append(n)
+            await until(lambda: all(len(n.raftstore.replicas) == partitions for n in nodes), 30, "replicas")
+            await scenario(nodes, router.address)
+        finally:
+            for n in started:
+                await n.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        router.terminate()
