@@ -71,3 +71,15 @@ def test_cluster_up_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
     assert _children_of(data) == []
+
+
+def test_launcher_killed_with_sigkill_leaves_no_orphans(tmp_path) -> None:
+    data = str(tmp_path / "data")
+    proc, _ = _start(data)
+    assert len(_children_of(data)) == 4
+    proc.kill()
+    proc.wait(10)
+    deadline = time.monotonic() + 15
+    while _children_of(data) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _children_of(data) == [], "children outlived a SIGKILLed launcher"

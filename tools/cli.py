@@ -592,6 +592,9 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the tessera command line; returns the process exit status."""
+    from tools.lifecycle import die_with_parent
+
+    die_with_parent()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

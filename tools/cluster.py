@@ -2,8 +2,9 @@
 
 Each router and node is a child process (``python -m tools.cli router|node``)
 with its own data directory under the cluster's root, and its output in
-``ROOT/logs/NAME.log``.  Children get PR_SET_PDEATHSIG, so even a launcher
-killed with SIGKILL leaves no orphans; :meth:`Cluster.stop` terminates them
+``ROOT/logs/NAME.log``.  Children set PR_SET_PDEATHSIG (see
+:func:`tools.lifecycle.die_with_parent`), so even a launcher killed with SIGKILL leaves no
+orphans; :meth:`Cluster.stop` terminates them
 gracefully and waits.
 
 Ports: ``cluster up`` uses consecutive ports from ``--base-port`` (the
@@ -14,7 +15,6 @@ assumed free.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import signal
@@ -26,16 +26,9 @@ from dataclasses import dataclass, field
 import grpc
 
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
+from tools.lifecycle import PARENT_ENV
 
 _LISTENING = re.compile(rb"listening on (\S+:\d+)")
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 @dataclass
@@ -105,13 +98,12 @@ class Cluster:
 
     def _spawn(self, proc: Proc, timeout: float) -> None:
         log = open(proc.log_path, "ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **{PARENT_ENV: str(os.getpid())})
         proc.popen = subprocess.Popen(
             proc.argv,
             stdout=subprocess.PIPE,
             stderr=log,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
             env=env,
         )
         log.close()
