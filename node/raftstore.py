@@ -109,6 +109,7 @@ class RaftStore:
         self._tasks: list[asyncio.Task] = []
         self._last_tick = self.loop.time()
         self._pending_compactions: dict[int, int] = {}
+        self._deferred_hs: dict[int, HardState] = {}
         self._staged_snapshots: dict[int, tuple[str, asyncio.Future]] = {}
         self._bg: set[asyncio.Task] = set()
         self.rounds = 0
@@ -371,12 +372,24 @@ class RaftStore:
                 batch.snapshot(rep.pid, rd.snapshot.meta)
             if rd.entries:
                 batch.entries(rep.pid, rd.entries)
-            if rd.hard_state is not None:
-                batch.hard_state(rep.pid, rd.hard_state)
-        for pid, index in self._pending_compactions.items():
-            batch.compact(pid, index)
-        self._pending_compactions = {}
+            hs = rd.hard_state
+            if hs is not None:
+                if rd.must_sync or hs.term != prev.term or hs.vote != prev.vote:
+                    batch.hard_state(rep.pid, hs)
+                    self._deferred_hs.pop(rep.pid, None)
+                else:
+                    # Only the commit index moved: not worth a write of its own (the
+                    # applied state re-establishes it after a crash); it rides along
+                    # with the next write that has to happen anyway.
+                    self._deferred_hs[rep.pid] = hs
         must_sync = any(rd.must_sync for _, rd in work)
+        if must_sync or self._pending_compactions:
+            for pid, index in self._pending_compactions.items():
+                batch.compact(pid, index)
+            self._pending_compactions = {}
+            for pid, hs in self._deferred_hs.items():
+                batch.hard_state(pid, hs)
+            self._deferred_hs = {}
         jobs = self._apply_jobs(work)
 
         def persisted() -> None:
