@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -110,6 +111,9 @@ class RaftStore:
         self._last_tick = self.loop.time()
         self._pending_compactions: dict[int, int] = {}
         self._deferred_hs: dict[int, HardState] = {}
+        # One dedicated I/O thread: rounds are sequential anyway, and a warm
+        # single worker hands work over faster than the shared default pool.
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raft-io")
         self._staged_snapshots: dict[int, tuple[str, asyncio.Future]] = {}
         self._bg: set[asyncio.Task] = set()
         self.rounds = 0
@@ -139,6 +143,7 @@ class RaftStore:
                 pass
         for rep in self.replicas.values():
             rep.close()
+        self._io.shutdown(wait=True)
 
     def kick(self) -> None:
         self._wake.set()
@@ -417,7 +422,9 @@ class RaftStore:
                     rep.resolve_applied(e.index, e.term, r)
 
         # One worker-thread trip: install snapshots, persist, then apply.
-        await asyncio.to_thread(self._persist_and_apply, installs, batch, must_sync, jobs, persisted, applied)
+        await self.loop.run_in_executor(
+            self._io, self._persist_and_apply, installs, batch, must_sync, jobs, persisted, applied
+        )
         for rep, snap, _, fut in installs:
             log.info("installed snapshot of partition %d at index %d", rep.pid, snap.meta.index)
             rep.note_applied(snap.meta.index, snap.meta.term)
