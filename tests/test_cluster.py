@@ -253,3 +253,39 @@ def test_wal_torn_tail_recovers_and_corruption_refuses_to_start(make_cluster) ->
     )
     assert proc.returncode != 0
     assert path.encode() in proc.stderr and b"offset" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_routing_errors_are_structured(make_cluster) -> None:
+    c = make_cluster()
+    assert c.router is not None
+    with grpc.insecure_channel(c.router.address) as ch:
+        meta = meta_pb2_grpc.MetaStub(ch)
+        p = meta.GetPartition(meta_pb2.GetPartitionRequest(key=b"\x10"), timeout=5).partition
+        stores = {s.id: s.address for s in meta.GetStores(meta_pb2.GetStoresRequest(), timeout=5).stores}
+    leader = p.leader_store_id
+    follower = next(s for s in stores if s != leader)
+
+    def call(store: int, ctx: kv_pb2.RequestContext, key: bytes):
+        with grpc.insecure_channel(stores[store]) as ch:
+            with pytest.raises(grpc.RpcError) as err:
+                kv_pb2_grpc.KVStub(ch).Put(kv_pb2.PutRequest(context=ctx, key=key, value=b"v"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value
+        detail = error_from_rpc(err.value)
+        assert detail is not None
+        return detail
+
+    stale = kv_pb2.RequestContext(partition_id=p.id, epoch=meta_pb2.Epoch(conf_ver=1, version=p.epoch.version + 7))
+    d = call(leader, stale, b"\x10k")
+    assert d.WhichOneof("kind") == "epoch_not_match" and d.epoch_not_match.current.id == p.id
+    assert d.epoch_not_match.current.epoch.version == p.epoch.version
+
+    ctx = kv_pb2.RequestContext(partition_id=p.id, epoch=p.epoch)
+    d = call(leader, ctx, b"\xff" + b"outside")
+    assert d.WhichOneof("kind") == "key_not_in_partition" and d.key_not_in_partition.partition.end == p.end
+
+    d = call(leader, kv_pb2.RequestContext(partition_id=999, epoch=p.epoch), b"\x10k")
+    assert d.WhichOneof("kind") == "partition_not_found"
+
+    d = call(follower, ctx, b"\x10k")
+    assert d.WhichOneof("kind") == "not_leader"
+    assert d.not_leader.leader_store_id == leader and d.not_leader.leader_address == stores[leader]
