@@ -221,13 +221,19 @@ class KVService(kv_pb2_grpc.KVServicer):
             elif kind == "delete":
                 self._check_key(w.delete.key, "ops.delete.key", write=True)
                 ops.append(Op(OpKind.DELETE, w.delete.key))
+            elif kind == "cas":
+                self._check_key(w.cas.key, "ops.cas.key", write=True)
+                self._check_value(w.cas.value)
+                ops.append(Op(OpKind.CAS, w.cas.key, w.cas.value, w.cas.expected_version, w.cas.delete))
             else:
-                raise _invalid("ops", "every operation must be a put or a delete")
+                raise _invalid("ops", "every operation must be a put, a delete or a cas")
         rep = self._route(req.context, [o.key for o in ops])
         results = await self._write(rep, Command(req.context.request_id, tuple(ops)))
         return kv_pb2.BatchResponse(
             results=[
-                kv_pb2.WriteResult(version=r.version, deleted=(o.kind == OpKind.DELETE and r.existed))
+                kv_pb2.WriteResult(
+                    version=r.version, deleted=(o.kind == OpKind.DELETE and r.existed), succeeded=r.succeeded
+                )
                 for o, r in zip(ops, results)
             ]
         )

@@ -31,6 +31,8 @@ class RouterLink:
         self.rs = raftstore
         self.interval = interval
         self.addresses: dict[int, str] = {store_id: address}
+        # Test harnesses (tessera nemesis) route node-to-node traffic through proxies.
+        self.peer_overrides: dict[int, str] = {}
         self._channel = grpc.aio.insecure_channel(router)
         self._stub = meta_pb2_grpc.MetaStub(self._channel)
         self._task: asyncio.Task | None = None
@@ -41,7 +43,8 @@ class RouterLink:
         return self.addresses.get(store_id, "")
 
     def resolve(self, store_id: int) -> str | None:
-        return self.addresses.get(store_id)
+        """Where to dial a peer store: the override (a fault-injecting proxy), else its address."""
+        return self.peer_overrides.get(store_id) or self.addresses.get(store_id)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="router-link")

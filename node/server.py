@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -45,6 +46,8 @@ class Node:
         settings: RaftSettings = RaftSettings(),
         limits: Limits = Limits(),
         wal_sync: bool = True,
+        peer_addresses_file: str | None = None,
+        fault_file: str | None = None,
     ) -> None:
         self.store_id = store_id
         self.listen = listen
@@ -54,6 +57,9 @@ class Node:
         self.settings = settings
         self.limits = limits
         self.wal_sync = wal_sync
+        self.peer_addresses_file = peer_addresses_file
+        self.fault_file = fault_file
+        self._fault_task: asyncio.Task | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.stopped = False
@@ -72,6 +78,9 @@ class Node:
         if self.advertise.endswith(":0"):
             self.advertise = f"{host}:{self.port}"
         self.link = RouterLink(self.store_id, self.advertise, self.router, None)  # type: ignore[arg-type]
+        if self.peer_addresses_file:
+            with open(self.peer_addresses_file) as f:
+                self.link.peer_overrides = {int(k): v for k, v in json.load(f).items()}
         self.transport = RaftTransport(self.store_id, self.link.resolve, on_unreachable=self._on_unreachable)
         self.raftstore = RaftStore(
             self.store_id, self.wal, self.state, self.transport, self.settings, on_leader_change=self.link.report_leader
@@ -96,6 +105,29 @@ class Node:
         await self.raftstore.start()
         await self.server.start()
         await self.link.start()
+        if self.fault_file:
+            self._fault_task = asyncio.create_task(self._watch_faults(), name="fault-file")
+
+    async def _watch_faults(self) -> None:
+        """Apply the fault hooks named in the fault file (off unless the file says so).
+
+        ``{"fail_fsync": true}`` makes every WAL fsync fail (the node then stops
+        acknowledging writes for good); ``{"fsync_delay_ms": 50}`` is a slow disk.
+        """
+        assert self.fault_file is not None
+        last = None
+        while True:
+            try:
+                with open(self.fault_file) as f:
+                    spec = json.load(f)
+            except (OSError, ValueError):
+                spec = {}
+            if spec != last:
+                last = spec
+                self.wal.faults.fail_fsync = bool(spec.get("fail_fsync", False))
+                self.wal.faults.fsync_delay_s = float(spec.get("fsync_delay_ms", 0)) / 1000.0
+                log.warning("fault hooks now %s", spec or "off")
+            await asyncio.sleep(0.1)
 
     def _on_unreachable(self, store_id: int) -> None:
         for rep in self.raftstore.replicas.values():
@@ -108,6 +140,8 @@ class Node:
         if self.stopped:
             return
         self.stopped = True
+        if self._fault_task is not None:
+            self._fault_task.cancel()
         if self.server is not None:
             await self.server.stop(grace=1.0)
         await self.link.stop()
@@ -132,6 +166,8 @@ async def serve(args: argparse.Namespace) -> int:
         advertise=args.advertise,
         settings=settings,
         limits=limits,
+        peer_addresses_file=args.peer_addresses,
+        fault_file=args.fault_file,
     )
     try:
         await node.start()

@@ -406,8 +406,8 @@ def test_scan_walks_partitions_in_key_order_with_limits():
 
 
 def test_batch_must_stay_in_one_partition():
-    script = Script(kv_pb2.BatchResponse(results=[kv_pb2.WriteResult(version=4),
-                                                  kv_pb2.WriteResult(deleted=True)]))
+    script = Script(kv_pb2.BatchResponse(results=[kv_pb2.WriteResult(version=4, succeeded=True),
+                                                  kv_pb2.WriteResult(deleted=True, succeeded=True)]))
 
     async def go():
         async with client(script) as c:
@@ -417,7 +417,7 @@ def test_batch_must_stay_in_one_partition():
             return ok, e.value
 
     ok, err = run(go())
-    assert ok == [(4, False), (0, True)]
+    assert ok == [(4, False, True), (0, True, True)]
     assert isinstance(err, InvalidArgumentError) and err.field == "ops"
     assert len(script.calls) == 1  # the cross-partition batch was never sent
     req = script.calls[0][2]

@@ -289,3 +289,17 @@ def test_routing_errors_are_structured(make_cluster) -> None:
     d = call(follower, ctx, b"\x10k")
     assert d.WhichOneof("kind") == "not_leader"
     assert d.not_leader.leader_store_id == leader and d.not_leader.leader_address == stores[leader]
+
+
+def test_batch_with_cas_is_all_or_nothing(make_cluster) -> None:
+    from router.client import Cas, Put
+
+    c = make_cluster(partitions=2)
+    with Client(c.router.address) as cl:
+        va = cl.put(b"\x01acct-a", b"100")
+        vb = cl.put(b"\x01acct-b", b"0")
+        res = cl.batch([Cas(b"\x01acct-a", va, b"70"), Cas(b"\x01acct-b", vb, b"30")])
+        assert all(r.succeeded for r in res)
+        stale = cl.batch([Cas(b"\x01acct-a", va, b"0"), Put(b"\x01acct-c", b"x")])
+        assert not any(r.succeeded for r in stale)
+        assert cl.get(b"\x01acct-a").value == b"70" and cl.get(b"\x01acct-c") is None

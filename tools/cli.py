@@ -182,6 +182,12 @@ def _build_node(commands) -> None:
                    help="largest key accepted (default: %(default)s)")
     p.add_argument("--max-value-bytes", type=_positive_int, metavar="BYTES", default=1 << 20,
                    help="largest value accepted (default: %(default)s)")
+    p.add_argument("--peer-addresses", metavar="FILE",
+                   help="JSON {store id: host:port} overriding where peers are dialled "
+                        "(tessera nemesis puts fault-injecting proxies there)")
+    p.add_argument("--fault-file", metavar="FILE",
+                   help='JSON fault hooks polled every 100 ms: {"fail_fsync": true} or '
+                        '{"fsync_delay_ms": N}; absent or empty means no faults')
     p.set_defaults(handler=_node, command_name="node")
 
 

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -53,6 +54,8 @@ class Cluster:
     base_port: int = 0
     max_down: float = 30.0
     extra_node_args: list[str] = field(default_factory=list)
+    # Per-node extra arguments (e.g. each node's --peer-addresses file).
+    node_args: Callable[[int], list[str]] | None = None
     router: Proc | None = None
     node_procs: dict[int, Proc] = field(default_factory=dict)
 
@@ -94,6 +97,7 @@ class Cluster:
             "--data-dir", os.path.join(self.root, f"node{i}"),
             "--routers", self.router.address,
             *self.extra_node_args,
+            *(self.node_args(i) if self.node_args is not None else []),
         ]
 
     def _spawn(self, proc: Proc, timeout: float) -> None:

@@ -23,11 +23,12 @@ from router.client.errors import (
 )
 from router.client.retry import BackoffPolicy
 from router.client.sync_client import Client
-from router.client.types import CasResult, Delete, KeyValue, Put, ScanPage, Versioned, WriteResult
+from router.client.types import Cas, CasResult, Delete, KeyValue, Put, ScanPage, Versioned, WriteResult
 
 __all__ = [
     "AsyncClient",
     "BackoffPolicy",
+    "Cas",
     "CasResult",
     "Client",
     "ClientClosedError",

@@ -276,7 +276,7 @@ class AsyncClient:
         return ScanPage(out, False, b"")
 
     async def batch(self, ops: Iterable[object], *, timeout: float | None = None) -> list[WriteResult]:
-        """Apply puts and deletes atomically. Every key must belong to one partition, else
+        """Apply puts, deletes and conditional Cas ops atomically (all or nothing). Every key must belong to one partition, else
         CrossPartitionBatchError (an InvalidArgumentError) and nothing is written.
         ``ops``: Put(key, value) / Delete(key) or ("put", k, v) / ("delete", k)."""
         write_ops = [write_op(op) for op in ops]
@@ -300,7 +300,7 @@ class AsyncClient:
             "batch", keys[0], lambda ctx: kv_pb2.BatchRequest(context=ctx, ops=write_ops),
             timeout=timeout, check_route=check,
         )
-        return [WriteResult(r.version, r.deleted) for r in resp.results]
+        return [WriteResult(r.version, r.deleted, r.succeeded) for r in resp.results]
 
     async def locate(self, key: bytes, *, timeout: float | None = None) -> Route:
         """The cached route for ``key`` (refreshed from the router if missing)."""

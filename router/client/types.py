@@ -36,10 +36,13 @@ class ScanPage(NamedTuple):
 
 
 class WriteResult(NamedTuple):
-    # For a put: the key's new version. For a delete: 0.
+    # For a put: the key's new version. For a delete: 0. For a cas: the version after it, or
+    # the key's current version when its compare failed.
     version: int
     # For a delete: whether the key existed.
     deleted: bool
+    # False for every op when a cas of the batch failed (then nothing was applied).
+    succeeded: bool = True
 
 
 class Put(NamedTuple):
@@ -49,6 +52,15 @@ class Put(NamedTuple):
 
 class Delete(NamedTuple):
     key: bytes
+
+
+class Cas(NamedTuple):
+    """Inside a batch: apply the batch only if ``key`` is at ``expected_version`` (0: absent)."""
+
+    key: bytes
+    expected_version: int
+    value: bytes = b""
+    delete: bool = False
 
 
 CONSISTENCY = {
@@ -81,6 +93,17 @@ def write_op(op: object) -> kv_pb2.WriteOp:
         return kv_pb2.WriteOp(put=kv_pb2.PutOp(key=as_bytes(op.key, "ops.key"), value=as_bytes(op.value, "ops.value")))
     if isinstance(op, Delete):
         return kv_pb2.WriteOp(delete=kv_pb2.DeleteOp(key=as_bytes(op.key, "ops.key")))
+    if isinstance(op, kv_pb2.WriteOp):
+        return op
+    if isinstance(op, Cas):
+        return kv_pb2.WriteOp(
+            cas=kv_pb2.CasOp(
+                key=as_bytes(op.key, "ops.key"),
+                expected_version=op.expected_version,
+                value=as_bytes(op.value, "ops.value"),
+                delete=op.delete,
+            )
+        )
     if isinstance(op, tuple) and op and op[0] == "put" and len(op) == 3:
         return write_op(Put(op[1], op[2]))
     if isinstance(op, tuple) and op and op[0] == "delete" and len(op) == 2:
@@ -89,4 +112,4 @@ def write_op(op: object) -> kv_pb2.WriteOp:
 
 
 def op_key(op: kv_pb2.WriteOp) -> bytes:
-    return op.put.key if op.WhichOneof("op") == "put" else op.delete.key
+    return getattr(op, op.WhichOneof("op")).key
