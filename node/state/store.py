@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import lmdb
 
 from node.raft.types import ConfState
+from node.wal.record import decode_conf_state, encode_conf_state
 
 from . import layout
 from .commands import Command, CommandError, OpKind
@@ -69,23 +70,11 @@ def _pid_key(pid: int) -> bytes:
 
 
 def _encode_conf(cs: ConfState) -> bytes:
-    parts = []
-    for group in (cs.voters, cs.voters_outgoing, cs.learners, cs.learners_next):
-        ids = sorted(group)
-        parts.append(struct.pack(f"<I{len(ids)}Q", len(ids), *ids))
-    parts.append(bytes([int(cs.auto_leave)]))
-    return b"".join(parts)
+    return encode_conf_state(cs)  # one ConfState format on disk, the WAL's
 
 
 def _decode_conf(data: bytes) -> ConfState:
-    groups = []
-    off = 0
-    for _ in range(4):
-        (n,) = struct.unpack_from("<I", data, off)
-        off += 4
-        groups.append(frozenset(struct.unpack_from(f"<{n}Q", data, off)))
-        off += 8 * n
-    return ConfState(groups[0], groups[1], groups[2], groups[3], bool(data[off]))
+    return decode_conf_state(data)[0]
 
 
 def encode_results(results: list[OpResult]) -> bytes:

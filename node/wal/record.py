@@ -303,6 +303,11 @@ def _decode_entries(buf: bytes, start: int, end: int) -> EntriesRecord:
     return EntriesRecord(pid, ents)
 
 
+def decode_conf_state(buf: bytes, off: int = 0, end: int | None = None) -> tuple[ConfState, int]:
+    """Inverse of :func:`encode_conf_state`: (ConfState, offset after it).  Also LMDB's format."""
+    return _decode_conf_state(buf, off, len(buf) if end is None else end)
+
+
 def _decode_conf_state(buf: bytes, off: int, end: int) -> tuple[ConfState, int]:
     (auto_leave,) = _unpack(_U8, buf, off, end)
     if auto_leave > 1:
