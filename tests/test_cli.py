@@ -96,7 +96,6 @@ def test_kv_get_reports_unreachable_router():
         ["admin", "--json", "partitions"],
         ["admin", "split", "3", "m"],
         ["admin", "drain", "2"],
-        ["nemesis", "--faults", "kill,pause"],
     ],
 )
 def test_unbuilt_commands_exit_2_with_message(argv):

@@ -21,7 +21,7 @@ MUTATIONS = (
     "vote-not-persisted",
     "apply-uncommitted",
 )
-FAULTS = ("kill", "pause", "partition")  # the nemesis work adds more
+FAULTS = ("kill", "pause", "partition", "transfer", "fsync", "slowdisk", "latency", "router")  # tools/nemesis/schedule.py KINDS
 
 EXIT_NOT_AVAILABLE = 2
 EXIT_USAGE = 2
@@ -461,7 +461,7 @@ def _build_nemesis(commands) -> None:
     p.add_argument("--seed", type=_non_negative_int, metavar="N",
                    help="seed for the fault schedule and workload (default: random, printed)")
     p.add_argument("--history", metavar="FILE", help="write the history as JSON lines to FILE")
-    p.set_defaults(handler=_not_available, command_name="nemesis")
+    p.set_defaults(handler=_nemesis, command_name="nemesis")
 
 
 # -- handlers ------------------------------------------------------------------------------
@@ -575,6 +575,12 @@ def _kv_scan(client, args: argparse.Namespace, name: str) -> int:
 
 
 _KV_HANDLERS = {"put": _kv_put, "get": _kv_get, "delete": _kv_delete, "scan": _kv_scan}
+
+
+def _nemesis(args: argparse.Namespace) -> int:
+    from tools.nemesis.runner import run
+
+    return run(args.duration, args.faults, args.workload, args.seed, args.history)
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -1,0 +1,127 @@
+"""The bounded nemesis run of ``make test``: a real cluster under faults, every check must hold.
+
+Three runs with fixed seeds, one per workload; between them every fault kind (and every
+partition shape) occurs at least once (asserted from the schedules before anything starts).
+About three and a half minutes in all on the 2-core machine; longer soaks run the same thing
+with ``tessera nemesis --duration ...``.
+
+A fourth, short run uses a deliberately broken client (it applies some appends twice behind
+the history's back) and must fail with the seed, the schedule and the failing window: the
+pipeline can fail, not only pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+
+import pytest
+
+from tools.checker import read_jsonl
+from tools.nemesis import runner, schedule, workloads
+
+pytestmark = pytest.mark.slow
+
+# (workload, faults, seed, duration): chosen so each schedule holds every kind it asks for.
+RUNS = [
+    ("register", ["kill", "pause", "partition", "transfer"], 7, 60),
+    ("set", ["fsync", "slowdisk", "router", "kill", "transfer"], 1, 45),
+    ("bank", ["latency", "pause", "fsync", "router", "partition", "transfer"], 10, 52),
+]
+
+
+def _children() -> set[int]:
+    """Pids of this process's live children (cluster nodes and routers would be among them)."""
+    me = os.getpid()
+    out = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me and fields[0] != "Z":
+            out.add(int(pid))
+    return out
+
+
+def _nemesis_dirs() -> set[str]:
+    tmp = tempfile.gettempdir()
+    return {d for d in os.listdir(tmp) if d.startswith("tessera-nemesis-")}
+
+
+def test_ci_runs_cover_every_fault_kind() -> None:
+    seen: set[str] = set()
+    for _, faults, seed, duration in RUNS:
+        s = schedule.build(seed, duration, faults)
+        assert s.missing() == [], s.describe()
+        seen |= s.kinds()
+    want = set(schedule.KINDS) | {f"partition/{shape}" for shape in schedule.PARTITION_SHAPES}
+    assert want <= seen, want - seen
+    assert {w for w, *_ in RUNS} == set(workloads.WORKLOADS)
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("workload,faults,seed,duration", RUNS, ids=[r[0] for r in RUNS])
+def test_nemesis_run_holds(workload, faults, seed, duration, tmp_path, capsys) -> None:
+    children, dirs = _children(), _nemesis_dirs()
+    history = str(tmp_path / "history.jsonl")
+    rc = runner.run(duration, faults, workload, seed, history)
+    out = capsys.readouterr().out
+    print(out)  # shown by pytest when the test fails
+    assert rc == 0, f"nemesis failed (seed {seed}); see the output above"
+    assert f"nemesis: OK (seed {seed})" in out
+    assert "recovered:" in out  # per-fault recovery times were printed
+    if workload == "bank":
+        with open(history) as f:
+            ops = [json.loads(line) for line in f]
+        assert {op["f"] for op in ops} == {"transfer", "read"}
+    else:
+        ops = read_jsonl(history)
+    assert len(ops) > 1000
+    assert _children() <= children, "cluster processes left behind"
+    assert _nemesis_dirs() <= dirs, "temporary directory left behind"
+
+
+class _DoubleApplyingSet(workloads.SetWorkload):
+    """A broken client: every 10th append is written a second time, unrecorded, without the
+    version check (what a retry that escaped deduplication would do)."""
+
+    async def _appender(self, w, client, stop):  # type: ignore[no-untyped-def]
+        key = self.owners[w]
+        seq = 0
+        rec = self.ctx.recorder
+        k = workloads.text(key)
+        while not stop.is_set():
+            seq += 1
+            elem = f"w{w}-{seq}"
+            rec.invoke(w, "get", k, None)
+            got = await client.get(key, consistency="linearizable")
+            current = None if got is None else got.value.decode()
+            rec.complete(w, "ok", "get", k, current)
+            new = elem if not current else f"{current},{elem}"
+            rec.invoke(w, "cas", k, [current, new])
+            res = await client.cas(key, 0 if got is None else got.version, new.encode())
+            rec.complete(w, "ok" if res.succeeded else "fail", "cas", k, [current, new])
+            if res.succeeded and seq % 10 == 0:
+                await client.put(key, f"{new},{elem}".encode())
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.timeout(120)
+def test_nemesis_catches_a_write_applied_twice(monkeypatch, capsys) -> None:
+    monkeypatch.setitem(workloads.WORKLOADS, "set", _DoubleApplyingSet)
+    children, dirs = _children(), _nemesis_dirs()
+    rc = runner.run(8, ["transfer"], "set", 5)
+    out = capsys.readouterr().out
+    print(out)
+    assert rc == 1
+    assert "nemesis: FAILED, seed 5" in out
+    assert "schedule (seed 5" in out and "--seed 5" in out
+    assert "present 2 times" in out and "smallest failing window" in out
+    assert _children() <= children
+    assert _nemesis_dirs() <= dirs

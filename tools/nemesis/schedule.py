@@ -1,0 +1,212 @@
+"""The fault schedule: a pure function of the seed, built up front.
+
+Why up front: a real cluster's timing is not deterministic, so a failing run cannot be replayed
+bit for bit the way a simulator seed can. What *can* be replayed is the plan: which faults, in
+which order, against which targets, at which offsets. :func:`build` draws the whole plan from
+``random.Random(seed)`` before anything starts, so the same seed (with the same duration, fault
+list, cluster shape) always gives the same schedule; the runner prints it on failure.
+
+Targets that only exist at run time are symbolic: ``leader:K`` is "the store leading the K-th
+partition (in key order) when the step runs", ``node:N`` a fixed store. The executor
+(:mod:`tools.nemesis.faults`) resolves them and logs what it resolved to; the heal step of an
+episode acts on whatever its inject step resolved.
+
+Shape: one *primary lane* of non-overlapping fault episodes (inject, hold, heal, then a gap so
+recovery can be measured before the next), drawn in shuffled cycles so that every requested
+kind (and every partition shape) appears once before any appears twice; plus, when
+``transfer`` is requested, a *transfer lane* of leadership transfers at random moments,
+overlapping whatever the primary lane is doing.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+# Fault kinds of the command line (tools/cli.py FAULTS mirrors this).
+KINDS = ("kill", "pause", "partition", "transfer", "fsync", "slowdisk", "latency", "router")
+PRIMARY = tuple(k for k in KINDS if k != "transfer")
+PARTITION_SHAPES = ("majority", "leader", "asymmetric", "bridge")
+
+# How long each kind of episode holds its fault (uniform in [lo, hi] seconds). Pauses are longer
+# than the election timeout (0.5-1 s at 50 ms ticks) so the others elect a new leader and the
+# paused one wakes up holding a lease it no longer has.
+HOLD = {
+    "kill": (1.0, 4.0),
+    "pause": (1.5, 4.0),
+    "partition": (3.0, 6.0),
+    "fsync": (2.0, 4.0),
+    "slowdisk": (3.0, 6.0),
+    "latency": (3.0, 6.0),
+    "router": (1.0, 3.0),
+}
+GAP = (2.0, 3.5)  # after a heal, before the next inject: time to recover, measured
+WARMUP = 2.0  # clean operation first, so the history starts from a working cluster
+TAIL = 1.0  # the last heal at least this long before the end of the run
+TRANSFER_EVERY = (1.5, 4.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One action at ``at`` seconds after the workload started.
+
+    ``episode`` ties an inject to its heal; ``action`` is what the executor does (see
+    :data:`ACTIONS`); ``params`` is a sorted tuple of (name, value) pairs.
+    """
+
+    at: float
+    episode: int
+    kind: str
+    action: str
+    params: tuple[tuple[str, object], ...] = ()
+
+    def param(self, name: str, default: object = None) -> object:
+        return dict(self.params).get(name, default)
+
+    def __str__(self) -> str:
+        args = " ".join(f"{k}={v}" for k, v in self.params)
+        return f"{self.at:7.2f}s  #{self.episode:<3d} {self.action}{(' ' + args) if args else ''}"
+
+
+# action -> the heal action that ends it (None: a one-shot action).
+ACTIONS = {
+    "kill": "restart",
+    "pause": "resume",
+    "partition": "heal-network",
+    "fail-fsync": "restart-healthy",
+    "slow-disk": "fast-disk",
+    "latency": "heal-network",
+    "kill-router": "restart-router",
+    "transfer": None,
+}
+INJECT = {
+    "kill": "kill",
+    "pause": "pause",
+    "partition": "partition",
+    "fsync": "fail-fsync",
+    "slowdisk": "slow-disk",
+    "latency": "latency",
+    "router": "kill-router",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    seed: int
+    duration: float
+    faults: tuple[str, ...]
+    steps: tuple[Step, ...]
+
+    def kinds(self) -> set[str]:
+        """Fault kinds present (partition shapes as ``partition/SHAPE``)."""
+        out = set()
+        for s in self.steps:
+            if s.action == "partition":
+                out.add(f"partition/{s.param('shape')}")
+                out.add("partition")
+            elif s.action in INJECT.values() or s.action == "transfer":
+                out.add(s.kind)
+        return out
+
+    def missing(self) -> list[str]:
+        """Requested kinds (and partition shapes) the duration left no room for."""
+        have = self.kinds()
+        want = [k for k in self.faults]
+        if "partition" in self.faults:
+            want += [f"partition/{s}" for s in PARTITION_SHAPES]
+        return [k for k in want if k not in have]
+
+    def episodes(self) -> dict[int, list[Step]]:
+        out: dict[int, list[Step]] = {}
+        for s in self.steps:
+            out.setdefault(s.episode, []).append(s)
+        return out
+
+    def describe(self) -> str:
+        head = f"schedule (seed {self.seed}, {self.duration:g} s, faults {','.join(self.faults)}):"
+        if not self.steps:
+            return head + "\n  (no faults)"
+        return "\n".join([head, *(f"  {s}" for s in self.steps)])
+
+
+def _node_target(rng: random.Random, nodes: int, partitions: int) -> str:
+    """Half the time a fixed store, half the time whichever store leads some partition."""
+    if rng.random() < 0.5:
+        return f"node:{rng.randint(1, nodes)}"
+    return f"leader:{rng.randrange(partitions)}"
+
+
+def _params(kind: str, rng: random.Random, nodes: int, partitions: int, shape: str = "") -> dict[str, object]:
+    if kind in ("kill", "pause", "fsync"):
+        return {"target": _node_target(rng, nodes, partitions)}
+    if kind == "slowdisk":
+        return {"target": _node_target(rng, nodes, partitions), "delay_ms": rng.choice((20, 50, 100, 200))}
+    if kind == "latency":
+        return {"target": _node_target(rng, nodes, partitions), "delay_ms": rng.choice((10, 30, 80, 150))}
+    if kind == "router":
+        return {}
+    if kind == "partition":
+        if shape == "majority":  # one store alone vs the rest (3 nodes: the minority is one)
+            return {"shape": shape, "minority": f"node:{rng.randint(1, nodes)}"}
+        if shape == "leader":  # whoever leads partition K, cut off from everyone
+            return {"shape": shape, "minority": f"leader:{rng.randrange(partitions)}"}
+        if shape == "asymmetric":  # FROM's messages to one other store dropped, the reverse flows
+            return {"shape": shape, "from": _node_target(rng, nodes, partitions), "other": rng.randrange(nodes - 1)}
+        if shape == "bridge":  # the others cannot talk to each other, BRIDGE talks to both
+            return {"shape": shape, "bridge": _node_target(rng, nodes, partitions)}
+    raise ValueError(f"no parameters for fault {kind!r} {shape!r}")
+
+
+def build(
+    seed: int,
+    duration: float,
+    faults: list[str] | tuple[str, ...],
+    *,
+    nodes: int = 3,
+    partitions: int = 4,
+) -> Schedule:
+    """The schedule for ``seed``: identical for identical arguments, drawn from one RNG."""
+    unknown = [f for f in faults if f not in KINDS]
+    if unknown:
+        raise ValueError(f"unknown fault kinds {unknown}; choose from {', '.join(KINDS)}")
+    if nodes < 3:
+        raise ValueError("the nemesis needs at least 3 nodes")
+    rng = random.Random(seed)
+    steps: list[Step] = []
+    episode = 0
+    primary = [k for k in PRIMARY if k in faults]
+    end = duration - TAIL
+
+    # The primary lane: shuffled cycles over the requested kinds, partition expanded to its
+    # shapes so that every shape occurs in the first cycle.
+    t = WARMUP
+    cycle: list[tuple[str, str]] = []
+    while primary:
+        if not cycle:
+            cycle = [(k, "") for k in primary if k != "partition"]
+            if "partition" in primary:
+                cycle += [("partition", s) for s in PARTITION_SHAPES]
+            rng.shuffle(cycle)
+        kind, shape = cycle.pop(0)
+        lo, hi = HOLD[kind]
+        hold = round(rng.uniform(lo, hi), 2)
+        if t + hold > end:
+            break
+        episode += 1
+        params = tuple(sorted(_params(kind, rng, nodes, partitions, shape).items()))
+        inject = INJECT[kind]
+        steps.append(Step(round(t, 2), episode, kind, inject, params))
+        steps.append(Step(round(t + hold, 2), episode, kind, ACTIONS[inject], params))  # type: ignore[arg-type]
+        t += hold + rng.uniform(*GAP)
+
+    # The transfer lane, overlapping the primary one.
+    if "transfer" in faults:
+        t = WARMUP + rng.uniform(*TRANSFER_EVERY) / 2
+        while t < end:
+            episode += 1
+            params = (("partition", rng.randrange(partitions)), ("to", f"node:{rng.randint(1, nodes)}"))
+            steps.append(Step(round(t, 2), episode, "transfer", "transfer", params))
+            t += rng.uniform(*TRANSFER_EVERY)
+
+    steps.sort(key=lambda s: (s.at, s.episode))
+    return Schedule(seed, float(duration), tuple(faults), tuple(steps))
