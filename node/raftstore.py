@@ -307,6 +307,10 @@ class RaftStore:
         self.kick()
 
     def _send_store_heartbeats(self) -> None:
+        if self.failed is not None:
+            # A failed node leads nothing any more: going silent is what makes the
+            # followers of its idle (quiesced) groups wake up and elect a new leader.
+            return
         peers = {r.store_id for rep in self.replicas.values() for r in rep.descriptor.replicas}
         peers.discard(self.store_id)
         for store in peers:
