@@ -49,6 +49,15 @@ def _children() -> set[int]:
     return out
 
 
+@pytest.fixture(autouse=True)
+def _private_tmp(tmp_path, monkeypatch):
+    """Runs create their temp dirs here, so a concurrent run elsewhere cannot confuse the check."""
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    yield
+
+
 def _nemesis_dirs() -> set[str]:
     tmp = tempfile.gettempdir()
     return {d for d in os.listdir(tmp) if d.startswith("tessera-nemesis-")}

@@ -32,7 +32,7 @@ import dataclasses
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import grpc
@@ -363,13 +363,19 @@ class Prober:
 
 
 async def probe_writable(
-    prober: Prober, keys: dict[int, bytes], bound_s: float, tag: str, out: Probe | None = None
+    prober: Prober,
+    keys: dict[int, bytes],
+    bound_s: float,
+    tag: str,
+    out: Probe | None = None,
+    on_ok: Callable[[int], None] | None = None,
 ) -> Probe:
     """Write then linearizably read ``keys[pid]`` in every partition, retrying until it works.
 
     Every attempt writes a fresh value; the read that follows an acknowledged write must
     return one of this probe's values (nobody else writes probe keys), else it is a violation.
-    ``out`` (optional) is filled in as partitions succeed, for a caller that may cancel.
+    ``out`` (optional) is filled in as partitions succeed, for a caller that may cancel;
+    ``on_ok(pid)`` is called the moment a partition's write and read succeeded.
     """
     t0 = time.monotonic()
     if out is None:
@@ -401,6 +407,8 @@ async def probe_writable(
             for done in asyncio.as_completed(tasks):
                 if await done:
                     out.seconds[pid] = time.monotonic() - t0
+                    if on_ok is not None:
+                        on_ok(pid)
                     return
         finally:
             for t in tasks:
@@ -418,14 +426,20 @@ class StaleCheck:
     violations: list[str] = field(default_factory=list)
 
 
-async def stale_reads(address: str, keys: dict[int, bytes], tag: str) -> StaleCheck:
+async def stale_reads(
+    address: str, keys: dict[int, bytes], tag: str, timeout: float = 3.0, out: StaleCheck | None = None
+) -> StaleCheck:
     """Lease and linearizable Gets of ``keys[pid]`` sent directly to the node at ``address``.
 
     Every key was written for the first time (values starting with ``tag``), acknowledged,
     while the node was paused or cut off, and before this call. The node may refuse (it is
     not the leader any more, or cannot confirm it); if it answers, the key must be there.
+    A paused node answers (if at all) once it is continued: ``timeout`` should outlast the pause.
+    Results are added to ``out`` when given.
     """
-    out = StaleCheck()
+    if out is None:
+        out = StaleCheck()
+    assert out is not None
     async with grpc.aio.insecure_channel(address) as ch:
         stub = kv_pb2_grpc.KVStub(ch)
 
@@ -437,7 +451,7 @@ async def stale_reads(address: str, keys: dict[int, bytes], tag: str) -> StaleCh
                 read_options=kv_pb2.ReadOptions(consistency=consistency),
             )
             try:
-                resp = await stub.Get(req, timeout=3)
+                resp = await stub.Get(req, timeout=timeout)
             except grpc.aio.AioRpcError:
                 return  # refused or unreachable: no answer, nothing stale
             out.answered += 1

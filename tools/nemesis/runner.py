@@ -11,7 +11,10 @@ Recovery is measured per fault episode by probes (a write then a linearizable re
 partition, see :func:`~tools.nemesis.checks.probe_writable`): "during" = from the inject to the
 first moment every partition took a write with the fault still in force (availability under
 the fault: failover time when a leader was hit), "after" = from the heal to every partition
-taking writes again.
+taking writes again. For pauses and for partitions that cut one node off, the paused /
+cut-off node is also asked directly (lease and linearizable reads, bypassing the client's
+routing) for the probe's keys, the moment another leader acknowledged them and again at the
+heal: it may refuse, but must never answer without them (:func:`~tools.nemesis.checks.stale_reads`).
 
 Processes, proxies and the temporary directory are always cleaned up, also on Ctrl-C and
 SIGTERM (``TESSERA_NEMESIS_KEEP=1`` keeps the directory, with every process's log, for
@@ -61,6 +64,8 @@ class EpisodeReport:
     during_partial: checks.Probe | None = None  # the during probe's progress (read at the heal)
     stale: checks.StaleCheck | None = None
     stale_node: int = 0
+    stale_tasks: list[asyncio.Task] = field(default_factory=list)
+    targets_reads: bool = False  # paused / cut-off node: read from it directly (stale-read check)
 
     def line(self) -> str:
         held = "" if self.injected is None or self.healed is None else f", held {self.healed - self.injected:.2f} s"
@@ -70,8 +75,9 @@ class EpisodeReport:
         )
         line = f"#{self.episode:<3d} {self.kind:<9s} {self.what}{held}\n       writable under the fault: {during}; recovered: {after}"
         if self.stale is not None:
-            line += (f"\n       stale-read check on node {self.stale_node}: {self.stale.asked} direct reads, "
-                     f"{self.stale.answered} served, {len(self.stale.violations)} stale")
+            line += (f"\n       stale-read check on node {self.stale_node}: {self.stale.asked} direct reads "
+                     f"(lease and linearizable, of data written elsewhere meanwhile), {self.stale.answered} served, "
+                     f"{len(self.stale.violations)} stale")
         for which, seconds in self.slow.items():
             shown = ", ".join(f"{pid}: {'-' if s is None else f'{s:.2f} s'}" for pid, s in sorted(seconds.items()))
             line += f"\n       per partition ({which}): {shown}"
@@ -272,6 +278,11 @@ class _Run:
                     outcome.problems.append(f"#{rep.episode} {rep.kind}: not writable within {EPISODE_BOUND_S:g} s of its heal")
             if _finished(rep.during_probe):
                 outcome.problems += [f"probe during #{rep.episode}: {v}" for v in rep.during_probe.result().violations]  # type: ignore[union-attr]
+        for rep in self.episodes.values():
+            if rep.stale_tasks:
+                await asyncio.gather(*rep.stale_tasks, return_exceptions=True)
+            if rep.stale is not None:
+                outcome.problems += [f"#{rep.episode} {rep.kind}: STALE READ: {v}" for v in rep.stale.violations]
         outcome.problems += self.step_errors
 
         # The workload's final reads, then the checks.
@@ -356,7 +367,7 @@ class _Run:
         for step in self.sched.steps:
             await asyncio.sleep(max(0.0, t0 + step.at - time.monotonic()))
             rep = self.episodes.get(step.episode)
-            if rep is not None and step.action == "heal-network" and step.param("shape") in ("majority", "leader"):
+            if rep is not None and rep.targets_reads and step.action == "heal-network":
                 await self._stale_reads(rep, nem)  # the cut-off node, before it rejoins
             try:
                 applied = await nem.apply(step)
@@ -370,6 +381,12 @@ class _Run:
             if schedule.ACTIONS.get(step.action) is not None:  # an inject
                 rep.what = applied.detail
                 rep.injected = applied.finished
+                rep.targets_reads = bool(applied.nodes) and (
+                    step.action == "pause" or step.param("shape") in ("majority", "leader")
+                )
+                if rep.targets_reads:
+                    rep.stale_node = applied.nodes[0]
+                    rep.stale = checks.StaleCheck()
                 rep.during_probe = asyncio.ensure_future(self._timed(rep, "during", f"e{step.episode}d"))
             else:
                 rep.healed = applied.finished
@@ -381,18 +398,28 @@ class _Run:
 
     async def _stale_reads(self, rep: EpisodeReport, nem: Nemesis) -> None:
         """Read straight from the node the episode paused or cut off, the keys the during
-        probe wrote (and had acknowledged) meanwhile; see :func:`checks.stale_reads`."""
-        hit = nem.resolved.get(rep.episode, ())
+        probe wrote (and had acknowledged) meanwhile; see :func:`checks.stale_reads`. Done
+        at the heal (a paused node just continued; a cut-off one still cut off)."""
         partial = rep.during_partial
-        if not hit or partial is None or self.cluster is None:
+        if rep.stale is None or partial is None or self.cluster is None:
             return
         keys = self._probe_keys(f"e{rep.episode}d")
         written = {pid: keys[pid] for pid, s in partial.seconds.items() if s is not None}
-        if not written:
+        if written:
+            await checks.stale_reads(self.cluster.node_address(rep.stale_node), written, f"e{rep.episode}d/",
+                                     out=rep.stale)
+
+    def _early_stale_read(self, rep: EpisodeReport, pid: int) -> None:
+        """The moment another leader acknowledged a write in partition ``pid``, ask the
+        paused / cut-off node for it: the window where an old leader's lease must be over.
+        (A paused node answers, if at all, once continued: hence the long timeout.)"""
+        if rep.stale is None or self.cluster is None:
             return
-        rep.stale_node = hit[0]
-        rep.stale = await checks.stale_reads(self.cluster.node_address(hit[0]), written, f"e{rep.episode}d/")
-        self.step_errors += [f"#{rep.episode} {rep.kind}: STALE READ: {v}" for v in rep.stale.violations]
+        key = self._probe_keys(f"e{rep.episode}d")[pid]
+        rep.stale_tasks.append(asyncio.ensure_future(checks.stale_reads(
+            self.cluster.node_address(rep.stale_node), {pid: key}, f"e{rep.episode}d/",
+            timeout=schedule.HOLD["pause"][1] + 2, out=rep.stale,
+        )))
 
     async def _timed(self, rep: EpisodeReport, which: str, tag: str) -> checks.Probe:
         assert self.prober is not None
@@ -400,7 +427,8 @@ class _Run:
         if which == "during":
             rep.during_partial = partial
         try:
-            res = await checks.probe_writable(self.prober, self._probe_keys(tag), EPISODE_BOUND_S, tag, partial)
+            early = (lambda pid: self._early_stale_read(rep, pid)) if which == "during" and rep.targets_reads else None
+            res = await checks.probe_writable(self.prober, self._probe_keys(tag), EPISODE_BOUND_S, tag, partial, early)
         except asyncio.CancelledError:
             # Cancelled at the heal: keep what the partitions that did take a write showed.
             rep.slow[which] = dict(partial.seconds)
