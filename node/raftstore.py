@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import lmdb
 
+from node import membership
+from node.membership import conf_state_of
 from node.raft import (
     Config,
     ConfChange,
@@ -38,6 +40,8 @@ from node.raft import (
     EntryType,
     HardState,
     MessageType,
+    NotLeaderError,
+    ProposalDroppedError,
     RawNode,
     Ready,
     Role,
@@ -45,6 +49,7 @@ from node.raft import (
     SnapshotMeta,
 )
 from node.raft.confchange import ConfChangeError, apply_conf_change
+from node.raft.raft import Raft
 from node.raft_codec import message_from_pb, message_to_pb
 from node.replica import Replica, ReplicaStorage
 from node.state.commands import Command
@@ -73,13 +78,15 @@ class RaftSettings:
     compact_keep: int = 1_000
 
 
-def conf_state_of(desc: meta_pb2.PartitionDescriptor) -> ConfState:
-    voters = frozenset(r.replica_id for r in desc.replicas if r.role in (meta_pb2.VOTER, meta_pb2.INCOMING_VOTER))
-    outgoing = frozenset(
-        r.replica_id for r in desc.replicas if r.role in (meta_pb2.VOTER, meta_pb2.DEMOTING_VOTER)
-    ) if any(r.role in (meta_pb2.INCOMING_VOTER, meta_pb2.DEMOTING_VOTER) for r in desc.replicas) else frozenset()
-    learners = frozenset(r.replica_id for r in desc.replicas if r.role == meta_pb2.LEARNER)
-    return ConfState(voters=voters, voters_outgoing=outgoing, learners=learners)
+@dataclass(slots=True)
+class _Apply:
+    """One replica's share of a round's apply transaction."""
+
+    rep: Replica
+    entries: list[ApplyEntry]
+    conf_state: ConfState
+    # The descriptor after this round's conf changes (None: membership unchanged).
+    descriptor: meta_pb2.PartitionDescriptor | None = None
 
 
 class NodeFailed(Exception):
@@ -96,6 +103,7 @@ class RaftStore:
         settings: RaftSettings = RaftSettings(),
         *,
         on_leader_change: Callable[[Replica], None] | None = None,
+        raft_class: type[Raft] = Raft,
     ) -> None:
         self.store_id = store_id
         self.wal = wal
@@ -103,7 +111,11 @@ class RaftStore:
         self.transport = transport
         self.settings = settings
         self.on_leader_change = on_leader_change
+        # Only tests of the test suite (tessera nemesis --raft-mutation) pass a buggy core.
+        self.raft_class = raft_class
         self.replicas: dict[int, Replica] = {}
+        # Replicas to delete at the start of the next round (rounds own the replicas' storage).
+        self._doomed: dict[int, tuple[int, asyncio.Future]] = {}
         self.failed: NodeFailed | None = None
         self.loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
@@ -114,7 +126,7 @@ class RaftStore:
         # One dedicated I/O thread: rounds are sequential anyway, and a warm
         # single worker hands work over faster than the shared default pool.
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raft-io")
-        self._staged_snapshots: dict[int, tuple[str, asyncio.Future]] = {}
+        self._staged_snapshots: dict[int, tuple[str, asyncio.Future, meta_pb2.PartitionDescriptor | None]] = {}
         self._bg: set[asyncio.Task] = set()
         self.rounds = 0
         self.raft_msgs_sent = 0
@@ -151,18 +163,31 @@ class RaftStore:
     # -- replicas -------------------------------------------------------------------
 
     async def create_replica(self, desc: meta_pb2.PartitionDescriptor, replica_id: int, bootstrap: bool) -> bool:
-        """Host a replica of ``desc`` (idempotent).  Returns True if it was created now."""
+        """Host a replica of ``desc`` (idempotent).  Returns True if it was created now.
+
+        With ``bootstrap`` every initial member starts from the same state (index 5, term 5,
+        membership = the descriptor's).  Without it the replica starts empty, with no
+        membership (it never campaigns), and waits for the leader's snapshot: the target of
+        an add-replica.
+        """
         pid = desc.id
-        if pid in self.replicas:
-            return False
-        if not bootstrap:
-            raise NotImplementedError("joining an existing group arrives with the placement issue")
-        cs = conf_state_of(desc)
-        if replica_id not in cs.all_nodes():
+        if replica_id not in {r.replica_id for r in desc.replicas}:
             raise ValueError(f"replica {replica_id} is not a member of partition {pid}")
-        # LMDB first: on restart the descriptor says we host it, and a WAL
-        # that lags the applied state is repaired from it (see _open_replica).
-        await asyncio.to_thread(self._init_partition, pid, replica_id, desc, cs)
+        old = self.replicas.get(pid)
+        if old is not None:
+            if old.replica_id == replica_id:
+                return False
+            if any(r.replica_id == old.replica_id for r in desc.replicas):
+                raise ValueError(f"partition {pid} already has replica {old.replica_id} here, still a member")
+            # Placement gives a store a new replica of a partition only after the group
+            # removed the old one, which never learned it (it was cut off): retire it first.
+            await self.destroy_replica(pid, old.replica_id)
+        if bootstrap:
+            # LMDB first: on restart the descriptor says we host it, and a WAL
+            # that lags the applied state is repaired from it (see _open_replica).
+            await asyncio.to_thread(self._init_partition, pid, replica_id, desc, conf_state_of(desc))
+        else:
+            await asyncio.to_thread(self._init_empty_partition, pid, replica_id, desc)
         await self._open_replica(pid, replica_id, desc)
         self.kick()
         return True
@@ -170,6 +195,159 @@ class RaftStore:
     def _init_partition(self, pid: int, replica_id: int, desc: meta_pb2.PartitionDescriptor, cs: ConfState) -> None:
         self.state.init_partition(pid, BOOTSTRAP_INDEX, BOOTSTRAP_TERM, cs)
         self.state.save_descriptor(pid, replica_id, desc.SerializeToString())
+
+    def _init_empty_partition(self, pid: int, replica_id: int, desc: meta_pb2.PartitionDescriptor) -> None:
+        # A replica this store hosted before and lost track of may have left log records.
+        self.wal.remove_partition(pid)
+        self.state.init_partition(pid, 0, 0, ConfState())
+        self.state.save_descriptor(pid, replica_id, desc.SerializeToString())
+
+    async def destroy_replica(self, pid: int, replica_id: int) -> bool:
+        """Delete our replica ``replica_id`` of ``pid`` (it left the group).  False if not hosted."""
+        rep = self.replicas.get(pid)
+        if rep is None or rep.replica_id != replica_id:
+            return False
+        pending = self._doomed.get(pid)
+        if pending is None:
+            pending = (replica_id, self.loop.create_future())
+            self._doomed[pid] = pending
+            self.kick()
+        await asyncio.shield(pending[1])
+        return True
+
+    def destroy_if_removed(self, desc: meta_pb2.PartitionDescriptor, replica_id: int) -> bool:
+        """Placement says ``desc`` (committed by the group) no longer has our ``replica_id``.
+
+        Trust it only if our own descriptor is older and the replica really is not in it;
+        then delete the replica at the next round.  True if a deletion was scheduled.
+        """
+        rep = self.replicas.get(desc.id)
+        if rep is None or rep.replica_id != replica_id:
+            return False
+        if any(r.replica_id == replica_id for r in desc.replicas):
+            return False
+        if rep.descriptor.epoch.conf_ver >= desc.epoch.conf_ver:
+            return False
+        if desc.id not in self._doomed:
+            log.info("partition %d: replica %d was removed from the group, deleting it", desc.id, replica_id)
+            self._doomed[desc.id] = (replica_id, self.loop.create_future())
+            self.kick()
+        return True
+
+    async def _destroy(self, rep: Replica) -> None:
+        """Runs inside a round.  LMDB first: without a descriptor the replica is gone after a
+        restart whatever the WAL still holds, and a later re-creation clears the WAL."""
+        pid = rep.pid
+        rep.close()
+        if self.replicas.get(pid) is rep:
+            del self.replicas[pid]
+        self._deferred_hs.pop(pid, None)
+        self._pending_compactions.pop(pid, None)
+        staged = self._staged_snapshots.pop(pid, None)
+        if staged is not None and not staged[1].done():
+            staged[1].set_result((False, "replica removed"))
+        await self.loop.run_in_executor(self._io, self._destroy_io, pid, rep.start, rep.end)
+        log.info("partition %d: replica %d deleted", pid, rep.replica_id)
+
+    def _destroy_io(self, pid: int, start: bytes, end: bytes) -> None:
+        self.state.destroy_partition(pid, start, end)
+        self.wal.remove_partition(pid)
+
+    async def _destroy_doomed(self) -> None:
+        doomed, self._doomed = self._doomed, {}
+        for pid, (replica_id, fut) in doomed.items():
+            rep = self.replicas.get(pid)
+            try:
+                if rep is not None and rep.replica_id == replica_id:
+                    await self._destroy(rep)
+            finally:
+                if not fut.done():
+                    fut.set_result(None)
+
+    # -- membership changes (leader side) ------------------------------------------------
+
+    def request_add(self, pid: int, replica_id: int, store_id: int) -> None:
+        """Placement asks this leader to add a replica: as a learner, promoted once caught up."""
+        rep = self.replicas.get(pid)
+        if rep is not None and rep.is_leader():
+            rep.want_add[replica_id] = store_id
+            self.drive_membership(rep)
+
+    def request_remove(self, pid: int, replica_id: int) -> None:
+        rep = self.replicas.get(pid)
+        if rep is not None and rep.is_leader():
+            rep.want_remove.add(replica_id)
+            self.drive_membership(rep)
+
+    def drive_membership(self, rep: Replica) -> None:
+        """One step of the leader's membership work, at most one conf change in flight.
+
+        In order: add wanted learners, promote any learner that has caught up (learners exist
+        only to join; a caught-up one becomes a voter whoever asked for it, so a change of
+        leader does not strand it), then remove wanted replicas.  Adding before removing
+        keeps a move from ever shrinking the group.  A leader asked to remove itself hands
+        its leadership to the most caught-up voter instead; placement re-sends the removal
+        to the new leader.
+        """
+        r = rep.raw.raft
+        if r.role != Role.LEADER or r.lead_transferee or r.pending_conf_index > r.log.applied:
+            return
+        cs = r.trk.conf
+        if cs.joint:
+            return  # the core leaves it on its own first
+        members = cs.all_nodes()
+        cc = None
+        for rid, store in sorted(rep.want_add.items()):
+            if rid not in members:
+                cc = membership.add_learner(rid, store)
+                break
+        else:
+            rep.want_add.clear()
+        if cc is None:
+            for rid in sorted(cs.learners):
+                pr = r.trk.progress.get(rid)
+                if pr is not None and pr.match >= r.log.committed:
+                    cc = membership.promote(rid)
+                    break
+        if cc is None and not rep.want_add:
+            rep.want_remove &= members
+            for rid in sorted(rep.want_remove):
+                if rid == r.id:
+                    self._hand_over(rep)
+                    return
+                cc = membership.remove(rid)
+                break
+        if cc is None:
+            return
+        # An idle group is not ticked: it must tick again to probe and promote the newcomer.
+        rep.ensure_awake()
+        try:
+            rep.raw.propose_conf_change(cc)
+        except (ProposalDroppedError, NotLeaderError) as exc:
+            log.info("partition %d: conf change %s not proposed yet: %s", rep.pid, cc.changes, exc)
+            return
+        log.info("partition %d: proposed %s", rep.pid, [(c.type.name, c.node_id) for c in cc.changes])
+        self.kick()
+
+    def _hand_over(self, rep: Replica) -> None:
+        r = rep.raw.raft
+        others = [
+            (pr.match, rid)
+            for rid, pr in r.trk.progress.items()
+            if rid != r.id and not pr.is_learner and r.trk.is_voter(rid) and pr.recent_active
+        ]
+        if not others:
+            return
+        _, target = max(others)
+        rep.ensure_awake()
+        log.info("partition %d: asked to remove the leader; transferring to replica %d first", rep.pid, target)
+        try:
+            rep.raw.transfer_leader(target)
+        except (ProposalDroppedError, NotLeaderError) as exc:
+            log.info("partition %d: transfer refused: %s", rep.pid, exc)
+            return
+        rep.want_remove.discard(r.id)
+        self.kick()
 
     async def _open_replica(self, pid: int, replica_id: int, desc: meta_pb2.PartitionDescriptor) -> None:
         meta = self.state.meta(pid)
@@ -204,7 +382,7 @@ class RaftStore:
             max_inflight_msgs=s.max_inflight_msgs,
             max_size_per_msg=s.max_size_per_msg,
         )
-        raw = RawNode(cfg, storage, random.Random())
+        raw = RawNode(cfg, storage, random.Random(), raft_class=self.raft_class)
         rep = Replica(pid, replica_id, desc, raw, storage, self.loop, self.kick, self.wake)
         rep.applied_term = meta.applied_term
         self.replicas[pid] = rep
@@ -228,6 +406,8 @@ class RaftStore:
             rep = self.replicas.get(pb.partition_id)
             if rep is None:
                 continue  # not hosted (yet): the sender retries; placement creates it
+            if pb.dst != rep.replica_id:
+                continue  # meant for an earlier replica of the partition on this store
             try:
                 _, _, m = message_from_pb(pb)
             except ValueError as exc:  # a newer peer's message type: skip it, keep the stream
@@ -239,13 +419,19 @@ class RaftStore:
             rep.raw.step(m)
         self.kick()
 
-    async def on_snapshot(self, first: raft_pb2.RaftMessage, path: str) -> tuple[bool, str]:
+    async def on_snapshot(
+        self, first: raft_pb2.RaftMessage, path: str, descriptor: meta_pb2.PartitionDescriptor | None = None
+    ) -> tuple[bool, str]:
         rep = self.replicas.get(first.partition_id)
         if rep is None:
             return False, f"partition {first.partition_id} is not hosted here"
+        if first.dst != rep.replica_id:
+            return False, f"snapshot for replica {first.dst}, this store hosts replica {rep.replica_id}"
+        if descriptor is not None and descriptor.id != rep.pid:
+            return False, f"descriptor of partition {descriptor.id} sent with a snapshot of {rep.pid}"
         _, _, m = message_from_pb(first)
         fut = self.loop.create_future()
-        self._staged_snapshots[rep.pid] = (path, fut)
+        self._staged_snapshots[rep.pid] = (path, fut, descriptor)
         rep.raw.step(m)
         pending = rep.raw.raft.log.unstable_snapshot
         if pending is None or pending.meta.index != m.snapshot.meta.index:
@@ -290,6 +476,8 @@ class RaftStore:
                 continue
             for _ in range(n):
                 raw.tick()
+            if rep.want_add or rep.want_remove or (rep.is_leader() and raw.raft.trk.conf.learners):
+                self.drive_membership(rep)
             if rep.is_leader() and not rep.queued and raw.raft.can_quiesce():
                 rep.idle_ticks += n
                 if rep.idle_ticks >= self.settings.election_tick and raw.quiesce():
@@ -353,6 +541,8 @@ class RaftStore:
 
     async def _round(self) -> None:
         self.rounds += 1
+        if self._doomed:
+            await self._destroy_doomed()
         for rep in self.replicas.values():
             rep.flush_proposals()
         work: list[tuple[Replica, Ready]] = []
@@ -363,7 +553,7 @@ class RaftStore:
             return
         batch = WalBatch()
         late: list[tuple[Replica, list]] = []
-        installs: list[tuple[Replica, Snapshot, str, asyncio.Future]] = []
+        installs: list[tuple[Replica, Snapshot, str, asyncio.Future, meta_pb2.PartitionDescriptor | None]] = []
         for rep, rd in work:
             prev = rep.storage.initial_state()[0]
             early_ok = rep.raw.raft.role == Role.LEADER and (
@@ -377,7 +567,7 @@ class RaftStore:
                 staged = self._staged_snapshots.get(rep.pid)
                 if staged is None:
                     raise RuntimeError(f"partition {rep.pid}: snapshot to install but no data staged")
-                installs.append((rep, rd.snapshot, staged[0], staged[1]))
+                installs.append((rep, rd.snapshot, staged[0], staged[1], staged[2]))
                 batch.snapshot(rep.pid, rd.snapshot.meta)
             if rd.entries:
                 batch.entries(rep.pid, rd.entries)
@@ -408,6 +598,11 @@ class RaftStore:
             # Advance now: a leader counts its own log for commit from here on,
             # while the state machine applies in the worker thread.  The next
             # round's entries are applied only after this round's, so order holds.
+            # The core switched membership in advance(): the stores of new members must be
+            # known before anything is sent to them.
+            for job in jobs:
+                if job.descriptor is not None:
+                    job.rep.set_descriptor(job.descriptor)
             for rep, rd in work:
                 for rs in rd.read_states:
                     rep.resolve_read(rs.context, rs.index)
@@ -421,23 +616,29 @@ class RaftStore:
             # Acknowledge writes as soon as their results are known: they are
             # committed (durable on a quorum); LMDB's own commit may still be
             # in flight, and reads wait for note_applied below, after it.
-            for (rep, entries, _), res in zip(jobs, results):
-                for e, r in zip(entries, res):
-                    rep.resolve_applied(e.index, e.term, r)
+            for job, res in zip(jobs, results):
+                for e, r in zip(job.entries, res):
+                    job.rep.resolve_applied(e.index, e.term, r)
 
         # One worker-thread trip: install snapshots, persist, then apply.
         await self.loop.run_in_executor(
             self._io, self._persist_and_apply, installs, batch, must_sync, jobs, persisted, applied
         )
-        for rep, snap, _, fut in installs:
+        for rep, snap, _, fut, desc in installs:
             log.info("installed snapshot of partition %d at index %d", rep.pid, snap.meta.index)
+            if desc is not None:
+                rep.set_descriptor(desc)
             rep.note_applied(snap.meta.index, snap.meta.term)
             if not fut.done():
                 fut.set_result((True, ""))
-        for rep, entries, _ in jobs:
-            rep.note_applied(entries[-1].index, entries[-1].term)
+        for job in jobs:
+            job.rep.note_applied(job.entries[-1].index, job.entries[-1].term)
         for rep, _ in work:
             self._maybe_compact(rep)
+        for job in jobs:
+            if job.descriptor is not None and job.rep.replica_id not in job.conf_state.all_nodes():
+                log.info("partition %d: replica %d left the group", job.rep.pid, job.rep.replica_id)
+                await self._destroy(job.rep)
         if any(rep.raw.has_ready() or rep.queued for rep in self.replicas.values()):
             self.kick()
 
@@ -450,37 +651,50 @@ class RaftStore:
         event loop is told at once when the WAL is durable (``persisted``)
         and when the results are known (``applied``, before LMDB's commit).
         """
-        for rep, snap, path, _ in installs:
+        for rep, snap, path, _, desc in installs:
             meta = snap.meta
             self.state.install_snapshot(
-                rep.pid, rep.start, rep.end, read_snapshot_file(path), PartitionMeta(meta.index, meta.term, meta.conf_state)
+                rep.pid,
+                rep.start,
+                rep.end,
+                read_snapshot_file(path),
+                PartitionMeta(meta.index, meta.term, meta.conf_state),
+                desc.SerializeToString() if desc is not None else None,
             )
         if not batch.empty:
             self.wal.write(batch, sync=must_sync)
         self.loop.call_soon_threadsafe(persisted)
         if jobs:
             self.state.apply_many(
-                [(rep.pid, ents, cs) for rep, ents, cs in jobs],
+                [(job.rep.pid, job.entries, job.conf_state) for job in jobs],
                 before_commit=lambda results: self.loop.call_soon_threadsafe(applied, results),
             )
 
-    def _apply_jobs(self, work: list[tuple[Replica, Ready]]) -> list[tuple[Replica, list[ApplyEntry], ConfState]]:
+    def _apply_jobs(self, work: list[tuple[Replica, Ready]]) -> list[_Apply]:
         jobs = []
         for rep, rd in work:
             if not rd.committed_entries:
                 continue
-            cs = rep.raw.conf_state
-            entries = []
+            job = _Apply(rep, [], rep.raw.conf_state)
             for e in rd.committed_entries:
-                if e.type == EntryType.CONF_CHANGE:
-                    try:
-                        cs = apply_conf_change(cs, ConfChange.decode(e.data))
-                    except ConfChangeError:
-                        pass
-                    entries.append(ApplyEntry(e.index, e.term, None))
-                else:
-                    entries.append(ApplyEntry(e.index, e.term, Command.decode(e.data) if e.data else None))
-            jobs.append((rep, entries, cs))
+                if e.type != EntryType.CONF_CHANGE:
+                    job.entries.append(ApplyEntry(e.index, e.term, Command.decode(e.data) if e.data else None))
+                    continue
+                # Mirror the core (which applies it in advance()), and derive the descriptor.
+                cc = ConfChange.decode(e.data)
+                try:
+                    job.conf_state = apply_conf_change(job.conf_state, cc)
+                except ConfChangeError:
+                    job.entries.append(ApplyEntry(e.index, e.term, None))
+                    continue
+                try:
+                    added = membership.decode_stores(cc.context)
+                except ValueError as exc:
+                    log.error("partition %d: entry %d: %s", rep.pid, e.index, exc)
+                    added = {}
+                job.descriptor = membership.descriptor_after(job.descriptor or rep.descriptor, job.conf_state, added)
+                job.entries.append(ApplyEntry(e.index, e.term, None, job.descriptor.SerializeToString()))
+            jobs.append(job)
         return jobs
 
     def _maybe_compact(self, rep: Replica) -> None:
@@ -524,7 +738,10 @@ class RaftStore:
                 meta = reader.meta
                 m.snapshot = Snapshot(SnapshotMeta(meta.applied_index, meta.applied_term, meta.conf_state))
                 first = message_to_pb(rep.pid, (rep.descriptor.epoch.conf_ver, rep.descriptor.epoch.version), m)
-                ok, reason = await self.transport.send_snapshot(store, first, snapshot_stream(reader.chunks()))
+                desc = meta_pb2.PartitionDescriptor.FromString(reader.descriptor) if reader.descriptor else None
+                ok, reason = await self.transport.send_snapshot(
+                    store, first, snapshot_stream(reader.chunks()), descriptor=desc
+                )
                 if ok:
                     log.info("sent snapshot of partition %d at index %d to store %d", rep.pid, meta.applied_index, store)
                 else:

@@ -100,6 +100,11 @@ class Replica:
         self.leader_commit = 0
         self.last_role = raw.raft.role
         self.closed = False
+        # Membership changes placement asked this leader for (see RaftStore.drive_membership):
+        # replica id -> store id to add, replica ids to remove.  Forgotten on losing the
+        # lead; placement re-sends them to the next leader.
+        self.want_add: dict[int, int] = {}
+        self.want_remove: set[int] = set()
 
     # -- membership / routing -------------------------------------------------
 
@@ -227,6 +232,8 @@ class Replica:
 
     def on_role_change(self, role: Role) -> None:
         """Reads waiting for a leader's confirmation cannot complete after it steps down."""
+        if role != Role.LEADER:
+            self.want_add, self.want_remove = {}, set()
         if role != Role.LEADER and self._read_waits:
             waits, self._read_waits = self._read_waits, {}
             for fut in waits.values():

@@ -3,7 +3,9 @@
 Every ``interval`` seconds the node reports each replica (leader or not,
 term, applied index, the leader's descriptor and replication progress) and
 receives operations: create a replica (bootstrap of the pre-split
-partitions), transfer a leader.  It also refreshes the store address book
+partitions, or an empty one that joins by snapshot), transfer a leader, add
+or remove a member (this store leads the partition), delete a replica that
+was removed from its group while it was cut off.  It also refreshes the store address book
 the transport and the NotLeader hints use.  A new leader is reported at once
 so routing converges without waiting for the next heartbeat.
 """
@@ -76,7 +78,12 @@ class RouterLink:
     def _stats(self, rep: Replica) -> meta_pb2.PartitionStats:
         r = rep.raw.raft
         st = meta_pb2.PartitionStats(
-            partition_id=rep.pid, leader=r.role == Role.LEADER, term=r.term, applied=rep.applied
+            partition_id=rep.pid,
+            leader=r.role == Role.LEADER,
+            term=r.term,
+            applied=rep.applied,
+            replica_id=rep.replica_id,
+            epoch=rep.descriptor.epoch,
         )
         if r.role == Role.LEADER:
             desc = st.descriptor
@@ -109,12 +116,20 @@ class RouterLink:
 
     async def _apply_operation(self, op: meta_pb2.Operation) -> None:
         kind = op.WhichOneof("kind")
+        if kind != "create_replica" or op.create_replica.partition.id not in self.rs.replicas:
+            log.info("operation %d for partition %d: %s", op.id, op.partition_id, kind)
         if kind == "create_replica":
             cr = op.create_replica
             try:
                 await self.rs.create_replica(cr.partition, cr.replica_id, cr.bootstrap)
             except (ValueError, NotImplementedError) as exc:
                 log.warning("cannot create replica of partition %d: %s", cr.partition.id, exc)
+        elif kind == "add_replica":
+            self.rs.request_add(op.partition_id, op.add_replica.replica.replica_id, op.add_replica.replica.store_id)
+        elif kind == "remove_replica":
+            self.rs.request_remove(op.partition_id, op.remove_replica.replica.replica_id)
+        elif kind == "destroy_replica":
+            self.rs.destroy_if_removed(op.destroy_replica.partition, op.destroy_replica.replica_id)
         elif kind == "transfer_leader":
             rep = self.rs.replicas.get(op.partition_id)
             if rep is None or not rep.is_leader():

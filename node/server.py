@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from node.kv_service import KVService, Limits
 from node.wire import aio
+from node.raft import mutations
 from node.raftstore import RaftSettings, RaftStore
 from node.router_link import RouterLink
 from node.state.store import StateStore
@@ -48,6 +49,7 @@ class Node:
         wal_sync: bool = True,
         peer_addresses_file: str | None = None,
         fault_file: str | None = None,
+        raft_mutation: str | None = None,
     ) -> None:
         self.store_id = store_id
         self.listen = listen
@@ -59,6 +61,7 @@ class Node:
         self.wal_sync = wal_sync
         self.peer_addresses_file = peer_addresses_file
         self.fault_file = fault_file
+        self.raft_class = mutations.raft_class(raft_mutation)
         self._fault_task: asyncio.Task | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -83,7 +86,13 @@ class Node:
                 self.link.peer_overrides = {int(k): v for k, v in json.load(f).items()}
         self.transport = RaftTransport(self.store_id, self.link.resolve, on_unreachable=self._on_unreachable)
         self.raftstore = RaftStore(
-            self.store_id, self.wal, self.state, self.transport, self.settings, on_leader_change=self.link.report_leader
+            self.store_id,
+            self.wal,
+            self.state,
+            self.transport,
+            self.settings,
+            on_leader_change=self.link.report_leader,
+            raft_class=self.raft_class,
         )
         self.link.rs = self.raftstore
         kv_pb2_grpc.add_KVServicer_to_server(KVService(self.raftstore, self.link.address_of, self.limits), self.server)
@@ -168,12 +177,15 @@ async def serve(args: argparse.Namespace) -> int:
         limits=limits,
         peer_addresses_file=args.peer_addresses,
         fault_file=args.fault_file,
+        raft_mutation=getattr(args, "raft_mutation", None),
     )
     try:
         await node.start()
     except Exception as exc:
         print(f"tessera node: cannot start: {exc}", file=sys.stderr)
         return 1
+    if node.raft_class is not mutations.Raft:
+        logging.getLogger("tessera.node").warning("TESTING: running the Raft mutation %s", args.raft_mutation)
     print(f"node {node.store_id} listening on {node.advertise}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

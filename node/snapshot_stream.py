@@ -41,7 +41,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 import crc32c
 import grpc
 
-from tesserapb import raft_pb2
+from tesserapb import meta_pb2, raft_pb2
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,10 @@ SNAPSHOT_METHOD = "/tessera.v1.RaftTransport/SendSnapshot"
 MAX_CHUNK_BYTES = 1 << 20
 """Pieces larger than this are cut: gRPC messages stay moderate whatever the producer yields."""
 
-SnapshotInstaller = Callable[[raft_pb2.RaftMessage, str], Awaitable[tuple[bool, str]]]
+# (first message, spooled image path, the partition's descriptor as of the image or None).
+SnapshotInstaller = Callable[
+    [raft_pb2.RaftMessage, str, "meta_pb2.PartitionDescriptor | None"], Awaitable[tuple[bool, str]]
+]
 
 
 async def _pieces(chunks: AsyncIterable[bytes] | Iterable[bytes], limit: int) -> AsyncIterator[bytes]:
@@ -83,6 +86,7 @@ async def send_snapshot(
     *,
     timeout: float,
     max_chunk_bytes: int = MAX_CHUNK_BYTES,
+    descriptor: meta_pb2.PartitionDescriptor | None = None,
 ) -> tuple[bool, str]:
     """Stream one image on ``channel``; returns the receiver's (accepted, reason).
 
@@ -103,7 +107,7 @@ async def send_snapshot(
     total = 0
     try:
         try:
-            await call.write(raft_pb2.SnapshotChunk(message=first))
+            await call.write(raft_pb2.SnapshotChunk(message=first, descriptor=descriptor))
             async for piece in _pieces(chunks, max_chunk_bytes):
                 crc = crc32c.crc32c(piece, crc)
                 total += len(piece)
@@ -144,6 +148,7 @@ async def receive_snapshot(
         return _refuse(f"store id mismatch: this is store {store_id}, sender meant {claimed}")
 
     first: raft_pb2.RaftMessage | None = None
+    descriptor: meta_pb2.PartitionDescriptor | None = None
     trailer: raft_pb2.SnapshotChunk | None = None
     crc = 0
     total = 0
@@ -157,6 +162,8 @@ async def receive_snapshot(
                     if not chunk.HasField("message"):
                         return _refuse("first chunk carries no raft message")
                     first = chunk.message
+                    if chunk.HasField("descriptor"):
+                        descriptor = chunk.descriptor
                 data = chunk.data
                 if data:
                     crc = crc32c.crc32c(data, crc)
@@ -173,7 +180,7 @@ async def receive_snapshot(
         if crc != trailer.crc32c:
             return _refuse(f"crc32c mismatch: got {crc:#010x}, sender says {trailer.crc32c:#010x}")
         try:
-            accepted, reason = await on_snapshot(first, path)
+            accepted, reason = await on_snapshot(first, path, descriptor)
         except Exception as exc:
             log.exception("installing snapshot of partition %d failed", first.partition_id)
             return _refuse(f"install failed: {exc!r}")

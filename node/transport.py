@@ -42,7 +42,7 @@ from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 import grpc
 
 from node import snapshot_stream
-from tesserapb import raft_pb2, raft_pb2_grpc
+from tesserapb import meta_pb2, raft_pb2, raft_pb2_grpc
 
 __all__ = [
     "ACK_EVERY",
@@ -405,6 +405,7 @@ class RaftTransport:
         chunks: AsyncIterable[bytes] | Iterable[bytes],
         *,
         timeout: float = 60,
+        descriptor: meta_pb2.PartitionDescriptor | None = None,
     ) -> tuple[bool, str]:
         """Stream a snapshot image to ``to_store``; returns the receiver's (accepted, reason).
 
@@ -421,7 +422,7 @@ class RaftTransport:
         # The transfer runs in a task of our own so close() can abort it even while it waits
         # on the caller's producer (not on gRPC); cancelling the caller cancels it too.
         inner = asyncio.get_running_loop().create_task(
-            self._transfer(addr, to_store, first, chunks, timeout),
+            self._transfer(addr, to_store, first, chunks, timeout, descriptor),
             name=f"raft-snapshot {self.store_id}->{to_store}",
         )
         self._snapshot_tasks.add(inner)
@@ -447,11 +448,12 @@ class RaftTransport:
         first: raft_pb2.RaftMessage,
         chunks: AsyncIterable[bytes] | Iterable[bytes],
         timeout: float,
+        descriptor: meta_pb2.PartitionDescriptor | None,
     ) -> tuple[bool, str]:
         channel = grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
         try:
             return await snapshot_stream.send_snapshot(
-                channel, self.store_id, to_store, first, chunks, timeout=timeout
+                channel, self.store_id, to_store, first, chunks, timeout=timeout, descriptor=descriptor
             )
         finally:
             await channel.close()
@@ -516,7 +518,7 @@ class RaftTransportService(raft_pb2_grpc.RaftTransportServicer):
     it must not block; it should drop (not raise on) messages it cannot use. If it raises,
     the stream is aborted with INTERNAL and the sender reconnects.
 
-    ``on_snapshot(first_message, path)`` is awaited with a verified image; the file is deleted
+    ``on_snapshot(first_message, path, descriptor)`` is awaited with a verified image; the file is deleted
     when it returns (see node.snapshot_stream).
     """
 
@@ -606,7 +608,7 @@ async def _bench(
                 message_from_pb(pb)
         received += len(msgs)
 
-    async def on_snapshot(_m: raft_pb2.RaftMessage, _p: str) -> tuple[bool, str]:
+    async def on_snapshot(_m: raft_pb2.RaftMessage, _p: str, _d: object) -> tuple[bool, str]:
         return False, "no"
 
     import tempfile

@@ -162,6 +162,16 @@ def test_classify_busy_unavailable_and_final_errors():
         assert isinstance(d.final, ServerError) and d.final.code == code
 
 
+def test_a_stream_that_dies_with_its_node_is_retried_whatever_its_status():
+    # A SIGKILLed node's multiplexed stream can end with INTERNAL ("Internal error from Core").
+    for code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAVAILABLE):
+        d = classify(RpcFailure(code, "Internal error from Core", address="a", source="stream"))
+        assert d.final is None and d.backoff and d.store_failed, code
+    # The same code as an answer to one request is the server's verdict: final.
+    d = classify(RpcFailure(grpc.StatusCode.INTERNAL, "bug", address="a", source="node"))
+    assert isinstance(d.final, ServerError)
+
+
 # -- error mapping -------------------------------------------------------------------------
 
 

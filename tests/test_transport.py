@@ -61,7 +61,7 @@ class Store:
     def on_messages(self, from_store: int, msgs: list[raft_pb2.RaftMessage]) -> None:
         self.received.setdefault(from_store, []).extend(msgs)
 
-    async def on_snapshot(self, first: raft_pb2.RaftMessage, path: str) -> tuple[bool, str]:
+    async def on_snapshot(self, first: raft_pb2.RaftMessage, path: str, descriptor=None) -> tuple[bool, str]:
         with open(path, "rb") as f:
             data = f.read()
         self.snapshots.append((first, path, len(data), hashlib.sha256(data).hexdigest()))

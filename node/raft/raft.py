@@ -16,9 +16,11 @@ follows etcd's raft library.  Points worth knowing:
   ticks (it may have acknowledged a lease before it crashed).
 * **Commit rule.**  Only an entry of the current term is committed by
   counting replicas (:meth:`can_commit_at`); earlier ones commit with it.
-* **Mutation hooks.**  :meth:`can_commit_at`, :meth:`log_up_to_date` and
-  :meth:`entries_to_apply` are the single places the simulator overrides to
-  inject known bugs.  Keep them small and keep the rules in them.
+* **Mutation hooks.**  :meth:`can_commit_at`, :meth:`log_up_to_date`,
+  :meth:`entries_to_apply`, :meth:`electorate` and :meth:`vote_result` are
+  the single places the simulator and the nemesis override to inject known
+  bugs (:mod:`node.raft.mutations`).  Keep them small and keep the rules in
+  them.
 """
 
 from __future__ import annotations
@@ -124,6 +126,14 @@ class Raft:
         if not self.log.has_next_committed():
             return []
         return self.log.slice(self.log.applied + 1, self.log.committed + 1)
+
+    def electorate(self) -> list[int]:
+        """Whom a candidate asks for its vote: the voters.  Learners never vote."""
+        return self.trk.voter_ids()
+
+    def vote_result(self) -> VoteResult:
+        """Has the campaign won, lost, or is it pending?  Counts voters' answers only."""
+        return self.trk.tally()
 
     # =========================================================================
     # State transitions
@@ -340,12 +350,12 @@ class Raft:
             self._become_candidate()
             vote_type, term = MT.VOTE, self.term
         self.trk.record_vote(self.id, True)
-        result = self.trk.tally()
+        result = self.vote_result()
         if result == VoteResult.WON:
             self._won(pre)
             return
         last_index, last_term = self.log.last_index(), self.log.last_term()
-        for node_id in self.trk.voter_ids():
+        for node_id in self.electorate():
             if node_id == self.id:
                 continue
             self.msgs.append(
@@ -455,7 +465,7 @@ class Raft:
             t == MT.VOTE_RESP and self.role == Role.CANDIDATE
         ):
             self.trk.record_vote(m.src, not m.reject)
-            result = self.trk.tally()
+            result = self.vote_result()
             if result == VoteResult.WON:
                 self._won(self.role == Role.PRE_CANDIDATE)
             elif result == VoteResult.LOST:

@@ -54,13 +54,18 @@ class ConfChange:
     applied directly (a single-server change is always safe); anything that
     touches more than one voter enters a joint configuration C(old,new) that
     the leader leaves automatically once the entry is applied.
+
+    ``context`` is opaque to the core and travels with the entry (etcd's
+    ConfChangeV2.Context): the node puts the new members' addresses there.
     """
 
     changes: tuple[ConfChangeSingle, ...] = ()
+    context: bytes = b""
 
     def encode(self) -> bytes:
         parts = [_CC_HEADER.pack(len(self.changes))]
         parts.extend(_CC_ITEM.pack(c.type, c.node_id) for c in self.changes)
+        parts.append(self.context)
         return b"".join(parts)
 
     @classmethod
@@ -72,7 +77,7 @@ class ConfChange:
             t, node_id = _CC_ITEM.unpack_from(data, off)
             off += _CC_ITEM.size
             changes.append(ConfChangeSingle(ConfChangeType(t), node_id))
-        return cls(tuple(changes))
+        return cls(tuple(changes), bytes(data[off:]))
 
     @property
     def is_leave_joint(self) -> bool:

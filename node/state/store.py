@@ -58,11 +58,16 @@ class PartitionMeta:
 
 @dataclass(frozen=True, slots=True)
 class ApplyEntry:
-    """One committed entry to apply: ``command`` is None for no-ops and conf changes."""
+    """One committed entry to apply: ``command`` is None for no-ops and conf changes.
+
+    ``descriptor`` (serialized PartitionDescriptor) is set on conf changes: the
+    partition's descriptor from this entry on, stored in the same transaction.
+    """
 
     index: int
     term: int
     command: Command | None
+    descriptor: bytes | None = None
 
 
 def _pid_key(pid: int) -> bytes:
@@ -136,6 +141,13 @@ class StateStore:
         with self.env.begin(write=True) as txn:
             txn.put(_pid_key(pid), _U64.pack(replica_id) + descriptor, db=self._desc)
 
+    def _put_descriptor(self, txn: lmdb.Transaction, pid: int, descriptor: bytes) -> None:
+        """Replace the descriptor, keeping our replica id (which a new descriptor cannot change)."""
+        old = txn.get(_pid_key(pid), db=self._desc)
+        if old is None:
+            raise KeyError(f"partition {pid} has no descriptor to replace")
+        txn.put(_pid_key(pid), bytes(old[:8]) + descriptor, db=self._desc)
+
     def descriptors(self) -> dict[int, tuple[int, bytes]]:
         with self.env.begin(db=self._desc) as txn:
             return {_U64.unpack(k)[0]: (_U64.unpack_from(v, 0)[0], bytes(v[8:])) for k, v in txn.cursor()}
@@ -180,6 +192,8 @@ class StateStore:
         last_index = last_term = 0
         for e in entries:
             last_index, last_term = e.index, e.term
+            if e.descriptor is not None:
+                self._put_descriptor(txn, pid, e.descriptor)
             if e.command is None:
                 results.append(None)
                 continue
@@ -268,6 +282,21 @@ class StateStore:
 
     # -- snapshots ----------------------------------------------------------------
 
+    def destroy_partition(self, pid: int, start: bytes, end: bytes) -> None:
+        """Delete everything of a replica that left its group: data, applied state, descriptor, dedup."""
+        prefix = _pid_key(pid)
+        with self.env.begin(write=True) as txn:
+            for k in [k for k, _ in layout.records(txn, self._data, start, end)]:
+                txn.delete(k, db=self._data)
+            for db in (self._dedup, self._dedup_idx):
+                cur = txn.cursor(db=db)
+                if cur.set_range(prefix):
+                    while cur.key().startswith(prefix):
+                        if not cur.delete():
+                            break
+            txn.delete(prefix, db=self._meta)
+            txn.delete(prefix, db=self._desc)
+
     def snapshot_items(self, start: bytes, end: bytes, chunk: int = 1024) -> Iterator[list[tuple[bytes, bytes]]]:
         """The raw LMDB records of a range, in chunks, from one read transaction."""
         with self.env.begin() as txn:
@@ -280,9 +309,12 @@ class StateStore:
         end: bytes,
         items: Iterable[list[tuple[bytes, bytes]]],
         meta: PartitionMeta,
+        descriptor: bytes | None = None,
     ) -> None:
-        """Replace the range's data and the partition's applied state in one transaction."""
+        """Replace the range's data, applied state and (if given) descriptor in one transaction."""
         with self.env.begin(write=True) as txn:
+            if descriptor is not None:
+                self._put_descriptor(txn, pid, descriptor)
             stale = [k for k, _ in layout.records(txn, self._data, start, end)]
             for k in stale:
                 txn.delete(k, db=self._data)
@@ -297,7 +329,7 @@ class StateStore:
 
 
 class SnapshotReader:
-    """Holds one LMDB read transaction: ``meta`` and :meth:`chunks` see the same state."""
+    """Holds one LMDB read transaction: ``meta``, ``descriptor`` and :meth:`chunks` see the same state."""
 
     def __init__(self, store: StateStore, pid: int, start: bytes, end: bytes) -> None:
         self._txn = store.env.begin()
@@ -309,6 +341,9 @@ class SnapshotReader:
             raise KeyError(f"partition {pid} has no applied state")
         index, term = _META.unpack_from(raw, 0)
         self.meta = PartitionMeta(index, term, _decode_conf(raw[_META.size :]))
+        desc = self._txn.get(_pid_key(pid), db=store._desc)
+        # The descriptor as of meta's index (conf changes write both in one transaction).
+        self.descriptor: bytes | None = bytes(desc[8:]) if desc is not None else None
 
     def chunks(self, chunk: int = 1024) -> Iterator[list[tuple[bytes, bytes]]]:
         return _chunked(layout.records(self._txn, self._store._data, self.start, self.end), chunk)

@@ -70,6 +70,13 @@ _CONNECTION_CODES = frozenset(
 )
 
 
+# A multiplexed stream that dies with the node (SIGKILL) may end with INTERNAL ("Internal error
+# from Core") or UNKNOWN rather than UNAVAILABLE. Answers to individual requests travel inside
+# the stream, so a stream-level status is always about the connection: retry (writes keep their
+# request id, so one that did get through is not applied twice).
+_STREAM_BREAK_CODES = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+
+
 def classify(failure: RpcFailure) -> Decision:
     kind = failure.kind
     if kind == "not_leader":
@@ -95,7 +102,7 @@ def classify(failure: RpcFailure) -> Decision:
         return Decision(final=invalid_argument_from(failure))
     if failure.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return Decision(backoff=True)
-    if failure.code in _CONNECTION_CODES:
+    if failure.code in _CONNECTION_CODES or (failure.source == "stream" and failure.code in _STREAM_BREAK_CODES):
         if failure.source == "router":
             return Decision(backoff=True, refresh=True)
         return Decision(backoff=True, store_failed=True, clear_leader=True)

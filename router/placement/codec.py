@@ -33,6 +33,7 @@ _TYPES: dict[str, type] = {
         model.RemoveReplica,
         model.Split,
         model.CreateReplica,
+        model.DestroyReplica,
         model.PendingOperation,
         model.ReplicaReport,
         model.PartitionReport,
@@ -162,6 +163,7 @@ def table_from_json(data: bytes, **table_kwargs: Any) -> PlacementTable:
         for raw in doc["operations"]:
             op = _expect(from_json_value(raw), model.PendingOperation)
             op.last_sent_ms = 0  # delivery bookkeeping is not state worth keeping
+            op.last_sent_to = 0
             table.operations[op.id] = op
     except (KeyError, TypeError, ValueError) as exc:
         raise CodecError(f"malformed placement file: {exc!r}") from None

@@ -13,6 +13,7 @@ from router.placement.model import (
     Action,
     AddReplica,
     CreateReplica,
+    DestroyReplica,
     Descriptor,
     Epoch,
     PartitionInfo,
@@ -111,6 +112,8 @@ def report_from_pb(pb: meta_pb2.PartitionStats) -> PartitionReport:
             ReplicaReport(replica_id=r.replica_id, store_id=r.store_id, match=r.match, applied=r.applied)
             for r in pb.progress
         ),
+        replica_id=pb.replica_id,
+        epoch=epoch_from_pb(pb.epoch) if pb.HasField("epoch") else None,
     )
 
 
@@ -131,6 +134,9 @@ def operation_to_pb(op: PendingOperation) -> meta_pb2.Operation:
         pb.create_replica.partition.CopyFrom(descriptor_to_pb(a.descriptor))
         pb.create_replica.replica_id = a.replica_id
         pb.create_replica.bootstrap = a.bootstrap
+    elif isinstance(a, DestroyReplica):
+        pb.destroy_replica.partition.CopyFrom(descriptor_to_pb(a.descriptor))
+        pb.destroy_replica.replica_id = a.replica_id
     return pb
 
 

@@ -127,6 +127,8 @@ class StoreInfo:
     used_bytes: int = 0
     # Partition ids the store reported hosting in its last heartbeat.
     hosted: frozenset[int] = frozenset()
+    # The same, with the replica id each one reported (0 from nodes that do not say).
+    hosted_replicas: dict[int, int] = field(default_factory=dict)
 
 
 # -- operations --------------------------------------------------------------------------
@@ -165,7 +167,18 @@ class CreateReplica:
     descriptor: Descriptor
 
 
-Action = TransferLeader | AddReplica | RemoveReplica | Split | CreateReplica
+@dataclass(frozen=True, slots=True)
+class DestroyReplica:
+    """Addressed to a store: its replica ``replica_id`` is not in ``descriptor`` (newer than
+    the replica's own), so the group removed it while it was cut off.  Computed from each
+    heartbeat, never queued."""
+
+    store_id: int
+    replica_id: int
+    descriptor: Descriptor
+
+
+Action = TransferLeader | AddReplica | RemoveReplica | Split | CreateReplica | DestroyReplica
 
 
 @dataclass(slots=True)
@@ -177,12 +190,14 @@ class PendingOperation:
     action: Action
     created_ms: int
     # When it was last handed out in a heartbeat response (0: never). Leader-addressed
-    # operations are re-sent only after a pause, CreateReplica on every heartbeat.
+    # operations are re-sent only after a pause (or at once to a new leader's store),
+    # CreateReplica on every heartbeat.
     last_sent_ms: int = 0
+    last_sent_to: int = 0
 
     def target_store(self, leader_store_id: int) -> int:
         """The store whose heartbeat response carries this operation (0: nobody yet)."""
-        if isinstance(self.action, CreateReplica):
+        if isinstance(self.action, (CreateReplica, DestroyReplica)):
             return self.action.store_id
         return leader_store_id
 
@@ -210,3 +225,6 @@ class PartitionReport:
     # Leader only: its descriptor and the progress of every member.
     descriptor: Descriptor | None = None
     progress: tuple[ReplicaReport, ...] = ()
+    # Every replica: its own id and its own descriptor's epoch (0 / None: not reported).
+    replica_id: int = 0
+    epoch: Epoch | None = None

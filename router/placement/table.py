@@ -30,6 +30,7 @@ from router.placement.model import (
     AddReplica,
     CreateReplica,
     Descriptor,
+    DestroyReplica,
     Epoch,
     PartitionInfo,
     PartitionReport,
@@ -175,6 +176,7 @@ class PlacementTable:
         store.replica_count = len(cmd.reports)
         store.leader_count = sum(1 for r in cmd.reports if r.leader)
         store.hosted = frozenset(r.partition_id for r in cmd.reports)
+        store.hosted_replicas = {r.partition_id: r.replica_id for r in cmd.reports}
 
         changed: list[int] = []
         for report in cmd.reports:
@@ -204,8 +206,26 @@ class PlacementTable:
             dirty=True,
             store_id=store.id,
             partition_ids=tuple(dict.fromkeys(changed)),
-            operations=self._deliver(store, cmd.now_ms),
+            operations=self._deliver(store, cmd.now_ms) + self._garbage(store, cmd.reports),
         )
+
+    def _garbage(self, store: StoreInfo, reports: tuple[PartitionReport, ...]) -> tuple[PendingOperation, ...]:
+        """DestroyReplica for every reported replica the group has since removed.
+
+        A replica cut off while the group removed it never applies its own removal; it
+        would campaign forever (harmlessly, PreVote stops it) and block a new replica of
+        the partition on that store.  The store checks the same conditions before deleting.
+        """
+        out = []
+        for report in reports:
+            info = self.partitions.get(report.partition_id)
+            if info is None or not report.replica_id or report.epoch is None:
+                continue
+            desc = info.descriptor
+            if desc.replica_by_id(report.replica_id) is None and report.epoch.conf_ver < desc.epoch.conf_ver:
+                action = DestroyReplica(store.id, report.replica_id, desc)
+                out.append(PendingOperation(0, desc.id, desc.epoch, action, created_ms=0))
+        return tuple(out)
 
     def _apply_record_leader(self, cmd: RecordLeader) -> Applied:
         info = self.partitions.get(cmd.partition_id)
@@ -445,7 +465,10 @@ class PlacementTable:
         action = op.action
         if isinstance(action, CreateReplica):
             store = self.stores.get(action.store_id)
-            return store is None or store.state == StoreState.REMOVED or info.id in store.hosted
+            if store is None or store.state == StoreState.REMOVED:
+                return True
+            # Hosting an older replica of the partition (removed, awaiting collection) is not done.
+            return info.id in store.hosted and store.hosted_replicas.get(info.id, 0) in (0, action.replica_id)
         if info.descriptor.epoch != op.epoch:
             return True  # applied (the epoch moved because of it) or superseded
         if isinstance(action, TransferLeader):
@@ -464,9 +487,11 @@ class PlacementTable:
             if (
                 isinstance(op.action, CreateReplica)
                 or op.last_sent_ms == 0
+                or op.last_sent_to != store.id
                 or now_ms - op.last_sent_ms >= self.redeliver_ms
             ):
                 op.last_sent_ms = now_ms
+                op.last_sent_to = store.id
                 out.append(dataclasses.replace(op))
         return tuple(out)
 

@@ -1,7 +1,7 @@
 """Known Raft bugs the simulator must catch.
 
-Three are one-method overrides of :class:`node.raft.raft.Raft` (the core's
-mutation hooks); ``vote-not-persisted`` is a driver bug: the simulated
+Most are one-method overrides of :class:`node.raft.raft.Raft` (the core's
+mutation hooks, in :mod:`node.raft.mutations`); ``vote-not-persisted`` is a driver bug: the simulated
 replica sends its vote answers before the hard state recording the vote is
 on disk, so a crash in between forgets the vote.
 """
@@ -10,32 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from node.raft.mutations import ApplyUncommitted, CommitPreviousTerm, LearnerVotes, VoteIgnoresLog
 from node.raft.raft import Raft
-from node.raft.types import Entry
-
-
-class CommitPreviousTerm(Raft):
-    """Commit by counting replicas even for entries of earlier terms (Raft paper, Figure 8)."""
-
-    def can_commit_at(self, index: int) -> bool:
-        return True
-
-
-class VoteIgnoresLog(Raft):
-    """Grant votes without the up-to-date-log check."""
-
-    def log_up_to_date(self, last_index: int, last_term: int) -> bool:
-        return True
-
-
-class ApplyUncommitted(Raft):
-    """Hand the application every entry in the log, committed or not."""
-
-    def entries_to_apply(self) -> list[Entry]:
-        log = self.log
-        if log.unstable_snapshot is not None or log.last_index() <= log.applied:
-            return []
-        return log.slice(log.applied + 1, log.last_index() + 1)
 
 
 @dataclass(frozen=True)
@@ -53,6 +29,7 @@ MUTATIONS: dict[str, Mutation] = {
         "vote-not-persisted", Raft, early_votes=True, doc="Send vote answers before the vote is persisted."
     ),
     "apply-uncommitted": Mutation("apply-uncommitted", ApplyUncommitted, doc=ApplyUncommitted.__doc__),
+    "learner-votes": Mutation("learner-votes", LearnerVotes, doc=LearnerVotes.__doc__),
 }
 
 NO_MUTATION = Mutation("none")

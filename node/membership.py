@@ -1,0 +1,91 @@
+"""Membership as the node sees it: descriptors <-> the core's ConfState, and what a change does.
+
+The consensus core knows members only by replica id.  The node also needs to
+know which store hosts each member (to send it messages) and the partition's
+epoch (to route requests), so every conf change carries the stores of the
+replicas it adds in ``ConfChange.context``, and every replica derives the new
+descriptor from the old one, the new ConfState and that context, in log order.
+All replicas therefore agree on the descriptor at every log index, and the
+descriptor is stored in the same LMDB transaction as the applied index (and
+travels with snapshots), so a restart or a snapshot never mixes two of them.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from node.raft import ConfChange, ConfChangeSingle, ConfChangeType, ConfState
+from tesserapb import meta_pb2
+
+_PAIR = struct.Struct("<QQ")
+
+
+def conf_state_of(desc: meta_pb2.PartitionDescriptor) -> ConfState:
+    """The core's membership for a descriptor (bootstrap and tests; the log is authoritative)."""
+    roles = {r.replica_id: r.role for r in desc.replicas}
+    joint = any(role in (meta_pb2.INCOMING_VOTER, meta_pb2.DEMOTING_VOTER) for role in roles.values())
+    voters = frozenset(rid for rid, role in roles.items() if role in (meta_pb2.VOTER, meta_pb2.INCOMING_VOTER))
+    outgoing = (
+        frozenset(rid for rid, role in roles.items() if role in (meta_pb2.VOTER, meta_pb2.DEMOTING_VOTER))
+        if joint
+        else frozenset()
+    )
+    learners = frozenset(rid for rid, role in roles.items() if role == meta_pb2.LEARNER)
+    demoting = frozenset(rid for rid, role in roles.items() if role == meta_pb2.DEMOTING_VOTER)
+    return ConfState(voters=voters, voters_outgoing=outgoing, learners=learners, learners_next=demoting)
+
+
+def encode_stores(stores: dict[int, int]) -> bytes:
+    """``ConfChange.context``: replica id -> store id of the replicas a change adds."""
+    return b"".join(_PAIR.pack(rid, sid) for rid, sid in sorted(stores.items()))
+
+
+def decode_stores(context: bytes) -> dict[int, int]:
+    if len(context) % _PAIR.size:
+        raise ValueError(f"conf change context of {len(context)} bytes is not a list of (replica, store) pairs")
+    return {rid: sid for rid, sid in _PAIR.iter_unpack(context)}
+
+
+def _role(rid: int, cs: ConfState) -> int:
+    if cs.joint:
+        incoming, outgoing = rid in cs.voters, rid in cs.voters_outgoing
+        if incoming and outgoing:
+            return meta_pb2.VOTER
+        if incoming:
+            return meta_pb2.INCOMING_VOTER
+        if outgoing:
+            return meta_pb2.DEMOTING_VOTER
+        return meta_pb2.LEARNER
+    return meta_pb2.VOTER if rid in cs.voters else meta_pb2.LEARNER
+
+
+def descriptor_after(
+    desc: meta_pb2.PartitionDescriptor, cs: ConfState, added: dict[int, int]
+) -> meta_pb2.PartitionDescriptor:
+    """The descriptor once a conf change produced ``cs``: members and roles from ``cs``, stores
+    from the old descriptor or ``added``, configuration version + 1, range unchanged."""
+    stores = {r.replica_id: r.store_id for r in desc.replicas}
+    stores.update(added)
+    out = meta_pb2.PartitionDescriptor()
+    out.CopyFrom(desc)
+    del out.replicas[:]
+    for rid in sorted(cs.all_nodes()):
+        out.replicas.add(store_id=stores.get(rid, 0), replica_id=rid, role=_role(rid, cs))
+    out.epoch.conf_ver = desc.epoch.conf_ver + 1
+    out.leader_store_id = 0
+    out.term = 0
+    return out
+
+
+def add_learner(replica_id: int, store_id: int) -> ConfChange:
+    return ConfChange(
+        (ConfChangeSingle(ConfChangeType.ADD_LEARNER, replica_id),), encode_stores({replica_id: store_id})
+    )
+
+
+def promote(replica_id: int) -> ConfChange:
+    return ConfChange((ConfChangeSingle(ConfChangeType.ADD_VOTER, replica_id),))
+
+
+def remove(replica_id: int) -> ConfChange:
+    return ConfChange((ConfChangeSingle(ConfChangeType.REMOVE_NODE, replica_id),))

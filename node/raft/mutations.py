@@ -1,0 +1,75 @@
+"""Known Raft bugs, each a one-method override of :class:`~node.raft.raft.Raft`.
+
+They exist to prove that the tests can fail: the simulator (``tessera simulate
+--mutation``) and the real-cluster nemesis (``tessera nemesis --raft-mutation``,
+which starts nodes with ``tessera node --raft-mutation``) must catch every one.
+Production code never selects one; :data:`RAFT_MUTATIONS` maps the names.
+"""
+
+from __future__ import annotations
+
+from .quorum import VoteResult, majority_vote
+from .raft import Raft
+from .types import Entry
+
+
+class CommitPreviousTerm(Raft):
+    """Commit by counting replicas even for entries of earlier terms (Raft paper, Figure 8)."""
+
+    def can_commit_at(self, index: int) -> bool:
+        return True
+
+
+class VoteIgnoresLog(Raft):
+    """Grant votes without the up-to-date-log check."""
+
+    def log_up_to_date(self, last_index: int, last_term: int) -> bool:
+        return True
+
+
+class ApplyUncommitted(Raft):
+    """Hand the application every entry in the log, committed or not."""
+
+    def entries_to_apply(self) -> list[Entry]:
+        log = self.log
+        if log.unstable_snapshot is not None or log.last_index() <= log.applied:
+            return []
+        return log.slice(log.applied + 1, log.last_index() + 1)
+
+
+class LearnerVotes(Raft):
+    """Candidates canvass learners too and count their grants toward the voters' majority.
+
+    The YugabyteDB bug Jepsen found (2019): a replica still catching up during a
+    membership change helped elect a leader that lacked acknowledged writes.
+    """
+
+    def electorate(self) -> list[int]:
+        return self.trk.ids()
+
+    def vote_result(self) -> VoteResult:
+        conf = self.trk.conf
+        votes = self.trk.votes
+        granted = sum(1 for v in votes.values() if v)
+        need = len(conf.voters) // 2 + 1
+        if conf.voters and granted >= need:
+            return VoteResult.WON
+        return majority_vote(conf.voters, votes)
+
+
+RAFT_MUTATIONS: dict[str, type[Raft]] = {
+    "commit-previous-term": CommitPreviousTerm,
+    "vote-ignores-log": VoteIgnoresLog,
+    "apply-uncommitted": ApplyUncommitted,
+    "learner-votes": LearnerVotes,
+}
+
+
+def raft_class(name: str | None) -> type[Raft]:
+    """The Raft class for mutation ``name`` (``None``/``""``/``"none"``: the real one)."""
+    if not name or name == "none":
+        return Raft
+    try:
+        return RAFT_MUTATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown raft mutation {name!r}; valid: {', '.join(sorted(RAFT_MUTATIONS))}") from None
