@@ -1,13 +1,19 @@
 """The bounded nemesis run of ``make test``: a real cluster under faults, every check must hold.
 
-Three runs with fixed seeds, one per workload; between them every fault kind (and every
-partition shape) occurs at least once (asserted from the schedules before anything starts).
-About three and a half minutes in all on the 2-core machine; longer soaks run the same thing
-with ``tessera nemesis --duration ...``.
+Four runs with fixed seeds, one per workload plus a 4-node set run with membership changes
+(``member``: a replica moved to the spare store, the first time with the network cut right
+after the learner joined) and every partition shape, ``halves`` included; between them every
+fault kind (and every partition shape) occurs at least once (asserted from the schedules
+before anything starts). About four minutes in all on the 2-core machine; longer soaks run
+the same thing with ``tessera nemesis --duration ...``.
 
-A fourth, short run uses a deliberately broken client (it applies some appends twice behind
-the history's back) and must fail with the seed, the schedule and the failing window: the
-pipeline can fail, not only pass.
+Two short runs must fail, so the pipeline can fail, not only pass: one with a deliberately
+broken client (it applies some appends twice behind the history's back), failing with the
+seed, the schedule and the failing window; one (about 70 s) whose nodes run the Raft
+mutation ``learner-votes`` (candidates count learners' votes, the YugabyteDB bug Jepsen found
+in 2019), which a member episode must catch as lost acknowledged writes or a
+non-linearizable history. A third (about 16 s) runs nodes whose leader lease lasts ten election
+timeouts (``long-lease``): a paused leader must be caught serving stale reads.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import tempfile
 
 import pytest
@@ -29,7 +36,9 @@ RUNS = [
     ("register", ["kill", "pause", "partition", "transfer"], 7, 60),
     ("set", ["fsync", "slowdisk", "router", "kill", "transfer"], 1, 45),
     ("bank", ["latency", "pause", "fsync", "router", "partition", "transfer"], 10, 52),
+    ("set", ["member", "partition", "kill"], 28, 50),  # 4 nodes (member needs a spare store)
 ]
+RUN_IDS = ["register", "set", "bank", "set-member"]
 
 
 def _children() -> set[int]:
@@ -69,13 +78,15 @@ def test_ci_runs_cover_every_fault_kind() -> None:
         s = schedule.build(seed, duration, faults)
         assert s.missing() == [], s.describe()
         seen |= s.kinds()
-    want = set(schedule.KINDS) | {f"partition/{shape}" for shape in schedule.PARTITION_SHAPES}
+    want = set(schedule.KINDS) | {f"partition/{shape}" for shape in schedule.PARTITION_SHAPES} | {"member/split"}
     assert want <= seen, want - seen
     assert {w for w, *_ in RUNS} == set(workloads.WORKLOADS)
+    s = schedule.build(*MUTATION_RUN[1:], MUTATION_RUN[0])
+    assert s.nodes == 4 and any(st.param("split") for st in s.steps), s.describe()
 
 
 @pytest.mark.timeout(200)
-@pytest.mark.parametrize("workload,faults,seed,duration", RUNS, ids=[r[0] for r in RUNS])
+@pytest.mark.parametrize("workload,faults,seed,duration", RUNS, ids=RUN_IDS)
 def test_nemesis_run_holds(workload, faults, seed, duration, tmp_path, capsys) -> None:
     children, dirs = _children(), _nemesis_dirs()
     history = str(tmp_path / "history.jsonl")
@@ -85,6 +96,10 @@ def test_nemesis_run_holds(workload, faults, seed, duration, tmp_path, capsys) -
     assert rc == 0, f"nemesis failed (seed {seed}); see the output above"
     assert f"nemesis: OK (seed {seed})" in out
     assert "recovered:" in out  # per-fault recovery times were printed
+    if "member" in faults:
+        assert "4 nodes" in out
+        # The move went through: the learner became a voter, an old replica left.
+        assert re.search(r"move: .*add->voter [\d.]+ s.*removed [\d.]+ s after RemoveReplica", out), out
     if workload == "bank":
         with open(history) as f:
             ops = [json.loads(line) for line in f]
@@ -132,5 +147,45 @@ def test_nemesis_catches_a_write_applied_twice(monkeypatch, capsys) -> None:
     assert "nemesis: FAILED, seed 5" in out
     assert "schedule (seed 5" in out and "--seed 5" in out
     assert "present 2 times" in out and "smallest failing window" in out
+    assert _children() <= children
+    assert _nemesis_dirs() <= dirs
+
+
+# (faults, seed, duration): one member episode (a schedule's first always splits the network
+# right after the learner joined). About 70 s: the move cannot finish on the broken partition,
+# so the run waits out the move's and the recovery's bounds before it reports.
+MUTATION_RUN = (["member"], 5, 16)
+
+
+@pytest.mark.timeout(180)
+def test_nemesis_catches_learner_votes(capsys) -> None:
+    """Nodes that count learners' votes: a voter cut off with the new learner gets elected
+    while the other side keeps committing; after the heal it overwrites acknowledged writes."""
+    faults, seed, duration = MUTATION_RUN
+    children, dirs = _children(), _nemesis_dirs()
+    rc = runner.run(duration, faults, "set", seed, raft_mutation="learner-votes")
+    out = capsys.readouterr().out
+    print(out)
+    assert rc == 1
+    assert f"nemesis: FAILED, seed {seed}" in out
+    assert "--raft-mutation learner-votes" in out  # the reproduce line
+    # Caught by the history checks, not only as a broken run or a process crash.
+    assert "the run itself broke" not in out
+    assert re.search(r"^  (set|linearizability): FAILED", out, re.M), "no history check failed"
+    assert _children() <= children
+    assert _nemesis_dirs() <= dirs
+
+
+@pytest.mark.timeout(120)
+def test_nemesis_catches_a_lease_held_too_long(capsys) -> None:
+    """Nodes whose leader lease outlives the election timeout (ten of them): a paused leader
+    wakes up inside its lease and serves reads that a newer leader's writes made stale."""
+    children, dirs = _children(), _nemesis_dirs()
+    rc = runner.run(12, ["pause"], "register", 3, raft_mutation="long-lease")
+    out = capsys.readouterr().out
+    print(out)
+    assert rc == 1
+    assert "nemesis: FAILED, seed 3" in out
+    assert "STALE READ: lease read" in out
     assert _children() <= children
     assert _nemesis_dirs() <= dirs

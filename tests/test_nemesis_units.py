@@ -71,6 +71,78 @@ def test_cli_fault_names_match_the_schedule() -> None:
     from tools.cli import FAULTS
 
     assert tuple(FAULTS) == schedule.KINDS
+    assert "member" in schedule.KINDS and "member" in schedule.PRIMARY
+
+
+def _member_steps(s: schedule.Schedule) -> list[schedule.Step]:
+    return [st for st in s.steps if st.action == "add-replica"]
+
+
+def test_member_runs_on_four_nodes_and_is_refused_on_three(capsys) -> None:
+    from tools.cli import main
+
+    assert schedule.default_nodes(["member", "kill"]) == 4
+    assert schedule.default_nodes(["kill", "partition"]) == 3
+    assert schedule.build(1, 40, ["member"]).nodes == 4
+    with pytest.raises(ValueError, match="--nodes 3"):
+        schedule.build(1, 40, ["member", "kill"], nodes=3)
+    schedule.build(1, 40, ["member"], nodes=5)  # more is fine
+    assert main(["nemesis", "--faults", "member,kill", "--nodes", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--nodes 3" in err and "member" in err and "4 nodes" in err
+
+
+def test_member_episodes_first_always_splits() -> None:
+    later = []
+    for seed in range(40):
+        s = schedule.build(seed, 90, ["member", "kill"])
+        members = _member_steps(s)
+        assert members, (seed, s.describe())
+        assert members[0].param("split") is True, (seed, s.describe())
+        assert "member/split" in s.kinds() and s.missing() == []
+        later += [m.param("split") for m in members[1:]]
+        for m in members:
+            assert 0 <= m.param("partition") < 4
+            assert m.param("remove") in ("leader", "follower:0", "follower:1")
+            if m.param("split"):
+                assert m.param("keep") in (0, 1)
+            assert m.param("spare") is None  # 4 nodes: one spare store per partition, no choice
+        heals = [st for st in s.steps if st.action == "finish-move"]
+        assert [h.episode for h in heals] == [m.episode for m in members]
+        # The move itself is planned for: the next inject comes after heal + move + gap.
+        primary = [st for st in s.steps if st.action != "transfer"]
+        for a, b in zip(primary, primary[1:]):
+            if a.action == "finish-move":
+                assert b.at >= a.at + schedule.MEMBER_MOVE_S + schedule.GAP[0] - 0.01
+        assert all(h.at + schedule.MEMBER_MOVE_S <= s.duration - schedule.TAIL for h in heals)
+    assert True in later and False in later  # later ones split half the time
+
+
+def test_member_schedule_is_a_function_of_the_seed() -> None:
+    faults = ["member", "partition", "kill", "transfer"]
+    a, b = schedule.build(11, 90, faults), schedule.build(11, 90, faults)
+    assert a == b and a.describe() == b.describe() and "4 nodes" in a.describe()
+    assert _member_steps(a)
+    assert a.steps != schedule.build(12, 90, faults).steps
+    assert schedule.build(11, 90, faults, nodes=5).steps != a.steps
+    assert any(m.param("spare") is not None for seed in range(10)
+               for m in _member_steps(schedule.build(seed, 90, faults, nodes=5)))
+
+
+def test_four_nodes_add_the_halves_shape() -> None:
+    assert "halves" not in schedule.partition_shapes(3)
+    assert set(schedule.partition_shapes(4)) == set(schedule.PARTITION_SHAPES)
+    for seed in range(20):
+        three = schedule.build(seed, 120, ["partition"], nodes=3)
+        four = schedule.build(seed, 120, ["partition"], nodes=4)
+        assert "partition/halves" not in three.kinds() and three.missing() == []
+        assert four.missing() == [], four.describe()
+        assert {f"partition/{x}" for x in schedule.PARTITION_SHAPES} <= four.kinds()
+        for st in four.steps:
+            if st.param("shape") == "halves":
+                assert 0 <= st.param("mate") < 3
+            if st.param("shape") == "asymmetric":
+                assert 0 <= st.param("other") < 3
 
 
 # -- keys -------------------------------------------------------------------------------------
@@ -391,15 +463,15 @@ class _FakeProc:
 class _FakeCluster:
     router = None
 
-    def __init__(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
-        self.node_procs = {n: _FakeProc(str(tmp_path / f"node{n}.log")) for n in (1, 2, 3)}
+    def __init__(self, tmp_path, nodes: int = 3) -> None:  # type: ignore[no-untyped-def]
+        self.node_procs = {n: _FakeProc(str(tmp_path / f"node{n}.log")) for n in range(1, nodes + 1)}
 
 
-def _nemesis(tmp_path):  # type: ignore[no-untyped-def]
+def _nemesis(tmp_path, nodes: int = 3):  # type: ignore[no-untyped-def]
     from tools.nemesis.faults import Nemesis
 
-    files = {n: str(tmp_path / f"f{n}.json") for n in (1, 2, 3)}
-    return Nemesis(_FakeCluster(tmp_path), _FakeNet(), files, [11, 12, 13, 14], log=lambda _line: None)  # type: ignore[arg-type]
+    files = {n: str(tmp_path / f"f{n}.json") for n in range(1, nodes + 1)}
+    return Nemesis(_FakeCluster(tmp_path, nodes), _FakeNet(), files, [11, 12, 13, 14], log=lambda _line: None)  # type: ignore[arg-type]
 
 
 def test_partition_shapes_cut_the_right_links(tmp_path) -> None:
@@ -421,6 +493,296 @@ def test_partition_shapes_cut_the_right_links(tmp_path) -> None:
     assert links(shape="asymmetric", **{"from": "node:1", "other": 1}) == [(1, 3)]
     # Nodes 1 and 3 cannot talk; both still reach the bridge, node 2.
     assert links(shape="bridge", bridge="node:2") == [(1, 3), (3, 1)]
+
+
+def test_four_node_partition_shapes(tmp_path) -> None:
+    from tools.nemesis.schedule import Step
+
+    def links(**params):  # type: ignore[no-untyped-def]
+        nem = _nemesis(tmp_path, nodes=4)
+        step = Step(1.0, 1, "partition", "partition", tuple(sorted(params.items())))
+        asyncio.run(nem.apply(step))
+        (pairs, mode), = nem.net.calls
+        assert mode == DROP
+        return pairs
+
+    def cut(left, right):  # type: ignore[no-untyped-def]
+        return sorted([(a, b) for a in left for b in right] + [(b, a) for a in left for b in right])
+
+    # 2 | 2: node 2 and the mate-th of the others (1, 3, 4).
+    assert links(shape="halves", mate=0, **{"with": "node:2"}) == cut([1, 2], [3, 4])
+    assert links(shape="halves", mate=1, **{"with": "node:2"}) == cut([2, 3], [1, 4])
+    assert links(shape="halves", mate=5, **{"with": "node:4"}) == cut([3, 4], [1, 2])
+    # One node alone against the three others.
+    assert links(shape="majority", minority="node:3") == cut([3], [1, 2, 4])
+    assert links(shape="asymmetric", other=2, **{"from": "node:1"}) == [(1, 4)]
+    # Node 1 cut from 3 and 4 (which still talk to each other); node 2 reaches everyone.
+    assert links(shape="bridge", bridge="node:2") == cut([1], [3, 4])
+
+
+# -- member: the move against a fake router and fake nodes -------------------------------------
+
+
+class _FakePlacement:
+    """Partition 12 on stores 1,2,3 (leader 1); store 4 spare. Like the real one, changes show up
+    in GetPartition a few polls after they are submitted: AddReplica -> learner -> voter,
+    RemoveReplica -> gone (and the leader moves first when it is the one removed)."""
+
+    def __init__(self, lag: int = 3, promote_after: int = 3) -> None:
+        from tesserapb import meta_pb2
+
+        self.pb = meta_pb2
+        self.desc = meta_pb2.PartitionDescriptor(
+            id=12, leader_store_id=1, term=5, epoch=meta_pb2.Epoch(conf_ver=1, version=1),
+            replicas=[meta_pb2.Replica(store_id=s, replica_id=s, role=meta_pb2.VOTER) for s in (1, 2, 3)],
+        )
+        self.lag, self.promote_after = lag, promote_after
+        self.pending: list[tuple[int, object]] = []  # (polls left, change)
+        self.submitted: list[object] = []
+        self.net: _FakeNet | None = None
+        self.net_calls_at_submit: list[int] = []  # how many network changes preceded each submit
+
+    def _step(self) -> None:
+        pb = self.pb
+        due = [c for n, c in self.pending if n <= 0]
+        self.pending = [(n - 1, c) for n, c in self.pending if n > 0]
+        for change in due:
+            kind, store = change  # type: ignore[misc]
+            d = self.desc
+            d.epoch.conf_ver += 1
+            if kind == "learner":
+                d.replicas.append(pb.Replica(store_id=store, replica_id=10 + store, role=pb.LEARNER))
+                self.pending.append((self.promote_after, ("voter", store)))
+            elif kind == "voter":
+                next(r for r in d.replicas if r.store_id == store).role = pb.VOTER
+            elif kind == "remove":
+                keep = [r for r in d.replicas if r.store_id != store]
+                del d.replicas[:]
+                d.replicas.extend(keep)
+                if d.leader_store_id == store:
+                    d.leader_store_id, d.term = keep[0].store_id, d.term + 1
+
+    def get(self, pid: int):  # type: ignore[no-untyped-def]
+        assert pid == 12
+        self._step()
+        return self.pb.PartitionDescriptor.FromString(self.desc.SerializeToString())
+
+    def submit(self, op) -> None:  # type: ignore[no-untyped-def]
+        self.submitted.append(op)
+        self.net_calls_at_submit.append(len(self.net.calls) if self.net else -1)
+        kind = op.WhichOneof("kind")
+        if kind == "add_replica":
+            self.pending.append((self.lag, ("learner", op.add_replica.replica.store_id)))
+        elif kind == "remove_replica":
+            self.pending.append((self.lag, ("remove", op.remove_replica.replica.store_id)))
+
+
+class _FakeNode:
+    """A node's KV service: "partition not found" for the partitions in ``gone``."""
+
+    def __init__(self) -> None:
+        self.gone: set[int] = set()
+
+
+async def _serve_fakes(placement: _FakePlacement, nodes: dict[int, _FakeNode]):  # type: ignore[no-untyped-def]
+    import grpc
+
+    from node.wire import errors as werr
+    from tesserapb import kv_pb2_grpc, meta_pb2, meta_pb2_grpc
+
+    class Meta(meta_pb2_grpc.MetaServicer):
+        async def GetPartition(self, request, context):  # noqa: N802
+            return meta_pb2.GetPartitionResponse(partition=placement.get(request.partition_id))
+
+        async def ScanPartitions(self, request, context):  # noqa: N802
+            return meta_pb2.ScanPartitionsResponse(partitions=[placement.get(12)])
+
+        async def SubmitOperation(self, request, context):  # noqa: N802
+            placement.submit(request.operation)
+            return meta_pb2.SubmitOperationResponse(operation_id=len(placement.submitted))
+
+    def kv_for(node: _FakeNode):  # type: ignore[no-untyped-def]
+        class KV(kv_pb2_grpc.KVServicer):
+            async def Get(self, request, context):  # noqa: N802
+                pid = request.context.partition_id
+                if pid in node.gone:
+                    await werr.abort(context, werr.partition_not_found(pid), "not hosted")
+                await werr.abort(context, werr.not_leader(pid), "not leader")
+        return KV()
+
+    servers, addresses = [], {}
+    router = grpc.aio.server()
+    meta_pb2_grpc.add_MetaServicer_to_server(Meta(), router)
+    port = router.add_insecure_port("127.0.0.1:0")
+    await router.start()
+    servers.append(router)
+    for n, node in nodes.items():
+        srv = grpc.aio.server()
+        kv_pb2_grpc.add_KVServicer_to_server(kv_for(node), srv)
+        addresses[n] = f"127.0.0.1:{srv.add_insecure_port('127.0.0.1:0')}"
+        await srv.start()
+        servers.append(srv)
+    return servers, f"127.0.0.1:{port}", addresses
+
+
+class _LiveProc:
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.alive = True
+        self.log_path = "/dev/null"
+
+
+class _LiveCluster:
+    def __init__(self, router: str, addresses: dict[int, str]) -> None:
+        self.router = _LiveProc(router)
+        self.node_procs = {n: _LiveProc(a) for n, a in addresses.items()}
+
+
+def _run_move(tmp_path, monkeypatch, params: dict,  # type: ignore[no-untyped-def]
+              claim: tuple[int, int] | None = None):
+    """Inject and heal one member episode; returns (nemesis, placement, fake nodes, details)."""
+    from tools.nemesis import faults
+    from tools.nemesis.faults import Nemesis
+    from tools.nemesis.schedule import Step
+
+    monkeypatch.setattr(faults, "POLL_S", 0.01)
+    monkeypatch.setattr(faults, "CONF_SPREAD_S", 0.01)
+    monkeypatch.setattr(faults, "MINORITY_CLAIM_WAIT_S", 0.3)
+    placement = _FakePlacement()
+    nodes = {n: _FakeNode() for n in (1, 2, 3, 4)}
+
+    async def scenario():  # type: ignore[no-untyped-def]
+        servers, router, addresses = await _serve_fakes(placement, nodes)
+        try:
+            nem = Nemesis(_LiveCluster(router, addresses), _FakeNet(), {}, [11, 12, 13, 14],  # type: ignore[arg-type]
+                          log=lambda _line: None)
+            placement.net = nem.net  # type: ignore[assignment]
+            p = tuple(sorted({"partition": 1, **params}.items()))
+            inject = await nem.apply(Step(1.0, 1, "member", "add-replica", p))
+            if claim is not None:  # the cut-off voter wins an election it should not
+                placement.desc.leader_store_id, placement.desc.term = claim
+            await asyncio.sleep(0.5)  # the hold: the watcher polls every 0.2 s
+
+            async def drop_replica() -> None:  # the removed store lets go of its replica
+                await _until(lambda: len(placement.desc.replicas) == 3 and placement.desc.epoch.conf_ver > 3, 10)
+                await asyncio.sleep(0.1)
+                for n in (1, 2, 3):
+                    if all(r.store_id != n for r in placement.desc.replicas):
+                        nodes[n].gone.add(12)
+
+            dropper = asyncio.ensure_future(drop_replica())
+            heal = await nem.apply(Step(6.0, 1, "member", "finish-move", p))
+            await dropper
+            return nem, inject.detail, heal.detail
+        finally:
+            for srv in servers:
+                await srv.stop(None)
+
+    nem, inject, heal = asyncio.run(scenario())
+    return nem, placement, nodes, inject, heal
+
+
+def test_member_move_split_cuts_leader_and_voter_from_voter_and_learner(tmp_path, monkeypatch) -> None:
+    from tesserapb import meta_pb2
+
+    nem, placement, nodes, inject, heal = _run_move(
+        tmp_path, monkeypatch, {"split": True, "keep": 1, "remove": "leader"})
+    # Learner on the spare store 4; cut {1 (leader), 3 (keep=1 of 2, 3)} | {2, 4}.
+    add = placement.submitted[0]
+    assert add.partition_id == 12 and add.add_replica.replica.store_id == 4
+    # Store 4 was cut off from 1 and 3 before it joined (so it cannot catch up and stays a
+    # learner), then the rest of the split once the router showed the learner.
+    early = [(1, 4), (3, 4), (4, 1), (4, 3)]
+    cut = sorted([(a, b) for a in (1, 3) for b in (2, 4)] + [(b, a) for a in (1, 3) for b in (2, 4)])
+    assert nem.net.calls[0] == (early, DROP), inject
+    assert placement.net_calls_at_submit[0] == 1
+    assert nem.net.calls[1] == (cut, DROP)
+    assert nem.net.calls[2] == (cut, PASS) and len(nem.net.calls) == 3
+    assert "LEARNER after" in inject and "[1, 3] (leader 1) | [2, 4]" in inject
+    assert nem.resolved[1] == (2,)  # the cut-off voter: read from directly (stale-read check)
+    # Then the leader's own replica removed, once store 4 was a voter.
+    rm = placement.submitted[1]
+    assert rm.remove_replica.replica.store_id == 1
+    assert sorted(r.store_id for r in placement.desc.replicas) == [2, 3, 4]
+    assert all(r.role == meta_pb2.VOTER for r in placement.desc.replicas)
+    assert "add->voter" in heal and "store 1 (the leader) removed" in heal and "store 1 dropped it" in heal
+    assert nem.problems == [] and nem.moves == {} and not nem.cut
+
+
+def test_member_move_without_split_removes_a_follower(tmp_path, monkeypatch) -> None:
+    nem, placement, nodes, inject, heal = _run_move(tmp_path, monkeypatch, {"split": False, "remove": "follower:1"})
+    assert nem.net.calls == []  # no cut
+    assert [op.WhichOneof("kind") for op in placement.submitted] == ["add_replica", "remove_replica"]
+    assert placement.submitted[1].remove_replica.replica.store_id == 3  # 2nd follower of leader 1
+    assert sorted(r.store_id for r in placement.desc.replicas) == [1, 2, 4]
+    assert "store 3 (a follower) removed" in heal
+    assert nem.problems == []
+
+
+def test_member_move_reports_a_leader_elected_without_a_voter_majority(tmp_path, monkeypatch) -> None:
+    # Voter 2, cut off with only the learner, shows up as the leader at a later term.
+    nem, placement, nodes, inject, heal = _run_move(
+        tmp_path, monkeypatch, {"split": True, "keep": 1, "remove": "follower:0"}, claim=(2, 9))
+    assert "MINORITY LEADER: store 2 at term 9" in heal
+    assert len(nem.problems) == 1 and "without a majority of voters" in nem.problems[0]
+
+
+def test_member_move_that_never_promotes_is_a_problem(tmp_path, monkeypatch) -> None:
+    from tools.nemesis import faults
+
+    from tools.nemesis.schedule import Step
+
+    monkeypatch.setattr(faults, "VOTER_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(faults, "POLL_S", 0.01)
+    placement = _FakePlacement(promote_after=10**9)  # stays a learner
+
+    async def scenario():  # type: ignore[no-untyped-def]
+        servers, router, addresses = await _serve_fakes(placement, {n: _FakeNode() for n in (1, 2, 3, 4)})
+        try:
+            nem = faults.Nemesis(_LiveCluster(router, addresses), _FakeNet(), {}, [11, 12],  # type: ignore[arg-type]
+                                 log=lambda _line: None)
+            p = (("partition", 1), ("remove", "leader"), ("split", False))
+            await nem.apply(Step(1.0, 1, "member", "add-replica", p))
+            done = await nem.apply(Step(2.0, 1, "member", "finish-move", p))
+            return nem, done.detail
+        finally:
+            for srv in servers:
+                await srv.stop(None)
+
+    nem, detail = asyncio.run(scenario())
+    assert "NOT a voter" in detail and "nothing removed" in detail
+    assert len(nem.problems) == 1 and "not a voter" in nem.problems[0]
+    assert [op.WhichOneof("kind") for op in placement.submitted] == ["add_replica"]
+
+
+def test_raft_mutation_reaches_every_node(monkeypatch, tmp_path, capsys) -> None:
+    import tempfile
+
+    from tools.nemesis import runner
+
+    seen: dict[int, list[str]] = {}
+
+    class Cluster:
+        def __init__(self, root, *, nodes, partitions, node_args):  # type: ignore[no-untyped-def]
+            for n in range(1, nodes + 1):
+                seen[n] = node_args(n)
+            self.node_procs, self.router = {}, None
+
+        def start(self) -> None:
+            raise RuntimeError("not starting anything in a unit test")
+
+        def stop(self, grace: float = 0.0) -> None:
+            pass
+
+    monkeypatch.setattr(runner, "Cluster", Cluster)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert runner.run(10, ["member"], "set", 3, raft_mutation="learner-votes") == 1
+    assert sorted(seen) == [1, 2, 3, 4]
+    for args in seen.values():
+        assert args[args.index("--raft-mutation") + 1] == "learner-votes"
+    assert "4 nodes" in capsys.readouterr().out
+    assert runner.run(10, ["kill"], "set", 3) == 1
+    assert sorted(seen) == [1, 2, 3, 4] and all("--raft-mutation" not in a for n, a in seen.items() if n <= 3)
 
 
 def test_disk_faults_write_the_fault_file(tmp_path, monkeypatch) -> None:
@@ -473,3 +835,57 @@ def test_stale_read_check_flags_a_node_serving_old_data() -> None:
         assert len(res.violations) == 2 and all("partition 3" in v for v in res.violations)
 
     asyncio.run(scenario())
+
+
+def test_heal_all_finishes_a_move_the_schedule_left_open(tmp_path, monkeypatch) -> None:
+    from tools.nemesis import faults
+    from tools.nemesis.schedule import Step
+
+    monkeypatch.setattr(faults, "POLL_S", 0.01)
+    monkeypatch.setattr(faults, "CONF_SPREAD_S", 0.01)
+    monkeypatch.setattr(faults, "UNHOSTED_TIMEOUT_S", 0.2)
+    placement = _FakePlacement()
+
+    async def scenario():  # type: ignore[no-untyped-def]
+        servers, router, addresses = await _serve_fakes(placement, {n: _FakeNode() for n in (1, 2, 3, 4)})
+        try:
+            nem = faults.Nemesis(_LiveCluster(router, addresses), _FakeNet(), {}, [11, 12],  # type: ignore[arg-type]
+                                 log=lambda _line: None)
+            p = (("keep", 0), ("partition", 1), ("remove", "follower:0"), ("split", True))
+            await nem.apply(Step(1.0, 1, "member", "add-replica", p))
+            assert nem.cut and nem.moves
+            done = await nem.heal_all()  # no finish-move step ran
+            return nem, done
+        finally:
+            for srv in servers:
+                await srv.stop(None)
+
+    nem, done = asyncio.run(scenario())
+    assert not nem.cut and not nem.moves
+    assert any("move #1 of partition 12 finished" in d and "removed" in d for d in done), done
+    assert sorted(r.store_id for r in placement.desc.replicas) == [1, 3, 4]  # follower 2 went
+    # The fake store kept its replica: reported, not waited on forever.
+    assert any("still hosts partition 12" in p for p in nem.problems), nem.problems
+
+
+def test_transfer_to_a_store_without_a_voter_goes_to_a_voter(tmp_path) -> None:
+    from tools.nemesis.faults import Nemesis
+    from tools.nemesis.schedule import Step
+
+    placement = _FakePlacement()
+
+    async def scenario() -> str:
+        servers, router, addresses = await _serve_fakes(placement, {n: _FakeNode() for n in (1, 2, 3, 4)})
+        try:
+            nem = Nemesis(_LiveCluster(router, addresses), _FakeNet(), {}, [11, 12],  # type: ignore[arg-type]
+                          log=lambda _line: None)
+            done = await nem.apply(Step(1.0, 1, "transfer", "transfer", (("partition", 1), ("to", "node:4"))))
+            return done.detail
+        finally:
+            for srv in servers:
+                await srv.stop(None)
+
+    detail = asyncio.run(scenario())
+    (op,) = placement.submitted
+    assert op.partition_id == 12 and op.transfer_leader.to_store_id == 1  # voters [1, 2, 3][(4 - 1) % 3]
+    assert "no voter of partition 12 there; node 1 instead" in detail

@@ -235,6 +235,21 @@ def test_learner_votes_never_count() -> None:
     assert net.nodes[4].raft.role == Role.FOLLOWER
 
 
+def test_follower_progress_beyond_the_leaders_log_does_not_crash_the_leader() -> None:
+    # Only a safety bug elsewhere produces this (seen with the learner-votes mutation on a real
+    # cluster); the leader must keep running and repair the follower from a snapshot.
+    net = Net([1, 2, 3])
+    net.elect(1)
+    leader = net.nodes[1].raft
+    pr = leader.trk.progress[2]
+    pr.become_probe()
+    pr.next = leader.log.last_index() + 50
+    pr.probe_sent = False
+    leader.msgs.clear()
+    leader._maybe_send_append(2, send_if_empty=True)  # raised UnavailableError before
+    assert all(m.type != MessageType.APP for m in leader.msgs if m.dst == 2)
+
+
 def test_joint_consensus_swap_two_voters_auto_leaves() -> None:
     net = Net([1, 2, 3], learners=[4, 5])
     net.elect(1)

@@ -12,6 +12,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from node.raft.mutations import RAFT_MUTATIONS
+
 DEFAULT_ROUTER = "127.0.0.1:7100"
 ROUTER_ENV = "TESSERA_ROUTER"
 
@@ -20,8 +22,9 @@ MUTATIONS = (
     "vote-ignores-log",
     "vote-not-persisted",
     "apply-uncommitted",
+    "learner-votes",
 )
-FAULTS = ("kill", "pause", "partition", "transfer", "fsync", "slowdisk", "latency", "router")  # tools/nemesis/schedule.py KINDS
+FAULTS = ("kill", "pause", "partition", "transfer", "fsync", "slowdisk", "latency", "router", "member")  # tools/nemesis/schedule.py KINDS
 
 EXIT_NOT_AVAILABLE = 2
 EXIT_USAGE = 2
@@ -178,6 +181,9 @@ def _build_node(commands) -> None:
     p.add_argument("--fault-file", metavar="FILE",
                    help='JSON fault hooks polled every 100 ms: {"fail_fsync": true} or '
                         '{"fsync_delay_ms": N}; absent or empty means no faults')
+    p.add_argument("--raft-mutation", metavar="NAME", choices=sorted(RAFT_MUTATIONS),
+                   help="TESTING ONLY: run a known-buggy Raft core (tessera nemesis --raft-mutation "
+                        "proves the nemesis catches it); never in production")
     p.set_defaults(handler=_node, command_name="node")
 
 
@@ -204,7 +210,8 @@ def _build_router(commands) -> None:
     p.add_argument("--partitions", type=_positive_int, metavar="N", default=8,
                    help="partitions to pre-split a brand-new cluster into (default: %(default)s)")
     p.add_argument("--max-down", type=_positive_float, metavar="SECONDS", default=30.0,
-                   help="a node down this long has its replicas re-created elsewhere "
+                   help="a node down this long has its replicas re-created elsewhere; accepted "
+                        "and stored, not acted on until the placement scheduler exists "
                         "(default: %(default)g)")
     p.add_argument("--replicas", type=_positive_int, metavar="N", default=3,
                    help="replicas of each pre-split partition; the cluster is created once this "
@@ -247,8 +254,8 @@ def _build_cluster(commands) -> None:
                     help="first port used; 0 lets every process pick a free port "
                          "(default: %(default)s)")
     up.add_argument("--max-down", type=_positive_float, default=30.0, metavar="SECONDS",
-                    help="a node down this long has its replicas re-created elsewhere "
-                         "(default: %(default)g)")
+                    help="a node down this long has its replicas re-created elsewhere; accepted, "
+                         "not acted on until the placement scheduler exists (default: %(default)g)")
     up.set_defaults(handler=_cluster_up, command_name="cluster up")
 
 
@@ -413,7 +420,8 @@ def _build_simulate(commands) -> None:
             "  commit-previous-term  commit an old-term entry by counting replicas\n"
             "  vote-ignores-log      grant votes without the log up-to-date check\n"
             "  vote-not-persisted    forget the vote on restart\n"
-            "  apply-uncommitted     apply entries before they are committed"
+            "  apply-uncommitted     apply entries before they are committed\n"
+            "  learner-votes         count learners' votes in elections (YugabyteDB, Jepsen 2019)"
         ),
     )
     p.add_argument("--seeds", type=_positive_int, required=True, metavar="N",
@@ -451,6 +459,12 @@ def _build_nemesis(commands) -> None:
     p.add_argument("--seed", type=_non_negative_int, metavar="N",
                    help="seed for the fault schedule and workload (default: random, printed)")
     p.add_argument("--history", metavar="FILE", help="write the history as JSON lines to FILE")
+    p.add_argument("--nodes", type=_positive_int, metavar="N",
+                   help="node processes (default: 3, or 4 when --faults has member, which needs a "
+                        "store beyond the 3 replicas of each partition)")
+    p.add_argument("--raft-mutation", metavar="NAME",
+                   help="testing: start every node with a known Raft bug (tessera node --raft-mutation "
+                        "NAME, e.g. learner-votes); the run should then fail")
     p.set_defaults(handler=_nemesis, command_name="nemesis")
 
 
@@ -568,9 +582,16 @@ _KV_HANDLERS = {"put": _kv_put, "get": _kv_get, "delete": _kv_delete, "scan": _k
 
 
 def _nemesis(args: argparse.Namespace) -> int:
+    from tools.nemesis import schedule
     from tools.nemesis.runner import run
 
-    return run(args.duration, args.faults, args.workload, args.seed, args.history)
+    nodes = args.nodes if args.nodes is not None else schedule.default_nodes(args.faults)
+    why = schedule.check_nodes(nodes, args.faults)
+    if why is not None:
+        print(f"tessera nemesis: {why}", file=sys.stderr)
+        return EXIT_USAGE
+    return run(args.duration, args.faults, args.workload, args.seed, args.history,
+               nodes=nodes, raft_mutation=args.raft_mutation)
 
 
 def _simulate(args: argparse.Namespace) -> int:

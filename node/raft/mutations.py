@@ -57,11 +57,25 @@ class LearnerVotes(Raft):
         return majority_vote(conf.voters, votes)
 
 
+class LongLease(Raft):
+    """Hold the leader lease for ten election timeouts instead of less than one.
+
+    A leader that was paused (GC, SIGSTOP) or cut off then serves LEASE reads while a newer
+    leader already accepts writes: stale reads.  The simulator rarely catches it (CheckQuorum
+    deposes a cut-off leader first); the nemesis's pause fault must.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._lease_ticks = 10 * self.cfg.election_tick
+
+
 RAFT_MUTATIONS: dict[str, type[Raft]] = {
     "commit-previous-term": CommitPreviousTerm,
     "vote-ignores-log": VoteIgnoresLog,
     "apply-uncommitted": ApplyUncommitted,
     "learner-votes": LearnerVotes,
+    "long-lease": LongLease,
 }
 
 

@@ -597,7 +597,10 @@ class Raft:
         try:
             prev_term = self.log.term(prev_index)
             ents = self.log.entries_from(pr.next, self.cfg.max_size_per_msg)
-        except CompactedError:
+        except (CompactedError, UnavailableError):
+            # Compacted: the follower needs a snapshot.  Unavailable (its match is beyond our
+            # log) cannot happen while Raft's safety holds; as etcd does, resend from a
+            # snapshot rather than fail the whole node's round.
             return self._send_snapshot(to, pr)
         if len(ents) > self.cfg.max_entries_per_msg:
             ents = ents[: self.cfg.max_entries_per_msg]

@@ -66,6 +66,7 @@ class EpisodeReport:
     stale_node: int = 0
     stale_tasks: list[asyncio.Task] = field(default_factory=list)
     targets_reads: bool = False  # paused / cut-off node: read from it directly (stale-read check)
+    moved: str = ""  # member: what the heal did (promotion, removal) and how long each phase took
 
     def line(self) -> str:
         held = "" if self.injected is None or self.healed is None else f", held {self.healed - self.injected:.2f} s"
@@ -74,6 +75,8 @@ class EpisodeReport:
             f"NOT within {EPISODE_BOUND_S:g} s" if self.after is None else f"{self.after:.2f} s after heal"
         )
         line = f"#{self.episode:<3d} {self.kind:<9s} {self.what}{held}\n       writable under the fault: {during}; recovered: {after}"
+        if self.moved:
+            line += f"\n       move: {self.moved}"
         if self.stale is not None:
             line += (f"\n       stale-read check on node {self.stale_node}: {self.stale.asked} direct reads "
                      f"(lease and linearizable, of data written elsewhere meanwhile), {self.stale.answered} served, "
@@ -101,21 +104,31 @@ def run(
     seed: int | None = None,
     history_path: str | None = None,
     *,
-    nodes: int = 3,
+    nodes: int | None = None,
     partitions: int = 4,
     workers: int = 10,
     checker_time_limit_s: float = 120.0,
+    raft_mutation: str | None = None,
 ) -> int:
-    """Run the nemesis; 0 when every check holds, 1 otherwise (130 when interrupted)."""
+    """Run the nemesis; 0 when every check holds, 1 otherwise (130 when interrupted).
+
+    ``nodes`` defaults to 3, or 4 when ``member`` is among the faults (fewer is a ValueError).
+    ``raft_mutation`` (testing) is passed to every node as ``--raft-mutation``: a run against
+    a known Raft bug, which must then fail.
+    """
     if seed is None:
         seed = random.SystemRandom().randrange(1 << 31)
+    if nodes is None:
+        nodes = schedule.default_nodes(faults)
     sched = schedule.build(seed, duration, list(faults), nodes=nodes, partitions=partitions)
-    print(f"nemesis: seed {seed}, workload {workload}, {duration:g} s, {nodes} nodes, {partitions} partitions", flush=True)
+    mutated = f", nodes with Raft mutation {raft_mutation!r}" if raft_mutation else ""
+    print(f"nemesis: seed {seed}, workload {workload}, {duration:g} s, {nodes} nodes, {partitions} partitions{mutated}",
+          flush=True)
     print(sched.describe(), flush=True)
     missing = sched.missing()
     if missing:
         print(f"nemesis: warning: {duration:g} s leaves no room for: {', '.join(missing)}", flush=True)
-    r = _Run(sched, workload, history_path, nodes, partitions, workers, checker_time_limit_s)
+    r = _Run(sched, workload, history_path, nodes, partitions, workers, checker_time_limit_s, raft_mutation)
     try:
         return asyncio.run(r.main())
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -132,7 +145,8 @@ def _finished(task: asyncio.Task | None) -> bool:
 
 class _Run:
     def __init__(self, sched: schedule.Schedule, workload: str, history_path: str | None,
-                 nodes: int, partitions: int, workers: int, checker_time_limit_s: float) -> None:
+                 nodes: int, partitions: int, workers: int, checker_time_limit_s: float,
+                 raft_mutation: str | None = None) -> None:
         self.sched = sched
         self.workload_name = workload
         self.history_path = history_path
@@ -140,6 +154,7 @@ class _Run:
         self.partitions = partitions
         self.workers = workers
         self.checker_time_limit_s = checker_time_limit_s
+        self.raft_mutation = raft_mutation
         self.root = ""
         self.cluster: Cluster | None = None
         self.net: ProxyNet | None = None
@@ -255,13 +270,21 @@ class _Run:
         # Heal, then the cluster must come back whole within the bound.
         healed = await nem.heal_all()
         heal_time = time.monotonic()
-        for rep in self.episodes.values():
-            if rep.after_probe is not None and not rep.after_probe.done():
-                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(asyncio.shield(rep.after_probe), EPISODE_BOUND_S)
-            if rep.during_probe is not None and not rep.during_probe.done():
-                rep.during_probe.cancel()
-        probe = await checks.probe_writable(self.prober, self._probe_keys("final"), RECOVERY_BOUND_S, "final")
+
+        async def settle_episode_probes() -> None:
+            for rep in self.episodes.values():
+                if rep.after_probe is not None and not rep.after_probe.done():
+                    with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                        await asyncio.wait_for(asyncio.shield(rep.after_probe), EPISODE_BOUND_S)
+                if rep.during_probe is not None and not rep.during_probe.done():
+                    rep.during_probe.cancel()
+
+        # The last episodes' probes and the final one wait for the same recovery: at once, so a
+        # partition that never recovers costs one bound, not two.
+        _, probe = await asyncio.gather(
+            settle_episode_probes(),
+            checks.probe_writable(self.prober, self._probe_keys("final"), RECOVERY_BOUND_S, "final"),
+        )
         health = await checks.wait_healthy(router, max(1.0, RECOVERY_BOUND_S - (time.monotonic() - heal_time)))
         recovered = time.monotonic() - heal_time
         if probe.worst is None:
@@ -284,6 +307,7 @@ class _Run:
             if rep.stale is not None:
                 outcome.problems += [f"#{rep.episode} {rep.kind}: STALE READ: {v}" for v in rep.stale.violations]
         outcome.problems += self.step_errors
+        outcome.problems += nem.problems
 
         # The workload's final reads, then the checks.
         try:
@@ -316,7 +340,10 @@ class _Run:
             root,
             nodes=self.nodes,
             partitions=self.partitions,
-            node_args=lambda i: ["--peer-addresses", peer_files[i], "--fault-file", self.fault_files[i]],
+            node_args=lambda i: [
+                "--peer-addresses", peer_files[i], "--fault-file", self.fault_files[i],
+                *(["--raft-mutation", self.raft_mutation] if self.raft_mutation else []),
+            ],
         )
         self._starting = asyncio.ensure_future(asyncio.to_thread(self.cluster.start))
         await asyncio.shield(self._starting)
@@ -367,7 +394,7 @@ class _Run:
         for step in self.sched.steps:
             await asyncio.sleep(max(0.0, t0 + step.at - time.monotonic()))
             rep = self.episodes.get(step.episode)
-            if rep is not None and rep.targets_reads and step.action == "heal-network":
+            if rep is not None and rep.targets_reads and step.action in ("heal-network", "finish-move"):
                 await self._stale_reads(rep, nem)  # the cut-off node, before it rejoins
             try:
                 applied = await nem.apply(step)
@@ -383,6 +410,7 @@ class _Run:
                 rep.injected = applied.finished
                 rep.targets_reads = bool(applied.nodes) and (
                     step.action == "pause" or step.param("shape") in ("majority", "leader")
+                    or (step.action == "add-replica" and bool(step.param("split")))  # the voter cut off with the learner
                 )
                 if rep.targets_reads:
                     rep.stale_node = applied.nodes[0]
@@ -390,6 +418,8 @@ class _Run:
                 rep.during_probe = asyncio.ensure_future(self._timed(rep, "during", f"e{step.episode}d"))
             else:
                 rep.healed = applied.finished
+                if step.action == "finish-move":
+                    rep.moved = applied.detail
                 if rep.during_probe is not None and not rep.during_probe.done():
                     rep.during_probe.cancel()
                 rep.after_probe = asyncio.ensure_future(self._timed(rep, "after", f"e{step.episode}a"))
@@ -470,7 +500,7 @@ class _Run:
         p(f"final heal: {'; '.join(healed) or 'nothing to heal'}")
         worst = probe.worst
         p(f"  every partition writable {'NOT within bound' if worst is None else f'{worst:.2f} s'} after the heal; "
-          f"healthy (leader, 3 caught-up voters, stores up): {'yes' if health.ok else 'NO'} "
+          f"healthy (leader, {schedule.REPLICAS} caught-up voters, stores up): {'yes' if health.ok else 'NO'} "
           f"{recovered:.2f} s after the heal (bound {RECOVERY_BOUND_S:g} s)")
         p(f"checks ({check_s:.1f} s):")
         for v in outcome.verdicts:
@@ -483,8 +513,11 @@ class _Run:
         p()
         p(f"nemesis: FAILED, seed {sched.seed}")
         p(sched.describe())
+        extra = "" if sched.nodes == schedule.default_nodes(sched.faults) else f" --nodes {sched.nodes}"
+        if self.raft_mutation:
+            extra += f" --raft-mutation {self.raft_mutation}"
         p(f"reproduce the schedule: tessera nemesis --workload {self.workload_name} --duration {sched.duration:g} "
-          f"--faults {','.join(sched.faults)} --seed {sched.seed}")
+          f"--faults {','.join(sched.faults)} --seed {sched.seed}{extra}")
         self._log_excerpts()
 
     def _log_excerpts(self) -> None:

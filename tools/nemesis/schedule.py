@@ -9,13 +9,15 @@ list, cluster shape) always gives the same schedule; the runner prints it on fai
 Targets that only exist at run time are symbolic: ``leader:K`` is "the store leading the K-th
 partition (in key order) when the step runs", ``node:N`` a fixed store. The executor
 (:mod:`tools.nemesis.faults`) resolves them and logs what it resolved to; the heal step of an
-episode acts on whatever its inject step resolved.
+episode acts on whatever its inject step resolved. A ``member`` episode names the partition
+(K) and picks among stores by position (which voter stays with the leader, which old replica
+goes), since which stores host a partition is only known once a previous move has happened.
 
 Shape: one *primary lane* of non-overlapping fault episodes (inject, hold, heal, then a gap so
 recovery can be measured before the next), drawn in shuffled cycles so that every requested
-kind (and every partition shape) appears once before any appears twice; plus, when
-``transfer`` is requested, a *transfer lane* of leadership transfers at random moments,
-overlapping whatever the primary lane is doing.
+kind (and every partition shape the cluster size allows) appears once before any appears
+twice; plus, when ``transfer`` is requested, a *transfer lane* of leadership transfers at
+random moments, overlapping whatever the primary lane is doing.
 """
 
 from __future__ import annotations
@@ -24,9 +26,35 @@ import random
 from dataclasses import dataclass
 
 # Fault kinds of the command line (tools/cli.py FAULTS mirrors this).
-KINDS = ("kill", "pause", "partition", "transfer", "fsync", "slowdisk", "latency", "router")
+KINDS = ("kill", "pause", "partition", "transfer", "fsync", "slowdisk", "latency", "router", "member")
 PRIMARY = tuple(k for k in KINDS if k != "transfer")
-PARTITION_SHAPES = ("majority", "leader", "asymmetric", "bridge")
+PARTITION_SHAPES = ("majority", "leader", "asymmetric", "bridge", "halves")
+# Shapes that need more than 3 nodes: ``halves`` (two stores vs the other two).
+SHAPE_MIN_NODES = {"halves": 4}
+REPLICAS = 3  # replicas per partition (the router's default); ``member`` needs one more store
+MEMBER_MIN_NODES = REPLICAS + 1
+
+
+def partition_shapes(nodes: int) -> tuple[str, ...]:
+    """The partition shapes a cluster of ``nodes`` stores can have."""
+    return tuple(s for s in PARTITION_SHAPES if nodes >= SHAPE_MIN_NODES.get(s, 3))
+
+
+def default_nodes(faults: list[str] | tuple[str, ...]) -> int:
+    """3 nodes; 4 when ``member`` is requested (every partition then has a spare store)."""
+    return MEMBER_MIN_NODES if "member" in faults else 3
+
+
+def check_nodes(nodes: int, faults: list[str] | tuple[str, ...]) -> str | None:
+    """Why ``nodes`` cannot run ``faults`` (a message naming --nodes), or None."""
+    if nodes < 3:
+        return f"the nemesis needs at least 3 nodes (--nodes {nodes})"
+    if "member" in faults and nodes < MEMBER_MIN_NODES:
+        return (f"the member fault moves a replica to a store that does not host the partition, so it "
+                f"needs at least {MEMBER_MIN_NODES} nodes ({REPLICAS} replicas per partition + 1 spare); "
+                f"got --nodes {nodes}")
+    return None
+
 
 # How long each kind of episode holds its fault (uniform in [lo, hi] seconds). Pauses are longer
 # than the election timeout (0.5-1 s at 50 ms ticks) so the others elect a new leader and the
@@ -39,8 +67,14 @@ HOLD = {
     "slowdisk": (3.0, 6.0),
     "latency": (3.0, 6.0),
     "router": (1.0, 3.0),
+    # From submitting the AddReplica to the heal that finishes the move. The inject itself takes
+    # 1-2 s when split (waiting for the learner to show up, then cutting the network).
+    "member": (4.0, 7.0),
 }
 GAP = (2.0, 3.5)  # after a heal, before the next inject: time to recover, measured
+# A member episode's heal carries the move through (learner promoted, an old replica removed),
+# which takes a few seconds of the cluster's own time: planned for, so the lane does not slip.
+MEMBER_MOVE_S = 6.0
 WARMUP = 2.0  # clean operation first, so the history starts from a working cluster
 TAIL = 1.0  # the last heal at least this long before the end of the run
 TRANSFER_EVERY = (1.5, 4.0)
@@ -77,6 +111,7 @@ ACTIONS = {
     "slow-disk": "fast-disk",
     "latency": "heal-network",
     "kill-router": "restart-router",
+    "add-replica": "finish-move",
     "transfer": None,
 }
 INJECT = {
@@ -87,6 +122,7 @@ INJECT = {
     "slowdisk": "slow-disk",
     "latency": "latency",
     "router": "kill-router",
+    "member": "add-replica",
 }
 
 
@@ -96,6 +132,7 @@ class Schedule:
     duration: float
     faults: tuple[str, ...]
     steps: tuple[Step, ...]
+    nodes: int = 3
 
     def kinds(self) -> set[str]:
         """Fault kinds present (partition shapes as ``partition/SHAPE``)."""
@@ -104,6 +141,10 @@ class Schedule:
             if s.action == "partition":
                 out.add(f"partition/{s.param('shape')}")
                 out.add("partition")
+            elif s.action == "add-replica":
+                out.add("member")
+                if s.param("split"):
+                    out.add("member/split")
             elif s.action in INJECT.values() or s.action == "transfer":
                 out.add(s.kind)
         return out
@@ -113,7 +154,7 @@ class Schedule:
         have = self.kinds()
         want = [k for k in self.faults]
         if "partition" in self.faults:
-            want += [f"partition/{s}" for s in PARTITION_SHAPES]
+            want += [f"partition/{s}" for s in partition_shapes(self.nodes)]
         return [k for k in want if k not in have]
 
     def episodes(self) -> dict[int, list[Step]]:
@@ -123,7 +164,7 @@ class Schedule:
         return out
 
     def describe(self) -> str:
-        head = f"schedule (seed {self.seed}, {self.duration:g} s, faults {','.join(self.faults)}):"
+        head = f"schedule (seed {self.seed}, {self.duration:g} s, faults {','.join(self.faults)}, {self.nodes} nodes):"
         if not self.steps:
             return head + "\n  (no faults)"
         return "\n".join([head, *(f"  {s}" for s in self.steps)])
@@ -134,6 +175,26 @@ def _node_target(rng: random.Random, nodes: int, partitions: int) -> str:
     if rng.random() < 0.5:
         return f"node:{rng.randint(1, nodes)}"
     return f"leader:{rng.randrange(partitions)}"
+
+
+def _member_params(rng: random.Random, nodes: int, partitions: int, first: bool) -> dict[str, object]:
+    """Move one replica of partition K to a store that does not host it.
+
+    ``split``: cut the network right after the new replica became a learner, into {leader, the
+    ``keep``-th other voter} | {the remaining voter, the learner} (the first member episode of
+    a schedule always splits). ``remove``: which old replica goes once the new one is a voter,
+    ``leader`` (whoever leads then) or ``follower:I`` (the I-th other old voter). ``spare``
+    (more than 4 nodes only): which of the stores not hosting K receives the replica.
+    """
+    params: dict[str, object] = {"partition": rng.randrange(partitions)}
+    split = first or rng.random() < 0.5
+    params["split"] = split
+    if split:
+        params["keep"] = rng.randrange(REPLICAS - 1)
+    params["remove"] = "leader" if rng.random() < 0.5 else f"follower:{rng.randrange(REPLICAS - 1)}"
+    if nodes > MEMBER_MIN_NODES:
+        params["spare"] = rng.randrange(nodes - REPLICAS)
+    return params
 
 
 def _params(kind: str, rng: random.Random, nodes: int, partitions: int, shape: str = "") -> dict[str, object]:
@@ -154,6 +215,8 @@ def _params(kind: str, rng: random.Random, nodes: int, partitions: int, shape: s
             return {"shape": shape, "from": _node_target(rng, nodes, partitions), "other": rng.randrange(nodes - 1)}
         if shape == "bridge":  # the others cannot talk to each other, BRIDGE talks to both
             return {"shape": shape, "bridge": _node_target(rng, nodes, partitions)}
+        if shape == "halves":  # WITH and the MATE-th other store | the rest (4 nodes: 2 | 2)
+            return {"shape": shape, "with": _node_target(rng, nodes, partitions), "mate": rng.randrange(nodes - 1)}
     raise ValueError(f"no parameters for fault {kind!r} {shape!r}")
 
 
@@ -162,15 +225,21 @@ def build(
     duration: float,
     faults: list[str] | tuple[str, ...],
     *,
-    nodes: int = 3,
+    nodes: int | None = None,
     partitions: int = 4,
 ) -> Schedule:
-    """The schedule for ``seed``: identical for identical arguments, drawn from one RNG."""
+    """The schedule for ``seed``: identical for identical arguments, drawn from one RNG.
+
+    ``nodes`` defaults to :func:`default_nodes` (3, or 4 with ``member``).
+    """
     unknown = [f for f in faults if f not in KINDS]
     if unknown:
         raise ValueError(f"unknown fault kinds {unknown}; choose from {', '.join(KINDS)}")
-    if nodes < 3:
-        raise ValueError("the nemesis needs at least 3 nodes")
+    if nodes is None:
+        nodes = default_nodes(faults)
+    why = check_nodes(nodes, faults)
+    if why is not None:
+        raise ValueError(why)
     rng = random.Random(seed)
     steps: list[Step] = []
     episode = 0
@@ -181,23 +250,30 @@ def build(
     # shapes so that every shape occurs in the first cycle.
     t = WARMUP
     cycle: list[tuple[str, str]] = []
+    members = 0
     while primary:
         if not cycle:
             cycle = [(k, "") for k in primary if k != "partition"]
             if "partition" in primary:
-                cycle += [("partition", s) for s in PARTITION_SHAPES]
+                cycle += [("partition", s) for s in partition_shapes(nodes)]
             rng.shuffle(cycle)
         kind, shape = cycle.pop(0)
         lo, hi = HOLD[kind]
         hold = round(rng.uniform(lo, hi), 2)
-        if t + hold > end:
+        settle = MEMBER_MOVE_S if kind == "member" else 0.0
+        if t + hold + settle > end:
             break
         episode += 1
-        params = tuple(sorted(_params(kind, rng, nodes, partitions, shape).items()))
+        if kind == "member":
+            drawn = _member_params(rng, nodes, partitions, first=members == 0)
+            members += 1
+        else:
+            drawn = _params(kind, rng, nodes, partitions, shape)
+        params = tuple(sorted(drawn.items()))
         inject = INJECT[kind]
         steps.append(Step(round(t, 2), episode, kind, inject, params))
         steps.append(Step(round(t + hold, 2), episode, kind, ACTIONS[inject], params))  # type: ignore[arg-type]
-        t += hold + rng.uniform(*GAP)
+        t += hold + settle + rng.uniform(*GAP)
 
     # The transfer lane, overlapping the primary one.
     if "transfer" in faults:
@@ -209,4 +285,4 @@ def build(
             t += rng.uniform(*TRANSFER_EVERY)
 
     steps.sort(key=lambda s: (s.at, s.episode))
-    return Schedule(seed, float(duration), tuple(faults), tuple(steps))
+    return Schedule(seed, float(duration), tuple(faults), tuple(steps), nodes)
