@@ -399,6 +399,8 @@ class RaftStore:
 
     def on_messages(self, from_store: int, msgs: list[raft_pb2.RaftMessage]) -> None:
         """Step every message of a transport batch into its replica (called in order)."""
+        if self.failed is not None:
+            return
         self.last_seen[from_store] = self.loop.time()
         for pb in msgs:
             if pb.partition_id == 0:
@@ -416,7 +418,12 @@ class RaftStore:
             if m.type in (MessageType.APP, MessageType.HEARTBEAT):
                 rep.leader_contact = self.loop.time()
                 rep.leader_commit = max(rep.leader_commit, m.commit)
-            rep.raw.step(m)
+            try:
+                rep.raw.step(m)
+            except Exception as exc:
+                log.exception("partition %d: stepping %s failed", rep.pid, m.type.name)
+                self._fail(f"internal error stepping a Raft message: {exc!r}")
+                return
         self.kick()
 
     async def on_snapshot(
@@ -526,15 +533,22 @@ class RaftStore:
             try:
                 await self._round()
             except (WalError, lmdb.Error) as exc:
-                self._fail(exc)
+                self._fail(f"write-ahead log failed: {exc}")
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 log.exception("raft round failed")
-                raise
+                self._fail(f"internal error in a Raft round: {exc!r}")
 
-    def _fail(self, exc: Exception) -> None:
-        self.failed = NodeFailed(f"write-ahead log failed, no longer acknowledging writes: {exc}")
+    def _fail(self, why: str) -> None:
+        """Fail-stop: stop acknowledging anything and go silent, so peers elect around us.
+
+        A half-processed Ready (an exception between persisting and advancing) leaves the
+        core's view and the disk's apart; carrying on could acknowledge what is not durable.
+        """
+        if self.failed is not None:
+            return
+        self.failed = NodeFailed(f"{why}; no longer acknowledging writes")
         log.error("%s", self.failed)
         for rep in self.replicas.values():
             rep.close()
@@ -592,6 +606,13 @@ class RaftStore:
         jobs = self._apply_jobs(work)
 
         def persisted() -> None:
+            try:
+                advance()
+            except Exception as exc:
+                log.exception("advancing the Raft state failed")
+                self._fail(f"internal error advancing the Raft state: {exc!r}")
+
+        def advance() -> None:
             # Followers answer as soon as their log is durable, not after applying.
             for rep, msgs in late:
                 self._send(rep, msgs)

@@ -44,3 +44,36 @@ async def _scenario(nodes, router: str) -> None:
                 )
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "write-ahead log failed" in err.value.details()
+
+
+def test_an_internal_error_in_a_round_fails_the_node_and_the_group_moves_on(tmp_path) -> None:
+    run_cluster(tmp_path, 1, _internal_error_scenario)
+
+
+async def _internal_error_scenario(nodes, router: str) -> None:
+    async with AsyncClient(router) as client:
+        await client.put(b"before", b"1", timeout=30)
+        leader = next(n for n in nodes if n.raftstore.replicas[1].is_leader())
+        raw = leader.raftstore.replicas[1].raw
+
+        def broken_advance(rd) -> None:  # a bug between persisting a Ready and advancing it
+            raise RuntimeError("injected bug in advance")
+
+        raw.advance = broken_advance
+        # The sick leader must neither acknowledge nor keep its followers quiet: it fails
+        # stop, they elect a new leader, and the client's retry lands there.
+        version = await client.put(b"during", b"2", timeout=30)
+        assert leader.raftstore.failed is not None
+        assert "internal error advancing the Raft state" in str(leader.raftstore.failed)
+        others = [n for n in nodes if n is not leader]
+        await until(lambda: any(n.raftstore.replicas[1].is_leader() for n in others), 30, "a new leader")
+        got = await client.get(b"during", consistency="linearizable", timeout=30)
+        assert got is not None and got.value == b"2" and got.version == version
+        async with grpc.aio.insecure_channel(leader.advertise) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await kv_pb2_grpc.KVStub(ch).Put(
+                    kv_pb2.PutRequest(context=kv_pb2.RequestContext(partition_id=1), key=b"x", value=b"y"),
+                    timeout=5,
+                )
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "internal error" in err.value.details()
