@@ -13,8 +13,10 @@ travels with snapshots), so a restart or a snapshot never mixes two of them.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 from node.raft import ConfChange, ConfChangeSingle, ConfChangeType, ConfState
+from node.raft.raft import Raft
 from tesserapb import meta_pb2
 
 _PAIR = struct.Struct("<QQ")
@@ -89,3 +91,44 @@ def promote(replica_id: int) -> ConfChange:
 
 def remove(replica_id: int) -> ConfChange:
     return ConfChange((ConfChangeSingle(ConfChangeType.REMOVE_NODE, replica_id),))
+
+
+@dataclass(frozen=True, slots=True)
+class HandOver:
+    """The leader is asked to remove itself: transfer leadership to ``target`` first."""
+
+    target: int
+
+
+def next_step(r: Raft, want_add: dict[int, int], want_remove: set[int]) -> ConfChange | HandOver | None:
+    """The leader's next membership step (pure: decides, changes nothing), at most one in flight.
+
+    In order: add wanted learners, promote any learner that has caught up (learners exist
+    only to join; a caught-up one becomes a voter whoever asked for it, so a change of leader
+    does not strand it), then remove wanted replicas.  Adding before removing keeps a move
+    from ever shrinking the group.  A leader asked to remove itself hands its leadership to
+    the most caught-up active voter instead; placement re-sends the removal to the new leader.
+    """
+    if r.lead_transferee or r.pending_conf_index > r.log.applied:
+        return None
+    cs = r.trk.conf
+    if cs.joint:
+        return None  # the core leaves it on its own first
+    members = cs.all_nodes()
+    adds = sorted((rid, store) for rid, store in want_add.items() if rid not in members)
+    if adds:
+        return add_learner(*adds[0])
+    for rid in sorted(cs.learners):
+        pr = r.trk.progress.get(rid)
+        if pr is not None and pr.match >= r.log.committed:
+            return promote(rid)
+    for rid in sorted(want_remove & members):
+        if rid != r.id:
+            return remove(rid)
+        others = [
+            (pr.match, other)
+            for other, pr in r.trk.progress.items()
+            if other != r.id and r.trk.is_voter(other) and pr.recent_active
+        ]
+        return HandOver(max(others)[1]) if others else None
+    return None

@@ -207,13 +207,16 @@ class RaftStore:
         rep = self.replicas.get(pid)
         if rep is None or rep.replica_id != replica_id:
             return False
+        await asyncio.shield(self._doom(pid, replica_id))
+        return True
+
+    def _doom(self, pid: int, replica_id: int) -> asyncio.Future:
+        """Schedule the deletion for the start of the next round (rounds own the storage)."""
         pending = self._doomed.get(pid)
         if pending is None:
-            pending = (replica_id, self.loop.create_future())
-            self._doomed[pid] = pending
+            pending = self._doomed[pid] = (replica_id, self.loop.create_future())
             self.kick()
-        await asyncio.shield(pending[1])
-        return True
+        return pending[1]
 
     def destroy_if_removed(self, desc: meta_pb2.PartitionDescriptor, replica_id: int) -> bool:
         """Placement says ``desc`` (committed by the group) no longer has our ``replica_id``.
@@ -228,10 +231,8 @@ class RaftStore:
             return False
         if rep.descriptor.epoch.conf_ver >= desc.epoch.conf_ver:
             return False
-        if desc.id not in self._doomed:
-            log.info("partition %d: replica %d was removed from the group, deleting it", desc.id, replica_id)
-            self._doomed[desc.id] = (replica_id, self.loop.create_future())
-            self.kick()
+        log.info("partition %d: replica %d was removed from the group, deleting it", desc.id, replica_id)
+        self._doom(desc.id, replica_id)
         return True
 
     async def _destroy(self, rep: Replica) -> None:
@@ -280,73 +281,29 @@ class RaftStore:
             self.drive_membership(rep)
 
     def drive_membership(self, rep: Replica) -> None:
-        """One step of the leader's membership work, at most one conf change in flight.
-
-        In order: add wanted learners, promote any learner that has caught up (learners exist
-        only to join; a caught-up one becomes a voter whoever asked for it, so a change of
-        leader does not strand it), then remove wanted replicas.  Adding before removing
-        keeps a move from ever shrinking the group.  A leader asked to remove itself hands
-        its leadership to the most caught-up voter instead; placement re-sends the removal
-        to the new leader.
-        """
+        """Take the leader's next membership step (:func:`node.membership.next_step`)."""
         r = rep.raw.raft
-        if r.role != Role.LEADER or r.lead_transferee or r.pending_conf_index > r.log.applied:
+        if r.role != Role.LEADER:
             return
-        cs = r.trk.conf
-        if cs.joint:
-            return  # the core leaves it on its own first
-        members = cs.all_nodes()
-        cc = None
-        for rid, store in sorted(rep.want_add.items()):
-            if rid not in members:
-                cc = membership.add_learner(rid, store)
-                break
-        else:
-            rep.want_add.clear()
-        if cc is None:
-            for rid in sorted(cs.learners):
-                pr = r.trk.progress.get(rid)
-                if pr is not None and pr.match >= r.log.committed:
-                    cc = membership.promote(rid)
-                    break
-        if cc is None and not rep.want_add:
-            rep.want_remove &= members
-            for rid in sorted(rep.want_remove):
-                if rid == r.id:
-                    self._hand_over(rep)
-                    return
-                cc = membership.remove(rid)
-                break
-        if cc is None:
+        members = r.trk.conf.all_nodes()
+        rep.want_add = {rid: store for rid, store in rep.want_add.items() if rid not in members}
+        rep.want_remove &= members
+        step = membership.next_step(r, rep.want_add, rep.want_remove)
+        if step is None:
             return
         # An idle group is not ticked: it must tick again to probe and promote the newcomer.
         rep.ensure_awake()
         try:
-            rep.raw.propose_conf_change(cc)
+            if isinstance(step, membership.HandOver):
+                log.info("partition %d: asked to remove the leader; transferring to %d first", rep.pid, step.target)
+                rep.raw.transfer_leader(step.target)
+                rep.want_remove.discard(r.id)
+            else:
+                rep.raw.propose_conf_change(step)
+                log.info("partition %d: proposed %s", rep.pid, [(c.type.name, c.node_id) for c in step.changes])
         except (ProposalDroppedError, NotLeaderError) as exc:
-            log.info("partition %d: conf change %s not proposed yet: %s", rep.pid, cc.changes, exc)
+            log.info("partition %d: membership step %s not taken yet: %s", rep.pid, step, exc)
             return
-        log.info("partition %d: proposed %s", rep.pid, [(c.type.name, c.node_id) for c in cc.changes])
-        self.kick()
-
-    def _hand_over(self, rep: Replica) -> None:
-        r = rep.raw.raft
-        others = [
-            (pr.match, rid)
-            for rid, pr in r.trk.progress.items()
-            if rid != r.id and not pr.is_learner and r.trk.is_voter(rid) and pr.recent_active
-        ]
-        if not others:
-            return
-        _, target = max(others)
-        rep.ensure_awake()
-        log.info("partition %d: asked to remove the leader; transferring to replica %d first", rep.pid, target)
-        try:
-            rep.raw.transfer_leader(target)
-        except (ProposalDroppedError, NotLeaderError) as exc:
-            log.info("partition %d: transfer refused: %s", rep.pid, exc)
-            return
-        rep.want_remove.discard(r.id)
         self.kick()
 
     async def _open_replica(self, pid: int, replica_id: int, desc: meta_pb2.PartitionDescriptor) -> None:

@@ -17,19 +17,36 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def test_failed_fsync_stops_acknowledgements(tmp_path) -> None:
-    run_cluster(tmp_path, 1, _scenario)
+    def fail_fsync(leader) -> None:
+        leader.wal.faults.fail_fsync = True
+
+    run_cluster(tmp_path, 1, lambda nodes, router: _sick_leader(
+        nodes, router, fail_fsync, failed_says="write-ahead log failed", refusal_says="write-ahead log failed"))
 
 
-async def _scenario(nodes, router: str) -> None:
+def test_an_internal_error_in_a_round_fails_the_node_and_the_group_moves_on(tmp_path) -> None:
+    def break_advance(leader) -> None:  # a bug between persisting a Ready and advancing it
+        def broken_advance(rd) -> None:
+            raise RuntimeError("injected bug in advance")
+
+        leader.raftstore.replicas[1].raw.advance = broken_advance
+
+    run_cluster(tmp_path, 1, lambda nodes, router: _sick_leader(
+        nodes, router, break_advance,
+        failed_says="internal error advancing the Raft state", refusal_says="internal error"))
+
+
+async def _sick_leader(nodes, router: str, break_it, *, failed_says: str, refusal_says: str) -> None:
     async with AsyncClient(router) as client:
         await client.put(b"before", b"1", timeout=30)
         leader = next(n for n in nodes if n.raftstore.replicas[1].is_leader())
-        leader.wal.faults.fail_fsync = True
-        # The next write reaches the sick leader: its fsync fails, so it must not be
-        # acknowledged by it; the node fails and the others elect a new leader, and
-        # the client's retry (same request id) lands there.
+        break_it(leader)
+        # The next write reaches the sick leader: it must not be acknowledged by it, nor may
+        # the leader keep its followers quiet; the node fails stop, the others elect a new
+        # leader, and the client's retry (same request id) lands there.
         version = await client.put(b"during", b"2", timeout=30)
         assert leader.raftstore.failed is not None
+        assert failed_says in str(leader.raftstore.failed)
         assert not leader.raftstore.replicas or all(r.closed for r in leader.raftstore.replicas.values())
         others = [n for n in nodes if n is not leader]
         await until(lambda: any(n.raftstore.replicas[1].is_leader() for n in others), 30, "a new leader")
@@ -43,37 +60,4 @@ async def _scenario(nodes, router: str) -> None:
                     timeout=5,
                 )
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert "write-ahead log failed" in err.value.details()
-
-
-def test_an_internal_error_in_a_round_fails_the_node_and_the_group_moves_on(tmp_path) -> None:
-    run_cluster(tmp_path, 1, _internal_error_scenario)
-
-
-async def _internal_error_scenario(nodes, router: str) -> None:
-    async with AsyncClient(router) as client:
-        await client.put(b"before", b"1", timeout=30)
-        leader = next(n for n in nodes if n.raftstore.replicas[1].is_leader())
-        raw = leader.raftstore.replicas[1].raw
-
-        def broken_advance(rd) -> None:  # a bug between persisting a Ready and advancing it
-            raise RuntimeError("injected bug in advance")
-
-        raw.advance = broken_advance
-        # The sick leader must neither acknowledge nor keep its followers quiet: it fails
-        # stop, they elect a new leader, and the client's retry lands there.
-        version = await client.put(b"during", b"2", timeout=30)
-        assert leader.raftstore.failed is not None
-        assert "internal error advancing the Raft state" in str(leader.raftstore.failed)
-        others = [n for n in nodes if n is not leader]
-        await until(lambda: any(n.raftstore.replicas[1].is_leader() for n in others), 30, "a new leader")
-        got = await client.get(b"during", consistency="linearizable", timeout=30)
-        assert got is not None and got.value == b"2" and got.version == version
-        async with grpc.aio.insecure_channel(leader.advertise) as ch:
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await kv_pb2_grpc.KVStub(ch).Put(
-                    kv_pb2.PutRequest(context=kv_pb2.RequestContext(partition_id=1), key=b"x", value=b"y"),
-                    timeout=5,
-                )
-            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert "internal error" in err.value.details()
+            assert refusal_says in err.value.details()
