@@ -2,6 +2,7 @@
 #
 #   make dev     .venv/ with the project installed editable + dev tools, gRPC stubs generated
 #   make test    make dev, then the whole pytest suite   (extra flags: PYTEST_ARGS='-k foo -x')
+#   make test-fast  make dev, then the unit tier only (tests/unit, seconds)
 #   make run     make dev, then `tessera cluster up`     (extra flags: RUN_ARGS='--nodes 5')
 #   make protos  regenerate tesserapb/ from protos/ even if it looks up to date
 #   make clean   remove .venv/, tesserapb/ and build litter (never data/)
@@ -19,7 +20,7 @@ PYTEST_ARGS  ?=
 RUN_ARGS     ?=
 
 .DEFAULT_GOAL := dev
-.PHONY: dev test run protos clean
+.PHONY: dev test test-fast run protos clean
 
 dev: $(VENV)/.installed $(STUBS_STAMP)
 
@@ -64,6 +65,9 @@ protos: $(VENV)/.installed
 
 test: dev
 	$(VPY) -m pytest $(PYTEST_ARGS)
+
+test-fast: dev
+	$(VPY) -m pytest tests/unit $(PYTEST_ARGS)
 
 run: dev
 	$(VENV)/bin/tessera cluster up $(RUN_ARGS)

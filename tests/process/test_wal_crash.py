@@ -53,7 +53,7 @@ def _run_and_kill(directory: str, base: int, per_batch: int, acks_before_kill: i
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, directory, str(base), str(per_batch), str(SEGMENT_BYTES)],
         stdout=subprocess.PIPE,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert proc.stdout is not None
     acked: list[list[int]] = []

@@ -21,7 +21,7 @@ from tesserapb import meta_pb2, meta_pb2_grpc
 
 pytestmark = pytest.mark.timeout(60)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tessera(*args: str) -> subprocess.CompletedProcess[str]:

@@ -22,6 +22,7 @@ import pytest
 from node.wire.errors import error_from_rpc
 from router.client import Client, InvalidArgumentError
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
+from conftest import eventually
 from tools.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(300)
@@ -49,15 +50,6 @@ def make_cluster():
     for c, root in made:
         c.stop()
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _wait(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _leader_of(c: Cluster, key: bytes) -> int:
@@ -179,7 +171,7 @@ def test_restarted_follower_catches_up_by_snapshot(make_cluster) -> None:
                 except grpc.RpcError:
                     return False
 
-            _wait(follower_has_it, 60, "the restarted follower to catch up")
+            eventually(follower_has_it, 60, "the restarted follower to catch up")
         finally:
             ch.close()
     log = open(os.path.join(c.root, "logs", f"node{follower}.log")).read()
@@ -210,12 +202,12 @@ def test_leader_killed_under_load_no_lost_or_duplicated_writes(make_cluster) -> 
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
     for t in threads:
         t.start()
-    _wait(lambda: len(acked) > 200, 30, "writes to flow")
+    eventually(lambda: len(acked) > 200, 30, "writes to flow")
     victim = _leader_of(c, b"\x30w")
     killed_at = time.monotonic()
     before = len(acked)
     c.kill(victim)
-    _wait(lambda: len(acked) > before + 200, 30, "writes to flow again after the leader was killed")
+    eventually(lambda: len(acked) > before + 200, 30, "writes to flow again after the leader was killed")
     recovery = time.monotonic() - killed_at
     stop.set()
     for t in threads:

@@ -14,6 +14,7 @@ import time
 import grpc
 import pytest
 
+from conftest import eventually_async
 from router.client import AsyncClient
 from tesserapb import meta_pb2, meta_pb2_grpc
 from tools.cluster import Cluster
@@ -33,12 +34,9 @@ async def _partitions(router: str) -> list[meta_pb2.PartitionDescriptor]:
 async def _lead_everything_from(router: str, store: int, timeout: float) -> None:
     async with grpc.aio.insecure_channel(router) as ch:
         meta = meta_pb2_grpc.MetaStub(ch)
-        deadline = time.monotonic() + timeout
-        while True:
+
+        async def all_led_by_store() -> bool:
             parts = await _partitions(router)
-            if all(p.leader_store_id == store for p in parts):
-                return
-            assert time.monotonic() < deadline, f"transfers to store {store} did not happen: {parts}"
             for p in parts:
                 if p.leader_store_id != store:
                     await meta.SubmitOperation(
@@ -49,7 +47,9 @@ async def _lead_everything_from(router: str, store: int, timeout: float) -> None
                         ),
                         timeout=2,
                     )
-            await asyncio.sleep(1.0)
+            return all(p.leader_store_id == store for p in parts)
+
+        await eventually_async(all_led_by_store, timeout, f"store {store} to lead every partition", interval=1.0)
 
 
 async def _first_write(client: AsyncClient, key: bytes, bound: float) -> float | None:
@@ -90,10 +90,10 @@ def test_idle_partitions_of_a_failed_disk_node_fail_over(tmp_path) -> None:
                 took = [await _first_write(client, keys[0], 15)]
                 took.append(await _first_write(client, keys[1], 15))
             assert all(t is not None for t in took), f"partitions stuck behind the failed node: {took}"
-            deadline = time.monotonic() + 5
-            while any(p.leader_store_id == FAILED for p in await _partitions(router)):
-                assert time.monotonic() < deadline, "the router still names the failed node as a leader"
-                await asyncio.sleep(0.1)
+            async def failed_node_leads_nothing() -> bool:
+                return all(p.leader_store_id != FAILED for p in await _partitions(router))
+
+            await eventually_async(failed_node_leads_nothing, 5, "the router to stop naming the failed node a leader")
 
         asyncio.run(scenario())
     finally:

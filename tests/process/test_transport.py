@@ -25,6 +25,7 @@ from node.raft.types import (
     SnapshotMeta,
 )
 from node.raft_codec import message_from_pb, message_to_pb
+from conftest import eventually_async
 from node.transport import SERVER_OPTIONS, RaftTransport, RaftTransportService, register
 from tesserapb import raft_pb2, raft_pb2_grpc
 
@@ -32,17 +33,6 @@ pytestmark = pytest.mark.timeout(60)
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float, what: str, pump: Callable[[], None] | None = None) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        if pump is not None:
-            pump()
-        await asyncio.sleep(0.005)
 
 
 @dataclass
@@ -167,7 +157,7 @@ def test_two_stores_exchange_in_order_and_batched(tmp_path) -> None:  # type: ig
                 await asyncio.sleep(0)
 
         await asyncio.gather(pump(ta, 2), pump(tb, 1))
-        await wait_for(lambda: b.count(1) == n and a.count(2) == n, 5, "all messages")
+        await eventually_async(lambda: b.count(1) == n and a.count(2) == n, 5, "all messages", interval=0.005)
         for store, sender in ((b, 1), (a, 2)):
             got = store.received[sender]
             assert [m.commit for m in got] == list(range(n))  # order per (sender, receiver)
@@ -193,7 +183,7 @@ def test_batches_split_at_max_batch_bytes(tmp_path) -> None:  # type: ignore[no-
         await b.start()
         tr = RaftTransport(1, lambda s: b.address, max_batch_bytes=2000)
         tr.send(2, [app(1, i) for i in range(100)])  # ~170 B each: ~12 per batch
-        await wait_for(lambda: b.count(1) == 100, 5, "all messages")
+        await eventually_async(lambda: b.count(1) == 100, 5, "all messages", interval=0.005)
         assert [m.commit for m in b.received[1]] == list(range(100))
         assert tr.batches_sent >= 8
         assert b.service is not None and b.service.batches_received == tr.batches_sent
@@ -211,7 +201,7 @@ def test_queue_overflow_drops_oldest(tmp_path) -> None:  # type: ignore[no-untyp
         for i in range(25):  # all before the sender task first runs
             tr.send(2, [app(1, i)])
         assert tr.msgs_dropped == 15
-        await wait_for(lambda: b.count(1) == 10, 5, "the newest ten")
+        await eventually_async(lambda: b.count(1) == 10, 5, "the newest ten", interval=0.005)
         assert [m.commit for m in b.received[1]] == list(range(15, 25))
         await tr.close()
         await b.stop()
@@ -255,7 +245,7 @@ def test_unacked_window_bounds_a_stalled_peer() -> None:
             seq += 1
 
         # One message per loop turn: each goes out as its own batch until the window is full.
-        await wait_for(lambda: len(svc.batches) == 16, 3, "a full window", one)
+        await eventually_async(lambda: one() or len(svc.batches) == 16, 3, "a full window", interval=0.005)
         extra = tr.peer_status()[2]["queued"]  # a pump may have raced the 16th batch
         for _ in range(50):
             one()
@@ -265,7 +255,7 @@ def test_unacked_window_bounds_a_stalled_peer() -> None:
         st = tr.peer_status()[2]
         assert st["queued"] == extra + 50 and st["inflight"] == 16 and len(svc.batches) == 16
         svc.release.set()  # one cumulative ack frees the whole window
-        await wait_for(lambda: svc.msgs() == seq, 3, "the queue to drain")
+        await eventually_async(lambda: svc.msgs() == seq, 3, "the queue to drain", interval=0.005)
         assert [m.commit for b in svc.batches for m in b.msgs] == list(range(seq))
         assert tr.msgs_dropped == 0
         await tr.close()
@@ -290,17 +280,17 @@ def test_receiver_restart_on_same_port_reconnects(tmp_path) -> None:  # type: ig
             tr.send(2, [app(1, seq)])
             seq += 1
 
-        await wait_for(lambda: b.count(1) > 0, 3, "first delivery", pump)
+        await eventually_async(lambda: pump() or b.count(1) > 0, 3, "first delivery", interval=0.005)
         assert not events
         stopped = loop.time()  # before: the sender may notice while stop() is still running
         await b.stop()
-        await wait_for(lambda: bool(events), 3, "on_unreachable", pump)
+        await eventually_async(lambda: pump() or bool(events), 3, "on_unreachable", interval=0.005)
         assert events[0][0] == "unreachable 2" and events[0][1] >= stopped
 
         b2 = Store(2, str(tmp_path))
         await b2.start(port=port)  # the SAME port, retried until bindable
         restarted = loop.time()
-        await wait_for(lambda: b2.count(1) > 0, 4, "delivery after reconnect", pump)
+        await eventually_async(lambda: pump() or b2.count(1) > 0, 4, "delivery after reconnect", interval=0.005)
         assert tr.reconnects >= 1 and tr.stream_failures >= 1
         assert any(t >= stopped for _, t in events)
         got = [m.commit for m in b2.received[1]]
@@ -320,7 +310,7 @@ def test_store_id_mismatch_is_refused(tmp_path) -> None:  # type: ignore[no-unty
         # Store 3's address now belongs to store 2 (say, the address was reused).
         tr = RaftTransport(1, lambda s: b.address, on_unreachable=unreachable.append)
         tr.send(3, [app(1, 0)])
-        await wait_for(lambda: 3 in unreachable, 3, "on_unreachable(3)")
+        await eventually_async(lambda: 3 in unreachable, 3, "on_unreachable(3)", interval=0.005)
         assert b.count(1) == 0
         assert b.service is not None and b.service.streams_refused >= 1
         err = tr.peer_status()[3]["last_error"]
@@ -425,7 +415,7 @@ def test_close_leaves_no_pending_tasks(tmp_path) -> None:  # type: ignore[no-unt
         tr = RaftTransport(1, addrs.get, on_unreachable=unreachable.append)
         tr.send(2, [app(1, i) for i in range(50)])
         tr.send(9, [app(1, 0)])
-        await wait_for(lambda: b.count(1) == 50 and 9 in unreachable, 3, "delivery and a failing peer")
+        await eventually_async(lambda: b.count(1) == 50 and 9 in unreachable, 3, "delivery and a failing peer", interval=0.005)
         tr.send(8, [app(1, 0)])
         await tr.remove_peer(8)  # a store that left: its sender is gone at once
         assert 8 not in tr.peer_status()
@@ -439,7 +429,7 @@ def test_close_leaves_no_pending_tasks(tmp_path) -> None:  # type: ignore[no-unt
 
         snap = asyncio.create_task(tr.send_snapshot(2, snap_message(), endless()))
         # In flight: the receiver has the first piece spooled (its scratch file exists).
-        await wait_for(lambda: any(n.endswith(".part") for n in os.listdir(tmp_path)), 2, "snapshot in flight")
+        await eventually_async(lambda: any(n.endswith(".part") for n in os.listdir(tmp_path)), 2, "snapshot in flight", interval=0.005)
         await tr.close()
         ok, reason = await asyncio.wait_for(snap, 2)
         assert not ok and reason
@@ -453,6 +443,6 @@ def test_close_leaves_no_pending_tasks(tmp_path) -> None:  # type: ignore[no-unt
         # leaked by the transport would never finish: its senders wait forever).
         await b.stop()
         me = asyncio.current_task()
-        await wait_for(lambda: not (asyncio.all_tasks() - {me}), 3, "no pending tasks")
+        await eventually_async(lambda: not (asyncio.all_tasks() - {me}), 3, "no pending tasks", interval=0.005)
 
     run(main())

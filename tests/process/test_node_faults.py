@@ -9,7 +9,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from inprocess import run_cluster, until
+from conftest import eventually_async
+from support.inprocess import run_cluster
 from router.client import AsyncClient
 from tesserapb import kv_pb2, kv_pb2_grpc
 
@@ -49,7 +50,7 @@ async def _sick_leader(nodes, router: str, break_it, *, failed_says: str, refusa
         assert failed_says in str(leader.raftstore.failed)
         assert not leader.raftstore.replicas or all(r.closed for r in leader.raftstore.replicas.values())
         others = [n for n in nodes if n is not leader]
-        await until(lambda: any(n.raftstore.replicas[1].is_leader() for n in others), 30, "a new leader")
+        await eventually_async(lambda: any(n.raftstore.replicas[1].is_leader() for n in others), 30, "a new leader")
         got = await client.get(b"during", consistency="linearizable", timeout=30)
         assert got is not None and got.value == b"2" and got.version == version
         # The failed node refuses every request instead of acknowledging anything.

@@ -17,6 +17,7 @@ from router.client.errors import RpcFailure
 from router.client.retry import classify
 from router.client.stream import StreamTransport
 from router.client.transport import UnaryTransport
+from conftest import eventually_async
 from router.testing import RouterProcess
 from tesserapb import kv_pb2
 
@@ -31,14 +32,6 @@ def router(tmp_path):
     r = RouterProcess(tmp_path / "router").start()
     yield r
     r.kill()
-
-
-async def until(predicate, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met within deadline")
-        await asyncio.sleep(0.01)
 
 
 def test_concurrent_requests_share_one_stream_and_errors_map_per_item(router):
@@ -118,13 +111,13 @@ def test_broken_stream_fails_in_flight_requests_retryably_then_reconnects(router
             stream = transport.stream(router.address)
             in_flight = [asyncio.ensure_future(transport.send(router.address, "get", kv_pb2.GetRequest(key=b"k"), 30))
                          for _ in range(3)]
-            await until(lambda: stream.items_sent == 4)
+            await eventually_async(lambda: stream.items_sent == 4, 5, "four items on the stream")
             router.kill()
             failures = await asyncio.wait_for(asyncio.gather(*in_flight, return_exceptions=True), 10)
 
             await asyncio.to_thread(restarted.start)
             deadline = time.monotonic() + 10
-            while True:
+            while True:  # polls an async call, which eventually_async cannot await
                 try:
                     return failures, await transport.send(router.address, "scan", EMPTY, 2)
                 except RpcFailure as f:

@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from conftest import eventually
+
 pytestmark = pytest.mark.timeout(180)
 
 TESSERA = os.path.join(os.path.dirname(sys.executable), "tessera")
@@ -58,10 +60,7 @@ def test_cluster_up_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-    deadline = time.monotonic() + 10
-    while _children_of(data) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _children_of(data) == [], "processes left behind after SIGTERM"
+    eventually(lambda: not _children_of(data), 10, "no processes left behind after SIGTERM")
 
     proc, router = _start(data)
     try:
@@ -79,7 +78,4 @@ def test_launcher_killed_with_sigkill_leaves_no_orphans(tmp_path) -> None:
     assert len(_children_of(data)) == 4
     proc.kill()
     proc.wait(10)
-    deadline = time.monotonic() + 15
-    while _children_of(data) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _children_of(data) == [], "children outlived a SIGKILLed launcher"
+    eventually(lambda: not _children_of(data), 15, "the children of a SIGKILLed launcher to exit")

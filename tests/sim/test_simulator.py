@@ -31,7 +31,7 @@ from tools.simulator.invariants import (
 )
 from tools.simulator.runner import main, run_seed
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Budget of seeds in which each mutation must be caught, and what catching it may look like.
 # Measured (seeds 0..199): first catches apply-uncommitted 0, vote-ignores-log 0,

@@ -19,7 +19,7 @@ from node.raft import (
 )
 from node.raft.confchange import ConfChangeError, apply_conf_change
 from node.raft.errors import CompactedError
-from raft_net import Net
+from support.raft_net import Net
 
 ADD_V, ADD_L, REMOVE = ConfChangeType.ADD_VOTER, ConfChangeType.ADD_LEARNER, ConfChangeType.REMOVE_NODE
 

@@ -15,10 +15,8 @@ import time
 import grpc
 import pytest
 
-from node import membership
-from node.raft import ConfChangeType
-from raft_net import Net
 from router.client import Client
+from conftest import eventually
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 from tools.cluster import Cluster
 
@@ -37,17 +35,6 @@ def cluster():
         c.stop()
         if not os.environ.get("TESSERA_KEEP"):
             shutil.rmtree(root, ignore_errors=True)
-
-
-def _wait(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 class Meta:
@@ -82,26 +69,6 @@ class Meta:
         return self.replica_count(store) == listed
 
 
-def test_next_step_adds_then_promotes_then_removes_and_never_removes_the_leader_itself() -> None:
-    net = Net([1, 2, 3], learners=[4])
-    net.elect(1)
-    net.settle()
-    r = net.nodes[1].raft
-
-    def kind(step):
-        return [(c.type, c.node_id) for c in step.changes]
-
-    # Wanted additions come first, then a caught-up learner is promoted unasked.
-    assert kind(membership.next_step(r, {5: 9}, {2})) == [(ConfChangeType.ADD_LEARNER, 5)]
-    assert membership.decode_stores(membership.next_step(r, {5: 9}, set()).context) == {5: 9}
-    assert kind(membership.next_step(r, {}, {2})) == [(ConfChangeType.ADD_VOTER, 4)]
-    r.trk.progress[4].match = 0  # a learner still catching up stays a learner
-    assert kind(membership.next_step(r, {}, {2})) == [(ConfChangeType.REMOVE_NODE, 2)]
-    step = membership.next_step(r, {}, {1})
-    assert isinstance(step, membership.HandOver) and step.target in (2, 3)
-    assert membership.next_step(r, {}, set()) is None
-
-
 def _stale_get(address: str, desc: meta_pb2.PartitionDescriptor, key: bytes) -> bytes | None:
     """A follower read served by the replica on ``address`` itself (None: not served there)."""
     with grpc.insecure_channel(address) as ch:
@@ -134,11 +101,11 @@ def test_move_a_replica_and_remove_the_leader(cluster: Cluster) -> None:
             cl.put(k, b"v-" + k)
 
         meta.add(1, spare)
-        _wait(lambda: meta.roles(1).get(spare) == meta_pb2.VOTER, 30, f"store {spare} to become a voter")
+        eventually(lambda: meta.roles(1).get(spare) == meta_pb2.VOTER, 30, f"store {spare} to become a voter")
         desc = meta.partition(1)
         assert len(desc.replicas) == 4 and desc.epoch.conf_ver >= 3  # learner added, then promoted
         # The new replica got the data by snapshot and serves it.
-        assert _wait(
+        assert eventually(
             lambda: _stale_get(cluster.node_address(spare), meta.partition(1), keys[-1]) == b"v-" + keys[-1],
             15,
             "the new replica to serve a follower read",
@@ -147,9 +114,9 @@ def test_move_a_replica_and_remove_the_leader(cluster: Cluster) -> None:
         # Remove the leader's replica: it hands leadership over first, then leaves.
         leader = desc.leader_store_id
         meta.remove(1, leader)
-        _wait(lambda: leader not in meta.roles(1) and len(meta.roles(1)) == 3, 30, f"store {leader} to leave")
+        eventually(lambda: leader not in meta.roles(1) and len(meta.roles(1)) == 3, 30, f"store {leader} to leave")
         assert set(meta.roles(1).values()) == {meta_pb2.VOTER}
-        _wait(lambda: meta.hosts_only_members(leader), 15, f"store {leader} to delete its replica")
+        eventually(lambda: meta.hosts_only_members(leader), 15, f"store {leader} to delete its replica")
         assert _stale_get(cluster.node_address(leader), meta.partition(1), keys[0]) is None
 
         # Writes and reads go on through the new configuration, and nothing was lost.
@@ -169,7 +136,7 @@ def test_move_a_replica_and_remove_the_leader(cluster: Cluster) -> None:
     with Client(cluster.router.address) as cl:
         assert cl.get(keys[0], "linearizable").value == b"w-" + keys[0]
         assert cl.get(keys[-1], "linearizable").value == b"v-" + keys[-1]
-    assert _wait(
+    assert eventually(
         lambda: _stale_get(cluster.node_address(spare), meta.partition(1), keys[0]) == b"w-" + keys[0],
         15,
         "the moved replica to serve after the restart",
@@ -189,20 +156,20 @@ def test_replica_removed_while_cut_off_is_collected_and_can_come_back(cluster: C
         os.kill(proc.pid, signal.SIGSTOP)
         try:
             meta.remove(2, victim)
-            _wait(lambda: victim not in meta.roles(2), 30, f"store {victim} to be removed while stopped")
+            eventually(lambda: victim not in meta.roles(2), 30, f"store {victim} to be removed while stopped")
             for k in keys:
                 cl.put(k, b"2")
         finally:
             os.kill(proc.pid, signal.SIGCONT)
         # It never applied its removal; placement tells it to delete the replica.
-        _wait(lambda: meta.hosts_only_members(victim), 30, f"store {victim} to collect its removed replica")
+        eventually(lambda: meta.hosts_only_members(victim), 30, f"store {victim} to collect its removed replica")
 
         # Back on the same store as a new member (new replica id), with the current data.
         meta.add(2, victim)
-        _wait(lambda: meta.roles(2).get(victim) == meta_pb2.VOTER, 30, f"store {victim} to rejoin as a voter")
+        eventually(lambda: meta.roles(2).get(victim) == meta_pb2.VOTER, 30, f"store {victim} to rejoin as a voter")
         new_id = next(r.replica_id for r in meta.partition(2).replicas if r.store_id == victim)
         assert new_id != old_id
-        assert _wait(
+        assert eventually(
             lambda: _stale_get(cluster.node_address(victim), meta.partition(2), keys[-1]) == b"2",
             15,
             "the re-added replica to serve the newest value",

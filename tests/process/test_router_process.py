@@ -13,6 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from conftest import eventually
 from node.wire.errors import error_from_rpc
 from router.testing import RouterProcess
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
@@ -79,17 +80,6 @@ def register_three(meta: Meta) -> list[int]:
 
 def hosting(*pids: int) -> list[meta_pb2.PartitionStats]:
     return [meta_pb2.PartitionStats(partition_id=p) for p in pids]
-
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met within deadline")
-        time.sleep(interval)
 
 
 def invalid_field(exc: grpc.RpcError) -> str:
@@ -242,7 +232,7 @@ def test_silent_store_is_reported_down(start_router, meta_for):
     meta = meta_for(start_router("--store-down-after", "0.5"))
     sid = meta.heartbeat(0, STORE_ADDRS[0]).store_id
     assert meta.stores()[0].state == meta_pb2.STORE_UP
-    wait_until(lambda: meta.stores()[0].state == meta_pb2.STORE_DOWN, timeout=5)
+    eventually(lambda: meta.stores()[0].state == meta_pb2.STORE_DOWN, 5, "the silent store to be reported down")
     meta.heartbeat(sid, STORE_ADDRS[0])
     assert meta.stores()[0].state == meta_pb2.STORE_UP
     drained = meta.stub.SetStoreState(meta_pb2.SetStoreStateRequest(store_id=sid, state=meta_pb2.STORE_DRAINING),

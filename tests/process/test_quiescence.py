@@ -11,7 +11,8 @@ import asyncio
 
 import pytest
 
-from inprocess import run_cluster, until
+from conftest import eventually_async
+from support.inprocess import run_cluster
 from router.client import AsyncClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -29,7 +30,7 @@ async def _scenario(nodes, router: str) -> None:
         def all_quiet() -> bool:
             return all(r.raw.quiesced for n in nodes for r in n.raftstore.replicas.values())
 
-        await until(all_quiet, 30, "every replica to go quiet")
+        await eventually_async(all_quiet, 30, "every replica to go quiet")
         sent = [n.raftstore.raft_msgs_sent for n in nodes]
         await asyncio.sleep(1.0)  # twenty ticks: a busy group would heartbeat ten times
         assert [n.raftstore.raft_msgs_sent for n in nodes] == sent, "quiet groups sent Raft traffic"
@@ -44,7 +45,7 @@ async def _scenario(nodes, router: str) -> None:
         assert (await client.get(b"\x80k", consistency="stale", timeout=10)).value == b"v"
 
         # A missed leader: stop the store leading a quiet group; its followers wake and elect.
-        await until(all_quiet, 30, "every replica to go quiet again")
+        await eventually_async(all_quiet, 30, "every replica to go quiet again")
         victim = next(n for n in nodes if any(r.is_leader() for r in n.raftstore.replicas.values()))
         pid = next(r.pid for r in victim.raftstore.replicas.values() if r.is_leader())
         await victim.stop()
@@ -53,6 +54,6 @@ async def _scenario(nodes, router: str) -> None:
         def new_leader() -> bool:
             return any(n.raftstore.replicas[pid].is_leader() for n in nodes)
 
-        await until(new_leader, 30, "a new leader after the old leader's store went silent")
+        await eventually_async(new_leader, 30, "a new leader after the old leader's store went silent")
         key = nodes[0].raftstore.replicas[pid].start + b"\x00after"
         assert await client.put(key, b"x", timeout=30) > 0

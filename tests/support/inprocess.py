@@ -12,17 +12,9 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from conftest import eventually_async
 from node.server import Node
 from router.testing import RouterProcess
-
-
-async def until(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def run_cluster(tmp_path, partitions: int, scenario: Callable[[list[Node], str], Awaitable[None]]) -> None:
@@ -37,7 +29,7 @@ def run_cluster(tmp_path, partitions: int, scenario: Callable[[list[Node], str],
             for n in nodes:
                 await n.start()
                 started.append(n)
-            await until(lambda: all(len(n.raftstore.replicas) == partitions for n in nodes), 30, "replicas")
+            await eventually_async(lambda: all(len(n.raftstore.replicas) == partitions for n in nodes), 30, "replicas")
             await scenario(nodes, router.address)
         finally:
             for n in started:
