@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from node.kv_service import KVService, Limits
-from node.wire import aio
+from common import aio
 from node.raft import mutations
 from node.raftstore import RaftSettings, RaftStore
 from node.router_link import RouterLink

@@ -19,7 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from node.wire import aio
+from common import aio
 from router.client import AsyncClient
 from router.client.channels import CHANNEL_OPTIONS
 from router.local_meta import LocalMeta

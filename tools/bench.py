@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from node.wire import aio
+from common import aio
 from router.client import AsyncClient, TesseraError
 from tools.cluster import Cluster
 

@@ -1,0 +1,3 @@
+"""What node, router and client share, and nothing else: the domain types of the partition
+map, the wire edge (structured gRPC errors and protobuf conversions), and process plumbing
+(the event loop, logging). It imports neither ``node`` nor ``router``."""
