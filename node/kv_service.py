@@ -107,7 +107,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         d = meta_pb2.PartitionDescriptor()
         d.CopyFrom(rep.descriptor)
         d.leader_store_id = rep.leader_store()
-        d.term = rep.raw.raft.term
+        d.term = rep.raw.term
         return d
 
     def _route(self, ctx: kv_pb2.RequestContext, keys: list[bytes]) -> Replica:

@@ -15,8 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from node.raft import ConfChange, ConfChangeSingle, ConfChangeType, ConfState
-from node.raft.raft import Raft
+from node.raft import ConfChange, ConfChangeSingle, ConfChangeType, ConfState, Status
 from tesserapb import meta_pb2
 
 _PAIR = struct.Struct("<QQ")
@@ -100,18 +99,19 @@ class HandOver:
     target: int
 
 
-def next_step(r: Raft, want_add: dict[int, int], want_remove: set[int]) -> ConfChange | HandOver | None:
+def next_step(st: Status, want_add: dict[int, int], want_remove: set[int]) -> ConfChange | HandOver | None:
     """The leader's next membership step (pure: decides, changes nothing), at most one in flight.
 
-    In order: add wanted learners, promote any learner that has caught up (learners exist
-    only to join; a caught-up one becomes a voter whoever asked for it, so a change of leader
-    does not strand it), then remove wanted replicas.  Adding before removing keeps a move
-    from ever shrinking the group.  A leader asked to remove itself hands its leadership to
-    the most caught-up active voter instead; placement re-sends the removal to the new leader.
+    ``st`` is the leader's :meth:`RawNode.status`.  In order: add wanted learners, promote
+    any learner that has caught up (learners exist only to join; a caught-up one becomes a
+    voter whoever asked for it, so a change of leader does not strand it), then remove wanted
+    replicas.  Adding before removing keeps a move from ever shrinking the group.  A leader
+    asked to remove itself hands its leadership to the most caught-up active voter instead;
+    placement re-sends the removal to the new leader.
     """
-    if r.lead_transferee or r.pending_conf_index > r.log.applied:
+    if st.lead_transferee or st.conf_change_pending:
         return None
-    cs = r.trk.conf
+    cs = st.conf_state
     if cs.joint:
         return None  # the core leaves it on its own first
     members = cs.all_nodes()
@@ -119,16 +119,17 @@ def next_step(r: Raft, want_add: dict[int, int], want_remove: set[int]) -> ConfC
     if adds:
         return add_learner(*adds[0])
     for rid in sorted(cs.learners):
-        pr = r.trk.progress.get(rid)
-        if pr is not None and pr.match >= r.log.committed:
+        pr = st.progress.get(rid)
+        if pr is not None and pr.match >= st.commit:
             return promote(rid)
+    voters = cs.voters | cs.voters_outgoing
     for rid in sorted(want_remove & members):
-        if rid != r.id:
+        if rid != st.id:
             return remove(rid)
         others = [
             (pr.match, other)
-            for other, pr in r.trk.progress.items()
-            if other != r.id and r.trk.is_voter(other) and pr.recent_active
+            for other, pr in st.progress.items()
+            if other != st.id and other in voters and pr.recent_active
         ]
         return HandOver(max(others)[1]) if others else None
     return None

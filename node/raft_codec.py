@@ -12,7 +12,7 @@ the state-machine image travels separately through ``SendSnapshot`` (see
 
 from __future__ import annotations
 
-from node.raft.types import (
+from node.raft import (
     ConfState,
     Entry,
     EntryType,

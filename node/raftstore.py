@@ -23,6 +23,7 @@ leader must see its lease expire rather than serve a stale read.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,6 @@ from node import membership
 from node.membership import conf_state_of
 from node.raft import (
     Config,
-    ConfChange,
     ConfState,
     EntryType,
     HardState,
@@ -48,8 +48,6 @@ from node.raft import (
     Snapshot,
     SnapshotMeta,
 )
-from node.raft.confchange import ConfChangeError, apply_conf_change
-from node.raft.raft import Raft
 from node.raft_codec import message_from_pb, message_to_pb
 from node.replica import Replica, ReplicaStorage
 from node.state.commands import Command
@@ -64,7 +62,6 @@ log = logging.getLogger("tessera.raftstore")
 
 BOOTSTRAP_INDEX = 5
 BOOTSTRAP_TERM = 5
-_EARLY = frozenset({MessageType.APP, MessageType.HEARTBEAT, MessageType.TIMEOUT_NOW, MessageType.READ_INDEX_RESP})
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +100,7 @@ class RaftStore:
         settings: RaftSettings = RaftSettings(),
         *,
         on_leader_change: Callable[[Replica], None] | None = None,
-        raft_class: type[Raft] = Raft,
+        raft_mutation: str | None = None,
     ) -> None:
         self.store_id = store_id
         self.wal = wal
@@ -111,8 +108,8 @@ class RaftStore:
         self.transport = transport
         self.settings = settings
         self.on_leader_change = on_leader_change
-        # Only tests of the test suite (tessera nemesis --raft-mutation) pass a buggy core.
-        self.raft_class = raft_class
+        # Only the test suite (tessera nemesis --raft-mutation) runs a known-buggy core.
+        self.raft_mutation = raft_mutation
         self.replicas: dict[int, Replica] = {}
         # Replicas to delete at the start of the next round (rounds own the replicas' storage).
         self._doomed: dict[int, tuple[int, asyncio.Future]] = {}
@@ -282,13 +279,13 @@ class RaftStore:
 
     def drive_membership(self, rep: Replica) -> None:
         """Take the leader's next membership step (:func:`node.membership.next_step`)."""
-        r = rep.raw.raft
-        if r.role != Role.LEADER:
+        if not rep.raw.is_leader:
             return
-        members = r.trk.conf.all_nodes()
+        st = rep.raw.status()
+        members = st.conf_state.all_nodes()
         rep.want_add = {rid: store for rid, store in rep.want_add.items() if rid not in members}
         rep.want_remove &= members
-        step = membership.next_step(r, rep.want_add, rep.want_remove)
+        step = membership.next_step(st, rep.want_add, rep.want_remove)
         if step is None:
             return
         # An idle group is not ticked: it must tick again to probe and promote the newcomer.
@@ -297,7 +294,7 @@ class RaftStore:
             if isinstance(step, membership.HandOver):
                 log.info("partition %d: asked to remove the leader; transferring to %d first", rep.pid, step.target)
                 rep.raw.transfer_leader(step.target)
-                rep.want_remove.discard(r.id)
+                rep.want_remove.discard(rep.replica_id)
             else:
                 rep.raw.propose_conf_change(step)
                 log.info("partition %d: proposed %s", rep.pid, [(c.type.name, c.node_id) for c in step.changes])
@@ -339,7 +336,7 @@ class RaftStore:
             max_inflight_msgs=s.max_inflight_msgs,
             max_size_per_msg=s.max_size_per_msg,
         )
-        raw = RawNode(cfg, storage, random.Random(), raft_class=self.raft_class)
+        raw = RawNode(cfg, storage, random.Random(), mutation=self.raft_mutation)
         rep = Replica(pid, replica_id, desc, raw, storage, self.loop, self.kick, self.wake)
         rep.applied_term = meta.applied_term
         self.replicas[pid] = rep
@@ -397,8 +394,8 @@ class RaftStore:
         fut = self.loop.create_future()
         self._staged_snapshots[rep.pid] = (path, fut, descriptor)
         rep.raw.step(m)
-        pending = rep.raw.raft.log.unstable_snapshot
-        if pending is None or pending.meta.index != m.snapshot.meta.index:
+        pending = rep.raw.pending_snapshot
+        if pending is None or m.snapshot is None or pending.index != m.snapshot.meta.index:
             self._staged_snapshots.pop(rep.pid, None)
             self.kick()
             return True, "not needed"
@@ -440,9 +437,9 @@ class RaftStore:
                 continue
             for _ in range(n):
                 raw.tick()
-            if rep.want_add or rep.want_remove or (rep.is_leader() and raw.raft.trk.conf.learners):
+            if rep.want_add or rep.want_remove or (rep.is_leader() and raw.conf_state.learners):
                 self.drive_membership(rep)
-            if rep.is_leader() and not rep.queued and raw.raft.can_quiesce():
+            if rep.is_leader() and not rep.queued and raw.can_quiesce():
                 rep.idle_ticks += n
                 if rep.idle_ticks >= self.settings.election_tick and raw.quiesce():
                     rep.quiet_ticks = 0
@@ -526,14 +523,9 @@ class RaftStore:
         late: list[tuple[Replica, list]] = []
         installs: list[tuple[Replica, Snapshot, str, asyncio.Future, meta_pb2.PartitionDescriptor | None]] = []
         for rep, rd in work:
-            prev = rep.storage.initial_state()[0]
-            early_ok = rep.raw.raft.role == Role.LEADER and (
-                rd.hard_state is None or (rd.hard_state.term == prev.term and rd.hard_state.vote == prev.vote)
-            )
-            if early_ok:
-                self._send(rep, rd.messages)
-            else:
-                late.append((rep, rd.messages))
+            self._send(rep, rd.messages_before_persist)
+            if rd.messages_after_persist:
+                late.append((rep, rd.messages_after_persist))
             if rd.snapshot is not None:
                 staged = self._staged_snapshots.get(rep.pid)
                 if staged is None:
@@ -544,7 +536,7 @@ class RaftStore:
                 batch.entries(rep.pid, rd.entries)
             hs = rd.hard_state
             if hs is not None:
-                if rd.must_sync or hs.term != prev.term or hs.vote != prev.vote:
+                if rd.must_sync:
                     batch.hard_state(rep.pid, hs)
                     self._deferred_hs.pop(rep.pid, None)
                 else:
@@ -654,19 +646,19 @@ class RaftStore:
             if not rd.committed_entries:
                 continue
             job = _Apply(rep, [], rep.raw.conf_state)
+            changes = {c.index: c for c in rd.conf_changes}
             for e in rd.committed_entries:
                 if e.type != EntryType.CONF_CHANGE:
                     job.entries.append(ApplyEntry(e.index, e.term, Command.decode(e.data) if e.data else None))
                     continue
-                # Mirror the core (which applies it in advance()), and derive the descriptor.
-                cc = ConfChange.decode(e.data)
-                try:
-                    job.conf_state = apply_conf_change(job.conf_state, cc)
-                except ConfChangeError:
+                # The core says what the change does (it adopts the same in advance()).
+                result = changes[e.index]
+                if result.conf_state is None:
                     job.entries.append(ApplyEntry(e.index, e.term, None))
                     continue
+                job.conf_state = result.conf_state
                 try:
-                    added = membership.decode_stores(cc.context)
+                    added = membership.decode_stores(result.change.context)
                 except ValueError as exc:
                     log.error("partition %d: entry %d: %s", rep.pid, e.index, exc)
                     added = {}
@@ -714,7 +706,11 @@ class RaftStore:
             reader = self.state.open_snapshot(rep.pid, rep.start, rep.end)
             try:
                 meta = reader.meta
-                m.snapshot = Snapshot(SnapshotMeta(meta.applied_index, meta.applied_term, meta.conf_state))
+                # The image we stream is the applied state as of now, which may be newer than
+                # the one the core named: announce the one the follower will really get.
+                m = dataclasses.replace(
+                    m, snapshot=Snapshot(SnapshotMeta(meta.applied_index, meta.applied_term, meta.conf_state))
+                )
                 first = message_to_pb(rep.pid, (rep.descriptor.epoch.conf_ver, rep.descriptor.epoch.version), m)
                 desc = meta_pb2.PartitionDescriptor.FromString(reader.descriptor) if reader.descriptor else None
                 ok, reason = await self.transport.send_snapshot(

@@ -93,12 +93,12 @@ class Replica:
         self._apply_waits: list[_ApplyWait] = []
         self._seq = itertools.count()
         self._read_ctx = itertools.count(1)
-        self.applied = raw.raft.log.applied
+        self.applied = raw.applied
         self.applied_term = 0
         # When we last heard from a leader, and the commit index it told us (STALE reads).
         self.leader_contact = 0.0
         self.leader_commit = 0
-        self.last_role = raw.raft.role
+        self.last_role = raw.role
         self.closed = False
         # Membership changes placement asked this leader for (see RaftStore.drive_membership):
         # replica id -> store id to add, replica ids to remove.  Forgotten on losing the
@@ -127,11 +127,11 @@ class Replica:
         return key >= self.descriptor.start and (not self.descriptor.end or key < self.descriptor.end)
 
     def leader_store(self) -> int:
-        lead = self.raw.raft.lead
+        lead = self.raw.leader
         return self._stores.get(lead, 0) if lead != NONE else 0
 
     def is_leader(self) -> bool:
-        return self.raw.raft.role == Role.LEADER
+        return self.raw.is_leader
 
     # -- writes -----------------------------------------------------------------
 
@@ -144,9 +144,8 @@ class Replica:
         """
         if self.closed:
             raise ReplicaStopped(f"partition {self.pid} replica is closed")
-        r = self.raw.raft
-        if r.role != Role.LEADER:
-            raise NotLeaderError(r.lead)
+        if not self.raw.is_leader:
+            raise NotLeaderError(self.raw.leader)
         self.ensure_awake()
         fut = self.loop.create_future()
         self.queued.append(_Proposal(cmd.encode(), fut))
@@ -165,7 +164,7 @@ class Replica:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
-        term = self.raw.raft.term
+        term = self.raw.term
         for k, p in enumerate(batch):
             p.term = term
             self.proposals[first + k] = p
@@ -238,7 +237,7 @@ class Replica:
             waits, self._read_waits = self._read_waits, {}
             for fut in waits.values():
                 if not fut.done():
-                    fut.set_exception(NotLeaderError(self.raw.raft.lead))
+                    fut.set_exception(NotLeaderError(self.raw.leader))
         self.last_role = role
 
     def close(self) -> None:

@@ -17,7 +17,6 @@ import logging
 
 import grpc
 
-from node.raft import Role
 from node.raftstore import RaftStore
 from node.replica import Replica
 from tesserapb import meta_pb2, meta_pb2_grpc
@@ -76,25 +75,25 @@ class RouterLink:
             await asyncio.sleep(self.interval)
 
     def _stats(self, rep: Replica) -> meta_pb2.PartitionStats:
-        r = rep.raw.raft
+        raw = rep.raw
         st = meta_pb2.PartitionStats(
             partition_id=rep.pid,
-            leader=r.role == Role.LEADER,
-            term=r.term,
+            leader=raw.is_leader,
+            term=raw.term,
             applied=rep.applied,
             replica_id=rep.replica_id,
             epoch=rep.descriptor.epoch,
         )
-        if r.role == Role.LEADER:
+        if raw.is_leader:
             desc = st.descriptor
             desc.CopyFrom(rep.descriptor)
             desc.leader_store_id = self.store_id
-            desc.term = r.term
-            for rid, pr in r.trk.progress.items():
+            desc.term = raw.term
+            for rid, pr in raw.status().progress.items():
                 st.progress.add(
                     replica_id=rid,
                     store_id=rep.store_of(rid) or 0,
-                    role=meta_pb2.LEARNER if pr.is_learner else meta_pb2.VOTER,
+                    role=meta_pb2.LEARNER if pr.learner else meta_pb2.VOTER,
                     match=pr.match,
                 )
         return st
@@ -151,7 +150,7 @@ class RouterLink:
         req = meta_pb2.ReportLeaderRequest(
             partition_id=rep.pid,
             leader_store_id=self.store_id,
-            term=rep.raw.raft.term,
+            term=rep.raw.term,
             epoch=rep.descriptor.epoch,
         )
 

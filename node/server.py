@@ -23,7 +23,6 @@ from grpc_reflection.v1alpha import reflection
 
 from node.kv_service import KVService, Limits
 from common import aio
-from node.raft import mutations
 from node.raftstore import RaftSettings, RaftStore
 from node.router_link import RouterLink
 from node.state.store import StateStore
@@ -61,7 +60,7 @@ class Node:
         self.wal_sync = wal_sync
         self.peer_addresses_file = peer_addresses_file
         self.fault_file = fault_file
-        self.raft_class = mutations.raft_class(raft_mutation)
+        self.raft_mutation = raft_mutation or None
         self._fault_task: asyncio.Task | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -92,7 +91,7 @@ class Node:
             self.transport,
             self.settings,
             on_leader_change=self.link.report_leader,
-            raft_class=self.raft_class,
+            raft_mutation=self.raft_mutation,
         )
         self.link.rs = self.raftstore
         kv_pb2_grpc.add_KVServicer_to_server(KVService(self.raftstore, self.link.address_of, self.limits), self.server)
@@ -184,8 +183,8 @@ async def serve(args: argparse.Namespace) -> int:
     except Exception as exc:
         print(f"tessera node: cannot start: {exc}", file=sys.stderr)
         return 1
-    if node.raft_class is not mutations.Raft:
-        logging.getLogger("tessera.node").warning("TESTING: running the Raft mutation %s", args.raft_mutation)
+    if node.raft_mutation:
+        log.warning("TESTING: running the Raft mutation %s", node.raft_mutation)
     print(f"node {node.store_id} listening on {node.advertise}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

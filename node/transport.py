@@ -596,7 +596,7 @@ async def _bench(
     outstanding: int = 4096,
     codec: bool = False,
 ) -> dict[str, float]:
-    from node.raft.types import Entry, Message, MessageType
+    from node.raft import Entry, Message, MessageType
     from node.raft_codec import message_from_pb, message_to_pb
 
     received = 0

@@ -18,7 +18,7 @@ import random
 import sys
 import time
 
-from node.raft import Config, ConfState, MemoryStorage, RawNode, Role, Snapshot, SnapshotMeta
+from node.raft import Config, ConfState, MemoryStorage, RawNode, Snapshot, SnapshotMeta
 
 
 def _group(n: int) -> tuple[dict[int, RawNode], dict[int, MemoryStorage]]:
@@ -48,8 +48,9 @@ def _pump(nodes: dict[int, RawNode], storages: dict[int, MemoryStorage]) -> int:
                 st.append(rd.entries)
             if rd.hard_state is not None:
                 st.set_hard_state(rd.hard_state)
-            inbox.extend(rd.messages)
-            if node.raft.role == Role.LEADER:
+            inbox.extend(rd.messages_before_persist)
+            inbox.extend(rd.messages_after_persist)
+            if node.is_leader:
                 applied += sum(1 for e in rd.committed_entries if e.data)
             node.advance(rd)
         for m in inbox:
@@ -63,7 +64,7 @@ def run(seconds: float, batch: int, value_size: int, replicas: int = 3) -> dict[
     nodes[1].campaign()
     _pump(nodes, storages)
     leader = nodes[1]
-    assert leader.raft.role == Role.LEADER
+    assert leader.is_leader
     payload = [bytes(value_size)] * batch
     committed = 0
     rounds = 0
@@ -76,7 +77,7 @@ def run(seconds: float, batch: int, value_size: int, replicas: int = 3) -> dict[
         rounds += 1
         if rounds % 200 == 0:
             for i, node in nodes.items():
-                applied = node.raft.log.applied
+                applied = node.applied
                 st = storages[i]
                 if applied - st.first_index() > 10_000:
                     st.create_snapshot(applied, node.conf_state, b"")

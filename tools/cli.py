@@ -10,20 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
-
-from node.raft.mutations import RAFT_MUTATIONS
+from collections.abc import Callable, Sequence
 
 DEFAULT_ROUTER = "127.0.0.1:7100"
 ROUTER_ENV = "TESSERA_ROUTER"
 
-MUTATIONS = (
-    "commit-previous-term",
-    "vote-ignores-log",
-    "vote-not-persisted",
-    "apply-uncommitted",
-    "learner-votes",
-)
 FAULTS = ("kill", "pause", "partition", "transfer", "fsync", "slowdisk", "latency", "router", "member")  # tools/nemesis/schedule.py KINDS
 
 EXIT_NOT_AVAILABLE = 2
@@ -97,6 +88,32 @@ def _number(kind: type, what: str, ok, bound: str):  # type: ignore[no-untyped-d
 _positive_int = _number(int, "an integer", lambda v: v >= 1, ">= 1")
 _non_negative_int = _number(int, "an integer", lambda v: v >= 0, ">= 0")
 _positive_float = _number(float, "a number", lambda v: v > 0, "> 0")
+
+
+def _mutation(table: Callable[[], dict[str, str]]) -> Callable[[str], str]:
+    """An argparse type for a mutation name, checked against ``table()`` only when the flag
+    is given: the tables are test-only code that a production start never imports."""
+
+    def parse(text: str) -> str:
+        known = table()
+        if text not in known:
+            listing = "".join(f"\n  {name:22} {what}" for name, what in known.items())
+            raise argparse.ArgumentTypeError(f"unknown mutation {text!r}; known:{listing}")
+        return text
+
+    return parse
+
+
+def _raft_mutations() -> dict[str, str]:
+    from node.raft import known_mutations
+
+    return known_mutations()
+
+
+def _simulator_mutations() -> dict[str, str]:
+    from tools.simulator.mutations import describe
+
+    return describe()
 
 
 def _fault_list(text: str) -> list[str]:
@@ -181,9 +198,10 @@ def _build_node(commands) -> None:
     p.add_argument("--fault-file", metavar="FILE",
                    help='JSON fault hooks polled every 100 ms: {"fail_fsync": true} or '
                         '{"fsync_delay_ms": N}; absent or empty means no faults')
-    p.add_argument("--raft-mutation", metavar="NAME", choices=sorted(RAFT_MUTATIONS),
+    p.add_argument("--raft-mutation", metavar="NAME", type=_mutation(_raft_mutations),
                    help="TESTING ONLY: run a known-buggy Raft core (tessera nemesis --raft-mutation "
-                        "proves the nemesis catches it); never in production")
+                        "proves the nemesis catches it); never in production; an unknown NAME "
+                        "lists the known ones")
     p.set_defaults(handler=_node, command_name="node")
 
 
@@ -416,20 +434,17 @@ def _build_simulate(commands) -> None:
             "crashes, every choice drawn from one seed. Each seed's history is checked for\n"
             "Raft invariants and linearizability. Exit 0 when every seed holds; exit 1 with\n"
             "the failing seed and a command that reproduces it otherwise.\n\n"
-            "--mutation injects a known Raft bug; the simulator is expected to catch it:\n"
-            "  commit-previous-term  commit an old-term entry by counting replicas\n"
-            "  vote-ignores-log      grant votes without the log up-to-date check\n"
-            "  vote-not-persisted    forget the vote on restart\n"
-            "  apply-uncommitted     apply entries before they are committed\n"
-            "  learner-votes         count learners' votes in elections (YugabyteDB, Jepsen 2019)"
+            "--mutation NAME injects a known Raft bug (commit-previous-term, vote-ignores-log,\n"
+            "vote-not-persisted, apply-uncommitted, learner-votes, ...); the simulator is\n"
+            "expected to catch it. An unknown NAME lists them all with what each does."
         ),
     )
     p.add_argument("--seeds", type=_positive_int, required=True, metavar="N",
                    help="number of seeds to run (required)")
     p.add_argument("--start", type=_non_negative_int, default=0, metavar="S",
                    help="first seed (default: %(default)s)")
-    p.add_argument("--mutation", choices=MUTATIONS, metavar="NAME",
-                   help="inject a known bug: " + ", ".join(MUTATIONS))
+    p.add_argument("--mutation", type=_mutation(_simulator_mutations), metavar="NAME",
+                   help="inject a known Raft bug (an unknown NAME lists them)")
     p.add_argument("--workers", type=_positive_int, default=1, metavar="W",
                    help="worker processes (default: %(default)s)")
     p.add_argument("--verbose", action="store_true", help="print progress for every seed")
@@ -462,7 +477,7 @@ def _build_nemesis(commands) -> None:
     p.add_argument("--nodes", type=_positive_int, metavar="N",
                    help="node processes (default: 3, or 4 when --faults has member, which needs a "
                         "store beyond the 3 replicas of each partition)")
-    p.add_argument("--raft-mutation", metavar="NAME",
+    p.add_argument("--raft-mutation", metavar="NAME", type=_mutation(_raft_mutations),
                    help="testing: start every node with a known Raft bug (tessera node --raft-mutation "
                         "NAME, e.g. learner-votes); the run should then fail")
     p.set_defaults(handler=_nemesis, command_name="nemesis")

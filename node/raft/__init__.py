@@ -3,6 +3,11 @@
 Nothing in this package imports asyncio, grpc, socket, time, threading or
 random.  Time arrives as :meth:`RawNode.tick`, randomness as an injected
 generator, and all I/O is the caller's, driven by :class:`Ready` batches.
+
+What is exported here is the whole public surface: :class:`RawNode`, the
+plain data that flows in and out of it, the storage interface, the errors,
+and the read-only views.  The modules behind it (``raft``, ``log``,
+``tracker``...) are private to the package.
 """
 
 from .config import Config, Rand
@@ -16,10 +21,11 @@ from .errors import (
     UnavailableError,
 )
 from .rawnode import RawNode
-from .storage import LogStorage, MemoryStorage
+from .storage import LogStorage, MemoryStorage, limit_size
 from .types import (
     NONE,
     ConfChange,
+    ConfChangeResult,
     ConfChangeSingle,
     ConfChangeType,
     ConfState,
@@ -28,6 +34,7 @@ from .types import (
     HardState,
     Message,
     MessageType,
+    ProgressStatus,
     Ready,
     ReadState,
     Role,
@@ -36,12 +43,26 @@ from .types import (
     SoftState,
     Status,
 )
+from .views import LogView
+
+
+def known_mutations() -> dict[str, str]:
+    """The known Raft bugs ``RawNode(..., mutation=NAME)`` can inject, name -> one line.
+
+    Testing only (the simulator and the nemesis prove they catch each); the table is
+    loaded on demand so that production never imports it.
+    """
+    from .mutations import describe
+
+    return describe()
+
 
 __all__ = [
     "NONE",
     "CompactedError",
     "Config",
     "ConfChange",
+    "ConfChangeResult",
     "ConfChangeSingle",
     "ConfChangeType",
     "ConfState",
@@ -49,9 +70,11 @@ __all__ = [
     "EntryType",
     "HardState",
     "LogStorage",
+    "LogView",
     "MemoryStorage",
     "Message",
     "MessageType",
+    "ProgressStatus",
     "NotLeaderError",
     "ProposalDroppedError",
     "RaftError",
@@ -67,4 +90,6 @@ __all__ = [
     "SoftState",
     "Status",
     "UnavailableError",
+    "known_mutations",
+    "limit_size",
 ]

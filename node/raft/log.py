@@ -9,6 +9,8 @@ until persisted.  Indexes obey ``applied <= committed <= last_index()``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .errors import CompactedError, RaftError, UnavailableError
 from .storage import LogStorage, limit_size
 from .types import Entry, Snapshot
@@ -116,7 +118,7 @@ class RaftLog:
 
     # -- writing ----------------------------------------------------------------
 
-    def maybe_append(self, index: int, log_term: int, committed: int, ents: list[Entry]) -> int | None:
+    def maybe_append(self, index: int, log_term: int, committed: int, ents: Sequence[Entry]) -> int | None:
         """Follower side of AppendEntries; returns the last new index, or None on mismatch."""
         if not self.match_term(index, log_term):
             return None
@@ -129,7 +131,7 @@ class RaftLog:
         self.commit_to(min(committed, last_new))
         return last_new
 
-    def find_conflict(self, ents: list[Entry]) -> int:
+    def find_conflict(self, ents: Sequence[Entry]) -> int:
         """First index whose term differs from ours (or that we lack); 0 if none."""
         for e in ents:
             if not self.match_term(e.index, e.term):
@@ -148,7 +150,7 @@ class RaftLog:
             index -= 1
         return 0
 
-    def append(self, ents: list[Entry]) -> int:
+    def append(self, ents: Sequence[Entry]) -> int:
         if not ents:
             return self.last_index()
         after = ents[0].index - 1

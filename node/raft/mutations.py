@@ -3,7 +3,9 @@
 They exist to prove that the tests can fail: the simulator (``tessera simulate
 --mutation``) and the real-cluster nemesis (``tessera nemesis --raft-mutation``,
 which starts nodes with ``tessera node --raft-mutation``) must catch every one.
-Production code never selects one; :data:`RAFT_MUTATIONS` maps the names.
+:data:`MUTATIONS` is the one table of their names.  Production code never
+imports this module: :class:`~node.raft.rawnode.RawNode` loads it only when a
+mutation is asked for, and :func:`node.raft.known_mutations` lists them.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class LongLease(Raft):
         self._lease_ticks = 10 * self.cfg.election_tick
 
 
-RAFT_MUTATIONS: dict[str, type[Raft]] = {
+MUTATIONS: dict[str, type[Raft]] = {
     "commit-previous-term": CommitPreviousTerm,
     "vote-ignores-log": VoteIgnoresLog,
     "apply-uncommitted": ApplyUncommitted,
@@ -79,11 +81,18 @@ RAFT_MUTATIONS: dict[str, type[Raft]] = {
 }
 
 
-def raft_class(name: str | None) -> type[Raft]:
-    """The Raft class for mutation ``name`` (``None``/``""``/``"none"``: the real one)."""
-    if not name or name == "none":
-        return Raft
+class UnknownMutationError(ValueError):
+    """A mutation name that is not in :data:`MUTATIONS`."""
+
+
+def describe() -> dict[str, str]:
+    """Name -> the first line of its docstring, for help texts."""
+    return {name: (cls.__doc__ or "").strip().splitlines()[0] for name, cls in MUTATIONS.items()}
+
+
+def raft_class_for(name: str) -> type[Raft]:
+    """The :class:`Raft` subclass that injects mutation ``name``."""
     try:
-        return RAFT_MUTATIONS[name]
+        return MUTATIONS[name]
     except KeyError:
-        raise ValueError(f"unknown raft mutation {name!r}; valid: {', '.join(sorted(RAFT_MUTATIONS))}") from None
+        raise UnknownMutationError(f"unknown raft mutation {name!r}; valid: {', '.join(sorted(MUTATIONS))}") from None

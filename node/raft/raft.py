@@ -25,6 +25,8 @@ follows etcd's raft library.  Points worth knowing:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .config import Config, Rand
 from .confchange import ConfChangeError, apply_conf_change
 from .errors import (
@@ -43,6 +45,7 @@ from .tracker import ProgressTracker
 from .types import (
     NONE,
     ConfChange,
+    ConfChangeResult,
     ConfChangeType,
     ConfState,
     Entry,
@@ -614,7 +617,7 @@ class Raft:
                 term=self.term,
                 index=prev_index,
                 log_term=prev_term,
-                entries=ents,
+                entries=tuple(ents),
                 commit=self.log.committed,
                 stamp=self.clock,
             )
@@ -802,6 +805,27 @@ class Raft:
     # Ready / advance
     # =========================================================================
 
+    def conf_change_results(self, committed: Sequence[Entry]) -> tuple[ConfChangeResult, ...]:
+        """What each conf change among ``committed`` does, in order, from the config in force.
+
+        Computed once, when the entries are handed out: the application stores these
+        results and :meth:`advance` adopts exactly them, so nobody re-derives a config.
+        """
+        results = []
+        conf = self.trk.conf
+        for e in committed:
+            if e.type != EntryType.CONF_CHANGE:
+                continue
+            cc = ConfChange.decode(e.data)
+            try:
+                conf = apply_conf_change(conf, cc)
+            except ConfChangeError:
+                # Every replica rejects the same committed entry the same way.
+                results.append(ConfChangeResult(e.index, cc, None))
+                continue
+            results.append(ConfChangeResult(e.index, cc, conf))
+        return tuple(results)
+
     def advance(self, rd: Ready) -> None:
         log = self.log
         if rd.snapshot is not None:
@@ -815,18 +839,14 @@ class Raft:
                 if me is not None and me.maybe_update(log.stable_last_index()) and self._maybe_commit():
                     self._bcast_append()
         if rd.committed_entries:
-            for e in rd.committed_entries:
-                if e.type == EntryType.CONF_CHANGE:
-                    self._apply_conf_change(ConfChange.decode(e.data))
+            for result in rd.conf_changes:
+                if result.conf_state is not None:
+                    self._adopt_conf(result.conf_state)
             log.applied_to(rd.committed_entries[-1].index)
             self._maybe_auto_leave_joint()
 
-    def _apply_conf_change(self, cc: ConfChange) -> None:
-        try:
-            cs = apply_conf_change(self.trk.conf, cc)
-        except ConfChangeError:
-            # Every replica rejects the same committed entry the same way.
-            return
+    def _adopt_conf(self, cs: ConfState) -> None:
+        """Switch to the membership a committed conf change produced."""
         self.trk.set_config(cs, self.log.last_index() + 1)
         if self.role != Role.LEADER:
             return
@@ -879,4 +899,5 @@ class Raft:
             conf_state=self.trk.conf,
             progress=progress,
             lead_transferee=self.lead_transferee,
+            conf_change_pending=self.pending_conf_index > self.log.applied,
         )

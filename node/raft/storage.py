@@ -9,6 +9,7 @@ write-ahead log implements :class:`LogStorage` for real partitions;
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from .errors import CompactedError, SnapshotOutOfDateError, UnavailableError
@@ -100,7 +101,7 @@ class MemoryStorage:
     def set_hard_state(self, hs: HardState) -> None:
         self.hard_state = hs
 
-    def append(self, entries: list[Entry]) -> None:
+    def append(self, entries: Sequence[Entry]) -> None:
         """Append, overwriting any conflicting suffix (entries must be contiguous)."""
         if not entries:
             return

@@ -1,8 +1,12 @@
 """Plain data that flows in and out of the consensus core.
 
-Everything here is a slotted dataclass or an enum: cheap to build on the hot
-path, easy to compare in tests, and free of any I/O.  Node ids are positive
-integers; ``0`` (:data:`NONE`) means "nobody" wherever an id is expected.
+Everything here is a frozen, slotted dataclass or an enum: cheap to build on
+the hot path, easy to compare in tests, free of any I/O, and immutable, so
+whatever the core hands out (a message, an entry, a Ready) can be shared,
+queued, duplicated and re-sent without copying, and nobody downstream can
+change what the core decided.  Sequences are tuples for the same reason.
+Node ids are positive integers; ``0`` (:data:`NONE`) means "nobody" wherever
+an id is expected.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ class EntryType(IntEnum):
     CONF_CHANGE = 1
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One log entry.  ``data`` is opaque to the core except for conf changes."""
 
@@ -124,7 +128,7 @@ class SnapshotMeta:
     conf_state: ConfState = field(default_factory=ConfState)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """A state-machine image at ``meta.index``; ``data`` is opaque to the core."""
 
@@ -151,7 +155,7 @@ class MessageType(IntEnum):
     READ_INDEX_RESP = 11
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Message:
     """A message between replicas of one group.
 
@@ -168,7 +172,7 @@ class Message:
     term: int = 0
     log_term: int = 0
     index: int = 0
-    entries: list[Entry] = field(default_factory=list)
+    entries: tuple[Entry, ...] = ()
     commit: int = 0
     reject: bool = False
     reject_hint: int = 0
@@ -202,30 +206,54 @@ class ReadState:
     context: bytes
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class ConfChangeResult:
+    """A committed conf change handed to the application, with what it does.
+
+    ``conf_state`` is the membership once the entry at ``index`` is applied, or
+    None when the change is invalid against the configuration in force: every
+    replica then ignores the same entry the same way.  The core computes it
+    once; the application stores it with the applied state instead of
+    re-deriving it, and the core adopts exactly this in :meth:`RawNode.advance`.
+    """
+
+    index: int
+    change: ConfChange
+    conf_state: ConfState | None
+
+
+@dataclass(frozen=True, slots=True)
 class Ready:
     """One batch of work for the application.
 
     The application must, in this order:
 
-    1. persist ``snapshot`` (if any), ``entries`` and ``hard_state`` (if not
-       None) — durably when ``must_sync``;
-    2. send ``messages`` (a leader may send its ``APP`` messages before step 1
-       finishes: its own log is only counted once :meth:`RawNode.advance`
-       reports it persisted);
-    3. install ``snapshot`` into the state machine, then apply
-       ``committed_entries`` in order;
-    4. serve ``read_states`` once their index is applied;
-    5. call :meth:`RawNode.advance` with this Ready.
+    1. send ``messages_before_persist`` whenever it likes, even before step 2
+       starts (a leader's appends, heartbeats and read answers: Raft lets a
+       leader replicate while its own write runs, because it counts its own
+       log only once :meth:`RawNode.advance` reports it persisted);
+    2. persist ``snapshot`` (if any), ``entries`` and ``hard_state`` (if not
+       None) — durably when ``must_sync``; when only the commit index moved
+       (``hard_state`` set, ``must_sync`` False) the write may be deferred, as
+       the applied state re-establishes it after a crash;
+    3. send ``messages_after_persist`` (votes and acknowledgements promise what
+       is now on disk);
+    4. install ``snapshot`` into the state machine, then apply
+       ``committed_entries`` in order; ``conf_changes`` says what each conf
+       change entry among them does to the membership;
+    5. serve ``read_states`` once their index is applied;
+    6. call :meth:`RawNode.advance` with this Ready.
     """
 
     soft_state: SoftState | None = None
     hard_state: HardState | None = None
-    entries: list[Entry] = field(default_factory=list)
+    entries: tuple[Entry, ...] = ()
     snapshot: Snapshot | None = None
-    committed_entries: list[Entry] = field(default_factory=list)
-    messages: list[Message] = field(default_factory=list)
-    read_states: list[ReadState] = field(default_factory=list)
+    committed_entries: tuple[Entry, ...] = ()
+    messages_before_persist: tuple[Message, ...] = ()
+    messages_after_persist: tuple[Message, ...] = ()
+    read_states: tuple[ReadState, ...] = ()
+    conf_changes: tuple[ConfChangeResult, ...] = ()
     must_sync: bool = False
 
 
@@ -240,7 +268,11 @@ class ProgressStatus:
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """A read-only view for operators (lag, leader, roles)."""
+    """A read-only view for operators and drivers (lag, leader, roles, pending work).
+
+    ``progress`` is filled on a leader only.  ``conf_change_pending``: a conf
+    change was proposed and is not applied yet, so no other may be proposed.
+    """
 
     id: int
     term: int
@@ -252,3 +284,4 @@ class Status:
     conf_state: ConfState
     progress: dict[int, ProgressStatus]
     lead_transferee: int
+    conf_change_pending: bool = False

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import lmdb
 
-from node.raft.types import ConfState
+from node.raft import ConfState
 from node.wal.record import decode_conf_state, encode_conf_state
 
 from . import layout

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from node.raft.types import ConfState, Entry, HardState, SnapshotMeta
+from node.raft import ConfState, Entry, HardState, SnapshotMeta
 
 from .record import (
     RecordType,

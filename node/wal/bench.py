@@ -20,7 +20,7 @@ import statistics
 import tempfile
 import time
 
-from node.raft.types import Entry, HardState
+from node.raft import Entry, HardState
 
 from .batch import WalBatch
 from .wal import WriteAheadLog

@@ -47,7 +47,7 @@ from enum import IntEnum
 
 from crc32c import crc32c
 
-from node.raft.types import ConfState, Entry, EntryType, HardState, SnapshotMeta
+from node.raft import ConfState, Entry, EntryType, HardState, SnapshotMeta
 
 
 class RecordType(IntEnum):

@@ -45,7 +45,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from node.raft.errors import RaftError
+from node.raft import RaftError
 
 from .errors import WalCorruptionError
 from .record import (

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from node.raft.errors import CompactedError, SnapshotOutOfDateError, UnavailableError
-from node.raft.storage import limit_size
-from node.raft.types import Entry, HardState, SnapshotMeta
+from node.raft import CompactedError, SnapshotOutOfDateError, UnavailableError
+from node.raft import limit_size
+from node.raft import Entry, HardState, SnapshotMeta
 
 from .record import PartitionCheckpoint
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from node.raft.types import ConfState, Entry, HardState, Snapshot
+from node.raft import ConfState, Entry, HardState, Snapshot
 
 from .state import PartitionState
 from .wal import WriteAheadLog

@@ -48,7 +48,7 @@ import time
 from dataclasses import dataclass
 from typing import NoReturn
 
-from node.raft.types import Entry, HardState, SnapshotMeta
+from node.raft import Entry, HardState, SnapshotMeta
 
 from .batch import Op, WalBatch
 from .errors import WalClosedError, WalLockedError, WalSyncError

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 
-from node.raft.types import (
+from node.raft import (
     ConfState,
     Entry,
     EntryType,

@@ -80,7 +80,7 @@ class Net:
         if rd.hard_state is not None:
             st.set_hard_state(rd.hard_state)
         snapshot_failures = []
-        for m in rd.messages:
+        for m in rd.messages_before_persist + rd.messages_after_persist:
             if (m.src, m.dst) not in self.dropped:
                 self.in_flight.append(m)
             elif m.type == MessageType.SNAP:
@@ -117,15 +117,15 @@ class Net:
             self.settle()
 
     def leader(self) -> int | None:
-        leaders = [i for i, n in self.nodes.items() if n.raft.role == Role.LEADER]
+        leaders = [i for i, n in self.nodes.items() if n.is_leader]
         if not leaders:
             return None
-        return max(leaders, key=lambda i: self.nodes[i].raft.term)
+        return max(leaders, key=lambda i: self.nodes[i].term)
 
     def elect(self, i: int) -> None:
         self.nodes[i].campaign()
         self.settle()
-        assert self.nodes[i].raft.role == Role.LEADER, self.nodes[i].raft.role
+        assert self.nodes[i].is_leader, self.nodes[i].role
 
     def wait_leader(self, max_ticks: int = 200) -> int:
         for _ in range(max_ticks):

@@ -763,7 +763,7 @@ def test_raw_node_restarts_from_the_wal(tmp_path: Path) -> None:
     node = RawNode(Config(id=1), WalLogStorage(wal, 1), random.Random(1))
     node.campaign()
     _drive(node, wal, 1)
-    assert node.raft.role == Role.LEADER
+    assert node.is_leader
     for i in range(20):
         node.propose(f"cmd{i}".encode())
         _drive(node, wal, 1)

@@ -4,7 +4,7 @@
 ``tessera simulate``.
 """
 
-from .mutations import MUTATIONS
+from .mutations import describe as describe_mutations
 from .runner import SeedResult, main, run_seed
 
-__all__ = ["MUTATIONS", "SeedResult", "main", "run_seed"]
+__all__ = ["describe_mutations", "SeedResult", "main", "run_seed"]

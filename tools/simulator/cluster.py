@@ -23,10 +23,7 @@ import random
 import traceback
 from collections import Counter
 
-from node.raft.config import Config
-from node.raft.errors import RaftError
-from node.raft.storage import MemoryStorage
-from node.raft.types import ConfState, Message, MessageType, Role, Snapshot, SnapshotMeta
+from node.raft import Config, ConfState, MemoryStorage, Message, MessageType, RaftError, Snapshot, SnapshotMeta
 
 from .clients import Client, Request
 from .events import EventQueue
@@ -35,7 +32,7 @@ from .kvsm import GENESIS_CHAIN, KVStateMachine, encode_command
 from .membership import Membership
 from .mutations import get_mutation
 from .nemesis import Nemesis
-from .network import Network, NetParams, clone_message, split
+from .network import Network, NetParams, split
 from .profiles import choose_profile
 from .simnode import SimNode
 from .trace import Trace
@@ -62,7 +59,7 @@ class Simulation:
         self.seed = seed
         mut = get_mutation(mutation)
         self.mutation = mut
-        self.raft_class = mut.raft_class
+        self.core_mutation = mut.core
         self.early_votes = mut.early_votes
         setup = sub_rng(seed, 1)
         self.profile = p = choose_profile(setup)
@@ -153,8 +150,8 @@ class Simulation:
         best = None
         for nid in sorted(self.nodes):
             n = self.nodes[nid]
-            if n.up and n.raw.raft.role == Role.LEADER:
-                if best is None or n.raw.raft.term > best.raw.raft.term:
+            if n.up and n.raw.is_leader:
+                if best is None or n.raw.term > best.raw.term:
                     best = n
         return best
 
@@ -173,7 +170,7 @@ class Simulation:
         self.stats["messages"] += 1
         delays = self.net.deliveries(m.src, m.dst)
         for d in delays:
-            self.queue.push(self.now + d, "msg", m.dst, clone_message(m))
+            self.queue.push(self.now + d, "msg", m.dst, m)  # frozen: every copy may share it
         if not delays and m.type == MessageType.APP and self.net.rng.random() < 0.5:
             # The transport noticed the loss (a broken stream): tell the sender's core.
             src = self.nodes[m.src]
@@ -194,26 +191,26 @@ class Simulation:
         """Check what changed on ``node`` after it processed an input."""
         if not node.alive:
             return
-        r = node.raw.raft
-        if r.role == Role.LEADER and r.term != node.seen_leader_term:
-            node.seen_leader_term = r.term
+        raw = node.raw
+        if raw.is_leader and raw.term != node.seen_leader_term:
+            node.seen_leader_term = raw.term
             self.stats["elections"] += 1
-            self.trace.note(f"node {node.id} leads term {r.term}")
-            self.inv.became_leader(node.id, r.term, r.log)
+            self.trace.note(f"node {node.id} leads term {raw.term}")
+            self.inv.became_leader(node.id, raw.term, raw.log_view())
             p = self.profile
             if p.leader_trap and not self.healed and self.trap_rng.random() < p.leader_trap:
                 if self.trap_rng.random() < 0.4:
                     # Cut off before its first append leaves: its new entries stay its own.
-                    self._ev_ltrap(node.id, node.incarnation, r.term, isolate=True)
+                    self._ev_ltrap(node.id, node.incarnation, raw.term, isolate=True)
                 else:
                     delay = self.trap_rng.randint(*p.leader_trap_delay)
-                    self.queue.push(self.now + delay, "ltrap", node.id, node.incarnation, r.term)
-        c = r.log.committed
+                    self.queue.push(self.now + delay, "ltrap", node.id, node.incarnation, raw.term)
+        c = raw.commit
         if c != node.seen_commit:
-            self.inv.on_commit(node.id, r.log, node.seen_commit, c, r.term)
+            self.inv.on_commit(node.id, raw.log_view(), node.seen_commit, c, raw.term)
             node.seen_commit = c
             p = self.profile
-            if p.commit_trap and r.role == Role.LEADER and not self.healed and self.trap_rng.random() < p.commit_trap:
+            if p.commit_trap and raw.is_leader and not self.healed and self.trap_rng.random() < p.commit_trap:
                 # Dies before anything it queued (appends carrying the new commit) leaves.
                 self._ev_ctrap(node.id, node.incarnation)
 
@@ -236,7 +233,7 @@ class Simulation:
                 self.trace.note(f"node {nid} removed and stopped")
         # Half the time a leader seeds new learners from a fresh snapshot that names them;
         # otherwise they get whatever older snapshot it has.
-        if node.raw is not None and node.raw.raft.role == Role.LEADER:
+        if node.raw is not None and node.raw.is_leader:
             snap_cs = node.storage.snapshot().meta.conf_state
             if any(l not in snap_cs.all_nodes() for l in sorted(cs.learners)):
                 if self.membership.rng.random() < 0.5:
@@ -375,7 +372,7 @@ class Simulation:
     def _ev_ltrap(self, nid: int, incarnation: int, term: int, isolate: bool = False) -> None:
         """Failpoint: a freshly elected leader crashes or is cut off before it settles."""
         node = self.nodes[nid]
-        if not node.up or node.incarnation != incarnation or node.raw.raft.term != term or self.healed:
+        if not node.up or node.incarnation != incarnation or node.raw.term != term or self.healed:
             return
         self.stats["leader_traps"] += 1
         if not isolate and self.trap_rng.random() < 0.5:
@@ -427,7 +424,7 @@ class Simulation:
                 except RaftError:
                     index = 0
                 if index:
-                    self.probes.append((index, leader.raw.raft.term, data, self.now))
+                    self.probes.append((index, leader.raw.term, data, self.now))
                     self.observe(leader)
                     leader.pump()
         elif all(c.ok_after_heal for c in self.clients):

@@ -34,8 +34,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from node.raft.errors import RaftError
-from node.raft.types import Entry
+from node.raft import RaftError
+from node.raft import Entry
 
 ELECTION_SAFETY = "election-safety"
 LOG_MATCHING = "log-matching"

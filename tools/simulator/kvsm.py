@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from node.raft.types import Entry, EntryType
+from node.raft import Entry, EntryType
 
 GENESIS_CHAIN = hashlib.blake2b(b"tessera-sim-genesis", digest_size=12).hexdigest()
 

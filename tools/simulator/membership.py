@@ -23,8 +23,8 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from node.raft.errors import RaftError
-from node.raft.types import ConfChange, ConfChangeSingle, ConfChangeType
+from node.raft import RaftError
+from node.raft import ConfChange, ConfChangeSingle, ConfChangeType
 
 if TYPE_CHECKING:  # pragma: no cover
     from .cluster import Simulation
@@ -44,14 +44,14 @@ class Membership:
         if leader is None:
             return "no leader"
         raw = leader.raw
-        r = raw.raft
-        cs = raw.conf_state
-        if cs.joint or r.pending_conf_index > r.log.applied:
+        st = raw.status()
+        cs = st.conf_state
+        if cs.joint or st.conf_change_pending:
             return "change pending"
         voters = sorted(cs.voters)
         learners = sorted(cs.learners)
-        progress = raw.status().progress
-        caught_up = [l for l in learners if l in progress and progress[l].match >= r.log.committed]
+        progress = st.progress
+        caught_up = [l for l in learners if l in progress and progress[l].match >= st.commit]
         options = []
         if caught_up:
             options += ["promote", "swap", "swap-demote"]

@@ -1,45 +1,50 @@
-"""Known Raft bugs the simulator must catch.
+"""Known Raft bugs the simulator must catch: the core's own, plus the driver's.
 
-Most are one-method overrides of :class:`node.raft.raft.Raft` (the core's
-mutation hooks, in :mod:`node.raft.mutations`); ``vote-not-persisted`` is a driver bug: the simulated
-replica sends its vote answers before the hard state recording the vote is
-on disk, so a crash in between forgets the vote.
+The core's mutations (one-method overrides of its rules, listed by
+:func:`node.raft.known_mutations`) run inside the RawNode.  The simulator adds
+driver bugs the core cannot express: ``vote-not-persisted`` sends vote answers
+before the hard state recording the vote is on disk, so a crash in between
+forgets the vote.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from node.raft.mutations import ApplyUncommitted, CommitPreviousTerm, LearnerVotes, VoteIgnoresLog
-from node.raft.raft import Raft
+from node.raft import known_mutations
 
 
 @dataclass(frozen=True)
 class Mutation:
     name: str
-    raft_class: type[Raft] = Raft
+    core: str | None = None  # the core mutation to run (RawNode(mutation=...)), if any
     early_votes: bool = False  # driver sends vote answers before persisting the vote
-    doc: str = ""
 
 
-MUTATIONS: dict[str, Mutation] = {
-    "commit-previous-term": Mutation("commit-previous-term", CommitPreviousTerm, doc=CommitPreviousTerm.__doc__),
-    "vote-ignores-log": Mutation("vote-ignores-log", VoteIgnoresLog, doc=VoteIgnoresLog.__doc__),
-    "vote-not-persisted": Mutation(
-        "vote-not-persisted", Raft, early_votes=True, doc="Send vote answers before the vote is persisted."
-    ),
-    "apply-uncommitted": Mutation("apply-uncommitted", ApplyUncommitted, doc=ApplyUncommitted.__doc__),
-    "learner-votes": Mutation("learner-votes", LearnerVotes, doc=LearnerVotes.__doc__),
+DRIVER_MUTATIONS: dict[str, Mutation] = {
+    "vote-not-persisted": Mutation("vote-not-persisted", early_votes=True),
 }
+_DRIVER_DOCS = {"vote-not-persisted": "Send vote answers before the vote is persisted."}
+
+# Core mutations no fault profile of the simulator provokes yet: a lease held too long needs
+# a deposed leader to serve a read inside the overlap, which CheckQuorum makes rare here
+# (the nemesis's pause fault catches it on a real cluster).
+NOT_CAUGHT_YET = frozenset({"long-lease"})
 
 NO_MUTATION = Mutation("none")
+
+
+def describe() -> dict[str, str]:
+    """Every mutation ``tessera simulate --mutation`` takes, name -> what it does."""
+    return {**known_mutations(), **_DRIVER_DOCS}
 
 
 def get_mutation(name: str | None) -> Mutation:
     if name is None or name == "" or name == "none":
         return NO_MUTATION
-    try:
-        return MUTATIONS[name]
-    except KeyError:
-        valid = ", ".join(sorted(MUTATIONS))
-        raise ValueError(f"unknown mutation {name!r}; valid mutations: {valid}") from None
+    if name in DRIVER_MUTATIONS:
+        return DRIVER_MUTATIONS[name]
+    if name in known_mutations():
+        return Mutation(name, core=name)
+    valid = ", ".join(sorted(describe()))
+    raise ValueError(f"unknown mutation {name!r}; valid mutations: {valid}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from node.raft.errors import RaftError
+from node.raft import RaftError
 
 from .membership import Membership
 from .network import bridge, one_way, split

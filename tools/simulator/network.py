@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, fields
 
-from node.raft.types import Entry, Message
+from node.raft import Entry, Message
 
 
 @dataclass(slots=True)
@@ -97,19 +97,3 @@ def one_way(srcs: list[int], dsts: list[int]) -> set[tuple[int, int]]:
 def bridge(a: list[int], bridge_node: int, b: list[int]) -> set[tuple[int, int]]:
     """a and b cannot talk to each other; bridge_node talks to both."""
     return split(a, b)
-
-
-_MESSAGE_FIELDS = tuple(f.name for f in fields(Message))
-
-
-def clone_message(m: Message) -> Message:
-    """A private copy for the receiver (the core may keep what it is given).
-
-    Copies every field the core's Message has (new fields included) and the entries.
-    """
-    out = Message(**{name: getattr(m, name) for name in _MESSAGE_FIELDS})
-    if m.entries:
-        out.entries = [Entry(e.term, e.index, e.data, e.type) for e in m.entries]
-    else:
-        out.entries = []
-    return out

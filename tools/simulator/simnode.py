@@ -24,10 +24,10 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from node.raft.errors import NotLeaderError, ProposalDroppedError, RaftError
-from node.raft.rawnode import RawNode
-from node.raft.storage import MemoryStorage
-from node.raft.types import EntryType, MessageType, Ready, Role
+from node.raft import NotLeaderError, ProposalDroppedError, RaftError
+from node.raft import RawNode
+from node.raft import MemoryStorage
+from node.raft import EntryType, MessageType, Ready, Role
 
 from .kvsm import KVStateMachine, encode_command
 
@@ -36,7 +36,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .clients import Request
 
 MT = MessageType
-EARLY_LEADER = frozenset({MT.APP, MT.HEARTBEAT, MT.SNAP, MT.TIMEOUT_NOW, MT.READ_INDEX_RESP})
 VOTE_RESPONSES = frozenset({MT.VOTE_RESP, MT.PRE_VOTE_RESP})
 
 
@@ -71,7 +70,7 @@ class SimNode:
         snap = self.storage.snapshot()
         cfg = sim.make_config(self.id, snap.meta.index)
         rng = random.Random(sim.seed * 100_003 + self.id * 1_009 + self.incarnation)
-        self.raw = RawNode(cfg, self.storage, rng, raft_class=sim.raft_class)
+        self.raw = RawNode(cfg, self.storage, rng, mutation=sim.core_mutation)
         self.sm = KVStateMachine.restore(snap.data)
         if self.sm.applied != snap.meta.index:
             raise AssertionError(f"snapshot data at {self.sm.applied} but meta at {snap.meta.index}")
@@ -81,7 +80,7 @@ class SimNode:
         self.missed_ticks = 0
         self.paused_queue = []
         self.seen_leader_term = 0
-        self.seen_commit = self.raw.raft.log.committed
+        self.seen_commit = self.raw.commit
         sim.inv.on_restart(self.id, self.storage, self.storage.hard_state.commit)
         self.pump()
 
@@ -175,18 +174,17 @@ class SimNode:
         sim = self.sim
         while self.alive and not self.paused and self.inflight is None and self.raw.has_ready():
             raw = self.raw
-            r = raw.raft
             rd = raw.ready()
-            commit_known = r.log.committed
+            commit_known = raw.commit
             hs = rd.hard_state
             disk_hs = self.storage.hard_state
             vote_change = hs is not None and (hs.term != disk_hs.term or hs.vote != disk_hs.vote)
-            leader = r.role == Role.LEADER and not vote_change
-            early_votes = sim.early_votes
+            for m in rd.messages_before_persist:
+                sim.send(m)
             late = []
-            for m in rd.messages:
-                if (leader and m.type in EARLY_LEADER) or (early_votes and m.type in VOTE_RESPONSES):
-                    sim.send(m)
+            for m in rd.messages_after_persist:
+                if sim.early_votes and m.type in VOTE_RESPONSES:
+                    sim.send(m)  # the vote-not-persisted driver bug
                 else:
                     late.append(m)
             self.inflight = (rd, commit_known, late)
@@ -240,7 +238,7 @@ class SimNode:
                     sim.respond(self.id, req, outcome, value, self.id)
                 else:
                     # Another entry took that index: our proposal can no longer commit.
-                    sim.respond(self.id, req, "fail", None, self.raw.raft.lead)
+                    sim.respond(self.id, req, "fail", None, self.raw.leader)
         # 4. reads
         for rs in rd.read_states:
             req = self.reads_waiting.pop(rs.context, None)
@@ -270,7 +268,7 @@ class SimNode:
     # -- clients -------------------------------------------------------------------
 
     def on_client(self, req: "Request") -> None:
-        r = self.raw.raft
+        raw = self.raw
         sim = self.sim
         if req.mode == "follower":
             # A follower read: ReadIndex through whichever leader this replica knows.
@@ -282,8 +280,8 @@ class SimNode:
                 return
             self.reads_waiting[ctx] = req
             return
-        if r.role != Role.LEADER:
-            sim.respond(self.id, req, "fail", None, r.lead)
+        if not raw.is_leader:
+            sim.respond(self.id, req, "fail", None, raw.leader)
             return
         if req.f == "get" and req.mode == "lease" and req.op_id % 2 == 0:
             # The synchronous lease fast path; falls back to a lease ReadIndex below.
@@ -298,7 +296,7 @@ class SimNode:
             try:
                 self.raw.read_index(ctx, lease=req.mode == "lease")
             except RaftError:
-                sim.respond(self.id, req, "fail", None, r.lead)
+                sim.respond(self.id, req, "fail", None, raw.leader)
                 return
             self.reads_waiting[ctx] = req
             return
@@ -310,7 +308,7 @@ class SimNode:
         except ProposalDroppedError:
             sim.respond(self.id, req, "fail", None, 0)
             return
-        self.pending_writes[index] = (req, r.term)
+        self.pending_writes[index] = (req, raw.term)
 
     # -- maintenance ------------------------------------------------------------------
 

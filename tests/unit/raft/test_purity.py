@@ -6,7 +6,7 @@ import ast
 import pathlib
 
 FORBIDDEN = {"asyncio", "grpc", "socket", "time", "random", "threading", "os", "select", "selectors"}
-CORE = pathlib.Path(__file__).resolve().parents[2] / "node" / "raft"
+CORE = pathlib.Path(__file__).resolve().parents[3] / "node" / "raft"
 
 
 def _imports(path: pathlib.Path) -> set[str]:

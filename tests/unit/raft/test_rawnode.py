@@ -31,12 +31,12 @@ def cc(*changes: tuple[ConfChangeType, int]) -> ConfChange:
 def test_single_leader_elected_and_replicates() -> None:
     net = Net([1, 2, 3])
     lead = net.wait_leader()
-    leaders = [i for i, n in net.nodes.items() if n.raft.role == Role.LEADER]
+    leaders = [i for i, n in net.nodes.items() if n.role == Role.LEADER]
     assert leaders == [lead]
     idx = net.nodes[lead].propose(b"a")
     net.settle()
     assert all(net.applied[i] == [b"a"] for i in (1, 2, 3))
-    assert all(n.raft.log.committed >= idx for n in net.nodes.values())
+    assert all(n.commit >= idx for n in net.nodes.values())
 
 
 def test_follower_rejects_proposal_with_leader_hint() -> None:
@@ -50,22 +50,22 @@ def test_follower_rejects_proposal_with_leader_hint() -> None:
 def test_prevote_keeps_isolated_node_from_inflating_term() -> None:
     net = Net([1, 2, 3])
     net.elect(1)
-    term = net.nodes[1].raft.term
+    term = net.nodes[1].term
     net.isolate(3)
     net.tick(100)
-    assert net.nodes[3].raft.term == term  # pre-votes fail, no term bump
+    assert net.nodes[3].term == term  # pre-votes fail, no term bump
     net.heal()
     net.tick(5)
-    assert net.nodes[1].raft.role == Role.LEADER and net.nodes[1].raft.term == term
+    assert net.nodes[1].role == Role.LEADER and net.nodes[1].term == term
 
 
 def test_check_quorum_steps_down_isolated_leader() -> None:
     net = Net([1, 2, 3])
     net.elect(1)
     net.isolate(1)
-    net.tick(net.nodes[1].raft.cfg.election_tick + 1)
-    assert net.nodes[1].raft.role == Role.FOLLOWER
-    assert net.nodes[1].raft.lease_valid() is False
+    net.tick(net.nodes[1]._raft.cfg.election_tick + 1)
+    assert net.nodes[1].role == Role.FOLLOWER
+    assert net.nodes[1]._raft.lease_valid() is False
 
 
 def test_leader_only_commits_current_term_entries_by_counting() -> None:
@@ -75,16 +75,16 @@ def test_leader_only_commits_current_term_entries_by_counting() -> None:
     net.isolate(1)
     idx = net.nodes[1].propose(b"old")
     net.settle()
-    old_term = net.nodes[1].raft.term
+    old_term = net.nodes[1].term
     net.crash(2)
     net.crash(3)
-    net.tick(net.nodes[1].raft.cfg.election_tick * 2)  # node 1 steps down: no quorum heard
-    assert net.nodes[1].raft.role != Role.LEADER
+    net.tick(net.nodes[1]._raft.cfg.election_tick * 2)  # node 1 steps down: no quorum heard
+    assert net.nodes[1].role != Role.LEADER
     net.heal()
     for i in (2, 3):
-        net.start(i).raft._boot_ticks = 0  # skip the restart quiet period for this test
+        net.start(i)._raft._boot_ticks = 0  # skip the restart quiet period for this test
     net.elect(1)  # node 1 has the longest log, so it wins a later term
-    leader = net.nodes[1].raft
+    leader = net.nodes[1]._raft
     assert leader.term > old_term
     # Deliver one message at a time and watch every commit the leader makes.
     seen_commit = leader.log.committed
@@ -108,7 +108,7 @@ def test_fast_backoff_repairs_divergent_follower() -> None:
     for k in range(20):
         net.nodes[1].propose(b"lost%d" % k)  # never committed
     net.settle()
-    net.tick(net.nodes[1].raft.cfg.election_tick * 3)
+    net.tick(net.nodes[1]._raft.cfg.election_tick * 3)
     lead = net.leader()
     assert lead in (2, 3)
     for k in range(5):
@@ -119,7 +119,7 @@ def test_fast_backoff_repairs_divergent_follower() -> None:
     net.settle()
     assert [d for d in net.applied[1] if d.startswith(b"kept")] == [b"kept%d" % k for k in range(5)]
     assert not any(d.startswith(b"lost") for d in net.applied[1])
-    l1, ll = net.nodes[1].raft.log, net.nodes[lead].raft.log
+    l1, ll = net.nodes[1]._raft.log, net.nodes[lead]._raft.log
     assert l1.last_index() == ll.last_index()
 
 
@@ -131,7 +131,7 @@ def test_readindex_confirms_with_quorum_and_fails_without() -> None:
     net.nodes[1].read_index(b"r1", lease=False)
     net.settle()
     assert [r.context for r in net.reads[1]] == [b"r1"]
-    assert net.reads[1][0].index >= net.nodes[1].raft.log.committed
+    assert net.reads[1][0].index >= net.nodes[1].commit
     net.isolate(1)
     net.nodes[1].read_index(b"r2", lease=False)
     net.settle()
@@ -146,17 +146,17 @@ def test_follower_read_index_forwarded_to_leader() -> None:
     net.nodes[2].read_index(b"f1")
     net.settle()
     assert [r.context for r in net.reads[2]] == [b"f1"]
-    assert net.reads[2][0].index == net.nodes[1].raft.log.committed
+    assert net.reads[2][0].index == net.nodes[1].commit
 
 
 def test_lease_reads_expire_without_heartbeat_acks() -> None:
     net = Net([1, 2, 3])
     net.elect(1)
     net.tick(2)
-    leader = net.nodes[1].raft
+    leader = net.nodes[1]._raft
     assert leader.lease_valid()
     net.nodes[1].read_index(b"lease", lease=True)
-    assert [r.context for r in net.nodes[1].raft.read_states] == [b"lease"]  # answered at once
+    assert [r.context for r in net.nodes[1]._raft.read_states] == [b"lease"]  # answered at once
     net.isolate(1)
     for _ in range(leader.cfg.effective_lease_ticks):
         net.nodes[1].tick()
@@ -169,9 +169,9 @@ def test_restarted_replica_refuses_votes_during_boot() -> None:
     net.elect(1)
     net.crash(2)
     node2 = net.start(2)
-    term = node2.raft.term
+    term = node2.term
     node2.step(Message(MessageType.VOTE, 3, 2, term=term + 1, index=100, log_term=100))
-    assert node2.raft.term == term and not node2.raft.msgs  # ignored while booting
+    assert node2.term == term and not node2._raft.msgs  # ignored while booting
 
 
 def test_leadership_transfer_and_proposals_refused_meanwhile() -> None:
@@ -183,12 +183,12 @@ def test_leadership_transfer_and_proposals_refused_meanwhile() -> None:
     net.nodes[1].transfer_leader(3)
     with pytest.raises(ProposalDroppedError):
         net.nodes[1].propose(b"refused")
-    assert not net.nodes[1].raft.lease_valid()
+    assert not net.nodes[1]._raft.lease_valid()
     net.heal()
     net.tick(1)
     net.settle()
     assert net.leader() == 3
-    assert net.nodes[1].raft.role == Role.FOLLOWER
+    assert net.nodes[1].role == Role.FOLLOWER
 
 
 def test_transfer_to_learner_refused() -> None:
@@ -231,8 +231,8 @@ def test_learner_votes_never_count() -> None:
     # Node 2 can only collect its own vote and the learner's: not a quorum of {1,2,3}.
     for _ in range(100):
         net.tick()
-    assert net.nodes[2].raft.role != Role.LEADER
-    assert net.nodes[4].raft.role == Role.FOLLOWER
+    assert net.nodes[2].role != Role.LEADER
+    assert net.nodes[4].role == Role.FOLLOWER
 
 
 def test_follower_progress_beyond_the_leaders_log_does_not_crash_the_leader() -> None:
@@ -240,7 +240,7 @@ def test_follower_progress_beyond_the_leaders_log_does_not_crash_the_leader() ->
     # cluster); the leader must keep running and repair the follower from a snapshot.
     net = Net([1, 2, 3])
     net.elect(1)
-    leader = net.nodes[1].raft
+    leader = net.nodes[1]._raft
     pr = leader.trk.progress[2]
     pr.become_probe()
     pr.next = leader.log.last_index() + 50
@@ -276,7 +276,7 @@ def test_removed_leader_steps_down_and_group_continues() -> None:
     net.elect(1)
     net.nodes[1].propose_conf_change(cc((REMOVE, 1)))
     net.settle()
-    assert net.nodes[1].raft.role == Role.FOLLOWER
+    assert net.nodes[1].role == Role.FOLLOWER
     net.crash(1)
     lead = net.wait_leader()
     assert lead in (2, 3)
@@ -316,14 +316,14 @@ def test_snapshot_installed_on_follower_behind_compacted_log() -> None:
     net.settle()
     for i in (1, 2):
         st = net.storages[i]
-        applied = net.nodes[i].raft.log.applied
+        applied = net.nodes[i].applied
         st.create_snapshot(applied, net.nodes[i].conf_state, b"|".join(net.applied[i]))
         st.compact(applied)
     net.start(3)
     net.tick(5)
     net.settle()
-    node3 = net.nodes[3].raft
-    assert node3.log.committed == net.nodes[1].raft.log.committed
+    node3 = net.nodes[3]._raft
+    assert node3.log.committed == net.nodes[1].commit
     assert net.storages[3].snapshot().data.split(b"|")[-1] == b"e49"
     net.nodes[1].propose(b"after")
     net.settle()
@@ -339,7 +339,7 @@ def test_restart_keeps_term_vote_and_commit() -> None:
     net.crash(2)
     node2 = net.start(2)
     assert node2.hard_state() == before
-    assert node2.raft.log.last_index() == net.nodes[1].raft.log.last_index()
+    assert node2._raft.log.last_index() == net.nodes[1]._raft.log.last_index()
 
 
 def test_memory_storage_compaction_bounds() -> None:
