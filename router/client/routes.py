@@ -13,7 +13,7 @@ import random
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from router.placement import keyspace
+from common import keyspace
 from router.placement.convert import descriptor_from_pb
 from router.placement.model import Descriptor, Role
 from tesserapb import meta_pb2

@@ -12,7 +12,7 @@ import bisect
 import dataclasses
 from collections.abc import Iterable
 
-from router.placement import keyspace
+from common import keyspace
 from router.placement.commands import (
     Applied,
     Bootstrap,

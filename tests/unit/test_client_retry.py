@@ -11,6 +11,7 @@ import time
 import grpc
 import pytest
 
+from common.keyspace import even_ranges
 from node.wire import errors as wire_errors
 from router.client import (
     AsyncClient,
@@ -27,7 +28,6 @@ from router.client import (
 )
 from router.client.errors import RpcFailure, failure_from_rpc_error, failure_from_stream_item, status_code
 from router.client.retry import backoff_delay, classify
-from router.placement.keyspace import even_ranges
 from tesserapb import errors_pb2, kv_pb2, meta_pb2
 
 pytestmark = pytest.mark.timeout(30)

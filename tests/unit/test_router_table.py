@@ -7,7 +7,8 @@ import dataclasses
 
 import pytest
 
-from router.placement import codec, keyspace
+from common import keyspace
+from router.placement import codec
 from router.placement.commands import (
     Bootstrap,
     PlacementError,
