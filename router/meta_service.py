@@ -12,6 +12,7 @@ import logging
 
 import grpc
 
+from common.wire.descriptors import epoch_from_pb
 from node.wire import errors as wire_errors
 from router.placement import convert
 from router.placement.commands import PlacementError, RecordLeader, RegisterStore, SetStoreState, StoreHeartbeat, SubmitOperation
@@ -97,7 +98,7 @@ class MetaService(meta_pb2_grpc.MetaServicer):
         )
 
     async def ReportLeader(self, request: meta_pb2.ReportLeaderRequest, context) -> meta_pb2.ReportLeaderResponse:
-        epoch = convert.epoch_from_pb(request.epoch) if request.HasField("epoch") else None
+        epoch = epoch_from_pb(request.epoch) if request.HasField("epoch") else None
         try:
             await self._placement.apply(
                 RecordLeader(request.partition_id, request.leader_store_id, request.term, epoch)
@@ -112,7 +113,7 @@ class MetaService(meta_pb2_grpc.MetaServicer):
         op = request.operation
         try:
             action = convert.action_from_pb(op)
-            epoch = convert.epoch_from_pb(op.epoch) if op.HasField("epoch") else None
+            epoch = epoch_from_pb(op.epoch) if op.HasField("epoch") else None
             result = await self._placement.apply(
                 SubmitOperation(op.partition_id, action, epoch, self._placement.now_ms())
             )

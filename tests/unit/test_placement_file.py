@@ -13,8 +13,9 @@ for the target store), so every descriptor record and both roles appear.
 
 from __future__ import annotations
 
+from common.descriptor import Descriptor, Epoch, ReplicaDesc, Role
 from router.placement import codec
-from router.placement.model import AddReplica, CreateReplica, Descriptor, Epoch, ReplicaDesc, Role
+from router.placement.model import AddReplica, CreateReplica
 
 
 def test_a_placement_file_from_before_the_move_decodes_and_re_encodes_identically() -> None:

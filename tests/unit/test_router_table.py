@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 
 from common import keyspace
+from common.descriptor import Descriptor, Epoch, ReplicaDesc, Role
 from router.placement import codec
 from router.placement.commands import (
     Bootstrap,
@@ -22,13 +23,9 @@ from router.placement.commands import (
 from router.placement.model import (
     AddReplica,
     CreateReplica,
-    Descriptor,
-    Epoch,
     PartitionReport,
     RemoveReplica,
-    ReplicaDesc,
     ReplicaReport,
-    Role,
     Split,
     StoreState,
     TransferLeader,
