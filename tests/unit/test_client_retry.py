@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from common.keyspace import even_ranges
-from node.wire import errors as wire_errors
+from common.wire import errors as wire_errors
 from router.client import (
     AsyncClient,
     BackoffPolicy,
