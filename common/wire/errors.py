@@ -50,6 +50,10 @@ class WireError(Exception):
     """
 
     def __init__(self, code: grpc.StatusCode, message: str, error: errors_pb2.Error | None = None) -> None:
+        # One code per kind (errors.proto): a unary call's status takes it from the error, a
+        # stream item from ``code``, and the two must not tell a client different things.
+        if error is not None and code != code_for(error):
+            raise ValueError(f"{error.WhichOneof('kind')} is {code_for(error).name}, not {code.name}")
         super().__init__(message)
         self.code = code
         self.message = message

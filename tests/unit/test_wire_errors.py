@@ -52,6 +52,8 @@ def test_of_picks_the_code_errors_proto_gives_each_kind():
     for error, code in cases:
         failure = WireError.of(error, "why")
         assert (failure.code, failure.message, failure.error, str(failure)) == (code, "why", error, "why")
+    with pytest.raises(ValueError):
+        WireError(grpc.StatusCode.UNAVAILABLE, "why", wire_errors.not_leader(1))
 
 
 def test_abort_attaches_the_structured_error_the_client_reads_back():
