@@ -1,3 +1,4 @@
 """What node, router and client share, and nothing else: the domain types of the partition
-map, the wire edge (structured gRPC errors and protobuf conversions), and process plumbing
-(the event loop, logging). It imports neither ``node`` nor ``router``."""
+map, the wire edge (structured gRPC errors and protobuf conversions), the backoff policy, and
+process plumbing (the event loop, logging). It imports neither ``node`` nor ``router`` (nor
+``tools``): tests/unit/test_layering.py checks."""

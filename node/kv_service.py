@@ -20,12 +20,13 @@ from dataclasses import dataclass
 
 import grpc
 
+from common.wire import errors as werr
+from common.wire.errors import WireError
 from node.raft import NotLeaderError, ProposalDroppedError
 from node.raftstore import RaftStore
 from node.replica import ProposalLost, Replica, ReplicaStopped
 from node.state.commands import Command, Op, OpKind
 from node.state.store import OpResult
-from node.wire import errors as werr
 from tesserapb import errors_pb2, kv_pb2, kv_pb2_grpc, meta_pb2
 
 
@@ -43,22 +44,8 @@ class Limits:
 MAX_REQUEST_ID_BYTES = 64
 
 
-class KVError(Exception):
-    """A request failure with its gRPC code and (optionally) a structured tessera.v1.Error."""
-
-    def __init__(self, code: grpc.StatusCode, message: str, error: errors_pb2.Error | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.error = error
-
-    @classmethod
-    def of(cls, error: errors_pb2.Error, message: str) -> "KVError":
-        return cls(werr.code_for(error), message, error)
-
-
-def _invalid(field: str, message: str, limit: int = 0) -> KVError:
-    return KVError.of(werr.invalid_argument(field, message, limit), message)
+def _invalid(field: str, message: str, limit: int = 0) -> WireError:
+    return WireError.of(werr.invalid_argument(field, message, limit), message)
 
 
 _READ_MODES = {
@@ -112,20 +99,20 @@ class KVService(kv_pb2_grpc.KVServicer):
 
     def _route(self, ctx: kv_pb2.RequestContext, keys: list[bytes]) -> Replica:
         if self.rs.failed is not None:
-            raise KVError(grpc.StatusCode.UNAVAILABLE, str(self.rs.failed))
+            raise WireError(grpc.StatusCode.UNAVAILABLE, str(self.rs.failed))
         pid = ctx.partition_id
         if pid == 0 and keys:
             rep = next((r for r in self.rs.replicas.values() if r.contains(keys[0])), None)
             if rep is None:
-                raise KVError.of(werr.partition_not_found(0), f"no partition here holds key {keys[0]!r}")
+                raise WireError.of(werr.partition_not_found(0), f"no partition here holds key {keys[0]!r}")
         else:
             rep = self.rs.replicas.get(pid)
             if rep is None:
-                raise KVError.of(werr.partition_not_found(pid), f"partition {pid} is not hosted on this node")
+                raise WireError.of(werr.partition_not_found(pid), f"partition {pid} is not hosted on this node")
         if ctx.HasField("epoch") and (ctx.epoch.version or ctx.epoch.conf_ver):
             if ctx.epoch.version != rep.descriptor.epoch.version:
                 err = errors_pb2.Error(epoch_not_match=errors_pb2.EpochNotMatch(current=self._descriptor(rep)))
-                raise KVError.of(
+                raise WireError.of(
                     err,
                     f"partition {rep.pid} epoch version is {rep.descriptor.epoch.version}, request has {ctx.epoch.version}",
                 )
@@ -134,13 +121,13 @@ class KVService(kv_pb2_grpc.KVServicer):
                 err = errors_pb2.Error(
                     key_not_in_partition=errors_pb2.KeyNotInPartition(key=k, partition=self._descriptor(rep))
                 )
-                raise KVError.of(err, f"key {k!r} is outside partition {rep.pid}")
+                raise WireError.of(err, f"key {k!r} is outside partition {rep.pid}")
         return rep
 
-    def _not_leader(self, rep: Replica, hint: int | None = None) -> KVError:
+    def _not_leader(self, rep: Replica, hint: int | None = None) -> WireError:
         store = rep.leader_store() if hint is None else (rep.store_of(hint) or 0)
         addr = self.address_of(store) if store else ""
-        return KVError.of(
+        return WireError.of(
             werr.not_leader(rep.pid, store, addr),
             f"this node is not the leader of partition {rep.pid}" + (f"; try store {store} at {addr}" if store else ""),
         )
@@ -159,22 +146,22 @@ class KVService(kv_pb2_grpc.KVServicer):
         except NotLeaderError as exc:
             raise self._not_leader(rep, exc.leader) from None
         except ReplicaStopped as exc:
-            raise KVError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+            raise WireError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
         try:
             results = await asyncio.wait_for(asyncio.shield(fut), self.limits.request_timeout_s)
         except asyncio.TimeoutError:
-            raise KVError(
+            raise WireError(
                 grpc.StatusCode.UNAVAILABLE,
                 "write not confirmed in time; outcome unknown (retry with the same request_id)",
             ) from None
         except NotLeaderError as exc:
             raise self._not_leader(rep, exc.leader) from None
         except ProposalDroppedError as exc:
-            raise KVError.of(werr.server_busy(exc.reason, 50), str(exc)) from None
+            raise WireError.of(werr.server_busy(exc.reason, 50), str(exc)) from None
         except ProposalLost:
             raise self._not_leader(rep) from None
         except ReplicaStopped as exc:
-            raise KVError(grpc.StatusCode.UNAVAILABLE, f"{exc}; outcome unknown") from None
+            raise WireError(grpc.StatusCode.UNAVAILABLE, f"{exc}; outcome unknown") from None
         assert results is not None
         return results
 
@@ -279,9 +266,9 @@ class KVService(kv_pb2_grpc.KVServicer):
         except NotLeaderError as exc:
             raise self._not_leader(rep, exc.leader) from None
         except asyncio.TimeoutError:
-            raise KVError(grpc.StatusCode.UNAVAILABLE, "leadership not confirmed in time") from None
+            raise WireError(grpc.StatusCode.UNAVAILABLE, "leadership not confirmed in time") from None
         except ReplicaStopped as exc:
-            raise KVError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+            raise WireError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
 
     async def _get(self, req: kv_pb2.GetRequest) -> kv_pb2.GetResponse:
         self._check_key(req.key)
@@ -325,10 +312,8 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def _unary(self, handler, request, context):  # type: ignore[no-untyped-def]
         try:
             return await handler(request)
-        except KVError as exc:
-            if exc.error is not None:
-                await werr.abort(context, exc.error, exc.message)
-            await context.abort(exc.code, exc.message)
+        except WireError as exc:
+            await werr.abort(context, exc)
 
     async def Get(self, request, context):  # noqa: N802
         return await self._unary(self._get, request, context)
@@ -367,11 +352,8 @@ class KVService(kv_pb2_grpc.KVServicer):
         handler = getattr(self, self._ITEM_HANDLERS[kind])
         try:
             resp = await handler(getattr(item, kind))
-        except KVError as exc:
-            out.code = exc.code.value[0]
-            out.message = exc.message
-            if exc.error is not None:
-                out.error.CopyFrom(exc.error)
+        except WireError as exc:
+            exc.fill(out)
             return out
         except Exception as exc:  # one bad item never breaks the stream
             out.code = grpc.StatusCode.INTERNAL.value[0]

@@ -41,6 +41,7 @@ from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 
 import grpc
 
+from common.backoff import BackoffPolicy
 from node import snapshot_stream
 from tesserapb import meta_pb2, raft_pb2, raft_pb2_grpc
 
@@ -56,6 +57,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 << 20
+
+RECONNECT_BACKOFF = BackoffPolicy(initial_s=0.02, max_s=1.0, multiplier=2.0, jitter=0.5)
+"""The pause before reconnecting to a peer whose stream failed: 20 ms doubling to 1 s over the
+failures since the peer last acknowledged a batch, each jittered down by up to half."""
 
 CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -196,8 +201,7 @@ class RaftTransport:
         max_queue: int = 100_000,
         max_inflight: int = 128,
         connect_timeout: float = 3.0,
-        backoff_min: float = 0.02,
-        backoff_max: float = 1.0,
+        backoff: BackoffPolicy = RECONNECT_BACKOFF,
     ) -> None:
         if max_batch_bytes > MAX_MESSAGE_BYTES // 2:
             raise ValueError(f"max_batch_bytes must be at most {MAX_MESSAGE_BYTES // 2}")
@@ -210,8 +214,7 @@ class RaftTransport:
         self._max_queue = max_queue
         self._window = max_inflight
         self._connect_timeout = connect_timeout
-        self._backoff_min = backoff_min
-        self._backoff_max = backoff_max
+        self._backoff = backoff
         self._peers: dict[int, _Peer] = {}
         self._snapshot_tasks: set[asyncio.Task[tuple[bool, str]]] = set()
         self._closed = False
@@ -256,7 +259,6 @@ class RaftTransport:
 
     async def _run(self, peer: _Peer) -> None:
         """Connect when there is something to send; on failure report, drop, back off, retry."""
-        backoff = self._backoff_min
         opened = False
         while True:
             while not peer.queue:
@@ -275,8 +277,7 @@ class RaftTransport:
                 err = _describe(exc)
             self.stream_failures += 1
             if peer.got_ack:
-                backoff = self._backoff_min  # the peer was alive: retry soon
-                peer.failures = 0
+                peer.failures = 0  # the peer was alive: retry soon
             peer.failures += 1
             peer.last_error = err
             dropped = len(peer.queue)
@@ -288,10 +289,9 @@ class RaftTransport:
             peer.backing_off = True
             try:
                 self._report_unreachable(peer.store_id)
-                await asyncio.sleep(backoff * (0.5 + 0.5 * random.random()))
+                await asyncio.sleep(self._backoff.delay(peer.failures - 1, random.random()))
             finally:
                 peer.backing_off = False
-            backoff = min(backoff * 2, self._backoff_max)
 
     def _report_unreachable(self, store: int) -> None:
         if self._on_unreachable is None:

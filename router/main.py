@@ -20,12 +20,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common import aio
+from common.keyspace import MAX_PRESPLIT
 from router.client import AsyncClient
 from router.client.channels import CHANNEL_OPTIONS
 from router.local_meta import LocalMeta
 from router.meta_service import MetaService
 from router.placement.codec import CodecError
-from router.placement.keyspace import MAX_PRESPLIT
 from router.placement.persist import TABLE_FILE
 from router.placement.runtime import Placement, PlacementConfig
 from router.proxy import KVProxy

@@ -2,7 +2,7 @@
 
 Each handler validates its request, turns it into a placement command or query, and maps the
 result back to wire types. Bad input ends the call with INVALID_ARGUMENT carrying a
-tessera.v1.InvalidArgument detail that names the field (node.wire.errors). No placement logic
+tessera.v1.InvalidArgument detail that names the field (common.wire.errors). No placement logic
 lives here: it is all in router.placement.
 """
 
@@ -12,7 +12,8 @@ import logging
 
 import grpc
 
-from node.wire import errors as wire_errors
+from common.wire import errors as wire_errors
+from common.wire.descriptors import epoch_from_pb
 from router.placement import convert
 from router.placement.commands import PlacementError, RecordLeader, RegisterStore, SetStoreState, StoreHeartbeat, SubmitOperation
 from router.placement.model import StoreState
@@ -23,7 +24,8 @@ log = logging.getLogger("tessera.router.meta")
 
 
 async def _invalid(context: grpc.aio.ServicerContext, field: str, message: str) -> None:
-    await wire_errors.abort(context, wire_errors.invalid_argument(field, message), f"{field}: {message}")
+    failure = wire_errors.WireError.of(wire_errors.invalid_argument(field, message), f"{field}: {message}")
+    await wire_errors.abort(context, failure)
 
 
 class MetaService(meta_pb2_grpc.MetaServicer):
@@ -97,7 +99,7 @@ class MetaService(meta_pb2_grpc.MetaServicer):
         )
 
     async def ReportLeader(self, request: meta_pb2.ReportLeaderRequest, context) -> meta_pb2.ReportLeaderResponse:
-        epoch = convert.epoch_from_pb(request.epoch) if request.HasField("epoch") else None
+        epoch = epoch_from_pb(request.epoch) if request.HasField("epoch") else None
         try:
             await self._placement.apply(
                 RecordLeader(request.partition_id, request.leader_store_id, request.term, epoch)
@@ -112,7 +114,7 @@ class MetaService(meta_pb2_grpc.MetaServicer):
         op = request.operation
         try:
             action = convert.action_from_pb(op)
-            epoch = convert.epoch_from_pb(op.epoch) if op.HasField("epoch") else None
+            epoch = epoch_from_pb(op.epoch) if op.HasField("epoch") else None
             result = await self._placement.apply(
                 SubmitOperation(op.partition_id, action, epoch, self._placement.now_ms())
             )

@@ -16,11 +16,12 @@ import logging
 
 import grpc
 
-from node.wire import errors as wire_errors
+from common.wire import errors as wire_errors
+from common.wire.errors import WireError
 from router.client import AsyncClient, DeadlineExceeded, InvalidArgumentError, ServerError, TesseraError
 from router.client.errors import ClientClosedError
 from router.client.types import CONSISTENCY
-from tesserapb import errors_pb2, kv_pb2, kv_pb2_grpc
+from tesserapb import kv_pb2, kv_pb2_grpc
 
 log = logging.getLogger("tessera.router.proxy")
 
@@ -32,32 +33,23 @@ def _consistency(ro: kv_pb2.ReadOptions) -> tuple[str, int]:
     return _CONSISTENCY_NAME.get(ro.consistency, "lease"), ro.max_staleness_ms
 
 
-class _Failed(Exception):
-    """A forwarded request failed; carries the status the proxy answers with."""
-
-    def __init__(self, code: grpc.StatusCode, message: str, error: errors_pb2.Error | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.error = error
-
-
-def _failure(exc: TesseraError) -> _Failed:
+def _failure(exc: TesseraError) -> WireError:
+    """The status the proxy answers with when the client library gave up on a request."""
     if isinstance(exc, InvalidArgumentError):
-        return _Failed(grpc.StatusCode.INVALID_ARGUMENT, str(exc),
-                       wire_errors.invalid_argument(exc.field, exc.detail, exc.limit))
+        return WireError(grpc.StatusCode.INVALID_ARGUMENT, str(exc),
+                         wire_errors.invalid_argument(exc.field, exc.detail, exc.limit))
     if isinstance(exc, DeadlineExceeded):
-        return _Failed(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+        return WireError(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
     if isinstance(exc, ServerError) and exc.code is not None:
-        return _Failed(exc.code, str(exc))
-    return _Failed(grpc.StatusCode.UNAVAILABLE, str(exc))
+        return WireError(exc.code, str(exc))
+    return WireError(grpc.StatusCode.UNAVAILABLE, str(exc))
 
 
 class KVProxy(kv_pb2_grpc.KVServicer):
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
-    # Each handler returns the response message or raises _Failed.
+    # Each handler returns the response message or raises WireError.
 
     def _timeout(self, context: grpc.aio.ServicerContext | None) -> float | None:
         remaining = context.time_remaining() if context is not None else None
@@ -111,17 +103,15 @@ class KVProxy(kv_pb2_grpc.KVServicer):
         try:
             return await self._HANDLERS[kind](self, request, timeout)
         except ClientClosedError:
-            raise _Failed(grpc.StatusCode.UNAVAILABLE, "router is shutting down") from None
+            raise WireError(grpc.StatusCode.UNAVAILABLE, "router is shutting down") from None
         except TesseraError as exc:
             raise _failure(exc) from None
 
     async def _unary(self, kind: str, request, context: grpc.aio.ServicerContext):
         try:
             return await self._handle(kind, request, self._timeout(context))
-        except _Failed as f:
-            if f.error is not None:
-                await wire_errors.abort(context, f.error, f.message)
-            await context.abort(f.code, f.message)
+        except WireError as failure:
+            await wire_errors.abort(context, failure)
 
     async def Get(self, request, context):
         return await self._unary("get", request, context)
@@ -152,15 +142,12 @@ class KVProxy(kv_pb2_grpc.KVServicer):
             kind = item.WhichOneof("request")
             try:
                 if kind is None:
-                    raise _Failed(grpc.StatusCode.INVALID_ARGUMENT, "request: no request set",
-                                  wire_errors.invalid_argument("request", "no request set"))
+                    raise WireError(grpc.StatusCode.INVALID_ARGUMENT, "request: no request set",
+                                    wire_errors.invalid_argument("request", "no request set"))
                 result = await self._handle(kind, getattr(item, kind), None)
                 getattr(out, kind).CopyFrom(result)
-            except _Failed as f:
-                out.code = f.code.value[0]
-                out.message = f.message
-                if f.error is not None:
-                    out.error.CopyFrom(f.error)
+            except WireError as failure:
+                failure.fill(out)
             except Exception as exc:  # one failed item never fails the stream
                 log.exception("proxy stream item failed")
                 out.code = grpc.StatusCode.INTERNAL.value[0]

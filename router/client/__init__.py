@@ -11,6 +11,7 @@ unreachable nodes by themselves under one deadline per call.
         value, version = c.get(b"k")
 """
 
+from common.backoff import BackoffPolicy
 from router.client.async_client import AsyncClient
 from router.client.errors import (
     ClientClosedError,
@@ -21,7 +22,6 @@ from router.client.errors import (
     ServerError,
     TesseraError,
 )
-from router.client.retry import BackoffPolicy
 from router.client.sync_client import Client
 from router.client.types import Cas, CasResult, Delete, KeyValue, Put, ScanPage, Versioned, WriteResult
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import grpc
 from google.protobuf.message import Message
 
+from common.backoff import BackoffPolicy
 from router.client.channels import ChannelPool
 from router.client.errors import (
     ClientClosedError,
@@ -33,7 +34,7 @@ from router.client.errors import (
     TesseraError,
 )
 from router.client.meta import GrpcMeta, MetaSource, parse_router_addresses
-from router.client.retry import BackoffPolicy, Decision, backoff_delay, classify
+from router.client.retry import Decision, classify
 from router.client.routes import Route, RouteCache, pick_store
 from router.client.stream import StreamTransport
 from router.client.transport import FunctionTransport, SendFn, Transport, UnaryTransport
@@ -438,7 +439,7 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         delay = 0.0
         if d.backoff or st.hint_hops > MAX_FREE_HINT_HOPS:
-            delay = max(backoff_delay(self._backoff, st.backoffs, self._rng.random()), d.min_backoff_s)
+            delay = max(self._backoff.delay(st.backoffs, self._rng.random()), d.min_backoff_s)
             st.backoffs += 1
         remaining = deadline - loop.time()
         if remaining <= 0 or delay >= remaining:

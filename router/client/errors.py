@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import grpc
 
-from node.wire import errors as wire_errors
+from common.wire import errors as wire_errors
 from tesserapb import errors_pb2, kv_pb2
 
 _CODE_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}

@@ -1,8 +1,9 @@
-"""The retry policy as pure functions: how long to back off, and what a failure means.
+"""The retry policy as a pure function: what one failed attempt means.
 
 Kept free of I/O and of the client's state so the policy can be tested exhaustively and read
 in one place. ``classify`` says what to do about one failed attempt; the client applies the
-decision to its routing cache and loops until the call's deadline.
+decision to its routing cache and loops until the call's deadline, sleeping as its
+``BackoffPolicy`` (common/backoff.py) says whenever a decision asks for a backoff.
 """
 
 from __future__ import annotations
@@ -13,28 +14,6 @@ import grpc
 
 from router.client.errors import RpcFailure, ServerError, TesseraError, invalid_argument_from
 from tesserapb import meta_pb2
-
-
-@dataclass(frozen=True, slots=True)
-class BackoffPolicy:
-    """Exponential backoff with jitter: attempt n waits between (1 - jitter) and 1 times
-    min(max_s, initial_s * multiplier**n). Jitter keeps clients that failed together (a
-    leader died under all of them) from retrying in lockstep."""
-
-    initial_s: float = 0.01
-    max_s: float = 0.5
-    multiplier: float = 2.0
-    jitter: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.initial_s <= 0 or self.max_s < self.initial_s or self.multiplier < 1 or not 0 <= self.jitter <= 1:
-            raise ValueError(f"bad backoff policy {self}")
-
-
-def backoff_delay(policy: BackoffPolicy, attempt: int, rand: float) -> float:
-    """Seconds to wait before retry number ``attempt`` (0-based); ``rand`` in [0, 1)."""
-    ceiling = min(policy.max_s, policy.initial_s * policy.multiplier ** min(attempt, 64))
-    return ceiling * (1.0 - policy.jitter * rand)
 
 
 @dataclass(frozen=True, slots=True)

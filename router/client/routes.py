@@ -13,9 +13,9 @@ import random
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from router.placement import keyspace
-from router.placement.convert import descriptor_from_pb
-from router.placement.model import Descriptor, Role
+from common import keyspace
+from common.descriptor import Descriptor, Role
+from common.wire.descriptors import descriptor_from_pb
 from tesserapb import meta_pb2
 
 _VOTING = (Role.VOTER, Role.INCOMING_VOTER, Role.DEMOTING_VOTER)

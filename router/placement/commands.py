@@ -12,14 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from router.placement.model import (
-    Action,
-    Descriptor,
-    Epoch,
-    PartitionReport,
-    PendingOperation,
-    StoreState,
-)
+from common.descriptor import Descriptor, Epoch
+from router.placement.model import Action, PartitionReport, PendingOperation, StoreState
 
 
 @dataclass(frozen=True, slots=True)

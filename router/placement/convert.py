@@ -1,71 +1,32 @@
-"""Placement records to and from meta.proto wire types.
+"""Placement records to and from meta.proto wire types: partitions with their leader hints,
+stores, heartbeat reports, operations.
 
-The servicer edge is the only place that sees protobuf; the table sees dataclasses.
+The servicer edge is the only place that sees protobuf; the table sees dataclasses. The
+descriptor itself converts in common/wire/descriptors.py, shared with the client.
 Input conversions raise PlacementError naming the request field, for INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
 
-from tesserapb import meta_pb2
-
+from common.descriptor import ReplicaDesc, Role
+from common.wire.descriptors import descriptor_from_pb, descriptor_to_pb, epoch_from_pb, epoch_to_pb, replica_to_pb
 from router.placement.commands import PlacementError
 from router.placement.model import (
     Action,
     AddReplica,
     CreateReplica,
     DestroyReplica,
-    Descriptor,
-    Epoch,
     PartitionInfo,
     PartitionReport,
     PendingOperation,
     RemoveReplica,
-    ReplicaDesc,
     ReplicaReport,
-    Role,
     Split,
     StoreInfo,
     StoreState,
     TransferLeader,
 )
-
-
-def epoch_to_pb(epoch: Epoch) -> meta_pb2.Epoch:
-    return meta_pb2.Epoch(conf_ver=epoch.conf_ver, version=epoch.version)
-
-
-def epoch_from_pb(pb: meta_pb2.Epoch) -> Epoch:
-    return Epoch(conf_ver=pb.conf_ver, version=pb.version)
-
-
-def replica_to_pb(r: ReplicaDesc) -> meta_pb2.Replica:
-    return meta_pb2.Replica(store_id=r.store_id, replica_id=r.replica_id, role=int(r.role))
-
-
-def replica_from_pb(pb: meta_pb2.Replica) -> ReplicaDesc:
-    return ReplicaDesc(store_id=pb.store_id, replica_id=pb.replica_id, role=Role(pb.role))
-
-
-def descriptor_to_pb(d: Descriptor, leader_store_id: int = 0, term: int = 0) -> meta_pb2.PartitionDescriptor:
-    return meta_pb2.PartitionDescriptor(
-        id=d.id,
-        start=d.start,
-        end=d.end,
-        epoch=epoch_to_pb(d.epoch),
-        replicas=[replica_to_pb(r) for r in d.replicas],
-        leader_store_id=leader_store_id,
-        term=term,
-    )
-
-
-def descriptor_from_pb(pb: meta_pb2.PartitionDescriptor) -> Descriptor:
-    return Descriptor(
-        id=pb.id,
-        start=bytes(pb.start),
-        end=bytes(pb.end),
-        epoch=epoch_from_pb(pb.epoch),
-        replicas=tuple(replica_from_pb(r) for r in pb.replicas),
-    )
+from tesserapb import meta_pb2
 
 
 def partition_to_pb(info: PartitionInfo) -> meta_pb2.PartitionDescriptor:

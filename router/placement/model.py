@@ -1,14 +1,17 @@
-"""Typed records of the placement state.
+"""Typed records of the placement state: partitions, stores, operations, heartbeat reports.
 
-These mirror the wire types of meta.proto (PartitionDescriptor, Store, Operation) but are plain
-frozen dataclasses, so the table can be a pure function of its command log: no protobuf
-mutability, cheap equality, a JSON codec we control (codec.py).
+These mirror the wire types of meta.proto (Store, Operation, PartitionStats) but are plain
+dataclasses, so the table can be a pure function of its command log: no protobuf mutability,
+cheap equality, a JSON codec we control (codec.py). A partition's own descriptor (range,
+epoch, members) is the shared domain model of common/descriptor.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+
+from common.descriptor import Descriptor, Epoch, ReplicaDesc
 
 
 class StoreState(IntEnum):
@@ -19,73 +22,6 @@ class StoreState(IntEnum):
     DOWN = 2
     DRAINING = 3
     REMOVED = 4
-
-
-class Role(IntEnum):
-    """Values equal meta.proto's Role."""
-
-    VOTER = 0
-    LEARNER = 1
-    INCOMING_VOTER = 2
-    DEMOTING_VOTER = 3
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Epoch:
-    """A partition's shape version: conf_ver (membership) and version (range)."""
-
-    conf_ver: int = 0
-    version: int = 0
-
-    def is_newer_than(self, other: "Epoch") -> bool:
-        """Newer = no component older and at least one newer (PD's rule). Two epochs where each
-        is ahead in one component are incomparable: neither replaces the other."""
-        return (
-            self.conf_ver >= other.conf_ver
-            and self.version >= other.version
-            and (self.conf_ver, self.version) != (other.conf_ver, other.version)
-        )
-
-    def is_stale_against(self, other: "Epoch") -> bool:
-        return self.conf_ver < other.conf_ver or self.version < other.version
-
-    @property
-    def is_zero(self) -> bool:
-        return self.conf_ver == 0 and self.version == 0
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaDesc:
-    store_id: int
-    replica_id: int
-    role: Role = Role.VOTER
-
-
-@dataclass(frozen=True, slots=True)
-class Descriptor:
-    """A partition's range, epoch and members: the part that only changes through the
-    partition's own Raft log (splits, membership changes)."""
-
-    id: int
-    start: bytes
-    end: bytes
-    epoch: Epoch
-    replicas: tuple[ReplicaDesc, ...]
-
-    def contains(self, key: bytes) -> bool:
-        return self.start <= key and (not self.end or key < self.end)
-
-    def replica_on(self, store_id: int) -> ReplicaDesc | None:
-        for r in self.replicas:
-            if r.store_id == store_id:
-                return r
-        return None
-
-    def replica_by_id(self, replica_id: int) -> ReplicaDesc | None:
-        for r in self.replicas:
-            if r.replica_id == replica_id:
-                return r
-        return None
 
 
 @dataclass(slots=True)

@@ -12,7 +12,8 @@ import bisect
 import dataclasses
 from collections.abc import Iterable
 
-from router.placement import keyspace
+from common import keyspace
+from common.descriptor import Descriptor, Epoch, ReplicaDesc, Role
 from router.placement.commands import (
     Applied,
     Bootstrap,
@@ -29,16 +30,12 @@ from router.placement.model import (
     Action,
     AddReplica,
     CreateReplica,
-    Descriptor,
     DestroyReplica,
-    Epoch,
     PartitionInfo,
     PartitionReport,
     PendingOperation,
     RemoveReplica,
-    ReplicaDesc,
     ReplicaProgress,
-    Role,
     Split,
     StoreInfo,
     StoreState,

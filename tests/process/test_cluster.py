@@ -19,7 +19,7 @@ import time
 import grpc
 import pytest
 
-from node.wire.errors import error_from_rpc
+from common.wire.errors import error_from_rpc
 from router.client import Client, InvalidArgumentError
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 from conftest import eventually

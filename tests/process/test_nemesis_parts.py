@@ -226,7 +226,7 @@ class _FakeNode:
 async def _serve_fakes(placement: _FakePlacement, nodes: dict[int, _FakeNode]):  # type: ignore[no-untyped-def]
     import grpc
 
-    from node.wire import errors as werr
+    from common.wire import errors as werr
     from tesserapb import kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 
     class Meta(meta_pb2_grpc.MetaServicer):
@@ -245,8 +245,8 @@ async def _serve_fakes(placement: _FakePlacement, nodes: dict[int, _FakeNode]): 
             async def Get(self, request, context):  # noqa: N802
                 pid = request.context.partition_id
                 if pid in node.gone:
-                    await werr.abort(context, werr.partition_not_found(pid), "not hosted")
-                await werr.abort(context, werr.not_leader(pid), "not leader")
+                    await werr.abort(context, werr.WireError.of(werr.partition_not_found(pid), "not hosted"))
+                await werr.abort(context, werr.WireError.of(werr.not_leader(pid), "not leader"))
         return KV()
 
     servers, addresses = [], {}

@@ -11,7 +11,8 @@ import time
 import grpc
 import pytest
 
-from node.wire import errors as wire_errors
+from common.keyspace import even_ranges
+from common.wire import errors as wire_errors
 from router.client import (
     AsyncClient,
     BackoffPolicy,
@@ -26,8 +27,7 @@ from router.client import (
     ServerError,
 )
 from router.client.errors import RpcFailure, failure_from_rpc_error, failure_from_stream_item, status_code
-from router.client.retry import backoff_delay, classify
-from router.placement.keyspace import even_ranges
+from router.client.retry import classify
 from tesserapb import errors_pb2, kv_pb2, meta_pb2
 
 pytestmark = pytest.mark.timeout(30)
@@ -113,13 +113,14 @@ def run(coro):
 
 
 def test_backoff_grows_exponentially_with_bounded_jitter_and_a_cap():
-    p = BackoffPolicy(initial_s=0.01, max_s=0.5, multiplier=2, jitter=0.5)
-    assert [backoff_delay(p, n, 0.0) for n in range(4)] == pytest.approx([0.01, 0.02, 0.04, 0.08])
-    assert backoff_delay(p, 3, 0.999) == pytest.approx(0.04, rel=0.01)
-    assert backoff_delay(p, 30, 0.0) == 0.5 and backoff_delay(p, 10_000, 0.0) == 0.5
+    p = BackoffPolicy()  # the client's numbers: 10 ms doubling to 0.5 s, jitter 0.5
+    assert p == BackoffPolicy(initial_s=0.01, max_s=0.5, multiplier=2, jitter=0.5)
+    assert [p.delay(n, 0.0) for n in range(4)] == pytest.approx([0.01, 0.02, 0.04, 0.08])
+    assert p.delay(3, 0.999) == pytest.approx(0.04, rel=0.01)
+    assert p.delay(30, 0.0) == 0.5 and p.delay(10_000, 0.0) == 0.5
     for n in range(12):
         for r in (0.0, 0.3, 0.99):
-            d = backoff_delay(p, n, r)
+            d = p.delay(n, r)
             ceiling = min(0.5, 0.01 * 2**n)
             assert ceiling * 0.5 <= d <= ceiling
     with pytest.raises(ValueError):

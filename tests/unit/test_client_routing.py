@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
+from common.keyspace import even_ranges
 from router.client.routes import Route, RouteCache, pick_store
-from router.placement.keyspace import even_ranges
 from tesserapb import meta_pb2
 
 

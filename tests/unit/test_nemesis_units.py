@@ -149,7 +149,7 @@ def test_four_nodes_add_the_halves_shape() -> None:
 
 
 def test_partition_prefix_stays_in_range() -> None:
-    from router.placement.keyspace import contains, even_ranges
+    from common.keyspace import contains, even_ranges
 
     for n in (1, 2, 3, 4, 8, 16):
         prefixes = set()

@@ -7,7 +7,9 @@ import dataclasses
 
 import pytest
 
-from router.placement import codec, keyspace
+from common import keyspace
+from common.descriptor import Descriptor, Epoch, ReplicaDesc, Role
+from router.placement import codec
 from router.placement.commands import (
     Bootstrap,
     PlacementError,
@@ -21,13 +23,9 @@ from router.placement.commands import (
 from router.placement.model import (
     AddReplica,
     CreateReplica,
-    Descriptor,
-    Epoch,
     PartitionReport,
     RemoveReplica,
-    ReplicaDesc,
     ReplicaReport,
-    Role,
     Split,
     StoreState,
     TransferLeader,

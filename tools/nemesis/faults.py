@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from node.wire.errors import error_from_rpc
+from common.wire.errors import error_from_rpc
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 from tools.cluster import Cluster
 from tools.nemesis.proxy import DELAY, DROP, PASS, ProxyNet

@@ -1,6 +1,7 @@
 """Byte key-space arithmetic: half-open ranges where the empty key means unbounded.
 
-Kept apart from the table because the client's routing cache uses the same conventions.
+Shared because the placement table and the client's routing cache must agree on these
+conventions to the byte: a key one of them places in a partition the other must too.
 """
 
 from __future__ import annotations

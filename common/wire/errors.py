@@ -1,10 +1,11 @@
 """Structured errors on the wire: a gRPC status whose details hold one ``tessera.v1.Error``.
 
-Servers call :func:`abort` (asyncio servicers) or build the status with
-:func:`to_status`; clients call :func:`error_from_rpc` to get the payload back
-and branch on ``error.WhichOneof("kind")``.  Codes follow errors.proto:
-routing errors are FAILED_PRECONDITION, busy is RESOURCE_EXHAUSTED, bad input
-is INVALID_ARGUMENT.
+Servicers (the node's KV service, the router's KV proxy and Meta service) raise
+:class:`WireError` where a call fails and end the call with :func:`abort`, or answer one
+item of a ``KV.Stream`` with :meth:`WireError.fill`; :func:`to_status` builds the status
+itself. Clients call :func:`error_from_rpc` to get the payload back and branch on
+``error.WhichOneof("kind")``.  Codes follow errors.proto: routing errors are
+FAILED_PRECONDITION, busy is RESOURCE_EXHAUSTED, bad input is INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 
-from tesserapb import errors_pb2
+from tesserapb import errors_pb2, kv_pb2
 
 _CODE_BY_KIND = {
     "not_leader": grpc.StatusCode.FAILED_PRECONDITION,
@@ -40,9 +41,43 @@ def to_status(error: errors_pb2.Error, message: str) -> grpc.Status:
     return rpc_status.to_status(st)
 
 
-async def abort(context: grpc.aio.ServicerContext, error: errors_pb2.Error, message: str) -> None:
-    """End the call with ``error`` attached; never returns."""
-    await context.abort_with_status(to_status(error, message))
+class WireError(Exception):
+    """A failed call as the caller will see it: a gRPC status code, a message and, for the
+    failures errors.proto describes, the ``tessera.v1.Error`` a client branches on.
+
+    Failures without a structured error (UNAVAILABLE while a replica stops, DEADLINE_EXCEEDED
+    in the proxy) carry the code alone: the client decides from the code.
+    """
+
+    def __init__(self, code: grpc.StatusCode, message: str, error: errors_pb2.Error | None = None) -> None:
+        # One code per kind (errors.proto): a unary call's status takes it from the error, a
+        # stream item from ``code``, and the two must not tell a client different things.
+        if error is not None and code != code_for(error):
+            raise ValueError(f"{error.WhichOneof('kind')} is {code_for(error).name}, not {code.name}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.error = error
+
+    @classmethod
+    def of(cls, error: errors_pb2.Error, message: str) -> WireError:
+        """The failure ``error`` describes, with the code errors.proto gives its kind."""
+        return cls(code_for(error), message, error)
+
+    def fill(self, item: kv_pb2.StreamResponseItem) -> None:
+        """Make ``item`` this failure's answer: inside a ``KV.Stream`` each request fails on
+        its own, in its item, while the stream itself goes on."""
+        item.code = self.code.value[0]
+        item.message = self.message
+        if self.error is not None:
+            item.error.CopyFrom(self.error)
+
+
+async def abort(context: grpc.aio.ServicerContext, failure: WireError) -> None:
+    """End the call with ``failure``'s status and its structured error, if any; never returns."""
+    if failure.error is not None:
+        await context.abort_with_status(to_status(failure.error, failure.message))
+    await context.abort(failure.code, failure.message)
 
 
 def error_from_rpc(exc: grpc.RpcError) -> errors_pb2.Error | None:

@@ -1,1 +1,0 @@
-"""Helpers shared by every gRPC speaker (node, router, client): error details, conversions."""
