@@ -22,9 +22,11 @@ import grpc
 
 from common.wire import errors as werr
 from common.wire.errors import WireError
+from common.wire.descriptors import descriptor_to_pb
 from node.raft import NotLeaderError, ProposalDroppedError
 from node.raftstore import RaftStore
-from node.replica import ProposalLost, Replica, ReplicaStopped
+from node.replica import Replica
+from node.requests import ProposalLost, ReplicaStopped
 from node.state.commands import Command, Op, OpKind
 from node.state.store import OpResult
 from tesserapb import errors_pb2, kv_pb2, kv_pb2_grpc, meta_pb2
@@ -91,11 +93,7 @@ class KVService(kv_pb2_grpc.KVServicer):
     # -- routing ----------------------------------------------------------------
 
     def _descriptor(self, rep: Replica) -> meta_pb2.PartitionDescriptor:
-        d = meta_pb2.PartitionDescriptor()
-        d.CopyFrom(rep.descriptor)
-        d.leader_store_id = rep.leader_store()
-        d.term = rep.raw.term
-        return d
+        return descriptor_to_pb(rep.descriptor, rep.leader_store(), rep.raw.term)
 
     def _route(self, ctx: kv_pb2.RequestContext, keys: list[bytes]) -> Replica:
         if self.rs.failed is not None:
@@ -227,16 +225,6 @@ class KVService(kv_pb2_grpc.KVServicer):
 
     # -- reads ------------------------------------------------------------------
 
-    def _leader_contact(self, rep: Replica) -> float:
-        """When this follower last knew its leader alive and its commit index current.
-
-        An idle (quiesced) group sends no heartbeats: its leader's store
-        heartbeats vouch for it instead, and nothing was committed meanwhile.
-        """
-        if rep.raw.quiesced:
-            return max(rep.leader_contact, self.rs.last_seen.get(rep.leader_store(), 0.0))
-        return rep.leader_contact
-
     async def _read_barrier(self, rep: Replica, mode: str, stale_ms: int) -> None:
         """Wait until this replica may serve a read of the requested consistency."""
         loop = asyncio.get_running_loop()
@@ -246,7 +234,7 @@ class KVService(kv_pb2_grpc.KVServicer):
                 self.rs.catch_up()
                 if rep.raw.lease_read_index() is not None:
                     return
-            elif loop.time() - self._leader_contact(rep) <= bound:
+            elif loop.time() - self.rs.ticker.leader_contact(rep) <= bound:
                 target = rep.leader_commit
                 if rep.applied >= target:
                     return

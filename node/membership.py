@@ -12,28 +12,31 @@ travels with snapshots), so a restart or a snapshot never mixes two of them.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from dataclasses import dataclass
 
+from common.descriptor import Descriptor, ReplicaDesc, Role
 from node.raft import ConfChange, ConfChangeSingle, ConfChangeType, ConfState, Status
-from tesserapb import meta_pb2
 
 _PAIR = struct.Struct("<QQ")
 
 
-def conf_state_of(desc: meta_pb2.PartitionDescriptor) -> ConfState:
+_VOTING = frozenset({Role.VOTER, Role.INCOMING_VOTER})
+_OUTGOING = frozenset({Role.VOTER, Role.DEMOTING_VOTER})
+_JOINT = frozenset({Role.INCOMING_VOTER, Role.DEMOTING_VOTER})
+
+
+def conf_state_of(desc: Descriptor) -> ConfState:
     """The core's membership for a descriptor (bootstrap and tests; the log is authoritative)."""
     roles = {r.replica_id: r.role for r in desc.replicas}
-    joint = any(role in (meta_pb2.INCOMING_VOTER, meta_pb2.DEMOTING_VOTER) for role in roles.values())
-    voters = frozenset(rid for rid, role in roles.items() if role in (meta_pb2.VOTER, meta_pb2.INCOMING_VOTER))
-    outgoing = (
-        frozenset(rid for rid, role in roles.items() if role in (meta_pb2.VOTER, meta_pb2.DEMOTING_VOTER))
-        if joint
-        else frozenset()
+    joint = any(role in _JOINT for role in roles.values())
+    return ConfState(
+        voters=frozenset(rid for rid, role in roles.items() if role in _VOTING),
+        voters_outgoing=frozenset(rid for rid, role in roles.items() if role in _OUTGOING) if joint else frozenset(),
+        learners=frozenset(rid for rid, role in roles.items() if role == Role.LEARNER),
+        learners_next=frozenset(rid for rid, role in roles.items() if role == Role.DEMOTING_VOTER),
     )
-    learners = frozenset(rid for rid, role in roles.items() if role == meta_pb2.LEARNER)
-    demoting = frozenset(rid for rid, role in roles.items() if role == meta_pb2.DEMOTING_VOTER)
-    return ConfState(voters=voters, voters_outgoing=outgoing, learners=learners, learners_next=demoting)
 
 
 def encode_stores(stores: dict[int, int]) -> bytes:
@@ -47,35 +50,29 @@ def decode_stores(context: bytes) -> dict[int, int]:
     return {rid: sid for rid, sid in _PAIR.iter_unpack(context)}
 
 
-def _role(rid: int, cs: ConfState) -> int:
+def _role(rid: int, cs: ConfState) -> Role:
     if cs.joint:
         incoming, outgoing = rid in cs.voters, rid in cs.voters_outgoing
         if incoming and outgoing:
-            return meta_pb2.VOTER
+            return Role.VOTER
         if incoming:
-            return meta_pb2.INCOMING_VOTER
+            return Role.INCOMING_VOTER
         if outgoing:
-            return meta_pb2.DEMOTING_VOTER
-        return meta_pb2.LEARNER
-    return meta_pb2.VOTER if rid in cs.voters else meta_pb2.LEARNER
+            return Role.DEMOTING_VOTER
+        return Role.LEARNER
+    return Role.VOTER if rid in cs.voters else Role.LEARNER
 
 
-def descriptor_after(
-    desc: meta_pb2.PartitionDescriptor, cs: ConfState, added: dict[int, int]
-) -> meta_pb2.PartitionDescriptor:
+def descriptor_after(desc: Descriptor, cs: ConfState, added: dict[int, int]) -> Descriptor:
     """The descriptor once a conf change produced ``cs``: members and roles from ``cs``, stores
     from the old descriptor or ``added``, configuration version + 1, range unchanged."""
     stores = {r.replica_id: r.store_id for r in desc.replicas}
     stores.update(added)
-    out = meta_pb2.PartitionDescriptor()
-    out.CopyFrom(desc)
-    del out.replicas[:]
-    for rid in sorted(cs.all_nodes()):
-        out.replicas.add(store_id=stores.get(rid, 0), replica_id=rid, role=_role(rid, cs))
-    out.epoch.conf_ver = desc.epoch.conf_ver + 1
-    out.leader_store_id = 0
-    out.term = 0
-    return out
+    return dataclasses.replace(
+        desc,
+        replicas=tuple(ReplicaDesc(stores.get(rid, 0), rid, _role(rid, cs)) for rid in sorted(cs.all_nodes())),
+        epoch=dataclasses.replace(desc.epoch, conf_ver=desc.epoch.conf_ver + 1),
+    )
 
 
 def add_learner(replica_id: int, store_id: int) -> ConfChange:

@@ -1,46 +1,27 @@
-"""One partition's replica on this node: its Raft group member and the requests waiting on it.
+"""One partition's replica on this node: its Raft group member and everything kept per partition.
 
-The replica owns no I/O.  The :class:`~node.raftstore.RaftStore` drives every
-replica's Ready cycle (one WAL write and one LMDB transaction per round for
-all of them); the KV service calls :meth:`Replica.propose` and the read
-helpers and awaits the futures they return.
+The replica owns no I/O.  The :class:`~node.raftstore.RaftStore` drives every replica's
+Ready cycle in rounds (one WAL write and one LMDB transaction per round for all of them,
+see :mod:`node.round_plan`); the KV service calls :meth:`Replica.propose` and the read
+helpers and awaits the futures they return.  What a partition carries between rounds lives
+here too: the commit index not yet written, the compaction that is due, the snapshot
+received from the leader and waiting for the core, the membership changes placement asked
+this leader for, and whether the replica is to be deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from node.raft import NONE, ConfState, HardState, NotLeaderError, RawNode, Role
+from common.descriptor import Descriptor
+from node import membership
+from node.raft import NONE, ConfState, HardState, NotLeaderError, ProposalDroppedError, RawNode, Role
+from node.requests import PendingRequests, ReplicaStopped
+from node.round_plan import Carried, PartitionWork, StagedSnapshot
 from node.state.commands import Command
 from node.state.store import OpResult
 from node.wal.storage import WalLogStorage
-from tesserapb import meta_pb2
-
-
-class ProposalLost(Exception):
-    """The entry this proposal became was replaced by another leader's: it was not applied."""
-
-
-class ReplicaStopped(Exception):
-    """The replica was closed (node shutting down or replica removed) before the request finished."""
-
-
-@dataclass(slots=True)
-class _Proposal:
-    data: bytes
-    future: asyncio.Future
-    term: int = 0
-
-
-@dataclass(order=True, slots=True)
-class _ApplyWait:
-    index: int
-    seq: int
-    future: asyncio.Future = field(compare=False)
 
 
 class ReplicaStorage(WalLogStorage):
@@ -67,7 +48,7 @@ class Replica:
         self,
         pid: int,
         replica_id: int,
-        descriptor: meta_pb2.PartitionDescriptor,
+        descriptor: Descriptor,
         raw: RawNode,
         storage: ReplicaStorage,
         loop: asyncio.AbstractEventLoop,
@@ -81,26 +62,26 @@ class Replica:
         self.loop = loop
         self._on_work = on_work
         self._on_wake = on_wake
-        # Quiescence bookkeeping (see RaftStore.catch_up).
-        self.idle_ticks = 0
-        self.quiet_ticks = 0
+        self.requests = PendingRequests(loop)
         self.descriptor = descriptor
         self._stores: dict[int, int] = {}
         self.set_descriptor(descriptor)
-        self.queued: list[_Proposal] = []
-        self.proposals: dict[int, _Proposal] = {}
-        self._read_waits: dict[bytes, asyncio.Future] = {}
-        self._apply_waits: list[_ApplyWait] = []
-        self._seq = itertools.count()
-        self._read_ctx = itertools.count(1)
         self.applied = raw.applied
         self.applied_term = 0
+        self.closed = False
+        # Quiescence bookkeeping (see node.ticker).
+        self.idle_ticks = 0
+        self.quiet_ticks = 0
         # When we last heard from a leader, and the commit index it told us (STALE reads).
         self.leader_contact = 0.0
         self.leader_commit = 0
-        self.last_role = raw.role
-        self.closed = False
-        # Membership changes placement asked this leader for (see RaftStore.drive_membership):
+        # Carried between rounds until one writes (see node.round_plan).
+        self.carried = Carried()
+        # A snapshot's data received from the leader, and who waits for its installation.
+        self._staged: tuple[StagedSnapshot, asyncio.Future[tuple[bool, str]]] | None = None
+        # Set when the replica is to be deleted at the start of the next round.
+        self.doomed: asyncio.Future[None] | None = None
+        # Membership changes placement asked this leader for (see drive_membership):
         # replica id -> store id to add, replica ids to remove.  Forgotten on losing the
         # lead; placement re-sends them to the next leader.
         self.want_add: dict[int, int] = {}
@@ -108,7 +89,7 @@ class Replica:
 
     # -- membership / routing -------------------------------------------------
 
-    def set_descriptor(self, desc: meta_pb2.PartitionDescriptor) -> None:
+    def set_descriptor(self, desc: Descriptor) -> None:
         self.descriptor = desc
         self._stores = {r.replica_id: r.store_id for r in desc.replicas}
 
@@ -124,7 +105,7 @@ class Replica:
         return self.descriptor.end
 
     def contains(self, key: bytes) -> bool:
-        return key >= self.descriptor.start and (not self.descriptor.end or key < self.descriptor.end)
+        return self.descriptor.contains(key)
 
     def leader_store(self) -> int:
         lead = self.raw.leader
@@ -133,9 +114,22 @@ class Replica:
     def is_leader(self) -> bool:
         return self.raw.is_leader
 
+    # -- a round's input ----------------------------------------------------------
+
+    def take_work(self) -> PartitionWork | None:
+        """Append what is queued as one batch, then take the Ready, if there is one."""
+        self.requests.flush(self.raw.propose_batch, self.raw.term)
+        if not self.raw.has_ready():
+            return None
+        staged = self._staged[0] if self._staged is not None else None
+        return PartitionWork(self.pid, self.replica_id, self.raw.ready(), self.descriptor, self.raw.conf_state, staged)
+
+    def has_work(self) -> bool:
+        return bool(self.requests.queued) or self.raw.has_ready()
+
     # -- writes -----------------------------------------------------------------
 
-    def propose(self, cmd: Command) -> asyncio.Future:
+    def propose(self, cmd: Command) -> asyncio.Future[list[OpResult] | None]:
         """Queue a command; the future resolves with its results once applied here.
 
         Raises :class:`~node.raft.errors.NotLeaderError` at once on a non-leader
@@ -147,112 +141,114 @@ class Replica:
         if not self.raw.is_leader:
             raise NotLeaderError(self.raw.leader)
         self.ensure_awake()
-        fut = self.loop.create_future()
-        self.queued.append(_Proposal(cmd.encode(), fut))
+        fut = self.requests.queue(cmd.encode())
         self._on_work()
         return fut
 
-    def flush_proposals(self) -> None:
-        """Append everything queued as one batch (called by the RaftStore each round)."""
-        if not self.queued:
-            return
-        batch, self.queued = self.queued, []
-        try:
-            first = self.raw.propose_batch([p.data for p in batch])
-        except Exception as exc:  # NotLeader / ProposalDropped: nothing was appended
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(exc)
-            return
-        term = self.raw.term
-        for k, p in enumerate(batch):
-            p.term = term
-            self.proposals[first + k] = p
-
     def resolve_applied(self, index: int, term: int, results: list[OpResult] | None) -> None:
-        """An entry was applied: finish the proposal that became it, if any is waiting."""
-        p = self.proposals.pop(index, None)
-        if p is None or p.future.done():
-            return
-        if p.term != term:
-            p.future.set_exception(ProposalLost(f"entry {index} was replaced (term {term} != {p.term})"))
-        else:
-            p.future.set_result(results)
+        self.requests.resolve_applied(index, term, results)
 
     # -- reads ------------------------------------------------------------------
 
-    def read_index(self, lease: bool) -> asyncio.Future:
+    def read_index(self, lease: bool) -> asyncio.Future[int]:
         """Future of the index a linearizable read must wait for (then :meth:`wait_applied`)."""
         if self.closed:
             raise ReplicaStopped(f"partition {self.pid} replica is closed")
         self.ensure_awake()
-        fut = self.loop.create_future()
         if lease:
             idx = self.raw.lease_read_index()
             if idx is not None:
+                fut: asyncio.Future[int] = self.loop.create_future()
                 fut.set_result(idx)
                 return fut
-        ctx = next(self._read_ctx).to_bytes(8, "big")
-        self._read_waits[ctx] = fut
+        ctx, fut = self.requests.new_read()
         try:
             self.raw.read_index(ctx, lease=lease)
         except Exception:
-            del self._read_waits[ctx]
+            self.requests.forget_read(ctx)
             raise
         self._on_work()
         return fut
 
-    def ensure_awake(self) -> None:
-        if self.raw.quiesced and self._on_wake is not None:
-            self._on_wake(self)
-
     def resolve_read(self, context: bytes, index: int) -> None:
-        fut = self._read_waits.pop(context, None)
-        if fut is not None and not fut.done():
-            fut.set_result(index)
+        self.requests.resolve_read(context, index)
 
-    def wait_applied(self, index: int) -> asyncio.Future:
-        fut = self.loop.create_future()
-        if self.applied >= index:
-            fut.set_result(None)
-        else:
-            heapq.heappush(self._apply_waits, _ApplyWait(index, next(self._seq), fut))
-        return fut
+    def wait_applied(self, index: int) -> asyncio.Future[None]:
+        return self.requests.wait_applied(index, self.applied)
 
     def note_applied(self, index: int, term: int) -> None:
         if index > self.applied:
             self.applied = index
             self.applied_term = term
-        waits = self._apply_waits
-        while waits and waits[0].index <= self.applied:
-            w = heapq.heappop(waits)
-            if not w.future.done():
-                w.future.set_result(None)
+        self.requests.note_applied(self.applied)
+
+    def ensure_awake(self) -> None:
+        if self.raw.quiesced and self._on_wake is not None:
+            self._on_wake(self)
 
     def on_role_change(self, role: Role) -> None:
-        """Reads waiting for a leader's confirmation cannot complete after it steps down."""
         if role != Role.LEADER:
             self.want_add, self.want_remove = {}, set()
-        if role != Role.LEADER and self._read_waits:
-            waits, self._read_waits = self._read_waits, {}
-            for fut in waits.values():
-                if not fut.done():
-                    fut.set_exception(NotLeaderError(self.raw.leader))
-        self.last_role = role
+            self.requests.fail_reads(NotLeaderError(self.raw.leader))
+
+    # -- membership changes (leader side) ------------------------------------------
+
+    def drive_membership(self) -> str | None:
+        """Take the leader's next membership step (:func:`node.membership.next_step`).
+
+        Returns what was done, for the log (None: nothing to do or not possible now).
+        """
+        if not self.raw.is_leader:
+            return None
+        st = self.raw.status()
+        members = st.conf_state.all_nodes()
+        self.want_add = {rid: store for rid, store in self.want_add.items() if rid not in members}
+        self.want_remove &= members
+        step = membership.next_step(st, self.want_add, self.want_remove)
+        if step is None:
+            return None
+        # An idle group is not ticked: it must tick again to probe and promote the newcomer.
+        self.ensure_awake()
+        try:
+            if isinstance(step, membership.HandOver):
+                self.raw.transfer_leader(step.target)
+                self.want_remove.discard(self.replica_id)
+                done = f"asked to remove the leader; transferring to {step.target} first"
+            else:
+                self.raw.propose_conf_change(step)
+                done = f"proposed {[(c.type.name, c.node_id) for c in step.changes]}"
+        except (ProposalDroppedError, NotLeaderError) as exc:
+            return f"membership step {step} not taken yet: {exc}"
+        self._on_work()
+        return done
+
+    # -- a snapshot received from the leader ---------------------------------------
+
+    def stage_snapshot(self, staged: StagedSnapshot) -> asyncio.Future[tuple[bool, str]]:
+        """Hold a received snapshot's data for the round that installs it; the future says how
+        that went.  A newer one replaces an older one still waiting."""
+        self.finish_snapshot(False, "superseded by a newer snapshot")
+        fut: asyncio.Future[tuple[bool, str]] = self.loop.create_future()
+        self._staged = (staged, fut)
+        return fut
+
+    def finish_snapshot(self, ok: bool, reason: str) -> None:
+        if self._staged is not None:
+            fut = self._staged[1]
+            self._staged = None
+            if not fut.done():
+                fut.set_result((ok, reason))
+
+    # -- the end ------------------------------------------------------------------
+
+    def doom(self) -> asyncio.Future[None]:
+        """Mark the replica for deletion at the start of the next round (rounds own storage)."""
+        if self.doomed is None:
+            self.doomed = self.loop.create_future()
+            self._on_work()
+        return self.doomed
 
     def close(self) -> None:
         self.closed = True
-        err = ReplicaStopped(f"partition {self.pid} replica stopped")
-        for p in self.queued:
-            if not p.future.done():
-                p.future.set_exception(err)
-        for p in self.proposals.values():
-            if not p.future.done():
-                p.future.set_exception(err)
-        for fut in self._read_waits.values():
-            if not fut.done():
-                fut.set_exception(err)
-        for w in self._apply_waits:
-            if not w.future.done():
-                w.future.set_exception(err)
-        self.queued, self.proposals, self._read_waits, self._apply_waits = [], {}, {}, []
+        self.requests.fail_all(ReplicaStopped(f"partition {self.pid} replica stopped"))
+        self.finish_snapshot(False, "replica removed")

@@ -17,6 +17,7 @@ import logging
 
 import grpc
 
+from common.wire.descriptors import descriptor_from_pb, descriptor_to_pb, epoch_to_pb
 from node.raftstore import RaftStore
 from node.replica import Replica
 from tesserapb import meta_pb2, meta_pb2_grpc
@@ -82,13 +83,10 @@ class RouterLink:
             term=raw.term,
             applied=rep.applied,
             replica_id=rep.replica_id,
-            epoch=rep.descriptor.epoch,
+            epoch=epoch_to_pb(rep.descriptor.epoch),
         )
         if raw.is_leader:
-            desc = st.descriptor
-            desc.CopyFrom(rep.descriptor)
-            desc.leader_store_id = self.store_id
-            desc.term = raw.term
+            st.descriptor.CopyFrom(descriptor_to_pb(rep.descriptor, self.store_id, raw.term))
             for rid, pr in raw.status().progress.items():
                 st.progress.add(
                     replica_id=rid,
@@ -120,7 +118,7 @@ class RouterLink:
         if kind == "create_replica":
             cr = op.create_replica
             try:
-                await self.rs.create_replica(cr.partition, cr.replica_id, cr.bootstrap)
+                await self.rs.create_replica(descriptor_from_pb(cr.partition), cr.replica_id, cr.bootstrap)
             except (ValueError, NotImplementedError) as exc:
                 log.warning("cannot create replica of partition %d: %s", cr.partition.id, exc)
         elif kind == "add_replica":
@@ -128,14 +126,13 @@ class RouterLink:
         elif kind == "remove_replica":
             self.rs.request_remove(op.partition_id, op.remove_replica.replica.replica_id)
         elif kind == "destroy_replica":
-            self.rs.destroy_if_removed(op.destroy_replica.partition, op.destroy_replica.replica_id)
+            self.rs.destroy_if_removed(descriptor_from_pb(op.destroy_replica.partition), op.destroy_replica.replica_id)
         elif kind == "transfer_leader":
             rep = self.rs.replicas.get(op.partition_id)
             if rep is None or not rep.is_leader():
                 return
-            target = next(
-                (r.replica_id for r in rep.descriptor.replicas if r.store_id == op.transfer_leader.to_store_id), None
-            )
+            member = rep.descriptor.replica_on(op.transfer_leader.to_store_id)
+            target = member.replica_id if member is not None else None
             if target is not None:
                 try:
                     rep.raw.transfer_leader(target)
@@ -151,7 +148,7 @@ class RouterLink:
             partition_id=rep.pid,
             leader_store_id=self.store_id,
             term=rep.raw.term,
-            epoch=rep.descriptor.epoch,
+            epoch=epoch_to_pb(rep.descriptor.epoch),
         )
 
         async def send() -> None:

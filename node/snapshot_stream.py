@@ -41,7 +41,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 import crc32c
 import grpc
 
-from tesserapb import meta_pb2, raft_pb2
+from common.descriptor import Descriptor
+from common.wire.descriptors import descriptor_from_pb, descriptor_to_pb
+from tesserapb import raft_pb2
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +54,7 @@ MAX_CHUNK_BYTES = 1 << 20
 """Pieces larger than this are cut: gRPC messages stay moderate whatever the producer yields."""
 
 # (first message, spooled image path, the partition's descriptor as of the image or None).
-SnapshotInstaller = Callable[
-    [raft_pb2.RaftMessage, str, "meta_pb2.PartitionDescriptor | None"], Awaitable[tuple[bool, str]]
-]
+SnapshotInstaller = Callable[[raft_pb2.RaftMessage, str, "Descriptor | None"], Awaitable[tuple[bool, str]]]
 
 
 async def _pieces(chunks: AsyncIterable[bytes] | Iterable[bytes], limit: int) -> AsyncIterator[bytes]:
@@ -86,7 +86,7 @@ async def send_snapshot(
     *,
     timeout: float,
     max_chunk_bytes: int = MAX_CHUNK_BYTES,
-    descriptor: meta_pb2.PartitionDescriptor | None = None,
+    descriptor: Descriptor | None = None,
 ) -> tuple[bool, str]:
     """Stream one image on ``channel``; returns the receiver's (accepted, reason).
 
@@ -107,7 +107,8 @@ async def send_snapshot(
     total = 0
     try:
         try:
-            await call.write(raft_pb2.SnapshotChunk(message=first, descriptor=descriptor))
+            desc = descriptor_to_pb(descriptor) if descriptor is not None else None
+            await call.write(raft_pb2.SnapshotChunk(message=first, descriptor=desc))
             async for piece in _pieces(chunks, max_chunk_bytes):
                 crc = crc32c.crc32c(piece, crc)
                 total += len(piece)
@@ -148,7 +149,7 @@ async def receive_snapshot(
         return _refuse(f"store id mismatch: this is store {store_id}, sender meant {claimed}")
 
     first: raft_pb2.RaftMessage | None = None
-    descriptor: meta_pb2.PartitionDescriptor | None = None
+    descriptor: Descriptor | None = None
     trailer: raft_pb2.SnapshotChunk | None = None
     crc = 0
     total = 0
@@ -163,7 +164,7 @@ async def receive_snapshot(
                         return _refuse("first chunk carries no raft message")
                     first = chunk.message
                     if chunk.HasField("descriptor"):
-                        descriptor = chunk.descriptor
+                        descriptor = descriptor_from_pb(chunk.descriptor)
                 data = chunk.data
                 if data:
                     crc = crc32c.crc32c(data, crc)

@@ -42,8 +42,9 @@ from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 import grpc
 
 from common.backoff import BackoffPolicy
+from common.descriptor import Descriptor
 from node import snapshot_stream
-from tesserapb import meta_pb2, raft_pb2, raft_pb2_grpc
+from tesserapb import raft_pb2, raft_pb2_grpc
 
 __all__ = [
     "ACK_EVERY",
@@ -405,7 +406,7 @@ class RaftTransport:
         chunks: AsyncIterable[bytes] | Iterable[bytes],
         *,
         timeout: float = 60,
-        descriptor: meta_pb2.PartitionDescriptor | None = None,
+        descriptor: Descriptor | None = None,
     ) -> tuple[bool, str]:
         """Stream a snapshot image to ``to_store``; returns the receiver's (accepted, reason).
 
@@ -448,7 +449,7 @@ class RaftTransport:
         first: raft_pb2.RaftMessage,
         chunks: AsyncIterable[bytes] | Iterable[bytes],
         timeout: float,
-        descriptor: meta_pb2.PartitionDescriptor | None,
+        descriptor: Descriptor | None,
     ) -> tuple[bool, str]:
         channel = grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
         try:

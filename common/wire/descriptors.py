@@ -48,3 +48,13 @@ def descriptor_from_pb(pb: meta_pb2.PartitionDescriptor) -> Descriptor:
         epoch=epoch_from_pb(pb.epoch),
         replicas=tuple(replica_from_pb(r) for r in pb.replicas),
     )
+
+
+def encode_descriptor(d: Descriptor) -> bytes:
+    """The descriptor as bytes, the serialized PartitionDescriptor (no leader hint): what a
+    node stores beside the applied state and sends with a snapshot."""
+    return descriptor_to_pb(d).SerializeToString()
+
+
+def decode_descriptor(data: bytes) -> Descriptor:
+    return descriptor_from_pb(meta_pb2.PartitionDescriptor.FromString(data))

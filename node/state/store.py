@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import lmdb
 
+from common.descriptor import Descriptor
+from common.wire.descriptors import decode_descriptor, encode_descriptor
 from node.raft import ConfState
 from node.wal.record import decode_conf_state, encode_conf_state
 
@@ -60,14 +62,14 @@ class PartitionMeta:
 class ApplyEntry:
     """One committed entry to apply: ``command`` is None for no-ops and conf changes.
 
-    ``descriptor`` (serialized PartitionDescriptor) is set on conf changes: the
-    partition's descriptor from this entry on, stored in the same transaction.
+    ``descriptor`` is set on conf changes: the partition's descriptor from this
+    entry on, stored in the same transaction.
     """
 
     index: int
     term: int
     command: Command | None
-    descriptor: bytes | None = None
+    descriptor: Descriptor | None = None
 
 
 def _pid_key(pid: int) -> bytes:
@@ -136,21 +138,25 @@ class StateStore:
         with self.env.begin(write=True) as txn:
             txn.put(_pid_key(pid), _META.pack(index, term) + _encode_conf(conf_state), db=self._meta)
 
-    def save_descriptor(self, pid: int, replica_id: int, descriptor: bytes) -> None:
+    def save_descriptor(self, pid: int, replica_id: int, descriptor: Descriptor) -> None:
         """Persist the partition's descriptor (range, epoch, members) and our replica id in it."""
         with self.env.begin(write=True) as txn:
-            txn.put(_pid_key(pid), _U64.pack(replica_id) + descriptor, db=self._desc)
+            txn.put(_pid_key(pid), _U64.pack(replica_id) + encode_descriptor(descriptor), db=self._desc)
 
-    def _put_descriptor(self, txn: lmdb.Transaction, pid: int, descriptor: bytes) -> None:
+    def _put_descriptor(self, txn: lmdb.Transaction, pid: int, descriptor: Descriptor) -> None:
         """Replace the descriptor, keeping our replica id (which a new descriptor cannot change)."""
         old = txn.get(_pid_key(pid), db=self._desc)
         if old is None:
             raise KeyError(f"partition {pid} has no descriptor to replace")
-        txn.put(_pid_key(pid), bytes(old[:8]) + descriptor, db=self._desc)
+        txn.put(_pid_key(pid), bytes(old[:8]) + encode_descriptor(descriptor), db=self._desc)
 
-    def descriptors(self) -> dict[int, tuple[int, bytes]]:
+    def descriptors(self) -> dict[int, tuple[int, Descriptor]]:
+        """Every hosted partition: our replica id in it and its descriptor."""
         with self.env.begin(db=self._desc) as txn:
-            return {_U64.unpack(k)[0]: (_U64.unpack_from(v, 0)[0], bytes(v[8:])) for k, v in txn.cursor()}
+            return {
+                _U64.unpack(k)[0]: (_U64.unpack_from(v, 0)[0], decode_descriptor(bytes(v[8:])))
+                for k, v in txn.cursor()
+            }
 
     def open_snapshot(self, pid: int, start: bytes, end: bytes) -> "SnapshotReader":
         """A consistent image of one partition: its meta and data from one read transaction."""
@@ -309,7 +315,7 @@ class StateStore:
         end: bytes,
         items: Iterable[list[tuple[bytes, bytes]]],
         meta: PartitionMeta,
-        descriptor: bytes | None = None,
+        descriptor: Descriptor | None = None,
     ) -> None:
         """Replace the range's data, applied state and (if given) descriptor in one transaction."""
         with self.env.begin(write=True) as txn:
@@ -343,7 +349,7 @@ class SnapshotReader:
         self.meta = PartitionMeta(index, term, _decode_conf(raw[_META.size :]))
         desc = self._txn.get(_pid_key(pid), db=store._desc)
         # The descriptor as of meta's index (conf changes write both in one transaction).
-        self.descriptor: bytes | None = bytes(desc[8:]) if desc is not None else None
+        self.descriptor = decode_descriptor(bytes(desc[8:])) if desc is not None else None
 
     def chunks(self, chunk: int = 1024) -> Iterator[list[tuple[bytes, bytes]]]:
         return _chunked(layout.records(self._txn, self._store._data, self.start, self.end), chunk)

@@ -21,6 +21,7 @@ WAL knows once it has checked everything before them; they are encoded in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
 
 from node.raft import ConfState, Entry, HardState, SnapshotMeta
@@ -65,7 +66,7 @@ class WalBatch:
         if payload is not None and hdr is not None:
             self.nbytes += len(hdr) + len(payload)
 
-    def entries(self, pid: int, entries: list[Entry]) -> None:
+    def entries(self, pid: int, entries: Sequence[Entry]) -> None:
         """Append ``entries`` (consecutive indexes) to ``pid``'s log, overwriting a conflicting suffix."""
         if entries:
             self._add(Op.ENTRIES, pid, entries, RecordType.ENTRIES, entries_payload(pid, entries))

@@ -15,6 +15,7 @@ and may change its in-memory state only after the fsync succeeded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from node.raft import CompactedError, SnapshotOutOfDateError, UnavailableError
@@ -80,7 +81,7 @@ class PartitionState:
 
     # -- mutations (MemoryStorage semantics) ----------------------------------------
 
-    def append(self, entries: list[Entry]) -> int:
+    def append(self, entries: Sequence[Entry]) -> int:
         """Append consecutive entries, overwriting any conflicting suffix (MemoryStorage.append).
 
         Returns the index of the first entry actually stored, 0 if all of them
@@ -205,7 +206,7 @@ class Shadow:
         # Below tail_start the base is untouched, and index > offset >= base.offset.
         return self.base.entries[index - self.base.offset - 1].term
 
-    def append(self, entries: list[Entry]) -> None:
+    def append(self, entries: Sequence[Entry]) -> None:
         if not entries:
             return
         first = self.offset + 1

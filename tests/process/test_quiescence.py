@@ -31,9 +31,9 @@ async def _scenario(nodes, router: str) -> None:
             return all(r.raw.quiesced for n in nodes for r in n.raftstore.replicas.values())
 
         await eventually_async(all_quiet, 30, "every replica to go quiet")
-        sent = [n.raftstore.raft_msgs_sent for n in nodes]
+        sent = [n.raftstore.outbox.msgs_sent for n in nodes]
         await asyncio.sleep(1.0)  # twenty ticks: a busy group would heartbeat ten times
-        assert [n.raftstore.raft_msgs_sent for n in nodes] == sent, "quiet groups sent Raft traffic"
+        assert [n.raftstore.outbox.msgs_sent for n in nodes] == sent, "quiet groups sent Raft traffic"
         assert all_quiet()
 
         # A request wakes its group; the others stay quiet.

@@ -1,0 +1,139 @@
+"""The client requests waiting on one replica, and how each one ends.
+
+A write waits twice: queued until the next Raft round appends it (all of a round's
+proposals to one partition become one batch), then in flight until its entry is applied,
+when its future gets the results, or an error if another leader's entry took its index.
+A linearizable read waits for the leader's read index, then until that index is applied.
+Everything here runs on the event loop; nothing does I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from node.state.store import OpResult
+
+
+class ProposalLost(Exception):
+    """The entry this proposal became was replaced by another leader's: it was not applied."""
+
+
+class ReplicaStopped(Exception):
+    """The replica was closed (node shutting down or replica removed) before the request finished."""
+
+
+@dataclass(slots=True)
+class _Proposal:
+    data: bytes
+    future: asyncio.Future[list[OpResult] | None]
+    term: int = 0
+
+
+@dataclass(order=True, slots=True)
+class _ApplyWait:
+    index: int
+    seq: int
+    future: asyncio.Future[None] = field(compare=False)
+
+
+class PendingRequests:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.queued: list[_Proposal] = []
+        self._proposals: dict[int, _Proposal] = {}
+        self._read_waits: dict[bytes, asyncio.Future[int]] = {}
+        self._apply_waits: list[_ApplyWait] = []
+        self._seq = itertools.count()
+        self._read_ctx = itertools.count(1)
+
+    # -- writes -----------------------------------------------------------------
+
+    def queue(self, data: bytes) -> asyncio.Future[list[OpResult] | None]:
+        fut: asyncio.Future[list[OpResult] | None] = self._loop.create_future()
+        self.queued.append(_Proposal(data, fut))
+        return fut
+
+    def flush(self, propose_batch: Callable[[list[bytes]], int], term: int) -> None:
+        """Hand every queued proposal to ``propose_batch`` as one batch (at ``term``).
+
+        If the core refuses (not leader, transfer under way, backlog full), nothing was
+        appended and every queued proposal fails with the core's error.
+        """
+        if not self.queued:
+            return
+        batch, self.queued = self.queued, []
+        try:
+            first = propose_batch([p.data for p in batch])
+        except Exception as exc:
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        for k, p in enumerate(batch):
+            p.term = term
+            self._proposals[first + k] = p
+
+    def resolve_applied(self, index: int, term: int, results: list[OpResult] | None) -> None:
+        """An entry was applied: finish the proposal that became it, if any is waiting."""
+        p = self._proposals.pop(index, None)
+        if p is None or p.future.done():
+            return
+        if p.term != term:
+            p.future.set_exception(ProposalLost(f"entry {index} was replaced (term {term} != {p.term})"))
+        else:
+            p.future.set_result(results)
+
+    # -- reads ------------------------------------------------------------------
+
+    def new_read(self) -> tuple[bytes, asyncio.Future[int]]:
+        """A unique read context, and the future its read index will resolve."""
+        ctx = next(self._read_ctx).to_bytes(8, "big")
+        fut: asyncio.Future[int] = self._loop.create_future()
+        self._read_waits[ctx] = fut
+        return ctx, fut
+
+    def forget_read(self, ctx: bytes) -> None:
+        self._read_waits.pop(ctx, None)
+
+    def resolve_read(self, context: bytes, index: int) -> None:
+        fut = self._read_waits.pop(context, None)
+        if fut is not None and not fut.done():
+            fut.set_result(index)
+
+    def fail_reads(self, exc: Exception) -> None:
+        """Reads waiting for a leader's confirmation cannot complete after it steps down."""
+        waits, self._read_waits = self._read_waits, {}
+        for fut in waits.values():
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def wait_applied(self, index: int, applied: int) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = self._loop.create_future()
+        if applied >= index:
+            fut.set_result(None)
+        else:
+            heapq.heappush(self._apply_waits, _ApplyWait(index, next(self._seq), fut))
+        return fut
+
+    def note_applied(self, applied: int) -> None:
+        waits = self._apply_waits
+        while waits and waits[0].index <= applied:
+            w = heapq.heappop(waits)
+            if not w.future.done():
+                w.future.set_result(None)
+
+    # -- the end ----------------------------------------------------------------
+
+    def fail_all(self, exc: Exception) -> None:
+        futures = [p.future for p in self.queued]
+        futures += [p.future for p in self._proposals.values()]
+        futures += list(self._read_waits.values())
+        futures += [w.future for w in self._apply_waits]
+        for fut in futures:
+            if not fut.done():
+                fut.set_exception(exc)
+        self.queued, self._proposals, self._read_waits, self._apply_waits = [], {}, {}, []

@@ -1,0 +1,154 @@
+"""Carry out a :class:`~node.round_plan.RoundPlan`: the round's sends, its one disk trip, and the
+bookkeeping that follows each step.
+
+The order is what makes it safe (see :mod:`node.round_plan` for what is decided):
+
+1. the messages allowed before the write leave at once;
+2. ONE trip to the I/O thread: install received snapshots into LMDB (a WAL that lags LMDB is
+   repaired on restart; the reverse would lose data), write the WAL batch with ONE fsync,
+   then apply every partition's committed entries in ONE LMDB transaction;
+3. as soon as the WAL is durable (still during step 2, on the event loop): send the messages
+   that had to wait, switch descriptors changed by conf changes (the core switches
+   membership in ``advance``, and the stores of new members must be known before anything
+   is sent to them), serve read states, ``advance`` every Ready;
+4. as soon as the apply results are known, before LMDB's own commit: acknowledge the writes
+   (they are committed on a quorum; reads wait for step 5);
+5. after the trip: note what is applied (reads waiting on it go), note installed snapshots,
+   and schedule the compactions that became due.
+
+The executor holds no state of its own between rounds: what a partition carries lives on
+its :class:`~node.replica.Replica`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+
+from node.outbox import Outbox
+from node.raft import Role
+from node.replica import Replica
+from node.round_plan import ApplyJob, Carried, RoundPlan, SnapshotInstall, compaction_point
+from node.state.snapshot_file import read_snapshot_file
+from node.state.store import OpResult, PartitionMeta, StateStore
+from node.wal.wal import WriteAheadLog
+
+log = logging.getLogger("tessera.round")
+
+Results = list[list[list[OpResult] | None]]
+
+
+class RoundExecutor:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        io: Executor,
+        wal: WriteAheadLog,
+        state: StateStore,
+        outbox: Outbox,
+        *,
+        compact_threshold: int,
+        compact_keep: int,
+        on_leader: Callable[[Replica], None] | None,
+        fail: Callable[[str], None],
+    ) -> None:
+        self.loop = loop
+        self.io = io
+        self.wal = wal
+        self.state = state
+        self.outbox = outbox
+        self.compact_threshold = compact_threshold
+        self.compact_keep = compact_keep
+        self.on_leader = on_leader
+        self.fail = fail
+
+    async def execute(self, plan: RoundPlan, replicas: Mapping[int, Replica]) -> None:
+        # The round owns these replicas until it ends: nothing destroys one meanwhile.
+        reps = {pid: replicas[pid] for pid, _ in plan.readies}
+        for pid, rep in replicas.items():  # the plan took every partition's carried state
+            rep.carried = plan.carry.get(pid, Carried())
+        for pid, msgs in plan.send_now:
+            self.outbox.send(reps[pid], msgs)
+        ranges = {i.pid: (reps[i.pid].start, reps[i.pid].end) for i in plan.installs}
+
+        def persisted() -> None:
+            try:
+                self._after_persist(plan, reps)
+            except Exception as exc:
+                log.exception("advancing the Raft state failed")
+                self.fail(f"internal error advancing the Raft state: {exc!r}")
+
+        def applied(results: Results) -> None:
+            for job, res in zip(plan.applies, results):
+                rep = reps[job.pid]
+                for e, r in zip(job.entries, res):
+                    rep.resolve_applied(e.index, e.term, r)
+
+        await self.loop.run_in_executor(self.io, self._disk_trip, plan, ranges, persisted, applied)
+        for inst in plan.installs:
+            rep = reps[inst.pid]
+            log.info("installed snapshot of partition %d at index %d", inst.pid, inst.meta.index)
+            if inst.descriptor is not None:
+                rep.set_descriptor(inst.descriptor)
+            rep.note_applied(inst.meta.index, inst.meta.term)
+            rep.finish_snapshot(True, "")
+        for job in plan.applies:
+            reps[job.pid].note_applied(job.last.index, job.last.term)
+        for rep in reps.values():
+            point = compaction_point(rep.applied, rep.storage.first_index(), self.compact_threshold, self.compact_keep)
+            if point is not None:
+                rep.carried = Carried(rep.carried.hard_state, point)
+
+    def _after_persist(self, plan: RoundPlan, reps: Mapping[int, Replica]) -> None:
+        """On the event loop, once the WAL write is durable (step 3)."""
+        for pid, msgs in plan.send_after_persist:
+            self.outbox.send(reps[pid], msgs)
+        for job in plan.applies:
+            if job.descriptor is not None:
+                reps[job.pid].set_descriptor(job.descriptor)
+        for pid, rd in plan.readies:
+            rep = reps[pid]
+            for rs in rd.read_states:
+                rep.resolve_read(rs.context, rs.index)
+            rep.raw.advance(rd)
+            if rd.soft_state is not None:
+                rep.on_role_change(rd.soft_state.role)
+                if self.on_leader is not None and rd.soft_state.role == Role.LEADER:
+                    self.on_leader(rep)
+
+    def _disk_trip(
+        self,
+        plan: RoundPlan,
+        ranges: Mapping[int, tuple[bytes, bytes]],
+        persisted: Callable[[], None],
+        applied: Callable[[Results], None],
+    ) -> None:
+        """Runs in the I/O thread (step 2); tells the loop when the WAL is durable and when the
+        results are known."""
+        for inst in plan.installs:
+            self._install(inst, *ranges[inst.pid])
+        if not plan.wal.empty:
+            self.wal.write(plan.wal, sync=plan.sync)
+        self.loop.call_soon_threadsafe(persisted)
+        if plan.applies:
+            self.state.apply_many(
+                [_apply_work(job) for job in plan.applies],
+                before_commit=lambda results: self.loop.call_soon_threadsafe(applied, results),
+            )
+
+    def _install(self, inst: SnapshotInstall, start: bytes, end: bytes) -> None:
+        meta = inst.meta
+        self.state.install_snapshot(
+            inst.pid,
+            start,
+            end,
+            read_snapshot_file(inst.path),
+            PartitionMeta(meta.index, meta.term, meta.conf_state),
+            inst.descriptor,
+        )
+
+
+def _apply_work(job: ApplyJob) -> tuple[int, tuple, object]:  # type: ignore[type-arg]
+    return job.pid, job.entries, job.conf_state

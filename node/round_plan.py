@@ -1,0 +1,191 @@
+"""A Raft round, decided: what every partition's Ready asks the node to write, send and apply.
+
+The multi-raft loop (:mod:`node.raftstore`) runs in rounds.  Each round takes the Ready of
+every replica that has one and turns all of them into ONE plan, computed here by a pure
+function with no I/O, no event loop and no threads, so that a unit test can check every
+decision (``tests/unit/test_round_plan.py``); :mod:`node.round_executor` then carries the plan
+out.  The decisions:
+
+* **Send**: a leader's appends and heartbeats may leave at once; everything else (votes,
+  acknowledgements) only after the write is durable.  The core says which is which.
+* **Write**: one WAL batch for all partitions: installed snapshots' marks, entries, hard
+  states.  A hard state whose only change is the commit index is not worth a write of its
+  own (the applied state re-establishes it after a crash): it is carried to the next round
+  that writes anyway, as are compactions that became due after the last apply.
+* **Apply**: one job per partition with committed entries, decoded, in log order.  A conf
+  change's resulting membership comes from the core (:class:`~node.raft.ConfChangeResult`);
+  from it and the stores named in the change's context the partition's next descriptor is
+  derived here, in log order, and stored in the same LMDB transaction as the entry.
+* **Leave**: a replica that applies its own removal is to be destroyed after the round.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from common.descriptor import Descriptor
+from node import membership
+from node.raft import ConfState, EntryType, HardState, Message, Ready, SnapshotMeta
+from node.state.commands import Command
+from node.state.store import ApplyEntry
+from node.wal.batch import WalBatch
+
+log = logging.getLogger("tessera.round")
+
+
+class PlanError(RuntimeError):
+    """The Readies cannot be carried out (e.g. a snapshot to install but no data received)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StagedSnapshot:
+    """A snapshot's data, received from the leader and spooled to ``path``, waiting for the core."""
+
+    path: str
+    descriptor: Descriptor | None
+
+
+@dataclass(frozen=True, slots=True)
+class Carried:
+    """What a partition carries from round to round until some round writes to the WAL."""
+
+    hard_state: HardState | None = None  # commit index moved; not yet written
+    compact_to: int | None = None  # entries up to here are applied and may be dropped
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionWork:
+    """One partition's input to a round: its Ready and what the planner must know beside it."""
+
+    pid: int
+    replica_id: int
+    ready: Ready
+    descriptor: Descriptor  # in force before this Ready's conf changes
+    conf_state: ConfState  # likewise
+    staged: StagedSnapshot | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInstall:
+    pid: int
+    meta: SnapshotMeta
+    path: str
+    descriptor: Descriptor | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyJob:
+    """One partition's share of the round's apply transaction."""
+
+    pid: int
+    entries: tuple[ApplyEntry, ...]
+    conf_state: ConfState  # after this job's conf changes
+    descriptor: Descriptor | None  # after them; None: membership unchanged
+
+    @property
+    def last(self) -> ApplyEntry:
+        return self.entries[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class RoundPlan:
+    readies: tuple[tuple[int, Ready], ...]  # to advance once persisted, in this order
+    send_now: tuple[tuple[int, tuple[Message, ...]], ...]
+    send_after_persist: tuple[tuple[int, tuple[Message, ...]], ...]
+    installs: tuple[SnapshotInstall, ...]
+    wal: WalBatch
+    sync: bool  # fsync the WAL write (anything but carried commit indexes and compactions)
+    applies: tuple[ApplyJob, ...]
+    leaving: tuple[int, ...]  # partitions whose replica applies its own removal
+    carry: Mapping[int, Carried]  # what each partition carries to the next round
+
+
+def plan_round(works: Sequence[PartitionWork], carried: Mapping[int, Carried]) -> RoundPlan:
+    """Decide a whole round.  ``carried`` holds every partition's carried state (any partition,
+    with or without work this round).  Raises :class:`PlanError` when a Ready cannot be met."""
+    batch = WalBatch()
+    deferred = {pid: c.hard_state for pid, c in carried.items() if c.hard_state is not None}
+    compactions = {pid: c.compact_to for pid, c in carried.items() if c.compact_to is not None}
+    send_now, send_later, installs, applies, leaving = [], [], [], [], []
+    for w in works:
+        rd = w.ready
+        if rd.messages_before_persist:
+            send_now.append((w.pid, rd.messages_before_persist))
+        if rd.messages_after_persist:
+            send_later.append((w.pid, rd.messages_after_persist))
+        if rd.snapshot is not None:
+            if w.staged is None:
+                raise PlanError(f"partition {w.pid}: snapshot to install but no data staged")
+            installs.append(SnapshotInstall(w.pid, rd.snapshot.meta, w.staged.path, w.staged.descriptor))
+            batch.snapshot(w.pid, rd.snapshot.meta)
+        if rd.entries:
+            batch.entries(w.pid, rd.entries)
+        if rd.hard_state is not None:
+            if rd.must_sync:
+                batch.hard_state(w.pid, rd.hard_state)
+                deferred.pop(w.pid, None)
+            else:
+                deferred[w.pid] = rd.hard_state
+        job = _apply_job(w)
+        if job is not None:
+            applies.append(job)
+            if job.descriptor is not None and w.replica_id not in job.conf_state.all_nodes():
+                leaving.append(w.pid)
+    sync = any(w.ready.must_sync for w in works)
+    if sync or compactions:
+        for pid, index in compactions.items():
+            batch.compact(pid, index)
+        for pid, hs in deferred.items():
+            batch.hard_state(pid, hs)
+        deferred, compactions = {}, {}
+    carry = {
+        pid: Carried(deferred.get(pid), compactions.get(pid)) for pid in sorted(deferred.keys() | compactions.keys())
+    }
+    return RoundPlan(
+        readies=tuple((w.pid, w.ready) for w in works),
+        send_now=tuple(send_now),
+        send_after_persist=tuple(send_later),
+        installs=tuple(installs),
+        wal=batch,
+        sync=sync,
+        applies=tuple(applies),
+        leaving=tuple(leaving),
+        carry=carry,
+    )
+
+
+def _apply_job(w: PartitionWork) -> ApplyJob | None:
+    rd = w.ready
+    if not rd.committed_entries:
+        return None
+    conf_state = w.conf_state
+    descriptor: Descriptor | None = None
+    results = {c.index: c for c in rd.conf_changes}
+    entries = []
+    for e in rd.committed_entries:
+        if e.type != EntryType.CONF_CHANGE:
+            entries.append(ApplyEntry(e.index, e.term, Command.decode(e.data) if e.data else None))
+            continue
+        result = results[e.index]
+        if result.conf_state is None:  # rejected the same way by every replica
+            entries.append(ApplyEntry(e.index, e.term, None))
+            continue
+        conf_state = result.conf_state
+        try:
+            added = membership.decode_stores(result.change.context)
+        except ValueError as exc:
+            log.error("partition %d: entry %d: %s", w.pid, e.index, exc)
+            added = {}
+        descriptor = membership.descriptor_after(descriptor or w.descriptor, conf_state, added)
+        entries.append(ApplyEntry(e.index, e.term, None, descriptor))
+    return ApplyJob(w.pid, tuple(entries), conf_state, descriptor)
+
+
+def compaction_point(applied: int, first_index: int, threshold: int, keep: int) -> int | None:
+    """Where to compact a log once ``applied`` moved: keep ``keep`` applied entries for slow
+    followers, and only bother once more than ``threshold`` have piled up."""
+    if applied - first_index > threshold:
+        return applied - keep
+    return None
