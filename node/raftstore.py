@@ -8,16 +8,16 @@ fsync and ONE LMDB transaction for all partitions), and
 and Raft messages keep flowing.  Rounds run one at a time; they own the replicas' storage,
 so creating and deleting a replica happens between rounds.
 
-The pieces around it: :mod:`node.ticker` (time and idle groups), :mod:`node.outbox` (what
-leaves), :mod:`node.replica` (what each partition keeps), :mod:`node.membership` (what a
-conf change means for the descriptor).
+The pieces around it: :mod:`node.replica_set` (the replicas hosted and their life on disk),
+:mod:`node.replica` (what each partition keeps), :mod:`node.ticker` (time and idle groups),
+:mod:`node.outbox` (what leaves), :mod:`node.membership` (what a conf change means for the
+descriptor).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,25 +25,20 @@ from dataclasses import dataclass
 import lmdb
 
 from common.descriptor import Descriptor
-from node.membership import conf_state_of
 from node.outbox import Outbox, Transport
-from node.raft import Config, ConfState, HardState, MessageType, RawNode, Snapshot, SnapshotMeta
+from node.raft import Config, MessageType
 from node.raft_codec import message_from_pb
-from node.replica import Replica, ReplicaStorage
+from node.replica import Replica
+from node.replica_set import ReplicaSet
 from node.round_executor import RoundExecutor
 from node.round_plan import PartitionWork, StagedSnapshot, plan_round
 from node.state.store import StateStore
 from node.ticker import Ticker
-from node.wal.batch import WalBatch
 from node.wal.errors import WalError
 from node.wal.wal import WriteAheadLog
 from tesserapb import raft_pb2
 
 log = logging.getLogger("tessera.raftstore")
-
-BOOTSTRAP_INDEX = 5
-BOOTSTRAP_TERM = 5
-
 
 @dataclass(frozen=True, slots=True)
 class RaftSettings:
@@ -76,9 +71,6 @@ class RaftStore:
         self.wal = wal
         self.state = state
         self.settings = settings
-        # Only the test suite (tessera nemesis --raft-mutation) runs a known-buggy core.
-        self.raft_mutation = raft_mutation
-        self.replicas: dict[int, Replica] = {}
         self.failed: NodeFailed | None = None
         self.loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
@@ -86,6 +78,9 @@ class RaftStore:
         # One dedicated I/O thread: rounds are sequential anyway, and a warm
         # single worker hands work over faster than the shared default pool.
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raft-io")
+        self.replicas = ReplicaSet(
+            self.loop, self._io, wal, state, self._config_for, kick=self.kick, wake=self.wake, raft_mutation=raft_mutation
+        )
         self.outbox = Outbox(store_id, transport, state, self.kick)
         self.ticker = Ticker(
             self.loop,
@@ -112,9 +107,19 @@ class RaftStore:
 
     # -- lifecycle ----------------------------------------------------------------
 
+    def _config_for(self, replica_id: int, applied: int) -> Config:
+        s = self.settings
+        return Config(
+            id=replica_id,
+            election_tick=s.election_tick,
+            heartbeat_tick=s.heartbeat_tick,
+            applied=applied,
+            max_inflight_msgs=s.max_inflight_msgs,
+            max_size_per_msg=s.max_size_per_msg,
+        )
+
     async def start(self) -> None:
-        for pid, (replica_id, desc) in sorted(self.state.descriptors().items()):
-            await self._open_replica(pid, replica_id, desc)
+        await self.replicas.open_all()
         self.ticker.restart_clock()
         self._tasks = [
             asyncio.create_task(self.ticker.run(), name="raft-ticks"),
@@ -130,8 +135,7 @@ class RaftStore:
             except (asyncio.CancelledError, Exception):
                 pass
         await self.outbox.close()
-        for rep in self.replicas.values():
-            rep.close()
+        self.replicas.close_all()
         self._io.shutdown(wait=True)
 
     def kick(self) -> None:
@@ -147,47 +151,11 @@ class RaftStore:
     def wake(self, rep: Replica) -> None:
         self.ticker.wake(rep)
 
-    # -- replicas -------------------------------------------------------------------
+    # -- replicas (see node.replica_set) ---------------------------------------------
 
     async def create_replica(self, desc: Descriptor, replica_id: int, bootstrap: bool) -> bool:
-        """Host a replica of ``desc`` (idempotent).  Returns True if it was created now.
-
-        With ``bootstrap`` every initial member starts from the same state (index 5, term 5,
-        membership = the descriptor's).  Without it the replica starts empty, with no
-        membership (it never campaigns), and waits for the leader's snapshot: the target of
-        an add-replica.
-        """
-        pid = desc.id
-        if desc.replica_by_id(replica_id) is None:
-            raise ValueError(f"replica {replica_id} is not a member of partition {pid}")
-        old = self.replicas.get(pid)
-        if old is not None:
-            if old.replica_id == replica_id:
-                return False
-            if desc.replica_by_id(old.replica_id) is not None:
-                raise ValueError(f"partition {pid} already has replica {old.replica_id} here, still a member")
-            # Placement gives a store a new replica of a partition only after the group
-            # removed the old one, which never learned it (it was cut off): retire it first.
-            await self.destroy_replica(pid, old.replica_id)
-        if bootstrap:
-            # LMDB first: on restart the descriptor says we host it, and a WAL
-            # that lags the applied state is repaired from it (see _open_replica).
-            await asyncio.to_thread(self._init_partition, pid, replica_id, desc, conf_state_of(desc))
-        else:
-            await asyncio.to_thread(self._init_empty_partition, pid, replica_id, desc)
-        await self._open_replica(pid, replica_id, desc)
-        self.kick()
-        return True
-
-    def _init_partition(self, pid: int, replica_id: int, desc: Descriptor, cs: ConfState) -> None:
-        self.state.init_partition(pid, BOOTSTRAP_INDEX, BOOTSTRAP_TERM, cs)
-        self.state.save_descriptor(pid, replica_id, desc)
-
-    def _init_empty_partition(self, pid: int, replica_id: int, desc: Descriptor) -> None:
-        # A replica this store hosted before and lost track of may have left log records.
-        self.wal.remove_partition(pid)
-        self.state.init_partition(pid, 0, 0, ConfState())
-        self.state.save_descriptor(pid, replica_id, desc)
+        """Host a replica of ``desc`` (idempotent); True if it was created now."""
+        return await self.replicas.create(desc, replica_id, bootstrap)
 
     async def destroy_replica(self, pid: int, replica_id: int) -> bool:
         """Delete our replica ``replica_id`` of ``pid`` (it left the group).  False if not hosted."""
@@ -213,67 +181,6 @@ class RaftStore:
         log.info("partition %d: replica %d was removed from the group, deleting it", desc.id, replica_id)
         rep.doom()
         return True
-
-    async def _destroy(self, rep: Replica) -> None:
-        """Runs between rounds.  LMDB first: without a descriptor the replica is gone after a
-        restart whatever the WAL still holds, and a later re-creation clears the WAL."""
-        rep.close()
-        if self.replicas.get(rep.pid) is rep:
-            del self.replicas[rep.pid]
-        await self.loop.run_in_executor(self._io, self._destroy_io, rep.pid, rep.start, rep.end)
-        log.info("partition %d: replica %d deleted", rep.pid, rep.replica_id)
-        if rep.doomed is not None and not rep.doomed.done():
-            rep.doomed.set_result(None)
-
-    def _destroy_io(self, pid: int, start: bytes, end: bytes) -> None:
-        self.state.destroy_partition(pid, start, end)
-        self.wal.remove_partition(pid)
-
-    async def _open_replica(self, pid: int, replica_id: int, desc: Descriptor) -> None:
-        meta = self.state.meta(pid)
-        if meta is None:
-            raise RuntimeError(f"partition {pid} has a descriptor but no applied state")
-        await asyncio.to_thread(self._repair_wal, pid, meta.applied_index, meta.applied_term, meta.conf_state)
-        storage = ReplicaStorage(self.wal, pid, meta.conf_state, self._snapshot_provider(pid))
-        s = self.settings
-        cfg = Config(
-            id=replica_id,
-            election_tick=s.election_tick,
-            heartbeat_tick=s.heartbeat_tick,
-            applied=meta.applied_index,
-            max_inflight_msgs=s.max_inflight_msgs,
-            max_size_per_msg=s.max_size_per_msg,
-        )
-        raw = RawNode(cfg, storage, random.Random(), mutation=self.raft_mutation)
-        rep = Replica(pid, replica_id, desc, raw, storage, self.loop, self.kick, self.wake)
-        rep.applied_term = meta.applied_term
-        self.replicas[pid] = rep
-
-    def _repair_wal(self, pid: int, applied: int, applied_term: int, conf_state: ConfState) -> None:
-        """Bring a partition's log in line with its applied state before the core reads it."""
-        st = self.wal.state(pid)
-        hs = st.hard_state
-        batch = WalBatch()
-        if st.last_index() < applied:
-            # The WAL is behind the applied state (crash between the LMDB and WAL writes of
-            # a bootstrap or a snapshot install): restart the log at the applied state,
-            # which already holds everything before it.
-            batch.snapshot(pid, SnapshotMeta(applied, applied_term, conf_state))
-            batch.hard_state(pid, HardState(max(hs.term, applied_term), hs.vote if hs.term >= applied_term else 0, applied))
-        elif hs.commit < applied:
-            # The commit index is written without fsync (it only moves forward and is
-            # implied by what was applied): re-establish it.
-            batch.hard_state(pid, HardState(hs.term, hs.vote, applied))
-        if not batch.empty:
-            self.wal.write(batch)
-
-    def _snapshot_provider(self, pid: int) -> Callable[[], Snapshot]:
-        def provide() -> Snapshot:
-            meta = self.state.meta(pid)
-            assert meta is not None
-            return Snapshot(SnapshotMeta(meta.applied_index, meta.applied_term, meta.conf_state))
-
-        return provide
 
     # -- membership changes (leader side) ------------------------------------------------
 
@@ -378,13 +285,12 @@ class RaftStore:
             return
         self.failed = NodeFailed(f"{why}; no longer acknowledging writes")
         log.error("%s", self.failed)
-        for rep in self.replicas.values():
-            rep.close()
+        self.replicas.close_all()
 
     async def _round(self) -> None:
         self.rounds += 1
         for rep in [r for r in self.replicas.values() if r.doomed is not None]:
-            await self._destroy(rep)
+            await self.replicas.destroy(rep)
         works: list[PartitionWork] = []
         for rep in self.replicas.values():
             work = rep.take_work()
@@ -398,6 +304,6 @@ class RaftStore:
         for pid in plan.leaving:
             rep = self.replicas[pid]
             log.info("partition %d: replica %d left the group", pid, rep.replica_id)
-            await self._destroy(rep)
+            await self.replicas.destroy(rep)
         if any(rep.has_work() for rep in self.replicas.values()):
             self.kick()

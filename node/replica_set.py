@@ -1,0 +1,173 @@
+"""The replicas a node hosts, and their life on disk: bootstrap, join, reopen, delete.
+
+A replica is two things on disk: its applied state and descriptor in LMDB, and its log in
+the WAL.  Every change here writes LMDB first, because the LMDB descriptor is what says "this
+store hosts the partition" after a restart: a WAL that lags LMDB is repaired on open (the
+applied state already holds everything before it), while a WAL without an LMDB descriptor
+is ignored and cleared when the partition comes back.
+
+Deleting happens between Raft rounds (rounds own the replicas' storage), on the same I/O
+thread, so :meth:`ReplicaSet.doom` only marks a replica and the round loop calls
+:meth:`ReplicaSet.destroy`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Executor
+
+from common.descriptor import Descriptor
+from node.membership import conf_state_of
+from node.raft import Config, ConfState, HardState, RawNode, Snapshot, SnapshotMeta
+from node.replica import Replica, ReplicaStorage
+from node.state.store import StateStore
+from node.wal.batch import WalBatch
+from node.wal.wal import WriteAheadLog
+
+log = logging.getLogger("tessera.replicas")
+
+BOOTSTRAP_INDEX = 5
+BOOTSTRAP_TERM = 5
+
+
+class ReplicaSet(Mapping[int, Replica]):
+    """Partition id -> the replica hosted here (a read-only mapping; changes go through methods)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        io: Executor,
+        wal: WriteAheadLog,
+        state: StateStore,
+        config_for: Callable[[int, int], Config],
+        *,
+        kick: Callable[[], None],
+        wake: Callable[[Replica], None],
+        raft_mutation: str | None,
+    ) -> None:
+        self.loop = loop
+        self._io = io
+        self.wal = wal
+        self.state = state
+        # (replica id, applied index) -> the core's Config for a replica opened here.
+        self._config_for = config_for
+        self._kick = kick
+        self._wake = wake
+        # Only the test suite (tessera nemesis --raft-mutation) runs a known-buggy core.
+        self.raft_mutation = raft_mutation
+        self._replicas: dict[int, Replica] = {}
+
+    def __getitem__(self, pid: int) -> Replica:
+        return self._replicas[pid]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._replicas)
+
+    def __len__(self) -> int:
+        return len(self._replicas)
+
+    async def open_all(self) -> None:
+        """Reopen every replica this store hosted before (a restart)."""
+        for pid, (replica_id, desc) in sorted(self.state.descriptors().items()):
+            await self._open(pid, replica_id, desc)
+
+    async def create(self, desc: Descriptor, replica_id: int, bootstrap: bool) -> bool:
+        """Host a replica of ``desc`` (idempotent).  Returns True if it was created now.
+
+        With ``bootstrap`` every initial member starts from the same state (index 5, term 5,
+        membership = the descriptor's).  Without it the replica starts empty, with no
+        membership (it never campaigns), and waits for the leader's snapshot: the target of
+        an add-replica.
+        """
+        pid = desc.id
+        if desc.replica_by_id(replica_id) is None:
+            raise ValueError(f"replica {replica_id} is not a member of partition {pid}")
+        old = self._replicas.get(pid)
+        if old is not None:
+            if old.replica_id == replica_id:
+                return False
+            if desc.replica_by_id(old.replica_id) is not None:
+                raise ValueError(f"partition {pid} already has replica {old.replica_id} here, still a member")
+            # Placement gives a store a new replica of a partition only after the group
+            # removed the old one, which never learned it (it was cut off): retire it first.
+            await asyncio.shield(old.doom())
+        if bootstrap:
+            await asyncio.to_thread(self._init_bootstrapped, pid, replica_id, desc, conf_state_of(desc))
+        else:
+            await asyncio.to_thread(self._init_empty, pid, replica_id, desc)
+        await self._open(pid, replica_id, desc)
+        self._kick()
+        return True
+
+    def _init_bootstrapped(self, pid: int, replica_id: int, desc: Descriptor, cs: ConfState) -> None:
+        self.state.init_partition(pid, BOOTSTRAP_INDEX, BOOTSTRAP_TERM, cs)
+        self.state.save_descriptor(pid, replica_id, desc)
+
+    def _init_empty(self, pid: int, replica_id: int, desc: Descriptor) -> None:
+        # A replica this store hosted before and lost track of may have left log records.
+        self.wal.remove_partition(pid)
+        self.state.init_partition(pid, 0, 0, ConfState())
+        self.state.save_descriptor(pid, replica_id, desc)
+
+    async def destroy(self, rep: Replica) -> None:
+        """Delete a replica and everything it stored (call between rounds)."""
+        rep.close()
+        if self._replicas.get(rep.pid) is rep:
+            del self._replicas[rep.pid]
+        await self.loop.run_in_executor(self._io, self._destroy_io, rep.pid, rep.start, rep.end)
+        log.info("partition %d: replica %d deleted", rep.pid, rep.replica_id)
+        if rep.doomed is not None and not rep.doomed.done():
+            rep.doomed.set_result(None)
+
+    def _destroy_io(self, pid: int, start: bytes, end: bytes) -> None:
+        self.state.destroy_partition(pid, start, end)
+        self.wal.remove_partition(pid)
+
+    async def _open(self, pid: int, replica_id: int, desc: Descriptor) -> None:
+        meta = self.state.meta(pid)
+        if meta is None:
+            raise RuntimeError(f"partition {pid} has a descriptor but no applied state")
+        await asyncio.to_thread(self._repair_wal, pid, meta.applied_index, meta.applied_term, meta.conf_state)
+        storage = ReplicaStorage(self.wal, pid, meta.conf_state, self._snapshot_provider(pid))
+        cfg = self._config_for(replica_id, meta.applied_index)
+        raw = RawNode(cfg, storage, random.Random(), mutation=self.raft_mutation)
+        rep = Replica(pid, replica_id, desc, raw, storage, self.loop, self._kick, self._wake)
+        rep.applied_term = meta.applied_term
+        self._replicas[pid] = rep
+
+    def _repair_wal(self, pid: int, applied: int, applied_term: int, conf_state: ConfState) -> None:
+        """Bring a partition's log in line with its applied state before the core reads it."""
+        st = self.wal.state(pid)
+        hs = st.hard_state
+        batch = WalBatch()
+        if st.last_index() < applied:
+            # The WAL is behind the applied state (crash between the LMDB and WAL writes of
+            # a bootstrap or a snapshot install): restart the log at the applied state,
+            # which already holds everything before it.
+            batch.snapshot(pid, SnapshotMeta(applied, applied_term, conf_state))
+            vote = hs.vote if hs.term >= applied_term else 0
+            batch.hard_state(pid, HardState(max(hs.term, applied_term), vote, applied))
+        elif hs.commit < applied:
+            # The commit index is written without fsync (it only moves forward and is
+            # implied by what was applied): re-establish it.
+            batch.hard_state(pid, HardState(hs.term, hs.vote, applied))
+        if not batch.empty:
+            self.wal.write(batch)
+
+    def _snapshot_provider(self, pid: int) -> Callable[[], Snapshot]:
+        """What the core may name when a follower needs a snapshot: the applied state's meta
+        (the image itself is read when it is sent, see node.outbox)."""
+
+        def provide() -> Snapshot:
+            meta = self.state.meta(pid)
+            assert meta is not None
+            return Snapshot(SnapshotMeta(meta.applied_index, meta.applied_term, meta.conf_state))
+
+        return provide
+
+    def close_all(self) -> None:
+        for rep in self._replicas.values():
+            rep.close()
