@@ -106,6 +106,11 @@ def bootstrap_storage(voters: Iterable[int], learners: Iterable[int] = ()) -> Me
     return s
 
 
+def enum_id(v: Role | MessageType) -> str:
+    """A pytest id for an enum parameter (an IntEnum would otherwise show as its number)."""
+    return v.name.lower()
+
+
 def persist(storage: MemoryStorage, rd: Ready) -> None:
     """Step 2 of the Ready protocol: write the snapshot, the entries and the hard state."""
     if rd.snapshot is not None:
@@ -224,6 +229,52 @@ class Replica:
         assert self.node.is_leader, self.node.role
         return out
 
+    # -- states reached through the public surface -------------------------------------------
+
+    def follow(self, term: int, lead: int) -> None:
+        """Become a follower of ``lead`` in ``term``: hear its heartbeat (the answer is dropped)."""
+        self.step(Message(MT.HEARTBEAT, lead, self.node.id, term=term))
+        assert (self.node.role, self.node.term, self.node.leader) == (Role.FOLLOWER, term, lead)
+
+    def to_candidate(self) -> list[Message]:
+        """Become a candidate of the next term (through a granted pre-vote round if PreVote is on).
+
+        Returns the vote requests it sends.
+        """
+        self.node.campaign()
+        out = self.flush()
+        if self.node.role == Role.PRE_CANDIDATE:
+            out = self.step(*(grant(m) for m in out if m.type == MT.PRE_VOTE))
+        assert self.node.role == Role.CANDIDATE
+        return out
+
+    def put_in(self, role: Role) -> None:
+        """Bring a fresh replica into ``role``; what it sends on the way is dropped.
+
+        A follower hears of leader 2 in term 1; a pre-candidate campaigned and got no answer; a
+        candidate and a leader are of the next term.
+        """
+        if role == Role.FOLLOWER:
+            self.follow(1, 2)
+        elif role == Role.PRE_CANDIDATE:
+            self.node.campaign()
+            self.flush()
+            assert self.node.role == Role.PRE_CANDIDATE
+        elif role == Role.CANDIDATE:
+            self.to_candidate()
+        else:
+            self.campaign_granted()
+
+    def ack_until_quiet(self, out: list[Message], acceptors: Iterable[int] | None = None) -> None:
+        """As a leader, have the followers (only ``acceptors`` if given) accept every append in
+        ``out`` and in what follows, until the leader sends no more."""
+        to = None if acceptors is None else set(acceptors)
+        while True:
+            apps = [m for m in out if m.type == MT.APP and (to is None or m.dst in to)]
+            if not apps:
+                return
+            out = self.step(*(accept(m) for m in apps))
+
 
 class Net:
     """Replicas over an in-memory network that delivers everything, in order, until quiet.
@@ -257,6 +308,14 @@ class Net:
             given = (storages or {}).get(i)
             self.storages[i] = given if given is not None else bootstrap_storage(ids, learners)
             self.start(i)
+
+    @classmethod
+    def fresh(cls, ids: Iterable[int], *, learners: Iterable[int] = (), **kw: Any) -> Net:
+        """A network of replicas that start on :func:`storage_with` state: term 0, an empty log
+        from index 1 (etcd's ``newNetwork``), rather than a bootstrap snapshot."""
+        ids, learners = list(ids), list(learners)
+        storages = {i: storage_with(ids, learners=learners) for i in ids + learners}
+        return cls(ids, learners=learners, storages=storages, **kw)
 
     def start(self, i: int, storage: MemoryStorage | None = None) -> RawNode:
         if storage is not None:
@@ -343,6 +402,16 @@ class Net:
             for i in sorted(self.nodes):
                 self.nodes[i].tick()
             self.settle()
+
+    def tick_alone(self, i: int, n: int = 1) -> None:
+        """Tick replica ``i`` alone ``n`` times, as if cut off: what it sends meanwhile is lost."""
+        node = self.nodes[i]
+        for _ in range(n):
+            node.tick()
+            if node.has_ready():
+                rd = node.ready()
+                persist(self.storages[i], rd)
+                node.advance(rd)
 
     def campaign(self, i: int) -> None:
         """Replica ``i`` starts an election now; the network settles (etcd's MsgHup)."""

@@ -26,7 +26,7 @@ import random
 import pytest
 
 from node.raft import NONE, Entry, HardState, Message, MessageType, Role
-from support.raft_net import Net, Replica, accept, ents, grant, storage_with
+from support.raft_net import Net, Replica, accept, ents, enum_id, grant, storage_with
 
 MT = MessageType
 ET = 10  # the default election_tick
@@ -35,69 +35,12 @@ PAPER = {"pre_vote": False, "check_quorum": False}
 """The paper's own algorithm: no PreVote, no CheckQuorum (hence no leases)."""
 
 
-# -- building states through the public surface ------------------------------------------------
-
-
-def by_name(v: Role | MessageType) -> str:
-    """Test ids for enum parameters (an IntEnum would otherwise show as its number)."""
-    return v.name.lower()
-
-
-def as_follower(r: Replica, term: int, lead: int) -> None:
-    """Make ``r`` a follower of ``lead`` in ``term``: it hears a heartbeat (its answer is dropped)."""
-    r.step(Message(MT.HEARTBEAT, lead, r.node.id, term=term))
-    assert (r.node.role, r.node.term, r.node.leader) == (Role.FOLLOWER, term, lead)
-
-
-def as_candidate(r: Replica) -> None:
-    """Make ``r`` a candidate of the next term (through a granted pre-vote round if PreVote is on)."""
-    r.node.campaign()
-    out = r.flush()
-    if r.node.role == Role.PRE_CANDIDATE:
-        r.step(*(grant(m) for m in out if m.type == MT.PRE_VOTE))
-    assert r.node.role == Role.CANDIDATE
-
-
-def as_leader(r: Replica) -> None:
-    """Make ``r`` leader of the next term (grants forged); what it sends on winning is dropped."""
-    r.campaign_granted()
-
-
-def put_in(r: Replica, role: Role) -> None:
-    """Bring a fresh replica of term 0 into ``role`` (a follower hears of leader 2 in term 1)."""
-    if role == Role.FOLLOWER:
-        as_follower(r, 1, 2)
-    elif role == Role.PRE_CANDIDATE:
-        r.node.campaign()
-        r.flush()
-        assert r.node.role == Role.PRE_CANDIDATE
-    elif role == Role.CANDIDATE:
-        as_candidate(r)
-    else:
-        as_leader(r)
-
-
-def commit_noop_entry(leader: Replica, first_appends: list[Message]) -> None:
-    """Have every follower accept the new leader's first appends, committing its empty entry."""
-    leader.step(*(accept(m) for m in first_appends if m.type == MT.APP))
-    assert leader.node.commit == leader.node.log_view().last_index()
-
-
-def ack_appends_until_quiet(leader: Replica, out: list[Message], acceptors: set[int] | None = None) -> None:
-    """Answer every append the leader sends (only those to ``acceptors`` if given) until it stops."""
-    while True:
-        apps = [m for m in out if m.type == MT.APP and (acceptors is None or m.dst in acceptors)]
-        if not apps:
-            return
-        out = leader.step(*(accept(m) for m in apps))
-
-
 # =============================================================================================
 # §5.1 Raft basics
 # =============================================================================================
 
 
-@pytest.mark.parametrize("role", [Role.FOLLOWER, Role.PRE_CANDIDATE, Role.CANDIDATE, Role.LEADER], ids=by_name)
+@pytest.mark.parametrize("role", [Role.FOLLOWER, Role.PRE_CANDIDATE, Role.CANDIDATE, Role.LEADER], ids=enum_id)
 def test_update_term_from_message(role: Role) -> None:
     """§5.1: a server that sees a larger term adopts it; a candidate or leader reverts to follower.
 
@@ -105,7 +48,7 @@ def test_update_term_from_message(role: Role) -> None:
     An append proves a leader exists in the new term, so its sender becomes the known leader.
     """
     r = Replica.of(1, VOTERS3)
-    put_in(r, role)
+    r.put_in(role)
     r.step(Message(MT.APP, 2, 1, term=2))
     assert (r.node.role, r.node.term, r.node.leader) == (Role.FOLLOWER, 2, 2)
 
@@ -156,7 +99,7 @@ def test_leader_bcast_beat(heartbeat_tick: int) -> None:
     here: no follower answered yet), and the leader's clock as its stamp.
     """
     r = Replica.of(1, VOTERS3, heartbeat_tick=heartbeat_tick)
-    as_leader(r)
+    r.campaign_granted()
     r.node.propose_batch([b"%d" % i for i in range(10)])
     r.flush()
     for _ in range(heartbeat_tick - 1):
@@ -168,7 +111,7 @@ def test_leader_bcast_beat(heartbeat_tick: int) -> None:
 
 
 @pytest.mark.parametrize("pre_vote", [False, True], ids=["plain", "prevote"])
-@pytest.mark.parametrize("role", [Role.FOLLOWER, Role.CANDIDATE], ids=by_name)
+@pytest.mark.parametrize("role", [Role.FOLLOWER, Role.CANDIDATE], ids=enum_id)
 def test_nonleader_start_election(role: Role, pre_vote: bool) -> None:
     """§5.2: a follower that hears nothing for an election timeout starts an election: it increments
     its term, becomes a candidate, votes for itself and asks every other server for its vote; a
@@ -181,13 +124,10 @@ def test_nonleader_start_election(role: Role, pre_vote: bool) -> None:
     """
     r = Replica.of(1, VOTERS3, rand=random.Random(7), pre_vote=pre_vote)
     if role == Role.FOLLOWER:
-        as_follower(r, 1, 2)
+        r.follow(1, 2)
     else:
-        r.node.campaign()  # a plain candidate of term 1, or a pre-candidate that got no answer
-        if pre_vote:
-            r.step(*(grant(m) for m in r.flush() if m.type == MT.PRE_VOTE))
-        r.flush()
-        assert (r.node.role, r.node.term) == (Role.CANDIDATE, 1)
+        r.to_candidate()
+        assert r.node.term == 1
     out = r.tick(2 * ET - 1)
     if pre_vote:
         assert (r.node.role, r.node.term) == (Role.PRE_CANDIDATE, 1)
@@ -282,7 +222,7 @@ def test_candidate_fallback(term: int) -> None:
     etcd: TestCandidateFallback.
     """
     r = Replica.of(1, VOTERS3)
-    as_candidate(r)
+    r.to_candidate()
     r.step(Message(MT.APP, 2, 1, term=term))
     assert (r.node.role, r.node.term, r.node.leader) == (Role.FOLLOWER, term, 2)
 
@@ -296,7 +236,7 @@ def ticks_until_campaign(r: Replica) -> int:
         assert elapsed < 3 * ET
 
 
-@pytest.mark.parametrize("role", [Role.FOLLOWER, Role.CANDIDATE], ids=by_name)
+@pytest.mark.parametrize("role", [Role.FOLLOWER, Role.CANDIDATE], ids=enum_id)
 def test_election_timeout_randomized(role: Role) -> None:
     """§5.2: election timeouts are chosen randomly from a fixed interval, here
     ``[election_tick, 2 * election_tick)`` ticks: every value occurs, and no other.
@@ -308,7 +248,7 @@ def test_election_timeout_randomized(role: Role) -> None:
     timeouts = set()
     for _ in range(50 * ET):
         if role == Role.FOLLOWER:
-            as_follower(r, r.node.term + 1, 2)
+            r.follow(r.node.term + 1, 2)
         else:
             r.node.campaign()
             r.flush()
@@ -316,7 +256,7 @@ def test_election_timeout_randomized(role: Role) -> None:
     assert timeouts == set(range(ET, 2 * ET))
 
 
-@pytest.mark.parametrize("role", [Role.FOLLOWER, Role.CANDIDATE], ids=by_name)
+@pytest.mark.parametrize("role", [Role.FOLLOWER, Role.CANDIDATE], ids=enum_id)
 def test_election_timeouts_nonconflict(role: Role) -> None:
     """§5.2: randomized timeouts spread the servers out, so that in most cases only one times out
     first, wins, and sends heartbeats before the others time out.
@@ -355,8 +295,8 @@ def test_election_timeouts_nonconflict(role: Role) -> None:
 def leader_with_committed_noop(size: int = 3) -> Replica:
     """A leader of term 1 whose empty first entry (index 1) every follower has acknowledged."""
     r = Replica.of(1, range(1, size + 1))
-    commit_noop_entry(r, r.campaign_granted())
-    r.flush()
+    r.ack_until_quiet(r.campaign_granted())
+    assert r.node.commit == 1
     return r
 
 
@@ -440,7 +380,7 @@ def test_leader_commit_preceding_entries(previous: list[Entry]) -> None:
     out = r.campaign_granted()
     assert r.node.term == 3
     r.node.propose(b"some data")
-    ack_appends_until_quiet(r, out + r.flush())
+    r.ack_until_quiet(out + r.flush())
     li = len(previous)
     assert r.applied == previous + [Entry(3, li + 1), Entry(3, li + 2, b"some data")]
 
@@ -460,7 +400,7 @@ def test_follower_commit_entry(entries: list[Entry], commit: int) -> None:
     etcd: TestFollowerCommitEntry.
     """
     r = Replica.of(1, VOTERS3)
-    as_follower(r, 1, 2)
+    r.follow(1, 2)
     r.step(Message(MT.APP, 2, 1, term=1, entries=tuple(entries), commit=commit))
     assert r.node.commit == commit
     assert r.applied == entries[:commit]
@@ -487,7 +427,7 @@ def test_follower_check_msg_app(
     term, and that entry's term.
     """
     r = Replica.of(1, VOTERS3, entries=ents(1, 2), hard_state=HardState(commit=1))
-    as_follower(r, 2, 2)
+    r.follow(2, 2)
     out = r.step(Message(MT.APP, 2, 1, term=2, log_term=log_term, index=index))
     assert out == [
         Message(MT.APP_RESP, 1, 2, term=2, index=answer_index, reject=reject, reject_hint=hint, log_term=hint_term)
@@ -513,7 +453,7 @@ def test_follower_append_entries(
     etcd: TestFollowerAppendEntries.
     """
     r = Replica.of(1, VOTERS3, entries=ents(1, 2))
-    as_follower(r, 2, 2)
+    r.follow(2, 2)
     r.node.step(Message(MT.APP, 2, 1, term=2, log_term=log_term, index=index, entries=tuple(entries)))
     assert r.log() == log
     assert list(r.node.ready().entries) == unstable
@@ -593,7 +533,7 @@ VOTER_TABLE = [
 ]
 
 
-@pytest.mark.parametrize("kind", [MT.VOTE, MT.PRE_VOTE], ids=by_name)
+@pytest.mark.parametrize("kind", [MT.VOTE, MT.PRE_VOTE], ids=enum_id)
 @pytest.mark.parametrize(("log", "log_term", "index", "reject"), VOTER_TABLE)
 def test_voter(log: list[Entry], log_term: int, index: int, reject: bool, kind: MessageType) -> None:
     """§5.4.1: a voter denies its vote if its own log is more up-to-date than the candidate's: the
