@@ -303,6 +303,8 @@ class Net:
         self.reads: dict[int, list[ReadState]] = {}
         self.dropped: set[tuple[int, int]] = set()
         self.ignored: set[MessageType] = set()
+        self.holding: set[MessageType] = set()
+        self.held: list[Message] = []
         self.in_flight: list[Message] = []
         for i in ids + learners:
             given = (storages or {}).get(i)
@@ -344,11 +346,20 @@ class Net:
         """Drop every message of type ``t`` until :meth:`heal`."""
         self.ignored.add(t)
 
+    def hold(self, t: MessageType) -> None:
+        """Set every message of type ``t`` aside in :attr:`held` until :meth:`heal` (to deliver later)."""
+        self.holding.add(t)
+
     def heal(self) -> None:
+        """Deliver everything again (what was :attr:`held` stays held)."""
         self.dropped.clear()
         self.ignored.clear()
+        self.holding.clear()
 
     def _delivers(self, m: Message) -> bool:
+        if m.type in self.holding:
+            self.held.append(m)
+            return False
         return (m.src, m.dst) not in self.dropped and m.type not in self.ignored
 
     def handle_ready(self, i: int) -> bool:
