@@ -414,6 +414,17 @@ class Net:
                 self.nodes[i].tick()
             self.settle()
 
+    def compact(self, i: int, data: bytes = b"") -> int:
+        """Snapshot replica ``i``'s state machine at its applied index and compact its log there.
+
+        Returns that index. ``data`` stands for the state machine image.
+        """
+        node = self.nodes[i]
+        index = node.applied
+        self.storages[i].create_snapshot(index, node.conf_state, data)
+        self.storages[i].compact(index)
+        return index
+
     def tick_alone(self, i: int, n: int = 1) -> None:
         """Tick replica ``i`` alone ``n`` times, as if cut off: what it sends meanwhile is lost."""
         node = self.nodes[i]

@@ -145,6 +145,14 @@ def test_campaign_while_leader() -> None:
         assert (r.node.role, r.node.term, r.flush()) == (Role.LEADER, 1, [])
 
 
+def duel(net: Net) -> Net:
+    """Nodes 1 and 3, which cannot reach each other, campaign one after the other; node 2 hears both."""
+    net.cut(1, 3)
+    net.campaign(1)
+    net.campaign(3)
+    return net
+
+
 def test_dueling_candidates() -> None:
     """§5.2/§5.4.1: two candidates of the same term split the voters; the one with a majority leads.
     The loser, campaigning again in a higher term, deposes the leader, but cannot win with its
@@ -152,10 +160,7 @@ def test_dueling_candidates() -> None:
 
     etcd: TestDuelingCandidates (plain Raft, as there).
     """
-    net = Net.fresh(VOTERS3, **PAPER)
-    net.cut(1, 3)
-    net.campaign(1)
-    net.campaign(3)
+    net = duel(Net.fresh(VOTERS3, **PAPER))
     assert net.roles() == {1: Role.LEADER, 2: Role.FOLLOWER, 3: Role.CANDIDATE}
     net.heal()
     net.campaign(3)
@@ -175,10 +180,7 @@ def test_dueling_pre_candidates(check_quorum: bool) -> None:
     follower; with leases neither answers (both just heard from leader 1) and 3 stays a
     pre-candidate until the leader's next heartbeat.
     """
-    net = Net.fresh(VOTERS3, check_quorum=check_quorum)
-    net.cut(1, 3)
-    net.campaign(1)
-    net.campaign(3)
+    net = duel(Net.fresh(VOTERS3, check_quorum=check_quorum))
     assert net.roles() == {1: Role.LEADER, 2: Role.FOLLOWER, 3: Role.FOLLOWER}
     net.heal()
     net.campaign(3)

@@ -27,7 +27,7 @@ from node.raft import (
     Snapshot,
     SnapshotMeta,
 )
-from support.raft_net import Net, Replica, accept, persist
+from support.raft_net import Net, Replica, persist
 
 MT = MessageType
 ET = 10
@@ -364,9 +364,7 @@ def test_slow_node_restore() -> None:
         net.nodes[1].propose(b"")
     net.settle()
     lead = net.nodes[1]
-    snap_index = lead.applied
-    net.storages[1].create_snapshot(snap_index, lead.conf_state, b"")
-    net.storages[1].compact(snap_index)
+    snap_index = net.compact(1)
     net.heal()
     net.tick(2)
     assert net.storages[3].snapshot().meta.index == snap_index

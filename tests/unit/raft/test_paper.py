@@ -26,7 +26,7 @@ import random
 import pytest
 
 from node.raft import NONE, Entry, HardState, Message, MessageType, Role
-from support.raft_net import Net, Replica, accept, ents, enum_id, grant, storage_with
+from support.raft_net import Net, Replica, accept, ents, enum_id, storage_with
 
 MT = MessageType
 ET = 10  # the default election_tick

@@ -70,11 +70,8 @@ def test_leader_transfer_requested_at_a_follower() -> None:
     assert err.value.leader == 1
 
 
-def test_leader_transfer_to_slow_follower() -> None:
-    """Thesis §3.10: the leader first brings a lagging target up to date, then hands over.
-
-    etcd: TestLeaderTransferToSlowFollower.
-    """
+def node_3_behind() -> Net:
+    """Leader 1 of term 1 that appended an entry while node 3 was cut off (now reachable again)."""
     net = Net.fresh(VOTERS3)
     net.elect(1)
     net.isolate(3)
@@ -82,6 +79,15 @@ def test_leader_transfer_to_slow_follower() -> None:
     net.settle()
     net.heal()
     assert net.nodes[1].status().progress[3].match == 1
+    return net
+
+
+def test_leader_transfer_to_slow_follower() -> None:
+    """Thesis §3.10: the leader first brings a lagging target up to date, then hands over.
+
+    etcd: TestLeaderTransferToSlowFollower.
+    """
+    net = node_3_behind()
     net.nodes[1].transfer_leader(3)
     net.settle()
     assert_transfer_state(net, 1, Role.FOLLOWER, 3)
@@ -93,15 +99,8 @@ def test_leader_transfer_after_snapshot() -> None:
 
     etcd: TestLeaderTransferAfterSnapshot.
     """
-    net = Net.fresh(VOTERS3)
-    net.elect(1)
-    net.isolate(3)
-    net.nodes[1].propose(b"")
-    net.settle()
-    lead = net.nodes[1]
-    net.storages[1].create_snapshot(lead.applied, lead.conf_state, b"")
-    net.storages[1].compact(lead.applied)
-    net.heal()
+    net = node_3_behind()
+    net.compact(1)
     net.nodes[1].transfer_leader(3)
     net.settle()
     assert net.storages[3].snapshot().meta.index == 2
@@ -199,26 +198,17 @@ def test_leader_transfer_to_removed_or_demoted_node(change: tuple[ConfChangeSing
     assert_transfer_state(net, 1, Role.LEADER, 1)
 
 
-def test_leader_transfer_back() -> None:
-    """A pending transfer is cancelled by a transfer to the leader itself.
+@pytest.mark.parametrize(("target", "role", "lead"), [(1, Role.LEADER, 1), (2, Role.FOLLOWER, 2)], ids=["back", "another"])
+def test_leader_transfer_second_request(target: int, role: Role, lead: int) -> None:
+    """A second transfer request replaces a pending one: to the leader itself it cancels it, to
+    another voter it goes there instead.
 
-    etcd: TestLeaderTransferBack.
+    etcd: TestLeaderTransferBack / TestLeaderTransferSecondTransferToAnotherNode.
     """
     net = pending_transfer_to_isolated_3()
-    net.nodes[1].transfer_leader(1)
+    net.nodes[1].transfer_leader(target)
     net.settle()
-    assert_transfer_state(net, 1, Role.LEADER, 1)
-
-
-def test_leader_transfer_second_transfer_to_another_node() -> None:
-    """A second transfer to another target replaces a pending one.
-
-    etcd: TestLeaderTransferSecondTransferToAnotherNode.
-    """
-    net = pending_transfer_to_isolated_3()
-    net.nodes[1].transfer_leader(2)
-    net.settle()
-    assert_transfer_state(net, 1, Role.FOLLOWER, 2)
+    assert_transfer_state(net, 1, role, lead)
 
 
 def test_leader_transfer_second_transfer_to_same_node() -> None:
