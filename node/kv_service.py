@@ -16,28 +16,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
 import grpc
 
 from node.raft import NotLeaderError, ProposalDroppedError
 from node.raftstore import RaftStore
 from node.replica import ProposalLost, Replica, ReplicaStopped
+from node.settings import Limits
 from node.state.commands import Command, Op, OpKind
 from node.state.store import OpResult
 from node.wire import errors as werr
 from tesserapb import errors_pb2, kv_pb2, kv_pb2_grpc, meta_pb2
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_key_bytes: int = 4096
-    max_value_bytes: int = 1 << 20
-    max_batch_ops: int = 1024
-    default_scan_limit: int = 1000
-    max_scan_limit: int = 10_000
-    default_stale_ms: int = 5_000
-    request_timeout_s: float = 5.0
 
 
 MAX_REQUEST_ID_BYTES = 64

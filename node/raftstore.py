@@ -52,6 +52,7 @@ from node.raft.confchange import ConfChangeError, apply_conf_change
 from node.raft.raft import Raft
 from node.raft_codec import message_from_pb, message_to_pb
 from node.replica import Replica, ReplicaStorage
+from node.settings import RaftSettings
 from node.state.commands import Command
 from node.state.snapshot_file import read_snapshot_file, snapshot_stream
 from node.state.store import ApplyEntry, PartitionMeta, StateStore
@@ -65,17 +66,6 @@ log = logging.getLogger("tessera.raftstore")
 BOOTSTRAP_INDEX = 5
 BOOTSTRAP_TERM = 5
 _EARLY = frozenset({MessageType.APP, MessageType.HEARTBEAT, MessageType.TIMEOUT_NOW, MessageType.READ_INDEX_RESP})
-
-
-@dataclass(frozen=True, slots=True)
-class RaftSettings:
-    tick_s: float = 0.05
-    election_tick: int = 10
-    heartbeat_tick: int = 2
-    max_inflight_msgs: int = 256
-    max_size_per_msg: int = 1 << 20
-    compact_threshold: int = 10_000
-    compact_keep: int = 1_000
 
 
 @dataclass(slots=True)

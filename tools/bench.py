@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from common import aio
 from router.client import AsyncClient, TesseraError
+from router.placement.config import PlacementConfig
 from tools.cluster import Cluster
 
 WARMUP_S = 1.0
@@ -173,7 +174,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.local:
             root = tempfile.mkdtemp(prefix="tessera-bench-")
-            cluster = Cluster(root=root, nodes=3, partitions=args.partitions or 8)
+            cluster = Cluster(root=root, nodes=3, partitions=args.partitions or PlacementConfig().partitions)
             cluster.start()
             cluster.wait_ready(120)
             assert cluster.router is not None

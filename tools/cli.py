@@ -13,6 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from node.raft.mutations import RAFT_MUTATIONS
+# The processes' defaults live in dataclasses next to the code that uses them, each in a module
+# that imports nothing heavy, so the flags below read them at parse time and `tessera --help`
+# loads no gRPC, LMDB or asyncio. A flag's default is never written here a second time.
+from node.settings import Limits, RaftSettings
+from router.placement.config import PlacementConfig
 
 DEFAULT_ROUTER = "127.0.0.1:7100"
 ROUTER_ENV = "TESSERA_ROUTER"
@@ -29,6 +34,9 @@ FAULTS = ("kill", "pause", "partition", "transfer", "fsync", "slowdisk", "latenc
 EXIT_NOT_AVAILABLE = 2
 EXIT_USAGE = 2
 DEFAULT_KV_TIMEOUT = 5.0
+_RAFT = RaftSettings()
+_LIMITS = Limits()
+_PLACEMENT = PlacementConfig()
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -99,6 +107,16 @@ _non_negative_int = _number(int, "an integer", lambda v: v >= 0, ">= 0")
 _positive_float = _number(float, "a number", lambda v: v > 0, "> 0")
 
 
+def _add_new_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """--partitions and --max-down: what `tessera router` and `tessera cluster up` (which
+    passes them to its router) tell the placement service about a new cluster."""
+    parser.add_argument("--partitions", type=_positive_int, metavar="N", default=_PLACEMENT.partitions,
+                        help="partitions to pre-split a brand-new cluster into (default: %(default)s)")
+    parser.add_argument("--max-down", type=_positive_float, metavar="SECONDS", default=_PLACEMENT.max_down_s,
+                        help="a node down this long has its replicas re-created elsewhere; accepted and "
+                             "stored, but this version does not act on it yet (default: %(default)g)")
+
+
 def _fault_list(text: str) -> list[str]:
     faults = [f.strip() for f in text.split(",") if f.strip()]
     unknown = [f for f in faults if f not in FAULTS]
@@ -164,16 +182,17 @@ def _build_node(commands) -> None:
                    help="WAL and LMDB directory; survives restarts (default: %(default)s)")
     p.add_argument("--routers", metavar="ADDR[,ADDR...]", default=DEFAULT_ROUTER,
                    help="placement service addresses to heartbeat (default: %(default)s)")
-    p.add_argument("--tick-ms", type=_positive_int, metavar="MS", default=50,
-                   help="Raft tick; elections time out after 10-20 ticks (default: %(default)s)")
-    p.add_argument("--compact-threshold", type=_positive_int, metavar="N", default=10_000,
+    p.add_argument("--tick-ms", type=_positive_int, metavar="MS", default=round(_RAFT.tick_s * 1000),
+                   help=f"Raft tick; elections time out after {_RAFT.election_tick}-"
+                        f"{2 * _RAFT.election_tick} ticks (default: %(default)s)")
+    p.add_argument("--compact-threshold", type=_positive_int, metavar="N", default=_RAFT.compact_threshold,
                    help="compact a partition's log once it holds this many applied entries "
                         "(default: %(default)s)")
-    p.add_argument("--compact-keep", type=_positive_int, metavar="N", default=1_000,
+    p.add_argument("--compact-keep", type=_positive_int, metavar="N", default=_RAFT.compact_keep,
                    help="applied entries kept after compaction for slow followers (default: %(default)s)")
-    p.add_argument("--max-key-bytes", type=_positive_int, metavar="BYTES", default=4096,
+    p.add_argument("--max-key-bytes", type=_positive_int, metavar="BYTES", default=_LIMITS.max_key_bytes,
                    help="largest key accepted (default: %(default)s)")
-    p.add_argument("--max-value-bytes", type=_positive_int, metavar="BYTES", default=1 << 20,
+    p.add_argument("--max-value-bytes", type=_positive_int, metavar="BYTES", default=_LIMITS.max_value_bytes,
                    help="largest value accepted (default: %(default)s)")
     p.add_argument("--peer-addresses", metavar="FILE",
                    help="JSON {store id: host:port} overriding where peers are dialled "
@@ -207,16 +226,12 @@ def _build_router(commands) -> None:
                    help="the other routers of the placement group (default: none, a group of 1)")
     p.add_argument("--data-dir", metavar="DIR", default="./data/router",
                    help="placement state directory; survives restarts (default: %(default)s)")
-    p.add_argument("--partitions", type=_positive_int, metavar="N", default=8,
-                   help="partitions to pre-split a brand-new cluster into (default: %(default)s)")
-    p.add_argument("--max-down", type=_positive_float, metavar="SECONDS", default=30.0,
-                   help="a node down this long has its replicas re-created elsewhere; accepted "
-                        "and stored, not acted on until the placement scheduler exists "
-                        "(default: %(default)g)")
-    p.add_argument("--replicas", type=_positive_int, metavar="N", default=3,
+    _add_new_cluster_options(p)
+    p.add_argument("--replicas", type=_positive_int, metavar="N", default=_PLACEMENT.replicas,
                    help="replicas of each pre-split partition; the cluster is created once this "
                         "many nodes have registered (default: %(default)s)")
-    p.add_argument("--store-down-after", type=_positive_float, metavar="SECONDS", default=5.0,
+    p.add_argument("--store-down-after", type=_positive_float, metavar="SECONDS",
+                   default=_PLACEMENT.store_down_after_s,
                    help="a node silent this long is reported down (default: %(default)g)")
     p.set_defaults(handler=_router, command_name="router")
 
@@ -246,16 +261,12 @@ def _build_cluster(commands) -> None:
                     help="node processes (default: %(default)s)")
     up.add_argument("--routers", type=_positive_int, default=1, metavar="N",
                     help="router processes (default: %(default)s)")
-    up.add_argument("--partitions", type=_positive_int, default=8, metavar="N",
-                    help="partitions a new cluster starts with (default: %(default)s)")
+    _add_new_cluster_options(up)
     up.add_argument("--data-dir", default="./data", metavar="DIR",
                     help="root of every process's data directory (default: %(default)s)")
     up.add_argument("--base-port", type=_non_negative_int, default=7100, metavar="PORT",
                     help="first port used; 0 lets every process pick a free port "
                          "(default: %(default)s)")
-    up.add_argument("--max-down", type=_positive_float, default=30.0, metavar="SECONDS",
-                    help="a node down this long has its replicas re-created elsewhere; accepted, "
-                         "not acted on until the placement scheduler exists (default: %(default)g)")
     up.set_defaults(handler=_cluster_up, command_name="cluster up")
 
 
@@ -389,8 +400,9 @@ def _build_bench(commands) -> None:
     p.add_argument("--value-size", type=_non_negative_int, default=100, metavar="BYTES",
                    help="bytes per value (default: %(default)s)")
     p.add_argument("--partitions", type=_positive_int, metavar="N",
-                   help="split the key space into at least N partitions first "
-                        "(default: leave the cluster as it is)")
+                   help=f"with --local: the throw-away cluster's partitions (default: "
+                        f"{_PLACEMENT.partitions}); without --local only recorded in the results "
+                        "(splitting a running cluster is not available in this version)")
     p.add_argument("--consistency", choices=("linearizable", "lease", "stale"), default="lease",
                    metavar="C", help="read consistency: linearizable, lease or stale "
                                      "(default: %(default)s)")

@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from router.placement.config import PlacementConfig
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 from tools.lifecycle import PARENT_ENV
 
 _LISTENING = re.compile(rb"listening on (\S+:\d+)")
+_PLACEMENT = PlacementConfig()  # the router's defaults are the cluster's
 
 
 @dataclass
@@ -50,9 +52,9 @@ class Proc:
 class Cluster:
     root: str
     nodes: int = 3
-    partitions: int = 8
+    partitions: int = _PLACEMENT.partitions
     base_port: int = 0
-    max_down: float = 30.0
+    max_down: float = _PLACEMENT.max_down_s
     extra_node_args: list[str] = field(default_factory=list)
     # Per-node extra arguments (e.g. each node's --peer-addresses file).
     node_args: Callable[[int], list[str]] | None = None

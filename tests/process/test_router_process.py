@@ -1,4 +1,4 @@
-"""A real router process (``python -m router.main``) on a free port in a temp data dir, driven
+"""A real router process (``tessera router``) on a free port in a temp data dir, driven
 over gRPC the way nodes, clients and admins will: registration and bootstrap through
 StoreHeartbeat, the lookups, input validation, operations, liveness, crash and restart."""
 
