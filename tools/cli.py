@@ -13,11 +13,14 @@ import sys
 from collections.abc import Sequence
 
 from node.raft.mutations import RAFT_MUTATIONS
-# The processes' defaults live in dataclasses next to the code that uses them, each in a module
-# that imports nothing heavy, so the flags below read them at parse time and `tessera --help`
-# loads no gRPC, LMDB or asyncio. A flag's default is never written here a second time.
+
+# Flag defaults and choices come from the code that uses them (node.settings,
+# router.placement.config, the nemesis schedule) and are never written here a second time.
+# Those modules import nothing heavy, so reading them at parse time keeps `tessera --help`
+# free of gRPC, LMDB and asyncio.
 from node.settings import Limits, RaftSettings
 from router.placement.config import PlacementConfig
+from tools.nemesis.schedule import KINDS as FAULTS
 
 DEFAULT_ROUTER = "127.0.0.1:7100"
 ROUTER_ENV = "TESSERA_ROUTER"
@@ -29,7 +32,6 @@ MUTATIONS = (
     "apply-uncommitted",
     "learner-votes",
 )
-FAULTS = ("kill", "pause", "partition", "transfer", "fsync", "slowdisk", "latency", "router", "member")  # tools/nemesis/schedule.py KINDS
 
 EXIT_NOT_AVAILABLE = 2
 EXIT_USAGE = 2
@@ -463,9 +465,9 @@ def _build_nemesis(commands) -> None:
     )
     p.add_argument("--duration", type=_positive_float, default=60.0, metavar="S",
                    help="seconds of workload under faults (default: %(default)g)")
-    p.add_argument("--faults", type=_fault_list, default=["kill", "pause", "partition"],
-                   metavar="F[,F...]",
-                   help=f"faults to inject, from {','.join(FAULTS)} (default: kill,pause,partition)")
+    default_faults = ["kill", "pause", "partition"]
+    p.add_argument("--faults", type=_fault_list, default=default_faults, metavar="F[,F...]",
+                   help=f"faults to inject, from {','.join(FAULTS)} (default: {','.join(default_faults)})")
     p.add_argument("--workload", choices=("register", "set", "bank"), default="register",
                    help="what the clients do (default: %(default)s)")
     p.add_argument("--seed", type=_non_negative_int, metavar="N",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 NOT_AVAILABLE = "not available yet (the working-cluster issue builds it)"
 
 
@@ -33,3 +35,24 @@ def test_router_default_comes_from_environment(monkeypatch):
     monkeypatch.setattr(cli, "_bench", record)
     cli.main(["bench", "--workload", "c", "--router", "h:1"])
     assert seen == ["router.example:7000", cli.DEFAULT_ROUTER, "h:1"]
+
+
+def test_nemesis_faults_are_the_schedule_kinds():
+    from tools.cli import build_parser
+    from tools.nemesis import schedule
+
+    parser = build_parser()
+    every = ",".join(schedule.KINDS)
+    assert parser.parse_args(["nemesis", "--faults", every]).faults == list(schedule.KINDS)
+    assert parser.parse_args(["nemesis"]).faults == ["kill", "pause", "partition"]
+    for bad in ("meteor", "kill,meteor", ","):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["nemesis", "--faults", bad])
+
+
+def test_router_flag_defaults_are_the_placement_defaults():
+    from router.main import config_from_args
+    from router.placement.config import PlacementConfig
+    from tools.cli import build_parser
+
+    assert config_from_args(build_parser().parse_args(["router"])) == PlacementConfig()

@@ -67,11 +67,10 @@ def test_schedule_rejects_unknown_kinds() -> None:
         schedule.build(1, 30, ["kill", "meteor"])
 
 
-def test_cli_fault_names_match_the_schedule() -> None:
-    from tools.cli import FAULTS
-
-    assert tuple(FAULTS) == schedule.KINDS
-    assert "member" in schedule.KINDS and "member" in schedule.PRIMARY
+def test_transfer_has_its_own_lane_and_member_is_primary() -> None:
+    assert "transfer" not in schedule.PRIMARY
+    assert set(schedule.PRIMARY) | {"transfer"} == set(schedule.KINDS)
+    assert "member" in schedule.PRIMARY
 
 
 def _member_steps(s: schedule.Schedule) -> list[schedule.Step]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from router.placement.config import PlacementConfig
 
-# Fault kinds of the command line (tools/cli.py FAULTS mirrors this).
+# The fault kinds, by the names `tessera nemesis --faults` takes (tools/cli.py reads them here).
 KINDS = ("kill", "pause", "partition", "transfer", "fsync", "slowdisk", "latency", "router", "member")
 PRIMARY = tuple(k for k in KINDS if k != "transfer")
 PARTITION_SHAPES = ("majority", "leader", "asymmetric", "bridge", "halves")
