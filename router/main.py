@@ -125,6 +125,5 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """The ``tessera router`` process (tools/cli.py has set up logging from --log-level)."""
     return aio.run(serve(args))

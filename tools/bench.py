@@ -174,7 +174,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.local:
             root = tempfile.mkdtemp(prefix="tessera-bench-")
-            cluster = Cluster(root=root, nodes=3, partitions=args.partitions or PlacementConfig().partitions)
+            cluster = Cluster(root=root, nodes=3, partitions=args.partitions or PlacementConfig().partitions,
+                              log_level=args.log_level)
             cluster.start()
             cluster.wait_ready(120)
             assert cluster.router is not None

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from node.raft.mutations import RAFT_MUTATIONS
 
 # Flag defaults and choices come from the code that uses them (node.settings,
-# router.placement.config, the nemesis schedule) and are never written here a second time.
-# Those modules import nothing heavy, so reading them at parse time keeps `tessera --help`
-# free of gRPC, LMDB and asyncio.
+# router.placement.config, the nemesis schedule, common.logs) and are never written here a
+# second time. Those modules import nothing heavy, so reading them at parse time keeps
+# `tessera --help` free of gRPC, LMDB and asyncio.
+from common import logs
 from node.settings import Limits, RaftSettings
 from router.placement.config import PlacementConfig
 from tools.nemesis.schedule import KINDS as FAULTS
@@ -86,6 +87,16 @@ def _add_json_option(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=argparse.SUPPRESS,
         help="print machine-readable JSON instead of a table",
+    )
+
+
+def _add_log_level_option(parser: argparse.ArgumentParser, passed_on: str = "") -> None:
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=logs.LEVELS,
+        default=logs.DEFAULT_LEVEL,
+        help=f"least severe log records written to stderr{passed_on} (default: %(default)s)",
     )
 
 
@@ -205,6 +216,7 @@ def _build_node(commands) -> None:
     p.add_argument("--raft-mutation", metavar="NAME", choices=sorted(RAFT_MUTATIONS),
                    help="TESTING ONLY: run a known-buggy Raft core (tessera nemesis --raft-mutation "
                         "proves the nemesis catches it); never in production")
+    _add_log_level_option(p)
     p.set_defaults(handler=_node, command_name="node")
 
 
@@ -235,6 +247,7 @@ def _build_router(commands) -> None:
     p.add_argument("--store-down-after", type=_positive_float, metavar="SECONDS",
                    default=_PLACEMENT.store_down_after_s,
                    help="a node silent this long is reported down (default: %(default)g)")
+    _add_log_level_option(p)
     p.set_defaults(handler=_router, command_name="router")
 
 
@@ -269,6 +282,7 @@ def _build_cluster(commands) -> None:
     up.add_argument("--base-port", type=_non_negative_int, default=7100, metavar="PORT",
                     help="first port used; 0 lets every process pick a free port "
                          "(default: %(default)s)")
+    _add_log_level_option(up, ", here and by every process it starts")
     up.set_defaults(handler=_cluster_up, command_name="cluster up")
 
 
@@ -417,6 +431,7 @@ def _build_bench(commands) -> None:
                    help="with --local: afterwards kill a partition leader and report the time "
                         "to the first successful write")
     _add_router_option(p)
+    _add_log_level_option(p, ", here and (with --local) by every process it starts")
     p.set_defaults(handler=_bench, command_name="bench")
 
 
@@ -479,6 +494,7 @@ def _build_nemesis(commands) -> None:
     p.add_argument("--raft-mutation", metavar="NAME",
                    help="testing: start every node with a known Raft bug (tessera node --raft-mutation "
                         "NAME, e.g. learner-votes); the run should then fail")
+    _add_log_level_option(p, ", here and by every process it starts")
     p.set_defaults(handler=_nemesis, command_name="nemesis")
 
 
@@ -605,7 +621,7 @@ def _nemesis(args: argparse.Namespace) -> int:
         print(f"tessera nemesis: {why}", file=sys.stderr)
         return EXIT_USAGE
     return run(args.duration, args.faults, args.workload, args.seed, args.history,
-               nodes=nodes, raft_mutation=args.raft_mutation)
+               nodes=nodes, raft_mutation=args.raft_mutation, log_level=args.log_level)
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -645,6 +661,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.router = getattr(args, "router", None) or os.environ.get(ROUTER_ENV) or DEFAULT_ROUTER
     if args.command == "admin":
         args.json = getattr(args, "json", False)
+    if hasattr(args, "log_level"):  # the commands that run a process which logs: set it up once
+        logs.setup(args.log_level)
     try:
         return args.handler(args)
     except KeyboardInterrupt:

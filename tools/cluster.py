@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from common.logs import DEFAULT_LEVEL
 from router.placement.config import PlacementConfig
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 from tools.lifecycle import PARENT_ENV
@@ -55,6 +56,7 @@ class Cluster:
     partitions: int = _PLACEMENT.partitions
     base_port: int = 0
     max_down: float = _PLACEMENT.max_down_s
+    log_level: str = DEFAULT_LEVEL  # every child's --log-level
     extra_node_args: list[str] = field(default_factory=list)
     # Per-node extra arguments (e.g. each node's --peer-addresses file).
     node_args: Callable[[int], list[str]] | None = None
@@ -72,23 +74,22 @@ class Cluster:
 
     def _start(self, timeout: float) -> None:
         os.makedirs(os.path.join(self.root, "logs"), exist_ok=True)
-        rport = self.base_port
-        self.router = Proc(
-            "router",
-            [
-                sys.executable, "-m", "tools.cli", "router",
-                "--listen", f"127.0.0.1:{rport}",
-                "--data-dir", os.path.join(self.root, "router"),
-                "--partitions", str(self.partitions),
-                "--max-down", str(self.max_down),
-            ],
-            os.path.join(self.root, "logs", "router.log"),
-        )
+        self.router = Proc("router", self._router_argv(), os.path.join(self.root, "logs", "router.log"))
         self._spawn(self.router, timeout)
         for i in range(1, self.nodes + 1):
             port = self.base_port + i if self.base_port else 0
             self.node_procs[i] = Proc(f"node{i}", self._node_argv(i, port), os.path.join(self.root, "logs", f"node{i}.log"))
             self._spawn(self.node_procs[i], timeout)
+
+    def _router_argv(self) -> list[str]:
+        return [
+            sys.executable, "-m", "tools.cli", "router",
+            "--listen", f"127.0.0.1:{self.base_port}",
+            "--data-dir", os.path.join(self.root, "router"),
+            "--partitions", str(self.partitions),
+            "--max-down", str(self.max_down),
+            "--log-level", self.log_level,
+        ]
 
     def _node_argv(self, i: int, port: int) -> list[str]:
         assert self.router is not None
@@ -98,6 +99,7 @@ class Cluster:
             "--listen", f"127.0.0.1:{port}",
             "--data-dir", os.path.join(self.root, f"node{i}"),
             "--routers", self.router.address,
+            "--log-level", self.log_level,
             *self.extra_node_args,
             *(self.node_args(i) if self.node_args is not None else []),
         ]

@@ -18,7 +18,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     root = os.path.abspath(args.data_dir)
     cluster = Cluster(
-        root=root, nodes=args.nodes, partitions=args.partitions, base_port=args.base_port, max_down=args.max_down
+        root=root, nodes=args.nodes, partitions=args.partitions, base_port=args.base_port, max_down=args.max_down,
+        log_level=args.log_level,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -56,3 +56,19 @@ def test_router_flag_defaults_are_the_placement_defaults():
     from tools.cli import build_parser
 
     assert config_from_args(build_parser().parse_args(["router"])) == PlacementConfig()
+
+
+def test_log_level_flag_is_passed_on_to_every_child():
+    from tools.cli import build_parser
+    from tools.cluster import Cluster, Proc
+
+    parser = build_parser()
+    for argv in (["node"], ["router"], ["cluster", "up"], ["nemesis"], ["bench", "--workload", "c"]):
+        assert parser.parse_args(argv).log_level == "info"
+        assert parser.parse_args([*argv, "--log-level", "WARNING"]).log_level == "warning"
+        with pytest.raises(SystemExit):
+            parser.parse_args([*argv, "--log-level", "verbose"])
+    cluster = Cluster(root="/nonexistent", log_level="debug")
+    cluster.router = Proc("router", [], "/dev/null", address="127.0.0.1:1")
+    assert "--log-level debug" in " ".join(cluster._router_argv())
+    assert "--log-level debug" in " ".join(cluster._node_argv(1, 0))
