@@ -1,10 +1,12 @@
 """A local cluster of real processes: what ``tessera cluster up``, the tests and nemesis run.
 
 Each router and node is a child process (``python -m tools.cli router|node``)
-with its own data directory under the cluster's root, and its output in
-``ROOT/logs/NAME.log``.  Children set PR_SET_PDEATHSIG (see
-:func:`tools.lifecycle.die_with_parent`), so even a launcher killed with SIGKILL leaves no
-orphans; :meth:`Cluster.stop` terminates them
+with its own data directory under the cluster's root. Its stdout and stderr are one pipe,
+which a thread of the launcher copies into ``ROOT/logs/NAME.log`` while keeping the last
+lines, so a child that fails to start is reported with its own last words rather than a
+pointer to a log (which another launcher on the same directory may be writing too).
+Children set PR_SET_PDEATHSIG (see :func:`tools.lifecycle.die_with_parent`), so even a
+launcher killed with SIGKILL leaves no orphans; :meth:`Cluster.stop` terminates them
 gracefully and waits.
 
 Ports: ``cluster up`` uses consecutive ports from ``--base-port`` (the
@@ -15,12 +17,15 @@ assumed free.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,6 +38,8 @@ from tools.lifecycle import PARENT_ENV
 
 _LISTENING = re.compile(rb"listening on (\S+:\d+)")
 _PLACEMENT = PlacementConfig()  # the router's defaults are the cluster's
+_TAIL_LINES = 40  # of a child's output kept in memory for error messages
+_LAST_WORDS = 3  # of those, how many an error message quotes
 
 
 @dataclass
@@ -43,10 +50,26 @@ class Proc:
     address: str = ""
     popen: subprocess.Popen | None = None
     port: int = 0
+    # The last lines of the current run's output (stdout and stderr interleaved as written).
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=_TAIL_LINES))
+    pump: threading.Thread | None = None
 
     @property
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
+
+    def last_words(self) -> str:
+        """What the process said last: its last few lines that are neither blank nor indented
+        (an indented line is a traceback frame; the exception line after it is kept)."""
+        said = [line for line in self.tail if line.strip() and not line[0].isspace()]
+        return " | ".join(said[-_LAST_WORDS:]) or "(it printed nothing)"
+
+    def exit_status(self) -> str:
+        assert self.popen is not None
+        rc = self.popen.poll()
+        if rc is None:
+            return "still running"
+        return f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
 
 
 @dataclass
@@ -105,35 +128,37 @@ class Cluster:
         ]
 
     def _spawn(self, proc: Proc, timeout: float) -> None:
-        log = open(proc.log_path, "ab")
+        """Start ``proc`` and wait until it prints its "listening on ADDR" line. A child that
+        exits first, or says nothing of the kind within ``timeout``, is killed and reported in
+        a RuntimeError that quotes its last words."""
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{PARENT_ENV: str(os.getpid())})
+        proc.address = ""
+        proc.tail.clear()
         proc.popen = subprocess.Popen(
             proc.argv,
             stdout=subprocess.PIPE,
-            stderr=log,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
         )
-        log.close()
-        deadline = time.monotonic() + timeout
-        assert proc.popen.stdout is not None
-        line = b""
-        while time.monotonic() < deadline:
-            line = proc.popen.stdout.readline()
-            if not line:
-                break
-            m = _LISTENING.search(line)
-            if m:
-                proc.address = m.group(1).decode()
-                proc.port = int(proc.address.rsplit(":", 1)[1])
-                break
-        if not proc.address:
-            if proc.popen.poll() is None:
-                proc.popen.kill()
-                proc.popen.wait()
-            raise RuntimeError(f"{proc.name} did not start (see {proc.log_path}): {line!r}")
-        # Keep draining stdout into the log so the child never blocks on a full pipe.
-        _drain(proc)
+        started_or_gone = threading.Event()
+        proc.pump = threading.Thread(target=_pump, args=(proc, proc.popen, started_or_gone), name=f"pump-{proc.name}",
+                                     daemon=True)
+        proc.pump.start()
+        settled = started_or_gone.wait(timeout)
+        if settled and proc.address:
+            return
+        if settled:  # its output ended without the line: it is exiting, or has
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(5)  # the output ends a moment before the process can be reaped
+        if proc.popen.poll() is None:
+            why = "closed its output" if settled else f"printed no 'listening on' line within {timeout:g} s"
+            proc.popen.kill()
+            proc.popen.wait()
+        else:
+            why = proc.exit_status()
+        proc.pump.join(5)  # the output up to its exit, for its last words
+        raise RuntimeError(f"{proc.name} did not start ({why}; log {proc.log_path}): {proc.last_words()}")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Until every partition has a leader that serves a linearizable read."""
@@ -189,6 +214,9 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 p.popen.kill()  # type: ignore[union-attr]
                 p.popen.wait()  # type: ignore[union-attr]
+        for p in procs:
+            if p.pump is not None:
+                p.pump.join(2)  # the log is complete when stop returns
 
     # -- faults ---------------------------------------------------------------------
 
@@ -217,14 +245,20 @@ class Cluster:
         return self.node_procs[i].address
 
 
-def _drain(proc: Proc) -> None:
-    import threading
-
-    def pump() -> None:
-        assert proc.popen is not None and proc.popen.stdout is not None
-        with open(proc.log_path, "ab") as log:
-            for line in proc.popen.stdout:
-                log.write(line)
-                log.flush()
-
-    threading.Thread(target=pump, name=f"drain-{proc.name}", daemon=True).start()
+def _pump(proc: Proc, popen: subprocess.Popen, started_or_gone: threading.Event) -> None:
+    """Copy the output of ``popen`` (``proc``'s current run) into its log, line by line, for as
+    long as it writes (so it never blocks on a full pipe), keeping the last lines. Set
+    ``started_or_gone`` once its "listening on ADDR" line gave ``proc`` its address, or when
+    its output ends."""
+    assert popen.stdout is not None
+    with open(proc.log_path, "ab") as log:
+        for line in popen.stdout:
+            log.write(line)
+            log.flush()
+            proc.tail.append(line.decode(errors="replace").rstrip())
+            if not started_or_gone.is_set() and (m := _LISTENING.search(line)):
+                proc.address = m.group(1).decode()
+                proc.port = int(proc.address.rsplit(":", 1)[1])
+                started_or_gone.set()
+    popen.stdout.close()
+    started_or_gone.set()
