@@ -29,6 +29,7 @@ from common import aio
 from router.client import AsyncClient, TesseraError
 from router.placement.config import PlacementConfig
 from tools.cluster import Cluster
+from tools.stats import percentile
 
 WARMUP_S = 1.0
 _MIX = {"write": 0.0, "a": 0.5, "b": 0.95, "c": 1.0}  # share of reads
@@ -43,13 +44,6 @@ class Stats:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     ops: int = 0
-
-
-def percentile(sorted_ms: list[float], q: float) -> float:
-    if not sorted_ms:
-        return 0.0
-    i = min(len(sorted_ms) - 1, max(0, int(round(q * (len(sorted_ms) - 1)))))
-    return sorted_ms[i]
 
 
 def summarize(stats: Stats, seconds: float) -> dict:
