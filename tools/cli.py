@@ -37,6 +37,7 @@ MUTATIONS = (
 EXIT_NOT_AVAILABLE = 2
 EXIT_USAGE = 2
 DEFAULT_KV_TIMEOUT = 5.0
+STDIN_VALUE = "-"  # `kv put KEY -` (or VALUE omitted) reads the value from stdin
 _RAFT = RaftSettings()
 _LIMITS = Limits()
 _PLACEMENT = PlacementConfig()
@@ -293,7 +294,8 @@ def _build_kv(commands) -> None:
         formatter_class=_Formatter,
         description=(
             "Read and write keys through a router. Keys and values are taken as UTF-8 text\n"
-            "from the command line; get and scan print the raw stored bytes."
+            "from the command line (put reads its value from stdin instead, byte for byte,\n"
+            "when VALUE is omitted or '-'); get and scan print the raw stored bytes."
         ),
     )
     _add_router_option(p)
@@ -301,9 +303,23 @@ def _build_kv(commands) -> None:
     sub = p.add_subparsers(dest="kv_command", metavar="SUBCOMMAND", title="subcommands")
     sub.required = True
 
-    put = sub.add_parser("put", help="write KEY = VALUE", description="Write KEY = VALUE.")
+    put = sub.add_parser(
+        "put",
+        help="write KEY = VALUE (VALUE omitted or '-': read from stdin)",
+        formatter_class=_Formatter,
+        description=(
+            "Write KEY = VALUE. With VALUE omitted or '-', the value is read from stdin to its\n"
+            "end, bytes exactly as given: nothing is stripped, so a trailing newline is part of\n"
+            "the value (echo adds one; printf does not). Large and binary values need no shell\n"
+            "quoting this way:\n"
+            "  tessera kv put photo < photo.jpg\n"
+            "  printf 'a\\0b' | tessera kv put k -\n"
+            "To store the one-byte value '-', pipe it in: printf '%s' - | tessera kv put KEY"
+        ),
+    )
     put.add_argument("key", metavar="KEY")
-    put.add_argument("value", metavar="VALUE")
+    put.add_argument("value", metavar="VALUE", nargs="?", default=STDIN_VALUE,
+                     help="the value as UTF-8 text; omitted or '-': read it from stdin")
     _add_router_option(put)
     _add_timeout_option(put)
     put.set_defaults(handler=_kv, command_name="kv put")
@@ -574,9 +590,18 @@ def _arg_bytes(text: str) -> bytes:
 
 
 def _kv_put(client, args: argparse.Namespace, name: str) -> int:
-    client.put(_arg_bytes(args.key), _arg_bytes(args.value))
+    client.put(_arg_bytes(args.key), _put_value(args.value, name))
     print("OK")
     return 0
+
+
+def _put_value(value: str, name: str) -> bytes:
+    """VALUE from the command line, or all of stdin, untouched, for STDIN_VALUE (like etcdctl)."""
+    if value != STDIN_VALUE:
+        return _arg_bytes(value)
+    if sys.stdin.isatty():
+        print(f"{name}: reading the value from stdin (end it with Ctrl-D)", file=sys.stderr)
+    return sys.stdin.buffer.read()
 
 
 def _kv_get(client, args: argparse.Namespace, name: str) -> int:
