@@ -53,7 +53,7 @@ def config_from_args(args: argparse.Namespace) -> PlacementConfig:
 
 def _check_args(args: argparse.Namespace) -> str | None:
     if args.peers:
-        return "--peers: a replicated placement group is not supported yet (run one router)"
+        return "--peers: a replicated placement group is not available in this version (run one router)"
     if not 1 <= args.partitions <= MAX_PRESPLIT:
         return f"--partitions must be in [1, {MAX_PRESPLIT}], got {args.partitions}"
     return None

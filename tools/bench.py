@@ -157,7 +157,8 @@ async def measure_failover(cluster: Cluster, concurrency: int = 8) -> float:
 
 def main(args: argparse.Namespace) -> int:
     if args.plot:
-        print("tessera bench: --plot arrives with the benchmark issue", file=sys.stderr)
+        print("tessera bench: --plot is not available in this version (--json FILE writes the numbers)",
+              file=sys.stderr)
         return 2
     if args.failover and not args.local:
         print("tessera bench: --failover needs --local (it kills a node)", file=sys.stderr)

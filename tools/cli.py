@@ -1,8 +1,9 @@
 """The ``tessera`` command: one program for every job.
 
-The forms below are the command-line contract of DESIGN.md; scripts and tests outside the
-project rely on them, so extend them freely but do not break them. Commands whose issue has
-not landed yet parse their arguments, then say they are not available yet and exit 2.
+The forms below are the command-line contract written down in docs/cli.md; scripts and tests
+outside the project rely on them, so extend them freely but do not break them (and keep
+docs/cli.md in step). Commands this version does not have yet (``tessera admin``) parse their
+arguments, then say they are not available in this version and exit 2.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ MUTATIONS = (
 )
 
 EXIT_NOT_AVAILABLE = 2
+NOT_AVAILABLE = "not available in this version of tessera (nothing was done)"
 EXIT_USAGE = 2
 DEFAULT_KV_TIMEOUT = 5.0
 STDIN_VALUE = "-"  # `kv put KEY -` (or VALUE omitted) reads the value from stdin
@@ -155,9 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  tessera cluster up                 a local 3-node cluster in the foreground\n"
             "  tessera kv put greeting hello      write a key through the router\n"
             "  tessera kv get greeting            read it back\n"
-            "  tessera admin partitions --json    where every partition and leader is\n"
             "  tessera simulate --seeds 200       check the Raft core in the simulator\n\n"
-            "Run 'tessera COMMAND --help' for a command's options."
+            "Run 'tessera COMMAND --help' for a command's options; docs/cli.md has them all."
         ),
     )
     parser.add_argument("--version", action="version", version=f"tessera {_version()}")
@@ -370,16 +371,13 @@ def _build_kv(commands) -> None:
 def _build_admin(commands) -> None:
     p = commands.add_parser(
         "admin",
-        help="inspect and steer the cluster (stores, partitions, leaders, moves)",
+        help="inspect and steer the cluster (not available in this version)",
         formatter_class=_Formatter,
         description=(
-            "Inspect and steer the cluster through the router's placement service.\n"
-            "Every subcommand takes --json for machine-readable output:\n"
-            '  partitions --json: [{"id", "start", "end", "epoch", "leader" (store id or null),\n'
-            '                       "term", "replicas": [{"store", "role": "voter"|"learner",\n'
-            '                       "match", "applied"}]}]\n'
-            '  stores --json:     [{"id", "address", "state": "up"|"down"|"draining"|"removed",\n'
-            '                       "replicas", "leaders"}]'
+            "Inspect and steer the cluster through the router's placement service.\n\n"
+            "Not available in this version: every subcommand below parses its arguments, then\n"
+            "says so and exits 2 without contacting the cluster. The names and arguments are\n"
+            "the planned ones."
         ),
     )
     _add_router_option(p)
@@ -388,7 +386,8 @@ def _build_admin(commands) -> None:
     sub.required = True
 
     def leaf(name: str, help_text: str, args: Sequence[tuple[str, dict]]) -> None:
-        q = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        q = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:]
+                           + ". Not available in this version: exits 2.")
         for arg_name, kwargs in args:
             q.add_argument(arg_name, **kwargs)
         _add_router_option(q)
@@ -439,7 +438,8 @@ def _build_bench(commands) -> None:
                    metavar="C", help="read consistency: linearizable, lease or stale "
                                      "(default: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
-    p.add_argument("--plot", metavar="FILE.png", help="write a latency plot to FILE.png")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="write a latency plot to FILE.png (not available in this version: exits 2)")
     p.add_argument("--local", action="store_true",
                    help="start a throw-away 3-node cluster with --partitions partitions, "
                         "measure it, remove it")
@@ -518,10 +518,7 @@ def _build_nemesis(commands) -> None:
 
 
 def _not_available(args: argparse.Namespace) -> int:
-    print(
-        f"tessera {args.command_name}: not available yet (the working-cluster issue builds it)",
-        file=sys.stderr,
-    )
+    print(f"tessera {args.command_name}: {NOT_AVAILABLE}", file=sys.stderr)
     return EXIT_NOT_AVAILABLE
 
 
@@ -656,7 +653,8 @@ def _simulate(args: argparse.Namespace) -> int:
         # Only a missing simulator is "not available"; a missing import inside it is a bug.
         if exc.name not in ("tools.simulator", "tools.simulator.runner"):
             raise
-        print("tessera simulate: not available yet (tools/simulator is not built)", file=sys.stderr)
+        print("tessera simulate: not available in this installation (tools/simulator is missing)",
+              file=sys.stderr)
         return EXIT_NOT_AVAILABLE
     rc = sim_main(
         seeds=args.seeds,

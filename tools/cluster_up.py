@@ -13,8 +13,8 @@ from tools.cluster import Cluster
 
 def run(args: argparse.Namespace) -> int:
     if args.routers != 1:
-        print("tessera cluster up: --routers other than 1 needs the replicated placement service "
-              "(not built yet)", file=sys.stderr)
+        print("tessera cluster up: --routers other than 1 is not available in this version "
+              "(the placement service runs in one router)", file=sys.stderr)
         return 2
     root = os.path.abspath(args.data_dir)
     cluster = Cluster(

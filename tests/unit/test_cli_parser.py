@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-NOT_AVAILABLE = "not available yet (the working-cluster issue builds it)"
+NOT_AVAILABLE = "not available in this version of tessera"
 
 
 def test_main_returns_exit_status_in_process(capsys):
@@ -16,7 +16,7 @@ def test_main_returns_exit_status_in_process(capsys):
     assert main(["simulate", "--mutation", "bogus"]) == 2
 
 
-def test_router_default_comes_from_environment(monkeypatch):
+def test_router_default_comes_from_environment(monkeypatch, root_logger):
     from tools import cli
 
     seen = []
@@ -72,3 +72,10 @@ def test_log_level_flag_is_passed_on_to_every_child():
     cluster.router = Proc("router", [], "/dev/null", address="127.0.0.1:1")
     assert "--log-level debug" in " ".join(cluster._router_argv())
     assert "--log-level debug" in " ".join(cluster._node_argv(1, 0))
+
+
+def test_bench_plot_says_it_is_not_available(capsys, root_logger):
+    from tools.cli import main
+
+    assert main(["bench", "--workload", "c", "--plot", "latency.png"]) == 2
+    assert "--plot is not available in this version" in capsys.readouterr().err

@@ -11,16 +11,6 @@ import pytest
 from common import logs
 
 
-@pytest.fixture
-def root_logger():
-    """The root logger, put back as it was (pytest's own capture handlers included)."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield root
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 def test_setup_writes_the_level_and_above_in_one_format(root_logger) -> None:
     out = io.StringIO()
     logs.setup("warning", stream=out)
