@@ -67,9 +67,9 @@ def _add_router_option(parser: argparse.ArgumentParser) -> None:
     # overwrite the value given to its parent); main() fills in the real default.
     parser.add_argument(
         "--router",
-        metavar="ADDR",
+        metavar="ADDR[,ADDR...]",
         default=argparse.SUPPRESS,
-        help=f"router address (default: ${ROUTER_ENV}, else {DEFAULT_ROUTER})",
+        help=f"router address(es), tried in turn (default: ${ROUTER_ENV}, else {DEFAULT_ROUTER})",
     )
 
 

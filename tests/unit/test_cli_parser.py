@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 NOT_AVAILABLE = "not available in this version of tessera"
@@ -79,3 +81,32 @@ def test_bench_plot_says_it_is_not_available(capsys, root_logger):
 
     assert main(["bench", "--workload", "c", "--plot", "latency.png"]) == 2
     assert "--plot is not available in this version" in capsys.readouterr().err
+
+
+def _commands(parser, path=()):
+    """(command path, its option strings) for the parser and every subcommand under it."""
+    import argparse
+
+    options = [o for a in parser._actions for o in a.option_strings if o not in ("-h", "--help")]
+    yield path, options
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*path, name))
+
+
+def test_docs_cli_md_names_every_command_and_flag():
+    from conftest import REPO
+    from tools.cli import build_parser
+
+    doc = (REPO / "docs" / "cli.md").read_text()
+
+    def mentions(word: str) -> bool:
+        return re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", doc) is not None
+
+    missing = []
+    for path, options in _commands(build_parser()):
+        if (path and f"## `tessera {path[0]}" not in doc) or (path[1:] and not mentions(path[-1])):
+            missing.append(" ".join(path))
+        missing += [f"{' '.join(path)} {o}".strip() for o in options if not mentions(o)]
+    assert not missing, f"docs/cli.md does not mention: {missing}"
