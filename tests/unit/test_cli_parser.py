@@ -110,3 +110,10 @@ def test_docs_cli_md_names_every_command_and_flag():
             missing.append(" ".join(path))
         missing += [f"{' '.join(path)} {o}".strip() for o in options if not mentions(o)]
     assert not missing, f"docs/cli.md does not mention: {missing}"
+
+
+def test_version_is_printed_on_request(capsys):
+    from tools.cli import main
+
+    assert main(["--version"]) == 0
+    assert re.fullmatch(r"tessera \S+\n", capsys.readouterr().out)
