@@ -211,6 +211,7 @@ def _build_node(commands) -> None:
                    help="WAL and LMDB directory; survives restarts (default: %(default)s)")
     p.add_argument("--routers", metavar="ADDR[,ADDR...]", default=DEFAULT_ROUTER,
                    help="placement service addresses to heartbeat (default: %(default)s)")
+    _add_log_level_option(p)
     p.add_argument("--tick-ms", type=_positive_int, metavar="MS", default=round(_RAFT.tick_s * 1000),
                    help=f"Raft tick; elections time out after {_RAFT.election_tick}-"
                         f"{2 * _RAFT.election_tick} ticks (default: %(default)s)")
@@ -232,7 +233,6 @@ def _build_node(commands) -> None:
     p.add_argument("--raft-mutation", metavar="NAME", choices=sorted(RAFT_MUTATIONS),
                    help="TESTING ONLY: run a known-buggy Raft core (tessera nemesis --raft-mutation "
                         "proves the nemesis catches it); never in production")
-    _add_log_level_option(p)
     p.set_defaults(handler=_node, command_name="node")
 
 
@@ -518,13 +518,13 @@ def _build_nemesis(commands) -> None:
     p.add_argument("--seed", type=_non_negative_int, metavar="N",
                    help="seed for the fault schedule and workload (default: random, printed)")
     p.add_argument("--history", metavar="FILE", help="write the history as JSON lines to FILE")
+    _add_log_level_option(p, ", here and by every process it starts")
     p.add_argument("--nodes", type=_positive_int, metavar="N",
                    help="node processes (default: 3, or 4 when --faults has member, which needs a "
                         "store beyond the 3 replicas of each partition)")
     p.add_argument("--raft-mutation", metavar="NAME",
                    help="testing: start every node with a known Raft bug (tessera node --raft-mutation "
                         "NAME, e.g. learner-votes); the run should then fail")
-    _add_log_level_option(p, ", here and by every process it starts")
     p.set_defaults(handler=_nemesis, command_name="nemesis")
 
 
