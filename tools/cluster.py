@@ -11,7 +11,7 @@ gracefully and waits.
 
 Ports: ``cluster up`` uses consecutive ports from ``--base-port`` (the
 router first).  Tests pass ``base_port=0``: every process binds port 0 and
-reports the port it got on its first output line, so no port is ever
+reports the port it got on its "listening on" line, so no port is ever
 assumed free.
 """
 
@@ -44,6 +44,9 @@ _LAST_WORDS = 3  # of those, how many an error message quotes
 
 @dataclass
 class Proc:
+    """One child process of the cluster: how it is started, where its output goes, what it said
+    last. Restarting it (:meth:`Cluster.restart`) starts a new run in the same record."""
+
     name: str
     argv: list[str]
     log_path: str
