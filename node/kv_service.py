@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
 import grpc
 
@@ -27,20 +26,10 @@ from node.raft import NotLeaderError, ProposalDroppedError
 from node.raftstore import RaftStore
 from node.replica import Replica
 from node.requests import ProposalLost, ReplicaStopped
+from node.settings import Limits
 from node.state.commands import Command, Op, OpKind
 from node.state.store import OpResult
 from tesserapb import errors_pb2, kv_pb2, kv_pb2_grpc, meta_pb2
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_key_bytes: int = 4096
-    max_value_bytes: int = 1 << 20
-    max_batch_ops: int = 1024
-    default_scan_limit: int = 1000
-    max_scan_limit: int = 10_000
-    default_stale_ms: int = 5_000
-    request_timeout_s: float = 5.0
 
 
 MAX_REQUEST_ID_BYTES = 64

@@ -20,7 +20,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import lmdb
 
@@ -32,6 +31,7 @@ from node.replica import Replica
 from node.replica_set import ReplicaSet
 from node.round_executor import RoundExecutor
 from node.round_plan import PartitionWork, StagedSnapshot, plan_round
+from node.settings import RaftSettings
 from node.state.store import StateStore
 from node.ticker import Ticker
 from node.wal.errors import WalError
@@ -39,17 +39,6 @@ from node.wal.wal import WriteAheadLog
 from tesserapb import raft_pb2
 
 log = logging.getLogger("tessera.raftstore")
-
-@dataclass(frozen=True, slots=True)
-class RaftSettings:
-    tick_s: float = 0.05
-    election_tick: int = 10
-    heartbeat_tick: int = 2
-    max_inflight_msgs: int = 256
-    max_size_per_msg: int = 1 << 20
-    compact_threshold: int = 10_000
-    compact_keep: int = 1_000
-
 
 class NodeFailed(Exception):
     """The WAL failed (fsync error, full disk): this node no longer acknowledges writes."""

@@ -134,7 +134,9 @@ class Node:
                 last = spec
                 self.wal.faults.fail_fsync = bool(spec.get("fail_fsync", False))
                 self.wal.faults.fsync_delay_s = float(spec.get("fsync_delay_ms", 0)) / 1000.0
-                log.warning("fault hooks now %s", spec or "off")
+                # On stdout, not in the log: the nemesis waits for this line to know the fault
+                # is in force, and it must see it whatever --log-level says.
+                print(f"fault hooks now {spec or 'off'}", flush=True)
             await asyncio.sleep(0.1)
 
     def _on_unreachable(self, store_id: int) -> None:
@@ -196,5 +198,5 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    """The ``tessera node`` process (tools/cli.py has set up logging from --log-level)."""
     return aio.run(serve(args))

@@ -1,6 +1,6 @@
 """Node-to-node Raft transport: every partition's Raft traffic between two stores on one stream.
 
-Why it looks like this (DESIGN.md, "Where the speed comes from"): a Python gRPC process pays
+Why it looks like this (docs/architecture.md, "Where the speed comes from"): a Python gRPC process pays
 far more per call than per byte, so messages for *all* partitions bound for one peer store are
 queued and sent as one ``RaftBatch`` per write on one long-lived bidirectional ``Stream``.
 Batching is not timer-driven: :meth:`RaftTransport.send` only appends and wakes the peer's

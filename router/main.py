@@ -1,4 +1,4 @@
-"""The router process: ``tessera router`` (or ``python -m router.main``).
+"""The router process: ``tessera router`` (its flags are defined in tools/cli.py).
 
 Serves the placement service (Meta), the KV proxy, gRPC health and reflection on one port;
 prints "router listening on HOST:PORT" once serving (the real port when --listen asks for 0);
@@ -13,7 +13,6 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,7 +26,8 @@ from router.local_meta import LocalMeta
 from router.meta_service import MetaService
 from router.placement.codec import CodecError
 from router.placement.persist import TABLE_FILE
-from router.placement.runtime import Placement, PlacementConfig
+from router.placement.config import PlacementConfig
+from router.placement.runtime import Placement
 from router.proxy import KVProxy
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 
@@ -41,17 +41,19 @@ SHUTDOWN_GRACE_S = 1.0
 
 
 def config_from_args(args: argparse.Namespace) -> PlacementConfig:
+    """The placement config the ``tessera router`` flags ask for (their defaults are
+    PlacementConfig's own, so nothing is defaulted here)."""
     return PlacementConfig(
         partitions=args.partitions,
-        replicas=getattr(args, "replicas", 3),
-        store_down_after_s=getattr(args, "store_down_after", 5.0),
-        max_down_s=getattr(args, "max_down", 30.0),
+        replicas=args.replicas,
+        store_down_after_s=args.store_down_after,
+        max_down_s=args.max_down,
     )
 
 
 def _check_args(args: argparse.Namespace) -> str | None:
-    if getattr(args, "peers", None):
-        return "--peers: a replicated placement group is not supported yet (run one router)"
+    if args.peers:
+        return "--peers: a replicated placement group is not available in this version (run one router)"
     if not 1 <= args.partitions <= MAX_PRESPLIT:
         return f"--partitions must be in [1, {MAX_PRESPLIT}], got {args.partitions}"
     return None
@@ -123,27 +125,5 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """The ``tessera router`` process (tools/cli.py has set up logging from --log-level)."""
     return aio.run(serve(args))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m router.main", description="Run one Tessera router.")
-    p.add_argument("--id", type=int, default=1)
-    p.add_argument("--listen", default="127.0.0.1:7100")
-    p.add_argument("--peers")
-    p.add_argument("--data-dir", default="./data/router")
-    p.add_argument("--partitions", type=int, default=8)
-    p.add_argument("--replicas", type=int, default=3)
-    p.add_argument("--max-down", type=float, default=30.0)
-    p.add_argument("--store-down-after", type=float, default=5.0)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

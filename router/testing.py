@@ -15,7 +15,8 @@ LISTENING = "router listening on "
 
 
 class RouterProcess:
-    """``python -m router.main`` as a child process. ``address`` is known once started."""
+    """``tessera router`` (``python -m tools.cli router``) as a child process. ``address`` is
+    known once started."""
 
     def __init__(self, data_dir: str | Path, *, listen: str = "127.0.0.1:0", extra_args: tuple[str, ...] = (),
                  log_path: str | Path | None = None) -> None:
@@ -27,7 +28,7 @@ class RouterProcess:
         self.address = ""
 
     def start(self, timeout: float = 15.0) -> "RouterProcess":
-        cmd = [sys.executable, "-m", "router.main", "--listen", self.listen, "--data-dir", str(self.data_dir),
+        cmd = [sys.executable, "-m", "tools.cli", "router", "--listen", self.listen, "--data-dir", str(self.data_dir),
                *self.extra_args]
         log = open(self.log_path, "ab")
         try:

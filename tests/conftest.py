@@ -15,15 +15,17 @@ Everything outside ``unit`` is also marked ``slow``, so ``-m "not slow"`` is the
 Waiting: never sleep and hope. :func:`eventually` polls a condition until a deadline and
 fails naming what it waited for; :func:`eventually_async` is the same inside a coroutine.
 Shared harnesses live in ``tests/support`` (the Raft-core network, in-process nodes, nemesis
-fakes).
+fakes). The ``root_logger`` fixture is for in-process tests that run ``common.logs.setup``
+(directly or through ``tools.cli.main``): it puts the root logger back afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -44,6 +46,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(getattr(pytest.mark, tier))
         if tier != "unit":
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def root_logger() -> Iterator[logging.Logger]:
+    """The root logger, put back as it was afterwards (pytest's capture handlers included)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield root
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 async def eventually_async(

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 
 from common import aio
 from router.client import AsyncClient, TesseraError
+from router.placement.config import PlacementConfig
 from tools.cluster import Cluster
+from tools.stats import percentile
 
 WARMUP_S = 1.0
 _MIX = {"write": 0.0, "a": 0.5, "b": 0.95, "c": 1.0}  # share of reads
@@ -42,13 +44,6 @@ class Stats:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     ops: int = 0
-
-
-def percentile(sorted_ms: list[float], q: float) -> float:
-    if not sorted_ms:
-        return 0.0
-    i = min(len(sorted_ms) - 1, max(0, int(round(q * (len(sorted_ms) - 1)))))
-    return sorted_ms[i]
 
 
 def summarize(stats: Stats, seconds: float) -> dict:
@@ -162,7 +157,8 @@ async def measure_failover(cluster: Cluster, concurrency: int = 8) -> float:
 
 def main(args: argparse.Namespace) -> int:
     if args.plot:
-        print("tessera bench: --plot arrives with the benchmark issue", file=sys.stderr)
+        print("tessera bench: --plot is not available in this version (--json FILE writes the numbers)",
+              file=sys.stderr)
         return 2
     if args.failover and not args.local:
         print("tessera bench: --failover needs --local (it kills a node)", file=sys.stderr)
@@ -173,7 +169,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.local:
             root = tempfile.mkdtemp(prefix="tessera-bench-")
-            cluster = Cluster(root=root, nodes=3, partitions=args.partitions or 8)
+            cluster = Cluster(root=root, nodes=3, partitions=args.partitions or PlacementConfig().partitions,
+                              log_level=args.log_level)
             cluster.start()
             cluster.wait_ready(120)
             assert cluster.router is not None

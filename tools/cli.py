@@ -1,8 +1,9 @@
 """The ``tessera`` command: one program for every job.
 
-The forms below are the command-line contract of DESIGN.md; scripts and tests outside the
-project rely on them, so extend them freely but do not break them. Commands whose issue has
-not landed yet parse their arguments, then say they are not available yet and exit 2.
+The forms below are the command-line contract written down in docs/cli.md; scripts and tests
+outside the project rely on them, so extend them freely but do not break them (and keep
+docs/cli.md in step). Commands this version does not have yet (``tessera admin``) parse their
+arguments, then say they are not available in this version and exit 2.
 """
 
 from __future__ import annotations
@@ -12,14 +13,27 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+# Flag defaults and choices come from the code that uses them (node.settings,
+# router.placement.config, the nemesis schedule, common.logs) and are never written here a
+# second time. Those modules import nothing heavy, so reading them at parse time keeps
+# `tessera --help` free of gRPC, LMDB and asyncio.
+from common import logs
+from node.settings import Limits, RaftSettings
+from router.placement.config import PlacementConfig
+from tools.nemesis.schedule import KINDS as FAULTS
+
 DEFAULT_ROUTER = "127.0.0.1:7100"
 ROUTER_ENV = "TESSERA_ROUTER"
 
-FAULTS = ("kill", "pause", "partition", "transfer", "fsync", "slowdisk", "latency", "router", "member")  # tools/nemesis/schedule.py KINDS
 
 EXIT_NOT_AVAILABLE = 2
+NOT_AVAILABLE = "not available in this version of tessera (nothing was done)"
 EXIT_USAGE = 2
 DEFAULT_KV_TIMEOUT = 5.0
+STDIN_VALUE = "-"  # `kv put KEY -` (or VALUE omitted) reads the value from stdin
+_RAFT = RaftSettings()
+_LIMITS = Limits()
+_PLACEMENT = PlacementConfig()
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -35,6 +49,20 @@ def _version() -> str:
         return "unknown"
 
 
+class _VersionAction(argparse.Action):
+    """--version, looking the version up only when asked: importlib.metadata is the biggest
+    import of the parser (~15 ms), which every ``tessera --help`` would pay otherwise."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show the installed version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        print(f"tessera {_version()}")
+        parser.exit()
+
+
 # -- helpers for building the parser -------------------------------------------------------
 
 
@@ -44,9 +72,9 @@ def _add_router_option(parser: argparse.ArgumentParser) -> None:
     # overwrite the value given to its parent); main() fills in the real default.
     parser.add_argument(
         "--router",
-        metavar="ADDR",
+        metavar="ADDR[,ADDR...]",
         default=argparse.SUPPRESS,
-        help=f"router address (default: ${ROUTER_ENV}, else {DEFAULT_ROUTER})",
+        help=f"router address(es), tried in turn (default: ${ROUTER_ENV}, else {DEFAULT_ROUTER})",
     )
 
 
@@ -67,6 +95,16 @@ def _add_json_option(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=argparse.SUPPRESS,
         help="print machine-readable JSON instead of a table",
+    )
+
+
+def _add_log_level_option(parser: argparse.ArgumentParser, passed_on: str = "") -> None:
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=logs.LEVELS,
+        default=logs.DEFAULT_LEVEL,
+        help=f"least severe log records written to stderr{passed_on} (default: %(default)s)",
     )
 
 
@@ -116,6 +154,16 @@ def _simulator_mutations() -> dict[str, str]:
     return describe()
 
 
+def _add_new_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """--partitions and --max-down: what `tessera router` and `tessera cluster up` (which
+    passes them to its router) tell the placement service about a new cluster."""
+    parser.add_argument("--partitions", type=_positive_int, metavar="N", default=_PLACEMENT.partitions,
+                        help="partitions to pre-split a brand-new cluster into (default: %(default)s)")
+    parser.add_argument("--max-down", type=_positive_float, metavar="SECONDS", default=_PLACEMENT.max_down_s,
+                        help="a node down this long has its replicas re-created elsewhere; accepted and "
+                             "stored, but this version does not act on it yet (default: %(default)g)")
+
+
 def _fault_list(text: str) -> list[str]:
     faults = [f.strip() for f in text.split(",") if f.strip()]
     unknown = [f for f in faults if f not in FAULTS]
@@ -140,12 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
             "  tessera cluster up                 a local 3-node cluster in the foreground\n"
             "  tessera kv put greeting hello      write a key through the router\n"
             "  tessera kv get greeting            read it back\n"
-            "  tessera admin partitions --json    where every partition and leader is\n"
             "  tessera simulate --seeds 200       check the Raft core in the simulator\n\n"
-            "Run 'tessera COMMAND --help' for a command's options."
+            "Run 'tessera COMMAND --help' for a command's options; docs/cli.md has them all."
         ),
     )
-    parser.add_argument("--version", action="version", version=f"tessera {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     _build_node(commands)
@@ -181,16 +228,18 @@ def _build_node(commands) -> None:
                    help="WAL and LMDB directory; survives restarts (default: %(default)s)")
     p.add_argument("--routers", metavar="ADDR[,ADDR...]", default=DEFAULT_ROUTER,
                    help="placement service addresses to heartbeat (default: %(default)s)")
-    p.add_argument("--tick-ms", type=_positive_int, metavar="MS", default=50,
-                   help="Raft tick; elections time out after 10-20 ticks (default: %(default)s)")
-    p.add_argument("--compact-threshold", type=_positive_int, metavar="N", default=10_000,
+    _add_log_level_option(p)
+    p.add_argument("--tick-ms", type=_positive_int, metavar="MS", default=round(_RAFT.tick_s * 1000),
+                   help=f"Raft tick; elections time out after {_RAFT.election_tick}-"
+                        f"{2 * _RAFT.election_tick} ticks (default: %(default)s)")
+    p.add_argument("--compact-threshold", type=_positive_int, metavar="N", default=_RAFT.compact_threshold,
                    help="compact a partition's log once it holds this many applied entries "
                         "(default: %(default)s)")
-    p.add_argument("--compact-keep", type=_positive_int, metavar="N", default=1_000,
+    p.add_argument("--compact-keep", type=_positive_int, metavar="N", default=_RAFT.compact_keep,
                    help="applied entries kept after compaction for slow followers (default: %(default)s)")
-    p.add_argument("--max-key-bytes", type=_positive_int, metavar="BYTES", default=4096,
+    p.add_argument("--max-key-bytes", type=_positive_int, metavar="BYTES", default=_LIMITS.max_key_bytes,
                    help="largest key accepted (default: %(default)s)")
-    p.add_argument("--max-value-bytes", type=_positive_int, metavar="BYTES", default=1 << 20,
+    p.add_argument("--max-value-bytes", type=_positive_int, metavar="BYTES", default=_LIMITS.max_value_bytes,
                    help="largest value accepted (default: %(default)s)")
     p.add_argument("--peer-addresses", metavar="FILE",
                    help="JSON {store id: host:port} overriding where peers are dialled "
@@ -225,17 +274,14 @@ def _build_router(commands) -> None:
                    help="the other routers of the placement group (default: none, a group of 1)")
     p.add_argument("--data-dir", metavar="DIR", default="./data/router",
                    help="placement state directory; survives restarts (default: %(default)s)")
-    p.add_argument("--partitions", type=_positive_int, metavar="N", default=8,
-                   help="partitions to pre-split a brand-new cluster into (default: %(default)s)")
-    p.add_argument("--max-down", type=_positive_float, metavar="SECONDS", default=30.0,
-                   help="a node down this long has its replicas re-created elsewhere; accepted "
-                        "and stored, not acted on until the placement scheduler exists "
-                        "(default: %(default)g)")
-    p.add_argument("--replicas", type=_positive_int, metavar="N", default=3,
+    _add_new_cluster_options(p)
+    p.add_argument("--replicas", type=_positive_int, metavar="N", default=_PLACEMENT.replicas,
                    help="replicas of each pre-split partition; the cluster is created once this "
                         "many nodes have registered (default: %(default)s)")
-    p.add_argument("--store-down-after", type=_positive_float, metavar="SECONDS", default=5.0,
+    p.add_argument("--store-down-after", type=_positive_float, metavar="SECONDS",
+                   default=_PLACEMENT.store_down_after_s,
                    help="a node silent this long is reported down (default: %(default)g)")
+    _add_log_level_option(p)
     p.set_defaults(handler=_router, command_name="router")
 
 
@@ -264,16 +310,13 @@ def _build_cluster(commands) -> None:
                     help="node processes (default: %(default)s)")
     up.add_argument("--routers", type=_positive_int, default=1, metavar="N",
                     help="router processes (default: %(default)s)")
-    up.add_argument("--partitions", type=_positive_int, default=8, metavar="N",
-                    help="partitions a new cluster starts with (default: %(default)s)")
+    _add_new_cluster_options(up)
     up.add_argument("--data-dir", default="./data", metavar="DIR",
                     help="root of every process's data directory (default: %(default)s)")
     up.add_argument("--base-port", type=_non_negative_int, default=7100, metavar="PORT",
                     help="first port used; 0 lets every process pick a free port "
                          "(default: %(default)s)")
-    up.add_argument("--max-down", type=_positive_float, default=30.0, metavar="SECONDS",
-                    help="a node down this long has its replicas re-created elsewhere; accepted, "
-                         "not acted on until the placement scheduler exists (default: %(default)g)")
+    _add_log_level_option(up, ", here and by every process it starts")
     up.set_defaults(handler=_cluster_up, command_name="cluster up")
 
 
@@ -284,7 +327,8 @@ def _build_kv(commands) -> None:
         formatter_class=_Formatter,
         description=(
             "Read and write keys through a router. Keys and values are taken as UTF-8 text\n"
-            "from the command line; get and scan print the raw stored bytes."
+            "from the command line (put reads its value from stdin instead, byte for byte,\n"
+            "when VALUE is omitted or '-'); get and scan print the raw stored bytes."
         ),
     )
     _add_router_option(p)
@@ -292,9 +336,23 @@ def _build_kv(commands) -> None:
     sub = p.add_subparsers(dest="kv_command", metavar="SUBCOMMAND", title="subcommands")
     sub.required = True
 
-    put = sub.add_parser("put", help="write KEY = VALUE", description="Write KEY = VALUE.")
+    put = sub.add_parser(
+        "put",
+        help="write KEY = VALUE (VALUE omitted or '-': read from stdin)",
+        formatter_class=_Formatter,
+        description=(
+            "Write KEY = VALUE. With VALUE omitted or '-', the value is read from stdin to its\n"
+            "end, bytes exactly as given: nothing is stripped, so a trailing newline is part of\n"
+            "the value (echo adds one; printf does not). Large and binary values need no shell\n"
+            "quoting this way:\n"
+            "  tessera kv put photo < photo.jpg\n"
+            "  printf 'a\\0b' | tessera kv put k -\n"
+            "To store the one-byte value '-', pipe it in: printf '%s' - | tessera kv put KEY"
+        ),
+    )
     put.add_argument("key", metavar="KEY")
-    put.add_argument("value", metavar="VALUE")
+    put.add_argument("value", metavar="VALUE", nargs="?", default=STDIN_VALUE,
+                     help="the value as UTF-8 text; omitted or '-': read it from stdin")
     _add_router_option(put)
     _add_timeout_option(put)
     put.set_defaults(handler=_kv, command_name="kv put")
@@ -345,16 +403,13 @@ def _build_kv(commands) -> None:
 def _build_admin(commands) -> None:
     p = commands.add_parser(
         "admin",
-        help="inspect and steer the cluster (stores, partitions, leaders, moves)",
+        help="inspect and steer the cluster (not available in this version)",
         formatter_class=_Formatter,
         description=(
-            "Inspect and steer the cluster through the router's placement service.\n"
-            "Every subcommand takes --json for machine-readable output:\n"
-            '  partitions --json: [{"id", "start", "end", "epoch", "leader" (store id or null),\n'
-            '                       "term", "replicas": [{"store", "role": "voter"|"learner",\n'
-            '                       "match", "applied"}]}]\n'
-            '  stores --json:     [{"id", "address", "state": "up"|"down"|"draining"|"removed",\n'
-            '                       "replicas", "leaders"}]'
+            "Inspect and steer the cluster through the router's placement service.\n\n"
+            "Not available in this version: every subcommand below parses its arguments, then\n"
+            "says so and exits 2 without contacting the cluster. The names and arguments are\n"
+            "the planned ones."
         ),
     )
     _add_router_option(p)
@@ -363,7 +418,8 @@ def _build_admin(commands) -> None:
     sub.required = True
 
     def leaf(name: str, help_text: str, args: Sequence[tuple[str, dict]]) -> None:
-        q = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        q = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:]
+                           + ". Not available in this version: exits 2.")
         for arg_name, kwargs in args:
             q.add_argument(arg_name, **kwargs)
         _add_router_option(q)
@@ -407,13 +463,15 @@ def _build_bench(commands) -> None:
     p.add_argument("--value-size", type=_non_negative_int, default=100, metavar="BYTES",
                    help="bytes per value (default: %(default)s)")
     p.add_argument("--partitions", type=_positive_int, metavar="N",
-                   help="split the key space into at least N partitions first "
-                        "(default: leave the cluster as it is)")
+                   help=f"with --local: the throw-away cluster's partitions (default: "
+                        f"{_PLACEMENT.partitions}); without --local only recorded in the results "
+                        "(splitting a running cluster is not available in this version)")
     p.add_argument("--consistency", choices=("linearizable", "lease", "stale"), default="lease",
                    metavar="C", help="read consistency: linearizable, lease or stale "
                                      "(default: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
-    p.add_argument("--plot", metavar="FILE.png", help="write a latency plot to FILE.png")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="write a latency plot to FILE.png (not available in this version: exits 2)")
     p.add_argument("--local", action="store_true",
                    help="start a throw-away 3-node cluster with --partitions partitions, "
                         "measure it, remove it")
@@ -421,6 +479,7 @@ def _build_bench(commands) -> None:
                    help="with --local: afterwards kill a partition leader and report the time "
                         "to the first successful write")
     _add_router_option(p)
+    _add_log_level_option(p, ", here and (with --local) by every process it starts")
     p.set_defaults(handler=_bench, command_name="bench")
 
 
@@ -466,14 +525,15 @@ def _build_nemesis(commands) -> None:
     )
     p.add_argument("--duration", type=_positive_float, default=60.0, metavar="S",
                    help="seconds of workload under faults (default: %(default)g)")
-    p.add_argument("--faults", type=_fault_list, default=["kill", "pause", "partition"],
-                   metavar="F[,F...]",
-                   help=f"faults to inject, from {','.join(FAULTS)} (default: kill,pause,partition)")
+    default_faults = ["kill", "pause", "partition"]
+    p.add_argument("--faults", type=_fault_list, default=default_faults, metavar="F[,F...]",
+                   help=f"faults to inject, from {','.join(FAULTS)} (default: {','.join(default_faults)})")
     p.add_argument("--workload", choices=("register", "set", "bank"), default="register",
                    help="what the clients do (default: %(default)s)")
     p.add_argument("--seed", type=_non_negative_int, metavar="N",
                    help="seed for the fault schedule and workload (default: random, printed)")
     p.add_argument("--history", metavar="FILE", help="write the history as JSON lines to FILE")
+    _add_log_level_option(p, ", here and by every process it starts")
     p.add_argument("--nodes", type=_positive_int, metavar="N",
                    help="node processes (default: 3, or 4 when --faults has member, which needs a "
                         "store beyond the 3 replicas of each partition)")
@@ -487,10 +547,7 @@ def _build_nemesis(commands) -> None:
 
 
 def _not_available(args: argparse.Namespace) -> int:
-    print(
-        f"tessera {args.command_name}: not available yet (the working-cluster issue builds it)",
-        file=sys.stderr,
-    )
+    print(f"tessera {args.command_name}: {NOT_AVAILABLE}", file=sys.stderr)
     return EXIT_NOT_AVAILABLE
 
 
@@ -559,9 +616,18 @@ def _arg_bytes(text: str) -> bytes:
 
 
 def _kv_put(client, args: argparse.Namespace, name: str) -> int:
-    client.put(_arg_bytes(args.key), _arg_bytes(args.value))
+    client.put(_arg_bytes(args.key), _put_value(args.value, name))
     print("OK")
     return 0
+
+
+def _put_value(value: str, name: str) -> bytes:
+    """VALUE from the command line, or all of stdin, untouched, for STDIN_VALUE (like etcdctl)."""
+    if value != STDIN_VALUE:
+        return _arg_bytes(value)
+    if sys.stdin.isatty():
+        print(f"{name}: reading the value from stdin (end it with Ctrl-D)", file=sys.stderr)
+    return sys.stdin.buffer.read()
 
 
 def _kv_get(client, args: argparse.Namespace, name: str) -> int:
@@ -606,7 +672,7 @@ def _nemesis(args: argparse.Namespace) -> int:
         print(f"tessera nemesis: {why}", file=sys.stderr)
         return EXIT_USAGE
     return run(args.duration, args.faults, args.workload, args.seed, args.history,
-               nodes=nodes, raft_mutation=args.raft_mutation)
+               nodes=nodes, raft_mutation=args.raft_mutation, log_level=args.log_level)
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -616,7 +682,8 @@ def _simulate(args: argparse.Namespace) -> int:
         # Only a missing simulator is "not available"; a missing import inside it is a bug.
         if exc.name not in ("tools.simulator", "tools.simulator.runner"):
             raise
-        print("tessera simulate: not available yet (tools/simulator is not built)", file=sys.stderr)
+        print("tessera simulate: not available in this installation (tools/simulator is missing)",
+              file=sys.stderr)
         return EXIT_NOT_AVAILABLE
     rc = sim_main(
         seeds=args.seeds,
@@ -646,6 +713,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.router = getattr(args, "router", None) or os.environ.get(ROUTER_ENV) or DEFAULT_ROUTER
     if args.command == "admin":
         args.json = getattr(args, "json", False)
+    if hasattr(args, "log_level"):  # the commands that run a process which logs: set it up once
+        logs.setup(args.log_level)
     try:
         return args.handler(args)
     except KeyboardInterrupt:

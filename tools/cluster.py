@@ -1,58 +1,88 @@
 """A local cluster of real processes: what ``tessera cluster up``, the tests and nemesis run.
 
 Each router and node is a child process (``python -m tools.cli router|node``)
-with its own data directory under the cluster's root, and its output in
-``ROOT/logs/NAME.log``.  Children set PR_SET_PDEATHSIG (see
-:func:`tools.lifecycle.die_with_parent`), so even a launcher killed with SIGKILL leaves no
-orphans; :meth:`Cluster.stop` terminates them
+with its own data directory under the cluster's root. Its stdout and stderr are one pipe,
+which a thread of the launcher copies into ``ROOT/logs/NAME.log`` while keeping the last
+lines, so a child that fails to start is reported with its own last words rather than a
+pointer to a log (which another launcher on the same directory may be writing too).
+Children set PR_SET_PDEATHSIG (see :func:`tools.lifecycle.die_with_parent`), so even a
+launcher killed with SIGKILL leaves no orphans; :meth:`Cluster.stop` terminates them
 gracefully and waits.
 
 Ports: ``cluster up`` uses consecutive ports from ``--base-port`` (the
 router first).  Tests pass ``base_port=0``: every process binds port 0 and
-reports the port it got on its first output line, so no port is ever
+reports the port it got on its "listening on" line, so no port is ever
 assumed free.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
 
+from common.logs import DEFAULT_LEVEL
+from router.placement.config import PlacementConfig
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 from tools.lifecycle import PARENT_ENV
 
 _LISTENING = re.compile(rb"listening on (\S+:\d+)")
+_PLACEMENT = PlacementConfig()  # the router's defaults are the cluster's
+_TAIL_LINES = 40  # of a child's output kept in memory for error messages
+_LAST_WORDS = 3  # of those, how many an error message quotes
 
 
 @dataclass
 class Proc:
+    """One child process of the cluster: how it is started, where its output goes, what it said
+    last. Restarting it (:meth:`Cluster.restart`) starts a new run in the same record."""
+
     name: str
     argv: list[str]
     log_path: str
     address: str = ""
     popen: subprocess.Popen | None = None
     port: int = 0
+    # The last lines of the current run's output (stdout and stderr interleaved as written).
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=_TAIL_LINES))
+    pump: threading.Thread | None = None
 
     @property
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
+
+    def last_words(self) -> str:
+        """What the process said last: its last few lines that are neither blank nor indented
+        (an indented line is a traceback frame; the exception line after it is kept)."""
+        said = [line for line in self.tail if line.strip() and not line[0].isspace()]
+        return " | ".join(said[-_LAST_WORDS:]) or "(it printed nothing)"
+
+    def exit_status(self) -> str:
+        assert self.popen is not None
+        rc = self.popen.poll()
+        if rc is None:
+            return "still running"
+        return f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
 
 
 @dataclass
 class Cluster:
     root: str
     nodes: int = 3
-    partitions: int = 8
+    partitions: int = _PLACEMENT.partitions
     base_port: int = 0
-    max_down: float = 30.0
+    max_down: float = _PLACEMENT.max_down_s
+    log_level: str = DEFAULT_LEVEL  # every child's --log-level
     extra_node_args: list[str] = field(default_factory=list)
     # Per-node extra arguments (e.g. each node's --peer-addresses file).
     node_args: Callable[[int], list[str]] | None = None
@@ -70,23 +100,22 @@ class Cluster:
 
     def _start(self, timeout: float) -> None:
         os.makedirs(os.path.join(self.root, "logs"), exist_ok=True)
-        rport = self.base_port
-        self.router = Proc(
-            "router",
-            [
-                sys.executable, "-m", "tools.cli", "router",
-                "--listen", f"127.0.0.1:{rport}",
-                "--data-dir", os.path.join(self.root, "router"),
-                "--partitions", str(self.partitions),
-                "--max-down", str(self.max_down),
-            ],
-            os.path.join(self.root, "logs", "router.log"),
-        )
+        self.router = Proc("router", self._router_argv(), os.path.join(self.root, "logs", "router.log"))
         self._spawn(self.router, timeout)
         for i in range(1, self.nodes + 1):
             port = self.base_port + i if self.base_port else 0
             self.node_procs[i] = Proc(f"node{i}", self._node_argv(i, port), os.path.join(self.root, "logs", f"node{i}.log"))
             self._spawn(self.node_procs[i], timeout)
+
+    def _router_argv(self) -> list[str]:
+        return [
+            sys.executable, "-m", "tools.cli", "router",
+            "--listen", f"127.0.0.1:{self.base_port}",
+            "--data-dir", os.path.join(self.root, "router"),
+            "--partitions", str(self.partitions),
+            "--max-down", str(self.max_down),
+            "--log-level", self.log_level,
+        ]
 
     def _node_argv(self, i: int, port: int) -> list[str]:
         assert self.router is not None
@@ -96,40 +125,43 @@ class Cluster:
             "--listen", f"127.0.0.1:{port}",
             "--data-dir", os.path.join(self.root, f"node{i}"),
             "--routers", self.router.address,
+            "--log-level", self.log_level,
             *self.extra_node_args,
             *(self.node_args(i) if self.node_args is not None else []),
         ]
 
     def _spawn(self, proc: Proc, timeout: float) -> None:
-        log = open(proc.log_path, "ab")
+        """Start ``proc`` and wait until it prints its "listening on ADDR" line. A child that
+        exits first, or says nothing of the kind within ``timeout``, is killed and reported in
+        a RuntimeError that quotes its last words."""
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{PARENT_ENV: str(os.getpid())})
+        proc.address = ""
+        proc.tail.clear()
         proc.popen = subprocess.Popen(
             proc.argv,
             stdout=subprocess.PIPE,
-            stderr=log,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
         )
-        log.close()
-        deadline = time.monotonic() + timeout
-        assert proc.popen.stdout is not None
-        line = b""
-        while time.monotonic() < deadline:
-            line = proc.popen.stdout.readline()
-            if not line:
-                break
-            m = _LISTENING.search(line)
-            if m:
-                proc.address = m.group(1).decode()
-                proc.port = int(proc.address.rsplit(":", 1)[1])
-                break
-        if not proc.address:
-            if proc.popen.poll() is None:
-                proc.popen.kill()
-                proc.popen.wait()
-            raise RuntimeError(f"{proc.name} did not start (see {proc.log_path}): {line!r}")
-        # Keep draining stdout into the log so the child never blocks on a full pipe.
-        _drain(proc)
+        started_or_gone = threading.Event()
+        proc.pump = threading.Thread(target=_pump, args=(proc, proc.popen, started_or_gone), name=f"pump-{proc.name}",
+                                     daemon=True)
+        proc.pump.start()
+        settled = started_or_gone.wait(timeout)
+        if settled and proc.address:
+            return
+        if settled:  # its output ended without the line: it is exiting, or has
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(5)  # the output ends a moment before the process can be reaped
+        if proc.popen.poll() is None:
+            why = "closed its output" if settled else f"printed no 'listening on' line within {timeout:g} s"
+            proc.popen.kill()
+            proc.popen.wait()
+        else:
+            why = proc.exit_status()
+        proc.pump.join(5)  # the output up to its exit, for its last words
+        raise RuntimeError(f"{proc.name} did not start ({why}; log {proc.log_path}): {proc.last_words()}")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Until every partition has a leader that serves a linearizable read."""
@@ -185,6 +217,9 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 p.popen.kill()  # type: ignore[union-attr]
                 p.popen.wait()  # type: ignore[union-attr]
+        for p in procs:
+            if p.pump is not None:
+                p.pump.join(2)  # the log is complete when stop returns
 
     # -- faults ---------------------------------------------------------------------
 
@@ -213,14 +248,20 @@ class Cluster:
         return self.node_procs[i].address
 
 
-def _drain(proc: Proc) -> None:
-    import threading
-
-    def pump() -> None:
-        assert proc.popen is not None and proc.popen.stdout is not None
-        with open(proc.log_path, "ab") as log:
-            for line in proc.popen.stdout:
-                log.write(line)
-                log.flush()
-
-    threading.Thread(target=pump, name=f"drain-{proc.name}", daemon=True).start()
+def _pump(proc: Proc, popen: subprocess.Popen, started_or_gone: threading.Event) -> None:
+    """Copy the output of ``popen`` (``proc``'s current run) into its log, line by line, for as
+    long as it writes (so it never blocks on a full pipe), keeping the last lines. Set
+    ``started_or_gone`` once its "listening on ADDR" line gave ``proc`` its address, or when
+    its output ends."""
+    assert popen.stdout is not None
+    with open(proc.log_path, "ab") as log:
+        for line in popen.stdout:
+            log.write(line)
+            log.flush()
+            proc.tail.append(line.decode(errors="replace").rstrip())
+            if not started_or_gone.is_set() and (m := _LISTENING.search(line)):
+                proc.address = m.group(1).decode()
+                proc.port = int(proc.address.rsplit(":", 1)[1])
+                started_or_gone.set()
+    popen.stdout.close()
+    started_or_gone.set()

@@ -13,12 +13,13 @@ from tools.cluster import Cluster
 
 def run(args: argparse.Namespace) -> int:
     if args.routers != 1:
-        print("tessera cluster up: --routers other than 1 needs the replicated placement service "
-              "(not built yet)", file=sys.stderr)
+        print("tessera cluster up: --routers other than 1 is not available in this version "
+              "(the placement service runs in one router)", file=sys.stderr)
         return 2
     root = os.path.abspath(args.data_dir)
     cluster = Cluster(
-        root=root, nodes=args.nodes, partitions=args.partitions, base_port=args.base_port, max_down=args.max_down
+        root=root, nodes=args.nodes, partitions=args.partitions, base_port=args.base_port, max_down=args.max_down,
+        log_level=args.log_level,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -39,18 +40,20 @@ def run(args: argparse.Namespace) -> int:
         "  Ctrl-C stops the cluster; its data stays for the next 'cluster up'.",
         flush=True,
     )
+    procs = [cluster.router, *cluster.node_procs.values()]
+    reported: set[str] = set()
     try:
         while not stop.wait(0.5):
-            dead = [p.name for p in [cluster.router, *cluster.node_procs.values()] if p is not None and not p.alive]
-            for name in dead:
-                print(f"tessera cluster up: {name} exited (see {root}/logs/{name}.log)", file=sys.stderr, flush=True)
-            if dead and len(dead) == 1 + len(cluster.node_procs):
+            for p in procs:
+                if p.alive or p.name in reported:
+                    continue
+                reported.add(p.name)  # each death once
+                if p.pump is not None:
+                    p.pump.join(2)  # its output up to the end, for its last words
+                print(f"tessera cluster up: {p.name} exited ({p.exit_status()}; log {p.log_path}): {p.last_words()}",
+                      file=sys.stderr, flush=True)
+            if len(reported) == len(procs):
                 return 1
-            if dead:
-                # Report each death once: forget processes already reported.
-                for i, p in list(cluster.node_procs.items()):
-                    if not p.alive:
-                        del cluster.node_procs[i]
     finally:
         cluster.stop()
     return 0

@@ -16,24 +16,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from router.placement import codec, persist
 from router.placement.commands import Applied, Bootstrap, Command
+from router.placement.config import PlacementConfig
 from router.placement.model import StoreInfo, StoreState
 from router.placement.table import PlacementTable
 
 log = logging.getLogger("tessera.router.placement")
-
-
-@dataclass(frozen=True, slots=True)
-class PlacementConfig:
-    partitions: int = 8
-    replicas: int = 3
-    store_down_after_s: float = 5.0
-    max_down_s: float = 30.0
-    flush_interval_s: float = 1.0
 
 
 class Placement:

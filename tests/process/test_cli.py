@@ -1,4 +1,4 @@
-"""The installed ``tessera`` console script keeps the command-line contract of DESIGN.md.
+"""The installed ``tessera`` console script keeps the command-line contract (docs/cli.md).
 
 These run the real entry point that ``make dev`` installs next to the interpreter
 (``.venv/bin/tessera``) as a subprocess, so they also catch a broken install.
@@ -16,7 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SUBCOMMANDS = ("node", "router", "cluster", "kv", "admin", "bench", "simulate", "nemesis")
-NOT_AVAILABLE = "not available yet (the working-cluster issue builds it)"
+NOT_AVAILABLE = "not available in this version of tessera"
 
 
 def _tessera_path() -> Path:

@@ -52,6 +52,18 @@ def make_cluster():
         shutil.rmtree(root, ignore_errors=True)
 
 
+def test_a_node_that_fails_to_start_is_reported_in_its_own_words(tmp_path) -> None:
+    missing = str(tmp_path / "no-such-peers.json")
+    c = Cluster(root=str(tmp_path / "cluster"), nodes=1, extra_node_args=["--peer-addresses", missing])
+    with pytest.raises(RuntimeError) as failed:
+        c.start()
+    message = str(failed.value)
+    assert message.startswith("node1 did not start (exit status 1; log ")
+    assert "tessera node: cannot start" in message and "no-such-peers.json" in message, message
+    # start() stopped what it had started: the router is gone too.
+    assert c.router is not None and not c.router.alive
+
+
 def _leader_of(c: Cluster, key: bytes) -> int:
     assert c.router is not None
     with grpc.insecure_channel(c.router.address) as ch:

@@ -16,11 +16,12 @@ from conftest import eventually
 pytestmark = pytest.mark.timeout(180)
 
 TESSERA = os.path.join(os.path.dirname(sys.executable), "tessera")
+_UP = [TESSERA, "cluster", "up", "--base-port", "0", "--partitions", "4", "--data-dir"]
 
 
 def _start(data_dir: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [TESSERA, "cluster", "up", "--data-dir", data_dir, "--base-port", "0", "--partitions", "4"],
+        _UP + [data_dir],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -79,3 +80,23 @@ def test_launcher_killed_with_sigkill_leaves_no_orphans(tmp_path) -> None:
     proc.kill()
     proc.wait(10)
     eventually(lambda: not _children_of(data), 15, "the children of a SIGKILLed launcher to exit")
+
+
+def test_second_cluster_up_on_the_same_data_dir_names_the_cause_and_leaves_the_first_alone(tmp_path) -> None:
+    data = str(tmp_path / "data")
+    proc, router = _start(data)
+    try:
+        second = subprocess.run(_UP + [data], capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1
+        assert "ready:" not in second.stdout
+        # The router's own words, not a pointer to its log.
+        assert "router did not start" in second.stderr and "in use by another router" in second.stderr, second.stderr
+        assert proc.poll() is None
+        assert len(_children_of(data)) == 4
+        assert _kv(router, "put", "still", "here").returncode == 0
+        got = _kv(router, "get", "still", "--consistency", "linearizable")
+        assert got.returncode == 0 and got.stdout == b"here"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    eventually(lambda: not _children_of(data), 10, "no processes left behind after SIGTERM")

@@ -1,4 +1,4 @@
-"""A real router process (``python -m router.main``) on a free port in a temp data dir, driven
+"""A real router process (``tessera router``) on a free port in a temp data dir, driven
 over gRPC the way nodes, clients and admins will: registration and bootstrap through
 StoreHeartbeat, the lookups, input validation, operations, liveness, crash and restart."""
 
@@ -333,3 +333,13 @@ def test_corrupt_table_file_stops_the_router(tmp_path):
         r.start(timeout=10)
     assert r.proc.returncode == 1
     assert "placement.json is unreadable" in r.log() and "refusing to start" in r.log()
+
+
+def test_log_level_warning_leaves_out_info_records(start_router, tmp_path):
+    # The control: at the default level the router says where it serves from, at INFO.
+    chatty = start_router(data_dir=tmp_path / "chatty")
+    assert chatty.terminate() == 0
+    assert " INFO tessera.router: serving " in chatty.log()
+    quiet = start_router("--log-level", "warning", data_dir=tmp_path / "quiet")
+    assert quiet.terminate() == 0
+    assert " INFO " not in quiet.log() and "serving" not in quiet.log(), quiet.log()

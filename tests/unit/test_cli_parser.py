@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-NOT_AVAILABLE = "not available yet (the working-cluster issue builds it)"
+import re
+
+import pytest
+
+NOT_AVAILABLE = "not available in this version of tessera"
 
 
 def test_main_returns_exit_status_in_process(capsys):
@@ -14,7 +18,7 @@ def test_main_returns_exit_status_in_process(capsys):
     assert main(["simulate", "--mutation", "bogus"]) == 2
 
 
-def test_router_default_comes_from_environment(monkeypatch):
+def test_router_default_comes_from_environment(monkeypatch, root_logger):
     from tools import cli
 
     seen = []
@@ -33,3 +37,83 @@ def test_router_default_comes_from_environment(monkeypatch):
     monkeypatch.setattr(cli, "_bench", record)
     cli.main(["bench", "--workload", "c", "--router", "h:1"])
     assert seen == ["router.example:7000", cli.DEFAULT_ROUTER, "h:1"]
+
+
+def test_nemesis_faults_are_the_schedule_kinds():
+    from tools.cli import build_parser
+    from tools.nemesis import schedule
+
+    parser = build_parser()
+    every = ",".join(schedule.KINDS)
+    assert parser.parse_args(["nemesis", "--faults", every]).faults == list(schedule.KINDS)
+    assert parser.parse_args(["nemesis"]).faults == ["kill", "pause", "partition"]
+    for bad in ("meteor", "kill,meteor", ","):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["nemesis", "--faults", bad])
+
+
+def test_router_flag_defaults_are_the_placement_defaults():
+    from router.main import config_from_args
+    from router.placement.config import PlacementConfig
+    from tools.cli import build_parser
+
+    assert config_from_args(build_parser().parse_args(["router"])) == PlacementConfig()
+
+
+def test_log_level_flag_is_passed_on_to_every_child():
+    from tools.cli import build_parser
+    from tools.cluster import Cluster, Proc
+
+    parser = build_parser()
+    for argv in (["node"], ["router"], ["cluster", "up"], ["nemesis"], ["bench", "--workload", "c"]):
+        assert parser.parse_args(argv).log_level == "info"
+        assert parser.parse_args([*argv, "--log-level", "WARNING"]).log_level == "warning"
+        with pytest.raises(SystemExit):
+            parser.parse_args([*argv, "--log-level", "verbose"])
+    cluster = Cluster(root="/nonexistent", log_level="debug")
+    cluster.router = Proc("router", [], "/dev/null", address="127.0.0.1:1")
+    assert "--log-level debug" in " ".join(cluster._router_argv())
+    assert "--log-level debug" in " ".join(cluster._node_argv(1, 0))
+
+
+def test_bench_plot_says_it_is_not_available(capsys, root_logger):
+    from tools.cli import main
+
+    assert main(["bench", "--workload", "c", "--plot", "latency.png"]) == 2
+    assert "--plot is not available in this version" in capsys.readouterr().err
+
+
+def _commands(parser, path=()):
+    """(command path, its option strings) for the parser and every subcommand under it."""
+    import argparse
+
+    options = [o for a in parser._actions for o in a.option_strings if o not in ("-h", "--help")]
+    yield path, options
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*path, name))
+
+
+def test_docs_cli_md_names_every_command_and_flag():
+    from conftest import REPO
+    from tools.cli import build_parser
+
+    doc = (REPO / "docs" / "cli.md").read_text()
+
+    def mentions(word: str) -> bool:
+        return re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", doc) is not None
+
+    missing = []
+    for path, options in _commands(build_parser()):
+        if (path and f"## `tessera {path[0]}" not in doc) or (path[1:] and not mentions(path[-1])):
+            missing.append(" ".join(path))
+        missing += [f"{' '.join(path)} {o}".strip() for o in options if not mentions(o)]
+    assert not missing, f"docs/cli.md does not mention: {missing}"
+
+
+def test_version_is_printed_on_request(capsys):
+    from tools.cli import main
+
+    assert main(["--version"]) == 0
+    assert re.fullmatch(r"tessera \S+\n", capsys.readouterr().out)

@@ -67,11 +67,10 @@ def test_schedule_rejects_unknown_kinds() -> None:
         schedule.build(1, 30, ["kill", "meteor"])
 
 
-def test_cli_fault_names_match_the_schedule() -> None:
-    from tools.cli import FAULTS
-
-    assert tuple(FAULTS) == schedule.KINDS
-    assert "member" in schedule.KINDS and "member" in schedule.PRIMARY
+def test_transfer_has_its_own_lane_and_member_is_primary() -> None:
+    assert "transfer" not in schedule.PRIMARY
+    assert set(schedule.PRIMARY) | {"transfer"} == set(schedule.KINDS)
+    assert "member" in schedule.PRIMARY
 
 
 def _member_steps(s: schedule.Schedule) -> list[schedule.Step]:
@@ -345,11 +344,13 @@ def test_raft_mutation_reaches_every_node(monkeypatch, tmp_path, capsys) -> None
     from tools.nemesis import runner
 
     seen: dict[int, list[str]] = {}
+    levels: list[str] = []
 
     class Cluster:
-        def __init__(self, root, *, nodes, partitions, node_args):  # type: ignore[no-untyped-def]
+        def __init__(self, root, *, nodes, partitions, node_args, log_level):  # type: ignore[no-untyped-def]
             for n in range(1, nodes + 1):
                 seen[n] = node_args(n)
+            levels.append(log_level)
             self.node_procs, self.router = {}, None
 
         def start(self) -> None:
@@ -365,8 +366,9 @@ def test_raft_mutation_reaches_every_node(monkeypatch, tmp_path, capsys) -> None
     for args in seen.values():
         assert args[args.index("--raft-mutation") + 1] == "learner-votes"
     assert "4 nodes" in capsys.readouterr().out
-    assert runner.run(10, ["kill"], "set", 3) == 1
+    assert runner.run(10, ["kill"], "set", 3, log_level="debug") == 1
     assert sorted(seen) == [1, 2, 3, 4] and all("--raft-mutation" not in a for n, a in seen.items() if n <= 3)
+    assert levels == ["info", "debug"]  # --log-level reaches the cluster, which passes it to every process
 
 
 def test_disk_faults_write_the_fault_file(tmp_path, monkeypatch) -> None:
@@ -376,7 +378,7 @@ def test_disk_faults_write_the_fault_file(tmp_path, monkeypatch) -> None:
     from tools.nemesis.schedule import Step
 
     nem = fake_nemesis(tmp_path)
-    # A node confirms by logging "fault hooks now ..."; this fake one never does.
+    # A node confirms by printing "fault hooks now ..."; this fake one never does.
     monkeypatch.setattr(faults, "FAULT_APPLY_TIMEOUT_S", 0.05)
     done = asyncio.run(nem.apply(Step(1.0, 1, "slowdisk", "slow-disk", (("delay_ms", 50), ("target", "node:3")))))
     assert "did not confirm" in done.detail

@@ -286,7 +286,8 @@ class Nemesis:
         return f"links back to pass: {', '.join(f'{a}->{b}' for a, b in pairs) or 'none'}", ()
 
     def _hook_changes(self, n: int) -> int:
-        """How many times node ``n`` logged a change of its fault hooks (see node/server.py)."""
+        """How many times node ``n`` said it changed its fault hooks (a line it prints whatever
+        its --log-level; see node/server.py)."""
         try:
             with open(self.cluster.node_procs[n].log_path, errors="replace") as f:
                 return sum(1 for line in f if "fault hooks now" in line)

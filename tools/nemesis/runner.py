@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from common.logs import DEFAULT_LEVEL
 from tesserapb import meta_pb2, meta_pb2_grpc
 from tools.cluster import Cluster
 from tools.nemesis import checks, schedule, workloads
@@ -109,12 +110,14 @@ def run(
     workers: int = 10,
     checker_time_limit_s: float = 120.0,
     raft_mutation: str | None = None,
+    log_level: str = DEFAULT_LEVEL,
 ) -> int:
     """Run the nemesis; 0 when every check holds, 1 otherwise (130 when interrupted).
 
     ``nodes`` defaults to 3, or 4 when ``member`` is among the faults (fewer is a ValueError).
     ``raft_mutation`` (testing) is passed to every node as ``--raft-mutation``: a run against
-    a known Raft bug, which must then fail.
+    a known Raft bug, which must then fail. ``log_level`` is every node's and the router's
+    ``--log-level``.
     """
     if seed is None:
         seed = random.SystemRandom().randrange(1 << 31)
@@ -128,7 +131,8 @@ def run(
     missing = sched.missing()
     if missing:
         print(f"nemesis: warning: {duration:g} s leaves no room for: {', '.join(missing)}", flush=True)
-    r = _Run(sched, workload, history_path, nodes, partitions, workers, checker_time_limit_s, raft_mutation)
+    r = _Run(sched, workload, history_path, nodes, partitions, workers, checker_time_limit_s, raft_mutation,
+             log_level)
     try:
         return asyncio.run(r.main())
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -146,7 +150,7 @@ def _finished(task: asyncio.Task | None) -> bool:
 class _Run:
     def __init__(self, sched: schedule.Schedule, workload: str, history_path: str | None,
                  nodes: int, partitions: int, workers: int, checker_time_limit_s: float,
-                 raft_mutation: str | None = None) -> None:
+                 raft_mutation: str | None = None, log_level: str = DEFAULT_LEVEL) -> None:
         self.sched = sched
         self.workload_name = workload
         self.history_path = history_path
@@ -155,6 +159,7 @@ class _Run:
         self.workers = workers
         self.checker_time_limit_s = checker_time_limit_s
         self.raft_mutation = raft_mutation
+        self.log_level = log_level
         self.root = ""
         self.cluster: Cluster | None = None
         self.net: ProxyNet | None = None
@@ -340,6 +345,7 @@ class _Run:
             root,
             nodes=self.nodes,
             partitions=self.partitions,
+            log_level=self.log_level,
             node_args=lambda i: [
                 "--peer-addresses", peer_files[i], "--fault-file", self.fault_files[i],
                 *(["--raft-mutation", self.raft_mutation] if self.raft_mutation else []),

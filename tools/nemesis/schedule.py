@@ -25,13 +25,17 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-# Fault kinds of the command line (tools/cli.py FAULTS mirrors this).
+from router.placement.config import PlacementConfig
+
+# The fault kinds, by the names `tessera nemesis --faults` takes (tools/cli.py reads them here).
 KINDS = ("kill", "pause", "partition", "transfer", "fsync", "slowdisk", "latency", "router", "member")
 PRIMARY = tuple(k for k in KINDS if k != "transfer")
 PARTITION_SHAPES = ("majority", "leader", "asymmetric", "bridge", "halves")
 # Shapes that need more than 3 nodes: ``halves`` (two stores vs the other two).
 SHAPE_MIN_NODES = {"halves": 4}
-REPLICAS = 3  # replicas per partition (the router's default); ``member`` needs one more store
+# Replicas per partition: the router's default (the nemesis starts its router with no
+# --replicas); ``member`` needs one more store than that.
+REPLICAS = PlacementConfig().replicas
 MEMBER_MIN_NODES = REPLICAS + 1
 
 

@@ -7,8 +7,8 @@ as a node would after applying, so segments rotate and get deleted.  The
 clock runs from building the WalBatch until ``write`` returns; making the
 Entry objects (the consensus core's job) is not counted.
 
-    python -m node.wal.bench [--seconds 3] [--batch 1 16 256] [--value-size 128]
-                             [--partitions 1] [--no-sync] [--dir DIR] [--json]
+    python -m tools.bench_wal [--seconds 3] [--batch 1 16 256] [--value-size 128]
+                              [--partitions 1] [--no-sync] [--dir DIR] [--json]
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import tempfile
 import time
 
 from node.raft import Entry, HardState
-
-from .batch import WalBatch
-from .wal import WriteAheadLog
+from node.wal.batch import WalBatch
+from node.wal.wal import WriteAheadLog
+from tools.stats import percentile
 
 
 def run(directory: str, batch_size: int, value_size: int, partitions: int, seconds: float, sync: bool) -> dict:
@@ -65,8 +64,8 @@ def run(directory: str, batch_size: int, value_size: int, partitions: int, secon
         "entries_per_s": n * batch_size / busy,
         "mb_per_s": n * batch_size * value_size / busy / 1e6,
         "latency_ms": {
-            "p50": statistics.median(lat) * 1e3,
-            "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
+            "p50": percentile(lat, 0.50) * 1e3,
+            "p99": percentile(lat, 0.99) * 1e3,
             "max": lat[-1] * 1e3,
         },
         "batches": n,

@@ -1,0 +1,21 @@
+"""The placement service's tunables and their defaults: the one place they are written down.
+
+``tessera router`` and ``tessera cluster up`` (tools/cli.py) take their flag defaults from
+:class:`PlacementConfig` at parse time, so this module imports nothing but
+:mod:`dataclasses`: reading a default must not load gRPC or asyncio, or every
+``tessera --help`` would pay for them. The router builds one from the parsed flags
+(router/main.py) and hands it to :class:`~router.placement.runtime.Placement`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementConfig:
+    partitions: int = 8  # pre-split a brand-new cluster into this many partitions
+    replicas: int = 3  # replicas of each pre-split partition; bootstrap waits for this many stores
+    store_down_after_s: float = 5.0  # a store silent this long is reported down
+    max_down_s: float = 30.0  # a store down this long has its replicas re-created elsewhere (stored, not acted on yet)
+    flush_interval_s: float = 1.0  # how often lazily-persisted table changes are written
