@@ -1,4 +1,4 @@
-"""Translate the consensus core's :class:`~node.raft.types.Message` to and from the wire.
+"""Translate the consensus core's :class:`~node.raft.Message` to and from the wire.
 
 This runs once per Raft message on both ends of every hop, so it is written for speed:
 explicit keyword construction (the upb runtime does the work in C), sub-messages built in

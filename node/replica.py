@@ -132,7 +132,7 @@ class Replica:
     def propose(self, cmd: Command) -> asyncio.Future[list[OpResult] | None]:
         """Queue a command; the future resolves with its results once applied here.
 
-        Raises :class:`~node.raft.errors.NotLeaderError` at once on a non-leader
+        Raises :class:`~node.raft.NotLeaderError` at once on a non-leader
         (the caller answers NotLeader).  Proposals queued in one event-loop
         pass are appended as one batch at the next Raft round.
         """

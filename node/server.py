@@ -21,9 +21,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from node.kv_service import KVService, Limits
+from node.kv_service import KVService
 from common import aio
-from node.raftstore import RaftSettings, RaftStore
+from node.raftstore import RaftStore
+from node.settings import Limits, RaftSettings
 from node.router_link import RouterLink
 from node.state.store import StateStore
 from node.transport import SERVER_OPTIONS, RaftTransport, RaftTransportService

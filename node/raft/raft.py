@@ -497,7 +497,9 @@ class Raft:
                     self._maybe_send_append(m.src, send_if_empty=True)
                 return
             was_paused = pr.is_paused()
-            if not pr.maybe_update(m.index):
+            # An answer at exactly the known match is progress for a probing follower: the
+            # probe found where its log and ours agree, so replication can resume.
+            if not pr.maybe_update(m.index) and not (pr.state == ProgressState.PROBE and pr.match == m.index):
                 return
             if pr.state == ProgressState.PROBE:
                 pr.become_replicate()
@@ -522,7 +524,9 @@ class Raft:
             pr.probe_sent = False
             if pr.state == ProgressState.REPLICATE and pr.inflights.full():
                 pr.inflights.free_first()
-            if pr.match < self.log.last_index():
+            if pr.match < self.log.last_index() or pr.state == ProgressState.PROBE:
+                # A probing follower is probed again even when caught up: its answer is what
+                # moves it back to replicating (and lets an idle group quiesce again).
                 self._maybe_send_append(m.src, send_if_empty=True)
             if m.context:
                 acks = self.read_only.ack(m.src, m.context)
@@ -738,9 +742,9 @@ class Raft:
         if lease and self.lease_valid():
             self._answer_read(requester, self.log.committed, context)
             return
-        self.read_only.add(self.log.committed, context, requester)
-        self.read_only.ack(self.id, context)
-        self._bcast_heartbeat(context)
+        round_ctx = self.read_only.add(self.log.committed, context, requester)
+        self.read_only.ack(self.id, round_ctx)
+        self._bcast_heartbeat(round_ctx)
 
     def _release_deferred_reads(self) -> None:
         if not self._deferred_reads or self.log.term_or_zero(self.log.committed) != self.term:

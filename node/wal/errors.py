@@ -2,9 +2,9 @@
 
 Callers branch on the type, never on the message text.  Requests that break
 the log's rules (appending past the end, compacting what is gone, an older
-snapshot) raise the core's own :class:`~node.raft.errors.CompactedError`,
-:class:`~node.raft.errors.UnavailableError` and
-:class:`~node.raft.errors.SnapshotOutOfDateError`, exactly like
+snapshot) raise the core's own :class:`~node.raft.CompactedError`,
+:class:`~node.raft.UnavailableError` and
+:class:`~node.raft.SnapshotOutOfDateError`, exactly like
 :class:`~node.raft.storage.MemoryStorage`; nothing is written then and the WAL
 stays usable.
 """

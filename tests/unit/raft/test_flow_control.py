@@ -145,17 +145,16 @@ def test_recv_msg_unreachable() -> None:
     assert (pr.state, pr.match, pr.next) == ("probe", 1, 2)
 
 
-@pytest.mark.xfail(strict=True, reason="core gap: a caught-up follower left in probe never returns to replicate while idle")
 def test_idle_group_quiesces_again_after_a_follower_was_unreachable() -> None:
     """A transient ``report_unreachable`` on an idle, caught-up follower must not keep its group
     awake forever: the next heartbeat answers bring it back to replicate, and the leader can
     quiesce again.
 
-    etcd sends a probe on a heartbeat answer whenever the follower is in probe state, and moves
-    it to replicate when the probe is answered at its match. Ours sends an append on a heartbeat
-    answer only if the follower lags (``pr.match < last_index``), and ignores an answer that does
-    not raise the match: the follower stays in probe until the next proposal, and ``can_quiesce``
-    (which wants every follower replicating) stays False meanwhile.
+    As etcd does, the leader probes a follower in probe state on every heartbeat answer, and
+    moves it to replicate when the probe is answered at its match. Found by this port: the core
+    probed only a lagging follower and ignored an answer that did not raise the match, so the
+    follower stayed in probe until the next proposal and ``can_quiesce`` (which wants every
+    follower replicating) stayed False: one connection blip kept an idle group ticking.
     """
     net = Net.fresh((1, 2, 3))
     net.elect(1)

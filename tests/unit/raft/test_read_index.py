@@ -97,9 +97,11 @@ def test_raft_frees_read_only_mem() -> None:
     r = Replica.of(1, (1, 2))
     r.ack_until_quiet(r.campaign_granted())
     (beat,) = r.step(Message(MT.READ_INDEX, 2, 1, term=1, context=b"ctx"))
-    assert (beat.type, beat.dst, beat.context) == (MT.HEARTBEAT, 2, b"ctx")
+    # The round's context is the leader's own sequence number, never the client's (see
+    # test_read_only_duplicate_request); the answer carries the client's back.
+    assert (beat.type, beat.dst) == (MT.HEARTBEAT, 2) and beat.context and beat.context != b"ctx"
     assert len(r.node._raft.read_only) == 1
-    out = r.step(Message(MT.HEARTBEAT_RESP, 2, 1, term=1, context=b"ctx"))
+    out = r.step(Message(MT.HEARTBEAT_RESP, 2, 1, term=1, context=beat.context))
     assert out == [Message(MT.READ_INDEX_RESP, 1, 2, term=1, index=1, context=b"ctx")]
     assert len(r.node._raft.read_only) == 0
 
@@ -129,7 +131,6 @@ def test_read_index_without_a_known_leader() -> None:
         r.node.read_index(b"ctx")
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: stale heartbeat answers for a re-asked context confirm later reads")
 def test_read_only_duplicate_request() -> None:
     """Thesis §6.4 step 3: a read may be answered only on heartbeat answers to a round sent after
     it was asked; answers to an earlier round prove nothing about leadership at the time of the
@@ -140,11 +141,10 @@ def test_read_only_duplicate_request() -> None:
     the stale node 1; then a duplicate of request A and the held answers reach node 1. B must
     not be answered: node 1 is no longer leader, and its commit index is below node 2's.
 
-    Ours fails: the heartbeat context is the client's read context, and a pending read is keyed
-    by it. The duplicate A is queued anew behind B, the old answers carrying context A count
-    as acknowledgements of it, and confirming A releases every read queued before it: B is
-    answered at the stale commit index. etcd fixed this by sending a sequence number of its own
-    as the heartbeat context (``readOnly.heartbeatCtx``) instead of the request's context.
+    Found by this port: the heartbeat context was the client's read context, and a pending read
+    was keyed by it, so the duplicate A queued anew behind B took the old answers carrying
+    context A as acknowledgements, and confirming A released B at the stale commit index. The
+    leader now sends a sequence number of its own as each round's context (node/raft/readonly.py).
     Without CheckQuorum, as in etcd's test; with it, node 1's clock must run slow for the same.
     """
     net = Net.fresh(VOTERS3, check_quorum=False)

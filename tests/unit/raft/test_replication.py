@@ -257,15 +257,14 @@ def test_leader_app_resp(index: int, reject: bool, match: int, next_: int, sent:
     assert all(m.type == MT.APP and m.dst == 2 for m in out)
 
 
-@pytest.mark.xfail(strict=True, reason="core gap: a probe answered at the follower's match leaves it in PROBE")
 def test_probe_answered_at_match_resumes_replication() -> None:
     """§5.3 with flow control: a follower in probe state that answers at exactly its known match
     has told the leader where their logs agree; the leader moves it to replicate and sends it the
     rest of the log.
 
     etcd: the last row of TestLeaderAppResp (``pr.Match == m.Index && pr.State == StateProbe``).
-    Ours returns early when the answer does not raise the match, so the follower stays paused
-    in probe until the next heartbeat answer.
+    Found by this port: the core returned early when the answer did not raise the match, so the
+    follower stayed paused in probe.
     """
     r = Replica.of(1, VOTERS3, entries=ents(1, 1))
     r.campaign_granted()
