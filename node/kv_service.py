@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from common.wire import errors as werr
-from common.wire.errors import WireError
 from common.wire.descriptors import descriptor_to_pb
+from common.wire.errors import WireError
 from node.raft import NotLeaderError, ProposalDroppedError
 from node.raftstore import RaftStore
 from node.replica import Replica
@@ -30,7 +30,6 @@ from node.settings import Limits
 from node.state.commands import Command, Op, OpKind
 from node.state.store import OpResult
 from tesserapb import errors_pb2, kv_pb2, kv_pb2_grpc, meta_pb2
-
 
 MAX_REQUEST_ID_BYTES = 64
 
@@ -136,7 +135,7 @@ class KVService(kv_pb2_grpc.KVServicer):
             raise WireError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
         try:
             results = await asyncio.wait_for(asyncio.shield(fut), self.limits.request_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise WireError(
                 grpc.StatusCode.UNAVAILABLE,
                 "write not confirmed in time; outcome unknown (retry with the same request_id)",
@@ -230,7 +229,7 @@ class KVService(kv_pb2_grpc.KVServicer):
                 try:
                     await asyncio.wait_for(asyncio.shield(rep.wait_applied(target)), bound)
                     return
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             raise self._not_leader(rep)
         self.rs.catch_up()  # a paused process must see its lease expire first
@@ -242,7 +241,7 @@ class KVService(kv_pb2_grpc.KVServicer):
             await asyncio.wait_for(asyncio.shield(rep.wait_applied(index)), self.limits.request_timeout_s)
         except NotLeaderError as exc:
             raise self._not_leader(rep, exc.leader) from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise WireError(grpc.StatusCode.UNAVAILABLE, "leadership not confirmed in time") from None
         except ReplicaStopped as exc:
             raise WireError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
@@ -292,22 +291,22 @@ class KVService(kv_pb2_grpc.KVServicer):
         except WireError as exc:
             await werr.abort(context, exc)
 
-    async def Get(self, request, context):  # noqa: N802
+    async def Get(self, request, context):
         return await self._unary(self._get, request, context)
 
-    async def Put(self, request, context):  # noqa: N802
+    async def Put(self, request, context):
         return await self._unary(self._put, request, context)
 
-    async def Delete(self, request, context):  # noqa: N802
+    async def Delete(self, request, context):
         return await self._unary(self._delete, request, context)
 
-    async def CompareAndSet(self, request, context):  # noqa: N802
+    async def CompareAndSet(self, request, context):
         return await self._unary(self._cas, request, context)
 
-    async def Scan(self, request, context):  # noqa: N802
+    async def Scan(self, request, context):
         return await self._unary(self._scan, request, context)
 
-    async def Batch(self, request, context):  # noqa: N802
+    async def Batch(self, request, context):
         return await self._unary(self._batch, request, context)
 
     _ITEM_HANDLERS = {
@@ -339,7 +338,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         getattr(out, kind).CopyFrom(resp)
         return out
 
-    async def Stream(self, request_iterator, context) -> AsyncIterator[kv_pb2.StreamResponse]:  # noqa: N802
+    async def Stream(self, request_iterator, context) -> AsyncIterator[kv_pb2.StreamResponse]:
         """Serve tagged requests concurrently; pack whatever is done into each response."""
         out: asyncio.Queue = asyncio.Queue()
         tasks: set[asyncio.Task] = set()

@@ -23,7 +23,7 @@ from node.raft import (
 )
 from tesserapb import raft_pb2
 
-__all__ = ["message_to_pb", "message_from_pb", "conf_state_to_pb", "conf_state_from_pb"]
+__all__ = ["conf_state_from_pb", "conf_state_to_pb", "message_from_pb", "message_to_pb"]
 
 _PbMessage = raft_pb2.RaftMessage
 _PbConfState = raft_pb2.ConfState

@@ -53,7 +53,7 @@ class Replica:
         storage: ReplicaStorage,
         loop: asyncio.AbstractEventLoop,
         on_work: Callable[[], None],
-        on_wake: Callable[["Replica"], None] | None = None,
+        on_wake: Callable[[Replica], None] | None = None,
     ) -> None:
         self.pid = pid
         self.replica_id = replica_id

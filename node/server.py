@@ -18,14 +18,14 @@ import signal
 import sys
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from node.kv_service import KVService
 from common import aio
+from node.kv_service import KVService
 from node.raftstore import RaftStore
-from node.settings import Limits, RaftSettings
 from node.router_link import RouterLink
+from node.settings import Limits, RaftSettings
 from node.state.store import StateStore
 from node.transport import SERVER_OPTIONS, RaftTransport, RaftTransportService
 from node.wal.wal import WriteAheadLog

@@ -158,7 +158,7 @@ async def wait_ready(channel: grpc.aio.Channel, timeout: float) -> None:
             raise ConnectionError(f"connect timed out after {timeout:.1f} s")
         try:
             await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ConnectionError(f"connect timed out after {timeout:.1f} s") from None
         state = channel.get_state(try_to_connect=True)
 
@@ -167,8 +167,17 @@ class _Peer:
     """Per-peer-store state; touched only on the event loop thread."""
 
     __slots__ = (
-        "store_id", "queue", "wake", "task", "backing_off", "sent_seq", "acked_seq",
-        "got_ack", "address", "last_error", "failures",
+        "acked_seq",
+        "address",
+        "backing_off",
+        "failures",
+        "got_ack",
+        "last_error",
+        "queue",
+        "sent_seq",
+        "store_id",
+        "task",
+        "wake",
     )
 
     def __init__(self, store_id: int, max_queue: int) -> None:

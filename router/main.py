@@ -25,8 +25,8 @@ from router.client.channels import CHANNEL_OPTIONS
 from router.local_meta import LocalMeta
 from router.meta_service import MetaService
 from router.placement.codec import CodecError
-from router.placement.persist import TABLE_FILE
 from router.placement.config import PlacementConfig
+from router.placement.persist import TABLE_FILE
 from router.placement.runtime import Placement
 from router.proxy import KVProxy
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc

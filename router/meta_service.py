@@ -15,7 +15,14 @@ import grpc
 from common.wire import errors as wire_errors
 from common.wire.descriptors import epoch_from_pb
 from router.placement import convert
-from router.placement.commands import PlacementError, RecordLeader, RegisterStore, SetStoreState, StoreHeartbeat, SubmitOperation
+from router.placement.commands import (
+    PlacementError,
+    RecordLeader,
+    RegisterStore,
+    SetStoreState,
+    StoreHeartbeat,
+    SubmitOperation,
+)
 from router.placement.model import StoreState
 from router.placement.runtime import Placement
 from tesserapb import meta_pb2, meta_pb2_grpc

@@ -27,7 +27,7 @@ class RouterProcess:
         self.proc: subprocess.Popen | None = None
         self.address = ""
 
-    def start(self, timeout: float = 15.0) -> "RouterProcess":
+    def start(self, timeout: float = 15.0) -> RouterProcess:
         cmd = [sys.executable, "-m", "tools.cli", "router", "--listen", self.listen, "--data-dir", str(self.data_dir),
                *self.extra_args]
         log = open(self.log_path, "ab")
@@ -91,7 +91,7 @@ class RouterProcess:
         if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
 
-    def __enter__(self) -> "RouterProcess":
+    def __enter__(self) -> RouterProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

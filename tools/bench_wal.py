@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(r))
         else:
             lat = r["latency_ms"]
-            print(f"{size:>6} {r['partitions']:>5} {str(r['sync']):>5} {r['batches_per_s']:>10.0f} "
+            print(f"{size:>6} {r['partitions']:>5} {r['sync']!s:>5} {r['batches_per_s']:>10.0f} "
                   f"{r['entries_per_s']:>10.0f} {r['mb_per_s']:>7.1f} {lat['p50']:>7.3f} {lat['p99']:>7.3f}")
 
 

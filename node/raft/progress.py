@@ -57,17 +57,17 @@ class Inflights:
 
 class Progress:
     __slots__ = (
-        "match",
-        "next",
-        "state",
-        "pending_snapshot",
-        "snapshot_elapsed",
-        "recent_active",
-        "probe_sent",
         "inflights",
         "is_learner",
-        "stamp",
         "last_heard",
+        "match",
+        "next",
+        "pending_snapshot",
+        "probe_sent",
+        "recent_active",
+        "snapshot_elapsed",
+        "stamp",
+        "state",
     )
 
     def __init__(self, next_index: int, max_inflight: int, is_learner: bool = False) -> None:

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .config import Config, Rand
 from .confchange import ConfChangeError, apply_conf_change
+from .config import Config, Rand
 from .errors import (
     CompactedError,
     NotLeaderError,
@@ -54,8 +54,8 @@ from .types import (
     Message,
     MessageType,
     ProgressStatus,
-    Ready,
     ReadState,
+    Ready,
     Role,
     Snapshot,
     SoftState,

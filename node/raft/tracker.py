@@ -72,7 +72,7 @@ class ProgressTracker:
         return joint_vote(self.conf.voters, self.conf.voters_outgoing, active) == VoteResult.WON
 
     def quorum_acked(self, acks: set[int]) -> bool:
-        votes = {i: True for i in acks}
+        votes = dict.fromkeys(acks, True)
         return joint_vote(self.conf.voters, self.conf.voters_outgoing, votes) == VoteResult.WON
 
     # -- elections ------------------------------------------------------------

@@ -73,7 +73,7 @@ class ConfChange:
         return b"".join(parts)
 
     @classmethod
-    def decode(cls, data: bytes) -> "ConfChange":
+    def decode(cls, data: bytes) -> ConfChange:
         (n,) = _CC_HEADER.unpack_from(data, 0)
         off = _CC_HEADER.size
         changes = []

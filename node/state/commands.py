@@ -66,7 +66,7 @@ class Command:
         return b"".join(parts)
 
     @classmethod
-    def decode(cls, data: bytes) -> "Command":
+    def decode(cls, data: bytes) -> Command:
         try:
             version, rid_len = _HEAD.unpack_from(data, 0)
             if version != _VERSION:

@@ -158,7 +158,7 @@ class StateStore:
                 for k, v in txn.cursor()
             }
 
-    def open_snapshot(self, pid: int, start: bytes, end: bytes) -> "SnapshotReader":
+    def open_snapshot(self, pid: int, start: bytes, end: bytes) -> SnapshotReader:
         """A consistent image of one partition: its meta and data from one read transaction."""
         return SnapshotReader(self, pid, start, end)
 
@@ -357,7 +357,7 @@ class SnapshotReader:
     def close(self) -> None:
         self._txn.abort()
 
-    def __enter__(self) -> "SnapshotReader":
+    def __enter__(self) -> SnapshotReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -53,7 +53,7 @@ class WalBatch:
     Entry lists it is given: do not modify them until the write returned.
     """
 
-    __slots__ = ("ops", "nbytes")
+    __slots__ = ("nbytes", "ops")
 
     def __init__(self) -> None:
         self.ops: list[tuple[Op, int, object, bytes | None, bytes | None]] = []

@@ -18,9 +18,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from node.raft import CompactedError, SnapshotOutOfDateError, UnavailableError
-from node.raft import limit_size
-from node.raft import Entry, HardState, SnapshotMeta
+from node.raft import (
+    CompactedError,
+    Entry,
+    HardState,
+    SnapshotMeta,
+    SnapshotOutOfDateError,
+    UnavailableError,
+    limit_size,
+)
 
 from .record import PartitionCheckpoint
 
@@ -181,7 +187,7 @@ class Shadow:
     the same order, and raises the same errors.
     """
 
-    __slots__ = ("base", "offset", "offset_term", "last", "snap_index", "tail_start", "tail")
+    __slots__ = ("base", "last", "offset", "offset_term", "snap_index", "tail", "tail_start")
 
     def __init__(self, base: PartitionState | None) -> None:
         if base is None:

@@ -32,7 +32,7 @@ class WalLogStorage:
     last snapshot meta the WAL recorded, with empty data.
     """
 
-    __slots__ = ("_wal", "_lock", "_parts", "pid", "_provider")
+    __slots__ = ("_lock", "_parts", "_provider", "_wal", "pid")
 
     def __init__(
         self, wal: WriteAheadLog, pid: int, snapshot_provider: Callable[[], Snapshot] | None = None

@@ -345,7 +345,7 @@ class AsyncClient:
         await self._meta.close()
         await self._pool.close()
 
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -515,7 +515,7 @@ class AsyncClient:
             raise _OutOfTime()
         try:
             await asyncio.wait_for(asyncio.shield(task), remaining)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise _OutOfTime() from None
 
     async def _load_routes(self) -> None:

@@ -39,7 +39,7 @@ class Route:
         return voters or [r.store_id for r in self.descriptor.replicas]
 
     @classmethod
-    def from_pb(cls, pb: meta_pb2.PartitionDescriptor) -> "Route":
+    def from_pb(cls, pb: meta_pb2.PartitionDescriptor) -> Route:
         return cls(descriptor_from_pb(pb), pb.leader_store_id, pb.term)
 
 

@@ -109,7 +109,7 @@ class Client:
         self._thread.join()
         self._loop.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -11,13 +11,13 @@ import time
 
 import grpc
 import pytest
+from conftest import eventually_async
 
 from router.client.channels import ChannelPool
 from router.client.errors import RpcFailure
 from router.client.retry import classify
 from router.client.stream import StreamTransport
 from router.client.transport import UnaryTransport
-from conftest import eventually_async
 from router.testing import RouterProcess
 from tesserapb import kv_pb2
 

@@ -11,18 +11,17 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 
 import grpc
 import pytest
+from conftest import eventually
 
 from common.wire.errors import error_from_rpc
 from router.client import Client, InvalidArgumentError
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
-from conftest import eventually
 from tools.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(300)
@@ -130,9 +129,8 @@ def test_bad_input_gets_invalid_argument_naming_the_limit(make_cluster) -> None:
         assert not got.found
     finally:
         ch.close()
-    with Client(c.router.address) as cl:
-        with pytest.raises(InvalidArgumentError):
-            cl.put(b"x" * 5000, b"v")
+    with Client(c.router.address) as cl, pytest.raises(InvalidArgumentError):
+        cl.put(b"x" * 5000, b"v")
 
 
 def test_acked_writes_survive_kill9_of_one_node_and_of_all(make_cluster) -> None:
@@ -270,9 +268,8 @@ def test_routing_errors_are_structured(make_cluster) -> None:
     follower = next(s for s in stores if s != leader)
 
     def call(store: int, ctx: kv_pb2.RequestContext, key: bytes):
-        with grpc.insecure_channel(stores[store]) as ch:
-            with pytest.raises(grpc.RpcError) as err:
-                kv_pb2_grpc.KVStub(ch).Put(kv_pb2.PutRequest(context=ctx, key=key, value=b"v"), timeout=5)
+        with grpc.insecure_channel(stores[store]) as ch, pytest.raises(grpc.RpcError) as err:
+            kv_pb2_grpc.KVStub(ch).Put(kv_pb2.PutRequest(context=ctx, key=key, value=b"v"), timeout=5)
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value
         detail = error_from_rpc(err.value)
         assert detail is not None

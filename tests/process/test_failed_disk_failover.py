@@ -13,8 +13,8 @@ import time
 
 import grpc
 import pytest
-
 from conftest import eventually_async
+
 from router.client import AsyncClient
 from tesserapb import meta_pb2, meta_pb2_grpc
 from tools.cluster import Cluster
@@ -58,7 +58,7 @@ async def _first_write(client: AsyncClient, key: bytes, bound: float) -> float |
         try:
             await client.put(key, b"after")
             return time.monotonic() - t0
-        except Exception:  # noqa: BLE001 - not yet
+        except Exception:
             await asyncio.sleep(0.05)
     return None
 

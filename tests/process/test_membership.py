@@ -10,13 +10,12 @@ import os
 import shutil
 import signal
 import tempfile
-import time
 
 import grpc
 import pytest
+from conftest import eventually
 
 from router.client import Client
-from conftest import eventually
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 from tools.cluster import Cluster
 

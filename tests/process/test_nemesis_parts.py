@@ -7,9 +7,9 @@ import asyncio
 import threading
 
 import pytest
-
 from conftest import eventually_async
 from support.nemesis_fakes import FakeNet
+
 from tools.nemesis.proxy import DELAY, DROP, PASS, LinkProxy, ProxyNet
 
 pytestmark = pytest.mark.timeout(60)
@@ -230,19 +230,19 @@ async def _serve_fakes(placement: _FakePlacement, nodes: dict[int, _FakeNode]): 
     from tesserapb import kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 
     class Meta(meta_pb2_grpc.MetaServicer):
-        async def GetPartition(self, request, context):  # noqa: N802
+        async def GetPartition(self, request, context):
             return meta_pb2.GetPartitionResponse(partition=placement.get(request.partition_id))
 
-        async def ScanPartitions(self, request, context):  # noqa: N802
+        async def ScanPartitions(self, request, context):
             return meta_pb2.ScanPartitionsResponse(partitions=[placement.get(12)])
 
-        async def SubmitOperation(self, request, context):  # noqa: N802
+        async def SubmitOperation(self, request, context):
             placement.submit(request.operation)
             return meta_pb2.SubmitOperationResponse(operation_id=len(placement.submitted))
 
     def kv_for(node: _FakeNode):  # type: ignore[no-untyped-def]
         class KV(kv_pb2_grpc.KVServicer):
-            async def Get(self, request, context):  # noqa: N802
+            async def Get(self, request, context):
                 pid = request.context.partition_id
                 if pid in node.gone:
                     await werr.abort(context, werr.WireError.of(werr.partition_not_found(pid), "not hosted"))
@@ -368,7 +368,6 @@ def test_member_move_reports_a_leader_elected_without_a_voter_majority(tmp_path,
 
 def test_member_move_that_never_promotes_is_a_problem(tmp_path, monkeypatch) -> None:
     from tools.nemesis import faults
-
     from tools.nemesis.schedule import Step
 
     monkeypatch.setattr(faults, "VOTER_TIMEOUT_S", 0.5)
@@ -401,7 +400,7 @@ def test_stale_read_check_flags_a_node_serving_old_data() -> None:
     from tools.nemesis.checks import stale_reads
 
     class KV(kv_pb2_grpc.KVServicer):
-        async def Get(self, request, context):  # noqa: N802
+        async def Get(self, request, context):
             pid = request.context.partition_id
             if pid == 1:  # refuses: not the leader any more
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "not leader")

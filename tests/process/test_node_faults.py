@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
-
 from conftest import eventually_async
 from support.inprocess import run_cluster
+
 from router.client import AsyncClient
 from tesserapb import kv_pb2, kv_pb2_grpc
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from conftest import eventually_async
 from support.inprocess import run_cluster
+
 from router.client import AsyncClient
 
 pytestmark = pytest.mark.timeout(120)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
 import pytest
+from conftest import eventually_async
 
 from node.raft import (
     ConfState,
@@ -25,7 +25,6 @@ from node.raft import (
     SnapshotMeta,
 )
 from node.raft_codec import message_from_pb, message_to_pb
-from conftest import eventually_async
 from node.transport import SERVER_OPTIONS, RaftTransport, RaftTransportService, register
 from tesserapb import raft_pb2, raft_pb2_grpc
 

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from node.raft import MemoryStorage
-from node.raft import ConfState, Entry, EntryType, Snapshot, SnapshotMeta
+from node.raft import ConfState, Entry, MemoryStorage
 from tools.simulator import cluster, mutations, runner, simnode
 from tools.simulator.invariants import (
     COMMITTED_LOST,
@@ -25,8 +24,8 @@ from tools.simulator.invariants import (
     LIVENESS,
     LOG_MATCHING,
     STATE_MACHINE_SAFETY,
-    InvariantViolation,
     Invariants,
+    InvariantViolation,
 )
 from tools.simulator.runner import main, run_seed
 

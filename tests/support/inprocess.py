@@ -9,10 +9,10 @@ stops everything, whatever happens.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
 from conftest import eventually_async
+
 from node.server import Node
 from router.testing import RouterProcess
 

@@ -19,7 +19,6 @@ import pytest
 import tools.checker.linearizability as lin
 from tools.checker import Op, check_history, describe, pair_ops, read_jsonl, write_jsonl
 
-
 # ---------------------------------------------------------------- helpers
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from support.raft_net import Net
+
 from node import membership
 from node.raft import ConfChangeType, ProgressStatus
-from support.raft_net import Net
 
 
 def kind(step):  # type: ignore[no-untyped-def]

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from support.nemesis_fakes import fake_nemesis
 
 from tools.checker import Op
 from tools.nemesis import schedule
 from tools.nemesis.checks import check_bank, check_register, check_set
-from support.nemesis_fakes import fake_nemesis
 from tools.nemesis.proxy import DROP, PASS
 from tools.nemesis.workloads import FINAL_READER, partition_prefix, text
 
@@ -170,13 +170,13 @@ class H:
         self.ops: list[Op] = []
 
     def op(self, p: int, f: str, key: str, value: object, outcome: str, start: int, end: int | None,
-           result: object = "same") -> "H":
+           result: object = "same") -> H:
         self.ops.append(Op(p, "invoke", f, key, None if f in ("get", "read") else value, start))
         if end is not None:
             self.ops.append(Op(p, outcome, f, key, value if result == "same" else result, end))
         return self
 
-    def final(self, key: str, value: object, t: int = 1000) -> "H":
+    def final(self, key: str, value: object, t: int = 1000) -> H:
         return self.op(FINAL_READER, "get", key, None, "ok", t, t + 1, result=value)
 
 

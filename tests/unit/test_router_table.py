@@ -103,7 +103,7 @@ def test_bootstrap_spreads_replicas_when_more_stores_than_replicas():
     t = PlacementTable()
     ids = [t.register_store(f"h:{i}") for i in range(5)]
     t.bootstrap(10, 3, ids)
-    counts = {s: 0 for s in ids}
+    counts = dict.fromkeys(ids, 0)
     for p in t.partitions.values():
         stores = [r.store_id for r in p.descriptor.replicas]
         assert len(set(stores)) == 3

@@ -23,7 +23,6 @@ from node.raft import (
     HardState,
     MemoryStorage,
     RawNode,
-    Role,
     Snapshot,
     SnapshotMeta,
     SnapshotOutOfDateError,

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import IO, Iterable
+from typing import IO
 
 TYPES = ("invoke", "ok", "fail", "info")
 FUNCTIONS = ("get", "put", "cas")

@@ -305,7 +305,7 @@ class _Search:
         m = len(events)
         tail = m + 1
         nxt = list(range(1, m + 2)) + [tail]
-        prv = [0] + list(range(0, m + 1))
+        prv = [0] + list(range(m + 1))
         slot_op = [-1] * (m + 2)
         is_call = [False] * (m + 2)  # the tail reads as a return: a dead end
         ret_slot = [-1] * (m + 2)  # call slot -> its return slot (-1: optional op)

@@ -380,7 +380,7 @@ async def probe_writable(
     t0 = time.monotonic()
     if out is None:
         out = Probe({})
-    out.seconds.update({pid: None for pid in keys})
+    out.seconds.update(dict.fromkeys(keys))
 
     async def one(client: AsyncClient, c: int, pid: int, key: bytes) -> bool:
         n = 0
@@ -390,7 +390,7 @@ async def probe_writable(
             try:
                 await client.put(key, value)
                 got = await client.get(key, consistency="linearizable")
-            except Exception:  # noqa: BLE001 - not yet: try again
+            except Exception:
                 await asyncio.sleep(0.05)
                 continue
             # An earlier attempt that timed out may still land after this one (its outcome was

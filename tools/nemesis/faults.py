@@ -89,7 +89,7 @@ def restart_router(cluster: Cluster, timeout: float = RESTART_TIMEOUT_S) -> None
     deadline = time.monotonic() + timeout
     while True:
         try:
-            cluster._spawn(p, timeout)  # noqa: SLF001 - see docstring
+            cluster._spawn(p, timeout)
             return
         except RuntimeError:
             if time.monotonic() > deadline:
@@ -698,7 +698,7 @@ class Nemesis:
                 move.watcher.cancel()
             try:
                 detail = await self._finish_move(move)
-            except Exception as exc:  # noqa: BLE001 - reported; the health check will tell
+            except Exception as exc:
                 detail = f"failed: {exc!r}"
                 self.problems.append(f"#{episode} member: finishing the move at the final heal failed: {exc!r}")
             self.moves.pop(episode, None)

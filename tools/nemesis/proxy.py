@@ -149,7 +149,7 @@ class LinkProxy:
                 up_reader, up_writer = await asyncio.wait_for(
                     asyncio.open_connection(host, int(port)), _CONNECT_TIMEOUT_S
                 )
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 return
             conn.up = up_writer
             if self.mode == DROP or self._closed:  # cut while we were connecting
@@ -249,7 +249,7 @@ class ProxyNet:
             asyncio.set_event_loop(loop)
             try:
                 loop.run_until_complete(self._start_all())
-            except BaseException as exc:  # noqa: BLE001 - reported to the starter
+            except BaseException as exc:
                 ready.set_exception(exc)
                 loop.close()
                 return
@@ -285,7 +285,7 @@ class ProxyNet:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10)
 
-    def __enter__(self) -> "ProxyNet":
+    def __enter__(self) -> ProxyNet:
         self.start()
         return self
 
@@ -313,7 +313,7 @@ class ProxyNet:
         def run() -> None:
             try:
                 done.set_result(fn())
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 done.set_exception(exc)
 
         loop.call_soon_threadsafe(run)

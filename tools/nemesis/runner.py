@@ -191,7 +191,7 @@ class _Run:
         pending: list[asyncio.Task] = []
         try:
             return await self._main(pending)
-        except Exception as exc:  # noqa: BLE001 - a broken run is a failed run, said plainly
+        except Exception as exc:
             print(f"nemesis: FAILED, seed {self.sched.seed}: the run itself broke: {exc!r}", flush=True)
             print(self.sched.describe(), flush=True)
             self._log_excerpts()
@@ -317,7 +317,7 @@ class _Run:
         # The workload's final reads, then the checks.
         try:
             await wl.final()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             outcome.problems.append(f"final read failed: {exc!r}")
         check_t0 = time.monotonic()
         outcome.verdicts = await asyncio.to_thread(self._check, wl, rec.ops)
@@ -404,7 +404,7 @@ class _Run:
                 await self._stale_reads(rep, nem)  # the cut-off node, before it rejoins
             try:
                 applied = await nem.apply(step)
-            except Exception as exc:  # noqa: BLE001 - reported, the run goes on
+            except Exception as exc:
                 self.step_errors.append(f"step {step} failed: {exc!r}")
                 self._log(f"nemesis: {step.at:7.2f}s #{step.episode} {step.action} FAILED: {exc!r}")
                 continue

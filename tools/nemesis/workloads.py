@@ -198,7 +198,7 @@ class RegisterWorkload(Workload):
                     rec.invoke(process, "get", k, None)
                     try:
                         got = await client.get(key, consistency=consistency)
-                    except Exception as exc:  # noqa: BLE001 - a failed read had no effect
+                    except Exception as exc:
                         self.note(exc)
                         rec.complete(process, "fail", "get", k, None)
                     else:
@@ -211,7 +211,7 @@ class RegisterWorkload(Workload):
                     rec.invoke(process, "put", k, value)
                     try:
                         version = await client.put(key, value.encode())
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         self.note(exc)
                         outcome = write_outcome(exc)
                         rec.complete(process, outcome, "put", k, value)
@@ -228,7 +228,7 @@ class RegisterWorkload(Workload):
                     rec.invoke(process, "cas", k, [expected, value])
                     try:
                         res = await client.cas(key, version, value.encode())
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         self.note(exc)
                         outcome = write_outcome(exc)
                         rec.complete(process, outcome, "cas", k, [expected, value])
@@ -297,7 +297,7 @@ class SetWorkload(Workload):
             rec.invoke(process, "put", k, elem)
             try:
                 await client.put(key, elem.encode())
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self.note(exc)
                 outcome = write_outcome(exc)
                 rec.complete(process, outcome, "put", k, elem)
@@ -323,7 +323,7 @@ class SetWorkload(Workload):
                 rec.invoke(process, "get", k, None)
                 try:
                     got = await client.get(key, consistency=consistency)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     self.note(exc)
                     rec.complete(process, "fail", "get", k, None)
                     await self.think(rng)
@@ -335,7 +335,7 @@ class SetWorkload(Workload):
                 rec.invoke(process, "cas", k, [current, new])
                 try:
                     res = await client.cas(key, version, new.encode())
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     self.note(exc)
                     outcome = write_outcome(exc)
                     rec.complete(process, outcome, "cas", k, [current, new])
@@ -429,7 +429,7 @@ class BankWorkload(Workload):
                     rec.invoke(process, "read", "bank", None)
                     try:
                         balances = await self._read(client, rng.choice(("lease", "linearizable")))
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         self.note(exc)
                         rec.complete(process, "fail", "read", "bank", None)
                     else:
@@ -444,7 +444,7 @@ class BankWorkload(Workload):
         try:
             got_a = await client.get(a, consistency=rng.choice(("lease", "linearizable")))
             got_b = await client.get(b, consistency=rng.choice(("lease", "linearizable")))
-        except Exception as exc:  # noqa: BLE001 - nothing attempted yet
+        except Exception as exc:
             self.note(exc)
             return process
         if got_a is None or got_b is None:
@@ -466,7 +466,7 @@ class BankWorkload(Workload):
                     Cas(b, got_b.version, str(bal_b + amount).encode()),
                 ]
             )
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.note(exc)
             outcome = write_outcome(exc)
             rec.complete(process, outcome, "transfer", "bank", what)

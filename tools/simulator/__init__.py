@@ -7,4 +7,4 @@
 from .mutations import describe as describe_mutations
 from .runner import SeedResult, main, run_seed
 
-__all__ = ["describe_mutations", "SeedResult", "main", "run_seed"]
+__all__ = ["SeedResult", "describe_mutations", "main", "run_seed"]

@@ -51,7 +51,7 @@ class Request:
 
 
 class Client:
-    def __init__(self, sim: "Simulation", idx: int, n_clients: int, rng: random.Random) -> None:
+    def __init__(self, sim: Simulation, idx: int, n_clients: int, rng: random.Random) -> None:
         self.sim = sim
         self.idx = idx
         self.n_clients = n_clients

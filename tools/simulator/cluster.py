@@ -27,12 +27,12 @@ from node.raft import Config, ConfState, MemoryStorage, Message, MessageType, Ra
 
 from .clients import Client, Request
 from .events import EventQueue
-from .invariants import CORE_EXCEPTION, LINEARIZABILITY, LIVENESS, InvariantViolation, Invariants
+from .invariants import CORE_EXCEPTION, LINEARIZABILITY, LIVENESS, Invariants, InvariantViolation
 from .kvsm import GENESIS_CHAIN, KVStateMachine, encode_command
 from .membership import Membership
 from .mutations import get_mutation
 from .nemesis import Nemesis
-from .network import Network, NetParams, split
+from .network import NetParams, Network, split
 from .profiles import choose_profile
 from .simnode import SimNode
 from .trace import Trace

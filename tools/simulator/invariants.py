@@ -34,8 +34,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from node.raft import RaftError
-from node.raft import Entry
+from node.raft import Entry, RaftError
 
 ELECTION_SAFETY = "election-safety"
 LOG_MATCHING = "log-matching"

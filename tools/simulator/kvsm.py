@@ -52,7 +52,7 @@ def fold_chain(chain: str, entry: Entry) -> str:
 class KVStateMachine:
     """key -> (value, version); ``applied`` is the index of the last applied entry."""
 
-    __slots__ = ("data", "applied", "chain")
+    __slots__ = ("applied", "chain", "data")
 
     def __init__(self, applied: int = 0, chain: str = GENESIS_CHAIN, data: dict | None = None) -> None:
         self.data: dict[str, tuple[str, int]] = data if data is not None else {}
@@ -94,7 +94,7 @@ class KVStateMachine:
         return json.dumps({"applied": self.applied, "chain": self.chain, "kv": kv}, separators=(",", ":")).encode()
 
     @classmethod
-    def restore(cls, blob: bytes) -> "KVStateMachine":
+    def restore(cls, blob: bytes) -> KVStateMachine:
         if not blob:
             return cls()
         obj = json.loads(blob)

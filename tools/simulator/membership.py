@@ -23,8 +23,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from node.raft import RaftError
-from node.raft import ConfChange, ConfChangeSingle, ConfChangeType
+from node.raft import ConfChange, ConfChangeSingle, ConfChangeType, RaftError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .cluster import Simulation
@@ -33,7 +32,7 @@ MIN_VOTERS = 3
 
 
 class Membership:
-    def __init__(self, sim: "Simulation", rng: random.Random, spare: list[int]) -> None:
+    def __init__(self, sim: Simulation, rng: random.Random, spare: list[int]) -> None:
         self.sim = sim
         self.rng = rng
         self.spare = list(spare)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class Nemesis:
-    def __init__(self, sim: "Simulation", rng: random.Random, profile: "Profile", membership: Membership) -> None:
+    def __init__(self, sim: Simulation, rng: random.Random, profile: Profile, membership: Membership) -> None:
         self.sim = sim
         self.rng = rng
         self.profile = profile
@@ -50,23 +50,23 @@ class Nemesis:
 
     # -- helpers ---------------------------------------------------------------
 
-    def _nodes(self) -> list["SimNode"]:
+    def _nodes(self) -> list[SimNode]:
         sim = self.sim
         return [sim.nodes[i] for i in sorted(sim.nodes) if not sim.nodes[i].removed]
 
-    def _pick(self, nodes: list["SimNode"]) -> "SimNode | None":
+    def _pick(self, nodes: list[SimNode]) -> SimNode | None:
         return nodes[self.rng.randrange(len(nodes))] if nodes else None
 
     def _down_count(self) -> int:
         members = self.sim.config.all_nodes()
         return sum(1 for n in self._nodes() if n.id in members and not n.up)
 
-    def may_take_down(self, node: "SimNode") -> bool:
+    def may_take_down(self, node: SimNode) -> bool:
         if node.id not in self.sim.config.all_nodes():
             return True
         return self._down_count() < self.profile.max_down
 
-    def _crash(self, node: "SimNode | None", lo: int | None = None, hi: int | None = None) -> str:
+    def _crash(self, node: SimNode | None, lo: int | None = None, hi: int | None = None) -> str:
         if node is None or not node.alive:
             return "nobody"
         if not self.may_take_down(node):
@@ -75,7 +75,7 @@ class Nemesis:
         self.sim.crash_node(node, self.rng.randint(lo or d_lo, hi or d_hi))
         return f"crashed {node.id}"
 
-    def _pause(self, node: "SimNode | None") -> str:
+    def _pause(self, node: SimNode | None) -> str:
         if node is None or not node.up:
             return "nobody"
         if not self.may_take_down(node):

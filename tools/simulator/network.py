@@ -10,9 +10,7 @@ never dropped (clients time out on their own when a replica is down).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, fields
-
-from node.raft import Entry, Message
+from dataclasses import dataclass, field
 
 
 @dataclass(slots=True)

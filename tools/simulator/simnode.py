@@ -24,23 +24,29 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from node.raft import NotLeaderError, ProposalDroppedError, RaftError
-from node.raft import RawNode
-from node.raft import MemoryStorage
-from node.raft import EntryType, MessageType, Ready, Role
+from node.raft import (
+    EntryType,
+    MemoryStorage,
+    MessageType,
+    NotLeaderError,
+    ProposalDroppedError,
+    RaftError,
+    RawNode,
+    Ready,
+)
 
 from .kvsm import KVStateMachine, encode_command
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .cluster import Simulation
     from .clients import Request
+    from .cluster import Simulation
 
 MT = MessageType
 VOTE_RESPONSES = frozenset({MT.VOTE_RESP, MT.PRE_VOTE_RESP})
 
 
 class SimNode:
-    def __init__(self, sim: "Simulation", node_id: int, storage: MemoryStorage, phase: int, period: int) -> None:
+    def __init__(self, sim: Simulation, node_id: int, storage: MemoryStorage, phase: int, period: int) -> None:
         self.sim = sim
         self.id = node_id
         self.storage = storage
@@ -56,9 +62,9 @@ class SimNode:
         self.inflight: tuple[Ready, int, list] | None = None
         self.missed_ticks = 0
         self.paused_queue: list[tuple] = []
-        self.pending_writes: dict[int, tuple["Request", int]] = {}
-        self.reads_waiting: dict[bytes, "Request"] = {}
-        self.pending_reads: list[tuple[int, "Request"]] = []
+        self.pending_writes: dict[int, tuple[Request, int]] = {}
+        self.reads_waiting: dict[bytes, Request] = {}
+        self.pending_reads: list[tuple[int, Request]] = []
         self.seen_leader_term = 0
         self.seen_commit = 0
 
@@ -267,7 +273,7 @@ class SimNode:
 
     # -- clients -------------------------------------------------------------------
 
-    def on_client(self, req: "Request") -> None:
+    def on_client(self, req: Request) -> None:
         raw = self.raw
         sim = self.sim
         if req.mode == "follower":

@@ -13,7 +13,7 @@ TAIL = 30
 
 
 class Trace:
-    __slots__ = ("_hash", "tail", "events")
+    __slots__ = ("_hash", "events", "tail")
 
     def __init__(self) -> None:
         self._hash = hashlib.blake2b(digest_size=16)

@@ -10,6 +10,7 @@ first and promoted once caught up, and a second conf change is refused while one
 from __future__ import annotations
 
 import pytest
+from support.raft_net import Net, Replica, accept, ents
 
 from node.raft import (
     ConfChange,
@@ -22,7 +23,6 @@ from node.raft import (
     ProposalDroppedError,
     Role,
 )
-from support.raft_net import Net, Replica, accept, ents
 
 MT = MessageType
 ET = 10

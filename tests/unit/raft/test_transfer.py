@@ -12,9 +12,19 @@ the current leader (our leases are always on).
 from __future__ import annotations
 
 import pytest
-
-from node.raft import NONE, ConfChange, ConfChangeSingle, ConfChangeType, Message, MessageType, NotLeaderError, ProposalDroppedError, Role
 from support.raft_net import Net, Replica
+
+from node.raft import (
+    NONE,
+    ConfChange,
+    ConfChangeSingle,
+    ConfChangeType,
+    Message,
+    MessageType,
+    NotLeaderError,
+    ProposalDroppedError,
+    Role,
+)
 
 MT = MessageType
 ET = 10
