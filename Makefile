@@ -1,7 +1,8 @@
 # Tessera developer entry points (see README.md).
 #
 #   make dev     .venv/ with the project installed editable + dev tools, gRPC stubs generated
-#   make test    make dev, then the whole pytest suite   (extra flags: PYTEST_ARGS='-k foo -x')
+#   make lint    make dev, then ruff and mypy as pyproject.toml configures them
+#   make test    make dev, make lint, then the whole pytest suite   (extra flags: PYTEST_ARGS='-k foo -x')
 #   make test-fast  make dev, then the unit tier only (tests/unit, seconds)
 #   make run     make dev, then `tessera cluster up`     (extra flags: RUN_ARGS='--nodes 5')
 #   make protos  regenerate tesserapb/ from protos/ even if it looks up to date
@@ -20,7 +21,7 @@ PYTEST_ARGS  ?=
 RUN_ARGS     ?=
 
 .DEFAULT_GOAL := dev
-.PHONY: dev test test-fast run protos clean
+.PHONY: dev lint test test-fast run protos clean
 
 dev: $(VENV)/.installed $(STUBS_STAMP)
 
@@ -63,7 +64,11 @@ protos: $(VENV)/.installed
 	rm -f $(STUBS_STAMP)
 	$(MAKE) --no-print-directory $(STUBS_STAMP)
 
-test: dev
+lint: dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 test-fast: dev
@@ -73,5 +78,5 @@ run: dev
 	$(VENV)/bin/tessera cluster up $(RUN_ARGS)
 
 clean:
-	rm -rf $(VENV) tesserapb build .pytest_cache *.egg-info
+	rm -rf $(VENV) tesserapb build .pytest_cache .mypy_cache .ruff_cache *.egg-info
 	find . -name __pycache__ -type d -not -path './.git/*' -prune -exec rm -rf {} +
