@@ -84,6 +84,8 @@ class Raft:
         self.lead = NONE
         self.role = Role.FOLLOWER
         self.lead_transferee = NONE
+        # Set once this leader sent TimeoutNow in its term (see lease_valid).
+        self._lease_forfeited = False
         self.pending_conf_index = 0
         self.clock = 0
         self.election_elapsed = 0
@@ -157,6 +159,7 @@ class Raft:
             self.vote = NONE
         self.lead = NONE
         self.quiesced = False
+        self._lease_forfeited = False
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = self.cfg.election_tick + self.rng.randrange(
@@ -516,7 +519,7 @@ class Raft:
             while self._maybe_send_append(m.src, send_if_empty=False):
                 pass
             if m.src == self.lead_transferee and pr.match == self.log.last_index():
-                self._send(Message(MT.TIMEOUT_NOW, self.id, m.src, term=self.term))
+                self._send_timeout_now(m.src)
         elif t == MT.HEARTBEAT_RESP:
             pr.recent_active = True
             if m.stamp > pr.stamp:
@@ -760,8 +763,13 @@ class Raft:
             self._send(Message(MT.READ_INDEX_RESP, self.id, requester, term=self.term, index=index, context=context))
 
     def lease_valid(self) -> bool:
-        """True while a quorum acknowledged a stamp recent enough for the lease to hold."""
-        if self.role != Role.LEADER or self.lead_transferee != NONE:
+        """True while a quorum acknowledged a stamp recent enough for the lease to hold.
+
+        Never during a leadership transfer, nor for the rest of a term in which this leader
+        told a transfer target to campaign: followers vote for that target in spite of their
+        promise, so acknowledgements given before their vote no longer hold anyone back.
+        """
+        if self.role != Role.LEADER or self.lead_transferee != NONE or self._lease_forfeited:
             return False
         start = self.trk.quorum_stamp(self.id, self.clock)
         if start == NO_STAMP or start < 0:
@@ -783,9 +791,16 @@ class Raft:
         # The transfer must finish within an election timeout or it is abandoned.
         self.election_elapsed = 0
         if pr.match == self.log.last_index():
-            self._send(Message(MT.TIMEOUT_NOW, self.id, target, term=self.term))
+            self._send_timeout_now(target)
         else:
             self._maybe_send_append(target, send_if_empty=True)
+
+    def _send_timeout_now(self, target: int) -> None:
+        """Tell the transfer target to campaign now.  Its vote requests will pass the followers'
+        lease promises, so from here on this leader's lease proves nothing: it is forfeited for
+        the rest of the term, even if the transfer is then abandoned (see :meth:`lease_valid`)."""
+        self._lease_forfeited = True
+        self._send(Message(MT.TIMEOUT_NOW, self.id, target, term=self.term))
 
     def _abort_transfer(self) -> None:
         self.lead_transferee = NONE
