@@ -10,7 +10,6 @@ first and promoted once caught up, and a second conf change is refused while one
 from __future__ import annotations
 
 import pytest
-from support.raft_net import Net, Replica, accept, ents
 
 from node.raft import (
     ConfChange,
@@ -23,6 +22,7 @@ from node.raft import (
     ProposalDroppedError,
     Role,
 )
+from support.raft_net import Net, Replica, accept, ents
 
 MT = MessageType
 ET = 10

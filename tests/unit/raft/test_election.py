@@ -14,9 +14,9 @@ promised a lease before it went down). Tests of the plain algorithm turn both of
 from __future__ import annotations
 
 import pytest
-from support.raft_net import FixedRand, Net, Replica, ents, enum_id, storage_with
 
 from node.raft import NONE, Entry, HardState, Message, MessageType, Role
+from support.raft_net import FixedRand, Net, Replica, ents, enum_id, storage_with
 
 MT = MessageType
 ET = 10  # the default election_tick

@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from support.raft_net import Net, Replica, persist
 
 from node.raft import (
     ConfState,
@@ -28,6 +27,7 @@ from node.raft import (
     Snapshot,
     SnapshotMeta,
 )
+from support.raft_net import Net, Replica, persist
 
 MT = MessageType
 ET = 10

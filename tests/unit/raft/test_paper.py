@@ -24,9 +24,9 @@ from __future__ import annotations
 import random
 
 import pytest
-from support.raft_net import Net, Replica, accept, ents, enum_id, storage_with
 
 from node.raft import NONE, Entry, HardState, Message, MessageType, Role
+from support.raft_net import Net, Replica, accept, ents, enum_id, storage_with
 
 MT = MessageType
 ET = 10  # the default election_tick

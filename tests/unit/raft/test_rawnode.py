@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from support.raft_net import Net
 
 from node.raft import (
     ConfChange,
@@ -20,6 +19,7 @@ from node.raft import (
 )
 from node.raft.confchange import ConfChangeError, apply_conf_change
 from node.raft.errors import CompactedError
+from support.raft_net import Net
 
 ADD_V, ADD_L, REMOVE = ConfChangeType.ADD_VOTER, ConfChangeType.ADD_LEARNER, ConfChangeType.REMOVE_NODE
 

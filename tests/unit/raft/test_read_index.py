@@ -10,9 +10,9 @@ an entry of its own term (until then its commit index may lag its predecessor's)
 from __future__ import annotations
 
 import pytest
-from support.raft_net import FixedRand, Net, Replica, ents, storage_with
 
 from node.raft import HardState, Message, MessageType, NotLeaderError, ReadState
+from support.raft_net import FixedRand, Net, Replica, ents, storage_with
 
 MT = MessageType
 ET = 10

@@ -9,9 +9,9 @@ hold (``APP_RESP``) or a refusal with a back-off hint.
 from __future__ import annotations
 
 import pytest
-from support.raft_net import Net, Replica, accept, ents
 
 from node.raft import Entry, HardState, Message, MessageType, NotLeaderError, Role
+from support.raft_net import Net, Replica, accept, ents
 
 MT = MessageType
 VOTERS3 = (1, 2, 3)

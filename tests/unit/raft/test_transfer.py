@@ -12,7 +12,6 @@ the current leader (our leases are always on).
 from __future__ import annotations
 
 import pytest
-from support.raft_net import Net, Replica
 
 from node.raft import (
     NONE,
@@ -25,6 +24,7 @@ from node.raft import (
     ProposalDroppedError,
     Role,
 )
+from support.raft_net import Net, Replica
 
 MT = MessageType
 ET = 10
