@@ -95,13 +95,18 @@ class KVService(kv_pb2_grpc.KVServicer):
             rep = self.rs.replicas.get(pid)
             if rep is None:
                 raise WireError.of(werr.partition_not_found(pid), f"partition {pid} is not hosted on this node")
-        if ctx.HasField("epoch") and (ctx.epoch.version or ctx.epoch.conf_ver):
-            if ctx.epoch.version != rep.descriptor.epoch.version:
-                err = errors_pb2.Error(epoch_not_match=errors_pb2.EpochNotMatch(current=self._descriptor(rep)))
-                raise WireError.of(
-                    err,
-                    f"partition {rep.pid} epoch version is {rep.descriptor.epoch.version}, request has {ctx.epoch.version}",
-                )
+        # A zero epoch means the client did not say; any other must match the range version.
+        if (
+            ctx.HasField("epoch")
+            and (ctx.epoch.version or ctx.epoch.conf_ver)
+            and ctx.epoch.version != rep.descriptor.epoch.version
+        ):
+            err = errors_pb2.Error(epoch_not_match=errors_pb2.EpochNotMatch(current=self._descriptor(rep)))
+            raise WireError.of(
+                err,
+                f"partition {rep.pid} epoch version is {rep.descriptor.epoch.version}, "
+                f"request has {ctx.epoch.version}",
+            )
         for k in keys:
             if not rep.contains(k):
                 err = errors_pb2.Error(
@@ -264,7 +269,9 @@ class KVService(kv_pb2_grpc.KVServicer):
         limit = req.limit or self.limits.default_scan_limit
         if limit > self.limits.max_scan_limit:
             raise _invalid(
-                "limit", f"limit {limit} is over the maximum of {self.limits.max_scan_limit}", self.limits.max_scan_limit
+                "limit",
+                f"limit {limit} is over the maximum of {self.limits.max_scan_limit}",
+                self.limits.max_scan_limit,
             )
         mode = self._read_mode(req.read_options)
         rep = self._route(req.context, [] if req.context.partition_id else [req.start])

@@ -97,7 +97,9 @@ class Node:
         self.link.rs = self.raftstore
         kv_pb2_grpc.add_KVServicer_to_server(KVService(self.raftstore, self.link.address_of, self.limits), self.server)
         raft_pb2_grpc.add_RaftTransportServicer_to_server(
-            RaftTransportService(self.store_id, self.raftstore.on_messages, self.raftstore.on_snapshot, snapshot_dir=snap_dir),
+            RaftTransportService(
+                self.store_id, self.raftstore.on_messages, self.raftstore.on_snapshot, snapshot_dir=snap_dir
+            ),
             self.server,
         )
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()

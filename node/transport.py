@@ -13,8 +13,9 @@ transport reports the peer through ``on_unreachable`` (the replica falls back to
 ``RawNode.report_unreachable``), drops everything queued for it, and while it backs off before
 reconnecting (20 ms doubling to 1 s, jittered) drops new sends too rather than queue stale
 appends.  (Across a reconnect, a late batch of the dead stream could in principle be handled
-after the new stream's first one: order holds per stream, not forever.)  Raft's own retransmission (heartbeats, probes, retried votes) recovers.  A peer that
-stops acknowledging holds at most ``max_inflight`` batches; beyond that, sends queue (up to
+after the new stream's first one: order holds per stream, not forever.)  Raft's own
+retransmission (heartbeats, probes, retried votes) recovers.  A peer that stops
+acknowledging holds at most ``max_inflight`` batches; beyond that, sends queue (up to
 ``max_queue`` messages, oldest dropped first and counted).  Acks are cumulative and sparse
 (see ACK_EVERY).
 

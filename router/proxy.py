@@ -88,7 +88,9 @@ class KVProxy(kv_pb2_grpc.KVServicer):
 
     async def _batch(self, req: kv_pb2.BatchRequest, timeout: float | None) -> kv_pb2.BatchResponse:
         results = await self._client.batch(list(req.ops), timeout=timeout)
-        return kv_pb2.BatchResponse(results=[kv_pb2.WriteResult(version=r.version, deleted=r.deleted, succeeded=r.succeeded) for r in results])
+        return kv_pb2.BatchResponse(
+            results=[kv_pb2.WriteResult(version=r.version, deleted=r.deleted, succeeded=r.succeeded) for r in results]
+        )
 
     _HANDLERS = {
         "get": _get,

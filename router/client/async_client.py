@@ -277,8 +277,9 @@ class AsyncClient:
         return ScanPage(out, False, b"")
 
     async def batch(self, ops: Iterable[object], *, timeout: float | None = None) -> list[WriteResult]:
-        """Apply puts, deletes and conditional Cas ops atomically (all or nothing). Every key must belong to one partition, else
-        CrossPartitionBatchError (an InvalidArgumentError) and nothing is written.
+        """Apply puts, deletes and conditional Cas ops atomically (all or nothing). Every key must
+        belong to one partition, else CrossPartitionBatchError (an InvalidArgumentError) and
+        nothing is written.
         ``ops``: Put(key, value) / Delete(key) or ("put", k, v) / ("delete", k)."""
         write_ops = [write_op(op) for op in ops]
         if not write_ops:
