@@ -80,7 +80,7 @@ class Node:
         host = self.advertise.rsplit(":", 1)[0]
         if self.advertise.endswith(":0"):
             self.advertise = f"{host}:{self.port}"
-        self.link = RouterLink(self.store_id, self.advertise, self.router, None)  # type: ignore[arg-type]
+        self.link = RouterLink(self.store_id, self.advertise, self.router)
         if self.peer_addresses_file:
             with open(self.peer_addresses_file) as f:
                 self.link.peer_overrides = {int(k): v for k, v in json.load(f).items()}

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import lmdb
@@ -174,8 +174,8 @@ class StateStore:
 
     def apply_many(
         self,
-        work: list[tuple[int, Iterable[ApplyEntry], ConfState]],
-        before_commit: Callable[[list[list[list[OpResult] | None]]], None] | None = None,
+        work: Sequence[tuple[int, Iterable[ApplyEntry], ConfState]],
+        before_commit: Callable[[list[list[list[OpResult] | None]]], object] | None = None,
     ) -> list[list[list[OpResult] | None]]:
         """Apply several partitions' entries in ONE transaction (one fsync per Raft round).
 
