@@ -37,7 +37,7 @@ from .errors import (
     UnavailableError,
 )
 from .log import RaftLog
-from .progress import NO_STAMP, ProgressState
+from .progress import NO_STAMP, Progress, ProgressState
 from .quorum import VoteResult
 from .readonly import ReadOnly
 from .storage import LogStorage
@@ -632,7 +632,7 @@ class Raft:
             pr.probe_sent = True
         return True
 
-    def _send_snapshot(self, to: int, pr) -> bool:  # type: ignore[no-untyped-def]
+    def _send_snapshot(self, to: int, pr: Progress) -> bool:
         if not pr.recent_active:
             return False
         try:
