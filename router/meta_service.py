@@ -9,6 +9,7 @@ lives here: it is all in router.placement.
 from __future__ import annotations
 
 import logging
+from typing import NoReturn
 
 import grpc
 
@@ -30,7 +31,7 @@ from tesserapb import meta_pb2, meta_pb2_grpc
 log = logging.getLogger("tessera.router.meta")
 
 
-async def _invalid(context: grpc.aio.ServicerContext, field: str, message: str) -> None:
+async def _invalid(context: grpc.aio.ServicerContext, field: str, message: str) -> NoReturn:
     failure = wire_errors.WireError.of(wire_errors.invalid_argument(field, message), f"{field}: {message}")
     await wire_errors.abort(context, failure)
 

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import ClassVar
 
 import grpc
+from google.protobuf.message import Message
 
 from common.wire import errors as wire_errors
 from common.wire.errors import WireError
@@ -92,7 +95,8 @@ class KVProxy(kv_pb2_grpc.KVServicer):
             results=[kv_pb2.WriteResult(version=r.version, deleted=r.deleted, succeeded=r.succeeded) for r in results]
         )
 
-    _HANDLERS = {
+    # By the request's field name in StreamRequestItem; each takes the request of that kind.
+    _HANDLERS: ClassVar[Mapping[str, Callable[..., Awaitable[Message]]]] = {
         "get": _get,
         "put": _put,
         "delete": _delete,
@@ -101,7 +105,7 @@ class KVProxy(kv_pb2_grpc.KVServicer):
         "batch": _batch,
     }
 
-    async def _handle(self, kind: str, request, timeout: float | None):
+    async def _handle(self, kind: str, request: Message, timeout: float | None) -> Message:
         try:
             return await self._HANDLERS[kind](self, request, timeout)
         except ClientClosedError:
@@ -109,7 +113,7 @@ class KVProxy(kv_pb2_grpc.KVServicer):
         except TesseraError as exc:
             raise _failure(exc) from None
 
-    async def _unary(self, kind: str, request, context: grpc.aio.ServicerContext):
+    async def _unary(self, kind: str, request: Message, context: grpc.aio.ServicerContext) -> Message:
         try:
             return await self._handle(kind, request, self._timeout(context))
         except WireError as failure:
