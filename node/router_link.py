@@ -40,8 +40,8 @@ class RouterLink:
         self.peer_overrides: dict[int, str] = {}
         self._channel = grpc.aio.insecure_channel(router)
         self._stub = meta_pb2_grpc.MetaStub(self._channel)
-        self._task: asyncio.Task | None = None
-        self._bg: set[asyncio.Task] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._bg: set[asyncio.Task[None]] = set()
         self.heartbeats = 0
 
     def address_of(self, store_id: int) -> str:

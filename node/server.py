@@ -62,7 +62,7 @@ class Node:
         self.peer_addresses_file = peer_addresses_file
         self.fault_file = fault_file
         self.raft_mutation = raft_mutation or None
-        self._fault_task: asyncio.Task | None = None
+        self._fault_task: asyncio.Task[None] | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.stopped = False

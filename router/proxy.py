@@ -141,7 +141,7 @@ class KVProxy(kv_pb2_grpc.KVServicer):
         """Answers each item as soon as its forwarded request completes, packing whatever is
         ready into one StreamResponse."""
         done: asyncio.Queue[kv_pb2.StreamResponseItem | None] = asyncio.Queue()
-        tasks: set[asyncio.Task] = set()
+        tasks: set[asyncio.Task[None]] = set()
 
         async def serve_item(item: kv_pb2.StreamRequestItem) -> None:
             out = kv_pb2.StreamResponseItem(request_id=item.request_id)
