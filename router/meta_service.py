@@ -26,6 +26,7 @@ from router.placement.commands import (
 )
 from router.placement.model import StoreState
 from router.placement.runtime import Placement
+from router.placement.table import PlacementTable
 from tesserapb import meta_pb2, meta_pb2_grpc
 
 log = logging.getLogger("tessera.router.meta")
@@ -41,7 +42,7 @@ class MetaService(meta_pb2_grpc.MetaServicer):
         self._placement = placement
 
     @property
-    def _table(self):
+    def _table(self) -> PlacementTable:
         return self._placement.table
 
     async def GetPartition(
