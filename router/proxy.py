@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import ClassVar
 
 import grpc
@@ -119,25 +119,27 @@ class KVProxy(kv_pb2_grpc.KVServicer):
         except WireError as failure:
             await wire_errors.abort(context, failure)
 
-    async def Get(self, request, context):
+    async def Get(self, request: kv_pb2.GetRequest, context: grpc.aio.ServicerContext) -> Message:
         return await self._unary("get", request, context)
 
-    async def Put(self, request, context):
+    async def Put(self, request: kv_pb2.PutRequest, context: grpc.aio.ServicerContext) -> Message:
         return await self._unary("put", request, context)
 
-    async def Delete(self, request, context):
+    async def Delete(self, request: kv_pb2.DeleteRequest, context: grpc.aio.ServicerContext) -> Message:
         return await self._unary("delete", request, context)
 
-    async def CompareAndSet(self, request, context):
+    async def CompareAndSet(self, request: kv_pb2.CompareAndSetRequest, context: grpc.aio.ServicerContext) -> Message:
         return await self._unary("compare_and_set", request, context)
 
-    async def Scan(self, request, context):
+    async def Scan(self, request: kv_pb2.ScanRequest, context: grpc.aio.ServicerContext) -> Message:
         return await self._unary("scan", request, context)
 
-    async def Batch(self, request, context):
+    async def Batch(self, request: kv_pb2.BatchRequest, context: grpc.aio.ServicerContext) -> Message:
         return await self._unary("batch", request, context)
 
-    async def Stream(self, request_iterator, context):
+    async def Stream(
+        self, request_iterator: AsyncIterator[kv_pb2.StreamRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[kv_pb2.StreamResponse]:
         """Answers each item as soon as its forwarded request completes, packing whatever is
         ready into one StreamResponse."""
         done: asyncio.Queue[kv_pb2.StreamResponseItem | None] = asyncio.Queue()
