@@ -2,8 +2,9 @@
 
 One domain model for router, client and node. The values mirror meta.proto's
 PartitionDescriptor, Epoch, Replica and Role, but these are plain frozen dataclasses (value
-equality, no protobuf mutability); common/wire/descriptors.py converts them at the gRPC edge. The placement file encodes them by class name
-(router/placement/codec.py), so renaming one is an on-disk format change.
+equality, no protobuf mutability); common/wire/descriptors.py converts them at the gRPC edge.
+The placement file encodes them by class name (router/placement/codec.py), so renaming one is
+an on-disk format change.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ conventions to the byte: a key one of them places in a partition the other must 
 
 from __future__ import annotations
 
+import itertools
+
 MAX_PRESPLIT = 65536
 
 
@@ -26,7 +28,7 @@ def even_boundaries(n: int) -> list[bytes]:
 def even_ranges(n: int) -> list[tuple[bytes, bytes]]:
     """[start, end) of each of n pre-split partitions, covering the key space exactly."""
     cuts = [b"", *even_boundaries(n), b""]
-    return list(zip(cuts[:-1], cuts[1:]))
+    return list(itertools.pairwise(cuts))
 
 
 def end_after(a: bytes, b: bytes) -> bool:

@@ -15,7 +15,8 @@ heard from its leader within the bound.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import ClassVar, TypeVar
 
 import grpc
 
@@ -32,6 +33,9 @@ from node.state.store import OpResult
 from tesserapb import errors_pb2, kv_pb2, kv_pb2_grpc, meta_pb2
 
 MAX_REQUEST_ID_BYTES = 64
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
 
 
 def _invalid(field: str, message: str, limit: int = 0) -> WireError:
@@ -95,13 +99,18 @@ class KVService(kv_pb2_grpc.KVServicer):
             rep = self.rs.replicas.get(pid)
             if rep is None:
                 raise WireError.of(werr.partition_not_found(pid), f"partition {pid} is not hosted on this node")
-        if ctx.HasField("epoch") and (ctx.epoch.version or ctx.epoch.conf_ver):
-            if ctx.epoch.version != rep.descriptor.epoch.version:
-                err = errors_pb2.Error(epoch_not_match=errors_pb2.EpochNotMatch(current=self._descriptor(rep)))
-                raise WireError.of(
-                    err,
-                    f"partition {rep.pid} epoch version is {rep.descriptor.epoch.version}, request has {ctx.epoch.version}",
-                )
+        # A zero epoch means the client did not say; any other must match the range version.
+        if (
+            ctx.HasField("epoch")
+            and (ctx.epoch.version or ctx.epoch.conf_ver)
+            and ctx.epoch.version != rep.descriptor.epoch.version
+        ):
+            err = errors_pb2.Error(epoch_not_match=errors_pb2.EpochNotMatch(current=self._descriptor(rep)))
+            raise WireError.of(
+                err,
+                f"partition {rep.pid} epoch version is {rep.descriptor.epoch.version}, "
+                f"request has {ctx.epoch.version}",
+            )
         for k in keys:
             if not rep.contains(k):
                 err = errors_pb2.Error(
@@ -264,7 +273,9 @@ class KVService(kv_pb2_grpc.KVServicer):
         limit = req.limit or self.limits.default_scan_limit
         if limit > self.limits.max_scan_limit:
             raise _invalid(
-                "limit", f"limit {limit} is over the maximum of {self.limits.max_scan_limit}", self.limits.max_scan_limit
+                "limit",
+                f"limit {limit} is over the maximum of {self.limits.max_scan_limit}",
+                self.limits.max_scan_limit,
             )
         mode = self._read_mode(req.read_options)
         rep = self._route(req.context, [] if req.context.partition_id else [req.start])
@@ -285,31 +296,35 @@ class KVService(kv_pb2_grpc.KVServicer):
 
     # -- gRPC surface -------------------------------------------------------------
 
-    async def _unary(self, handler, request, context):  # type: ignore[no-untyped-def]
+    async def _unary(
+        self, handler: Callable[[_Req], Awaitable[_Resp]], request: _Req, context: grpc.aio.ServicerContext
+    ) -> _Resp:
         try:
             return await handler(request)
         except WireError as exc:
             await werr.abort(context, exc)
 
-    async def Get(self, request, context):
+    async def Get(self, request: kv_pb2.GetRequest, context: grpc.aio.ServicerContext) -> kv_pb2.GetResponse:
         return await self._unary(self._get, request, context)
 
-    async def Put(self, request, context):
+    async def Put(self, request: kv_pb2.PutRequest, context: grpc.aio.ServicerContext) -> kv_pb2.PutResponse:
         return await self._unary(self._put, request, context)
 
-    async def Delete(self, request, context):
+    async def Delete(self, request: kv_pb2.DeleteRequest, context: grpc.aio.ServicerContext) -> kv_pb2.DeleteResponse:
         return await self._unary(self._delete, request, context)
 
-    async def CompareAndSet(self, request, context):
+    async def CompareAndSet(
+        self, request: kv_pb2.CompareAndSetRequest, context: grpc.aio.ServicerContext
+    ) -> kv_pb2.CompareAndSetResponse:
         return await self._unary(self._cas, request, context)
 
-    async def Scan(self, request, context):
+    async def Scan(self, request: kv_pb2.ScanRequest, context: grpc.aio.ServicerContext) -> kv_pb2.ScanResponse:
         return await self._unary(self._scan, request, context)
 
-    async def Batch(self, request, context):
+    async def Batch(self, request: kv_pb2.BatchRequest, context: grpc.aio.ServicerContext) -> kv_pb2.BatchResponse:
         return await self._unary(self._batch, request, context)
 
-    _ITEM_HANDLERS = {
+    _ITEM_HANDLERS: ClassVar[Mapping[str, str]] = {
         "get": "_get",
         "put": "_put",
         "delete": "_delete",
@@ -338,12 +353,14 @@ class KVService(kv_pb2_grpc.KVServicer):
         getattr(out, kind).CopyFrom(resp)
         return out
 
-    async def Stream(self, request_iterator, context) -> AsyncIterator[kv_pb2.StreamResponse]:
+    async def Stream(
+        self, request_iterator: AsyncIterator[kv_pb2.StreamRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[kv_pb2.StreamResponse]:
         """Serve tagged requests concurrently; pack whatever is done into each response."""
-        out: asyncio.Queue = asyncio.Queue()
-        tasks: set[asyncio.Task] = set()
+        out: asyncio.Queue[kv_pb2.StreamResponseItem | None] = asyncio.Queue()
+        tasks: set[asyncio.Task[kv_pb2.StreamResponseItem]] = set()
 
-        def finished(t: asyncio.Task) -> None:
+        def finished(t: asyncio.Task[kv_pb2.StreamResponseItem]) -> None:
             tasks.discard(t)
             if not t.cancelled():
                 out.put_nowait(t.result())

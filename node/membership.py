@@ -47,7 +47,7 @@ def encode_stores(stores: dict[int, int]) -> bytes:
 def decode_stores(context: bytes) -> dict[int, int]:
     if len(context) % _PAIR.size:
         raise ValueError(f"conf change context of {len(context)} bytes is not a list of (replica, store) pairs")
-    return {rid: sid for rid, sid in _PAIR.iter_unpack(context)}
+    return dict(_PAIR.iter_unpack(context))
 
 
 def _role(rid: int, cs: ConfState) -> Role:

@@ -103,10 +103,15 @@ class Outbox:
                 )
                 epoch = (rep.descriptor.epoch.conf_ver, rep.descriptor.epoch.version)
                 ok, reason = await self.transport.send_snapshot(
-                    store, message_to_pb(rep.pid, epoch, m), snapshot_stream(reader.chunks()), descriptor=reader.descriptor
+                    store,
+                    message_to_pb(rep.pid, epoch, m),
+                    snapshot_stream(reader.chunks()),
+                    descriptor=reader.descriptor,
                 )
                 if ok:
-                    log.info("sent snapshot of partition %d at index %d to store %d", rep.pid, meta.applied_index, store)
+                    log.info(
+                        "sent snapshot of partition %d at index %d to store %d", rep.pid, meta.applied_index, store
+                    )
                 else:
                     log.warning("snapshot of partition %d to store %d refused: %s", rep.pid, store, reason)
             except Exception as exc:  # transport failure: the core probes again later

@@ -68,7 +68,14 @@ class RaftStore:
         # single worker hands work over faster than the shared default pool.
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raft-io")
         self.replicas = ReplicaSet(
-            self.loop, self._io, wal, state, self._config_for, kick=self.kick, wake=self.wake, raft_mutation=raft_mutation
+            self.loop,
+            self._io,
+            wal,
+            state,
+            self._config_for,
+            kick=self.kick,
+            wake=self.wake,
+            raft_mutation=raft_mutation,
         )
         self.outbox = Outbox(store_id, transport, state, self.kick)
         self.ticker = Ticker(

@@ -16,12 +16,13 @@ from collections.abc import Callable
 
 from common.descriptor import Descriptor
 from node import membership
-from node.raft import NONE, ConfState, HardState, NotLeaderError, ProposalDroppedError, RawNode, Role
+from node.raft import NONE, ConfState, HardState, NotLeaderError, ProposalDroppedError, RawNode, Role, Snapshot
 from node.requests import PendingRequests, ReplicaStopped
 from node.round_plan import Carried, PartitionWork, StagedSnapshot
 from node.state.commands import Command
 from node.state.store import OpResult
 from node.wal.storage import WalLogStorage
+from node.wal.wal import WriteAheadLog
 
 
 class ReplicaStorage(WalLogStorage):
@@ -34,7 +35,13 @@ class ReplicaStorage(WalLogStorage):
 
     __slots__ = ("conf_state",)
 
-    def __init__(self, wal, pid: int, conf_state: ConfState, snapshot_provider=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        wal: WriteAheadLog,
+        pid: int,
+        conf_state: ConfState,
+        snapshot_provider: Callable[[], Snapshot] | None = None,
+    ) -> None:
         super().__init__(wal, pid, snapshot_provider)
         self.conf_state = conf_state
 

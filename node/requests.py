@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from node.state.store import OpResult
+
+_T = TypeVar("_T")
 
 
 class ProposalLost(Exception):
@@ -129,11 +132,13 @@ class PendingRequests:
     # -- the end ----------------------------------------------------------------
 
     def fail_all(self, exc: Exception) -> None:
-        futures = [p.future for p in self.queued]
-        futures += [p.future for p in self._proposals.values()]
-        futures += list(self._read_waits.values())
-        futures += [w.future for w in self._apply_waits]
-        for fut in futures:
-            if not fut.done():
-                fut.set_exception(exc)
+        _fail_each([p.future for p in itertools.chain(self.queued, self._proposals.values())], exc)
+        _fail_each(self._read_waits.values(), exc)
+        _fail_each([w.future for w in self._apply_waits], exc)
         self.queued, self._proposals, self._read_waits, self._apply_waits = [], {}, {}, []
+
+
+def _fail_each(futures: Iterable[asyncio.Future[_T]], exc: Exception) -> None:
+    for fut in futures:
+        if not fut.done():
+            fut.set_exception(exc)

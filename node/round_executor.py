@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 
 from node.outbox import Outbox
-from node.raft import Role
+from node.raft import ConfState, Role
 from node.replica import Replica
 from node.round_plan import ApplyJob, Carried, RoundPlan, SnapshotInstall, compaction_point
 from node.state.snapshot_file import read_snapshot_file
-from node.state.store import OpResult, PartitionMeta, StateStore
+from node.state.store import ApplyEntry, OpResult, PartitionMeta, StateStore
 from node.wal.wal import WriteAheadLog
 
 log = logging.getLogger("tessera.round")
@@ -150,5 +150,5 @@ class RoundExecutor:
         )
 
 
-def _apply_work(job: ApplyJob) -> tuple[int, tuple, object]:  # type: ignore[type-arg]
+def _apply_work(job: ApplyJob) -> tuple[int, Iterable[ApplyEntry], ConfState]:
     return job.pid, job.entries, job.conf_state

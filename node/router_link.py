@@ -26,19 +26,22 @@ log = logging.getLogger("tessera.router_link")
 
 
 class RouterLink:
-    def __init__(self, store_id: int, address: str, router: str, raftstore: RaftStore, *, interval: float = 1.0) -> None:
+    rs: RaftStore
+    """The replicas to report and to act on. Set by the node before :meth:`start`: the
+    RaftStore is built after this link, since it needs the link's resolve and report_leader."""
+
+    def __init__(self, store_id: int, address: str, router: str, *, interval: float = 1.0) -> None:
         self.store_id = store_id
         self.address = address
         self.router = router
-        self.rs = raftstore
         self.interval = interval
         self.addresses: dict[int, str] = {store_id: address}
         # Test harnesses (tessera nemesis) route node-to-node traffic through proxies.
         self.peer_overrides: dict[int, str] = {}
         self._channel = grpc.aio.insecure_channel(router)
         self._stub = meta_pb2_grpc.MetaStub(self._channel)
-        self._task: asyncio.Task | None = None
-        self._bg: set[asyncio.Task] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._bg: set[asyncio.Task[None]] = set()
         self.heartbeats = 0
 
     def address_of(self, store_id: int) -> str:

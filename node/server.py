@@ -62,7 +62,7 @@ class Node:
         self.peer_addresses_file = peer_addresses_file
         self.fault_file = fault_file
         self.raft_mutation = raft_mutation or None
-        self._fault_task: asyncio.Task | None = None
+        self._fault_task: asyncio.Task[None] | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.stopped = False
@@ -80,7 +80,7 @@ class Node:
         host = self.advertise.rsplit(":", 1)[0]
         if self.advertise.endswith(":0"):
             self.advertise = f"{host}:{self.port}"
-        self.link = RouterLink(self.store_id, self.advertise, self.router, None)  # type: ignore[arg-type]
+        self.link = RouterLink(self.store_id, self.advertise, self.router)
         if self.peer_addresses_file:
             with open(self.peer_addresses_file) as f:
                 self.link.peer_overrides = {int(k): v for k, v in json.load(f).items()}
@@ -97,7 +97,9 @@ class Node:
         self.link.rs = self.raftstore
         kv_pb2_grpc.add_KVServicer_to_server(KVService(self.raftstore, self.link.address_of, self.limits), self.server)
         raft_pb2_grpc.add_RaftTransportServicer_to_server(
-            RaftTransportService(self.store_id, self.raftstore.on_messages, self.raftstore.on_snapshot, snapshot_dir=snap_dir),
+            RaftTransportService(
+                self.store_id, self.raftstore.on_messages, self.raftstore.on_snapshot, snapshot_dir=snap_dir
+            ),
             self.server,
         )
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()

@@ -146,7 +146,7 @@ async def receive_snapshot(
     md = dict(context.invocation_metadata() or ())
     claimed = md.get(TO_STORE_METADATA)
     if claimed is not None and claimed != str(store_id):
-        return _refuse(f"store id mismatch: this is store {store_id}, sender meant {claimed}")
+        return _refuse(f"store id mismatch: this is store {store_id}, sender meant {claimed!s}")
 
     first: raft_pb2.RaftMessage | None = None
     descriptor: Descriptor | None = None

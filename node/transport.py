@@ -13,8 +13,9 @@ transport reports the peer through ``on_unreachable`` (the replica falls back to
 ``RawNode.report_unreachable``), drops everything queued for it, and while it backs off before
 reconnecting (20 ms doubling to 1 s, jittered) drops new sends too rather than queue stale
 appends.  (Across a reconnect, a late batch of the dead stream could in principle be handled
-after the new stream's first one: order holds per stream, not forever.)  Raft's own retransmission (heartbeats, probes, retried votes) recovers.  A peer that
-stops acknowledging holds at most ``max_inflight`` batches; beyond that, sends queue (up to
+after the new stream's first one: order holds per stream, not forever.)  Raft's own
+retransmission (heartbeats, probes, retried votes) recovers.  A peer that stops
+acknowledging holds at most ``max_inflight`` batches; beyond that, sends queue (up to
 ``max_queue`` messages, oldest dropped first and counted).  Acks are cumulative and sparse
 (see ACK_EVERY).
 
@@ -37,7 +38,8 @@ import logging
 import os
 import random
 from collections import deque
-from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
+from typing import TypeAlias
 
 import grpc
 
@@ -129,6 +131,10 @@ def _prefix(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+# A peer's Stream call: hand-framed RaftBatch bytes out, acks in.
+_BatchCall: TypeAlias = "grpc.aio.StreamStreamCall[bytes, raft_pb2.RaftBatchAck]"
 
 
 def _identity(b: bytes) -> bytes:
@@ -324,7 +330,7 @@ class RaftTransport:
         """One stream's life: connect, then write batches until something fails (raises)."""
         peer.address = addr = self._address(peer.store_id)
         channel = grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
-        call: grpc.aio.StreamStreamCall | None = None
+        call: _BatchCall | None = None
         reader: asyncio.Task[None] | None = None
         try:
             await wait_ready(channel, self._connect_timeout)
@@ -362,11 +368,13 @@ class RaftTransport:
                 await asyncio.wait([reader])
             await channel.close()
 
-    async def _read_acks(self, peer: _Peer, call: grpc.aio.StreamStreamCall) -> None:
+    async def _read_acks(self, peer: _Peer, call: _BatchCall) -> None:
         try:
             while True:
                 ack = await call.read()
-                if ack is grpc.aio.EOF:
+                # An ack, or grpc.aio.EOF once the peer ended the stream; grpc's stubs type EOF
+                # as object, which swallows the union, so the check is by the ack's type.
+                if not isinstance(ack, raft_pb2.RaftBatchAck):
                     return
                 peer.acked_seq = ack.seq
                 peer.got_ack = True
@@ -473,7 +481,9 @@ class RaftTransport:
     async def close(self) -> None:
         """Cancel every sender, abort snapshot transfers, close every channel; idempotent."""
         self._closed = True
-        tasks = [p.task for p in self._peers.values() if p.task is not None]
+        tasks: list[asyncio.Task[None] | asyncio.Task[tuple[bool, str]]] = [
+            p.task for p in self._peers.values() if p.task is not None
+        ]
         tasks.extend(self._snapshot_tasks)
         for t in tasks:
             t.cancel()
@@ -556,10 +566,14 @@ class RaftTransportService(raft_pb2_grpc.RaftTransportServicer):
         self.snapshots_received = 0
         self.snapshots_refused = 0
 
-    async def Stream(self, request_iterator, context):  # type: ignore[no-untyped-def,override]
+    async def Stream(
+        self,
+        request_iterator: AsyncIterator[raft_pb2.RaftBatch],
+        context: grpc.aio.ServicerContext[raft_pb2.RaftBatch, raft_pb2.RaftBatchAck],
+    ) -> AsyncIterator[raft_pb2.RaftBatchAck]:
         store_id = self.store_id
         on_messages = self._on_messages
-        Ack = raft_pb2.RaftBatchAck
+        new_ack = raft_pb2.RaftBatchAck
         async for batch in request_iterator:
             if batch.to_store != store_id:
                 self.streams_refused += 1
@@ -577,9 +591,13 @@ class RaftTransportService(raft_pb2_grpc.RaftTransportServicer):
             self.msgs_received += len(msgs)
             seq = batch.seq
             if seq % ACK_EVERY == 0 or seq == 1:
-                yield Ack(seq=seq)
+                yield new_ack(seq=seq)
 
-    async def SendSnapshot(self, request_iterator, context):  # type: ignore[no-untyped-def,override]
+    async def SendSnapshot(
+        self,
+        request_iterator: AsyncIterator[raft_pb2.SnapshotChunk],
+        context: grpc.aio.ServicerContext[raft_pb2.SnapshotChunk, raft_pb2.SnapshotAck],
+    ) -> raft_pb2.SnapshotAck:
         ack = await snapshot_stream.receive_snapshot(
             self.store_id, request_iterator, context, self.snapshot_dir, self._on_snapshot
         )

@@ -9,6 +9,7 @@ lives here: it is all in router.placement.
 from __future__ import annotations
 
 import logging
+from typing import NoReturn
 
 import grpc
 
@@ -25,12 +26,13 @@ from router.placement.commands import (
 )
 from router.placement.model import StoreState
 from router.placement.runtime import Placement
+from router.placement.table import PlacementTable
 from tesserapb import meta_pb2, meta_pb2_grpc
 
 log = logging.getLogger("tessera.router.meta")
 
 
-async def _invalid(context: grpc.aio.ServicerContext, field: str, message: str) -> None:
+async def _invalid(context: grpc.aio.ServicerContext, field: str, message: str) -> NoReturn:
     failure = wire_errors.WireError.of(wire_errors.invalid_argument(field, message), f"{field}: {message}")
     await wire_errors.abort(context, failure)
 
@@ -40,10 +42,12 @@ class MetaService(meta_pb2_grpc.MetaServicer):
         self._placement = placement
 
     @property
-    def _table(self):
+    def _table(self) -> PlacementTable:
         return self._placement.table
 
-    async def GetPartition(self, request: meta_pb2.GetPartitionRequest, context) -> meta_pb2.GetPartitionResponse:
+    async def GetPartition(
+        self, request: meta_pb2.GetPartitionRequest, context: grpc.aio.ServicerContext
+    ) -> meta_pb2.GetPartitionResponse:
         if request.partition_id:
             info = self._table.partitions.get(request.partition_id)
             if info is None:
@@ -60,21 +64,31 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             response.leader.CopyFrom(convert.store_to_pb(leader, self._placement.store_state(leader)))
         return response
 
-    async def ScanPartitions(self, request: meta_pb2.ScanPartitionsRequest, context) -> meta_pb2.ScanPartitionsResponse:
+    async def ScanPartitions(
+        self, request: meta_pb2.ScanPartitionsRequest, context: grpc.aio.ServicerContext
+    ) -> meta_pb2.ScanPartitionsResponse:
         if request.end and request.start >= request.end:
-            await _invalid(context, "end", f"end {request.end!r} must be empty (unbounded) or after start {request.start!r}")
+            await _invalid(
+                context, "end", f"end {request.end!r} must be empty (unbounded) or after start {request.start!r}"
+            )
         infos = self._table.scan(request.start, request.end, request.limit)
         response = meta_pb2.ScanPartitionsResponse(partitions=[convert.partition_to_pb(i) for i in infos])
         if request.with_status:
             response.status.extend(convert.partition_status_to_pb(i) for i in infos)
         return response
 
-    async def GetStores(self, request: meta_pb2.GetStoresRequest, context) -> meta_pb2.GetStoresResponse:
+    async def GetStores(
+        self, request: meta_pb2.GetStoresRequest, context: grpc.aio.ServicerContext
+    ) -> meta_pb2.GetStoresResponse:
         now = self._placement.now_ms()
         stores = sorted(self._table.stores.values(), key=lambda s: s.id)
-        return meta_pb2.GetStoresResponse(stores=[convert.store_to_pb(s, self._placement.store_state(s, now)) for s in stores])
+        return meta_pb2.GetStoresResponse(
+            stores=[convert.store_to_pb(s, self._placement.store_state(s, now)) for s in stores]
+        )
 
-    async def StoreHeartbeat(self, request: meta_pb2.StoreHeartbeatRequest, context) -> meta_pb2.StoreHeartbeatResponse:
+    async def StoreHeartbeat(
+        self, request: meta_pb2.StoreHeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> meta_pb2.StoreHeartbeatResponse:
         if not request.address:
             await _invalid(context, "address", "a store must say where it listens (host:port)")
         try:
@@ -105,7 +119,9 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             store_id=store_id, operations=[convert.operation_to_pb(op) for op in result.operations]
         )
 
-    async def ReportLeader(self, request: meta_pb2.ReportLeaderRequest, context) -> meta_pb2.ReportLeaderResponse:
+    async def ReportLeader(
+        self, request: meta_pb2.ReportLeaderRequest, context: grpc.aio.ServicerContext
+    ) -> meta_pb2.ReportLeaderResponse:
         epoch = epoch_from_pb(request.epoch) if request.HasField("epoch") else None
         try:
             await self._placement.apply(
@@ -115,7 +131,9 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             await _invalid(context, exc.field, exc.message)
         return meta_pb2.ReportLeaderResponse()
 
-    async def SubmitOperation(self, request: meta_pb2.SubmitOperationRequest, context) -> meta_pb2.SubmitOperationResponse:
+    async def SubmitOperation(
+        self, request: meta_pb2.SubmitOperationRequest, context: grpc.aio.ServicerContext
+    ) -> meta_pb2.SubmitOperationResponse:
         if not request.HasField("operation"):
             await _invalid(context, "operation", "required")
         op = request.operation
@@ -127,10 +145,14 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             )
         except PlacementError as exc:
             await _invalid(context, exc.field, exc.message)
-        log.info("operation %d queued for partition %d: %s", result.operation_id, op.partition_id, op.WhichOneof("kind"))
+        log.info(
+            "operation %d queued for partition %d: %s", result.operation_id, op.partition_id, op.WhichOneof("kind")
+        )
         return meta_pb2.SubmitOperationResponse(operation_id=result.operation_id)
 
-    async def SetStoreState(self, request: meta_pb2.SetStoreStateRequest, context) -> meta_pb2.SetStoreStateResponse:
+    async def SetStoreState(
+        self, request: meta_pb2.SetStoreStateRequest, context: grpc.aio.ServicerContext
+    ) -> meta_pb2.SetStoreStateResponse:
         try:
             state = StoreState(request.state) if request.state else None
         except ValueError:

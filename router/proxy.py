@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import ClassVar
 
 import grpc
+from google.protobuf.message import Message
 
 from common.wire import errors as wire_errors
 from common.wire.errors import WireError
@@ -88,9 +91,12 @@ class KVProxy(kv_pb2_grpc.KVServicer):
 
     async def _batch(self, req: kv_pb2.BatchRequest, timeout: float | None) -> kv_pb2.BatchResponse:
         results = await self._client.batch(list(req.ops), timeout=timeout)
-        return kv_pb2.BatchResponse(results=[kv_pb2.WriteResult(version=r.version, deleted=r.deleted, succeeded=r.succeeded) for r in results])
+        return kv_pb2.BatchResponse(
+            results=[kv_pb2.WriteResult(version=r.version, deleted=r.deleted, succeeded=r.succeeded) for r in results]
+        )
 
-    _HANDLERS = {
+    # By the request's field name in StreamRequestItem; each takes the request of that kind.
+    _HANDLERS: ClassVar[Mapping[str, Callable[..., Awaitable[Message]]]] = {
         "get": _get,
         "put": _put,
         "delete": _delete,
@@ -99,7 +105,7 @@ class KVProxy(kv_pb2_grpc.KVServicer):
         "batch": _batch,
     }
 
-    async def _handle(self, kind: str, request, timeout: float | None):
+    async def _handle(self, kind: str, request: Message, timeout: float | None) -> Message:
         try:
             return await self._HANDLERS[kind](self, request, timeout)
         except ClientClosedError:
@@ -107,35 +113,37 @@ class KVProxy(kv_pb2_grpc.KVServicer):
         except TesseraError as exc:
             raise _failure(exc) from None
 
-    async def _unary(self, kind: str, request, context: grpc.aio.ServicerContext):
+    async def _unary(self, kind: str, request: Message, context: grpc.aio.ServicerContext) -> Message:
         try:
             return await self._handle(kind, request, self._timeout(context))
         except WireError as failure:
             await wire_errors.abort(context, failure)
 
-    async def Get(self, request, context):
+    async def Get(self, request: kv_pb2.GetRequest, context: grpc.aio.ServicerContext) -> Message:
         return await self._unary("get", request, context)
 
-    async def Put(self, request, context):
+    async def Put(self, request: kv_pb2.PutRequest, context: grpc.aio.ServicerContext) -> Message:
         return await self._unary("put", request, context)
 
-    async def Delete(self, request, context):
+    async def Delete(self, request: kv_pb2.DeleteRequest, context: grpc.aio.ServicerContext) -> Message:
         return await self._unary("delete", request, context)
 
-    async def CompareAndSet(self, request, context):
+    async def CompareAndSet(self, request: kv_pb2.CompareAndSetRequest, context: grpc.aio.ServicerContext) -> Message:
         return await self._unary("compare_and_set", request, context)
 
-    async def Scan(self, request, context):
+    async def Scan(self, request: kv_pb2.ScanRequest, context: grpc.aio.ServicerContext) -> Message:
         return await self._unary("scan", request, context)
 
-    async def Batch(self, request, context):
+    async def Batch(self, request: kv_pb2.BatchRequest, context: grpc.aio.ServicerContext) -> Message:
         return await self._unary("batch", request, context)
 
-    async def Stream(self, request_iterator, context):
+    async def Stream(
+        self, request_iterator: AsyncIterator[kv_pb2.StreamRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[kv_pb2.StreamResponse]:
         """Answers each item as soon as its forwarded request completes, packing whatever is
         ready into one StreamResponse."""
         done: asyncio.Queue[kv_pb2.StreamResponseItem | None] = asyncio.Queue()
-        tasks: set[asyncio.Task] = set()
+        tasks: set[asyncio.Task[None]] = set()
 
         async def serve_item(item: kv_pb2.StreamRequestItem) -> None:
             out = kv_pb2.StreamResponseItem(request_id=item.request_id)

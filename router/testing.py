@@ -30,11 +30,8 @@ class RouterProcess:
     def start(self, timeout: float = 15.0) -> RouterProcess:
         cmd = [sys.executable, "-m", "tools.cli", "router", "--listen", self.listen, "--data-dir", str(self.data_dir),
                *self.extra_args]
-        log = open(self.log_path, "ab")
-        try:
+        with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, cwd=_repo_root())
-        finally:
-            log.close()
         self.address = self._await_listening(timeout)
         return self
 

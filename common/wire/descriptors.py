@@ -8,6 +8,8 @@ arguments.
 
 from __future__ import annotations
 
+from typing import cast
+
 from common.descriptor import Descriptor, Epoch, ReplicaDesc, Role
 from tesserapb import meta_pb2
 
@@ -20,8 +22,14 @@ def epoch_from_pb(pb: meta_pb2.Epoch) -> Epoch:
     return Epoch(conf_ver=pb.conf_ver, version=pb.version)
 
 
+def role_to_pb(role: Role) -> meta_pb2.Role:
+    # Role's values are meta.proto's (common/descriptor.py): the number is the wire value. The
+    # stubs give the proto enum a class of its own, which no int is, hence the cast.
+    return cast(meta_pb2.Role, int(role))
+
+
 def replica_to_pb(r: ReplicaDesc) -> meta_pb2.Replica:
-    return meta_pb2.Replica(store_id=r.store_id, replica_id=r.replica_id, role=int(r.role))
+    return meta_pb2.Replica(store_id=r.store_id, replica_id=r.replica_id, role=role_to_pb(r.role))
 
 
 def replica_from_pb(pb: meta_pb2.Replica) -> ReplicaDesc:

@@ -10,6 +10,8 @@ FAILED_PRECONDITION, busy is RESOURCE_EXHAUSTED, bad input is INVALID_ARGUMENT.
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, status_pb2
@@ -73,8 +75,8 @@ class WireError(Exception):
             item.error.CopyFrom(self.error)
 
 
-async def abort(context: grpc.aio.ServicerContext, failure: WireError) -> None:
-    """End the call with ``failure``'s status and its structured error, if any; never returns."""
+async def abort(context: grpc.aio.ServicerContext, failure: WireError) -> NoReturn:
+    """End the call with ``failure``'s status and its structured error, if any (by raising)."""
     if failure.error is not None:
         await context.abort_with_status(to_status(failure.error, failure.message))
     await context.abort(failure.code, failure.message)
@@ -83,6 +85,8 @@ async def abort(context: grpc.aio.ServicerContext, failure: WireError) -> None:
 def error_from_rpc(exc: grpc.RpcError) -> errors_pb2.Error | None:
     """The ``tessera.v1.Error`` attached to a failed call, if any."""
     try:
+        # from_call reads code(), details() and trailing_metadata(), which every RpcError a call
+        # raises has (grpc.aio's too), but its stub asks for a grpc.Call, which an aio error is not.
         st = rpc_status.from_call(exc)  # type: ignore[arg-type]
     except (ValueError, AttributeError):
         return None

@@ -10,8 +10,10 @@ mutation is asked for, and :func:`node.raft.known_mutations` lists them.
 
 from __future__ import annotations
 
+from .config import Config, Rand
 from .quorum import VoteResult, majority_vote
 from .raft import Raft
+from .storage import LogStorage
 from .types import Entry
 
 
@@ -67,8 +69,8 @@ class LongLease(Raft):
     deposes a cut-off leader first); the nemesis's pause fault must.
     """
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
+    def __init__(self, config: Config, storage: LogStorage, rng: Rand) -> None:
+        super().__init__(config, storage, rng)
         self._lease_ticks = 10 * self.cfg.election_tick
 
 

@@ -37,7 +37,7 @@ from .errors import (
     UnavailableError,
 )
 from .log import RaftLog
-from .progress import NO_STAMP, ProgressState
+from .progress import NO_STAMP, Progress, ProgressState
 from .quorum import VoteResult
 from .readonly import ReadOnly
 from .storage import LogStorage
@@ -259,7 +259,7 @@ class Raft:
                     pr.recent_active = False
             if self.lead_transferee != NONE:
                 self._abort_transfer()
-        for node_id, pr in self.trk.progress.items():
+        for pr in self.trk.progress.values():
             if pr.state == ProgressState.SNAPSHOT:
                 # A snapshot that never landed (lost stream): probe again.
                 pr.snapshot_elapsed += 1
@@ -568,10 +568,7 @@ class Raft:
 
     def _handle_snapshot(self, m: Message) -> None:
         snap = m.snapshot
-        if snap is not None and self._restore(snap):
-            index = self.log.last_index()
-        else:
-            index = self.log.committed
+        index = self.log.last_index() if snap is not None and self._restore(snap) else self.log.committed
         self._send(Message(MT.APP_RESP, self.id, m.src, term=self.term, index=index, stamp=m.stamp))
 
     def _restore(self, snap: Snapshot) -> bool:
@@ -638,7 +635,7 @@ class Raft:
             pr.probe_sent = True
         return True
 
-    def _send_snapshot(self, to: int, pr) -> bool:  # type: ignore[no-untyped-def]
+    def _send_snapshot(self, to: int, pr: Progress) -> bool:
         if not pr.recent_active:
             return False
         try:

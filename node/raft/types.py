@@ -4,7 +4,10 @@ Everything here is a frozen, slotted dataclass or an enum: cheap to build on
 the hot path, easy to compare in tests, free of any I/O, and immutable, so
 whatever the core hands out (a message, an entry, a Ready) can be shared,
 queued, duplicated and re-sent without copying, and nobody downstream can
-change what the core decided.  Sequences are tuples for the same reason.
+change what the core decided.  Sequences are tuples for the same reason,
+except a message's entries, a read-only ``Sequence``: a message decoded off
+the wire (node.raft_codec) carries the list it was decoded into, which
+nothing touches afterwards, rather than pay for a copy per message.
 Node ids are positive integers; ``0`` (:data:`NONE`) means "nobody" wherever
 an id is expected.
 """
@@ -12,6 +15,7 @@ an id is expected.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -172,7 +176,7 @@ class Message:
     term: int = 0
     log_term: int = 0
     index: int = 0
-    entries: tuple[Entry, ...] = ()
+    entries: Sequence[Entry] = ()
     commit: int = 0
     reject: bool = False
     reject_hint: int = 0

@@ -111,5 +111,7 @@ def delete(key: bytes, request_id: bytes = b"") -> Command:
     return Command(request_id, (Op(OpKind.DELETE, key),))
 
 
-def cas(key: bytes, expected_version: int, value: bytes = b"", *, delete: bool = False, request_id: bytes = b"") -> Command:
+def cas(
+    key: bytes, expected_version: int, value: bytes = b"", *, delete: bool = False, request_id: bytes = b""
+) -> Command:
     return Command(request_id, (Op(OpKind.CAS, key, value, expected_version, delete),))

@@ -21,12 +21,17 @@ from __future__ import annotations
 import bisect
 import struct
 from collections.abc import Iterator
+from typing import TypeAlias
 
 import lmdb
 
 INLINE = 496
 _VER = struct.Struct("<Q")
 _ITEM = struct.Struct("<IQI")
+
+Txn: TypeAlias = "lmdb.Transaction[bytes]"
+"""A transaction as the node opens them (without ``buffers=True``): keys and values come back as bytes."""
+# A database handle (``env.open_db``) is an ``lmdb._Database``: lmdb gives that type no public name.
 
 
 def _decode_bucket(raw: bytes) -> list[tuple[bytes, int, bytes]]:
@@ -52,7 +57,7 @@ def _encode_bucket(items: list[tuple[bytes, int, bytes]]) -> bytes:
     return b"".join(parts)
 
 
-def get(txn: lmdb.Transaction, db, key: bytes) -> tuple[int, bytes] | None:  # type: ignore[no-untyped-def]
+def get(txn: Txn, db: lmdb._Database, key: bytes) -> tuple[int, bytes] | None:
     """(version, value) of ``key``, or None."""
     if not key:
         return None  # LMDB has no empty key, and writes refuse it
@@ -71,7 +76,7 @@ def get(txn: lmdb.Transaction, db, key: bytes) -> tuple[int, bytes] | None:  # t
     return None
 
 
-def put(txn: lmdb.Transaction, db, key: bytes, version: int, value: bytes) -> bool:  # type: ignore[no-untyped-def]
+def put(txn: Txn, db: lmdb._Database, key: bytes, version: int, value: bytes) -> bool:
     """Write ``key``; True if it existed before."""
     if len(key) <= INLINE:
         return txn.replace(key, _VER.pack(version) + value, db=db) is not None
@@ -90,7 +95,7 @@ def put(txn: lmdb.Transaction, db, key: bytes, version: int, value: bytes) -> bo
     return existed
 
 
-def delete(txn: lmdb.Transaction, db, key: bytes) -> bool:  # type: ignore[no-untyped-def]
+def delete(txn: Txn, db: lmdb._Database, key: bytes) -> bool:
     """Delete ``key``; True if it existed."""
     if not key:
         return False
@@ -112,12 +117,12 @@ def delete(txn: lmdb.Transaction, db, key: bytes) -> bool:  # type: ignore[no-un
     return True
 
 
-def _seek(cur: lmdb.Cursor, start: bytes) -> bool:
+def _seek(cur: lmdb.Cursor[bytes], start: bytes) -> bool:
     head = start[:INLINE]
     return cur.set_range(head) if head else cur.first()
 
 
-def scan(txn: lmdb.Transaction, db, start: bytes, end: bytes) -> Iterator[tuple[bytes, int, bytes]]:  # type: ignore[no-untyped-def]
+def scan(txn: Txn, db: lmdb._Database, start: bytes, end: bytes) -> Iterator[tuple[bytes, int, bytes]]:
     """(key, version, value) for start <= key < end (empty end: unbounded), in key order."""
     cur = txn.cursor(db=db)
     if not _seek(cur, start):
@@ -142,7 +147,7 @@ def scan(txn: lmdb.Transaction, db, start: bytes, end: bytes) -> Iterator[tuple[
             yield bytes(lk), _VER.unpack_from(lv, 0)[0], bytes(lv[8:])
 
 
-def records(txn: lmdb.Transaction, db, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:  # type: ignore[no-untyped-def]
+def records(txn: Txn, db: lmdb._Database, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
     """The raw LMDB records holding [start, end) (whole buckets), for snapshots and range deletes."""
     cur = txn.cursor(db=db)
     if not _seek(cur, start):

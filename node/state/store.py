@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import lmdb
@@ -143,7 +143,7 @@ class StateStore:
         with self.env.begin(write=True) as txn:
             txn.put(_pid_key(pid), _U64.pack(replica_id) + encode_descriptor(descriptor), db=self._desc)
 
-    def _put_descriptor(self, txn: lmdb.Transaction, pid: int, descriptor: Descriptor) -> None:
+    def _put_descriptor(self, txn: layout.Txn, pid: int, descriptor: Descriptor) -> None:
         """Replace the descriptor, keeping our replica id (which a new descriptor cannot change)."""
         old = txn.get(_pid_key(pid), db=self._desc)
         if old is None:
@@ -174,8 +174,8 @@ class StateStore:
 
     def apply_many(
         self,
-        work: list[tuple[int, Iterable[ApplyEntry], ConfState]],
-        before_commit: Callable[[list[list[list[OpResult] | None]]], None] | None = None,
+        work: Sequence[tuple[int, Iterable[ApplyEntry], ConfState]],
+        before_commit: Callable[[list[list[list[OpResult] | None]]], object] | None = None,
     ) -> list[list[list[OpResult] | None]]:
         """Apply several partitions' entries in ONE transaction (one fsync per Raft round).
 
@@ -192,7 +192,7 @@ class StateStore:
         return out
 
     def _apply_in(
-        self, txn: lmdb.Transaction, pid: int, entries: Iterable[ApplyEntry], conf_state: ConfState
+        self, txn: layout.Txn, pid: int, entries: Iterable[ApplyEntry], conf_state: ConfState
     ) -> list[list[OpResult] | None]:
         results: list[list[OpResult] | None] = []
         last_index = last_term = 0
@@ -209,7 +209,7 @@ class StateStore:
             self._collect_dedup(txn, pid, last_index)
         return results
 
-    def _apply_command(self, txn: lmdb.Transaction, pid: int, index: int, cmd: Command) -> list[OpResult]:
+    def _apply_command(self, txn: layout.Txn, pid: int, index: int, cmd: Command) -> list[OpResult]:
         rid = cmd.request_id
         if rid:
             seen = txn.get(_pid_key(pid) + rid, db=self._dedup)
@@ -221,7 +221,7 @@ class StateStore:
             txn.put(_pid_key(pid) + _U64.pack(index), rid, db=self._dedup_idx)
         return results
 
-    def _execute(self, txn: lmdb.Transaction, index: int, cmd: Command) -> list[OpResult]:
+    def _execute(self, txn: layout.Txn, index: int, cmd: Command) -> list[OpResult]:
         """All-or-nothing: if any compare-and-set fails, no operation is applied."""
         data = self._data
         for op in cmd.ops:
@@ -244,7 +244,7 @@ class StateStore:
                 raise CommandError(f"unknown op kind {op.kind}")
         return out
 
-    def _collect_dedup(self, txn: lmdb.Transaction, pid: int, applied: int) -> None:
+    def _collect_dedup(self, txn: layout.Txn, pid: int, applied: int) -> None:
         horizon = applied - self.dedup_window
         if horizon <= 0:
             return

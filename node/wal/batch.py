@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import IntEnum
+from typing import Literal
 
 from node.raft import ConfState, Entry, HardState, SnapshotMeta
 
@@ -45,34 +46,46 @@ class Op(IntEnum):
     REMOVE = 5
 
 
+# One operation of a batch: (op, pid, arg, header, payload). The op decides the type of arg;
+# header and payload are None for the two ops encoded at write time.
+EntriesOp = tuple[Literal[Op.ENTRIES], int, Sequence[Entry], bytes, bytes]
+HardStateOp = tuple[Literal[Op.HARD_STATE], int, HardState, bytes, bytes]
+InstallSnapshotOp = tuple[Literal[Op.INSTALL_SNAPSHOT], int, SnapshotMeta, bytes, bytes]
+NoteSnapshotOp = tuple[Literal[Op.NOTE_SNAPSHOT], int, tuple[int, ConfState], None, None]
+CompactOp = tuple[Literal[Op.COMPACT], int, int, None, None]
+RemoveOp = tuple[Literal[Op.REMOVE], int, None, bytes, bytes]
+BatchOp = EntriesOp | HardStateOp | InstallSnapshotOp | NoteSnapshotOp | CompactOp | RemoveOp
+
+
 class WalBatch:
     """Operations to persist together; build one, hand it to ``WriteAheadLog.write``.
 
-    ``ops`` holds ``(op, pid, arg, header, payload)`` tuples; ``header`` and
-    ``payload`` are None until known.  The batch keeps references to the
+    ``ops`` holds :data:`BatchOp` tuples.  The batch keeps references to the
     Entry lists it is given: do not modify them until the write returned.
     """
 
     __slots__ = ("nbytes", "ops")
 
     def __init__(self) -> None:
-        self.ops: list[tuple[Op, int, object, bytes | None, bytes | None]] = []
+        self.ops: list[BatchOp] = []
         self.nbytes = 0
         """Encoded size so far (excluding records encoded at write time)."""
 
-    def _add(self, op: Op, pid: int, arg: object, rtype: RecordType | None, payload: bytes | None) -> None:
-        hdr = header(rtype, payload) if rtype is not None and payload is not None else None
-        self.ops.append((op, pid, arg, hdr, payload))
-        if payload is not None and hdr is not None:
-            self.nbytes += len(hdr) + len(payload)
+    def _header(self, rtype: RecordType, payload: bytes) -> bytes:
+        """The header of a record encoded now; counts the record in :attr:`nbytes`."""
+        hdr = header(rtype, payload)
+        self.nbytes += len(hdr) + len(payload)
+        return hdr
 
     def entries(self, pid: int, entries: Sequence[Entry]) -> None:
         """Append ``entries`` (consecutive indexes) to ``pid``'s log, overwriting a conflicting suffix."""
         if entries:
-            self._add(Op.ENTRIES, pid, entries, RecordType.ENTRIES, entries_payload(pid, entries))
+            payload = entries_payload(pid, entries)
+            self.ops.append((Op.ENTRIES, pid, entries, self._header(RecordType.ENTRIES, payload), payload))
 
     def hard_state(self, pid: int, hs: HardState) -> None:
-        self._add(Op.HARD_STATE, pid, hs, RecordType.HARD_STATE, hard_state_payload(pid, hs))
+        payload = hard_state_payload(pid, hs)
+        self.ops.append((Op.HARD_STATE, pid, hs, self._header(RecordType.HARD_STATE, payload), payload))
 
     def snapshot(self, pid: int, meta: SnapshotMeta) -> None:
         """Install a snapshot received from the leader: ``pid``'s log restarts after ``meta.index``.
@@ -81,7 +94,8 @@ class WalBatch:
         hands out a snapshot whose last entry it does not hold); the snapshot
         data itself lives in the state machine, not in the WAL.
         """
-        self._add(Op.INSTALL_SNAPSHOT, pid, meta, RecordType.SNAPSHOT, snapshot_payload(pid, meta, restart=True))
+        payload = snapshot_payload(pid, meta, restart=True)
+        self.ops.append((Op.INSTALL_SNAPSHOT, pid, meta, self._header(RecordType.SNAPSHOT, payload), payload))
 
     def create_snapshot(self, pid: int, index: int, conf_state: ConfState) -> None:
         """Note a snapshot the state machine took at applied ``index``; entries stay.
@@ -90,15 +104,16 @@ class WalBatch:
         ``conf_state`` and ``snapshot()`` this meta.  Combine with
         :meth:`compact` to drop the entries it covers.
         """
-        self._add(Op.NOTE_SNAPSHOT, pid, (index, conf_state), None, None)
+        self.ops.append((Op.NOTE_SNAPSHOT, pid, (index, conf_state), None, None))
 
     def compact(self, pid: int, index: int) -> None:
         """Drop ``pid``'s entries up to and including ``index`` (they are applied and no longer needed)."""
-        self._add(Op.COMPACT, pid, index, None, None)
+        self.ops.append((Op.COMPACT, pid, index, None, None))
 
     def remove_partition(self, pid: int) -> None:
         """Forget everything about ``pid`` (its replica moved away)."""
-        self._add(Op.REMOVE, pid, None, RecordType.REMOVE_PARTITION, remove_partition_payload(pid))
+        payload = remove_partition_payload(pid)
+        self.ops.append((Op.REMOVE, pid, None, self._header(RecordType.REMOVE_PARTITION, payload), payload))
 
     @property
     def empty(self) -> bool:

@@ -42,6 +42,7 @@ header is returned separately so that a batch joins everything exactly once.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -65,7 +66,8 @@ HEADER = struct.Struct("<IIB")
 MAX_PAYLOAD = 0xFFFF_FFFF
 SNAPSHOT_RESTART = 0x01
 
-_TYPE_CRC = {t: crc32c(bytes([t])) for t in RecordType}
+# Keyed by the type byte, as read from disk: record_crc looks up types it does not know too.
+_TYPE_CRC: dict[int, int] = {t: crc32c(bytes([t])) for t in RecordType}
 _PID = struct.Struct("<Q")
 _ENTRY = struct.Struct("<QQBI")
 _HARD_STATE = struct.Struct("<QQQQ")
@@ -160,7 +162,7 @@ def frame(rtype: RecordType, payload: bytes) -> bytes:
     return header(rtype, payload) + payload
 
 
-def entries_payload(pid: int, entries: list[Entry]) -> bytes:
+def entries_payload(pid: int, entries: Sequence[Entry]) -> bytes:
     """The ENTRIES payload; raises ValueError unless indexes are consecutive.
 
     The hot path: one ``pack`` per entry and a single join, no other objects.
@@ -223,7 +225,7 @@ def encode_conf_state(cs: ConfState) -> bytes:
 
 def record_crc(buf: bytes | memoryview, rtype: int, start: int, end: int) -> int:
     """CRC32C of the type byte followed by ``buf[start:end]``."""
-    seed = _TYPE_CRC.get(rtype)  # type: ignore[call-overload]
+    seed = _TYPE_CRC.get(rtype)
     if seed is None:
         seed = crc32c(bytes([rtype]))
     return crc32c(memoryview(buf)[start:end], seed)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from node.raft import (
     CompactedError,
@@ -154,12 +155,12 @@ class PartitionState:
         if cp.offset >= self.offset:
             ents = self.entries[cp.offset - self.offset :]
         else:
-            ents = [None] * (self.offset - cp.offset) + self.entries  # type: ignore[list-item]
+            ents = _placeholders(self.offset - cp.offset) + self.entries
         want = cp.last_index - cp.offset
         if len(ents) >= want:
             del ents[want:]
         else:
-            ents.extend([None] * (want - len(ents)))  # type: ignore[list-item]
+            ents.extend(_placeholders(want - len(ents)))
         self.entries = ents
         self.offset = cp.offset
         self.offset_term = cp.offset_term
@@ -175,6 +176,16 @@ class PartitionState:
         if first is None or last is None:
             return None
         return self.offset + 1 + first, self.offset + 1 + last
+
+
+def _placeholders(n: int) -> list[Entry]:
+    """``n`` placeholders (None) for entries replay has not seen (see :meth:`PartitionState.restore_checkpoint`).
+
+    Typed as entries because none outlives replay: :func:`~node.wal.replay.recover` fails
+    unless later records compacted every one away (:meth:`PartitionState.missing`), so outside
+    replay ``entries`` holds entries only, as its type says.
+    """
+    return cast("list[Entry]", [None] * n)
 
 
 class Shadow:

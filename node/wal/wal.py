@@ -45,8 +45,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Literal, NoReturn, assert_never
 
 from node.raft import Entry, HardState, SnapshotMeta
 
@@ -67,6 +68,16 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_BYTES = 64 << 20
 LOCK_FILE = "LOCK"
+
+# A batch's operation once checked, as the in-memory state takes it: a compaction carries the
+# term of its index and a local snapshot its whole meta, both looked up while checking.
+_Checked = (
+    tuple[Literal[Op.ENTRIES], int, Sequence[Entry]]
+    | tuple[Literal[Op.HARD_STATE], int, HardState]
+    | tuple[Literal[Op.INSTALL_SNAPSHOT, Op.NOTE_SNAPSHOT], int, SnapshotMeta]
+    | tuple[Literal[Op.COMPACT], int, tuple[int, int]]
+    | tuple[Literal[Op.REMOVE], int, None]
+)
 
 
 @dataclass(slots=True)
@@ -227,7 +238,7 @@ class WriteAheadLog:
 
     # -- internals: planning and applying ---------------------------------------------
 
-    def _plan(self, batch: WalBatch) -> tuple[list[tuple], list[bytes], bool]:
+    def _plan(self, batch: WalBatch) -> tuple[list[_Checked], list[bytes], bool]:
         """Check ``batch`` against the current state; returns ops, record chunks, and whether to collect.
 
         Runs under the I/O lock, so the state cannot change underneath.
@@ -235,70 +246,76 @@ class WriteAheadLog:
         """
         shadows: dict[int, Shadow] = {}
         parts = self._parts
-        ops: list[tuple] = []
+        ops: list[_Checked] = []
         chunks: list[bytes] = []
         gc = False
-        for op, pid, arg, hdr, payload in batch.ops:
+        for item in batch.ops:
+            pid = item[1]
             sh = shadows.get(pid)
             if sh is None:
                 sh = shadows[pid] = Shadow(parts.get(pid))
-            if op is Op.ENTRIES:
-                sh.append(arg)  # type: ignore[arg-type]
-            elif op is Op.HARD_STATE:
-                pass
-            elif op is Op.INSTALL_SNAPSHOT:
-                sh.install_snapshot(arg)  # type: ignore[arg-type]
-                gc = True
-            elif op is Op.NOTE_SNAPSHOT:
-                index, cs = arg  # type: ignore[misc]
-                term = sh.note_snapshot(index)
-                meta = SnapshotMeta(index, term, cs)
-                arg = meta
-                payload = snapshot_payload(pid, meta, restart=False)
-                hdr = header(RecordType.SNAPSHOT, payload)
-            elif op is Op.COMPACT:
-                term = sh.compact(arg)  # type: ignore[arg-type]
-                arg = (arg, term)
-                payload = compact_payload(pid, arg[0], term)
-                hdr = header(RecordType.COMPACT, payload)
-                gc = True
-            elif op is Op.REMOVE:
-                shadows[pid] = Shadow(None)
-                gc = True
-            ops.append((op, pid, arg))
-            chunks.append(hdr)  # type: ignore[arg-type]
-            chunks.append(payload)  # type: ignore[arg-type]
+            match item:
+                case (Op.ENTRIES as op, _, entries, hdr, payload):
+                    sh.append(entries)
+                    ops.append((op, pid, entries))
+                case (Op.HARD_STATE as op, _, hs, hdr, payload):
+                    ops.append((op, pid, hs))
+                case (Op.INSTALL_SNAPSHOT as op, _, meta, hdr, payload):
+                    sh.install_snapshot(meta)
+                    ops.append((op, pid, meta))
+                    gc = True
+                case (Op.NOTE_SNAPSHOT as op, _, (index, cs), _, _):
+                    meta = SnapshotMeta(index, sh.note_snapshot(index), cs)
+                    payload = snapshot_payload(pid, meta, restart=False)
+                    hdr = header(RecordType.SNAPSHOT, payload)
+                    ops.append((op, pid, meta))
+                case (Op.COMPACT as op, _, index, _, _):
+                    term = sh.compact(index)
+                    payload = compact_payload(pid, index, term)
+                    hdr = header(RecordType.COMPACT, payload)
+                    ops.append((op, pid, (index, term)))
+                    gc = True
+                case (Op.REMOVE as op, _, _, hdr, payload):
+                    shadows[pid] = Shadow(None)
+                    ops.append((op, pid, None))
+                    gc = True
+                case _:
+                    assert_never(item)
+            chunks.append(hdr)
+            chunks.append(payload)
         return ops, chunks, gc
 
-    def _apply(self, ops: list[tuple]) -> None:
+    def _apply(self, ops: list[_Checked]) -> None:
         """Apply checked ops to the in-memory state (after the fsync succeeded)."""
         parts = self._parts
         seg_live = self._live[self._seq]
-        for op, pid, arg in ops:
+        for item in ops:
+            pid = item[1]
             st = parts.get(pid)
             if st is None:
-                if op is Op.REMOVE:
+                if item[0] is Op.REMOVE:
                     continue
                 st = parts[pid] = PartitionState()
-            if op is Op.ENTRIES:
-                ents: list[Entry] = arg
-                prev_last = st.last_index()
-                start = st.append(ents)
-                if start:
-                    note_entries(self._live, seg_live, pid, start, ents[-1].index, prev_last)
-            elif op is Op.HARD_STATE:
-                hs: HardState = arg
-                st.hard_state = hs
-            elif op is Op.INSTALL_SNAPSHOT:
-                st.install_snapshot(arg)
-                forget_entries(self._live, pid)
-            elif op is Op.NOTE_SNAPSHOT:
-                st.note_snapshot(arg)
-            elif op is Op.COMPACT:
-                st.compact(*arg)
-            elif op is Op.REMOVE:
-                del parts[pid]
-                forget_entries(self._live, pid)
+            match item:
+                case (Op.ENTRIES, _, entries):
+                    prev_last = st.last_index()
+                    start = st.append(entries)
+                    if start:
+                        note_entries(self._live, seg_live, pid, start, entries[-1].index, prev_last)
+                case (Op.HARD_STATE, _, hs):
+                    st.hard_state = hs
+                case (Op.INSTALL_SNAPSHOT, _, meta):
+                    st.install_snapshot(meta)
+                    forget_entries(self._live, pid)
+                case (Op.NOTE_SNAPSHOT, _, meta):
+                    st.note_snapshot(meta)
+                case (Op.COMPACT, _, (index, term)):
+                    st.compact(index, term)
+                case (Op.REMOVE, _, _):
+                    del parts[pid]
+                    forget_entries(self._live, pid)
+                case _:
+                    assert_never(item)
 
     # -- internals: segments -------------------------------------------------------
 

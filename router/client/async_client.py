@@ -18,6 +18,7 @@ import os
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal, TypeVar, overload
 
 import grpc
 from google.protobuf.message import Message
@@ -50,6 +51,10 @@ from router.client.types import (
     write_op,
 )
 from tesserapb import kv_pb2, meta_pb2
+
+_Req = TypeVar("_Req", bound=Message)
+_Build = Callable[[kv_pb2.RequestContext], _Req]
+"""Makes an attempt's request around its RequestContext."""
 
 WRITE_KINDS = frozenset({"put", "delete", "compare_and_set", "batch"})
 # Consecutive NotLeader hints followed without pausing; beyond this the hints are going in
@@ -128,7 +133,7 @@ class AsyncClient:
         self._meta = meta
         if transport is None:
             transport = StreamTransport(self._pool) if use_stream else UnaryTransport(self._pool)
-        elif not hasattr(transport, "send"):
+        elif not isinstance(transport, Transport):  # a bare send function
             transport = FunctionTransport(transport)
         self._transport: Transport = transport
         self._deadline_s = deadline_s
@@ -139,7 +144,7 @@ class AsyncClient:
         self._suspect_s = suspect_s
         self._suspect: dict[int, float] = {}
         self._cache = RouteCache()
-        self._refresh_task: asyncio.Future | None = None
+        self._refresh_task: asyncio.Future[None] | None = None
         self._closed = False
 
     @property
@@ -277,8 +282,9 @@ class AsyncClient:
         return ScanPage(out, False, b"")
 
     async def batch(self, ops: Iterable[object], *, timeout: float | None = None) -> list[WriteResult]:
-        """Apply puts, deletes and conditional Cas ops atomically (all or nothing). Every key must belong to one partition, else
-        CrossPartitionBatchError (an InvalidArgumentError) and nothing is written.
+        """Apply puts, deletes and conditional Cas ops atomically (all or nothing). Every key must
+        belong to one partition, else CrossPartitionBatchError (an InvalidArgumentError) and
+        nothing is written.
         ``ops``: Put(key, value) / Delete(key) or ("put", k, v) / ("delete", k)."""
         write_ops = [write_op(op) for op in ops]
         if not write_ops:
@@ -353,11 +359,49 @@ class AsyncClient:
 
     # -- the retry loop ---------------------------------------------------------------------
 
+    # ``kind`` names the request's field in StreamRequestItem, and so the request ``build``
+    # makes and the response the transport answers with: one overload per kind pairs them.
+    @overload
+    async def _call(
+        self, kind: Literal["get"], key: bytes, build: _Build[kv_pb2.GetRequest],
+        *, stale: bool, timeout: float | None,
+    ) -> kv_pb2.GetResponse: ...
+
+    @overload
+    async def _call(
+        self, kind: Literal["put"], key: bytes, build: _Build[kv_pb2.PutRequest],
+        *, timeout: float | None,
+    ) -> kv_pb2.PutResponse: ...
+
+    @overload
+    async def _call(
+        self, kind: Literal["delete"], key: bytes, build: _Build[kv_pb2.DeleteRequest],
+        *, timeout: float | None,
+    ) -> kv_pb2.DeleteResponse: ...
+
+    @overload
+    async def _call(
+        self, kind: Literal["compare_and_set"], key: bytes, build: _Build[kv_pb2.CompareAndSetRequest],
+        *, timeout: float | None,
+    ) -> kv_pb2.CompareAndSetResponse: ...
+
+    @overload
+    async def _call(
+        self, kind: Literal["scan"], key: bytes, build: _Build[kv_pb2.ScanRequest],
+        *, stale: bool, timeout: float | None,
+    ) -> kv_pb2.ScanResponse: ...
+
+    @overload
+    async def _call(
+        self, kind: Literal["batch"], key: bytes, build: _Build[kv_pb2.BatchRequest],
+        *, timeout: float | None, check_route: Callable[[Route], None],
+    ) -> kv_pb2.BatchResponse: ...
+
     async def _call(
         self,
         kind: str,
         key: bytes,
-        build: Callable[[kv_pb2.RequestContext], Message],
+        build: _Build[Message],
         *,
         stale: bool = False,
         timeout: float | None = None,
@@ -415,6 +459,7 @@ class AsyncClient:
         if d.descriptors:
             self._cache.merge_all(d.descriptors)
         if d.leader_store_id:
+            assert failure.error is not None, "a leader hint comes from a NotLeader error"
             hinted = failure.error.not_leader.partition_id or pid
             self._cache.set_leader(hinted, d.leader_store_id)
             self._cache.set_address(d.leader_store_id, d.leader_address)
@@ -525,7 +570,7 @@ class AsyncClient:
         self._cache.merge_all(partitions)
 
 
-def _retrieve(task: asyncio.Future) -> None:
+def _retrieve(task: asyncio.Future[None]) -> None:
     """Mark a shared refresh's failure as seen (its waiters may all have given up)."""
     if not task.cancelled():
         task.exception()

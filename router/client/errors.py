@@ -144,7 +144,8 @@ def failure_from_stream_item(item: kv_pb2.StreamResponseItem, address: str) -> R
 
 
 def invalid_argument_from(failure: RpcFailure) -> InvalidArgumentError:
-    if failure.kind == "invalid_argument":
-        ia = failure.error.invalid_argument
+    error = failure.error
+    if error is not None and error.WhichOneof("kind") == "invalid_argument":
+        ia = error.invalid_argument
         return InvalidArgumentError(ia.field, ia.limit, ia.message or failure.message)
     return InvalidArgumentError("", 0, failure.message)

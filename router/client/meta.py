@@ -65,7 +65,10 @@ class GrpcMeta:
                 return await getattr(stub, method)(request, timeout=timeout)
             except grpc.RpcError as exc:
                 last = failure_from_rpc_error(exc, address, source="router")
-            hint = last.error.not_leader.leader_address if last.kind == "not_leader" else ""
+            error = last.error
+            hint = ""
+            if error is not None and error.WhichOneof("kind") == "not_leader":
+                hint = error.not_leader.leader_address
             if hint:
                 if hint not in self._addresses:
                     self._addresses.append(hint)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import grpc
 
 from router.client.errors import RpcFailure, ServerError, TesseraError, invalid_argument_from
-from tesserapb import meta_pb2
+from tesserapb import errors_pb2, meta_pb2
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,27 +57,12 @@ _STREAM_BREAK_CODES = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNO
 
 
 def classify(failure: RpcFailure) -> Decision:
-    kind = failure.kind
-    if kind == "not_leader":
-        nl = failure.error.not_leader
-        if nl.leader_store_id:
-            return Decision(leader_store_id=nl.leader_store_id, leader_address=nl.leader_address)
-        # Mid-election: nobody knows yet. Wait a little; the router may learn it first.
-        return Decision(backoff=True, clear_leader=True, refresh=True)
-    if kind == "epoch_not_match":
-        enm = failure.error.epoch_not_match
-        descs = ((enm.current,) if enm.HasField("current") else ()) + tuple(enm.related)
-        return Decision(descriptors=descs, refresh=not descs)
-    if kind == "key_not_in_partition":
-        knp = failure.error.key_not_in_partition
-        if knp.HasField("partition"):
-            return Decision(descriptors=(knp.partition,))
-        return Decision(refresh=True, backoff=True)
-    if kind == "partition_not_found":
-        return Decision(drop_partition=True, refresh=True, backoff=True)
-    if kind == "server_busy":
-        return Decision(backoff=True, min_backoff_s=failure.error.server_busy.backoff_ms / 1000.0)
-    if kind == "invalid_argument" or failure.code == grpc.StatusCode.INVALID_ARGUMENT:
+    error = failure.error
+    if error is not None:
+        decision = _classify_error(error, failure)
+        if decision is not None:
+            return decision
+    if failure.code == grpc.StatusCode.INVALID_ARGUMENT:
         return Decision(final=invalid_argument_from(failure))
     if failure.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return Decision(backoff=True)
@@ -86,3 +71,30 @@ def classify(failure: RpcFailure) -> Decision:
             return Decision(backoff=True, refresh=True)
         return Decision(backoff=True, store_failed=True, clear_leader=True)
     return Decision(final=ServerError(failure.describe(), failure.code))
+
+
+def _classify_error(error: errors_pb2.Error, failure: RpcFailure) -> Decision | None:
+    """What a structured error says to do; None for a kind the status code decides."""
+    kind = error.WhichOneof("kind")
+    if kind == "not_leader":
+        nl = error.not_leader
+        if nl.leader_store_id:
+            return Decision(leader_store_id=nl.leader_store_id, leader_address=nl.leader_address)
+        # Mid-election: nobody knows yet. Wait a little; the router may learn it first.
+        return Decision(backoff=True, clear_leader=True, refresh=True)
+    if kind == "epoch_not_match":
+        enm = error.epoch_not_match
+        descs = ((enm.current,) if enm.HasField("current") else ()) + tuple(enm.related)
+        return Decision(descriptors=descs, refresh=not descs)
+    if kind == "key_not_in_partition":
+        knp = error.key_not_in_partition
+        if knp.HasField("partition"):
+            return Decision(descriptors=(knp.partition,))
+        return Decision(refresh=True, backoff=True)
+    if kind == "partition_not_found":
+        return Decision(drop_partition=True, refresh=True, backoff=True)
+    if kind == "server_busy":
+        return Decision(backoff=True, min_backoff_s=error.server_busy.backoff_ms / 1000.0)
+    if kind == "invalid_argument":
+        return Decision(final=invalid_argument_from(failure))
+    return None

@@ -127,9 +127,9 @@ class RouteCache:
     # -- internals --------------------------------------------------------------------------
 
     def _merge_leader(self, current: Route, incoming: Route) -> None:
-        if incoming.term > current.term or (incoming.term == current.term and not current.leader_store_id):
-            if incoming.leader_store_id:
-                self._routes[current.id] = Route(current.descriptor, incoming.leader_store_id, incoming.term)
+        newer = incoming.term > current.term or (incoming.term == current.term and not current.leader_store_id)
+        if newer and incoming.leader_store_id:
+            self._routes[current.id] = Route(current.descriptor, incoming.leader_store_id, incoming.term)
 
     def _reindex(self) -> None:
         ordered = sorted(self._routes.values(), key=lambda r: r.descriptor.start)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TypeAlias
 
 import grpc
 from google.protobuf.message import Message
@@ -23,15 +24,17 @@ from tesserapb import kv_pb2, kv_pb2_grpc
 
 log = logging.getLogger("tessera.client.stream")
 
+_KVStream: TypeAlias = "grpc.aio.StreamStreamCall[kv_pb2.StreamRequest, kv_pb2.StreamResponse]"
+
 
 class NodeStream:
     def __init__(self, address: str, channel: grpc.aio.Channel) -> None:
         self.address = address
         self._stub = kv_pb2_grpc.KVStub(channel)
-        self._call: grpc.aio.StreamStreamCall | None = None
-        self._tasks: tuple[asyncio.Task, ...] = ()
+        self._call: _KVStream | None = None
+        self._tasks: tuple[asyncio.Task[None], ...] = ()
         self._pending: list[tuple[int, str, Message]] = []
-        self._inflight: dict[int, asyncio.Future] = {}
+        self._inflight: dict[int, asyncio.Future[kv_pb2.StreamResponseItem]] = {}
         self._wake = asyncio.Event()
         self._next_tag = 1
         self._closed = False
@@ -47,13 +50,13 @@ class NodeStream:
         loop = asyncio.get_running_loop()
         tag = self._next_tag
         self._next_tag += 1
-        fut = loop.create_future()
+        fut: asyncio.Future[kv_pb2.StreamResponseItem] = loop.create_future()
         self._inflight[tag] = fut
         self._pending.append((tag, kind, request))
         self._wake.set()
         expiry = loop.call_later(max(timeout, 0.0), self._expire, tag, timeout)
         try:
-            item: kv_pb2.StreamResponseItem = await fut
+            item = await fut
         finally:
             expiry.cancel()
             self._inflight.pop(tag, None)
@@ -85,7 +88,7 @@ class NodeStream:
                 )
             )
 
-    async def _send_loop(self, call: grpc.aio.StreamStreamCall) -> None:
+    async def _send_loop(self, call: _KVStream) -> None:
         try:
             while True:
                 await self._wake.wait()
@@ -113,11 +116,13 @@ class NodeStream:
             self._reset(call, RpcFailure(grpc.StatusCode.UNAVAILABLE, f"stream write failed: {exc!r}",
                                          address=self.address, source="stream"))
 
-    async def _recv_loop(self, call: grpc.aio.StreamStreamCall) -> None:
+    async def _recv_loop(self, call: _KVStream) -> None:
         try:
             while True:
                 response = await call.read()
-                if response is grpc.aio.EOF:
+                # A response, or grpc.aio.EOF once the stream ended; grpc's stubs type EOF as
+                # object, which swallows the union, so the check is by the response's type.
+                if not isinstance(response, kv_pb2.StreamResponse):
                     code = await call.code()
                     details = await call.details()
                     if code == grpc.StatusCode.OK:
@@ -137,7 +142,7 @@ class NodeStream:
                                  address=self.address, source="stream")
         self._reset(call, failure)
 
-    def _reset(self, call: grpc.aio.StreamStreamCall, failure: BaseException) -> None:
+    def _reset(self, call: _KVStream, failure: BaseException) -> None:
         """The stream is over: fail what was riding on it; the next send reconnects."""
         if self._call is not call:
             return

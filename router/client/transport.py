@@ -9,7 +9,7 @@ a network.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import grpc
 from google.protobuf.message import Message
@@ -30,6 +30,7 @@ UNARY_METHODS = {
 }
 
 
+@runtime_checkable
 class Transport(Protocol):
     async def send(self, address: str, kind: str, request: Message, timeout: float) -> Message: ...
 

@@ -8,8 +8,17 @@ Input conversions raise PlacementError naming the request field, for INVALID_ARG
 
 from __future__ import annotations
 
+from typing import cast
+
 from common.descriptor import ReplicaDesc, Role
-from common.wire.descriptors import descriptor_from_pb, descriptor_to_pb, epoch_from_pb, epoch_to_pb, replica_to_pb
+from common.wire.descriptors import (
+    descriptor_from_pb,
+    descriptor_to_pb,
+    epoch_from_pb,
+    epoch_to_pb,
+    replica_to_pb,
+    role_to_pb,
+)
 from router.placement.commands import PlacementError
 from router.placement.model import (
     Action,
@@ -41,7 +50,7 @@ def partition_status_to_pb(info: PartitionInfo) -> meta_pb2.PartitionStatus:
             meta_pb2.ReplicaStatus(
                 replica_id=r.replica_id,
                 store_id=r.store_id,
-                role=int(r.role),
+                role=role_to_pb(r.role),
                 match=progress.match if progress else 0,
                 applied=progress.applied if progress else 0,
             )
@@ -53,7 +62,9 @@ def store_to_pb(s: StoreInfo, state: StoreState) -> meta_pb2.Store:
     return meta_pb2.Store(
         id=s.id,
         address=s.address,
-        state=int(state),
+        # StoreState's values are meta.proto's (model.py), so the number is the wire value;
+        # the cast says so, as in role_to_pb.
+        state=cast(meta_pb2.StoreState, int(state)),
         replica_count=s.replica_count,
         leader_count=s.leader_count,
         last_heartbeat_ms=s.last_heartbeat_ms,

@@ -47,7 +47,9 @@ class Placement:
         self._saved_generation = 0
 
     @classmethod
-    def open(cls, data_dir: str | Path, config: PlacementConfig, *, clock: Callable[[], float] = time.time) -> Placement:
+    def open(
+        cls, data_dir: str | Path, config: PlacementConfig, *, clock: Callable[[], float] = time.time
+    ) -> Placement:
         """Load DATA_DIR/placement.json, or start empty on a fresh data dir. Raises
         RuntimeError if another router holds the dir, codec.CodecError if the file is bad."""
         directory = Path(data_dir)

@@ -177,10 +177,14 @@ class PlacementTable:
 
         changed: list[int] = []
         for report in cmd.reports:
-            if report.leader and report.descriptor is not None and report.descriptor.id == report.partition_id:
-                if self._update_descriptor(report.descriptor):
-                    durable = True
-                    changed.append(report.partition_id)
+            if (
+                report.leader
+                and report.descriptor is not None
+                and report.descriptor.id == report.partition_id
+                and self._update_descriptor(report.descriptor)
+            ):
+                durable = True
+                changed.append(report.partition_id)
             info = self.partitions.get(report.partition_id)
             if info is None:
                 continue
