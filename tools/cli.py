@@ -426,14 +426,14 @@ def _build_admin(commands) -> None:
         _add_json_option(q)
         q.set_defaults(handler=_not_available, command_name=f"admin {name}")
 
-    pid = ("id", dict(metavar="ID", type=_positive_int, help="partition id"))
-    store = ("store", dict(metavar="STORE", type=_positive_int, help="store id"))
+    pid = ("id", {"metavar": "ID", "type": _positive_int, "help": "partition id"})
+    store = ("store", {"metavar": "STORE", "type": _positive_int, "help": "store id"})
     leaf("stores", "list stores with their state, replica and leader counts", ())
     leaf("partitions", "list partitions with range, epoch, leader, term and replica progress", ())
     leaf("partition", "show one partition", (pid,))
     leaf("transfer-leader", "move partition ID's leadership to STORE", (pid, store))
     leaf("split", "split partition ID at KEY (default: its middle by size)",
-         (pid, ("key", dict(metavar="KEY", nargs="?", help="split key (the new right half starts here)"))))
+         (pid, ("key", {"metavar": "KEY", "nargs": "?", "help": "split key (the new right half starts here)"})))
     leaf("add-replica", "add a replica of partition ID on STORE (as a learner, then promoted)",
          (pid, store))
     leaf("remove-replica", "remove partition ID's replica from STORE", (pid, store))

@@ -104,7 +104,8 @@ class Cluster:
         self._spawn(self.router, timeout)
         for i in range(1, self.nodes + 1):
             port = self.base_port + i if self.base_port else 0
-            self.node_procs[i] = Proc(f"node{i}", self._node_argv(i, port), os.path.join(self.root, "logs", f"node{i}.log"))
+            log = os.path.join(self.root, "logs", f"node{i}.log")
+            self.node_procs[i] = Proc(f"node{i}", self._node_argv(i, port), log)
             self._spawn(self.node_procs[i], timeout)
 
     def _router_argv(self) -> list[str]:

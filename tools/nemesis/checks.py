@@ -317,7 +317,8 @@ async def wait_healthy(router: str, bound_s: float, replicas: int = 3) -> Health
             parts, status, stores = await cluster_status(router)
             problem = health_problem(parts, status, stores, replicas)
             if problem is None:
-                return Health(True, time.monotonic() - t0, f"{len(parts)} partitions: leader and {replicas} replicas caught up")
+                detail = f"{len(parts)} partitions: leader and {replicas} replicas caught up"
+                return Health(True, time.monotonic() - t0, detail)
             last = problem
         except grpc.aio.AioRpcError as exc:
             last = f"router: {exc.code().name}"

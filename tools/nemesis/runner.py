@@ -75,7 +75,8 @@ class EpisodeReport:
         after = "not measured" if self.healed is None else (
             f"NOT within {EPISODE_BOUND_S:g} s" if self.after is None else f"{self.after:.2f} s after heal"
         )
-        line = f"#{self.episode:<3d} {self.kind:<9s} {self.what}{held}\n       writable under the fault: {during}; recovered: {after}"
+        line = (f"#{self.episode:<3d} {self.kind:<9s} {self.what}{held}\n"
+                f"       writable under the fault: {during}; recovered: {after}")
         if self.moved:
             line += f"\n       move: {self.moved}"
         if self.stale is not None:
@@ -303,7 +304,8 @@ class _Run:
                 res = rep.after_probe.result()  # type: ignore[union-attr]
                 outcome.problems += [f"probe after #{rep.episode}: {v}" for v in res.violations]
                 if res.worst is None:
-                    outcome.problems.append(f"#{rep.episode} {rep.kind}: not writable within {EPISODE_BOUND_S:g} s of its heal")
+                    outcome.problems.append(
+                        f"#{rep.episode} {rep.kind}: not writable within {EPISODE_BOUND_S:g} s of its heal")
             if _finished(rep.during_probe):
                 outcome.problems += [f"probe during #{rep.episode}: {v}" for v in rep.during_probe.result().violations]  # type: ignore[union-attr]
         for rep in self.episodes.values():
@@ -371,13 +373,16 @@ class _Run:
                 continue
             if len(resp.partitions) >= self.partitions and all(p.leader_store_id for p in resp.partitions):
                 break
-            last = f"{len(resp.partitions)} partitions, {sum(1 for p in resp.partitions if p.leader_store_id)} with a leader"
+            led = sum(1 for p in resp.partitions if p.leader_store_id)
+            last = f"{len(resp.partitions)} partitions, {led} with a leader"
             await asyncio.sleep(0.1)
         self.parts = sorted(
             (workloads.PartitionRange(p.id, p.start, p.end) for p in resp.partitions), key=lambda p: p.start
         )
         self.prober = checks.Prober(router)
-        probe = await checks.probe_writable(self.prober, self._probe_keys("ready"), deadline - time.monotonic(), "ready")
+        probe = await checks.probe_writable(
+            self.prober, self._probe_keys("ready"), deadline - time.monotonic(), "ready"
+        )
         if probe.worst is None:
             raise RuntimeError(f"cluster not ready after {READY_TIMEOUT_S:g} s: a partition took no write")
 
@@ -416,7 +421,8 @@ class _Run:
                 rep.injected = applied.finished
                 rep.targets_reads = bool(applied.nodes) and (
                     step.action == "pause" or step.param("shape") in ("majority", "leader")
-                    or (step.action == "add-replica" and bool(step.param("split")))  # the voter cut off with the learner
+                    # the voter cut off with the learner
+                    or (step.action == "add-replica" and bool(step.param("split")))
                 )
                 if rep.targets_reads:
                     rep.stale_node = applied.nodes[0]

@@ -156,7 +156,7 @@ class Schedule:
     def missing(self) -> list[str]:
         """Requested kinds (and partition shapes) the duration left no room for."""
         have = self.kinds()
-        want = [k for k in self.faults]
+        want = list(self.faults)
         if "partition" in self.faults:
             want += [f"partition/{s}" for s in partition_shapes(self.nodes)]
         return [k for k in want if k not in have]
