@@ -233,7 +233,7 @@ class Simulation:
                 self.trace.note(f"node {nid} removed and stopped")
         # Half the time a leader seeds new learners from a fresh snapshot that names them;
         # otherwise they get whatever older snapshot it has.
-        if node.raw is not None and node.raw.is_leader:
+        if node.alive and node.raw.is_leader:  # it may have just removed itself
             snap_cs = node.storage.snapshot().meta.conf_state
             named = snap_cs.all_nodes()
             if any(learner not in named for learner in sorted(cs.learners)) and self.membership.rng.random() < 0.5:
