@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 # Flag defaults and choices come from the code that uses them (node.settings,
 # router.placement.config, the nemesis schedule, common.logs) and are never written here a
@@ -34,6 +35,7 @@ STDIN_VALUE = "-"  # `kv put KEY -` (or VALUE omitted) reads the value from stdi
 _RAFT = RaftSettings()
 _LIMITS = Limits()
 _PLACEMENT = PlacementConfig()
+N = TypeVar("N", int, float)  # what a numeric flag parses to
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -108,10 +110,10 @@ def _add_log_level_option(parser: argparse.ArgumentParser, passed_on: str = "") 
     )
 
 
-def _number(kind: type, what: str, ok, bound: str):  # type: ignore[no-untyped-def]
+def _number(kind: Callable[[str], N], what: str, ok: Callable[[N], bool], bound: str) -> Callable[[str], N]:
     """An argparse type: parse ``kind`` and check ``ok(value)``, naming the bound when it fails."""
 
-    def parse(text: str):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> N:
         try:
             value = kind(text)
         except ValueError:
