@@ -217,9 +217,9 @@ class _Run:
         if self.cluster is not None:
             # A paused process ignores SIGTERM until continued.
             for p in self.cluster.node_procs.values():
-                if p.alive:
+                if (popen := p.running) is not None:
                     with contextlib.suppress(OSError):
-                        p.popen.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+                        popen.send_signal(signal.SIGCONT)
             self.cluster.stop(grace=5.0)
         if self.net is not None:
             self.net.close()
@@ -269,8 +269,9 @@ class _Run:
             if n not in nem.killed and p.popen is not None and p.popen.poll() is not None:
                 outcome.problems.append(f"node {n} exited by itself with status {p.popen.returncode}")
                 nem.killed.add(n)
-        if not nem.router_down and not self.cluster.router.alive:
-            outcome.problems.append(f"the router exited by itself with status {self.cluster.router.popen.returncode}")  # type: ignore[union-attr]
+        router_popen = self.cluster.router.popen
+        if not nem.router_down and router_popen is not None and router_popen.poll() is not None:
+            outcome.problems.append(f"the router exited by itself with status {router_popen.returncode}")
             nem.router_down = True
 
         # Heal, then the cluster must come back whole within the bound.
