@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import TypeGuard, TypeVar
 
 import grpc
 
@@ -48,6 +49,7 @@ RECOVERY_BOUND_S = 30.0  # after the final heal: healthy within this, or the run
 EPISODE_BOUND_S = 30.0  # after an episode's heal: writable again within this
 KEEP_ENV = "TESSERA_NEMESIS_KEEP"
 READY_TIMEOUT_S = 60.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -59,13 +61,13 @@ class EpisodeReport:
     healed: float | None = None
     during: float | None = None  # seconds from inject until every partition took a write
     after: float | None = None  # seconds from heal until every partition took a write
-    during_probe: asyncio.Task | None = None
-    after_probe: asyncio.Task | None = None
+    during_probe: asyncio.Task[checks.Probe] | None = None
+    after_probe: asyncio.Task[checks.Probe] | None = None
     slow: dict[str, dict[int, float | None]] = field(default_factory=dict)  # probe -> partition -> s
     during_partial: checks.Probe | None = None  # the during probe's progress (read at the heal)
     stale: checks.StaleCheck | None = None
     stale_node: int = 0
-    stale_tasks: list[asyncio.Task] = field(default_factory=list)
+    stale_tasks: list[asyncio.Task[checks.StaleCheck]] = field(default_factory=list)
     targets_reads: bool = False  # paused / cut-off node: read from it directly (stale-read check)
     moved: str = ""  # member: what the heal did (promotion, removal) and how long each phase took
 
@@ -143,7 +145,7 @@ def run(
         return 143 if signame == "SIGTERM" else 130
 
 
-def _finished(task: asyncio.Task | None) -> bool:
+def _finished(task: asyncio.Task[T] | None) -> TypeGuard[asyncio.Task[T]]:
     """Done with a result (not cancelled, not failed)."""
     return task is not None and task.done() and not task.cancelled() and task.exception() is None
 
@@ -302,13 +304,14 @@ class _Run:
             outcome.problems.append(f"not healthy {RECOVERY_BOUND_S:g} s after the final heal: {health.detail}")
         for rep in self.episodes.values():
             if _finished(rep.after_probe):
-                res = rep.after_probe.result()  # type: ignore[union-attr]
+                res = rep.after_probe.result()
                 outcome.problems += [f"probe after #{rep.episode}: {v}" for v in res.violations]
                 if res.worst is None:
                     outcome.problems.append(
                         f"#{rep.episode} {rep.kind}: not writable within {EPISODE_BOUND_S:g} s of its heal")
             if _finished(rep.during_probe):
-                outcome.problems += [f"probe during #{rep.episode}: {v}" for v in rep.during_probe.result().violations]  # type: ignore[union-attr]
+                during = rep.during_probe.result()
+                outcome.problems += [f"probe during #{rep.episode}: {v}" for v in during.violations]
         for rep in self.episodes.values():
             if rep.stale_tasks:
                 await asyncio.gather(*rep.stale_tasks, return_exceptions=True)
