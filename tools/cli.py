@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 # Flag defaults and choices come from the code that uses them (node.settings,
 # router.placement.config, the nemesis schedule, common.logs) and are never written here a
@@ -22,6 +22,9 @@ from common import logs
 from node.settings import Limits, RaftSettings
 from router.placement.config import PlacementConfig
 from tools.nemesis.schedule import KINDS as FAULTS
+
+if TYPE_CHECKING:  # imported when a kv command runs (see _kv)
+    from router.client import Client
 
 DEFAULT_ROUTER = "127.0.0.1:7100"
 ROUTER_ENV = "TESSERA_ROUTER"
@@ -617,7 +620,7 @@ def _arg_bytes(text: str) -> bytes:
     return os.fsencode(text)
 
 
-def _kv_put(client, args: argparse.Namespace, name: str) -> int:
+def _kv_put(client: Client, args: argparse.Namespace, name: str) -> int:
     client.put(_arg_bytes(args.key), _put_value(args.value, name))
     print("OK")
     return 0
@@ -632,7 +635,7 @@ def _put_value(value: str, name: str) -> bytes:
     return sys.stdin.buffer.read()
 
 
-def _kv_get(client, args: argparse.Namespace, name: str) -> int:
+def _kv_get(client: Client, args: argparse.Namespace, name: str) -> int:
     found = client.get(_arg_bytes(args.key), args.consistency, args.max_staleness_ms)
     if found is None:
         print(f"{name}: key {args.key!r} not found", file=sys.stderr)
@@ -645,13 +648,13 @@ def _kv_get(client, args: argparse.Namespace, name: str) -> int:
     return 0
 
 
-def _kv_delete(client, args: argparse.Namespace, name: str) -> int:
+def _kv_delete(client: Client, args: argparse.Namespace, name: str) -> int:
     existed = client.delete(_arg_bytes(args.key))
     print("deleted" if existed else "not found (nothing to delete)")
     return 0
 
 
-def _kv_scan(client, args: argparse.Namespace, name: str) -> int:
+def _kv_scan(client: Client, args: argparse.Namespace, name: str) -> int:
     pairs = client.scan(_arg_bytes(args.start), _arg_bytes(args.end), args.limit, consistency=args.consistency)
     out = sys.stdout.buffer
     sys.stdout.flush()
