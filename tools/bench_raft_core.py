@@ -18,7 +18,7 @@ import random
 import sys
 import time
 
-from node.raft import Config, ConfState, MemoryStorage, RawNode, Snapshot, SnapshotMeta
+from node.raft import Config, ConfState, MemoryStorage, Message, RawNode, Snapshot, SnapshotMeta
 
 
 def _group(n: int) -> tuple[dict[int, RawNode], dict[int, MemoryStorage]]:
@@ -36,7 +36,7 @@ def _pump(nodes: dict[int, RawNode], storages: dict[int, MemoryStorage]) -> int:
     """Run Ready cycles until quiet; returns how many normal entries the leader applied."""
     applied = 0
     while True:
-        inbox = []
+        inbox: list[Message] = []
         busy = False
         for i, node in nodes.items():
             if not node.has_ready():

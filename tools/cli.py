@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 # Flag defaults and choices come from the code that uses them (node.settings,
 # router.placement.config, the nemesis schedule, common.logs) and are never written here a
@@ -21,6 +22,9 @@ from common import logs
 from node.settings import Limits, RaftSettings
 from router.placement.config import PlacementConfig
 from tools.nemesis.schedule import KINDS as FAULTS
+
+if TYPE_CHECKING:  # imported when a kv command runs (see _kv)
+    from router.client import Client
 
 DEFAULT_ROUTER = "127.0.0.1:7100"
 ROUTER_ENV = "TESSERA_ROUTER"
@@ -34,6 +38,7 @@ STDIN_VALUE = "-"  # `kv put KEY -` (or VALUE omitted) reads the value from stdi
 _RAFT = RaftSettings()
 _LIMITS = Limits()
 _PLACEMENT = PlacementConfig()
+N = TypeVar("N", int, float)  # what a numeric flag parses to
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -108,10 +113,10 @@ def _add_log_level_option(parser: argparse.ArgumentParser, passed_on: str = "") 
     )
 
 
-def _number(kind: type, what: str, ok, bound: str):  # type: ignore[no-untyped-def]
+def _number(kind: Callable[[str], N], what: str, ok: Callable[[N], bool], bound: str) -> Callable[[str], N]:
     """An argparse type: parse ``kind`` and check ``ok(value)``, naming the bound when it fails."""
 
-    def parse(text: str):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> N:
         try:
             value = kind(text)
         except ValueError:
@@ -426,14 +431,14 @@ def _build_admin(commands) -> None:
         _add_json_option(q)
         q.set_defaults(handler=_not_available, command_name=f"admin {name}")
 
-    pid = ("id", dict(metavar="ID", type=_positive_int, help="partition id"))
-    store = ("store", dict(metavar="STORE", type=_positive_int, help="store id"))
+    pid = ("id", {"metavar": "ID", "type": _positive_int, "help": "partition id"})
+    store = ("store", {"metavar": "STORE", "type": _positive_int, "help": "store id"})
     leaf("stores", "list stores with their state, replica and leader counts", ())
     leaf("partitions", "list partitions with range, epoch, leader, term and replica progress", ())
     leaf("partition", "show one partition", (pid,))
     leaf("transfer-leader", "move partition ID's leadership to STORE", (pid, store))
     leaf("split", "split partition ID at KEY (default: its middle by size)",
-         (pid, ("key", dict(metavar="KEY", nargs="?", help="split key (the new right half starts here)"))))
+         (pid, ("key", {"metavar": "KEY", "nargs": "?", "help": "split key (the new right half starts here)"})))
     leaf("add-replica", "add a replica of partition ID on STORE (as a learner, then promoted)",
          (pid, store))
     leaf("remove-replica", "remove partition ID's replica from STORE", (pid, store))
@@ -615,7 +620,7 @@ def _arg_bytes(text: str) -> bytes:
     return os.fsencode(text)
 
 
-def _kv_put(client, args: argparse.Namespace, name: str) -> int:
+def _kv_put(client: Client, args: argparse.Namespace, name: str) -> int:
     client.put(_arg_bytes(args.key), _put_value(args.value, name))
     print("OK")
     return 0
@@ -630,7 +635,7 @@ def _put_value(value: str, name: str) -> bytes:
     return sys.stdin.buffer.read()
 
 
-def _kv_get(client, args: argparse.Namespace, name: str) -> int:
+def _kv_get(client: Client, args: argparse.Namespace, name: str) -> int:
     found = client.get(_arg_bytes(args.key), args.consistency, args.max_staleness_ms)
     if found is None:
         print(f"{name}: key {args.key!r} not found", file=sys.stderr)
@@ -643,13 +648,13 @@ def _kv_get(client, args: argparse.Namespace, name: str) -> int:
     return 0
 
 
-def _kv_delete(client, args: argparse.Namespace, name: str) -> int:
+def _kv_delete(client: Client, args: argparse.Namespace, name: str) -> int:
     existed = client.delete(_arg_bytes(args.key))
     print("deleted" if existed else "not found (nothing to delete)")
     return 0
 
 
-def _kv_scan(client, args: argparse.Namespace, name: str) -> int:
+def _kv_scan(client: Client, args: argparse.Namespace, name: str) -> int:
     pairs = client.scan(_arg_bytes(args.start), _arg_bytes(args.end), args.limit, consistency=args.consistency)
     out = sys.stdout.buffer
     sys.stdout.flush()

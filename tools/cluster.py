@@ -51,15 +51,21 @@ class Proc:
     argv: list[str]
     log_path: str
     address: str = ""
-    popen: subprocess.Popen | None = None
+    popen: subprocess.Popen[bytes] | None = None  # the current run (None: never started)
     port: int = 0
     # The last lines of the current run's output (stdout and stderr interleaved as written).
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=_TAIL_LINES))
     pump: threading.Thread | None = None
 
     @property
+    def running(self) -> subprocess.Popen[bytes] | None:
+        """The current run's process while it has not exited, else None."""
+        popen = self.popen
+        return popen if popen is not None and popen.poll() is None else None
+
+    @property
     def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
+        return self.running is not None
 
     def last_words(self) -> str:
         """What the process said last: its last few lines that are neither blank nor indented
@@ -104,7 +110,8 @@ class Cluster:
         self._spawn(self.router, timeout)
         for i in range(1, self.nodes + 1):
             port = self.base_port + i if self.base_port else 0
-            self.node_procs[i] = Proc(f"node{i}", self._node_argv(i, port), os.path.join(self.root, "logs", f"node{i}.log"))
+            log = os.path.join(self.root, "logs", f"node{i}.log")
+            self.node_procs[i] = Proc(f"node{i}", self._node_argv(i, port), log)
             self._spawn(self.node_procs[i], timeout)
 
     def _router_argv(self) -> list[str]:
@@ -207,17 +214,18 @@ class Cluster:
                 return False
 
     def stop(self, grace: float = 10.0) -> None:
-        procs = [p for p in [*self.node_procs.values(), self.router] if p is not None and p.alive]
-        for p in procs:
-            p.popen.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        running = [(p, popen) for p in [*self.node_procs.values(), self.router]
+                   if p is not None and (popen := p.running) is not None]
+        for _, popen in running:
+            popen.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
-        for p in procs:
+        for _, popen in running:
             try:
-                p.popen.wait(max(0.1, deadline - time.monotonic()))  # type: ignore[union-attr]
+                popen.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                p.popen.kill()  # type: ignore[union-attr]
-                p.popen.wait()  # type: ignore[union-attr]
-        for p in procs:
+                popen.kill()
+                popen.wait()
+        for p, _ in running:
             if p.pump is not None:
                 p.pump.join(2)  # the log is complete when stop returns
 
@@ -248,7 +256,7 @@ class Cluster:
         return self.node_procs[i].address
 
 
-def _pump(proc: Proc, popen: subprocess.Popen, started_or_gone: threading.Event) -> None:
+def _pump(proc: Proc, popen: subprocess.Popen[bytes], started_or_gone: threading.Event) -> None:
     """Copy the output of ``popen`` (``proc``'s current run) into its log, line by line, for as
     long as it writes (so it never blocks on a full pipe), keeping the last lines. Set
     ``started_or_gone`` once its "listening on ADDR" line gave ``proc`` its address, or when

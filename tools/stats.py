@@ -13,5 +13,5 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     """
     if not sorted_values:
         return 0.0
-    i = min(len(sorted_values) - 1, max(0, int(round(q * (len(sorted_values) - 1)))))
+    i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
     return sorted_values[i]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO
 
@@ -90,9 +90,16 @@ class Operation:
     def input(self) -> object:
         """What was asked: the put value, ``(expected, new)`` for cas, None for get."""
         if self.f == "cas":
-            expected, new = self.invoke.value  # type: ignore[misc]
-            return (expected, new)
+            return self.cas
         return self.invoke.value
+
+    @property
+    def cas(self) -> tuple[object, object]:
+        """A cas's ``(expected, new)``."""
+        value = self.invoke.value
+        assert isinstance(value, (list, tuple)), f"not a cas: {self.invoke}"  # pair_ops checked the shape
+        expected, new = value
+        return expected, new
 
     @property
     def output(self) -> object:
@@ -105,7 +112,7 @@ class Operation:
         elif self.f == "put":
             what = f"put {self.input!r}"
         else:
-            expected, new = self.input  # type: ignore[misc]
+            expected, new = self.cas
             what = f"cas {expected!r} -> {new!r}"
         end = "?" if self.end is None else str(self.end)
         return f"p{self.process} {what} {self.outcome} [{self.start}..{end}]"
@@ -140,7 +147,7 @@ def pair_ops(ops: Iterable[Op]) -> list[Operation]:
     return _pair(list(ops), lambda i: f"op #{i}")
 
 
-def _pair(ops: list[Op], label) -> list[Operation]:
+def _pair(ops: list[Op], label: Callable[[int], str]) -> list[Operation]:
     pending: dict[int, Operation] = {}
     result: list[Operation] = []
     for i, op in enumerate(ops):
@@ -153,9 +160,9 @@ def _pair(ops: list[Op], label) -> list[Operation]:
                     f"{where}: process {op.process} invoked {op.f} while its {prior.f} "
                     f"({label(prior.index)}) is still outstanding"
                 )
-            operation = Operation(i, op, None)
-            pending[op.process] = operation
-            result.append(operation)
+            invoked = Operation(i, op, None)
+            pending[op.process] = invoked
+            result.append(invoked)
             continue
         operation = pending.pop(op.process, None)
         if operation is None:
@@ -175,12 +182,9 @@ def _pair(ops: list[Op], label) -> list[Operation]:
 
 
 def _check_json_value(op: Op, where: str) -> None:
-    ok_scalar = lambda v: v is None or isinstance(v, str)  # noqa: E731
-    if op.f == "cas":
-        good = all(map(ok_scalar, op.value))  # shape already checked by _check_op
-    else:
-        good = ok_scalar(op.value)
-    if not good:
+    # A cas's value is a pair (its shape already checked by _check_op), any other one value.
+    values = op.value if op.f == "cas" and isinstance(op.value, (list, tuple)) else (op.value,)
+    if not all(v is None or isinstance(v, str) for v in values):
         raise ValueError(f"{where}: value {op.value!r} must be a str or null (cas: [str|null, str|null])")
 
 

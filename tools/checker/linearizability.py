@@ -193,13 +193,15 @@ class _Problem:
             if op.f == "put":
                 writers[op.input] += 1
                 continue
-            seen = op.output if op.f == "get" else op.input[0]  # type: ignore[index]
+            if op.f == "get":
+                seen = op.output
+            else:
+                seen, new = op.cas
+                writers[new] += 1
             observed.add(seen)
-            if op.f == "cas":
-                writers[op.input[1]] += 1  # type: ignore[index]
             end = op.end
-            if op.outcome == "ok" and (seen not in observed_by or end < observed_by[seen]):  # type: ignore
-                observed_by[seen] = end  # type: ignore[assignment]
+            if op.outcome == "ok" and end is not None and (seen not in observed_by or end < observed_by[seen]):
+                observed_by[seen] = end
 
         self.ops: list[Operation] = []
         self.kind: list[int] = []
@@ -219,7 +221,7 @@ class _Problem:
             elif kind == _PUT:
                 a, b = op.input, None
             else:
-                a, b = op.input  # type: ignore[misc]
+                a, b = op.cas
             ret = op.end
             written = a if kind == _PUT else b
             if op.outcome == "info":
@@ -299,7 +301,7 @@ class _Search:
         p = self.problem
         n = len(p.ops)
         events = [(p.call[j], 0, j) for j in range(n)]
-        events += [(p.ret[j], 1, j) for j in range(n) if p.ret[j] is not None]
+        events += [(ret, 1, j) for j, ret in enumerate(p.ret) if ret is not None]
         events.sort()
         # Linked list over slots 0 (head), 1..m (events), m + 1 (tail).
         m = len(events)
@@ -462,10 +464,12 @@ def _failure(key: str, p: _Problem, search: _Search) -> KeyFailure:
     best, x = search.best, search.stuck
     in_best = set(best)
     x_call, x_ret = p.call[x], p.ret[x]
+    assert x_ret is not None, "the search stops at a return event, so stuck has one"
     chosen = {x}
     for j in range(len(p.ops)):
-        overlaps = p.call[j] <= x_ret and (p.ret[j] is None or p.ret[j] >= x_call)  # type: ignore[operator]
-        if overlaps and (j not in in_best or p.ret[j] is not None):
+        ret = p.ret[j]
+        overlaps = p.call[j] <= x_ret and (ret is None or ret >= x_call)
+        if overlaps and (j not in in_best or ret is not None):
             chosen.add(j)
     chosen.update(best[-WINDOW_CONTEXT:])
     for j in reversed(best):

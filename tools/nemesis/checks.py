@@ -128,9 +128,8 @@ def check_set(history: list[Op]) -> Verdict:
     problems: list[tuple[str, list[Operation]]] = []
     acked = 0
 
-    add_keys = set(adds) | {k for k in finals if ADD_KEY.search(k)}
-    for key in sorted(add_keys):
-        elem = ADD_KEY.search(key).group(1)  # type: ignore[union-attr]
+    add_elems = {key: m.group(1) for key in [*adds, *finals] if (m := ADD_KEY.search(key))}  # key -> element
+    for key, elem in sorted(add_elems.items()):
         attempts = [op for op in adds.get(key, []) if op.f == "put"]
         final = finals.get(key)
         ok = any(a.outcome == "ok" for a in attempts)
@@ -158,18 +157,18 @@ def check_set(history: list[Op]) -> Verdict:
             problems.append(_window(f"list {key!r}: no final read", ops[-WINDOW_LIMIT:]))
             continue
         final_elems = _elements(final.output)
-        attempts: dict[str, list[Operation]] = {}
+        appends: dict[str, list[Operation]] = {}  # element -> the cas operations appending it
         for op in ops:
             if op.f == "cas":
-                _, new = op.input  # type: ignore[misc]
-                attempts.setdefault(_elements(new)[-1], []).append(op)
+                _, new = op.cas
+                appends.setdefault(_elements(new)[-1], []).append(op)
         for elem, count in Counter(final_elems).items():
             if count > 1:
                 problems.append(_window(
                     f"list {key!r}: element {elem!r} present {count} times (a write applied twice?)",
-                    [*attempts.get(elem, []), final],
+                    [*appends.get(elem, []), final],
                 ))
-        for elem, tries in attempts.items():
+        for elem, tries in appends.items():
             ok = any(t.outcome == "ok" for t in tries)
             maybe = any(t.outcome == "info" for t in tries)
             acked += ok
@@ -181,9 +180,9 @@ def check_set(history: list[Op]) -> Verdict:
                     [*tries, final],
                 ))
         for elem in final_elems:
-            if elem not in attempts:
+            if elem not in appends:
                 problems.append(_window(f"list {key!r}: element {elem!r} present but never appended", [final]))
-        order = {e: min(t.index for t in tries) for e, tries in attempts.items()}
+        order = {e: min(t.index for t in tries) for e, tries in appends.items()}
         ranks = [order[e] for e in final_elems if e in order]
         if ranks != sorted(ranks):
             problems.append(_window(f"list {key!r}: elements out of append order: {final.output!r}", [final]))
@@ -192,12 +191,12 @@ def check_set(history: list[Op]) -> Verdict:
             if op.f == "get" and op.outcome == "ok":
                 seen = op.output
             elif op.f == "cas" and op.outcome == "ok":
-                seen = op.input[1]  # type: ignore[index]
+                seen = op.cas[1]
             if seen is not None and _elements(seen) != final_elems[: len(_elements(seen))]:
                 problems.append(_window(
                     f"list {key!r}: {seen!r} observed, not a prefix of the final {final.output!r}", [op, final]
                 ))
-    summary = f"{len(add_keys)} add keys, {len(list_keys)} lists, {acked} acknowledged adds/appends"
+    summary = f"{len(add_elems)} add keys, {len(list_keys)} lists, {acked} acknowledged adds/appends"
     return _show(problems, "set", summary)
 
 
@@ -317,7 +316,8 @@ async def wait_healthy(router: str, bound_s: float, replicas: int = 3) -> Health
             parts, status, stores = await cluster_status(router)
             problem = health_problem(parts, status, stores, replicas)
             if problem is None:
-                return Health(True, time.monotonic() - t0, f"{len(parts)} partitions: leader and {replicas} replicas caught up")
+                detail = f"{len(parts)} partitions: leader and {replicas} replicas caught up"
+                return Health(True, time.monotonic() - t0, detail)
             last = problem
         except grpc.aio.AioRpcError as exc:
             last = f"router: {exc.code().name}"
@@ -336,9 +336,10 @@ class Probe:
 
     @property
     def worst(self) -> float | None:
-        if any(v is None for v in self.seconds.values()):
+        took = [s for s in self.seconds.values() if s is not None]
+        if len(took) < len(self.seconds):
             return None
-        return max(self.seconds.values(), default=0.0)
+        return max(took, default=0.0)
 
 
 class Prober:
@@ -443,7 +444,7 @@ async def stale_reads(
     async with grpc.aio.insecure_channel(address) as ch:
         stub = kv_pb2_grpc.KVStub(ch)
 
-        async def one(pid: int, key: bytes, consistency: int, name: str) -> None:
+        async def one(pid: int, key: bytes, consistency: kv_pb2.Consistency, name: str) -> None:
             out.asked += 1
             req = kv_pb2.GetRequest(
                 context=kv_pb2.RequestContext(partition_id=pid),

@@ -65,6 +65,7 @@ VOTER_TIMEOUT_S = 20.0  # network healed -> the new replica is a voter
 REMOVE_TIMEOUT_S = 20.0  # RemoveReplica submitted -> the descriptor no longer lists the replica
 UNHOSTED_TIMEOUT_S = 10.0  # ... -> the removed replica's store no longer hosts the partition
 POLL_S = 0.1
+META_TIMEOUT_S = 2.0  # one call to the router's Meta service
 
 
 def write_fault_file(path: str, spec: dict) -> None:
@@ -242,7 +243,7 @@ class Nemesis:
         if shape == "asymmetric":
             n, what = await self.resolve(str(step.param("from")))
             others = [s for s in stores if s != n]
-            to = others[int(step.param("other")) % len(others)]  # type: ignore[arg-type]
+            to = others[step.number("other") % len(others)]
             return [(n, to)], f"asymmetric: {what} -> node {to} dropped, node {to} -> {n} flows", (n, to)
         if shape == "bridge":
             b, what = await self.resolve(str(step.param("bridge")))
@@ -254,7 +255,7 @@ class Nemesis:
         if shape == "halves":
             n, what = await self.resolve(str(step.param("with")))
             others = [s for s in stores if s != n]
-            mate = int(step.param("mate"))  # type: ignore[arg-type]
+            mate = step.number("mate")
             rotated = others[mate % len(others):] + others[: mate % len(others)]
             left = sorted([n, *rotated[: len(stores) // 2 - 1]])
             right = [s for s in stores if s not in left]
@@ -271,7 +272,7 @@ class Nemesis:
 
     async def _do_latency(self, step: Step) -> tuple[str, tuple[int, ...]]:
         n, what = await self.resolve(str(step.param("target")))
-        ms = int(step.param("delay_ms"))  # type: ignore[arg-type]
+        ms = step.number("delay_ms")
         pairs = [(a, b) for a in self.stores for b in self.stores if a != b and n in (a, b)]
         self.net.set(pairs, DELAY, ms / 1000.0)
         self.delayed.update(pairs)
@@ -333,7 +334,7 @@ class Nemesis:
 
     async def _do_slow_disk(self, step: Step) -> tuple[str, tuple[int, ...]]:
         n, what = await self.resolve(str(step.param("target")))
-        ms = int(step.param("delay_ms"))  # type: ignore[arg-type]
+        ms = step.number("delay_ms")
         if n in self.fsync_failed:
             return f"{what} has a failed disk already", ()
         self.slow.add(n)
@@ -367,7 +368,7 @@ class Nemesis:
         return "router restarted", ()
 
     async def _do_transfer(self, step: Step) -> tuple[str, tuple[int, ...]]:
-        k = int(step.param("partition"))  # type: ignore[arg-type]
+        k = step.number("partition")
         pid = self.partitions[k % len(self.partitions)]
         to, what = await self.resolve(str(step.param("to")))
         if self.router_down:
@@ -382,34 +383,32 @@ class Nemesis:
             to = voters[(to - 1) % len(voters)]
             what += f" (no voter of partition {pid} there; node {to} instead)"
         try:
-            async with grpc.aio.insecure_channel(self.cluster.router.address) as ch:  # type: ignore[union-attr]
-                await meta_pb2_grpc.MetaStub(ch).SubmitOperation(
-                    meta_pb2.SubmitOperationRequest(
-                        operation=meta_pb2.Operation(
-                            partition_id=pid, transfer_leader=meta_pb2.TransferLeader(to_store_id=to)
-                        )
-                    ),
-                    timeout=2,
-                )
+            await self._submit(
+                meta_pb2.Operation(partition_id=pid, transfer_leader=meta_pb2.TransferLeader(to_store_id=to))
+            )
         except grpc.aio.AioRpcError as exc:
             return f"transfer of partition {pid} to {what} not queued: {exc.code().name}", ()
         return f"transfer of partition {pid} to {what} queued", ()
 
     # -- membership changes (member) -----------------------------------------------------------
 
-    async def _meta(self, method: str, request: object, timeout: float = 2.0) -> object:
+    def _router_channel(self) -> grpc.aio.Channel:
         assert self.cluster.router is not None
-        async with grpc.aio.insecure_channel(self.cluster.router.address) as ch:
-            return await getattr(meta_pb2_grpc.MetaStub(ch), method)(request, timeout=timeout)
+        return grpc.aio.insecure_channel(self.cluster.router.address)
 
     async def descriptor(self, pid: int) -> meta_pb2.PartitionDescriptor:
         """Partition ``pid``'s descriptor as the router has it now."""
-        resp = await self._meta("GetPartition", meta_pb2.GetPartitionRequest(partition_id=pid))
-        return resp.partition  # type: ignore[attr-defined]
+        async with self._router_channel() as ch:
+            resp = await meta_pb2_grpc.MetaStub(ch).GetPartition(
+                meta_pb2.GetPartitionRequest(partition_id=pid), timeout=META_TIMEOUT_S
+            )
+        return resp.partition
 
-    async def _submit(self, pid: int, **kind: object) -> None:
-        await self._meta("SubmitOperation", meta_pb2.SubmitOperationRequest(
-            operation=meta_pb2.Operation(partition_id=pid, **kind)))
+    async def _submit(self, operation: meta_pb2.Operation) -> None:
+        async with self._router_channel() as ch:
+            await meta_pb2_grpc.MetaStub(ch).SubmitOperation(
+                meta_pb2.SubmitOperationRequest(operation=operation), timeout=META_TIMEOUT_S
+            )
 
     async def _wait_descriptor(
         self, pid: int, ok: Callable[[meta_pb2.PartitionDescriptor], bool], timeout: float
@@ -430,7 +429,7 @@ class Nemesis:
             await asyncio.sleep(POLL_S)
 
     async def _do_add_replica(self, step: Step) -> tuple[str, tuple[int, ...]]:
-        k = int(step.param("partition"))  # type: ignore[arg-type]
+        k = step.number("partition")
         pid = self.partitions[k % len(self.partitions)]
         if self.router_down:
             return f"router down: no replica added to partition {pid}", ()
@@ -445,7 +444,7 @@ class Nemesis:
         spares = [s for s in self.stores if s not in hosting]
         if not spares:
             return f"partition {pid} is on every store ({describe_replicas(desc)}): nothing moved", ()
-        spare = spares[int(step.param("spare", 0)) % len(spares)]  # type: ignore[arg-type]
+        spare = spares[step.number("spare", 0) % len(spares)]
         split = bool(step.param("split"))
         early: list[tuple[int, int]] = []
         if split:
@@ -458,7 +457,8 @@ class Nemesis:
             self._cut(step.episode, early)
         what = f"partition {pid} ({describe_replicas(desc)}): replica added on store {spare}"
         try:
-            await self._submit(pid, add_replica=meta_pb2.AddReplica(replica=meta_pb2.Replica(store_id=spare)))
+            await self._submit(meta_pb2.Operation(
+                partition_id=pid, add_replica=meta_pb2.AddReplica(replica=meta_pb2.Replica(store_id=spare))))
         except grpc.aio.AioRpcError as exc:
             self._uncut(step.episode, early)
             self.problems.append(f"#{step.episode} member: AddReplica of store {spare} to partition {pid} "
@@ -503,7 +503,7 @@ class Nemesis:
         others = [v for v in voters if v != leader]
         if not others:
             return [leader], 0
-        keep = others[int(step.param("keep", 0)) % len(others)]  # type: ignore[arg-type]
+        keep = others[step.number("keep", 0) % len(others)]
         minority = next((v for v in others if v != keep), 0)
         return sorted({leader, keep}), minority
 
@@ -606,7 +606,8 @@ class Nemesis:
         deadline = t0 + REMOVE_TIMEOUT_S
         while True:
             try:
-                await self._submit(pid, remove_replica=meta_pb2.RemoveReplica(replica=meta_pb2.Replica(store_id=gone)))
+                await self._submit(meta_pb2.Operation(
+                    partition_id=pid, remove_replica=meta_pb2.RemoveReplica(replica=meta_pb2.Replica(store_id=gone))))
                 break
             except grpc.aio.AioRpcError as exc:
                 if time.monotonic() > deadline:

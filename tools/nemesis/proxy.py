@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 PASS = "pass"
 DROP = "drop"
@@ -41,6 +43,7 @@ DELAY = "delay"
 MODES = (PASS, DROP, DELAY)
 
 _CHUNK = 1 << 16
+T = TypeVar("T")
 _CONNECT_TIMEOUT_S = 3.0
 
 
@@ -268,7 +271,7 @@ class ProxyNet:
         for a in self.stores:
             for b in self.stores:
                 if a != b:
-                    proxy = LinkProxy(f"{a}->{b}", lambda b=b: self._target_of(b))
+                    proxy = LinkProxy(f"{a}->{b}", functools.partial(self._target_of, b))
                     await proxy.start()
                     self.links[(a, b)] = proxy
 
@@ -304,11 +307,12 @@ class ProxyNet:
 
     # -- faults --------------------------------------------------------------------------
 
-    def _call(self, fn: Callable[[], object]) -> object:
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the proxy thread and return its result."""
         loop = self._loop
         if loop is None:
             raise RuntimeError("proxy net is not running")
-        done: Future[object] = Future()
+        done: Future[T] = Future()
 
         def run() -> None:
             try:
@@ -322,14 +326,20 @@ class ProxyNet:
     def set(self, pairs: Iterable[tuple[int, int]], mode: str, delay_s: float = 0.0) -> None:
         """Set the mode of the links ``sender -> receiver`` in ``pairs``."""
         chosen = [self.links[p] for p in pairs]
-        self._call(lambda: [p.set_mode(mode, delay_s) for p in chosen])
+        self._call(functools.partial(_set_modes, chosen, mode, delay_s))
 
     def heal(self) -> None:
         """Every link back to pass."""
-        self._call(lambda: [p.set_mode(PASS) for p in self.links.values()])
+        self._call(functools.partial(_set_modes, self.links.values(), PASS))
 
     def modes(self) -> dict[tuple[int, int], str]:
         return {k: p.mode for k, p in self.links.items()}
 
     def stats(self) -> dict[str, ProxyStats]:
         return {p.name: p.stats for p in self.links.values()}
+
+
+def _set_modes(proxies: Iterable[LinkProxy], mode: str, delay_s: float = 0.0) -> None:
+    """Switch ``proxies`` to ``mode`` (on their event loop)."""
+    for p in proxies:
+        p.set_mode(mode, delay_s)

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import TypeGuard, TypeVar
 
 import grpc
 
@@ -48,6 +49,7 @@ RECOVERY_BOUND_S = 30.0  # after the final heal: healthy within this, or the run
 EPISODE_BOUND_S = 30.0  # after an episode's heal: writable again within this
 KEEP_ENV = "TESSERA_NEMESIS_KEEP"
 READY_TIMEOUT_S = 60.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -59,13 +61,13 @@ class EpisodeReport:
     healed: float | None = None
     during: float | None = None  # seconds from inject until every partition took a write
     after: float | None = None  # seconds from heal until every partition took a write
-    during_probe: asyncio.Task | None = None
-    after_probe: asyncio.Task | None = None
+    during_probe: asyncio.Task[checks.Probe] | None = None
+    after_probe: asyncio.Task[checks.Probe] | None = None
     slow: dict[str, dict[int, float | None]] = field(default_factory=dict)  # probe -> partition -> s
     during_partial: checks.Probe | None = None  # the during probe's progress (read at the heal)
     stale: checks.StaleCheck | None = None
     stale_node: int = 0
-    stale_tasks: list[asyncio.Task] = field(default_factory=list)
+    stale_tasks: list[asyncio.Task[checks.StaleCheck]] = field(default_factory=list)
     targets_reads: bool = False  # paused / cut-off node: read from it directly (stale-read check)
     moved: str = ""  # member: what the heal did (promotion, removal) and how long each phase took
 
@@ -75,7 +77,8 @@ class EpisodeReport:
         after = "not measured" if self.healed is None else (
             f"NOT within {EPISODE_BOUND_S:g} s" if self.after is None else f"{self.after:.2f} s after heal"
         )
-        line = f"#{self.episode:<3d} {self.kind:<9s} {self.what}{held}\n       writable under the fault: {during}; recovered: {after}"
+        line = (f"#{self.episode:<3d} {self.kind:<9s} {self.what}{held}\n"
+                f"       writable under the fault: {during}; recovered: {after}")
         if self.moved:
             line += f"\n       move: {self.moved}"
         if self.stale is not None:
@@ -142,7 +145,7 @@ def run(
         return 143 if signame == "SIGTERM" else 130
 
 
-def _finished(task: asyncio.Task | None) -> bool:
+def _finished(task: asyncio.Task[T] | None) -> TypeGuard[asyncio.Task[T]]:
     """Done with a result (not cancelled, not failed)."""
     return task is not None and task.done() and not task.cancelled() and task.exception() is None
 
@@ -216,9 +219,9 @@ class _Run:
         if self.cluster is not None:
             # A paused process ignores SIGTERM until continued.
             for p in self.cluster.node_procs.values():
-                if p.alive:
+                if (popen := p.running) is not None:
                     with contextlib.suppress(OSError):
-                        p.popen.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+                        popen.send_signal(signal.SIGCONT)
             self.cluster.stop(grace=5.0)
         if self.net is not None:
             self.net.close()
@@ -268,8 +271,9 @@ class _Run:
             if n not in nem.killed and p.popen is not None and p.popen.poll() is not None:
                 outcome.problems.append(f"node {n} exited by itself with status {p.popen.returncode}")
                 nem.killed.add(n)
-        if not nem.router_down and not self.cluster.router.alive:
-            outcome.problems.append(f"the router exited by itself with status {self.cluster.router.popen.returncode}")  # type: ignore[union-attr]
+        router_popen = self.cluster.router.popen
+        if not nem.router_down and router_popen is not None and router_popen.poll() is not None:
+            outcome.problems.append(f"the router exited by itself with status {router_popen.returncode}")
             nem.router_down = True
 
         # Heal, then the cluster must come back whole within the bound.
@@ -300,12 +304,14 @@ class _Run:
             outcome.problems.append(f"not healthy {RECOVERY_BOUND_S:g} s after the final heal: {health.detail}")
         for rep in self.episodes.values():
             if _finished(rep.after_probe):
-                res = rep.after_probe.result()  # type: ignore[union-attr]
+                res = rep.after_probe.result()
                 outcome.problems += [f"probe after #{rep.episode}: {v}" for v in res.violations]
                 if res.worst is None:
-                    outcome.problems.append(f"#{rep.episode} {rep.kind}: not writable within {EPISODE_BOUND_S:g} s of its heal")
+                    outcome.problems.append(
+                        f"#{rep.episode} {rep.kind}: not writable within {EPISODE_BOUND_S:g} s of its heal")
             if _finished(rep.during_probe):
-                outcome.problems += [f"probe during #{rep.episode}: {v}" for v in rep.during_probe.result().violations]  # type: ignore[union-attr]
+                during = rep.during_probe.result()
+                outcome.problems += [f"probe during #{rep.episode}: {v}" for v in during.violations]
         for rep in self.episodes.values():
             if rep.stale_tasks:
                 await asyncio.gather(*rep.stale_tasks, return_exceptions=True)
@@ -371,13 +377,16 @@ class _Run:
                 continue
             if len(resp.partitions) >= self.partitions and all(p.leader_store_id for p in resp.partitions):
                 break
-            last = f"{len(resp.partitions)} partitions, {sum(1 for p in resp.partitions if p.leader_store_id)} with a leader"
+            led = sum(1 for p in resp.partitions if p.leader_store_id)
+            last = f"{len(resp.partitions)} partitions, {led} with a leader"
             await asyncio.sleep(0.1)
         self.parts = sorted(
             (workloads.PartitionRange(p.id, p.start, p.end) for p in resp.partitions), key=lambda p: p.start
         )
         self.prober = checks.Prober(router)
-        probe = await checks.probe_writable(self.prober, self._probe_keys("ready"), deadline - time.monotonic(), "ready")
+        probe = await checks.probe_writable(
+            self.prober, self._probe_keys("ready"), deadline - time.monotonic(), "ready"
+        )
         if probe.worst is None:
             raise RuntimeError(f"cluster not ready after {READY_TIMEOUT_S:g} s: a partition took no write")
 
@@ -416,7 +425,8 @@ class _Run:
                 rep.injected = applied.finished
                 rep.targets_reads = bool(applied.nodes) and (
                     step.action == "pause" or step.param("shape") in ("majority", "leader")
-                    or (step.action == "add-replica" and bool(step.param("split")))  # the voter cut off with the learner
+                    # the voter cut off with the learner
+                    or (step.action == "add-replica" and bool(step.param("split")))
                 )
                 if rep.targets_reads:
                     rep.stale_node = applied.nodes[0]

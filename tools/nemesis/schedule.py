@@ -84,6 +84,11 @@ TAIL = 1.0  # the last heal at least this long before the end of the run
 TRANSFER_EVERY = (1.5, 4.0)
 
 
+# A step's parameter: an index or a count, a symbolic target (``node:N``, ``leader:K``) or
+# another name, or a flag.
+Param = int | str | bool
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One action at ``at`` seconds after the workload started.
@@ -96,18 +101,25 @@ class Step:
     episode: int
     kind: str
     action: str
-    params: tuple[tuple[str, object], ...] = ()
+    params: tuple[tuple[str, Param], ...] = ()
 
-    def param(self, name: str, default: object = None) -> object:
+    def param(self, name: str, default: Param | None = None) -> Param | None:
         return dict(self.params).get(name, default)
+
+    def number(self, name: str, default: int | None = None) -> int:
+        """An integer parameter: an index, a count, milliseconds."""
+        value = self.param(name, default)
+        if not isinstance(value, int):
+            raise ValueError(f"step {self}: {name} is {value!r}, not an integer")
+        return value
 
     def __str__(self) -> str:
         args = " ".join(f"{k}={v}" for k, v in self.params)
         return f"{self.at:7.2f}s  #{self.episode:<3d} {self.action}{(' ' + args) if args else ''}"
 
 
-# action -> the heal action that ends it (None: a one-shot action).
-ACTIONS = {
+# inject action -> the heal action that ends it.
+HEAL = {
     "kill": "restart",
     "pause": "resume",
     "partition": "heal-network",
@@ -116,8 +128,9 @@ ACTIONS = {
     "latency": "heal-network",
     "kill-router": "restart-router",
     "add-replica": "finish-move",
-    "transfer": None,
 }
+# Every action that starts something: its heal, or None for a one-shot action.
+ACTIONS: dict[str, str | None] = {**HEAL, "transfer": None}
 INJECT = {
     "kill": "kill",
     "pause": "pause",
@@ -156,7 +169,7 @@ class Schedule:
     def missing(self) -> list[str]:
         """Requested kinds (and partition shapes) the duration left no room for."""
         have = self.kinds()
-        want = [k for k in self.faults]
+        want = list(self.faults)
         if "partition" in self.faults:
             want += [f"partition/{s}" for s in partition_shapes(self.nodes)]
         return [k for k in want if k not in have]
@@ -181,7 +194,7 @@ def _node_target(rng: random.Random, nodes: int, partitions: int) -> str:
     return f"leader:{rng.randrange(partitions)}"
 
 
-def _member_params(rng: random.Random, nodes: int, partitions: int, first: bool) -> dict[str, object]:
+def _member_params(rng: random.Random, nodes: int, partitions: int, first: bool) -> dict[str, Param]:
     """Move one replica of partition K to a store that does not host it.
 
     ``split``: cut the network right after the new replica became a learner, into {leader, the
@@ -190,7 +203,7 @@ def _member_params(rng: random.Random, nodes: int, partitions: int, first: bool)
     ``leader`` (whoever leads then) or ``follower:I`` (the I-th other old voter). ``spare``
     (more than 4 nodes only): which of the stores not hosting K receives the replica.
     """
-    params: dict[str, object] = {"partition": rng.randrange(partitions)}
+    params: dict[str, Param] = {"partition": rng.randrange(partitions)}
     split = first or rng.random() < 0.5
     params["split"] = split
     if split:
@@ -201,7 +214,7 @@ def _member_params(rng: random.Random, nodes: int, partitions: int, first: bool)
     return params
 
 
-def _params(kind: str, rng: random.Random, nodes: int, partitions: int, shape: str = "") -> dict[str, object]:
+def _params(kind: str, rng: random.Random, nodes: int, partitions: int, shape: str = "") -> dict[str, Param]:
     if kind in ("kill", "pause", "fsync"):
         return {"target": _node_target(rng, nodes, partitions)}
     if kind == "slowdisk":
@@ -276,7 +289,7 @@ def build(
         params = tuple(sorted(drawn.items()))
         inject = INJECT[kind]
         steps.append(Step(round(t, 2), episode, kind, inject, params))
-        steps.append(Step(round(t + hold, 2), episode, kind, ACTIONS[inject], params))  # type: ignore[arg-type]
+        steps.append(Step(round(t + hold, 2), episode, kind, HEAL[inject], params))
         t += hold + settle + rng.uniform(*GAP)
 
     # The transfer lane, overlapping the primary one.

@@ -414,7 +414,7 @@ class BankWorkload(Workload):
             await client.batch([Put(k, str(self.initial).encode()) for k in self.keys])
         rec.complete(SETUP_PROCESS, "ok", "transfer", "bank", {"deposit": value})
 
-    async def _read(self, client: AsyncClient, consistency: str) -> dict[str, int]:
+    async def _read(self, client: AsyncClient, consistency: str) -> dict[str, int | str]:
         start, end = self._range()
         rows = await client.scan(start, end, limit=None, consistency=consistency)
         return {text(kv.key): _balance(kv.value) for kv in rows}
@@ -490,12 +490,12 @@ def _balance(raw: bytes) -> int | str:
         return raw.decode("latin-1")
 
 
-WORKLOADS = {"register": RegisterWorkload, "set": SetWorkload, "bank": BankWorkload}
+WORKLOADS: dict[str, type[Workload]] = {"register": RegisterWorkload, "set": SetWorkload, "bank": BankWorkload}
 
 
-def make(name: str, ctx: Context, **kwargs: object) -> Workload:
+def make(name: str, ctx: Context, *, workers: int = Workload.workers) -> Workload:
     try:
         cls = WORKLOADS[name]
     except KeyError:
         raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}") from None
-    return cls(ctx, **kwargs)  # type: ignore[arg-type]
+    return cls(ctx, workers=workers)

@@ -37,16 +37,24 @@ CLIENT_TIMEOUT = 500  # time units (5 election timeouts)
 class Request:
     client: int
     op_id: int
-    f: str
+    f: str  # "get" | "put" | "cas"
     key: str
-    value: object  # put: str; cas: [expected, new]; get: None
+    value: object  # as the history records it: put: str; cas: [expected, new]; get: None
     mode: str  # get: "lease" | "read-index" | "log" | "follower"; writes: "log"
 
-    def command(self) -> dict:
+    @property
+    def cas(self) -> tuple[object, object]:
+        """A cas's ``(expected, new)``."""
+        assert isinstance(self.value, list), f"not a cas: {self}"  # Client.invoke builds it
+        expected, new = self.value
+        return expected, new
+
+    def command(self) -> dict[str, object]:
         if self.f == "put":
             return {"id": self.op_id, "f": "put", "k": self.key, "v": self.value}
         if self.f == "cas":
-            return {"id": self.op_id, "f": "cas", "k": self.key, "e": self.value[0], "n": self.value[1]}
+            expected, new = self.cas
+            return {"id": self.op_id, "f": "cas", "k": self.key, "e": expected, "n": new}
         return {"id": self.op_id, "f": "get", "k": self.key}
 
 
@@ -60,7 +68,7 @@ class Client:
         self.target = 0
         self.cur: Request | None = None
         self.counter = 0
-        self.seen: dict[str, str | None] = {}
+        self.seen: dict[str, object] = {}  # key -> the value this client last saw there
         self.ok_after_heal = 0
         self.stopped = False
 
@@ -89,6 +97,7 @@ class Client:
         roll = rng.random()
         self.counter += 1
         fresh = f"{self.idx}-{self.counter}"
+        value: object
         if roll < sim.profile.read_ratio:
             f, value = "get", None
             m = rng.random()
@@ -120,7 +129,7 @@ class Client:
             elif req.f == "put":
                 self.seen[req.key] = req.value
             else:
-                self.seen[req.key] = req.value[1]
+                self.seen[req.key] = req.cas[1]
             if sim.healed:
                 self.ok_after_heal += 1
         else:

@@ -150,9 +150,8 @@ class Simulation:
         best = None
         for nid in sorted(self.nodes):
             n = self.nodes[nid]
-            if n.up and n.raw.is_leader:
-                if best is None or n.raw.term > best.raw.term:
-                    best = n
+            if n.up and n.raw.is_leader and (best is None or n.raw.term > best.raw.term):
+                best = n
         return best
 
     def client_targets(self) -> list[int]:
@@ -220,7 +219,8 @@ class Simulation:
         self.config_index = index
         self.config = cs
         self.trace.note(
-            f"config@{index}: voters {sorted(cs.voters)} out {sorted(cs.voters_outgoing)} learners {sorted(cs.learners)}"
+            f"config@{index}: voters {sorted(cs.voters)} out {sorted(cs.voters_outgoing)} "
+            f"learners {sorted(cs.learners)}"
         )
         members = cs.all_nodes()
         self.members_ever |= members
@@ -233,11 +233,11 @@ class Simulation:
                 self.trace.note(f"node {nid} removed and stopped")
         # Half the time a leader seeds new learners from a fresh snapshot that names them;
         # otherwise they get whatever older snapshot it has.
-        if node.raw is not None and node.raw.is_leader:
+        if node.alive and node.raw.is_leader:  # it may have just removed itself
             snap_cs = node.storage.snapshot().meta.conf_state
-            if any(l not in snap_cs.all_nodes() for l in sorted(cs.learners)):
-                if self.membership.rng.random() < 0.5:
-                    node.compact(keep=10)
+            named = snap_cs.all_nodes()
+            if any(learner not in named for learner in sorted(cs.learners)) and self.membership.rng.random() < 0.5:
+                node.compact(keep=10)
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -382,7 +382,8 @@ class Simulation:
         else:
             others = [i for i in sorted(self.nodes) if i != nid and not self.nodes[i].removed]
             self.trace.note(f"failpoint: isolate new leader {nid}")
-            self.partition(split([nid], others), f"isolate new leader {nid}", self.trap_rng.randint(*self.profile.partition_time))
+            duration = self.trap_rng.randint(*self.profile.partition_time)
+            self.partition(split([nid], others), f"isolate new leader {nid}", duration)
 
     def _ev_ctrap(self, nid: int, incarnation: int) -> None:
         """Failpoint: a leader crashes right after it advanced its commit index."""
@@ -458,7 +459,8 @@ class Simulation:
             problems.append("no leader")
         if not self._probe_applied():
             lag = {n.id: n.sm.applied for n in self._live_voters()}
-            problems.append(f"no probe applied on every live voter (probes {[p[:2] for p in self.probes]}, applied {lag})")
+            probes = [p[:2] for p in self.probes]
+            problems.append(f"no probe applied on every live voter (probes {probes}, applied {lag})")
         waiting = [c.idx for c in self.clients if not c.ok_after_heal]
         if waiting:
             problems.append(f"clients {waiting} completed no ok operation after the heal")

@@ -32,6 +32,7 @@ Logs are read through anything with ``first_index()``, ``last_index()`` and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from node.raft import Entry, RaftError
@@ -121,7 +122,9 @@ class Invariants:
 
     # -- logs --------------------------------------------------------------------
 
-    def on_persist(self, node_id: int, storage: LogView, entries: list[Entry], old_commit: int, new_commit: int) -> None:
+    def on_persist(
+        self, node_id: int, storage: LogView, entries: Sequence[Entry], old_commit: int, new_commit: int
+    ) -> None:
         """``entries`` were just appended to ``storage`` and the hard state's commit moved old->new."""
         first = storage.first_index()
         table = self.entries

@@ -50,14 +50,15 @@ class Membership:
         voters = sorted(cs.voters)
         learners = sorted(cs.learners)
         progress = st.progress
-        caught_up = [l for l in learners if l in progress and progress[l].match >= st.commit]
+        caught_up = [n for n in learners if n in progress and progress[n].match >= st.commit]
         options = []
         if caught_up:
             options += ["promote", "swap", "swap-demote"]
         elif learners:
             # Seed the learner from a fresh snapshot that names it (now and then).
             snap_cs = leader.storage.snapshot().meta.conf_state
-            if any(l not in snap_cs.all_nodes() for l in learners):
+            named = snap_cs.all_nodes()
+            if any(n not in named for n in learners):
                 leader.compact(keep=rng.choice([2, 10, 50]))
             if rng.random() < 0.7:
                 return "learner catching up"

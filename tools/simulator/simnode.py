@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from node.raft import (
     EntryType,
     MemoryStorage,
+    Message,
     MessageType,
     NotLeaderError,
     ProposalDroppedError,
@@ -46,6 +47,13 @@ VOTE_RESPONSES = frozenset({MT.VOTE_RESP, MT.PRE_VOTE_RESP})
 
 
 class SimNode:
+    # The running process's core and state machine: made by start(), which the simulation
+    # calls as soon as the node exists. A crash loses them with the process; they are left in
+    # place rather than cleared because nothing reads them until start() replaces them: every
+    # way in checks ``alive`` (or ``up``) first.
+    raw: RawNode
+    sm: KVStateMachine
+
     def __init__(self, sim: Simulation, node_id: int, storage: MemoryStorage, phase: int, period: int) -> None:
         self.sim = sim
         self.id = node_id
@@ -57,11 +65,11 @@ class SimNode:
         self.removed = False
         self.incarnation = 0
         self.down_gen = 0  # bumps on every crash/pause so stale restart/resume events are ignored
-        self.raw: RawNode | None = None
-        self.sm: KVStateMachine | None = None
-        self.inflight: tuple[Ready, int, list] | None = None
+        # The Ready whose write is on the disk: (ready, commit index when taken, the messages
+        # that wait for the write).
+        self.inflight: tuple[Ready, int, list[Message]] | None = None
         self.missed_ticks = 0
-        self.paused_queue: list[tuple] = []
+        self.paused_queue: list[tuple[str, tuple]] = []  # (kind, args) to dispatch on resume
         self.pending_writes: dict[int, tuple[Request, int]] = {}
         self.reads_waiting: dict[bytes, Request] = {}
         self.pending_reads: list[tuple[int, Request]] = []
@@ -94,8 +102,6 @@ class SimNode:
         self.alive = False
         self.paused = False
         self.down_gen += 1
-        self.raw = None
-        self.sm = None
         self.inflight = None
         self.missed_ticks = 0
         self.paused_queue = []
@@ -187,7 +193,7 @@ class SimNode:
             vote_change = hs is not None and (hs.term != disk_hs.term or hs.vote != disk_hs.vote)
             for m in rd.messages_before_persist:
                 sim.send(m)
-            late = []
+            late: list[Message] = []
             for m in rd.messages_after_persist:
                 if sim.early_votes and m.type in VOTE_RESPONSES:
                     sim.send(m)  # the vote-not-persisted driver bug
@@ -203,6 +209,7 @@ class SimNode:
             self.complete()
 
     def complete(self) -> None:
+        assert self.inflight is not None, "complete() is the end of an in-flight write"
         sim = self.sim
         inv = sim.inv
         rd, commit_known, late = self.inflight
@@ -247,9 +254,9 @@ class SimNode:
                     sim.respond(self.id, req, "fail", None, self.raw.leader)
         # 4. reads
         for rs in rd.read_states:
-            req = self.reads_waiting.pop(rs.context, None)
-            if req is not None:
-                self.pending_reads.append((rs.index, req))
+            reader = self.reads_waiting.pop(rs.context, None)
+            if reader is not None:
+                self.pending_reads.append((rs.index, reader))
         self.serve_reads()
         # 5. advance
         self.inflight = None
