@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pathlib
 import random
 import shutil
 import subprocess
@@ -184,7 +185,7 @@ def test_restarted_follower_catches_up_by_snapshot(make_cluster) -> None:
             eventually(follower_has_it, 60, "the restarted follower to catch up")
         finally:
             ch.close()
-    log = open(os.path.join(c.root, "logs", f"node{follower}.log")).read()
+    log = pathlib.Path(c.root, "logs", f"node{follower}.log").read_text()
     assert "installed snapshot of partition" in log  # caught up by snapshot, not by log replay
 
 

@@ -223,7 +223,7 @@ def test_operations_go_to_the_partition_leaders_store(start_router, meta_for):
     split = meta.stub.SubmitOperation(meta_pb2.SubmitOperationRequest(operation=meta_pb2.Operation(
         partition_id=2, split=meta_pb2.Split(split_key=b"\xc0"))), timeout=5)
     ops = meta.heartbeat(1, STORE_ADDRS[0], hosting(1, 2)).operations
-    sp = [op for op in ops if op.id == split.operation_id][0].split
+    sp = next(op for op in ops if op.id == split.operation_id).split
     assert sp.split_key == b"\xc0" and sp.new_partition_id == 3 and len(sp.new_replica_ids) == 3
     assert min(sp.new_replica_ids) > 6  # fresh replica ids
 

@@ -375,25 +375,25 @@ def test_corrupted_snapshot_is_refused(tmp_path) -> None:  # type: ignore[no-unt
         good = crc32c.crc32c(data)
         async with grpc.aio.insecure_channel(b.address) as ch:
             stub = raft_pb2_grpc.RaftTransportStub(ch)
-            C = raft_pb2.SnapshotChunk
-            first = C(message=snap_message())
-            bad_crc = await stub.SendSnapshot(iter([first, C(data=data[:10]), C(data=data[10:]),
-                                                    C(total_size=len(data), crc32c=good ^ 1, last=True)]))
+            chunk = raft_pb2.SnapshotChunk
+            first = chunk(message=snap_message())
+            bad_crc = await stub.SendSnapshot(iter([first, chunk(data=data[:10]), chunk(data=data[10:]),
+                                                    chunk(total_size=len(data), crc32c=good ^ 1, last=True)]))
             assert not bad_crc.accepted and "crc32c" in bad_crc.reason
-            bad_size = await stub.SendSnapshot(iter([first, C(data=data),
-                                                     C(total_size=len(data) + 1, crc32c=good, last=True)]))
+            bad_size = await stub.SendSnapshot(iter([first, chunk(data=data),
+                                                     chunk(total_size=len(data) + 1, crc32c=good, last=True)]))
             assert not bad_size.accepted and "size" in bad_size.reason
             # A stream without its last chunk is truncated, even when nothing else is wrong:
             # a cancelled client stream ends "cleanly" on a grpc.aio server.
             truncated = await stub.SendSnapshot(iter([first]))
             assert not truncated.accepted and "truncated" in truncated.reason
-            after_last = await stub.SendSnapshot(iter([first, C(last=True), C(data=b"x")]))
+            after_last = await stub.SendSnapshot(iter([first, chunk(last=True), chunk(data=b"x")]))
             assert not after_last.accepted
-            no_msg = await stub.SendSnapshot(iter([C(data=data, total_size=len(data), crc32c=good, last=True)]))
+            no_msg = await stub.SendSnapshot(iter([chunk(data=data, total_size=len(data), crc32c=good, last=True)]))
             assert not no_msg.accepted
-            ok = await stub.SendSnapshot(iter([first, C(data=data, total_size=len(data), crc32c=good, last=True)]))
+            ok = await stub.SendSnapshot(iter([first, chunk(data=data, total_size=len(data), crc32c=good, last=True)]))
             assert ok.accepted
-            empty = await stub.SendSnapshot(iter([C(message=snap_message(), last=True)]))
+            empty = await stub.SendSnapshot(iter([chunk(message=snap_message(), last=True)]))
             assert empty.accepted
         assert [n for _, _, n, _ in b.snapshots] == [len(data), 0]  # on_snapshot saw only the good ones
         assert os.listdir(tmp_path) == []

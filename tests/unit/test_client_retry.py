@@ -333,7 +333,7 @@ def test_deadline_on_a_write_says_the_outcome_is_unknown():
     assert 0.25 < time.monotonic() - started < 2
     assert isinstance(e.value, TimeoutError) and e.value.sent
     assert "may or may not have been applied" in str(e.value) and "UNAVAILABLE" in e.value.last_error
-    assert len(set(ADDR[a] for a, _, _ in script.calls)) == 3  # tried every replica
+    assert len({ADDR[a] for a, _, _ in script.calls}) == 3  # tried every replica
     assert len({req.context.request_id for _, _, req in script.calls}) == 1
 
 

@@ -21,6 +21,9 @@ from tools.checker import Op, check_history, describe, pair_ops, read_jsonl, wri
 
 # ---------------------------------------------------------------- helpers
 
+# What an operation carries: a put's value, a cas's [expected, new], or what a get read.
+Value = str | list[str | None] | None
+
 
 class H:
     """Build histories tersely: ``h.op(p, "put", "1", 0, 10)`` etc.
@@ -113,15 +116,17 @@ def random_small_history(rng: random.Random, keys=("k",), values=(None, "1", "2"
     pool = [None] + [str(i) for i in range(1, 7)]
     for p in range(rng.randint(1, 3)):
         t = rng.randint(0, 4)
-        for i in range(rng.randint(1, 3)):
+        for _ in range(rng.randint(1, 3)):
             if n_ops == 6:
                 break
             n_ops += 1
             f = rng.choice(["get", "put", "cas"])
-            start, end = t, t + rng.randint(0, 6)
+            start = t
+            end: int | None = t + rng.randint(0, 6)
             outcome = rng.choice(["ok", "ok", "ok", "fail", "info"])
             if outcome == "info" and rng.random() < 0.5:
                 end = None
+            v: Value
             if unique:
                 v = rng.choice(pool) if f == "get" else str(next(fresh))
                 if f == "cas":
@@ -150,7 +155,8 @@ def generate(seed, processes=10, ops_per_process=100, keys=("a", "b", "c"), info
     rng = random.Random(seed)
     specs = []
     next_pid = processes
-    for pid in range(processes):
+    for first_pid in range(processes):
+        pid = first_pid
         t = rng.randrange(50)
         for _ in range(ops_per_process):
             inv = t + rng.randrange(1, 50)
@@ -168,10 +174,12 @@ def generate(seed, processes=10, ops_per_process=100, keys=("a", "b", "c"), info
     fresh = itertools.count()
     written: list[str] = []
     events = []
-    for point, pid, f, key, inv, comp, unknown, completes in sorted(specs):
+    for _point, pid, f, key, inv, comp, unknown, completes in sorted(specs):
         cur = state.get(key)
         effect = not unknown or rng.random() < 0.5
         outcome = "info" if unknown else "ok"
+        inv_value: Value
+        value: Value
         if f == "get":
             inv_value, value = None, (None if unknown else cur)
         elif f == "put":
@@ -180,7 +188,7 @@ def generate(seed, processes=10, ops_per_process=100, keys=("a", "b", "c"), info
             if effect:
                 state[key] = value
         else:
-            expected = cur if rng.random() < 0.6 else rng.choice([None] + written[-5:])
+            expected = cur if rng.random() < 0.6 else rng.choice([None, *written[-5:]])
             new = f"v{next(fresh)}"
             written.append(new)
             inv_value = value = [expected, new]

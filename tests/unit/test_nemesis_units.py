@@ -7,6 +7,7 @@ accepted everything would fail here.
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from support.nemesis_fakes import fake_nemesis
@@ -55,7 +56,7 @@ def test_schedule_episodes_are_well_formed() -> None:
         assert steps[1].at > first.at
     primary = sorted((st for st in s.steps if st.action != "transfer"), key=lambda st: st.at)
     # The primary lane never overlaps: every inject comes after the previous heal.
-    for prev, nxt in zip(primary, primary[1:]):
+    for prev, nxt in itertools.pairwise(primary):
         assert nxt.at >= prev.at
         if schedule.ACTIONS.get(nxt.action) is not None:
             assert schedule.ACTIONS.get(prev.action) is None
@@ -110,7 +111,7 @@ def test_member_episodes_first_always_splits() -> None:
         assert [h.episode for h in heals] == [m.episode for m in members]
         # The move itself is planned for: the next inject comes after heal + move + gap.
         primary = [st for st in s.steps if st.action != "transfer"]
-        for a, b in zip(primary, primary[1:]):
+        for a, b in itertools.pairwise(primary):
             if a.action == "finish-move":
                 assert b.at >= a.at + schedule.MEMBER_MOVE_S + schedule.GAP[0] - 0.01
         assert all(h.at + schedule.MEMBER_MOVE_S <= s.duration - schedule.TAIL for h in heals)

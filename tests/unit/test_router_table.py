@@ -4,6 +4,7 @@ liveness, operations and their delivery, and the JSON codec (file and command lo
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 
@@ -55,7 +56,7 @@ def test_even_ranges_cover_key_space_without_gaps_or_overlaps(n):
     ranges = keyspace.even_ranges(n)
     assert len(ranges) == n
     assert ranges[0][0] == b"" and ranges[-1][1] == b""
-    for (s1, e1), (s2, _) in zip(ranges, ranges[1:]):
+    for (s1, e1), (s2, _) in itertools.pairwise(ranges):
         assert e1 == s2 and e1 > s1
     assert len({s for s, _ in ranges}) == n
 
@@ -72,7 +73,7 @@ def test_bootstrap_creates_partitions_covering_every_key():
     parts = t.scan()
     assert [p.id for p in parts] == list(range(1, 9))
     assert parts[0].descriptor.start == b"" and parts[-1].descriptor.end == b""
-    for a, b in zip(parts, parts[1:]):
+    for a, b in itertools.pairwise(parts):
         assert a.descriptor.end == b.descriptor.start
     for key in (b"", b"\x00", b"\x1f\xff", b"\x20", b"hello", b"\x7f", b"\x80", b"\xdf", b"\xe0", b"\xff" * 10):
         info = t.locate(key)

@@ -74,10 +74,10 @@ def assert_same(wal: WriteAheadLog, pid: int, mem: MemoryStorage) -> None:
         assert s.term(i) == mem.term(i), i
     for size in (0, 20, 100):
         assert s.entries(first, last + 1, size) == mem.entries(first, last + 1, size)
-    for bad in (first - 1, last + 2):
-        for call in (lambda: s.entries(bad, last + 1) if bad < first else s.entries(first, bad),):
-            with pytest.raises((CompactedError, UnavailableError)):
-                call()
+    with pytest.raises((CompactedError, UnavailableError)):
+        s.entries(first - 1, last + 1)
+    with pytest.raises((CompactedError, UnavailableError)):
+        s.entries(first, last + 2)
     if first >= 2:
         with pytest.raises(CompactedError):
             s.term(first - 2)
