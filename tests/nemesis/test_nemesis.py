@@ -26,6 +26,7 @@ import tempfile
 
 import pytest
 
+from router.client import AsyncClient
 from tools.checker import read_jsonl
 from tools.nemesis import runner, schedule, workloads
 
@@ -115,7 +116,7 @@ class _DoubleApplyingSet(workloads.SetWorkload):
     """A broken client: every 10th append is written a second time, unrecorded, without the
     version check (what a retry that escaped deduplication would do)."""
 
-    async def _appender(self, w, client, stop):  # type: ignore[no-untyped-def]
+    async def _appender(self, w: int, client: AsyncClient, stop: asyncio.Event) -> None:
         key = self.owners[w]
         seq = 0
         rec = self.ctx.recorder
