@@ -89,6 +89,7 @@ def test_tessera_router_serves_and_stops_on_sigint(tmp_path):
     proc = subprocess.Popen([str(exe), "router", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "r"),
                              "--partitions", "2", "--replicas", "1", "--store-down-after", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stdout is not None and proc.stderr is not None  # both piped
     try:
         line = proc.stdout.readline()
         assert line.startswith(LISTENING), (line, proc.stderr.read() if proc.poll() is not None else "")

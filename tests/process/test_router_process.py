@@ -101,7 +101,7 @@ def test_stores_register_and_receive_bootstrap_creates(start_router, meta_for):
     assert not meta.scan().partitions  # two stores are not enough for three replicas
     with pytest.raises(grpc.RpcError) as e:
         meta.stub.GetPartition(meta_pb2.GetPartitionRequest(key=b"k"), timeout=5)
-    assert e.value.code() == grpc.StatusCode.UNAVAILABLE and "not bootstrapped" in e.value.details()
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE and "not bootstrapped" in (e.value.details() or "")
 
     r3 = meta.heartbeat(0, STORE_ADDRS[2])
     assert r3.store_id == 3
@@ -201,7 +201,7 @@ def test_bad_input_is_invalid_argument_naming_the_field(start_router, meta_for):
         with pytest.raises(grpc.RpcError) as e:
             call()
         assert invalid_field(e.value) == field
-        assert field in e.value.details()
+        assert field in (e.value.details() or "")
 
 
 def test_operations_go_to_the_partition_leaders_store(start_router, meta_for):
@@ -295,7 +295,7 @@ def test_second_router_on_the_same_data_dir_is_refused(start_router, tmp_path):
     second = RouterProcess(tmp_path / "router", log_path=tmp_path / "second.log")
     with pytest.raises(RuntimeError):
         second.start(timeout=10)
-    assert second.proc.returncode == 1
+    assert second.proc is not None and second.proc.returncode == 1
     assert "in use by another router" in second.log()
 
 
@@ -304,11 +304,14 @@ def test_health_reflection_and_proxy(start_router):
     with grpc.insecure_channel(router.address) as ch:
         health = health_pb2_grpc.HealthStub(ch)
         for name in ("", "tessera.v1.Meta", "tessera.v1.KV"):
-            assert health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status == \
-                health_pb2.HealthCheckResponse.SERVING
+            request = health_pb2.HealthCheckRequest(service=name)
+            # types-grpcio-health-checking declares HealthStub without its methods.
+            reply = health.Check(request, timeout=5)  # type: ignore[attr-defined]
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
         refl = reflection_pb2_grpc.ServerReflectionStub(ch)
-        answers = list(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
-                                                 timeout=5))
+        # types-grpcio-reflection declares ServerReflectionInfo as binascii's Incomplete, not callable.
+        answers = list(refl.ServerReflectionInfo(  # type: ignore[operator]
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
         names = {s.name for s in answers[0].list_services_response.service}
         assert {"tessera.v1.Meta", "tessera.v1.KV", "grpc.health.v1.Health"} <= names
 
@@ -331,7 +334,7 @@ def test_corrupt_table_file_stops_the_router(tmp_path):
     r = RouterProcess(data_dir, log_path=tmp_path / "r.log")
     with pytest.raises(RuntimeError):
         r.start(timeout=10)
-    assert r.proc.returncode == 1
+    assert r.proc is not None and r.proc.returncode == 1
     assert "placement.json is unreadable" in r.log() and "refusing to start" in r.log()
 
 
