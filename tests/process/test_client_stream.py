@@ -54,7 +54,7 @@ def test_concurrent_requests_share_one_stream_and_errors_map_per_item(router):
     for f in bad:
         assert isinstance(f, RpcFailure), f
         assert f.code == grpc.StatusCode.INVALID_ARGUMENT and f.kind == "invalid_argument"
-        assert f.error.invalid_argument.field == "end"
+        assert f.error is not None and f.error.invalid_argument.field == "end"
     assert items == 50
     assert batches <= 3  # everything queued together went out together
 
@@ -68,6 +68,7 @@ def test_unary_and_stream_failures_look_the_same(router):
                 try:
                     await transport.send(router.address, "scan", BACKWARDS, 5)
                 except RpcFailure as f:
+                    assert f.error is not None, f
                     out.append((f.code, f.kind, f.error.invalid_argument.field, f.source))
                 await transport.close()
             return out
