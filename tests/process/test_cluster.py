@@ -15,6 +15,8 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -35,10 +37,11 @@ def _keys(n: int, prefix: bytes = b"") -> list[bytes]:
 
 
 @pytest.fixture()
-def make_cluster():
+def make_cluster() -> Iterator[Callable[..., Cluster]]:
+    """Starts a cluster of ``Cluster(**kw)`` (and stops it after the test)."""
     made: list[tuple[Cluster, str]] = []
 
-    def make(**kw) -> Cluster:
+    def make(**kw: Any) -> Cluster:
         root = tempfile.mkdtemp(prefix="tessera-test-")
         c = Cluster(root=root, **kw)
         made.append((c, root))
@@ -87,7 +90,8 @@ def test_reads_writes_scans_across_partitions(make_cluster) -> None:
         k = keys[3]
         assert cl.cas(k, versions[k] + 1000, b"nope").succeeded is False
         res = cl.cas(k, versions[k], b"swapped")
-        assert res.succeeded and cl.get(k).value == b"swapped"
+        got = cl.get(k)
+        assert res.succeeded and got is not None and got.value == b"swapped"
         assert cl.delete(k) is True and cl.get(k) is None and cl.delete(k) is False
 
 
@@ -113,7 +117,9 @@ def test_bad_input_gets_invalid_argument_naming_the_limit(make_cluster) -> None:
             (kv.Scan, kv_pb2.ScanRequest(context=ctx, start=b"\x10a", limit=10**6), "limit", 10_000),
             (
                 kv.Get,
-                kv_pb2.GetRequest(context=ctx, key=b"\x10k", read_options=kv_pb2.ReadOptions(consistency=42)),
+                # A consistency no enum value names, on purpose: the node must refuse it.
+                kv_pb2.GetRequest(context=ctx, key=b"\x10k",
+                                  read_options=kv_pb2.ReadOptions(consistency=42)),  # type: ignore[arg-type]
                 "read_options.consistency",
                 0,
             ),
@@ -304,4 +310,5 @@ def test_batch_with_cas_is_all_or_nothing(make_cluster) -> None:
         assert all(r.succeeded for r in res)
         stale = cl.batch([Cas(b"\x01acct-a", va, b"0"), Put(b"\x01acct-c", b"x")])
         assert not any(r.succeeded for r in stale)
-        assert cl.get(b"\x01acct-a").value == b"70" and cl.get(b"\x01acct-c") is None
+        acct_a = cl.get(b"\x01acct-a")
+        assert acct_a is not None and acct_a.value == b"70" and cl.get(b"\x01acct-c") is None
