@@ -23,6 +23,8 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -60,7 +62,7 @@ def _children() -> set[int]:
 
 
 @pytest.fixture(autouse=True)
-def _private_tmp(tmp_path, monkeypatch):
+def _private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Runs create their temp dirs here, so a concurrent run elsewhere cannot confuse the check."""
     private = tmp_path / "tmp"
     private.mkdir()

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -38,7 +39,7 @@ def closed_port() -> int:
 
 
 @pytest.fixture
-def router(tmp_path):
+def router(tmp_path: Path) -> Iterator[RouterProcess]:
     r = RouterProcess(tmp_path / "router", extra_args=("--partitions", "4")).start()
     yield r
     r.kill()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -28,7 +30,7 @@ BACKWARDS = kv_pb2.ScanRequest(start=b"b", end=b"a", limit=10)  # INVALID_ARGUME
 
 
 @pytest.fixture
-def router(tmp_path):
+def router(tmp_path: Path) -> Iterator[RouterProcess]:
     r = RouterProcess(tmp_path / "router").start()
     yield r
     r.kill()

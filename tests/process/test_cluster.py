@@ -24,7 +24,7 @@ from conftest import eventually
 
 from common.wire.errors import error_from_rpc
 from router.client import Client, InvalidArgumentError
-from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
+from tesserapb import errors_pb2, kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 from tools.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(300)
@@ -95,7 +95,8 @@ def test_reads_writes_scans_across_partitions(make_cluster) -> None:
         assert cl.delete(k) is True and cl.get(k) is None and cl.delete(k) is False
 
 
-def _raw_stub(c: Cluster, key: bytes):
+def _raw_stub(c: Cluster, key: bytes) -> tuple[grpc.Channel, kv_pb2_grpc.KVStub, kv_pb2.RequestContext]:
+    """A channel to ``key``'s leader, a KV stub on it and the request context of its partition."""
     assert c.router is not None
     with grpc.insecure_channel(c.router.address) as ch:
         meta = meta_pb2_grpc.MetaStub(ch)
@@ -274,7 +275,7 @@ def test_routing_errors_are_structured(make_cluster) -> None:
     leader = p.leader_store_id
     follower = next(s for s in stores if s != leader)
 
-    def call(store: int, ctx: kv_pb2.RequestContext, key: bytes):
+    def call(store: int, ctx: kv_pb2.RequestContext, key: bytes) -> errors_pb2.Error:
         with grpc.insecure_channel(stores[store]) as ch, pytest.raises(grpc.RpcError) as err:
             kv_pb2_grpc.KVStub(ch).Put(kv_pb2.PutRequest(context=ctx, key=key, value=b"v"), timeout=5)
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -24,10 +26,11 @@ STORE_ADDRS = ["127.0.0.1:17201", "127.0.0.1:17202", "127.0.0.1:17203"]
 
 
 @pytest.fixture
-def start_router(tmp_path):
+def start_router(tmp_path: Path) -> Iterator[Callable[..., RouterProcess]]:
+    """Starts a router with these extra arguments (and kills it after the test)."""
     started: list[RouterProcess] = []
 
-    def start(*extra: str, data_dir=None, listen="127.0.0.1:0") -> RouterProcess:
+    def start(*extra: str, data_dir: Path | None = None, listen: str = "127.0.0.1:0") -> RouterProcess:
         r = RouterProcess(data_dir or tmp_path / "router", listen=listen, extra_args=extra)
         started.append(r)
         return r.start()
@@ -44,7 +47,9 @@ class Meta:
         self.channel = grpc.insecure_channel(address)
         self.stub = meta_pb2_grpc.MetaStub(self.channel)
 
-    def heartbeat(self, store_id: int, address: str, partitions=()) -> meta_pb2.StoreHeartbeatResponse:
+    def heartbeat(
+        self, store_id: int, address: str, partitions: Iterable[meta_pb2.PartitionStats] = ()
+    ) -> meta_pb2.StoreHeartbeatResponse:
         return self.stub.StoreHeartbeat(
             meta_pb2.StoreHeartbeatRequest(store_id=store_id, address=address, partitions=list(partitions)),
             timeout=5,
@@ -61,7 +66,8 @@ class Meta:
 
 
 @pytest.fixture
-def meta_for():
+def meta_for() -> Iterator[Callable[[RouterProcess], Meta]]:
+    """A Meta client of a router (closed after the test)."""
     made: list[Meta] = []
 
     def make(router: RouterProcess) -> Meta:
@@ -244,6 +250,7 @@ def test_silent_store_is_reported_down(start_router, meta_for):
 
 
 def durable_view(meta: Meta):
+    """What the router must keep across restarts: its partitions and their replicas, its stores."""
     parts = [(p.id, p.start, p.end, p.epoch.conf_ver, p.epoch.version,
               tuple((r.store_id, r.replica_id, r.role) for r in p.replicas)) for p in meta.scan().partitions]
     stores = [(s.id, s.address) for s in meta.stores()]

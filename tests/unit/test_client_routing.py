@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 
 from common.keyspace import even_ranges
 from router.client.routes import Route, RouteCache, pick_store
 from tesserapb import meta_pb2
 
 
-def desc(pid, start, end, conf_ver=1, version=1, stores=(1, 2, 3), leader=0, term=0, learners=()):
+def desc(
+    pid: int,
+    start: bytes,
+    end: bytes,
+    conf_ver: int = 1,
+    version: int = 1,
+    stores: Iterable[int] = (1, 2, 3),
+    leader: int = 0,
+    term: int = 0,
+    learners: Iterable[int] = (),
+) -> meta_pb2.PartitionDescriptor:
     replicas = [meta_pb2.Replica(store_id=s, replica_id=pid * 10 + s) for s in stores]
     replicas += [meta_pb2.Replica(store_id=s, replica_id=pid * 10 + s, role=meta_pb2.LEARNER) for s in learners]
     return meta_pb2.PartitionDescriptor(id=pid, start=start, end=end,
