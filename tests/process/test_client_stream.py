@@ -13,8 +13,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import eventually_async
 
+from conftest import eventually_async
 from router.client.channels import ChannelPool
 from router.client.errors import RpcFailure
 from router.client.retry import classify

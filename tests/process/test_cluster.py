@@ -20,9 +20,9 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import eventually
 
 from common.wire.errors import error_from_rpc
+from conftest import eventually
 from router.client import Client, InvalidArgumentError
 from tesserapb import errors_pb2, kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 from tools.cluster import Cluster

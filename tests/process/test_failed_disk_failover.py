@@ -13,8 +13,8 @@ import time
 
 import grpc
 import pytest
-from conftest import eventually_async
 
+from conftest import eventually_async
 from router.client import AsyncClient
 from tesserapb import meta_pb2, meta_pb2_grpc
 from tools.cluster import Cluster

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from conftest import eventually
 
+from conftest import eventually
 from router.client import Client
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 from tools.cluster import Cluster

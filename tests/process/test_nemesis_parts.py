@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from conftest import eventually_async
-from support.nemesis_fakes import FakeNet, LiveCluster, nemesis_over
 
 from common.wire import errors as werr
+from conftest import eventually_async
+from support.nemesis_fakes import FakeNet, LiveCluster, nemesis_over
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 from tools.nemesis import faults
 from tools.nemesis.checks import stale_reads

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from conftest import eventually_async
-from support.inprocess import run_cluster
 
+from conftest import eventually_async
 from router.client import AsyncClient
+from support.inprocess import run_cluster
 from tesserapb import kv_pb2, kv_pb2_grpc
 
 pytestmark = pytest.mark.timeout(120)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import eventually_async
-from support.inprocess import run_cluster
 
+from conftest import eventually_async
 from router.client import AsyncClient
+from support.inprocess import run_cluster
 
 pytestmark = pytest.mark.timeout(120)
 

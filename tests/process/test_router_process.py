@@ -12,11 +12,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import eventually
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from common.wire.errors import error_from_rpc
+from conftest import eventually
 from router.testing import RouterProcess
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import eventually_async
 
+from conftest import eventually_async
 from node.raft import (
     ConfState,
     Entry,

@@ -99,7 +99,6 @@ def _commands(
 
 def test_docs_cli_md_names_every_command_and_flag():
     from conftest import REPO
-
     from tools.cli import build_parser
 
     doc = (REPO / "docs" / "cli.md").read_text()

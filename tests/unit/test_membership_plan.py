@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from support.raft_net import Net
-
 from node import membership
 from node.raft import ConfChange, ConfChangeType, ProgressStatus
+from support.raft_net import Net
 
 
 def conf_change(step: ConfChange | membership.HandOver | None) -> ConfChange:

@@ -11,8 +11,8 @@ import itertools
 from collections.abc import Callable
 
 import pytest
-from support.nemesis_fakes import fake_nemesis
 
+from support.nemesis_fakes import fake_nemesis
 from tools.checker import Op
 from tools.nemesis import schedule
 from tools.nemesis.checks import check_bank, check_register, check_set
