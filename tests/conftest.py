@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, overload
 
 import pytest
 
@@ -58,6 +58,12 @@ def root_logger() -> Iterator[logging.Logger]:
     root.setLevel(level)
 
 
+@overload
+async def eventually_async(
+    cond: Callable[[], Awaitable[T]], timeout: float, what: str, *, interval: float = 0.05
+) -> T: ...
+@overload
+async def eventually_async(cond: Callable[[], T], timeout: float, what: str, *, interval: float = 0.05) -> T: ...
 async def eventually_async(
     cond: Callable[[], T | Awaitable[T]], timeout: float, what: str, *, interval: float = 0.05
 ) -> T:
@@ -78,7 +84,7 @@ async def eventually_async(
                 raise
         else:
             if value:
-                return value  # type: ignore[return-value]
+                return value
             if time.monotonic() >= deadline:
                 raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last value: {value!r})")
         await asyncio.sleep(interval)

@@ -23,9 +23,12 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from router.client import AsyncClient
 from tools.checker import read_jsonl
 from tools.nemesis import runner, schedule, workloads
 
@@ -59,7 +62,7 @@ def _children() -> set[int]:
 
 
 @pytest.fixture(autouse=True)
-def _private_tmp(tmp_path, monkeypatch):
+def _private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Runs create their temp dirs here, so a concurrent run elsewhere cannot confuse the check."""
     private = tmp_path / "tmp"
     private.mkdir()
@@ -115,7 +118,7 @@ class _DoubleApplyingSet(workloads.SetWorkload):
     """A broken client: every 10th append is written a second time, unrecorded, without the
     version check (what a retry that escaped deduplication would do)."""
 
-    async def _appender(self, w, client, stop):  # type: ignore[no-untyped-def]
+    async def _appender(self, w: int, client: AsyncClient, stop: asyncio.Event) -> None:
         key = self.owners[w]
         seq = 0
         rec = self.ctx.recorder

@@ -37,6 +37,7 @@ def tessera(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         timeout=60,
         cwd=REPO,
         env=env,
+        check=False,
     )
 
 
@@ -148,11 +149,11 @@ def test_make_dev_is_a_no_op_when_up_to_date():
     if not (REPO / ".venv" / ".installed").exists():
         pytest.skip("no .venv built by `make dev` in this work tree")
     result = subprocess.run(["make", "-q", "dev"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, (
         "`make dev` would rebuild something right after `make dev`:\n"
         + subprocess.run(["make", "-n", "dev"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=60).stdout
+                         capture_output=True, text=True, timeout=60, check=False).stdout
     )
 
 
@@ -162,6 +163,8 @@ def test_a_production_start_never_loads_the_test_only_mutations():
         "tools.cli.build_parser().parse_args(['node', '--store-id', '1'])\n"
         "print(sorted(m for m in sys.modules if 'mutation' in m))\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=REPO, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

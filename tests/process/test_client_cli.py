@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -28,7 +29,7 @@ def tessera(*args: str) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).parent / "tessera"
     if not exe.exists():
         pytest.skip("no tessera console script next to the interpreter; run `make dev`")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=30, cwd=REPO)
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=30, cwd=REPO, check=False)
 
 
 def closed_port() -> int:
@@ -38,7 +39,7 @@ def closed_port() -> int:
 
 
 @pytest.fixture
-def router(tmp_path):
+def router(tmp_path: Path) -> Iterator[RouterProcess]:
     r = RouterProcess(tmp_path / "router", extra_args=("--partitions", "4")).start()
     yield r
     r.kill()
@@ -89,6 +90,7 @@ def test_tessera_router_serves_and_stops_on_sigint(tmp_path):
     proc = subprocess.Popen([str(exe), "router", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "r"),
                              "--partitions", "2", "--replicas", "1", "--store-down-after", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stdout is not None and proc.stderr is not None  # both piped
     try:
         line = proc.stdout.readline()
         assert line.startswith(LISTENING), (line, proc.stderr.read() if proc.poll() is not None else "")

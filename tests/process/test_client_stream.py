@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
-from conftest import eventually_async
 
+from conftest import eventually_async
 from router.client.channels import ChannelPool
 from router.client.errors import RpcFailure
 from router.client.retry import classify
@@ -28,7 +30,7 @@ BACKWARDS = kv_pb2.ScanRequest(start=b"b", end=b"a", limit=10)  # INVALID_ARGUME
 
 
 @pytest.fixture
-def router(tmp_path):
+def router(tmp_path: Path) -> Iterator[RouterProcess]:
     r = RouterProcess(tmp_path / "router").start()
     yield r
     r.kill()
@@ -54,7 +56,7 @@ def test_concurrent_requests_share_one_stream_and_errors_map_per_item(router):
     for f in bad:
         assert isinstance(f, RpcFailure), f
         assert f.code == grpc.StatusCode.INVALID_ARGUMENT and f.kind == "invalid_argument"
-        assert f.error.invalid_argument.field == "end"
+        assert f.error is not None and f.error.invalid_argument.field == "end"
     assert items == 50
     assert batches <= 3  # everything queued together went out together
 
@@ -68,6 +70,7 @@ def test_unary_and_stream_failures_look_the_same(router):
                 try:
                     await transport.send(router.address, "scan", BACKWARDS, 5)
                 except RpcFailure as f:
+                    assert f.error is not None, f
                     out.append((f.code, f.kind, f.error.invalid_argument.field, f.source))
                 await transport.close()
             return out

@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import glob
 import os
+import pathlib
 import random
 import shutil
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import pytest
-from conftest import eventually
 
 from common.wire.errors import error_from_rpc
+from conftest import eventually
 from router.client import Client, InvalidArgumentError
-from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
+from tesserapb import errors_pb2, kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 from tools.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(300)
@@ -34,10 +37,11 @@ def _keys(n: int, prefix: bytes = b"") -> list[bytes]:
 
 
 @pytest.fixture()
-def make_cluster():
+def make_cluster() -> Iterator[Callable[..., Cluster]]:
+    """Starts a cluster of ``Cluster(**kw)`` (and stops it after the test)."""
     made: list[tuple[Cluster, str]] = []
 
-    def make(**kw) -> Cluster:
+    def make(**kw: Any) -> Cluster:
         root = tempfile.mkdtemp(prefix="tessera-test-")
         c = Cluster(root=root, **kw)
         made.append((c, root))
@@ -86,11 +90,13 @@ def test_reads_writes_scans_across_partitions(make_cluster) -> None:
         k = keys[3]
         assert cl.cas(k, versions[k] + 1000, b"nope").succeeded is False
         res = cl.cas(k, versions[k], b"swapped")
-        assert res.succeeded and cl.get(k).value == b"swapped"
+        got = cl.get(k)
+        assert res.succeeded and got is not None and got.value == b"swapped"
         assert cl.delete(k) is True and cl.get(k) is None and cl.delete(k) is False
 
 
-def _raw_stub(c: Cluster, key: bytes):
+def _raw_stub(c: Cluster, key: bytes) -> tuple[grpc.Channel, kv_pb2_grpc.KVStub, kv_pb2.RequestContext]:
+    """A channel to ``key``'s leader, a KV stub on it and the request context of its partition."""
     assert c.router is not None
     with grpc.insecure_channel(c.router.address) as ch:
         meta = meta_pb2_grpc.MetaStub(ch)
@@ -112,7 +118,9 @@ def test_bad_input_gets_invalid_argument_naming_the_limit(make_cluster) -> None:
             (kv.Scan, kv_pb2.ScanRequest(context=ctx, start=b"\x10a", limit=10**6), "limit", 10_000),
             (
                 kv.Get,
-                kv_pb2.GetRequest(context=ctx, key=b"\x10k", read_options=kv_pb2.ReadOptions(consistency=42)),
+                # A consistency no enum value names, on purpose: the node must refuse it.
+                kv_pb2.GetRequest(context=ctx, key=b"\x10k",
+                                  read_options=kv_pb2.ReadOptions(consistency=42)),  # type: ignore[arg-type]
                 "read_options.consistency",
                 0,
             ),
@@ -184,7 +192,7 @@ def test_restarted_follower_catches_up_by_snapshot(make_cluster) -> None:
             eventually(follower_has_it, 60, "the restarted follower to catch up")
         finally:
             ch.close()
-    log = open(os.path.join(c.root, "logs", f"node{follower}.log")).read()
+    log = pathlib.Path(c.root, "logs", f"node{follower}.log").read_text()
     assert "installed snapshot of partition" in log  # caught up by snapshot, not by log replay
 
 
@@ -251,7 +259,7 @@ def test_wal_torn_tail_recovers_and_corruption_refuses_to_start(make_cluster) ->
         f.seek(200)
         f.write(bytes([b[0] ^ 0xFF]))
     proc = subprocess.run(
-        c._node_argv(3, 0), capture_output=True, timeout=60, env=dict(os.environ, PYTHONUNBUFFERED="1")
+        c._node_argv(3, 0), capture_output=True, timeout=60, env=dict(os.environ, PYTHONUNBUFFERED="1"), check=False
     )
     assert proc.returncode != 0
     assert path.encode() in proc.stderr and b"offset" in proc.stderr, proc.stderr[-2000:]
@@ -267,7 +275,7 @@ def test_routing_errors_are_structured(make_cluster) -> None:
     leader = p.leader_store_id
     follower = next(s for s in stores if s != leader)
 
-    def call(store: int, ctx: kv_pb2.RequestContext, key: bytes):
+    def call(store: int, ctx: kv_pb2.RequestContext, key: bytes) -> errors_pb2.Error:
         with grpc.insecure_channel(stores[store]) as ch, pytest.raises(grpc.RpcError) as err:
             kv_pb2_grpc.KVStub(ch).Put(kv_pb2.PutRequest(context=ctx, key=key, value=b"v"), timeout=5)
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value
@@ -303,4 +311,5 @@ def test_batch_with_cas_is_all_or_nothing(make_cluster) -> None:
         assert all(r.succeeded for r in res)
         stale = cl.batch([Cas(b"\x01acct-a", va, b"0"), Put(b"\x01acct-c", b"x")])
         assert not any(r.succeeded for r in stale)
-        assert cl.get(b"\x01acct-a").value == b"70" and cl.get(b"\x01acct-c") is None
+        acct_a = cl.get(b"\x01acct-a")
+        assert acct_a is not None and acct_a.value == b"70" and cl.get(b"\x01acct-c") is None

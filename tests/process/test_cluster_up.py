@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+
 from conftest import eventually
 
 pytestmark = pytest.mark.timeout(180)
@@ -39,12 +40,13 @@ def _start(data_dir: str) -> tuple[subprocess.Popen, str]:
 
 
 def _children_of(data_dir: str) -> list[str]:
-    out = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True).stdout
+    # check=True: a failed ps would list no process at all, and "none left behind" would pass.
+    out = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True, check=True).stdout
     return [line for line in out.splitlines() if data_dir in line and "tools.cli" in line]
 
 
 def _kv(router: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([TESSERA, "kv", *args, "--router", router], capture_output=True, timeout=60)
+    return subprocess.run([TESSERA, "kv", *args, "--router", router], capture_output=True, timeout=60, check=False)
 
 
 def test_cluster_up_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
@@ -85,7 +87,7 @@ def test_second_cluster_up_on_the_same_data_dir_names_the_cause_and_leaves_the_f
     data = str(tmp_path / "data")
     proc, router = _start(data)
     try:
-        second = subprocess.run(_UP + [data], capture_output=True, text=True, timeout=120)
+        second = subprocess.run(_UP + [data], capture_output=True, text=True, timeout=120, check=False)
         assert second.returncode == 1
         assert "ready:" not in second.stdout
         # The router's own words, not a pointer to its log.

@@ -13,8 +13,8 @@ import time
 
 import grpc
 import pytest
-from conftest import eventually_async
 
+from conftest import eventually_async
 from router.client import AsyncClient
 from tesserapb import meta_pb2, meta_pb2_grpc
 from tools.cluster import Cluster
@@ -71,7 +71,8 @@ def test_idle_partitions_of_a_failed_disk_node_fail_over(tmp_path) -> None:
     cluster.start()
     try:
         cluster.wait_ready(60)
-        router = cluster.router.address  # type: ignore[union-attr]
+        assert cluster.router is not None
+        router = cluster.router.address
 
         async def scenario() -> None:
             parts = await _partitions(router)

@@ -10,11 +10,12 @@ import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Iterator
 
 import grpc
 import pytest
-from conftest import eventually
 
+from conftest import eventually
 from router.client import Client
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 from tools.cluster import Cluster
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture()
-def cluster():
+def cluster() -> Iterator[Cluster]:
     root = tempfile.mkdtemp(prefix="tessera-member-")
     c = Cluster(root=root, nodes=4, partitions=2)
     try:
@@ -90,6 +91,7 @@ def _keys_of(desc: meta_pb2.PartitionDescriptor, n: int) -> list[bytes]:
 
 
 def test_move_a_replica_and_remove_the_leader(cluster: Cluster) -> None:
+    assert cluster.router is not None
     meta = Meta(cluster.router.address)
     desc = meta.partition(1)
     hosts = {r.store_id for r in desc.replicas}
@@ -123,7 +125,8 @@ def test_move_a_replica_and_remove_the_leader(cluster: Cluster) -> None:
             cl.put(k, b"w-" + k)
         for k in keys:
             expect = (b"w-" if k in keys[:50] else b"v-") + k
-            assert cl.get(k, "linearizable").value == expect
+            got = cl.get(k, "linearizable")
+            assert got is not None and got.value == expect, k
 
     # The new member survives a crash of every node: membership and data come back from disk.
     for i in range(1, 5):
@@ -133,8 +136,9 @@ def test_move_a_replica_and_remove_the_leader(cluster: Cluster) -> None:
     cluster.wait_ready(60)
     assert set(meta.roles(1)) == (hosts - {leader}) | {spare}
     with Client(cluster.router.address) as cl:
-        assert cl.get(keys[0], "linearizable").value == b"w-" + keys[0]
-        assert cl.get(keys[-1], "linearizable").value == b"v-" + keys[-1]
+        first, last = cl.get(keys[0], "linearizable"), cl.get(keys[-1], "linearizable")
+        assert first is not None and first.value == b"w-" + keys[0]
+        assert last is not None and last.value == b"v-" + keys[-1]
     assert eventually(
         lambda: _stale_get(cluster.node_address(spare), meta.partition(1), keys[0]) == b"w-" + keys[0],
         15,
@@ -143,12 +147,14 @@ def test_move_a_replica_and_remove_the_leader(cluster: Cluster) -> None:
 
 
 def test_replica_removed_while_cut_off_is_collected_and_can_come_back(cluster: Cluster) -> None:
+    assert cluster.router is not None
     meta = Meta(cluster.router.address)
     desc = meta.partition(2)
     victim = next(r.store_id for r in desc.replicas if r.store_id != desc.leader_store_id)
     old_id = next(r.replica_id for r in desc.replicas if r.store_id == victim)
     keys = _keys_of(desc, 50)
     proc = cluster.node_procs[victim].popen
+    assert proc is not None
     with Client(cluster.router.address) as cl:
         for k in keys:
             cl.put(k, b"1")
@@ -174,4 +180,5 @@ def test_replica_removed_while_cut_off_is_collected_and_can_come_back(cluster: C
             "the re-added replica to serve the newest value",
         )
         for k in keys:
-            assert cl.get(k, "linearizable").value == b"2"
+            got = cl.get(k, "linearizable")
+            assert got is not None and got.value == b"2", k

@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import dataclass
 
+import grpc
 import pytest
-from conftest import eventually_async
-from support.nemesis_fakes import FakeNet
 
+from common.wire import errors as werr
+from conftest import eventually_async
+from support.nemesis_fakes import FakeNet, LiveCluster, nemesis_over
+from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
+from tools.nemesis import faults
+from tools.nemesis.checks import stale_reads
+from tools.nemesis.faults import Nemesis
 from tools.nemesis.proxy import DELAY, DROP, PASS, LinkProxy, ProxyNet
+from tools.nemesis.schedule import Step
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -168,32 +176,27 @@ class _FakePlacement:
     RemoveReplica -> gone (and the leader moves first when it is the one removed)."""
 
     def __init__(self, lag: int = 3, promote_after: int = 3) -> None:
-        from tesserapb import meta_pb2
-
-        self.pb = meta_pb2
         self.desc = meta_pb2.PartitionDescriptor(
             id=12, leader_store_id=1, term=5, epoch=meta_pb2.Epoch(conf_ver=1, version=1),
             replicas=[meta_pb2.Replica(store_id=s, replica_id=s, role=meta_pb2.VOTER) for s in (1, 2, 3)],
         )
         self.lag, self.promote_after = lag, promote_after
-        self.pending: list[tuple[int, object]] = []  # (polls left, change)
-        self.submitted: list[object] = []
+        self.pending: list[tuple[int, tuple[str, int]]] = []  # (polls left, (change, store))
+        self.submitted: list[meta_pb2.Operation] = []
         self.net: FakeNet | None = None
         self.net_calls_at_submit: list[int] = []  # how many network changes preceded each submit
 
     def _step(self) -> None:
-        pb = self.pb
         due = [c for n, c in self.pending if n <= 0]
         self.pending = [(n - 1, c) for n, c in self.pending if n > 0]
-        for change in due:
-            kind, store = change  # type: ignore[misc]
+        for kind, store in due:
             d = self.desc
             d.epoch.conf_ver += 1
             if kind == "learner":
-                d.replicas.append(pb.Replica(store_id=store, replica_id=10 + store, role=pb.LEARNER))
+                d.replicas.append(meta_pb2.Replica(store_id=store, replica_id=10 + store, role=meta_pb2.LEARNER))
                 self.pending.append((self.promote_after, ("voter", store)))
             elif kind == "voter":
-                next(r for r in d.replicas if r.store_id == store).role = pb.VOTER
+                next(r for r in d.replicas if r.store_id == store).role = meta_pb2.VOTER
             elif kind == "remove":
                 keep = [r for r in d.replicas if r.store_id != store]
                 del d.replicas[:]
@@ -201,12 +204,12 @@ class _FakePlacement:
                 if d.leader_store_id == store:
                     d.leader_store_id, d.term = keep[0].store_id, d.term + 1
 
-    def get(self, pid: int):  # type: ignore[no-untyped-def]
+    def get(self, pid: int) -> meta_pb2.PartitionDescriptor:
         assert pid == 12
         self._step()
-        return self.pb.PartitionDescriptor.FromString(self.desc.SerializeToString())
+        return meta_pb2.PartitionDescriptor.FromString(self.desc.SerializeToString())
 
-    def submit(self, op) -> None:  # type: ignore[no-untyped-def]
+    def submit(self, op: meta_pb2.Operation) -> None:
         self.submitted.append(op)
         self.net_calls_at_submit.append(len(self.net.calls) if self.net else -1)
         kind = op.WhichOneof("kind")
@@ -223,11 +226,11 @@ class _FakeNode:
         self.gone: set[int] = set()
 
 
-async def _serve_fakes(placement: _FakePlacement, nodes: dict[int, _FakeNode]):  # type: ignore[no-untyped-def]
-    import grpc
-
-    from common.wire import errors as werr
-    from tesserapb import kv_pb2_grpc, meta_pb2, meta_pb2_grpc
+async def _serve_fakes(
+    placement: _FakePlacement, nodes: dict[int, _FakeNode]
+) -> tuple[list[grpc.aio.Server], str, dict[int, str]]:
+    """Serve ``placement`` as the router and each of ``nodes``; returns the servers (to stop)
+    and the addresses of the router and of each node."""
 
     class Meta(meta_pb2_grpc.MetaServicer):
         async def GetPartition(self, request, context):
@@ -240,7 +243,7 @@ async def _serve_fakes(placement: _FakePlacement, nodes: dict[int, _FakeNode]): 
             placement.submit(request.operation)
             return meta_pb2.SubmitOperationResponse(operation_id=len(placement.submitted))
 
-    def kv_for(node: _FakeNode):  # type: ignore[no-untyped-def]
+    def kv_for(node: _FakeNode) -> kv_pb2_grpc.KVServicer:
         class KV(kv_pb2_grpc.KVServicer):
             async def Get(self, request, context):
                 pid = request.context.partition_id
@@ -249,7 +252,8 @@ async def _serve_fakes(placement: _FakePlacement, nodes: dict[int, _FakeNode]): 
                 await werr.abort(context, werr.WireError.of(werr.not_leader(pid), "not leader"))
         return KV()
 
-    servers, addresses = [], {}
+    servers: list[grpc.aio.Server] = []
+    addresses: dict[int, str] = {}
     router = grpc.aio.server()
     meta_pb2_grpc.add_MetaServicer_to_server(Meta(), router)
     port = router.add_insecure_port("127.0.0.1:0")
@@ -264,38 +268,35 @@ async def _serve_fakes(placement: _FakePlacement, nodes: dict[int, _FakeNode]): 
     return servers, f"127.0.0.1:{port}", addresses
 
 
-class _LiveProc:
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.alive = True
-        self.log_path = "/dev/null"
+@dataclass
+class _MoveRun:
+    """One member episode run by :func:`_run_move`, injected and healed."""
+
+    nem: Nemesis
+    net: FakeNet  # the nemesis's network: the links it cut and healed
+    placement: _FakePlacement
+    inject: str  # what the inject step said it did
+    heal: str  # what the heal step said
 
 
-class _LiveCluster:
-    def __init__(self, router: str, addresses: dict[int, str]) -> None:
-        self.router = _LiveProc(router)
-        self.node_procs = {n: _LiveProc(a) for n, a in addresses.items()}
+def _run_move(
+    monkeypatch: pytest.MonkeyPatch, params: dict[str, object], claim: tuple[int, int] | None = None
+) -> _MoveRun:
+    """Inject and heal one member episode of partition 12 (of ``params``) against the fakes.
 
-
-def _run_move(tmp_path, monkeypatch, params: dict,  # type: ignore[no-untyped-def]
-              claim: tuple[int, int] | None = None):
-    """Inject and heal one member episode; returns (nemesis, placement, fake nodes, details)."""
-    from tools.nemesis import faults
-    from tools.nemesis.faults import Nemesis
-    from tools.nemesis.schedule import Step
-
+    ``claim``: (store, term) the router names as the leader right after the inject.
+    """
     monkeypatch.setattr(faults, "POLL_S", 0.01)
     monkeypatch.setattr(faults, "CONF_SPREAD_S", 0.01)
     monkeypatch.setattr(faults, "MINORITY_CLAIM_WAIT_S", 0.3)
     placement = _FakePlacement()
     nodes = {n: _FakeNode() for n in (1, 2, 3, 4)}
 
-    async def scenario():  # type: ignore[no-untyped-def]
+    async def scenario() -> _MoveRun:
         servers, router, addresses = await _serve_fakes(placement, nodes)
         try:
-            nem = Nemesis(_LiveCluster(router, addresses), FakeNet(), {}, [11, 12, 13, 14],  # type: ignore[arg-type]
-                          log=lambda _line: None)
-            placement.net = nem.net  # type: ignore[assignment]
+            nem, net = nemesis_over(LiveCluster(router, addresses), [11, 12, 13, 14])
+            placement.net = net
             p = tuple(sorted({"partition": 1, **params}.items()))
             inject = await nem.apply(Step(1.0, 1, "member", "add-replica", p))
             if claim is not None:  # the cut-off voter wins an election it should not
@@ -303,7 +304,8 @@ def _run_move(tmp_path, monkeypatch, params: dict,  # type: ignore[no-untyped-de
             await asyncio.sleep(0.5)  # the hold: the watcher polls every 0.2 s
 
             async def drop_replica() -> None:  # the removed store lets go of its replica
-                await eventually_async(lambda: len(placement.desc.replicas) == 3 and placement.desc.epoch.conf_ver > 3, 10, "the move to finish (three replicas, a newer conf_ver)")
+                await eventually_async(lambda: len(placement.desc.replicas) == 3 and placement.desc.epoch.conf_ver > 3,
+                                       10, "the move to finish (three replicas, a newer conf_ver)")
                 await asyncio.sleep(0.1)
                 for n in (1, 2, 3):
                     if all(r.store_id != n for r in placement.desc.replicas):
@@ -312,20 +314,17 @@ def _run_move(tmp_path, monkeypatch, params: dict,  # type: ignore[no-untyped-de
             dropper = asyncio.ensure_future(drop_replica())
             heal = await nem.apply(Step(6.0, 1, "member", "finish-move", p))
             await dropper
-            return nem, inject.detail, heal.detail
+            return _MoveRun(nem, net, placement, inject.detail, heal.detail)
         finally:
             for srv in servers:
                 await srv.stop(None)
 
-    nem, inject, heal = asyncio.run(scenario())
-    return nem, placement, nodes, inject, heal
+    return asyncio.run(scenario())
 
 
-def test_member_move_split_cuts_leader_and_voter_from_voter_and_learner(tmp_path, monkeypatch) -> None:
-    from tesserapb import meta_pb2
-
-    nem, placement, nodes, inject, heal = _run_move(
-        tmp_path, monkeypatch, {"split": True, "keep": 1, "remove": "leader"})
+def test_member_move_split_cuts_leader_and_voter_from_voter_and_learner(monkeypatch: pytest.MonkeyPatch) -> None:
+    move = _run_move(monkeypatch, {"split": True, "keep": 1, "remove": "leader"})
+    placement, calls = move.placement, move.net.calls
     # Learner on the spare store 4; cut {1 (leader), 3 (keep=1 of 2, 3)} | {2, 4}.
     add = placement.submitted[0]
     assert add.partition_id == 12 and add.add_replica.replica.store_id == 4
@@ -333,52 +332,49 @@ def test_member_move_split_cuts_leader_and_voter_from_voter_and_learner(tmp_path
     # learner), then the rest of the split once the router showed the learner.
     early = [(1, 4), (3, 4), (4, 1), (4, 3)]
     cut = sorted([(a, b) for a in (1, 3) for b in (2, 4)] + [(b, a) for a in (1, 3) for b in (2, 4)])
-    assert nem.net.calls[0] == (early, DROP), inject
+    assert calls[0] == (early, DROP), move.inject
     assert placement.net_calls_at_submit[0] == 1
-    assert nem.net.calls[1] == (cut, DROP)
-    assert nem.net.calls[2] == (cut, PASS) and len(nem.net.calls) == 3
-    assert "LEARNER after" in inject and "[1, 3] (leader 1) | [2, 4]" in inject
-    assert nem.resolved[1] == (2,)  # the cut-off voter: read from directly (stale-read check)
+    assert calls[1] == (cut, DROP)
+    assert calls[2] == (cut, PASS) and len(calls) == 3
+    assert "LEARNER after" in move.inject and "[1, 3] (leader 1) | [2, 4]" in move.inject
+    assert move.nem.resolved[1] == (2,)  # the cut-off voter: read from directly (stale-read check)
     # Then the leader's own replica removed, once store 4 was a voter.
     rm = placement.submitted[1]
     assert rm.remove_replica.replica.store_id == 1
     assert sorted(r.store_id for r in placement.desc.replicas) == [2, 3, 4]
     assert all(r.role == meta_pb2.VOTER for r in placement.desc.replicas)
+    heal = move.heal
     assert "add->voter" in heal and "store 1 (the leader) removed" in heal and "store 1 dropped it" in heal
-    assert nem.problems == [] and nem.moves == {} and not nem.cut
+    assert move.nem.problems == [] and move.nem.moves == {} and not move.nem.cut
 
 
-def test_member_move_without_split_removes_a_follower(tmp_path, monkeypatch) -> None:
-    nem, placement, nodes, inject, heal = _run_move(tmp_path, monkeypatch, {"split": False, "remove": "follower:1"})
-    assert nem.net.calls == []  # no cut
-    assert [op.WhichOneof("kind") for op in placement.submitted] == ["add_replica", "remove_replica"]
-    assert placement.submitted[1].remove_replica.replica.store_id == 3  # 2nd follower of leader 1
-    assert sorted(r.store_id for r in placement.desc.replicas) == [1, 2, 4]
-    assert "store 3 (a follower) removed" in heal
-    assert nem.problems == []
+def test_member_move_without_split_removes_a_follower(monkeypatch: pytest.MonkeyPatch) -> None:
+    move = _run_move(monkeypatch, {"split": False, "remove": "follower:1"})
+    assert move.net.calls == []  # no cut
+    assert [op.WhichOneof("kind") for op in move.placement.submitted] == ["add_replica", "remove_replica"]
+    assert move.placement.submitted[1].remove_replica.replica.store_id == 3  # 2nd follower of leader 1
+    assert sorted(r.store_id for r in move.placement.desc.replicas) == [1, 2, 4]
+    assert "store 3 (a follower) removed" in move.heal
+    assert move.nem.problems == []
 
 
-def test_member_move_reports_a_leader_elected_without_a_voter_majority(tmp_path, monkeypatch) -> None:
+def test_member_move_reports_a_leader_elected_without_a_voter_majority(monkeypatch: pytest.MonkeyPatch) -> None:
     # Voter 2, cut off with only the learner, shows up as the leader at a later term.
-    nem, placement, nodes, inject, heal = _run_move(
-        tmp_path, monkeypatch, {"split": True, "keep": 1, "remove": "follower:0"}, claim=(2, 9))
-    assert "MINORITY LEADER: store 2 at term 9" in heal
-    assert len(nem.problems) == 1 and "without a majority of voters" in nem.problems[0]
+    move = _run_move(monkeypatch, {"split": True, "keep": 1, "remove": "follower:0"}, claim=(2, 9))
+    assert "MINORITY LEADER: store 2 at term 9" in move.heal
+    problems = move.nem.problems
+    assert len(problems) == 1 and "without a majority of voters" in problems[0]
 
 
-def test_member_move_that_never_promotes_is_a_problem(tmp_path, monkeypatch) -> None:
-    from tools.nemesis import faults
-    from tools.nemesis.schedule import Step
-
+def test_member_move_that_never_promotes_is_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(faults, "VOTER_TIMEOUT_S", 0.5)
     monkeypatch.setattr(faults, "POLL_S", 0.01)
     placement = _FakePlacement(promote_after=10**9)  # stays a learner
 
-    async def scenario():  # type: ignore[no-untyped-def]
+    async def scenario() -> tuple[Nemesis, str]:
         servers, router, addresses = await _serve_fakes(placement, {n: _FakeNode() for n in (1, 2, 3, 4)})
         try:
-            nem = faults.Nemesis(_LiveCluster(router, addresses), FakeNet(), {}, [11, 12],  # type: ignore[arg-type]
-                                 log=lambda _line: None)
+            nem, _ = nemesis_over(LiveCluster(router, addresses), [11, 12])
             p = (("partition", 1), ("remove", "leader"), ("split", False))
             await nem.apply(Step(1.0, 1, "member", "add-replica", p))
             done = await nem.apply(Step(2.0, 1, "member", "finish-move", p))
@@ -394,11 +390,6 @@ def test_member_move_that_never_promotes_is_a_problem(tmp_path, monkeypatch) -> 
 
 
 def test_stale_read_check_flags_a_node_serving_old_data() -> None:
-    import grpc
-
-    from tesserapb import kv_pb2, kv_pb2_grpc
-    from tools.nemesis.checks import stale_reads
-
     class KV(kv_pb2_grpc.KVServicer):
         async def Get(self, request, context):
             pid = request.context.partition_id
@@ -423,20 +414,16 @@ def test_stale_read_check_flags_a_node_serving_old_data() -> None:
     asyncio.run(scenario())
 
 
-def test_heal_all_finishes_a_move_the_schedule_left_open(tmp_path, monkeypatch) -> None:
-    from tools.nemesis import faults
-    from tools.nemesis.schedule import Step
-
+def test_heal_all_finishes_a_move_the_schedule_left_open(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(faults, "POLL_S", 0.01)
     monkeypatch.setattr(faults, "CONF_SPREAD_S", 0.01)
     monkeypatch.setattr(faults, "UNHOSTED_TIMEOUT_S", 0.2)
     placement = _FakePlacement()
 
-    async def scenario():  # type: ignore[no-untyped-def]
+    async def scenario() -> tuple[Nemesis, list[str]]:
         servers, router, addresses = await _serve_fakes(placement, {n: _FakeNode() for n in (1, 2, 3, 4)})
         try:
-            nem = faults.Nemesis(_LiveCluster(router, addresses), FakeNet(), {}, [11, 12],  # type: ignore[arg-type]
-                                 log=lambda _line: None)
+            nem, _ = nemesis_over(LiveCluster(router, addresses), [11, 12])
             p = (("keep", 0), ("partition", 1), ("remove", "follower:0"), ("split", True))
             await nem.apply(Step(1.0, 1, "member", "add-replica", p))
             assert nem.cut and nem.moves
@@ -454,17 +441,13 @@ def test_heal_all_finishes_a_move_the_schedule_left_open(tmp_path, monkeypatch) 
     assert any("still hosts partition 12" in p for p in nem.problems), nem.problems
 
 
-def test_transfer_to_a_store_without_a_voter_goes_to_a_voter(tmp_path) -> None:
-    from tools.nemesis.faults import Nemesis
-    from tools.nemesis.schedule import Step
-
+def test_transfer_to_a_store_without_a_voter_goes_to_a_voter() -> None:
     placement = _FakePlacement()
 
     async def scenario() -> str:
         servers, router, addresses = await _serve_fakes(placement, {n: _FakeNode() for n in (1, 2, 3, 4)})
         try:
-            nem = Nemesis(_LiveCluster(router, addresses), FakeNet(), {}, [11, 12],  # type: ignore[arg-type]
-                          log=lambda _line: None)
+            nem, _ = nemesis_over(LiveCluster(router, addresses), [11, 12])
             done = await nem.apply(Step(1.0, 1, "transfer", "transfer", (("partition", 1), ("to", "node:4"))))
             return done.detail
         finally:

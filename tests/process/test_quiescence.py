@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import eventually_async
-from support.inprocess import run_cluster
 
+from conftest import eventually_async
 from router.client import AsyncClient
+from support.inprocess import run_cluster
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,12 +37,14 @@ async def _scenario(nodes, router: str) -> None:
         assert all_quiet()
 
         # A request wakes its group; the others stay quiet.
-        assert (await client.get(b"\x40k", consistency="linearizable", timeout=10)).value == b"v"
+        got = await client.get(b"\x40k", consistency="linearizable", timeout=10)
+        assert got is not None and got.value == b"v"
         woken = [r for n in nodes for r in n.raftstore.replicas.values() if not r.raw.quiesced]
         assert woken and all(r.pid == woken[0].pid for r in woken)
 
         # Stale reads are served by quiet followers: their leader's store vouches for them.
-        assert (await client.get(b"\x80k", consistency="stale", timeout=10)).value == b"v"
+        got = await client.get(b"\x80k", consistency="stale", timeout=10)
+        assert got is not None and got.value == b"v"
 
         # A missed leader: stop the store leading a quiet group; its followers wake and elect.
         await eventually_async(all_quiet, 30, "every replica to go quiet again")

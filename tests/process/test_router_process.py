@@ -7,14 +7,16 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
-from conftest import eventually
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from common.wire.errors import error_from_rpc
+from conftest import eventually
 from router.testing import RouterProcess
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 
@@ -24,10 +26,11 @@ STORE_ADDRS = ["127.0.0.1:17201", "127.0.0.1:17202", "127.0.0.1:17203"]
 
 
 @pytest.fixture
-def start_router(tmp_path):
+def start_router(tmp_path: Path) -> Iterator[Callable[..., RouterProcess]]:
+    """Starts a router with these extra arguments (and kills it after the test)."""
     started: list[RouterProcess] = []
 
-    def start(*extra: str, data_dir=None, listen="127.0.0.1:0") -> RouterProcess:
+    def start(*extra: str, data_dir: Path | None = None, listen: str = "127.0.0.1:0") -> RouterProcess:
         r = RouterProcess(data_dir or tmp_path / "router", listen=listen, extra_args=extra)
         started.append(r)
         return r.start()
@@ -44,7 +47,9 @@ class Meta:
         self.channel = grpc.insecure_channel(address)
         self.stub = meta_pb2_grpc.MetaStub(self.channel)
 
-    def heartbeat(self, store_id: int, address: str, partitions=()) -> meta_pb2.StoreHeartbeatResponse:
+    def heartbeat(
+        self, store_id: int, address: str, partitions: Iterable[meta_pb2.PartitionStats] = ()
+    ) -> meta_pb2.StoreHeartbeatResponse:
         return self.stub.StoreHeartbeat(
             meta_pb2.StoreHeartbeatRequest(store_id=store_id, address=address, partitions=list(partitions)),
             timeout=5,
@@ -61,7 +66,8 @@ class Meta:
 
 
 @pytest.fixture
-def meta_for():
+def meta_for() -> Iterator[Callable[[RouterProcess], Meta]]:
+    """A Meta client of a router (closed after the test)."""
     made: list[Meta] = []
 
     def make(router: RouterProcess) -> Meta:
@@ -101,7 +107,7 @@ def test_stores_register_and_receive_bootstrap_creates(start_router, meta_for):
     assert not meta.scan().partitions  # two stores are not enough for three replicas
     with pytest.raises(grpc.RpcError) as e:
         meta.stub.GetPartition(meta_pb2.GetPartitionRequest(key=b"k"), timeout=5)
-    assert e.value.code() == grpc.StatusCode.UNAVAILABLE and "not bootstrapped" in e.value.details()
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE and "not bootstrapped" in (e.value.details() or "")
 
     r3 = meta.heartbeat(0, STORE_ADDRS[2])
     assert r3.store_id == 3
@@ -201,7 +207,7 @@ def test_bad_input_is_invalid_argument_naming_the_field(start_router, meta_for):
         with pytest.raises(grpc.RpcError) as e:
             call()
         assert invalid_field(e.value) == field
-        assert field in e.value.details()
+        assert field in (e.value.details() or "")
 
 
 def test_operations_go_to_the_partition_leaders_store(start_router, meta_for):
@@ -223,7 +229,7 @@ def test_operations_go_to_the_partition_leaders_store(start_router, meta_for):
     split = meta.stub.SubmitOperation(meta_pb2.SubmitOperationRequest(operation=meta_pb2.Operation(
         partition_id=2, split=meta_pb2.Split(split_key=b"\xc0"))), timeout=5)
     ops = meta.heartbeat(1, STORE_ADDRS[0], hosting(1, 2)).operations
-    sp = [op for op in ops if op.id == split.operation_id][0].split
+    sp = next(op for op in ops if op.id == split.operation_id).split
     assert sp.split_key == b"\xc0" and sp.new_partition_id == 3 and len(sp.new_replica_ids) == 3
     assert min(sp.new_replica_ids) > 6  # fresh replica ids
 
@@ -244,6 +250,7 @@ def test_silent_store_is_reported_down(start_router, meta_for):
 
 
 def durable_view(meta: Meta):
+    """What the router must keep across restarts: its partitions and their replicas, its stores."""
     parts = [(p.id, p.start, p.end, p.epoch.conf_ver, p.epoch.version,
               tuple((r.store_id, r.replica_id, r.role) for r in p.replicas)) for p in meta.scan().partitions]
     stores = [(s.id, s.address) for s in meta.stores()]
@@ -295,7 +302,7 @@ def test_second_router_on_the_same_data_dir_is_refused(start_router, tmp_path):
     second = RouterProcess(tmp_path / "router", log_path=tmp_path / "second.log")
     with pytest.raises(RuntimeError):
         second.start(timeout=10)
-    assert second.proc.returncode == 1
+    assert second.proc is not None and second.proc.returncode == 1
     assert "in use by another router" in second.log()
 
 
@@ -304,11 +311,14 @@ def test_health_reflection_and_proxy(start_router):
     with grpc.insecure_channel(router.address) as ch:
         health = health_pb2_grpc.HealthStub(ch)
         for name in ("", "tessera.v1.Meta", "tessera.v1.KV"):
-            assert health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status == \
-                health_pb2.HealthCheckResponse.SERVING
+            request = health_pb2.HealthCheckRequest(service=name)
+            # types-grpcio-health-checking declares HealthStub without its methods.
+            reply = health.Check(request, timeout=5)  # type: ignore[attr-defined]
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
         refl = reflection_pb2_grpc.ServerReflectionStub(ch)
-        answers = list(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
-                                                 timeout=5))
+        # types-grpcio-reflection declares ServerReflectionInfo as binascii's Incomplete, not callable.
+        answers = list(refl.ServerReflectionInfo(  # type: ignore[operator]
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
         names = {s.name for s in answers[0].list_services_response.service}
         assert {"tessera.v1.Meta", "tessera.v1.KV", "grpc.health.v1.Health"} <= names
 
@@ -331,7 +341,7 @@ def test_corrupt_table_file_stops_the_router(tmp_path):
     r = RouterProcess(data_dir, log_path=tmp_path / "r.log")
     with pytest.raises(RuntimeError):
         r.start(timeout=10)
-    assert r.proc.returncode == 1
+    assert r.proc is not None and r.proc.returncode == 1
     assert "placement.json is unreadable" in r.log() and "refusing to start" in r.log()
 
 

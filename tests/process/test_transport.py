@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
-from conftest import eventually_async
 
+from conftest import eventually_async
 from node.raft import (
     ConfState,
     Entry,
@@ -97,8 +100,19 @@ def app(partition: int, seq: int, payload: bytes = b"x" * 128) -> raft_pb2.RaftM
     return message_to_pb(partition, (1, 1), m)
 
 
-def run(coro) -> None:  # type: ignore[no-untyped-def]
+def run(coro: Coroutine[Any, Any, None]) -> None:
     asyncio.run(coro)
+
+
+def after(action: Callable[[], None], cond: Callable[[], bool]) -> Callable[[], bool]:
+    """A condition for :func:`eventually_async` that does ``action`` before each look (to keep
+    traffic flowing while it waits)."""
+
+    def check() -> bool:
+        action()
+        return cond()
+
+    return check
 
 
 # -- codec ---------------------------------------------------------------------------------
@@ -114,7 +128,8 @@ def test_codec_round_trips_every_message_type() -> None:
             if t == MessageType.APP else [],
             commit=99, reject=t == MessageType.APP_RESP, reject_hint=42 if t == MessageType.APP_RESP else 0,
             snapshot=Snapshot(SnapshotMeta(90, 9, cs)) if t == MessageType.SNAP else None,
-            context=b"ctx" if t in (MessageType.READ_INDEX, MessageType.READ_INDEX_RESP, MessageType.HEARTBEAT) else b"",
+            context=b"ctx" if t in (MessageType.READ_INDEX, MessageType.READ_INDEX_RESP, MessageType.HEARTBEAT)
+            else b"",
             stamp=17, transfer=t == MessageType.VOTE,
         )
         pb = message_to_pb(5, (3, 4), m)
@@ -138,7 +153,7 @@ def test_codec_round_trips_every_message_type() -> None:
 # -- streaming -----------------------------------------------------------------------------
 
 
-def test_two_stores_exchange_in_order_and_batched(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_two_stores_exchange_in_order_and_batched(tmp_path: Path) -> None:
     n = 4000
     partitions = 8
 
@@ -176,7 +191,7 @@ def test_two_stores_exchange_in_order_and_batched(tmp_path) -> None:  # type: ig
     run(main())
 
 
-def test_batches_split_at_max_batch_bytes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_batches_split_at_max_batch_bytes(tmp_path: Path) -> None:
     async def main() -> None:
         b = Store(2, str(tmp_path))
         await b.start()
@@ -192,7 +207,7 @@ def test_batches_split_at_max_batch_bytes(tmp_path) -> None:  # type: ignore[no-
     run(main())
 
 
-def test_queue_overflow_drops_oldest(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_queue_overflow_drops_oldest(tmp_path: Path) -> None:
     async def main() -> None:
         b = Store(2, str(tmp_path))
         await b.start()
@@ -216,7 +231,7 @@ def test_unacked_window_bounds_a_stalled_peer() -> None:
             self.batches: list[raft_pb2.RaftBatch] = []
             self.release = asyncio.Event()
 
-        async def Stream(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        async def Stream(self, request_iterator, context):
             async def read() -> None:
                 async for batch in request_iterator:
                     self.batches.append(batch)
@@ -244,7 +259,7 @@ def test_unacked_window_bounds_a_stalled_peer() -> None:
             seq += 1
 
         # One message per loop turn: each goes out as its own batch until the window is full.
-        await eventually_async(lambda: one() or len(svc.batches) == 16, 3, "a full window", interval=0.005)
+        await eventually_async(after(one, lambda: len(svc.batches) == 16), 3, "a full window", interval=0.005)
         extra = tr.peer_status()[2]["queued"]  # a pump may have raced the 16th batch
         for _ in range(50):
             one()
@@ -263,7 +278,7 @@ def test_unacked_window_bounds_a_stalled_peer() -> None:
     run(main())
 
 
-def test_receiver_restart_on_same_port_reconnects(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_receiver_restart_on_same_port_reconnects(tmp_path: Path) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         b = Store(2, str(tmp_path))
@@ -279,17 +294,17 @@ def test_receiver_restart_on_same_port_reconnects(tmp_path) -> None:  # type: ig
             tr.send(2, [app(1, seq)])
             seq += 1
 
-        await eventually_async(lambda: pump() or b.count(1) > 0, 3, "first delivery", interval=0.005)
+        await eventually_async(after(pump, lambda: b.count(1) > 0), 3, "first delivery", interval=0.005)
         assert not events
         stopped = loop.time()  # before: the sender may notice while stop() is still running
         await b.stop()
-        await eventually_async(lambda: pump() or bool(events), 3, "on_unreachable", interval=0.005)
+        await eventually_async(after(pump, lambda: bool(events)), 3, "on_unreachable", interval=0.005)
         assert events[0][0] == "unreachable 2" and events[0][1] >= stopped
 
         b2 = Store(2, str(tmp_path))
         await b2.start(port=port)  # the SAME port, retried until bindable
         restarted = loop.time()
-        await eventually_async(lambda: pump() or b2.count(1) > 0, 4, "delivery after reconnect", interval=0.005)
+        await eventually_async(after(pump, lambda: b2.count(1) > 0), 4, "delivery after reconnect", interval=0.005)
         assert tr.reconnects >= 1 and tr.stream_failures >= 1
         assert any(t >= stopped for _, t in events)
         got = [m.commit for m in b2.received[1]]
@@ -301,7 +316,7 @@ def test_receiver_restart_on_same_port_reconnects(tmp_path) -> None:  # type: ig
     run(main())
 
 
-def test_store_id_mismatch_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_store_id_mismatch_is_refused(tmp_path: Path) -> None:
     async def main() -> None:
         b = Store(2, str(tmp_path))
         await b.start()
@@ -332,12 +347,12 @@ def snap_message() -> raft_pb2.RaftMessage:
     return message_to_pb(7, (2, 3), m)
 
 
-def test_snapshot_20mb_arrives_intact(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_snapshot_20mb_arrives_intact(tmp_path: Path) -> None:
     size = 20 * 1024 * 1024
     blob = os.urandom(1 << 20) * 20  # 20 MiB, cheap to make
     assert len(blob) == size
 
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         view = memoryview(blob)
         for i in range(0, size, 64 * 1024):
             yield bytes(view[i : i + 64 * 1024])
@@ -351,7 +366,8 @@ def test_snapshot_20mb_arrives_intact(tmp_path) -> None:  # type: ignore[no-unty
         [(first, path, got_size, digest)] = b.snapshots
         assert got_size == size and digest == hashlib.sha256(blob).hexdigest()
         pid, epoch, m = message_from_pb(first)
-        assert (pid, epoch, m.type, m.snapshot.meta.index) == (7, (2, 3), MessageType.SNAP, 500)  # type: ignore[union-attr]
+        assert m.snapshot is not None
+        assert (pid, epoch, m.type, m.snapshot.meta.index) == (7, (2, 3), MessageType.SNAP, 500)
         assert path.startswith(str(tmp_path)) and not os.path.exists(path)
         assert os.listdir(tmp_path) == []
         assert tr.snapshots_sent == 1
@@ -365,7 +381,7 @@ def test_snapshot_20mb_arrives_intact(tmp_path) -> None:  # type: ignore[no-unty
     run(main())
 
 
-def test_corrupted_snapshot_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_corrupted_snapshot_is_refused(tmp_path: Path) -> None:
     import crc32c
 
     async def main() -> None:
@@ -375,25 +391,25 @@ def test_corrupted_snapshot_is_refused(tmp_path) -> None:  # type: ignore[no-unt
         good = crc32c.crc32c(data)
         async with grpc.aio.insecure_channel(b.address) as ch:
             stub = raft_pb2_grpc.RaftTransportStub(ch)
-            C = raft_pb2.SnapshotChunk
-            first = C(message=snap_message())
-            bad_crc = await stub.SendSnapshot(iter([first, C(data=data[:10]), C(data=data[10:]),
-                                                    C(total_size=len(data), crc32c=good ^ 1, last=True)]))
+            chunk = raft_pb2.SnapshotChunk
+            first = chunk(message=snap_message())
+            bad_crc = await stub.SendSnapshot(iter([first, chunk(data=data[:10]), chunk(data=data[10:]),
+                                                    chunk(total_size=len(data), crc32c=good ^ 1, last=True)]))
             assert not bad_crc.accepted and "crc32c" in bad_crc.reason
-            bad_size = await stub.SendSnapshot(iter([first, C(data=data),
-                                                     C(total_size=len(data) + 1, crc32c=good, last=True)]))
+            bad_size = await stub.SendSnapshot(iter([first, chunk(data=data),
+                                                     chunk(total_size=len(data) + 1, crc32c=good, last=True)]))
             assert not bad_size.accepted and "size" in bad_size.reason
             # A stream without its last chunk is truncated, even when nothing else is wrong:
             # a cancelled client stream ends "cleanly" on a grpc.aio server.
             truncated = await stub.SendSnapshot(iter([first]))
             assert not truncated.accepted and "truncated" in truncated.reason
-            after_last = await stub.SendSnapshot(iter([first, C(last=True), C(data=b"x")]))
+            after_last = await stub.SendSnapshot(iter([first, chunk(last=True), chunk(data=b"x")]))
             assert not after_last.accepted
-            no_msg = await stub.SendSnapshot(iter([C(data=data, total_size=len(data), crc32c=good, last=True)]))
+            no_msg = await stub.SendSnapshot(iter([chunk(data=data, total_size=len(data), crc32c=good, last=True)]))
             assert not no_msg.accepted
-            ok = await stub.SendSnapshot(iter([first, C(data=data, total_size=len(data), crc32c=good, last=True)]))
+            ok = await stub.SendSnapshot(iter([first, chunk(data=data, total_size=len(data), crc32c=good, last=True)]))
             assert ok.accepted
-            empty = await stub.SendSnapshot(iter([C(message=snap_message(), last=True)]))
+            empty = await stub.SendSnapshot(iter([chunk(message=snap_message(), last=True)]))
             assert empty.accepted
         assert [n for _, _, n, _ in b.snapshots] == [len(data), 0]  # on_snapshot saw only the good ones
         assert os.listdir(tmp_path) == []
@@ -405,7 +421,7 @@ def test_corrupted_snapshot_is_refused(tmp_path) -> None:  # type: ignore[no-unt
 # -- lifecycle -----------------------------------------------------------------------------
 
 
-def test_close_leaves_no_pending_tasks(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_close_leaves_no_pending_tasks(tmp_path: Path) -> None:
     async def main() -> None:
         b = Store(2, str(tmp_path))
         await b.start()
@@ -414,21 +430,23 @@ def test_close_leaves_no_pending_tasks(tmp_path) -> None:  # type: ignore[no-unt
         tr = RaftTransport(1, addrs.get, on_unreachable=unreachable.append)
         tr.send(2, [app(1, i) for i in range(50)])
         tr.send(9, [app(1, 0)])
-        await eventually_async(lambda: b.count(1) == 50 and 9 in unreachable, 3, "delivery and a failing peer", interval=0.005)
+        await eventually_async(lambda: b.count(1) == 50 and 9 in unreachable, 3, "delivery and a failing peer",
+                               interval=0.005)
         tr.send(8, [app(1, 0)])
         await tr.remove_peer(8)  # a store that left: its sender is gone at once
         assert 8 not in tr.peer_status()
 
         gate = asyncio.Event()
 
-        async def endless():  # type: ignore[no-untyped-def]
+        async def endless() -> AsyncIterator[bytes]:
             yield b"first piece"
             await gate.wait()  # never set: close() must abort the transfer
             yield b"never"
 
         snap = asyncio.create_task(tr.send_snapshot(2, snap_message(), endless()))
         # In flight: the receiver has the first piece spooled (its scratch file exists).
-        await eventually_async(lambda: any(n.endswith(".part") for n in os.listdir(tmp_path)), 2, "snapshot in flight", interval=0.005)
+        await eventually_async(lambda: any(n.endswith(".part") for n in os.listdir(tmp_path)), 2,
+                               "snapshot in flight", interval=0.005)
         await tr.close()
         ok, reason = await asyncio.wait_for(snap, 2)
         assert not ok and reason

@@ -71,14 +71,16 @@ def test_different_seeds_differ():
     assert run_seed(1).digest != run_seed(2).digest
 
 
-def _digest_in_subprocess(seed: int, mutation: str | None, hashseed: str) -> str:
+def _digest_in_subprocess(seed: int, mutation: str | None, hashseed: str) -> tuple[str, str | None]:
+    """``run_seed``'s digest and invariant violation, computed in a fresh interpreter."""
     code = (
         "import json, sys; from tools.simulator import run_seed; "
         f"r = run_seed({seed}, {mutation!r}); print(json.dumps([r.digest, r.invariant]))"
     )
     env = dict(os.environ, PYTHONHASHSEED=hashseed, PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    digest, invariant = json.loads(out.stdout.strip().splitlines()[-1])
+    return digest, invariant
 
 
 @pytest.mark.parametrize("seed,mutation", [(7, None), (4, "vote-not-persisted")])

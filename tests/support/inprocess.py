@@ -12,7 +12,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from conftest import eventually_async
-
 from node.server import Node
 from router.testing import RouterProcess
 

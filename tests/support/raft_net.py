@@ -12,13 +12,14 @@ step and tick by hand and assert on exact outcomes. Everything here uses only th
   messages the driver would have sent.
 * :class:`Net` wires replicas together and delivers until quiet.
 * :class:`FixedRand` takes the randomness out of election timeouts.
+* :data:`PAPER` turns off what the paper's own algorithm does not have (``**PAPER``).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from node.raft import (
     Config,
@@ -40,6 +41,17 @@ from node.raft import (
 
 MT = MessageType
 _VOTE_RESP = {MT.PRE_VOTE: MT.PRE_VOTE_RESP, MT.VOTE: MT.VOTE_RESP}
+
+
+class Extensions(TypedDict):
+    """The Config switches of what Raft has beyond the paper, as keywords for :class:`Replica` and :class:`Net`."""
+
+    pre_vote: bool
+    check_quorum: bool
+
+
+PAPER: Extensions = {"pre_vote": False, "check_quorum": False}
+"""The paper's own algorithm: no PreVote, no CheckQuorum (hence no leases)."""
 
 
 class FixedRand:
@@ -101,7 +113,9 @@ def bootstrap_storage(voters: Iterable[int], learners: Iterable[int] = ()) -> Me
     """Stable state of a freshly bootstrapped group: a snapshot at index 1, term 1 naming the members."""
     s = MemoryStorage()
     s.apply_snapshot(
-        Snapshot(SnapshotMeta(index=1, term=1, conf_state=ConfState(voters=frozenset(voters), learners=frozenset(learners))))
+        Snapshot(
+            SnapshotMeta(index=1, term=1, conf_state=ConfState(voters=frozenset(voters), learners=frozenset(learners)))
+        )
     )
     return s
 

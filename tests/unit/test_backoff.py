@@ -24,11 +24,11 @@ def test_the_exponent_stops_growing_long_before_it_overflows():
 @pytest.mark.parametrize(
     "bad",
     [
-        dict(initial_s=0),
-        dict(initial_s=1.0, max_s=0.5),
-        dict(multiplier=0.5),
-        dict(jitter=-0.1),
-        dict(jitter=1.5),
+        {"initial_s": 0},
+        {"initial_s": 1.0, "max_s": 0.5},
+        {"multiplier": 0.5},
+        {"jitter": -0.1},
+        {"jitter": 1.5},
     ],
 )
 def test_a_policy_that_cannot_be_meant_is_refused(bad):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import re
+from collections.abc import Iterator
 
 import pytest
 
@@ -83,10 +85,10 @@ def test_bench_plot_says_it_is_not_available(capsys, root_logger):
     assert "--plot is not available in this version" in capsys.readouterr().err
 
 
-def _commands(parser, path=()):
+def _commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], list[str]]]:
     """(command path, its option strings) for the parser and every subcommand under it."""
-    import argparse
-
     options = [o for a in parser._actions for o in a.option_strings if o not in ("-h", "--help")]
     yield path, options
     for action in parser._actions:
@@ -97,7 +99,6 @@ def _commands(parser, path=()):
 
 def test_docs_cli_md_names_every_command_and_flag():
     from conftest import REPO
-
     from tools.cli import build_parser
 
     doc = (REPO / "docs" / "cli.md").read_text()

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 
 from common.keyspace import even_ranges
 from common.wire import errors as wire_errors
@@ -33,6 +36,19 @@ from tesserapb import errors_pb2, kv_pb2, meta_pb2
 pytestmark = pytest.mark.timeout(30)
 
 FAST = BackoffPolicy(initial_s=0.001, max_s=0.005)
+T = TypeVar("T")
+
+# What the client sends a node: one of the KV service's requests, each with its RequestContext.
+KVRequest = (
+    kv_pb2.GetRequest
+    | kv_pb2.PutRequest
+    | kv_pb2.DeleteRequest
+    | kv_pb2.CompareAndSetRequest
+    | kv_pb2.ScanRequest
+    | kv_pb2.BatchRequest
+)
+# One scripted answer: a response, a failure to raise, or a function of (address, kind, request).
+Step = Message | BaseException | Callable[[str, str, KVRequest], Message]
 
 
 # -- fixtures without a network ------------------------------------------------------------
@@ -55,22 +71,27 @@ ADDR = {f"store{s}:7200": s for s in (1, 2, 3)}
 class CannedMeta:
     """A MetaSource answering from lists (no server)."""
 
-    def __init__(self, parts=None, stores=None, fail: RpcFailure | None = None) -> None:
+    def __init__(
+        self,
+        parts: Sequence[meta_pb2.PartitionDescriptor] | None = None,
+        stores: Sequence[meta_pb2.Store] | None = None,
+        fail: RpcFailure | None = None,
+    ) -> None:
         self.parts = descriptors() if parts is None else parts
         self.stores = STORES if stores is None else stores
         self.fail = fail
         self.scans = 0
 
-    async def scan_partitions(self, timeout):
+    async def scan_partitions(self, timeout: float) -> list[meta_pb2.PartitionDescriptor]:
         self.scans += 1
         if self.fail:
             raise self.fail
         return list(self.parts)
 
-    async def get_stores(self, timeout):
+    async def get_stores(self, timeout: float) -> list[meta_pb2.Store]:
         return list(self.stores)
 
-    async def close(self):
+    async def close(self) -> None:
         pass
 
 
@@ -78,11 +99,12 @@ class Script:
     """A transport function: answers attempts from a list of steps (a response, an exception,
     or a function of the request), recording every attempt."""
 
-    def __init__(self, *steps) -> None:
+    def __init__(self, *steps: Step) -> None:
         self.steps = list(steps)
-        self.calls: list[tuple[str, str, object]] = []
+        self.calls: list[tuple[str, str, KVRequest]] = []  # (address, kind, request)
 
-    async def __call__(self, address, kind, request, timeout):
+    async def __call__(self, address: str, kind: str, request: Message, timeout: float) -> Message:
+        assert isinstance(request, KVRequest), request
         self.calls.append((address, kind, request))
         step = self.steps.pop(0) if len(self.steps) > 1 else self.steps[0]
         if isinstance(step, BaseException):
@@ -95,17 +117,19 @@ class Script:
         return [ADDR[a] for a, _, _ in self.calls]
 
 
-def failure(error: errors_pb2.Error | None = None, code=None, message="x") -> RpcFailure:
+def failure(
+    error: errors_pb2.Error | None = None, code: grpc.StatusCode | None = None, message: str = "x"
+) -> RpcFailure:
     code = code or (wire_errors.code_for(error) if error is not None else grpc.StatusCode.UNAVAILABLE)
     return RpcFailure(code, message, error=error, address="store1:7200")
 
 
-def client(script, meta=None, **kw) -> AsyncClient:
+def client(script: Script, meta: CannedMeta | None = None, **kw: Any) -> AsyncClient:
     kw.setdefault("backoff", FAST)
     return AsyncClient(None, meta=meta or CannedMeta(), transport=script, **kw)
 
 
-def run(coro):
+def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
@@ -181,7 +205,7 @@ def test_stream_items_map_like_unary_errors():
                                      message="not leader", error=wire_errors.not_leader(7, 3, "h:3"))
     f = failure_from_stream_item(item, "h:1")
     assert f.code == grpc.StatusCode.FAILED_PRECONDITION and f.kind == "not_leader"
-    assert f.error.not_leader.leader_address == "h:3" and f.address == "h:1"
+    assert f.error is not None and f.error.not_leader.leader_address == "h:3" and f.address == "h:1"
     plain = failure_from_stream_item(kv_pb2.StreamResponseItem(code=14, message="gone"), "h:1")
     assert plain.code == grpc.StatusCode.UNAVAILABLE and plain.error is None
     assert status_code(0) == grpc.StatusCode.OK and status_code(999) == grpc.StatusCode.UNKNOWN
@@ -231,6 +255,7 @@ def test_reads_carry_no_request_id_and_route_with_partition_and_epoch():
 
     assert run(go()) == (b"v", 3)
     _, kind, req = script.calls[0]
+    assert isinstance(req, kv_pb2.GetRequest)
     assert kind == "get" and req.context.request_id == b""
     assert req.context.partition_id == 3 and (req.context.epoch.conf_ver, req.context.epoch.version) == (1, 1)
     assert req.read_options.consistency == kv_pb2.LINEARIZABLE
@@ -257,9 +282,9 @@ def test_epoch_not_match_updates_the_cache_and_retries_with_the_new_epoch():
     async def go():
         async with client(script, meta=meta) as c:
             await c.put(b"\x70", b"v")
-            return c.cache.lookup(b"\x45").id, c.cache.lookup(b"\x70").id
+            return [None if r is None else r.id for r in (c.cache.lookup(b"\x45"), c.cache.lookup(b"\x70"))]
 
-    assert run(go()) == (2, 9)
+    assert run(go()) == [2, 9]
     retry = script.calls[1][2].context
     assert retry.partition_id == 9 and retry.epoch.version == 2
     assert script.stores() == [1, 3]  # the new partition's leader
@@ -308,7 +333,7 @@ def test_bad_arguments_are_rejected_locally():
     async def go():
         async with client(Script(kv_pb2.GetResponse())) as c:
             for call, field in [
-                (c.get("text-not-bytes"), "key"),
+                (c.get("text-not-bytes"), "key"),  # type: ignore[arg-type]  # not bytes on purpose: refused at run time
                 (c.get(b"k", consistency="eventual"), "consistency"),
                 (c.scan(b"b", b"a"), "end"),
                 (c.batch([("upsert", b"k")]), "ops"),
@@ -333,7 +358,7 @@ def test_deadline_on_a_write_says_the_outcome_is_unknown():
     assert 0.25 < time.monotonic() - started < 2
     assert isinstance(e.value, TimeoutError) and e.value.sent
     assert "may or may not have been applied" in str(e.value) and "UNAVAILABLE" in e.value.last_error
-    assert len(set(ADDR[a] for a, _, _ in script.calls)) == 3  # tried every replica
+    assert len({ADDR[a] for a, _, _ in script.calls}) == 3  # tried every replica
     assert len({req.context.request_id for _, _, req in script.calls}) == 1
 
 
@@ -372,12 +397,15 @@ def test_unknown_server_errors_are_raised_at_once():
     assert "disk on fire" in str(e.value) and len(script.calls) == 1
 
 
-def fake_scan_node(data: dict[bytes, bytes], parts=None, server_limit: int = 1000):
+def fake_scan_node(
+    data: dict[bytes, bytes], server_limit: int = 1000
+) -> Callable[[str, str, KVRequest], kv_pb2.ScanResponse]:
     """The node's Scan contract in a few lines: clamp to the addressed partition, stop at the
     limit, report more/resume_key."""
-    parts = {p.id: p for p in (parts or descriptors())}
+    parts = {p.id: p for p in descriptors()}
 
-    def answer(address, kind, req):
+    def answer(address: str, kind: str, req: KVRequest) -> kv_pb2.ScanResponse:
+        assert isinstance(req, kv_pb2.ScanRequest), req
         p = parts[req.context.partition_id]
         end = min([e for e in (req.end, p.end) if e], default=b"")
         keys = sorted(k for k in data if k >= req.start and (not end or k < end))
@@ -432,6 +460,7 @@ def test_batch_must_stay_in_one_partition():
     assert isinstance(err, InvalidArgumentError) and err.field == "ops"
     assert len(script.calls) == 1  # the cross-partition batch was never sent
     req = script.calls[0][2]
+    assert isinstance(req, kv_pb2.BatchRequest)
     assert [op.WhichOneof("op") for op in req.ops] == ["put", "delete"] and len(req.context.request_id) == 16
 
 
@@ -446,7 +475,8 @@ def test_stale_reads_go_to_any_replica():
 
     run(go())
     assert set(script.stores()) == {1, 2, 3}
-    assert script.calls[0][2].read_options.max_staleness_ms == 500
+    first = script.calls[0][2]
+    assert isinstance(first, kv_pb2.GetRequest) and first.read_options.max_staleness_ms == 500
 
 
 def test_sync_client_runs_the_async_client_on_its_own_thread():

@@ -37,7 +37,8 @@ class Rule:
             return False
         if _within(module, self.forbidden):
             return True
-        return bool(self.only) and not _within(module, self.only) and module.split(".")[0] not in sys.stdlib_module_names
+        stdlib = module.split(".")[0] in sys.stdlib_module_names
+        return bool(self.only) and not _within(module, self.only) and not stdlib
 
 
 RULES = (

@@ -13,13 +13,17 @@ import itertools
 import json
 import random
 import time
+from collections.abc import Sequence
 
 import pytest
 
 import tools.checker.linearizability as lin
-from tools.checker import Op, check_history, describe, pair_ops, read_jsonl, write_jsonl
+from tools.checker import CheckResult, Op, check_history, describe, pair_ops, read_jsonl, write_jsonl
 
 # ---------------------------------------------------------------- helpers
+
+# What an operation carries: a put's value, a cas's [expected, new], or what a get read.
+Value = str | list[str | None] | None
 
 
 class H:
@@ -35,7 +39,10 @@ class H:
     def _add(self, time_: int, op: Op) -> None:
         self.events.append((time_, len(self.events), op))
 
-    def op(self, p, f, value, start, end, outcome="ok", key="k", result=None):
+    def op(
+        self, p: int, f: str, value: Value, start: int, end: int | None,
+        outcome: str = "ok", key: str = "k", result: Value = None,
+    ) -> H:
         """One operation.  ``value``: put value, [expected, new] for cas, or the
         value read for get (``result`` overrides what a get completion carries).
         ``end=None`` leaves the invoke without completion."""
@@ -48,21 +55,24 @@ class H:
             self._add(end, Op(p, outcome, f, key, done_value, end))
         return self
 
-    def put(self, p, v, start, end, outcome="ok", key="k"):
+    def put(self, p: int, v: str | None, start: int, end: int | None, outcome: str = "ok", key: str = "k") -> H:
         return self.op(p, "put", v, start, end, outcome, key)
 
-    def get(self, p, v, start, end, outcome="ok", key="k"):
+    def get(self, p: int, v: str | None, start: int, end: int | None, outcome: str = "ok", key: str = "k") -> H:
         return self.op(p, "get", v, start, end, outcome, key)
 
-    def cas(self, p, expected, new, start, end, outcome="ok", key="k"):
+    def cas(
+        self, p: int, expected: str | None, new: str | None, start: int, end: int | None,
+        outcome: str = "ok", key: str = "k",
+    ) -> H:
         return self.op(p, "cas", [expected, new], start, end, outcome, key)
 
     @property
     def ops(self) -> list[Op]:
         return [op for _, _, op in sorted(self.events, key=lambda e: (e[0], e[1]))]
 
-    def check(self, **kw):
-        return check_history(self.ops, **kw)
+    def check(self, time_limit_s: float | None = None) -> CheckResult:
+        return check_history(self.ops, time_limit_s=time_limit_s)
 
 
 def brute_force(ops: list[Op]) -> bool:
@@ -113,15 +123,17 @@ def random_small_history(rng: random.Random, keys=("k",), values=(None, "1", "2"
     pool = [None] + [str(i) for i in range(1, 7)]
     for p in range(rng.randint(1, 3)):
         t = rng.randint(0, 4)
-        for i in range(rng.randint(1, 3)):
+        for _ in range(rng.randint(1, 3)):
             if n_ops == 6:
                 break
             n_ops += 1
             f = rng.choice(["get", "put", "cas"])
-            start, end = t, t + rng.randint(0, 6)
+            start = t
+            end: int | None = t + rng.randint(0, 6)
             outcome = rng.choice(["ok", "ok", "ok", "fail", "info"])
             if outcome == "info" and rng.random() < 0.5:
                 end = None
+            v: Value
             if unique:
                 v = rng.choice(pool) if f == "get" else str(next(fresh))
                 if f == "cas":
@@ -137,7 +149,13 @@ def random_small_history(rng: random.Random, keys=("k",), values=(None, "1", "2"
     return h.ops
 
 
-def generate(seed, processes=10, ops_per_process=100, keys=("a", "b", "c"), info_rate=0.05):
+def generate(
+    seed: int,
+    processes: int = 10,
+    ops_per_process: int = 100,
+    keys: Sequence[str] = ("a", "b", "c"),
+    info_rate: float = 0.05,
+) -> list[Op]:
     """A history recorded from a real sequential execution of a register map.
 
     Every operation gets an interval and a linearization point inside it
@@ -150,7 +168,8 @@ def generate(seed, processes=10, ops_per_process=100, keys=("a", "b", "c"), info
     rng = random.Random(seed)
     specs = []
     next_pid = processes
-    for pid in range(processes):
+    for first_pid in range(processes):
+        pid = first_pid
         t = rng.randrange(50)
         for _ in range(ops_per_process):
             inv = t + rng.randrange(1, 50)
@@ -168,10 +187,12 @@ def generate(seed, processes=10, ops_per_process=100, keys=("a", "b", "c"), info
     fresh = itertools.count()
     written: list[str] = []
     events = []
-    for point, pid, f, key, inv, comp, unknown, completes in sorted(specs):
+    for _point, pid, f, key, inv, comp, unknown, completes in sorted(specs):
         cur = state.get(key)
         effect = not unknown or rng.random() < 0.5
         outcome = "info" if unknown else "ok"
+        inv_value: Value
+        value: Value
         if f == "get":
             inv_value, value = None, (None if unknown else cur)
         elif f == "put":
@@ -180,7 +201,7 @@ def generate(seed, processes=10, ops_per_process=100, keys=("a", "b", "c"), info
             if effect:
                 state[key] = value
         else:
-            expected = cur if rng.random() < 0.6 else rng.choice([None] + written[-5:])
+            expected = cur if rng.random() < 0.6 else rng.choice([None, *written[-5:]])
             new = f"v{next(fresh)}"
             written.append(new)
             inv_value = value = [expected, new]
@@ -252,7 +273,8 @@ def test_stale_read_after_completed_write():
     h = H().put(1, "1", 0, 10).put(1, "2", 20, 30).get(2, "1", 40, 50)
     result = h.check()
     assert result.ok is False
-    assert result.failures[0].stuck.completion.value == "1"
+    stuck = result.failures[0].stuck.completion
+    assert stuck is not None and stuck.value == "1"
 
 
 def test_reads_observing_writes_in_contradictory_orders():

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 
+from node import membership
+from node.raft import ConfChange, ConfChangeType, ProgressStatus
 from support.raft_net import Net
 
-from node import membership
-from node.raft import ConfChangeType, ProgressStatus
+
+def conf_change(step: ConfChange | membership.HandOver | None) -> ConfChange:
+    """The plan's step, which must be a conf change."""
+    assert isinstance(step, ConfChange), step
+    return step
 
 
-def kind(step):  # type: ignore[no-untyped-def]
-    return [(c.type, c.node_id) for c in step.changes]
+def kind(step: ConfChange | membership.HandOver | None) -> list[tuple[ConfChangeType, int]]:
+    """The changes of a conf-change step, as (type, node)."""
+    return [(c.type, c.node_id) for c in conf_change(step).changes]
 
 
 def test_next_step_adds_then_promotes_then_removes_and_never_removes_the_leader_itself() -> None:
@@ -22,7 +28,7 @@ def test_next_step_adds_then_promotes_then_removes_and_never_removes_the_leader_
 
     # Wanted additions come first, then a caught-up learner is promoted unasked.
     assert kind(membership.next_step(st, {5: 9}, {2})) == [(ConfChangeType.ADD_LEARNER, 5)]
-    assert membership.decode_stores(membership.next_step(st, {5: 9}, set()).context) == {5: 9}
+    assert membership.decode_stores(conf_change(membership.next_step(st, {5: 9}, set())).context) == {5: 9}
     assert kind(membership.next_step(st, {}, {2})) == [(ConfChangeType.ADD_VOTER, 4)]
     # A learner still catching up stays a learner.
     lagging = dataclasses.replace(st.progress[4], match=0)

@@ -7,10 +7,12 @@ accepted everything would fail here.
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import Callable
 
 import pytest
-from support.nemesis_fakes import fake_nemesis
 
+from support.nemesis_fakes import fake_nemesis
 from tools.checker import Op
 from tools.nemesis import schedule
 from tools.nemesis.checks import check_bank, check_register, check_set
@@ -55,7 +57,7 @@ def test_schedule_episodes_are_well_formed() -> None:
         assert steps[1].at > first.at
     primary = sorted((st for st in s.steps if st.action != "transfer"), key=lambda st: st.at)
     # The primary lane never overlaps: every inject comes after the previous heal.
-    for prev, nxt in zip(primary, primary[1:]):
+    for prev, nxt in itertools.pairwise(primary):
         assert nxt.at >= prev.at
         if schedule.ACTIONS.get(nxt.action) is not None:
             assert schedule.ACTIONS.get(prev.action) is None
@@ -101,7 +103,7 @@ def test_member_episodes_first_always_splits() -> None:
         assert "member/split" in s.kinds() and s.missing() == []
         later += [m.param("split") for m in members[1:]]
         for m in members:
-            assert 0 <= m.param("partition") < 4
+            assert m.param("partition") in range(4)
             assert m.param("remove") in ("leader", "follower:0", "follower:1")
             if m.param("split"):
                 assert m.param("keep") in (0, 1)
@@ -110,7 +112,7 @@ def test_member_episodes_first_always_splits() -> None:
         assert [h.episode for h in heals] == [m.episode for m in members]
         # The move itself is planned for: the next inject comes after heal + move + gap.
         primary = [st for st in s.steps if st.action != "transfer"]
-        for a, b in zip(primary, primary[1:]):
+        for a, b in itertools.pairwise(primary):
             if a.action == "finish-move":
                 assert b.at >= a.at + schedule.MEMBER_MOVE_S + schedule.GAP[0] - 0.01
         assert all(h.at + schedule.MEMBER_MOVE_S <= s.duration - schedule.TAIL for h in heals)
@@ -139,9 +141,9 @@ def test_four_nodes_add_the_halves_shape() -> None:
         assert {f"partition/{x}" for x in schedule.PARTITION_SHAPES} <= four.kinds()
         for st in four.steps:
             if st.param("shape") == "halves":
-                assert 0 <= st.param("mate") < 3
+                assert st.param("mate") in range(3)
             if st.param("shape") == "asymmetric":
-                assert 0 <= st.param("other") < 3
+                assert st.param("other") in range(3)
 
 
 # -- keys -------------------------------------------------------------------------------------
@@ -295,15 +297,15 @@ def test_register_check_rejects_a_cas_that_answered_failed_but_applied() -> None
 def test_partition_shapes_cut_the_right_links(tmp_path) -> None:
     from tools.nemesis.schedule import Step
 
-    def links(**params):  # type: ignore[no-untyped-def]
-        nem = fake_nemesis(tmp_path)
+    def links(**params: object) -> list[tuple[int, int]]:
+        nem, net = fake_nemesis(tmp_path)
         step = Step(1.0, 1, "partition", "partition", tuple(sorted(params.items())))
         asyncio.run(nem.apply(step))
-        (pairs, mode), = nem.net.calls
+        (pairs, mode), = net.calls
         assert mode == DROP
         heal = Step(2.0, 1, "partition", "heal-network", step.params)
         asyncio.run(nem.apply(heal))
-        assert nem.net.calls[-1] == (pairs, PASS) and not nem.cut
+        assert net.calls[-1] == (pairs, PASS) and not nem.cut
         return pairs
 
     assert links(shape="majority", minority="node:2") == [(1, 2), (2, 1), (2, 3), (3, 2)]
@@ -316,15 +318,15 @@ def test_partition_shapes_cut_the_right_links(tmp_path) -> None:
 def test_four_node_partition_shapes(tmp_path) -> None:
     from tools.nemesis.schedule import Step
 
-    def links(**params):  # type: ignore[no-untyped-def]
-        nem = fake_nemesis(tmp_path, nodes=4)
+    def links(**params: object) -> list[tuple[int, int]]:
+        nem, net = fake_nemesis(tmp_path, nodes=4)
         step = Step(1.0, 1, "partition", "partition", tuple(sorted(params.items())))
         asyncio.run(nem.apply(step))
-        (pairs, mode), = nem.net.calls
+        (pairs, mode), = net.calls
         assert mode == DROP
         return pairs
 
-    def cut(left, right):  # type: ignore[no-untyped-def]
+    def cut(left: list[int], right: list[int]) -> list[tuple[int, int]]:
         return sorted([(a, b) for a in left for b in right] + [(b, a) for a in left for b in right])
 
     # 2 | 2: node 2 and the mate-th of the others (1, 3, 4).
@@ -347,11 +349,14 @@ def test_raft_mutation_reaches_every_node(monkeypatch, tmp_path, capsys) -> None
     levels: list[str] = []
 
     class Cluster:
-        def __init__(self, root, *, nodes, partitions, node_args, log_level):  # type: ignore[no-untyped-def]
+        def __init__(
+            self, root: str, *, nodes: int, partitions: int, node_args: Callable[[int], list[str]], log_level: str
+        ) -> None:
             for n in range(1, nodes + 1):
                 seen[n] = node_args(n)
             levels.append(log_level)
-            self.node_procs, self.router = {}, None
+            self.node_procs: dict[int, object] = {}
+            self.router = None
 
         def start(self) -> None:
             raise RuntimeError("not starting anything in a unit test")
@@ -377,7 +382,7 @@ def test_disk_faults_write_the_fault_file(tmp_path, monkeypatch) -> None:
     from tools.nemesis import faults
     from tools.nemesis.schedule import Step
 
-    nem = fake_nemesis(tmp_path)
+    nem, _ = fake_nemesis(tmp_path)
     # A node confirms by printing "fault hooks now ..."; this fake one never does.
     monkeypatch.setattr(faults, "FAULT_APPLY_TIMEOUT_S", 0.05)
     done = asyncio.run(nem.apply(Step(1.0, 1, "slowdisk", "slow-disk", (("delay_ms", 50), ("target", "node:3")))))

@@ -28,7 +28,8 @@ def test_a_placement_file_from_before_the_move_decodes_and_re_encodes_identicall
     add, create = (table.operations[i].action for i in (3, 4))
     assert add == AddReplica(ReplicaDesc(2, 3, Role.LEARNER))
     assert isinstance(create, CreateReplica) and create.descriptor.replicas[1].role is Role.LEARNER
-    assert table.locate(b"\x80").id == 2
+    second = table.locate(b"\x80")
+    assert second is not None and second.id == 2
 
 
 PLACEMENT_JSON = b"""{

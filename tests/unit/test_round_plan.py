@@ -28,6 +28,7 @@ from node.round_plan import (
     Carried,
     PartitionWork,
     PlanError,
+    RoundPlan,
     StagedSnapshot,
     compaction_point,
     plan_round,
@@ -46,7 +47,7 @@ def work(ready: Ready, pid: int = 7, replica_id: int = 1, staged: StagedSnapshot
     return PartitionWork(pid, replica_id, ready, desc(pid), VOTERS, staged)
 
 
-def wal_ops(plan) -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]
+def wal_ops(plan: RoundPlan) -> list[tuple[str, int]]:
     return [(Op(op).name, pid) for op, pid, *_ in plan.wal.ops]
 
 

@@ -4,6 +4,7 @@ liveness, operations and their delivery, and the JSON codec (file and command lo
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 
@@ -12,6 +13,7 @@ from common.descriptor import Descriptor, Epoch, ReplicaDesc, Role
 from router.placement import codec
 from router.placement.commands import (
     Bootstrap,
+    Command,
     PlacementError,
     RecordLeader,
     RegisterStore,
@@ -47,6 +49,12 @@ def hosting(*pids: int) -> list[PartitionReport]:
     return [PartitionReport(partition_id=p) for p in pids]
 
 
+def pid_at(t: PlacementTable, key: bytes) -> int | None:
+    """The partition the table places ``key`` in (None: none)."""
+    info = t.locate(key)
+    return None if info is None else info.id
+
+
 # -- key space -----------------------------------------------------------------------------
 
 
@@ -55,7 +63,7 @@ def test_even_ranges_cover_key_space_without_gaps_or_overlaps(n):
     ranges = keyspace.even_ranges(n)
     assert len(ranges) == n
     assert ranges[0][0] == b"" and ranges[-1][1] == b""
-    for (s1, e1), (s2, _) in zip(ranges, ranges[1:]):
+    for (s1, e1), (s2, _) in itertools.pairwise(ranges):
         assert e1 == s2 and e1 > s1
     assert len({s for s, _ in ranges}) == n
 
@@ -72,7 +80,7 @@ def test_bootstrap_creates_partitions_covering_every_key():
     parts = t.scan()
     assert [p.id for p in parts] == list(range(1, 9))
     assert parts[0].descriptor.start == b"" and parts[-1].descriptor.end == b""
-    for a, b in zip(parts, parts[1:]):
+    for a, b in itertools.pairwise(parts):
         assert a.descriptor.end == b.descriptor.start
     for key in (b"", b"\x00", b"\x1f\xff", b"\x20", b"hello", b"\x7f", b"\x80", b"\xdf", b"\xe0", b"\xff" * 10):
         info = t.locate(key)
@@ -93,10 +101,13 @@ def test_bootstrap_replica_ids_are_unique_and_create_ops_queued_per_store():
         delivered = t.heartbeat(store_id, f"127.0.0.1:{7199 + store_id}", now_ms=2_000).operations
         assert {op.partition_id for op in delivered} == set(range(1, 9))
         for op in delivered:
+            create = op.action
+            assert isinstance(create, CreateReplica)
             desc = t.partitions[op.partition_id].descriptor
-            assert op.action.store_id == store_id
-            assert op.action.descriptor == desc
-            assert desc.replica_on(store_id).replica_id == op.action.replica_id
+            assert create.store_id == store_id
+            assert create.descriptor == desc
+            replica = desc.replica_on(store_id)
+            assert replica is not None and replica.replica_id == create.replica_id
 
 
 def test_bootstrap_spreads_replicas_when_more_stores_than_replicas():
@@ -158,7 +169,7 @@ def test_ids_survive_codec_round_trip_and_are_not_reused():
     assert t2.register_store("h:new") == 4
     op = t2.submit(1, Split(b"\x10", 0, ()))
     split = t2.operations[op].action
-    assert split.new_partition_id == 9
+    assert isinstance(split, Split) and split.new_partition_id == 9
     assert set(split.new_replica_ids) == {25, 26, 27}
 
 
@@ -219,13 +230,13 @@ def test_split_reported_child_first_then_parent():
                        tuple(ReplicaDesc(r.store_id, 100 + i) for i, r in enumerate(parent.replicas)))
     assert t.update_descriptor(child)
     assert t.partitions[2].descriptor.end == b"\x30"  # stale parent trimmed in placement's view
-    assert t.locate(b"\x35").id == 9 and t.locate(b"\x25").id == 2
+    assert pid_at(t, b"\x35") == 9 and pid_at(t, b"\x25") == 2
     shrunk = dataclasses.replace(parent, end=b"\x30", epoch=Epoch(1, 2))
     assert t.update_descriptor(shrunk)
     assert t.partitions[2].descriptor == shrunk
     # An old descriptor of the parent can no longer claim the child's keys.
     assert not t.update_descriptor(dataclasses.replace(parent, epoch=Epoch(1, 1)))
-    assert t.locate(b"\x35").id == 9
+    assert pid_at(t, b"\x35") == 9
     assert t.next_partition_id == 10
 
 
@@ -327,6 +338,7 @@ def test_add_replica_queues_learner_and_create_on_target():
     t.record_leader(1, 1, term=2)
     op = t.submit(1, AddReplica(ReplicaDesc(s4, 0)), now_ms=2_000)
     add = t.operations[op].action
+    assert isinstance(add, AddReplica)
     assert add.replica.store_id == s4 and add.replica.role == Role.LEARNER and add.replica.replica_id == 25
     to_leader = t.heartbeat(1, "127.0.0.1:7200", hosting(*t.partitions), now_ms=2_100).operations
     assert [o.id for o in to_leader] == [op]
@@ -371,13 +383,14 @@ def test_remove_fills_replica_and_refuses_last_voter():
     assert "last voter" in e.value.message
     t3 = settled(three_store_table())
     op = t3.submit(1, RemoveReplica(ReplicaDesc(2, 0)))
-    assert t3.operations[op].action.replica == t3.partitions[1].descriptor.replica_on(2)
+    remove = t3.operations[op].action
+    assert isinstance(remove, RemoveReplica) and remove.replica == t3.partitions[1].descriptor.replica_on(2)
 
 
 def test_removed_store_gets_no_operations_and_its_creates_are_dropped():
     t = three_store_table(n_partitions=2)
     t.set_store_state(3, StoreState.REMOVED)
-    assert all(op.action.store_id != 3 for op in t.pending_operations())
+    assert all(isinstance(op.action, CreateReplica) and op.action.store_id != 3 for op in t.pending_operations())
     assert t.heartbeat(3, "127.0.0.1:7202", now_ms=2_000).operations == ()
 
 
@@ -400,7 +413,7 @@ def test_table_round_trips_through_json():
     data = codec.table_to_json(t)
     t2 = codec.table_from_json(data)
     assert codec.table_to_json(t2) == data
-    assert t2.locate(b"\x61").id == 4 and t2.partitions[4].leader_store_id == 2
+    assert pid_at(t2, b"\x61") == 4 and t2.partitions[4].leader_store_id == 2
     assert t2.stores[3].state == StoreState.DRAINING
 
 
@@ -424,7 +437,7 @@ def test_commands_round_trip_through_the_codec(cmd):
 
 
 def test_replaying_the_command_log_rebuilds_the_same_table():
-    log = [
+    log: list[Command] = [
         RegisterStore("h:1", 0, 1), RegisterStore("h:2", 0, 1), RegisterStore("h:3", 0, 1),
         Bootstrap(4, 3, (1, 2, 3), 2),
         StoreHeartbeat(1, "h:1", 3, (PartitionReport(1, True, 2, 9),)),

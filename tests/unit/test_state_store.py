@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from node.raft import ConfState
@@ -12,7 +15,7 @@ CS = ConfState(voters=frozenset({1, 2, 3}))
 
 
 @pytest.fixture()
-def store(tmp_path):
+def store(tmp_path: Path) -> Iterator[StateStore]:
     s = StateStore(str(tmp_path / "state"), map_size=1 << 26)
     yield s
     s.close()
@@ -29,14 +32,18 @@ def test_command_round_trip_and_rejects_garbage() -> None:
 
 def test_apply_sets_versions_and_applied_index_atomically(tmp_path) -> None:
     store = StateStore(str(tmp_path / "state"), map_size=1 << 26)
-    res = store.apply(1, [ApplyEntry(5, 2, put(b"a", b"1")), ApplyEntry(6, 2, None), ApplyEntry(7, 2, put(b"a", b"2"))], CS)
-    assert res[0][0].version == 5 and res[1] is None and res[2][0].version == 7 and res[2][0].existed
+    first, empty, second = store.apply(
+        1, [ApplyEntry(5, 2, put(b"a", b"1")), ApplyEntry(6, 2, None), ApplyEntry(7, 2, put(b"a", b"2"))], CS
+    )
+    assert first is not None and first[0].version == 5
+    assert empty is None
+    assert second is not None and second[0].version == 7 and second[0].existed
     assert store.get(b"a") == (b"2", 7)
     assert store.meta(1) == PartitionMeta(7, 2, CS)
     store.close()
     reopened = StateStore(str(tmp_path / "state"), map_size=1 << 26)
     try:
-        assert reopened.get(b"a") == (b"2", 7) and reopened.meta(1).applied_index == 7
+        assert reopened.get(b"a") == (b"2", 7) and reopened.meta(1) == PartitionMeta(7, 2, CS)
         assert reopened.partitions() == [1]
     finally:
         reopened.close()
@@ -96,7 +103,7 @@ def test_snapshot_items_install_replaces_range(store, tmp_path) -> None:
         other.apply(1, [ApplyEntry(2, 1, put(b"a99", b"stale")), ApplyEntry(3, 1, put(b"zz", b"outside"))], CS)
         other.install_snapshot(1, b"a", b"b", chunks, PartitionMeta(11, 1, CS))
         assert other.get(b"a99") is None and other.get(b"zz") == (b"outside", 3)
-        assert other.get(b"a03") == (b"v", 5) and other.meta(1).applied_index == 11
+        assert other.get(b"a03") == (b"v", 5) and other.meta(1) == PartitionMeta(11, 1, CS)
     finally:
         other.close()
 

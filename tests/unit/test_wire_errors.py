@@ -80,4 +80,5 @@ def test_fill_answers_one_stream_item_and_keeps_its_request_id():
     )
     plain = kv_pb2.StreamResponseItem(request_id=6)
     WireError(grpc.StatusCode.DEADLINE_EXCEEDED, "late").fill(plain)
-    assert (plain.code, plain.message, plain.HasField("error")) == (grpc.StatusCode.DEADLINE_EXCEEDED.value[0], "late", False)
+    deadline_code = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert (plain.code, plain.message, plain.HasField("error")) == (deadline_code, "late", False)

@@ -16,13 +16,11 @@ from __future__ import annotations
 import pytest
 
 from node.raft import NONE, Entry, HardState, Message, MessageType, Role
-from support.raft_net import FixedRand, Net, Replica, ents, enum_id, storage_with
+from support.raft_net import PAPER, FixedRand, Net, Replica, ents, enum_id, storage_with
 
 MT = MessageType
 ET = 10  # the default election_tick
 VOTERS3 = (1, 2, 3)
-PAPER = {"pre_vote": False, "check_quorum": False}
-"""The paper's own algorithm: no PreVote, no CheckQuorum (hence no leases)."""
 
 ROLES = [Role.FOLLOWER, Role.PRE_CANDIDATE, Role.CANDIDATE, Role.LEADER]
 
@@ -47,7 +45,7 @@ def test_leader_election(size: int, down: tuple[int, ...], outcome: Role, pre_vo
     etcd: TestLeaderElection / TestLeaderElectionPreVote. Without a majority up the campaign
     hangs: a plain candidate in the new term, a pre-candidate in the old one.
     """
-    net = Net.fresh(range(1, size + 1), **{**PAPER, "pre_vote": pre_vote})
+    net = Net.fresh(range(1, size + 1), **(PAPER | {"pre_vote": pre_vote}))
     for i in down:
         net.crash(i)
     net.campaign(1)
@@ -69,7 +67,7 @@ def test_leader_election_refused_by_newer_logs(pre_vote: bool) -> None:
     ids = range(1, 6)
     newer = {2: ents(1), 3: ents(1), 4: ents(1, 1)}
     storages = {i: storage_with(ids, entries=log, hard_state=HardState(term=1)) for i, log in newer.items()}
-    net = Net.fresh(ids, **{**PAPER, "pre_vote": pre_vote})
+    net = Net.fresh(ids, **(PAPER | {"pre_vote": pre_vote}))
     for i, st in storages.items():
         net.start(i, st)
     net.campaign(1)
@@ -85,7 +83,7 @@ def test_leader_cycle(pre_vote: bool) -> None:
     follower that just heard from its leader ignores the challenger, and handing leadership
     over takes a transfer (see ``test_transfer.py`` and ``test_leader_superseding_with_check_quorum``).
     """
-    net = Net.fresh(VOTERS3, **{**PAPER, "pre_vote": pre_vote})
+    net = Net.fresh(VOTERS3, **(PAPER | {"pre_vote": pre_vote}))
     for campaigner in VOTERS3:
         net.campaign(campaigner)
         assert net.roles() == {i: Role.LEADER if i == campaigner else Role.FOLLOWER for i in VOTERS3}
@@ -266,7 +264,8 @@ def test_vote_from_any_state(role: Role, kind: MessageType) -> None:
     r.put_in(role)
     term, vote = r.node.term, r.node.hard_state().vote
     resp = MT.VOTE_RESP if kind == MT.VOTE else MT.PRE_VOTE_RESP
-    assert r.step(Message(kind, 2, 1, term=term + 1, log_term=term + 1, index=42)) == [Message(resp, 1, 2, term=term + 1)]
+    request = Message(kind, 2, 1, term=term + 1, log_term=term + 1, index=42)
+    assert r.step(request) == [Message(resp, 1, 2, term=term + 1)]
     if kind == MT.VOTE:
         assert (r.node.role, r.node.term, r.node.hard_state().vote) == (Role.FOLLOWER, term + 1, 2)
     else:

@@ -26,13 +26,11 @@ import random
 import pytest
 
 from node.raft import NONE, Entry, HardState, Message, MessageType, Role
-from support.raft_net import Net, Replica, accept, ents, enum_id, storage_with
+from support.raft_net import PAPER, Net, Replica, accept, ents, enum_id, storage_with
 
 MT = MessageType
 ET = 10  # the default election_tick
 VOTERS3 = (1, 2, 3)
-PAPER = {"pre_vote": False, "check_quorum": False}
-"""The paper's own algorithm: no PreVote, no CheckQuorum (hence no leases)."""
 
 
 # =============================================================================================

@@ -343,7 +343,9 @@ def test_fast_log_rejection(
     commit index lies below its compaction point: not a state our storage admits).
     """
     last = len(leader_terms)
-    r1 = Replica.of(1, VOTERS3, entries=ents(*leader_terms), hard_state=HardState(term=leader_terms[-1] - 1, commit=last))
+    r1 = Replica.of(
+        1, VOTERS3, entries=ents(*leader_terms), hard_state=HardState(term=leader_terms[-1] - 1, commit=last)
+    )
     r1.campaign_granted()
     r2 = Replica.of(2, VOTERS3, entries=ents(*follower_terms), hard_state=HardState(term=leader_terms[-1], vote=1))
     (beat_resp,) = r2.step(Message(MT.HEARTBEAT, 1, 2, term=r1.node.term))

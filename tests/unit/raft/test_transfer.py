@@ -208,7 +208,9 @@ def test_leader_transfer_to_removed_or_demoted_node(change: tuple[ConfChangeSing
     assert_transfer_state(net, 1, Role.LEADER, 1)
 
 
-@pytest.mark.parametrize(("target", "role", "lead"), [(1, Role.LEADER, 1), (2, Role.FOLLOWER, 2)], ids=["back", "another"])
+@pytest.mark.parametrize(
+    ("target", "role", "lead"), [(1, Role.LEADER, 1), (2, Role.FOLLOWER, 2)], ids=["back", "another"]
+)
 def test_leader_transfer_second_request(target: int, role: Role, lead: int) -> None:
     """A second transfer request replaces a pending one: to the leader itself it cancels it, to
     another voter it goes there instead.
