@@ -39,7 +39,7 @@ import os
 import random
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
-from typing import TypeAlias
+from typing import TypeAlias, TypedDict
 
 import grpc
 
@@ -58,6 +58,16 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class PeerStatus(TypedDict):
+    """One peer's side of :meth:`RaftTransport.peer_status`."""
+
+    address: str | None
+    queued: int
+    inflight: int
+    backing_off: bool
+    last_error: str | None
 
 MAX_MESSAGE_BYTES = 64 << 20
 
@@ -514,7 +524,7 @@ class RaftTransport:
             "snapshots_failed": self.snapshots_failed,
         }
 
-    def peer_status(self) -> dict[int, dict[str, object]]:
+    def peer_status(self) -> dict[int, PeerStatus]:
         """Per peer: address, queued messages, unacked batches, backing off, last error."""
         return {
             s: {

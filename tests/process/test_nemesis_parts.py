@@ -18,7 +18,7 @@ from tools.nemesis import faults
 from tools.nemesis.checks import stale_reads
 from tools.nemesis.faults import Nemesis
 from tools.nemesis.proxy import DELAY, DROP, PASS, LinkProxy, ProxyNet
-from tools.nemesis.schedule import Step
+from tools.nemesis.schedule import Param, Step
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -280,7 +280,7 @@ class _MoveRun:
 
 
 def _run_move(
-    monkeypatch: pytest.MonkeyPatch, params: dict[str, object], claim: tuple[int, int] | None = None
+    monkeypatch: pytest.MonkeyPatch, params: dict[str, Param], claim: tuple[int, int] | None = None
 ) -> _MoveRun:
     """Inject and heal one member episode of partition 12 (of ``params``) against the fakes.
 
@@ -297,7 +297,8 @@ def _run_move(
         try:
             nem, net = nemesis_over(LiveCluster(router, addresses), [11, 12, 13, 14])
             placement.net = net
-            p = tuple(sorted({"partition": 1, **params}.items()))
+            merged: dict[str, Param] = {"partition": 1, **params}
+            p = tuple(sorted(merged.items()))
             inject = await nem.apply(Step(1.0, 1, "member", "add-replica", p))
             if claim is not None:  # the cut-off voter wins an election it should not
                 placement.desc.leader_store_id, placement.desc.term = claim

@@ -17,6 +17,7 @@ from tools.checker import Op
 from tools.nemesis import schedule
 from tools.nemesis.checks import check_bank, check_register, check_set
 from tools.nemesis.proxy import DROP, PASS
+from tools.nemesis.schedule import Param
 from tools.nemesis.workloads import FINAL_READER, partition_prefix, text
 
 pytestmark = pytest.mark.timeout(60)
@@ -297,7 +298,7 @@ def test_register_check_rejects_a_cas_that_answered_failed_but_applied() -> None
 def test_partition_shapes_cut_the_right_links(tmp_path) -> None:
     from tools.nemesis.schedule import Step
 
-    def links(**params: object) -> list[tuple[int, int]]:
+    def links(**params: Param) -> list[tuple[int, int]]:
         nem, net = fake_nemesis(tmp_path)
         step = Step(1.0, 1, "partition", "partition", tuple(sorted(params.items())))
         asyncio.run(nem.apply(step))
@@ -310,7 +311,8 @@ def test_partition_shapes_cut_the_right_links(tmp_path) -> None:
 
     assert links(shape="majority", minority="node:2") == [(1, 2), (2, 1), (2, 3), (3, 2)]
     # Only node 1's messages to node 3 are dropped; node 3 -> node 1 still flows.
-    assert links(shape="asymmetric", **{"from": "node:1", "other": 1}) == [(1, 3)]
+    from_node1: dict[str, Param] = {"from": "node:1", "other": 1}  # "from" is a keyword
+    assert links(shape="asymmetric", **from_node1) == [(1, 3)]
     # Nodes 1 and 3 cannot talk; both still reach the bridge, node 2.
     assert links(shape="bridge", bridge="node:2") == [(1, 3), (3, 1)]
 
@@ -318,7 +320,7 @@ def test_partition_shapes_cut_the_right_links(tmp_path) -> None:
 def test_four_node_partition_shapes(tmp_path) -> None:
     from tools.nemesis.schedule import Step
 
-    def links(**params: object) -> list[tuple[int, int]]:
+    def links(**params: Param) -> list[tuple[int, int]]:
         nem, net = fake_nemesis(tmp_path, nodes=4)
         step = Step(1.0, 1, "partition", "partition", tuple(sorted(params.items())))
         asyncio.run(nem.apply(step))
