@@ -10,6 +10,8 @@ whose first attempt did commit returns the first result (see
 :mod:`node.state.store`).  Reads follow the requested consistency:
 LEASE (default) and LINEARIZABLE on the leader, STALE on any replica that
 heard from its leader within the bound.
+
+See docs/architecture.md ("A write, end to end").
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ descriptor from the old one, the new ConfState and that context, in log order.
 All replicas therefore agree on the descriptor at every log index, and the
 descriptor is stored in the same LMDB transaction as the applied index (and
 travels with snapshots), so a restart or a snapshot never mixes two of them.
+
+See docs/decisions.md D11.
 """
 
 from __future__ import annotations

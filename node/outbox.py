@@ -5,6 +5,8 @@ each one.  Messages go to the transport (one batched stream per peer store); a s
 message becomes a streamed image of the partition's applied state, read from one LMDB
 transaction, and its outcome goes back to the core.  Store-level heartbeats (partition 0)
 tell peers this store is alive, so idle (quiesced) groups need no traffic of their own.
+
+See docs/architecture.md ("Traffic between nodes") and docs/decisions.md D8.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ The pieces around it: :mod:`node.replica_set` (the replicas hosted and their lif
 :mod:`node.replica` (what each partition keeps), :mod:`node.ticker` (time and idle groups),
 :mod:`node.outbox` (what leaves), :mod:`node.membership` (what a conf change means for the
 descriptor).
+
+See docs/architecture.md ("Rounds: plan, then act") and docs/decisions.md D9, D14 (fail-stop).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from node.raft_codec import message_from_pb
 from node.replica import Replica
 from node.replica_set import ReplicaSet
 from node.round_executor import RoundExecutor
-from node.round_plan import PartitionWork, StagedSnapshot, plan_round
+from node.round_plan import NOTHING_CARRIED, PartitionWork, StagedSnapshot, plan_round
 from node.settings import RaftSettings
 from node.state.store import StateStore
 from node.ticker import Ticker
@@ -294,7 +296,7 @@ class RaftStore:
                 works.append(work)
         if not works:
             return
-        carried = {pid: rep.carried for pid, rep in self.replicas.items()}
+        carried = {pid: rep.carried for pid, rep in self.replicas.items() if rep.carried is not NOTHING_CARRIED}
         plan = plan_round(works, carried)
         await self.executor.execute(plan, self.replicas)
         for pid in plan.leaving:

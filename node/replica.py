@@ -18,7 +18,7 @@ from common.descriptor import Descriptor
 from node import membership
 from node.raft import NONE, ConfState, HardState, NotLeaderError, ProposalDroppedError, RawNode, Role, Snapshot
 from node.requests import PendingRequests, ReplicaStopped
-from node.round_plan import Carried, PartitionWork, StagedSnapshot
+from node.round_plan import NOTHING_CARRIED, PartitionWork, StagedSnapshot
 from node.state.commands import Command
 from node.state.store import OpResult
 from node.wal.storage import WalLogStorage
@@ -83,7 +83,7 @@ class Replica:
         self.leader_contact = 0.0
         self.leader_commit = 0
         # Carried between rounds until one writes (see node.round_plan).
-        self.carried = Carried()
+        self.carried = NOTHING_CARRIED
         # A snapshot's data received from the leader, and who waits for its installation.
         self._staged: tuple[StagedSnapshot, asyncio.Future[tuple[bool, str]]] | None = None
         # Set when the replica is to be deleted at the start of the next round.
@@ -125,7 +125,8 @@ class Replica:
 
     def take_work(self) -> PartitionWork | None:
         """Append what is queued as one batch, then take the Ready, if there is one."""
-        self.requests.flush(self.raw.propose_batch, self.raw.term)
+        if self.requests.queued:
+            self.requests.flush(self.raw.propose_batch, self.raw.term)
         if not self.raw.has_ready():
             return None
         staged = self._staged[0] if self._staged is not None else None

@@ -18,6 +18,8 @@ The order is what makes it safe (see :mod:`node.round_plan` for what is decided)
 
 The executor holds no state of its own between rounds: what a partition carries lives on
 its :class:`~node.replica.Replica`.
+
+See docs/decisions.md D4 (acknowledge before LMDB commits) and D9 (plan, then act).
 """
 
 from __future__ import annotations
@@ -67,8 +69,8 @@ class RoundExecutor:
     async def execute(self, plan: RoundPlan, replicas: Mapping[int, Replica]) -> None:
         # The round owns these replicas until it ends: nothing destroys one meanwhile.
         reps = {pid: replicas[pid] for pid, _ in plan.readies}
-        for pid, rep in replicas.items():  # the plan took every partition's carried state
-            rep.carried = plan.carry.get(pid, Carried())
+        for pid, carry in plan.carry.items():
+            replicas[pid].carried = carry
         for pid, msgs in plan.send_now:
             self.outbox.send(reps[pid], msgs)
         ranges = {i.pid: (reps[i.pid].start, reps[i.pid].end) for i in plan.installs}

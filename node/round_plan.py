@@ -17,6 +17,9 @@ out.  The decisions:
   from it and the stores named in the change's context the partition's next descriptor is
   derived here, in log order, and stored in the same LMDB transaction as the entry.
 * **Leave**: a replica that applies its own removal is to be destroyed after the round.
+
+Why a round is planned as data: docs/decisions.md D9; the decisions themselves: D5 (carried
+hard states), D6 (early sends), D11 (descriptors from conf changes).
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ class Carried:
 
     hard_state: HardState | None = None  # commit index moved; not yet written
     compact_to: int | None = None  # entries up to here are applied and may be dropped
+
+
+NOTHING_CARRIED = Carried()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +105,15 @@ class RoundPlan:
     sync: bool  # fsync the WAL write (anything but carried commit indexes and compactions)
     applies: tuple[ApplyJob, ...]
     leaving: tuple[int, ...]  # partitions whose replica applies its own removal
-    carry: Mapping[int, Carried]  # what each partition carries to the next round
+    # What each partition in ``carried`` (the planner's input) or with new carried state
+    # carries to the next round; a partition absent here keeps carrying nothing.
+    carry: Mapping[int, Carried]
 
 
 def plan_round(works: Sequence[PartitionWork], carried: Mapping[int, Carried]) -> RoundPlan:
-    """Decide a whole round.  ``carried`` holds every partition's carried state (any partition,
-    with or without work this round).  Raises :class:`PlanError` when a Ready cannot be met."""
+    """Decide a whole round.  ``carried`` holds what any partition, with or without work this
+    round, carries (partitions that carry nothing may be left out).  Raises
+    :class:`PlanError` when a Ready cannot be met."""
     batch = WalBatch()
     deferred = {pid: c.hard_state for pid, c in carried.items() if c.hard_state is not None}
     compactions = {pid: c.compact_to for pid, c in carried.items() if c.compact_to is not None}
@@ -140,9 +149,9 @@ def plan_round(works: Sequence[PartitionWork], carried: Mapping[int, Carried]) -
         for pid, hs in deferred.items():
             batch.hard_state(pid, hs)
         deferred, compactions = {}, {}
-    carry = {
-        pid: Carried(deferred.get(pid), compactions.get(pid)) for pid in sorted(deferred.keys() | compactions.keys())
-    }
+    carry = dict.fromkeys(carried, NOTHING_CARRIED)
+    for pid in deferred.keys() | compactions.keys():
+        carry[pid] = Carried(deferred.get(pid), compactions.get(pid))
     return RoundPlan(
         readies=tuple((w.pid, w.ready) for w in works),
         send_now=tuple(send_now),

@@ -9,6 +9,8 @@ Idle (quiesced) groups are not ticked: they count the ticks they skip and get th
 a clock jump when woken.  An idle leader goes quiet after an election timeout of idleness;
 an idle follower wakes when its leader's store falls silent, which the stores' own
 heartbeats (one per tick per peer store, whatever the number of groups) tell.
+
+See docs/decisions.md D7 (leases and missed ticks) and D8 (quiescence).
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ profile, a check) or write down why it cannot matter (an equivalent mutant).
     python -m tools.mutate --sample 60 --seeds 300 --jobs 2
     python -m tools.mutate --list | less          # every mutation point
     python -m tools.mutate --only raft.py:412:compare:0   # one mutant, by its id
+
+How it fits the rest of the testing: docs/testing.md.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ What is exported here is the whole public surface: :class:`RawNode`, the
 plain data that flows in and out of it, the storage interface, the errors,
 and the read-only views.  The modules behind it (``raft``, ``log``,
 ``tracker``...) are private to the package.
+
+Why it is built this way: docs/decisions.md D1; the Ready protocol: docs/architecture.md.
 """
 
 from .config import Config, Rand

@@ -1,4 +1,7 @@
-"""Configuration of one replica of a Raft group, and the injected randomness."""
+"""Configuration of one replica of a Raft group, and the injected randomness.
+
+The lease and its clock-drift bound: docs/decisions.md D7.
+"""
 
 from __future__ import annotations
 

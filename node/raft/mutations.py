@@ -6,6 +6,8 @@ which starts nodes with ``tessera node --raft-mutation``) must catch every one.
 :data:`MUTATIONS` is the one table of their names.  Production code never
 imports this module: :class:`~node.raft.rawnode.RawNode` loads it only when a
 mutation is asked for, and :func:`node.raft.known_mutations` lists them.
+
+See docs/decisions.md D16 and docs/testing.md.
 """
 
 from __future__ import annotations

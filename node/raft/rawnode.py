@@ -21,6 +21,8 @@ blocks and never does I/O::
 Reading state: cheap properties for the hot path (``role``, ``leader``,
 ``term``, ``commit``...), :meth:`status` for a full snapshot with the
 leader's view of every peer, and :meth:`log_view` for checkers.
+
+Why one door: docs/decisions.md D1 (and D6 for what may be sent before the persist).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from .types import (
     Message,
     MessageType,
     Ready,
+    ReadState,
     Role,
     SnapshotMeta,
     SoftState,
@@ -172,17 +175,25 @@ class RawNode:
         prev = self._prev_hard
         soft = r.soft_state()
         hard = r.hard_state()
-        entries = tuple(r.log.unstable_entries())
-        snapshot = r.log.unstable_snapshot
-        committed = tuple(r.entries_to_apply())
+        log = r.log
+        entries = tuple(log.unstable) if log.unstable else ()
+        snapshot = log.unstable_snapshot
+        to_apply = r.entries_to_apply()  # a mutation hook: always ask it
+        committed = tuple(to_apply) if to_apply else ()
         term_or_vote_changed = hard.term != prev.term or hard.vote != prev.vote
         msgs, r.msgs = r.msgs, []
-        if r.role == Role.LEADER and not term_or_vote_changed:
-            early = tuple(m for m in msgs if m.type in _LEADER_EARLY)
-            late = tuple(m for m in msgs if m.type not in _LEADER_EARLY)
-        else:
-            early, late = (), tuple(msgs)
-        read_states, r.read_states = tuple(r.read_states), []
+        early: tuple[Message, ...] = ()
+        late: tuple[Message, ...] = ()
+        if msgs:
+            if r.role == Role.LEADER and not term_or_vote_changed:
+                early = tuple(m for m in msgs if m.type in _LEADER_EARLY)
+                if len(early) != len(msgs):
+                    late = tuple(m for m in msgs if m.type not in _LEADER_EARLY)
+            else:
+                late = tuple(msgs)
+        read_states: tuple[ReadState, ...] = ()
+        if r.read_states:
+            read_states, r.read_states = tuple(r.read_states), []
         return Ready(
             soft_state=soft if soft != self._prev_soft else None,
             hard_state=hard if hard != prev else None,
@@ -192,7 +203,7 @@ class RawNode:
             messages_before_persist=early,
             messages_after_persist=late,
             read_states=read_states,
-            conf_changes=r.conf_change_results(committed),
+            conf_changes=r.conf_change_results(committed) if committed else (),
             must_sync=bool(entries or snapshot is not None or term_or_vote_changed),
         )
 

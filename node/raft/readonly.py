@@ -6,6 +6,8 @@ the client's.  A client context may come back (a retried or duplicated request);
 number cannot, so an answer to a round sent before a request was queued can never count as
 confirming it (thesis §6.4: only a round sent after the read was asked proves the leader
 still leads).
+
+See docs/decisions.md D12.
 """
 
 from __future__ import annotations

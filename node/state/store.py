@@ -17,6 +17,8 @@ Why these choices:
   the meta page at the next commit, so a crash may undo the last
   transaction but never corrupts the file — and the Raft log, which is
   fsynced first, replays that transaction again.
+
+See docs/decisions.md D3 and D4.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 See :mod:`node.wal.wal` for writes, failure and segments, :mod:`node.wal.record`
 for the file format and :mod:`node.wal.replay` for the recovery rules.
+
+See docs/decisions.md D2.
 """
 
 from .batch import WalBatch

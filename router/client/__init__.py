@@ -9,6 +9,8 @@ unreachable nodes by themselves under one deadline per call.
     with Client("127.0.0.1:7100") as c:
         version = c.put(b"k", b"v")
         value, version = c.get(b"k")
+
+See docs/decisions.md D13.
 """
 
 from common.backoff import BackoffPolicy

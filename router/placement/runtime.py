@@ -8,6 +8,8 @@ commands, so they will not change.
 Durability: commands whose result is ``durable`` (new ids, descriptors, operations, store
 states) are on disk before ``apply`` returns; ``dirty``-only changes (leader hints, heartbeat
 times, progress) are flushed by ``run_flusher`` every ``flush_interval_s`` and on close.
+
+See docs/decisions.md D15.
 """
 
 from __future__ import annotations

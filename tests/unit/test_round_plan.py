@@ -25,6 +25,7 @@ from node.raft import (
     SnapshotMeta,
 )
 from node.round_plan import (
+    NOTHING_CARRIED,
     Carried,
     PartitionWork,
     PlanError,
@@ -87,7 +88,7 @@ def test_a_commit_only_hard_state_is_carried_until_a_round_writes_anyway() -> No
     other = Ready(entries=(Entry(3, 5, b""),), must_sync=True)
     plan = plan_round([work(other, pid=8)], plan.carry)
     assert wal_ops(plan) == [("ENTRIES", 8), ("HARD_STATE", 7)] and plan.sync
-    assert plan.carry == {}
+    assert plan.carry == {7: NOTHING_CARRIED}  # written: partition 7 carries nothing any more
 
 
 def test_a_synced_hard_state_supersedes_the_carried_one() -> None:
@@ -102,7 +103,7 @@ def test_due_compactions_are_written_with_the_carried_state_even_without_a_sync(
     carried = {7: Carried(compact_to=900), 9: Carried(hard_state=HardState(2, 2, 40))}
     plan = plan_round([work(Ready(hard_state=HardState(3, 1, 13)))], carried)
     assert sorted(wal_ops(plan)) == [("COMPACT", 7), ("HARD_STATE", 7), ("HARD_STATE", 9)]
-    assert not plan.sync and plan.carry == {}
+    assert not plan.sync and plan.carry == {7: NOTHING_CARRIED, 9: NOTHING_CARRIED}
 
 
 def test_a_snapshot_needs_its_data_staged_and_is_installed_before_the_log_restarts() -> None:
