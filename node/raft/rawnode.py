@@ -186,9 +186,13 @@ class RawNode:
         late: tuple[Message, ...] = ()
         if msgs:
             if r.role == Role.LEADER and not term_or_vote_changed:
-                early = tuple(m for m in msgs if m.type in _LEADER_EARLY)
-                if len(early) != len(msgs):
-                    late = tuple(m for m in msgs if m.type not in _LEADER_EARLY)
+                for m in msgs:
+                    if m.type not in _LEADER_EARLY:
+                        early = tuple(m for m in msgs if m.type in _LEADER_EARLY)
+                        late = tuple(m for m in msgs if m.type not in _LEADER_EARLY)
+                        break
+                else:  # the usual case: a leader's messages may all go at once
+                    early = tuple(msgs)
             else:
                 late = tuple(msgs)
         read_states: tuple[ReadState, ...] = ()
