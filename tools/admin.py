@@ -24,9 +24,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from common.routers import parse_router_addresses
 from router.client.channels import ChannelPool
 from router.client.errors import RpcFailure
-from router.client.meta import GrpcMeta, parse_router_addresses
+from router.client.meta import GrpcMeta
 from tesserapb import meta_pb2
 
 EXIT_OK = 0
