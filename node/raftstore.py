@@ -56,6 +56,7 @@ class RaftStore:
         settings: RaftSettings = RaftSettings(),
         *,
         on_leader_change: Callable[[Replica], None] | None = None,
+        on_descriptor_change: Callable[[Replica], None] | None = None,
         raft_mutation: str | None = None,
     ) -> None:
         self.store_id = store_id
@@ -99,6 +100,7 @@ class RaftStore:
             compact_threshold=settings.compact_threshold,
             compact_keep=settings.compact_keep,
             on_leader=on_leader_change,
+            on_descriptor=on_descriptor_change,
             fail=self._fail,
         )
         self.rounds = 0

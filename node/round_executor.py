@@ -54,6 +54,7 @@ class RoundExecutor:
         compact_threshold: int,
         compact_keep: int,
         on_leader: Callable[[Replica], None] | None,
+        on_descriptor: Callable[[Replica], None] | None = None,
         fail: Callable[[str], None],
     ) -> None:
         self.loop = loop
@@ -64,6 +65,7 @@ class RoundExecutor:
         self.compact_threshold = compact_threshold
         self.compact_keep = compact_keep
         self.on_leader = on_leader
+        self.on_descriptor = on_descriptor
         self.fail = fail
 
     async def execute(self, plan: RoundPlan, replicas: Mapping[int, Replica]) -> None:
@@ -94,6 +96,8 @@ class RoundExecutor:
             log.info("installed snapshot of partition %d at index %d", inst.pid, inst.meta.index)
             if inst.descriptor is not None:
                 rep.set_descriptor(inst.descriptor)
+                if self.on_descriptor is not None:
+                    self.on_descriptor(rep)
             rep.note_applied(inst.meta.index, inst.meta.term)
             rep.finish_snapshot(True, "")
         for job in plan.applies:
@@ -110,6 +114,8 @@ class RoundExecutor:
         for job in plan.applies:
             if job.descriptor is not None:
                 reps[job.pid].set_descriptor(job.descriptor)
+                if self.on_descriptor is not None:
+                    self.on_descriptor(reps[job.pid])
         for pid, rd in plan.readies:
             rep = reps[pid]
             for rs in rd.read_states:

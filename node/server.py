@@ -25,7 +25,7 @@ from common import aio
 from node.kv_service import KVService
 from node.raftstore import RaftStore
 from node.router_link import RouterLink
-from node.settings import Limits, RaftSettings
+from node.settings import HEARTBEAT_INTERVAL_S, Limits, RaftSettings
 from node.state.store import StateStore
 from node.transport import SERVER_OPTIONS, RaftTransport, RaftTransportService
 from node.wal.wal import WriteAheadLog
@@ -41,7 +41,7 @@ class Node:
         store_id: int,
         listen: str,
         data_dir: str,
-        router: str,
+        routers: str,
         *,
         advertise: str | None = None,
         settings: RaftSettings = RaftSettings(),
@@ -50,12 +50,14 @@ class Node:
         peer_addresses_file: str | None = None,
         fault_file: str | None = None,
         raft_mutation: str | None = None,
+        heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
     ) -> None:
         self.store_id = store_id
         self.listen = listen
         self.advertise = advertise or listen
         self.data_dir = data_dir
-        self.router = router
+        self.routers = routers  # "A,B,C": the placement group's routers
+        self.heartbeat_interval_s = heartbeat_interval_s
         self.settings = settings
         self.limits = limits
         self.wal_sync = wal_sync
@@ -80,7 +82,7 @@ class Node:
         host = self.advertise.rsplit(":", 1)[0]
         if self.advertise.endswith(":0"):
             self.advertise = f"{host}:{self.port}"
-        self.link = RouterLink(self.store_id, self.advertise, self.router)
+        self.link = RouterLink(self.store_id, self.advertise, self.routers, interval=self.heartbeat_interval_s)
         if self.peer_addresses_file:
             with open(self.peer_addresses_file) as f:
                 self.link.peer_overrides = {int(k): v for k, v in json.load(f).items()}
@@ -92,6 +94,7 @@ class Node:
             self.transport,
             self.settings,
             on_leader_change=self.link.report_leader,
+            on_descriptor_change=lambda rep: self.link.poke(),
             raft_mutation=self.raft_mutation,
         )
         self.link.rs = self.raftstore
@@ -175,13 +178,14 @@ async def serve(args: argparse.Namespace) -> int:
         args.store_id,
         args.listen,
         args.data_dir,
-        args.routers.split(",")[0],
+        args.routers,
         advertise=args.advertise,
         settings=settings,
         limits=limits,
         peer_addresses_file=args.peer_addresses,
         fault_file=args.fault_file,
         raft_mutation=getattr(args, "raft_mutation", None),
+        heartbeat_interval_s=args.heartbeat_interval,
     )
     try:
         await node.start()

@@ -9,6 +9,7 @@ lives here: it is all in router.placement.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import NoReturn
 
 import grpc
@@ -176,3 +177,18 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             operations=[convert.pending_operation_to_pb(op) for op in sorted(pending, key=lambda op: op.id)],
             now_ms=self._placement.now_ms(),
         )
+
+    async def WatchOperations(
+        self, request: meta_pb2.WatchOperationsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[meta_pb2.OperationsReady]:
+        """Tell the store "heartbeat now" whenever work is queued for it (see watchers.py)."""
+        if not request.store_id:
+            await _invalid(context, "store_id", "required")
+        with self._placement.watchers.watch(request.store_id) as ready:
+            # Work may already be waiting for a store that just (re)connected.
+            if request.store_id in self._table.stores_with_operations_due(self._placement.now_ms()):
+                ready.set()
+            while True:
+                await ready.wait()
+                ready.clear()
+                yield meta_pb2.OperationsReady()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 # second time. Those modules import nothing heavy, so reading them at parse time keeps
 # `tessera --help` free of gRPC, LMDB and asyncio.
 from common import logs
-from node.settings import Limits, RaftSettings
+from node.settings import HEARTBEAT_INTERVAL_S, Limits, RaftSettings
 from router.placement.config import PlacementConfig
 from tools.nemesis.schedule import KINDS as FAULTS
 
@@ -246,6 +246,9 @@ def _build_node(commands) -> None:
                    help="largest key accepted (default: %(default)s)")
     p.add_argument("--max-value-bytes", type=_positive_int, metavar="BYTES", default=_LIMITS.max_value_bytes,
                    help="largest value accepted (default: %(default)s)")
+    p.add_argument("--heartbeat-interval", type=_positive_float, metavar="SECONDS", default=HEARTBEAT_INTERVAL_S,
+                   help="report to placement this often when nothing prompts it sooner (placement's "
+                        "operations and the node's own changes are sent at once) (default: %(default)g)")
     p.add_argument("--peer-addresses", metavar="FILE",
                    help="JSON {store id: host:port} overriding where peers are dialled "
                         "(tessera nemesis puts fault-injecting proxies there)")

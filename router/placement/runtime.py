@@ -25,6 +25,7 @@ from router.placement.commands import Applied, Bootstrap, Command
 from router.placement.config import PlacementConfig
 from router.placement.model import StoreInfo, StoreState
 from router.placement.table import PlacementTable
+from router.placement.watchers import OperationWatchers
 
 log = logging.getLogger("tessera.router.placement")
 
@@ -47,6 +48,7 @@ class Placement:
         self._save_lock = asyncio.Lock()
         self._generation = 0  # bumped by every change
         self._saved_generation = 0
+        self.watchers = OperationWatchers()
 
     @classmethod
     def open(
@@ -88,6 +90,9 @@ class Placement:
             self._generation += 1
         if result.durable:
             await self.flush()
+        if result.operation_id or isinstance(cmd, Bootstrap):
+            # Work was queued: the stores it is for heartbeat at once instead of at their next turn.
+            self.watchers.wake(self.table.stores_with_operations_due(self.now_ms()))
         return result
 
     async def maybe_bootstrap(self) -> Applied | None:
