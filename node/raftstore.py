@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import lmdb
 
 from common.descriptor import Descriptor
+from node.fs import OS_FILES, Files
 from node.outbox import Outbox, Transport
 from node.raft import Config, MessageType
 from node.raft_codec import message_from_pb
@@ -57,6 +58,7 @@ class RaftStore:
         *,
         on_leader_change: Callable[[Replica], None] | None = None,
         raft_mutation: str | None = None,
+        files: Files = OS_FILES,
     ) -> None:
         self.store_id = store_id
         self.wal = wal
@@ -100,6 +102,7 @@ class RaftStore:
             compact_keep=settings.compact_keep,
             on_leader=on_leader_change,
             fail=self._fail,
+            files=files,
         )
         self.rounds = 0
 

@@ -29,6 +29,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 
+from node.fs import Files
 from node.outbox import Outbox
 from node.raft import ConfState, Role
 from node.replica import Replica
@@ -55,12 +56,14 @@ class RoundExecutor:
         compact_keep: int,
         on_leader: Callable[[Replica], None] | None,
         fail: Callable[[str], None],
+        files: Files,
     ) -> None:
         self.loop = loop
         self.io = io
         self.wal = wal
         self.state = state
         self.outbox = outbox
+        self.files = files  # where received snapshot images are spooled
         self.compact_threshold = compact_threshold
         self.compact_keep = compact_keep
         self.on_leader = on_leader
@@ -146,7 +149,7 @@ class RoundExecutor:
             inst.pid,
             start,
             end,
-            read_snapshot_file(inst.path),
+            read_snapshot_file(self.files, inst.path),
             PartitionMeta(meta.index, meta.term, meta.conf_state),
             inst.descriptor,
         )

@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common import aio
+from node.fs import OS_FILES, Files
 from node.kv_service import KVService
 from node.raftstore import RaftStore
 from node.router_link import RouterLink
@@ -50,6 +51,7 @@ class Node:
         peer_addresses_file: str | None = None,
         fault_file: str | None = None,
         raft_mutation: str | None = None,
+        files: Files = OS_FILES,
     ) -> None:
         self.store_id = store_id
         self.listen = listen
@@ -62,16 +64,18 @@ class Node:
         self.peer_addresses_file = peer_addresses_file
         self.fault_file = fault_file
         self.raft_mutation = raft_mutation or None
+        self.files = files  # where the WAL and the snapshot spool live (node.fs; tests may lose unsynced bytes)
         self._fault_task: asyncio.Task[None] | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.stopped = False
 
     async def start(self) -> None:
-        os.makedirs(self.data_dir, exist_ok=True)
+        self.files.makedirs(self.data_dir)  # durably: everything the node keeps is below it
         snap_dir = os.path.join(self.data_dir, "snapshots")
-        os.makedirs(snap_dir, exist_ok=True)
-        self.wal = await asyncio.to_thread(WriteAheadLog.open, os.path.join(self.data_dir, "wal"), sync=self.wal_sync)
+        self.wal = await asyncio.to_thread(
+            WriteAheadLog.open, os.path.join(self.data_dir, "wal"), sync=self.wal_sync, files=self.files
+        )
         self.state = StateStore(os.path.join(self.data_dir, "state"))
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         self.port = self.server.add_insecure_port(self.listen)
@@ -93,12 +97,17 @@ class Node:
             self.settings,
             on_leader_change=self.link.report_leader,
             raft_mutation=self.raft_mutation,
+            files=self.files,
         )
         self.link.rs = self.raftstore
         kv_pb2_grpc.add_KVServicer_to_server(KVService(self.raftstore, self.link.address_of, self.limits), self.server)
         raft_pb2_grpc.add_RaftTransportServicer_to_server(
             RaftTransportService(
-                self.store_id, self.raftstore.on_messages, self.raftstore.on_snapshot, snapshot_dir=snap_dir
+                self.store_id,
+                self.raftstore.on_messages,
+                self.raftstore.on_snapshot,
+                snapshot_dir=snap_dir,
+                files=self.files,
             ),
             self.server,
         )
