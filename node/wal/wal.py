@@ -36,8 +36,24 @@ non-current segment holds is compacted (or belongs to a removed partition,
 or to a log that a snapshot restarted), the file is deleted.  See
 :mod:`node.wal.replay` for the recovery rules.
 
-All file I/O goes through a :class:`~node.fs.api.Files`: the real file
-system unless a test passes a disk of its own.
+What a power cut may do
+-----------------------
+All file I/O goes through a :class:`~node.fs.api.Files` (the real file
+system unless a test passes its simulated disk), and the WAL assumes only
+what that interface promises: appended bytes are durable after ``sync``,
+new and deleted names after ``sync_directory``.  Hence three rules beyond
+"fsync before acknowledging":
+
+* a segment is closed only once every byte in it is synced, because damage
+  is a harmless torn tail only in the *last* segment (a ``sync=False`` write
+  may have left unsynced bytes in the segment being closed);
+* segments are deleted only after a synced write: the records that made
+  them dead (a compaction, a removal) must be on the disk before the
+  deletion can be, or a crash keeps the deletion and loses the reason;
+* opening syncs the directory and the last segment before trusting them: a
+  process killed before its fsync leaves bytes in the kernel's cache that
+  replay reads, and promises made on them must not vanish in a later power
+  cut.
 
 See docs/decisions.md D2.
 """
@@ -122,6 +138,8 @@ class WriteAheadLog:
         self._failed: BaseException | None = None
         self._closed = False
         self._file: AppendFile | None = None
+        self._unsynced = False  # the current segment holds bytes written since its last sync
+        self._gc_due = False  # segments may be dead, but what killed them is not synced yet
         self._lock: FileLock | None = None
 
         files.makedirs(self.directory)  # durable: the directory's own name must survive a crash
@@ -139,6 +157,12 @@ class WriteAheadLog:
                 self._file = files.open_append(self._path)
                 self._size = rec.tail_size
                 self._has_batches = rec.tail_size > 0
+                if sync:
+                    # What replay read may still be only in the kernel's cache (a process killed
+                    # between its write and its fsync): make it durable before promising
+                    # anything on top of it. Earlier segments were synced before they were closed.
+                    files.sync_directory(self.directory)
+                    self._file.sync()
                 if rec.tail_size == 0:
                     # Left empty by a crash while starting it, or its only record was
                     # torn: it still needs the checkpoint every segment begins with.
@@ -223,6 +247,7 @@ class WriteAheadLog:
                 f.append(data)
                 if sync:
                     self._fsync(f)
+                self._unsynced = not sync
             except BaseException as exc:
                 # Even an interrupt may have left half a batch in the file: appending
                 # after it would bury a bad record in the middle of the log.
@@ -235,8 +260,12 @@ class WriteAheadLog:
             except BaseException as exc:  # pragma: no cover - the plan made this impossible
                 self._failed = exc
                 raise
-            if gc:
-                self._collect_garbage()
+            if gc or self._gc_due:
+                if sync:  # everything the in-memory state says is on the disk now
+                    self._gc_due = False
+                    self._collect_garbage()
+                else:
+                    self._gc_due = True
 
     def remove_partition(self, pid: int) -> None:
         """Durably forget ``pid`` (its replica moved away); its segments become deletable."""
@@ -345,7 +374,11 @@ class WriteAheadLog:
         """Create segment ``seq``, make its name durable, and write the checkpoint it starts with."""
         old = self._file
         if old is not None:
-            # Every write to it was fsynced before it was acknowledged.
+            if self._unsynced:
+                # Bytes of a sync=False write: torn by a crash in a segment that is not the
+                # last, they would read as corruption and the node would refuse to start.
+                self._fsync(old)
+                self._unsynced = False
             self._file = None
             old.close()
         path = os.path.join(self.directory, segment_name(seq))
@@ -397,7 +430,8 @@ class WriteAheadLog:
             self._live.pop(seq, None)
             log.debug("WAL: deleted dead segment %s", path)
         # No directory fsync: a deletion lost in a crash brings back a dead
-        # segment, and replaying a dead segment yields the same state.
+        # segment, and replaying a dead segment yields the same state. (The records
+        # that made it dead are synced: write() collects only after a synced write.)
 
     # -- internals: I/O and failure ------------------------------------------------
 
