@@ -14,9 +14,11 @@ Why these choices:
   was already applied returns the first result and changes nothing.  Dedup
   records are kept for ``dedup_window`` log indexes, then collected.
 * LMDB is opened with ``metasync=False``: data pages are flushed at commit,
-  the meta page at the next commit, so a crash may undo the last
-  transaction but never corrupts the file — and the Raft log, which is
-  fsynced first, replays that transaction again.
+  the meta page at the next commit (or :meth:`StateStore.sync`), so a power
+  cut may undo the last transaction but never corrupts the file — and the
+  Raft log, which is fsynced first, replays that transaction again.  The
+  log keeps what it replays from: the node syncs LMDB before the log drops
+  entries (see node.round_executor).
 
 See docs/decisions.md D3 and D4.
 """
@@ -121,6 +123,14 @@ class StateStore:
 
     def close(self) -> None:
         self.env.close()
+
+    def sync(self) -> None:
+        """Make the last committed transaction durable.
+
+        A commit flushes its data pages but not its meta page (``metasync=False``): a power
+        cut may undo the last transaction until the next commit or this call flushes it.
+        """
+        self.env.sync(True)
 
     # -- partition metadata ---------------------------------------------------
 
