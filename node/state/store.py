@@ -25,7 +25,6 @@ See docs/decisions.md D3 and D4.
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import lmdb
 
 from common.descriptor import Descriptor
 from common.wire.descriptors import decode_descriptor, encode_descriptor
+from node.fs import OS_FILES
 from node.raft import ConfState
 from node.wal.record import decode_conf_state, encode_conf_state
 
@@ -112,8 +112,10 @@ class StateStore:
     """The LMDB environment of one node.  Not thread-safe for writers: one applier at a time."""
 
     def __init__(self, path: str, *, map_size: int = 1 << 36, dedup_window: int = 100_000) -> None:
-        os.makedirs(path, exist_ok=True)
+        OS_FILES.makedirs(path)
         self.env = lmdb.open(path, map_size=map_size, max_dbs=8, metasync=False, sync=True, readahead=False)
+        # LMDB syncs its file but never the directory it created the file in.
+        OS_FILES.sync_directory(path)
         self._data = self.env.open_db(b"data")
         self._meta = self.env.open_db(b"meta")
         self._dedup = self.env.open_db(b"dedup")
