@@ -191,6 +191,7 @@ async def serve(args: argparse.Namespace) -> int:
         peer_addresses_file=args.peer_addresses,
         fault_file=args.fault_file,
         raft_mutation=getattr(args, "raft_mutation", None),
+        files=_files(args),
     )
     try:
         await node.start()
@@ -199,6 +200,9 @@ async def serve(args: argparse.Namespace) -> int:
         return 1
     if node.raft_mutation:
         log.warning("TESTING: running the Raft mutation %s", node.raft_mutation)
+    if node.files is not OS_FILES:
+        log.warning("TESTING: unsynced writes live in this process and die with it%s",
+                    " (and fsync does nothing)" if args.testing_fsync_is_noop else "")
     print(f"node {node.store_id} listening on {node.advertise}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -207,6 +211,15 @@ async def serve(args: argparse.Namespace) -> int:
     await stop.wait()
     await node.stop()
     return 0
+
+
+def _files(args: argparse.Namespace) -> Files:
+    """The real file system, unless a test asked for one that loses unsynced bytes on SIGKILL."""
+    if not getattr(args, "testing_unsynced_is_lost", False):
+        return OS_FILES
+    from node.fs.unsynced_lost import UnsyncedIsLost  # testing only: never imported otherwise
+
+    return UnsyncedIsLost(fsync_is_noop=args.testing_fsync_is_noop)
 
 
 def run(args: argparse.Namespace) -> int:

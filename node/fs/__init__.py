@@ -2,8 +2,11 @@
 
 :class:`~node.fs.api.Files` is the interface; :data:`OS_FILES` (:mod:`node.fs.os_files`)
 is the real file system, used unless a test asks for something else.
+:mod:`node.fs.unsynced_lost` is the testing-only implementation behind ``tessera node
+--testing-unsynced-is-lost``; the unit tests' simulated disk lives in
+``tests/support/power_cut.py``.
 
-See docs/decisions.md D2.
+See docs/decisions.md D2 (the file interface and the power-cut model).
 """
 
 from .api import AppendFile, FileLock, Files
