@@ -4,7 +4,8 @@ Writes
 ------
 :meth:`WriteAheadLog.write` takes a :class:`~node.wal.batch.WalBatch` holding
 operations for any number of partitions and makes all of it durable with one
-``os.write`` and one ``os.fdatasync`` (group commit), then updates the
+append and one sync (``os.write`` and ``os.fdatasync`` on the real file
+system; group commit), then updates the
 in-memory state the partitions' :class:`~node.wal.storage.WalLogStorage`
 read from.  It blocks; call it from a worker thread
 (``await asyncio.to_thread(wal.write, batch)``) so the event loop keeps
