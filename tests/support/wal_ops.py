@@ -4,7 +4,8 @@ The WAL's tests compare what it rebuilds with :class:`~node.raft.MemoryStorage` 
 operations, the consensus core's reference semantics: :func:`random_op` draws an operation
 that is usually valid and sometimes breaks the log's rules, :func:`apply_to_memory` performs
 it on a MemoryStorage (raising the core's errors), :func:`add_to_batch` adds it to a
-:class:`~node.wal.WalBatch`.
+:class:`~node.wal.WalBatch`. :func:`ready_batch` is what a driver of the core persists of a
+Ready.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import random
 from typing import Literal
 
-from node.raft import ConfState, Entry, HardState, MemoryStorage, Snapshot, SnapshotMeta
+from node.raft import ConfState, Entry, HardState, MemoryStorage, Ready, Snapshot, SnapshotMeta
 from node.wal import WalBatch
 
 CS = ConfState(voters=frozenset({1, 2, 3}), learners=frozenset({4}))
@@ -82,3 +83,15 @@ def add_to_batch(b: WalBatch, pid: int, op: LogOp) -> None:
             b.create_snapshot(pid, index, CS)
         case ("hard", hs):
             b.hard_state(pid, hs)
+
+
+def ready_batch(pid: int, rd: Ready) -> WalBatch:
+    """What a Ready asks to persist, in the order that keeps any prefix of it consistent:
+    the snapshot, the entries, the hard state."""
+    b = WalBatch()
+    if rd.snapshot is not None:
+        b.snapshot(pid, rd.snapshot.meta)
+    b.entries(pid, rd.entries)
+    if rd.hard_state is not None:
+        b.hard_state(pid, rd.hard_state)
+    return b

@@ -29,6 +29,7 @@ from node.raft import (
 )
 from node.wal import WalBatch, WalLogStorage, WriteAheadLog
 from support.power_cut import PowerCut, PowerCutDisk
+from support.wal_ops import ready_batch
 
 WAL_DIR = "/node/wal"
 PID = 1
@@ -99,13 +100,8 @@ class Group:
             return
         rd = node.ready()
         self.net.extend(rd.messages_before_persist)
-        b = WalBatch()
-        if rd.snapshot is not None:
-            b.snapshot(PID, rd.snapshot.meta)
-        b.entries(PID, rd.entries)
-        if rd.hard_state is not None:
-            b.hard_state(PID, rd.hard_state)
-        self.wals[i].write(b, sync=rd.must_sync)  # a commit index alone is carried unsynced
+        # A commit index alone is not synced, as the node carries it (D5).
+        self.wals[i].write(ready_batch(PID, rd), sync=rd.must_sync)
         self.net.extend(rd.messages_after_persist)
         if node.is_leader:
             for e in rd.committed_entries:

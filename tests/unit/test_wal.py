@@ -40,7 +40,7 @@ from node.wal import (
 from node.wal import record as rec
 from node.wal import wal as wal_module
 from node.wal.segment import SegmentScan, list_segments
-from support.wal_ops import CS, add_to_batch, apply_to_memory, mk, random_op
+from support.wal_ops import CS, add_to_batch, apply_to_memory, mk, random_op, ready_batch
 
 
 def batch(entries: dict[int, list[Entry]] | None = None, hard: dict[int, HardState] | None = None) -> WalBatch:
@@ -700,13 +700,7 @@ def test_group_commit_from_eight_threads(tmp_path: Path) -> None:
 def _drive(node: RawNode, wal: WriteAheadLog, pid: int) -> None:
     while node.has_ready():
         rd = node.ready()
-        b = WalBatch()
-        if rd.snapshot is not None:
-            b.snapshot(pid, rd.snapshot.meta)
-        b.entries(pid, rd.entries)
-        if rd.hard_state is not None:
-            b.hard_state(pid, rd.hard_state)
-        wal.write(b)
+        wal.write(ready_batch(pid, rd))
         node.advance(rd)
 
 

@@ -297,21 +297,27 @@ def test_a_segment_is_synced_before_it_is_closed() -> None:
     assert WalLogStorage(wal, 1).last_index() == 20
 
 
-def test_segments_are_deleted_only_once_what_made_them_dead_is_synced() -> None:
-    """A compaction written without sync makes the old segment dead; deleting it at once lets
-    a power cut keep the deletion (metadata) and lose the compaction (data): live entries gone."""
-    disk = PowerCutDisk(2)
+def _dead_segment_behind_an_unsynced_compaction(disk: PowerCutDisk) -> WriteAheadLog:
+    """Entries 1..10 in segment 1, entry 11 in segment 2 (whose checkpoint says 1..10 live in
+    segment 1), then a compaction to 10 written without sync: segment 1 is dead, for a reason
+    that is not on the disk yet."""
     wal = WriteAheadLog.open(WAL_DIR, segment_bytes=300, files=disk)
-    b = WalBatch()
-    b.entries(1, mk(1, 10, size=40))
-    wal.write(b)
-    b = WalBatch()
-    b.entries(1, mk(11, 11))
-    wal.write(b)  # segment 2 starts: its checkpoint says entries 1..10 live in segment 1
+    for entries in (mk(1, 10, size=40), mk(11, 11)):
+        b = WalBatch()
+        b.entries(1, entries)
+        wal.write(b)
     assert len(wal.segment_paths()) == 2
     b = WalBatch()
     b.compact(1, 10)
     wal.write(b, sync=False)
+    return wal
+
+
+def test_segments_are_deleted_only_once_what_made_them_dead_is_synced() -> None:
+    """A compaction written without sync makes the old segment dead; deleting it at once lets
+    a power cut keep the deletion (metadata) and lose the compaction (data): live entries gone."""
+    disk = PowerCutDisk(2)
+    wal = _dead_segment_behind_an_unsynced_compaction(disk)
     assert len(wal.segment_paths()) == 2  # not yet: the compaction is not on the disk
     disk.power_cut(data=Keep.NOTHING, names=Keep.EVERYTHING)
     wal = WriteAheadLog.open(WAL_DIR, segment_bytes=300, files=disk)
@@ -331,16 +337,7 @@ def test_opening_makes_what_it_read_durable() -> None:
     cache; the next process reads them and acts on them (here: deletes a segment they made
     dead), so opening must sync before a power cut can take them back."""
     disk = PowerCutDisk(3)
-    wal = WriteAheadLog.open(WAL_DIR, segment_bytes=300, files=disk)
-    b = WalBatch()
-    b.entries(1, mk(1, 10, size=40))
-    wal.write(b)
-    b = WalBatch()
-    b.entries(1, mk(11, 11))
-    wal.write(b)
-    b = WalBatch()
-    b.compact(1, 10)
-    wal.write(b, sync=False)
+    _dead_segment_behind_an_unsynced_compaction(disk)
     disk.kill()
     wal = WriteAheadLog.open(WAL_DIR, segment_bytes=300, files=disk)
     assert len(wal.segment_paths()) == 1  # the dead segment went at once
