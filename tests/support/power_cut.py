@@ -282,23 +282,6 @@ class PowerCutDisk:
         self._trip_and_cut("sync_directory")
         self._sync_dir(d)
 
-    # -- reading the disk in tests -----------------------------------------------------
-
-    def read(self, path: str) -> bytes:
-        """What reads of ``path`` see now."""
-        return bytes(self._file(path).cache)
-
-    def write(self, path: str, data: bytes) -> None:
-        """Replace the file's content, durably, as a test that damages a disk does."""
-        inode = self._file(path)
-        inode.cache = bytearray(data)
-        inode.disk = bytes(data)
-
-    def unsynced(self, path: str) -> int:
-        """How many bytes of ``path`` a power cut may lose (0 when the file is synced)."""
-        inode = self._file(path)
-        return len(inode.cache) - len(inode.disk) if inode.cache[: len(inode.disk)] == inode.disk else len(inode.cache)
-
     # -- internals -----------------------------------------------------------------------
 
     def _sync_dir(self, d: _Dir) -> None:
