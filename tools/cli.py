@@ -259,6 +259,13 @@ def _build_node(commands) -> None:
                    help="TESTING ONLY: run a known-buggy Raft core (tessera nemesis --raft-mutation "
                         "proves the nemesis catches it); never in production; an unknown NAME "
                         "lists the known ones")
+    p.add_argument("--testing-unsynced-is-lost", action="store_true",
+                   help="TESTING ONLY: keep what the WAL and the snapshot spool wrote but did not "
+                        "fsync in this process's memory, so that SIGKILL loses it as a power cut "
+                        "would; never in production")
+    p.add_argument("--testing-fsync-is-noop", action="store_true",
+                   help="TESTING ONLY, with --testing-unsynced-is-lost: fsync does nothing, so "
+                        "SIGKILL loses acknowledged writes (proves the crash tests can tell)")
     p.set_defaults(handler=_node, command_name="node")
 
 
@@ -583,6 +590,9 @@ def _not_available(args: argparse.Namespace) -> int:
 def _node(args: argparse.Namespace) -> int:
     if args.store_id is None:
         print("tessera node: --store-id is required (tessera cluster up assigns them)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.testing_fsync_is_noop and not args.testing_unsynced_is_lost:
+        print("tessera node: --testing-fsync-is-noop needs --testing-unsynced-is-lost", file=sys.stderr)
         return EXIT_USAGE
     from node.server import run
 
