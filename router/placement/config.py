@@ -18,4 +18,3 @@ class PlacementConfig:
     replicas: int = 3  # replicas of each pre-split partition; bootstrap waits for this many stores
     store_down_after_s: float = 5.0  # a store silent this long is reported down
     max_down_s: float = 30.0  # a store down this long has its replicas re-created elsewhere (stored, not acted on yet)
-    flush_interval_s: float = 1.0  # how often lazily-persisted table changes are written
