@@ -26,7 +26,7 @@ from router.client.channels import CHANNEL_OPTIONS
 from router.local_meta import LocalMeta
 from router.meta_service import MetaService
 from router.placement.codec import CodecError
-from router.placement.config import PlacementConfig
+from router.placement.config import GroupSettings, PlacementConfig
 from router.placement.persist import TABLE_FILE
 from router.placement.runtime import Placement
 from router.proxy import KVProxy
@@ -88,7 +88,13 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
         return 2
     addresses = {args.id: args.listen, **parse_peers(args.peers)}
     try:
-        placement = await Placement.open(args.data_dir, config_from_args(args), router_id=args.id, addresses=addresses)
+        placement = await Placement.open(
+            args.data_dir,
+            config_from_args(args),
+            router_id=args.id,
+            addresses=addresses,
+            settings=GroupSettings(checkpoint_every=args.checkpoint_every),
+        )
     except CodecError as exc:
         print(f"tessera router: {args.data_dir}/{TABLE_FILE} is unreadable ({exc}); refusing to start "
               "rather than serve a wrong table", file=sys.stderr)

@@ -234,3 +234,17 @@ class MetaService(meta_pb2_grpc.MetaServicer):
                 if not group.is_leader:
                     return  # the node reconnects, and finds the new leader
                 yield meta_pb2.OperationsReady()
+
+    async def GetRouters(
+        self, request: meta_pb2.GetRoutersRequest, context: grpc.aio.ServicerContext
+    ) -> meta_pb2.GetRoutersResponse:
+        group = self._placement.group
+        return meta_pb2.GetRoutersResponse(
+            leader=group.leader_id,
+            term=group.term,
+            served_by=group.id,
+            members=[
+                meta_pb2.RouterMember(id=m.id, address=m.address, role=m.role, applied=m.applied)
+                for m in group.members()
+            ],
+        )

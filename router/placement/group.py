@@ -59,6 +59,7 @@ from node.wal.wal import WriteAheadLog
 from router.placement import checkpoint, codec, persist
 from router.placement.checkpoint import Checkpoint
 from router.placement.commands import Applied, Command, PlacementError
+from router.placement.config import GroupSettings
 from router.placement.table import PlacementTable
 from tesserapb import raft_pb2
 
@@ -83,15 +84,6 @@ class NotLeaderError(Exception):
 
 class GroupFailed(Exception):
     """The group's log failed (an fsync error, an internal error): this router stepped out."""
-
-
-@dataclass(frozen=True, slots=True)
-class GroupSettings:
-    tick_s: float = 0.05
-    election_tick: int = 10
-    heartbeat_tick: int = 2
-    checkpoint_every: int = 2000  # applied commands between checkpoints
-    keep: int = 500  # commands kept in the log behind a checkpoint, for slow members
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from router.placement.commands import Applied, Bootstrap, Command
-from router.placement.config import PlacementConfig
-from router.placement.group import GroupSettings, PlacementGroup
+from router.placement.config import GroupSettings, PlacementConfig
+from router.placement.group import PlacementGroup
 from router.placement.model import StoreInfo, StoreState
 from router.placement.table import PlacementTable
 from router.placement.watchers import OperationWatchers

@@ -73,8 +73,8 @@ def test_log_level_flag_is_passed_on_to_every_child():
         with pytest.raises(SystemExit):
             parser.parse_args([*argv, "--log-level", "verbose"])
     cluster = Cluster(root="/nonexistent", log_level="debug")
-    cluster.router = Proc("router", [], "/dev/null", address="127.0.0.1:1")
-    assert "--log-level debug" in " ".join(cluster._router_argv())
+    cluster.router_procs[1] = cluster.router = Proc("router", [], "/dev/null", address="127.0.0.1:1")
+    assert "--log-level debug" in " ".join(cluster._router_argv(1, {1: 0}))
     assert "--log-level debug" in " ".join(cluster._node_argv(1, 0))
 
 
