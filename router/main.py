@@ -26,7 +26,7 @@ from router.client.channels import CHANNEL_OPTIONS
 from router.local_meta import LocalMeta
 from router.meta_service import MetaService
 from router.placement.codec import CodecError
-from router.placement.config import GroupSettings, PlacementConfig
+from router.placement.config import MAX_GROUP_MEMBERS, GroupSettings, PlacementConfig
 from router.placement.persist import TABLE_FILE
 from router.placement.runtime import Placement
 from router.proxy import KVProxy
@@ -77,6 +77,8 @@ def _check_args(args: argparse.Namespace) -> str | None:
         return f"--peers: {exc}"
     if args.id in peers:
         return f"--peers names this router ({args.id}) too; list the other routers only"
+    if len(peers) + 1 > MAX_GROUP_MEMBERS:
+        return f"--peers: a placement group has at most {MAX_GROUP_MEMBERS} routers, got {len(peers) + 1}"
     return None
 
 
@@ -137,8 +139,11 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     print(f"router listening on {host}:{port}", flush=True)
-    log.info("serving %d partitions, %d stores from %s",
-             len(placement.table.partitions), len(placement.table.stores), args.data_dir)
+    group = placement.group
+    # The table is the checkpoint's until the group commits the log after it.
+    log.info("router %d of a placement group of %d, data in %s: starting from index %d (%d partitions, %d stores)",
+             group.id, len(group.voters), args.data_dir, group.applied,
+             len(placement.table.partitions), len(placement.table.stores))
     try:
         await stop.wait()
     finally:

@@ -245,6 +245,8 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             served_by=group.id,
             members=[
                 meta_pb2.RouterMember(id=m.id, address=m.address, role=m.role, applied=m.applied)
+                if m.applied is not None
+                else meta_pb2.RouterMember(id=m.id, address=m.address, role=m.role)
                 for m in group.members()
             ],
         )

@@ -337,7 +337,11 @@ def routers_json(resp: meta_pb2.GetRoutersResponse) -> dict[str, Any]:
     return {
         "leader": resp.leader or None,
         "term": resp.term,
-        "members": [{"id": m.id, "address": m.address, "role": m.role, "applied": m.applied} for m in resp.members],
+        "served_by": resp.served_by,
+        "members": [
+            {"id": m.id, "address": m.address, "role": m.role, "applied": m.applied if m.HasField("applied") else None}
+            for m in resp.members
+        ],
     }
 
 
@@ -354,9 +358,13 @@ async def cmd_routers(admin: Admin, args: argparse.Namespace) -> int:
     if admin.as_json:
         print(json.dumps(shown, indent=1))
     else:
-        rows = [(m["id"], m["address"], m["role"], m["applied"]) for m in shown["members"]]
+        rows = [
+            (m["id"], m["address"], m["role"], "?" if m["applied"] is None else m["applied"])
+            for m in shown["members"]
+        ]
         print(table(("ROUTER", "ADDRESS", "ROLE", "APPLIED"), rows))
-        print(f"leader: {shown['leader'] or 'none known'}, term {shown['term']}")
+        leader = shown["leader"] or "none known"
+        print(f"leader: {leader}, term {shown['term']} (as router {shown['served_by']} sees it)")
     return EXIT_OK
 
 

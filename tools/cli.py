@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 # `tessera --help` free of gRPC, LMDB and asyncio.
 from common import logs
 from node.settings import HEARTBEAT_INTERVAL_S, Limits, RaftSettings
-from router.placement.config import GroupSettings, PlacementConfig
+from router.placement.config import MAX_GROUP_MEMBERS, GroupSettings, PlacementConfig
 from tools.nemesis.schedule import KINDS as FAULTS
 
 if TYPE_CHECKING:  # imported when a kv command runs (see _kv)
@@ -132,6 +132,7 @@ def _number(kind: Callable[[str], N], what: str, ok: Callable[[N], bool], bound:
 _positive_int = _number(int, "an integer", lambda v: v >= 1, ">= 1")
 _non_negative_int = _number(int, "an integer", lambda v: v >= 0, ">= 0")
 _positive_float = _number(float, "a number", lambda v: v > 0, "> 0")
+_group_size = _number(int, "an integer", lambda v: 1 <= v <= MAX_GROUP_MEMBERS, f"in [1, {MAX_GROUP_MEMBERS}]")
 
 
 def _mutation(table: Callable[[], dict[str, str]]) -> Callable[[str], str]:
@@ -322,7 +323,7 @@ def _build_cluster(commands) -> None:
     )
     up.add_argument("--nodes", type=_positive_int, default=3, metavar="N",
                     help="node processes (default: %(default)s)")
-    up.add_argument("--routers", type=_positive_int, default=1, metavar="N",
+    up.add_argument("--routers", type=_group_size, default=1, metavar="N",
                     help="router processes, the placement group's members: 1 for development, 3 "
                          "so that losing any one router loses nothing (default: %(default)s)")
     _add_new_cluster_options(up)

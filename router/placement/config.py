@@ -20,6 +20,11 @@ class PlacementConfig:
     max_down_s: float = 30.0  # a store down this long has its replicas re-created elsewhere (stored, not acted on yet)
 
 
+# Members of a placement group, at most: every command waits on a quorum of them, and more
+# than seven buys no availability a store of this size needs (etcd advises the same).
+MAX_GROUP_MEMBERS = 7
+
+
 @dataclass(frozen=True, slots=True)
 class GroupSettings:
     """How the placement group's Raft runs (router/placement/group.py)."""

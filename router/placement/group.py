@@ -93,7 +93,7 @@ class Member:
     id: int
     address: str
     role: str  # "leader" | "follower" | "learner"
-    applied: int
+    applied: int | None  # None: the answering router does not know (it does not lead)
 
 
 class PlacementGroup:
@@ -234,7 +234,10 @@ class PlacementGroup:
         out = []
         for rid in sorted(self.voters):
             role = "leader" if rid == self.raw.leader else "follower"
-            applied = self.applied if rid == self.id else (progress[rid].match if rid in progress else 0)
+            if rid == self.id:
+                applied: int | None = self.applied
+            else:
+                applied = progress[rid].match if rid in progress else None
             out.append(Member(rid, self.addresses.get(rid, ""), role, applied))
         return out
 

@@ -137,8 +137,11 @@ def test_a_router_kept_down_catches_up_from_a_snapshot(cluster: Cluster) -> None
     cluster.restart_router(follower)
 
     def caught_up() -> bool:
-        members = {m["id"]: m for m in group(cluster)["members"]}
-        leader = max(members.values(), key=lambda m: m["applied"])
+        g = group(cluster)  # the leader's view, which alone knows every member's progress
+        if g["leader"] is None or g["served_by"] != g["leader"]:
+            return False
+        members = {m["id"]: m for m in g["members"]}
+        leader = members[g["leader"]]
         return members[follower]["role"] == "follower" and members[follower]["applied"] >= leader["applied"] - 10
 
     eventually(caught_up, 60, f"router {follower} to catch up")
