@@ -112,6 +112,13 @@ def test_killing_the_placement_leader_loses_nothing_and_stops_nothing(cluster: C
         p = admin(cluster, "partition", "1")
         target = next(r["store"] for r in p["replicas"] if r["store"] != p["leader"])
         assert admin(cluster, "transfer-leader", "1", str(target))["done"]
+        # A client that never loaded the map starts with the dead router first in its list.
+        dead = cluster.router_procs[leader].address
+        others = [a for a in cluster.router_addresses.split(",") if a != dead]
+        with Client(",".join([dead, *others]), deadline_s=10) as fresh:
+            fresh.put(b"fresh-client", b"1")
+            got = fresh.get(b"fresh-client", "linearizable")
+            assert got is not None and got.value == b"1"
     with Client(cluster.router_addresses, deadline_s=10) as client:
         for key, value in w.acked.items():
             got = client.get(key, "linearizable")
