@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 # `tessera --help` free of gRPC, LMDB and asyncio.
 from common import logs
 from node.settings import HEARTBEAT_INTERVAL_S, Limits, RaftSettings
-from router.placement.config import PlacementConfig
+from router.placement.config import MAX_GROUP_MEMBERS, GroupSettings, PlacementConfig
 from tools.nemesis.schedule import KINDS as FAULTS
 
 if TYPE_CHECKING:  # imported when a kv command runs (see _kv)
@@ -38,6 +38,7 @@ STDIN_VALUE = "-"  # `kv put KEY -` (or VALUE omitted) reads the value from stdi
 _RAFT = RaftSettings()
 _LIMITS = Limits()
 _PLACEMENT = PlacementConfig()
+_GROUP = GroupSettings()
 N = TypeVar("N", int, float)  # what a numeric flag parses to
 
 
@@ -131,6 +132,7 @@ def _number(kind: Callable[[str], N], what: str, ok: Callable[[N], bool], bound:
 _positive_int = _number(int, "an integer", lambda v: v >= 1, ">= 1")
 _non_negative_int = _number(int, "an integer", lambda v: v >= 0, ">= 0")
 _positive_float = _number(float, "a number", lambda v: v > 0, "> 0")
+_group_size = _number(int, "an integer", lambda v: 1 <= v <= MAX_GROUP_MEMBERS, f"in [1, {MAX_GROUP_MEMBERS}]")
 
 
 def _mutation(table: Callable[[], dict[str, str]]) -> Callable[[str], str]:
@@ -286,9 +288,13 @@ def _build_router(commands) -> None:
     p.add_argument("--listen", metavar="HOST:PORT", default=DEFAULT_ROUTER,
                    help="address of the Meta and KV-proxy gRPC server (default: %(default)s)")
     p.add_argument("--peers", metavar="ID=ADDR[,ID=ADDR...]",
-                   help="the other routers of the placement group (default: none, a group of 1)")
+                   help="the other routers of the placement group, by id (default: none, a group of 1); "
+                        "every member is started with the same set, which is fixed when the group is created")
     p.add_argument("--data-dir", metavar="DIR", default="./data/router",
                    help="placement state directory; survives restarts (default: %(default)s)")
+    p.add_argument("--checkpoint-every", type=_positive_int, metavar="N", default=_GROUP.checkpoint_every,
+                   help="write the placement table to disk every N applied commands, and compact the "
+                        "placement log behind it (default: %(default)s)")
     _add_new_cluster_options(p)
     p.add_argument("--replicas", type=_positive_int, metavar="N", default=_PLACEMENT.replicas,
                    help="replicas of each pre-split partition; the cluster is created once this "
@@ -317,14 +323,16 @@ def _build_cluster(commands) -> None:
             "Start a whole local cluster in the foreground: --routers router processes and\n"
             "--nodes node processes on consecutive ports from --base-port (the first router\n"
             "listens on --base-port). Once the cluster accepts writes it prints one line\n"
-            "starting with 'ready:' that holds the router address. SIGINT/SIGTERM stops every\n"
-            "process it started. Data in --data-dir survives a restart of the command."
+            "starting with 'ready:' that holds the router addresses, comma-separated (give\n"
+            "them to --router). SIGINT/SIGTERM stops every process it started. Data in\n"
+            "--data-dir survives a restart of the command."
         ),
     )
     up.add_argument("--nodes", type=_positive_int, default=3, metavar="N",
                     help="node processes (default: %(default)s)")
-    up.add_argument("--routers", type=_positive_int, default=1, metavar="N",
-                    help="router processes (default: %(default)s)")
+    up.add_argument("--routers", type=_group_size, default=1, metavar="N",
+                    help="router processes, the placement group's members: 1 for development, 3 "
+                         "so that losing any one router loses nothing (default: %(default)s)")
     _add_new_cluster_options(up)
     up.add_argument("--data-dir", default="./data", metavar="DIR",
                     help="root of every process's data directory (default: %(default)s)")
@@ -426,7 +434,7 @@ def _build_admin(commands) -> None:
             "people; --json prints the shapes of docs/cli.md. Commands that change something\n"
             "wait until placement sees it done (--no-wait: just queue it) and exit 1 naming\n"
             "why when it is refused or not done within --timeout.\n\n"
-            "split, drain, remove-store and routers are not available in this version: they\n"
+            "split, drain and remove-store are not available in this version: they\n"
             "parse their arguments, say so and exit 2 without contacting the cluster."
         ),
     )
@@ -467,7 +475,7 @@ def _build_admin(commands) -> None:
          available=False)
     leaf("drain", "move every leader and replica off STORE, then mark it removed", (store,), available=False)
     leaf("remove-store", "mark a drained or dead STORE removed", (store,), available=False)
-    leaf("routers", "show the placement group: members, leader, term, applied index", (), available=False)
+    leaf("routers", "show the placement group: members, leader, term, applied index", ())
 
 
 def _build_bench(commands) -> None:

@@ -43,3 +43,10 @@ class OperationWatchers:
 
     def watching(self, store_id: int) -> bool:
         return bool(self._by_store.get(store_id))
+
+    def close_all(self) -> None:
+        """Wake every watcher so that each looks again whether it should go on (a router that
+        stopped leading ends its streams; the nodes reconnect to the new leader)."""
+        for watchers in self._by_store.values():
+            for event in watchers:
+                event.set()

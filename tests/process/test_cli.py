@@ -96,7 +96,6 @@ def test_kv_get_reports_unreachable_router():
         ["admin", "split", "3", "m"],
         ["admin", "--json", "drain", "2"],
         ["admin", "remove-store", "2"],
-        ["admin", "routers", "--json"],
     ],
 )
 def test_unbuilt_commands_exit_2_with_message(argv):
