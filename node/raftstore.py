@@ -35,7 +35,7 @@ from node.replica_set import ReplicaSet
 from node.round_executor import RoundExecutor
 from node.round_plan import NOTHING_CARRIED, PartitionWork, StagedSnapshot, plan_round
 from node.settings import RaftSettings
-from node.state.store import StateStore
+from node.state.store import SplitApply, StateStore
 from node.ticker import Ticker
 from node.wal.errors import WalError
 from node.wal.wal import WriteAheadLog
@@ -260,6 +260,34 @@ class RaftStore:
         finally:
             rep.finish_snapshot(False, "the sender went away")  # no-op once installed
 
+    # -- splits (docs/decisions.md D21) ------------------------------------------------
+
+    async def _open_split_child(self, parent_pid: int, sp: SplitApply) -> None:
+        """The round applied a split: serve the new partition it wrote beside its parent.
+
+        The replica on the parent leader's store campaigns at once (its peers apply the same
+        entry within a round trip), so the new partition has a leader in about one round
+        trip rather than an election timeout.
+        """
+        child = sp.child
+        log.info("partition %d split at %r: partition %d takes [%r, %r)", parent_pid, child.start, child.id,
+                 child.start, child.end)
+        if not sp.replica_id or child.id in self.replicas:
+            return
+        await self.replicas.open_split_child(child.id)
+        rep = self.replicas.get(child.id)
+        parent = self.replicas.get(parent_pid)
+        if rep is None:
+            return
+        if self.executor.on_descriptor is not None:
+            self.executor.on_descriptor(rep)
+        if parent is not None and parent.is_leader():
+            try:
+                rep.raw.campaign()
+            except Exception as exc:  # a campaign refused is no harm: the election timeout follows
+                log.info("partition %d: campaign after split refused: %s", child.id, exc)
+        self.kick()
+
     # -- rounds ---------------------------------------------------------------------
 
     async def _round_loop(self) -> None:
@@ -308,5 +336,7 @@ class RaftStore:
             rep = self.replicas[pid]
             log.info("partition %d: replica %d left the group", pid, rep.replica_id)
             await self.replicas.destroy(rep)
+        for parent_pid, sp in plan.splits:
+            await self._open_split_child(parent_pid, sp)
         if any(rep.has_work() for rep in self.replicas.values()):
             self.kick()

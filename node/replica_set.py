@@ -129,6 +129,14 @@ class ReplicaSet(Mapping[int, Replica]):
         self._kick()
         return True
 
+    async def open_split_child(self, pid: int) -> None:
+        """Serve a partition a split just wrote into LMDB (its applied state at the split's
+        index; node.state.store): its log starts there, as a bootstrapped one starts at 5."""
+        found = self.state.descriptor(pid)
+        if found is None:
+            raise RuntimeError(f"partition {pid} was split off but has no descriptor")
+        await self._open(pid, *found)
+
     def _init_bootstrapped(self, pid: int, replica_id: int, desc: Descriptor, cs: ConfState) -> None:
         self.state.init_partition(pid, BOOTSTRAP_INDEX, BOOTSTRAP_TERM, cs)
         self.state.save_descriptor(pid, replica_id, desc)
@@ -158,6 +166,7 @@ class ReplicaSet(Mapping[int, Replica]):
         if meta is None:
             raise RuntimeError(f"partition {pid} has a descriptor but no applied state")
         await asyncio.to_thread(self._repair_wal, pid, meta.applied_index, meta.applied_term, meta.conf_state)
+        await asyncio.to_thread(self.state.ensure_size, pid, desc.start, desc.end)
         storage = ReplicaStorage(self.wal, pid, meta.conf_state, self._snapshot_provider(pid))
         cfg = self._config_for(replica_id, meta.applied_index)
         raw = RawNode(cfg, storage, random.Random(), mutation=self.raft_mutation)

@@ -188,19 +188,37 @@ class StateStore:
                 return int(_U64.unpack(raw)[0])
             return sum(layout.record_size(k, v) for k, v in layout.records(txn, self._data, start, end))
 
+    def size_below(self, start: bytes, key: bytes) -> int:
+        """Bytes of the records holding [start, key) (how a split at ``key`` shares the size)."""
+        with self.env.begin() as txn:
+            return sum(layout.record_size(k, v) for k, v in layout.records(txn, self._data, start, key))
+
+    def ensure_size(self, pid: int, start: bytes, end: bytes) -> None:
+        """Measure and keep the size of a partition written before sizes were kept."""
+        with self.env.begin(write=True) as txn:
+            if txn.get(_pid_key(pid), db=self._sizes) is None:
+                size = sum(layout.record_size(k, v) for k, v in layout.records(txn, self._data, start, end))
+                txn.put(_pid_key(pid), _U64.pack(size), db=self._sizes)
+
     def split_point(self, pid: int, start: bytes, end: bytes) -> tuple[bytes, int] | None:
         """The middle key of a partition by size, and the bytes below it; None when no key
         splits it into two non-empty halves.  The key is an inline key or a bucket's prefix
         (node/state/layout.py), so never longer than layout.INLINE."""
         total = self.size(pid, start, end)
         below = 0
+        best: tuple[bytes, int] | None = None
         with self.env.begin() as txn:
+            # Every record's first key is a candidate (split just before it); the one whose
+            # share below is nearest half wins, and past half they only get worse.
             for k, v in layout.records(txn, self._data, start, end):
-                key = k[: layout.INLINE] if len(k) == layout.INLINE + 1 else k
-                if below * 2 >= total and key > start and (not end or key < end):
-                    return key, below
+                key = bytes(k[: layout.INLINE]) if len(k) == layout.INLINE + 1 else k
+                if key > start and (not end or key < end):
+                    if best is None or abs(2 * below - total) < abs(2 * best[1] - total):
+                        best = (key, below)
+                    if below * 2 >= total:
+                        break
                 below += layout.record_size(k, v)
-        return None
+        return best
 
     def save_descriptor(self, pid: int, replica_id: int, descriptor: Descriptor) -> None:
         """Persist the partition's descriptor (range, epoch, members) and our replica id in it."""
@@ -213,6 +231,12 @@ class StateStore:
         if old is None:
             raise KeyError(f"partition {pid} has no descriptor to replace")
         txn.put(_pid_key(pid), bytes(old[:8]) + encode_descriptor(descriptor), db=self._desc)
+
+    def descriptor(self, pid: int) -> tuple[int, Descriptor] | None:
+        """Our replica id in a hosted partition and its descriptor."""
+        with self.env.begin(db=self._desc) as txn:
+            v = txn.get(_pid_key(pid))
+        return None if v is None else (_U64.unpack_from(v, 0)[0], decode_descriptor(bytes(v[8:])))
 
     def descriptors(self) -> dict[int, tuple[int, Descriptor]]:
         """Every hosted partition: our replica id in it and its descriptor."""
