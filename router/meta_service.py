@@ -146,6 +146,7 @@ class MetaService(meta_pb2_grpc.MetaServicer):
                     used_bytes=request.used_bytes,
                 )
             )
+            await self._placement.maybe_split()
         except PlacementError as exc:
             await _invalid(context, exc.field, exc.message)
         return meta_pb2.StoreHeartbeatResponse(
