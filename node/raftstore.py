@@ -43,6 +43,13 @@ from tesserapb import raft_pb2
 
 log = logging.getLogger("tessera.raftstore")
 
+# Messages for a partition this store does not host yet are kept this long, this many per
+# partition, for this many partitions: enough for the vote requests of a split's new partition.
+HELD_S = 2.0
+HELD_MESSAGES = 16
+HELD_PARTITIONS = 256
+
+
 class NodeFailed(Exception):
     """The WAL failed (fsync error, full disk): this node no longer acknowledges writes."""
 
@@ -107,6 +114,8 @@ class RaftStore:
             files=files,
         )
         self.rounds = 0
+        # Messages for partitions not hosted here, kept a moment (see _hold_for_split).
+        self._held: dict[int, list[tuple[float, int, raft_pb2.RaftMessage]]] = {}
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -217,7 +226,11 @@ class RaftStore:
                 continue  # store-level heartbeat: liveness only
             rep = self.replicas.get(pb.partition_id)
             if rep is None:
-                continue  # not hosted (yet): the sender retries; placement creates it
+                # Not hosted (yet): the sender retries; placement creates it.  A split's new
+                # partition may be asked for its vote before this store applied the split:
+                # kept a moment, such messages are stepped once it opens.
+                self._hold_for_split(from_store, pb)
+                continue
             if pb.dst != rep.replica_id:
                 continue  # meant for an earlier replica of the partition on this store
             try:
@@ -262,6 +275,18 @@ class RaftStore:
 
     # -- splits (docs/decisions.md D21) ------------------------------------------------
 
+    def _hold_for_split(self, from_store: int, pb: raft_pb2.RaftMessage) -> None:
+        now = self.loop.time()
+        held = self._held.get(pb.partition_id)
+        if held is None:
+            if len(self._held) >= HELD_PARTITIONS:
+                self._held = {pid: h for pid, h in self._held.items() if now - h[-1][0] < HELD_S}
+                if len(self._held) >= HELD_PARTITIONS:
+                    return
+            held = self._held[pb.partition_id] = []
+        if len(held) < HELD_MESSAGES:
+            held.append((now, from_store, pb))
+
     async def _open_split_child(self, parent_pid: int, sp: SplitApply) -> None:
         """The round applied a split: serve the new partition it wrote beside its parent.
 
@@ -281,6 +306,10 @@ class RaftStore:
             return
         if self.executor.on_descriptor is not None:
             self.executor.on_descriptor(rep)
+        now = self.loop.time()
+        held = [(store, pb) for t, store, pb in self._held.pop(child.id, []) if now - t < HELD_S]
+        for store, pb in held:
+            self.on_messages(store, [pb])
         if parent is not None and parent.is_leader():
             try:
                 rep.raw.campaign()

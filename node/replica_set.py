@@ -135,7 +135,15 @@ class ReplicaSet(Mapping[int, Replica]):
         found = self.state.descriptor(pid)
         if found is None:
             raise RuntimeError(f"partition {pid} was split off but has no descriptor")
+        fresh = self.wal.state(pid).hard_state == HardState()
         await self._open(pid, *found)
+        if fresh:
+            # A replica restarted from a hard state ignores candidates for an election timeout
+            # (it may have granted a leader a lease before it went down).  A brand-new group
+            # never had a leader: its replicas may vote at once, so the first campaign wins
+            # in a round trip instead of after a timeout.
+            rep = self._replicas[pid]
+            rep.raw.wake(self._config_for(rep.replica_id, 0).election_tick)
 
     def _init_bootstrapped(self, pid: int, replica_id: int, desc: Descriptor, cs: ConfState) -> None:
         self.state.init_partition(pid, BOOTSTRAP_INDEX, BOOTSTRAP_TERM, cs)
