@@ -8,6 +8,7 @@ routing errors alone).
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -177,7 +178,7 @@ def test_a_partition_past_the_split_size_splits_by_itself() -> None:
                 lambda: (p := admin(c, "partitions")) and all(x["leader"] for x in p) and p, 30, "leaders"
             )
             assert parts[0]["start"] == "" and parts[-1]["end"] == ""
-            assert all(a["end"] == b["start"] for a, b in zip(parts, parts[1:]))
+            assert all(a["end"] == b["start"] for a, b in itertools.pairwise(parts))
             for i in range(120):
                 assert client.get(b"s%04d" % i) is not None
     finally:
