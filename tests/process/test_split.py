@@ -174,9 +174,11 @@ def test_a_partition_past_the_split_size_splits_by_itself() -> None:
             for i in range(120):  # about 48 KiB in all
                 client.put(b"s%04d" % i, b"x" * 400)
             eventually(lambda: len(admin(c, "partitions")) >= 2, 30, "a split by size")
-            parts = eventually(
-                lambda: (p := admin(c, "partitions")) and all(x["leader"] for x in p) and p, 30, "leaders"
-            )
+            def led() -> list[dict[str, Any]] | None:
+                parts = admin(c, "partitions")
+                return parts if all(x["leader"] for x in parts) else None
+
+            parts = eventually(led, 30, "a leader for every partition")
             assert parts[0]["start"] == "" and parts[-1]["end"] == ""
             assert all(a["end"] == b["start"] for a, b in itertools.pairwise(parts))
             for i in range(120):
