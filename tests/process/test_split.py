@@ -179,6 +179,7 @@ def test_a_partition_past_the_split_size_splits_by_itself() -> None:
                 return parts if all(x["leader"] for x in parts) else None
 
             parts = eventually(led, 30, "a leader for every partition")
+            assert parts is not None
             assert parts[0]["start"] == "" and parts[-1]["end"] == ""
             assert all(a["end"] == b["start"] for a, b in itertools.pairwise(parts))
             for i in range(120):
