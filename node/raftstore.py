@@ -360,12 +360,16 @@ class RaftStore:
             return
         carried = {pid: rep.carried for pid, rep in self.replicas.items() if rep.carried is not NOTHING_CARRIED}
         plan = plan_round(works, carried)
+        self.replicas.splitting.update(sp.child.id for _, sp in plan.splits)
         await self.executor.execute(plan, self.replicas)
         for pid in plan.leaving:
             rep = self.replicas[pid]
             log.info("partition %d: replica %d left the group", pid, rep.replica_id)
             await self.replicas.destroy(rep)
         for parent_pid, sp in plan.splits:
-            await self._open_split_child(parent_pid, sp)
+            try:
+                await self._open_split_child(parent_pid, sp)
+            finally:
+                self.replicas.splitting.discard(sp.child.id)
         if any(rep.has_work() for rep in self.replicas.values()):
             self.kick()

@@ -64,6 +64,8 @@ class ReplicaSet(Mapping[int, Replica]):
         # Only the test suite (tessera nemesis --raft-mutation) runs a known-buggy core.
         self.raft_mutation = raft_mutation
         self._replicas: dict[int, Replica] = {}
+        # New partitions of splits a round is applying, until they are open (node.raftstore).
+        self.splitting: set[int] = set()
 
     # The mapping's reads go straight to the dict's own (C) methods: the Mapping ABC's generic
     # keys/values/items/get, built on __iter__ and __getitem__ in Python, cost about 150 us
@@ -113,6 +115,8 @@ class ReplicaSet(Mapping[int, Replica]):
         if desc.replica_by_id(replica_id) is None:
             raise ValueError(f"replica {replica_id} is not a member of partition {pid}")
         old = self._replicas.get(pid)
+        if old is None and (pid in self.splitting or (not bootstrap and self.state.descriptor(pid) is not None)):
+            return False  # a split creates it here: the round that applies it opens it
         if old is not None:
             if old.replica_id == replica_id:
                 return False

@@ -168,6 +168,7 @@ class PlacementTable:
             store.address = cmd.address
             durable = True
         store.last_heartbeat_ms = max(store.last_heartbeat_ms, cmd.now_ms)
+        hosted_before = store.hosted
         store.capacity_bytes = cmd.capacity_bytes
         store.used_bytes = cmd.used_bytes
         store.replica_count = len(cmd.reports)
@@ -206,6 +207,8 @@ class PlacementTable:
                         info.progress.setdefault(member.replica_id, ReplicaProgress()).match = member.match
 
         if self._settle_operations(cmd.now_ms):
+            durable = True
+        if self._create_skipped_split_halves(store, cmd.reports, hosted_before, cmd.now_ms):
             durable = True
         return Applied(
             durable=durable,
@@ -455,6 +458,44 @@ class PlacementTable:
             for r in child.replicas:
                 self.next_replica_id = max(self.next_replica_id, r.replica_id + 1)
             return
+
+    def _create_skipped_split_halves(
+        self, store: StoreInfo, reports: tuple[PartitionReport, ...], hosted_before: frozenset[int], now_ms: int
+    ) -> bool:
+        """A replica that was behind when its partition split, and caught up from a snapshot
+        taken after the split, never applied it: its store hosts the left half but not the
+        right one, which lacks a member.  Seen when the store's left half is at the right
+        half's range version or later (so it no longer writes into the right half's range)
+        while the right half is not reported: queue a CreateReplica (filled by the right
+        half's leader with a snapshot).  Missing from two heartbeats in a row, not one: a
+        store reports its left half's new epoch a moment before it opens the right half."""
+        epochs = {r.partition_id: r.epoch for r in reports if r.epoch is not None}
+        queued = False
+        for info in self.partitions.values():
+            desc = info.descriptor
+            mine = desc.replica_on(store.id)
+            if mine is None or desc.id in epochs or desc.id in hosted_before or not desc.start:
+                continue
+            left = self.locate_before(desc.start)
+            seen = epochs.get(left.id) if left is not None else None
+            if seen is None or seen.version < desc.epoch.version:
+                continue  # not past the split yet: it will create the right half itself
+            if any(
+                op.partition_id == desc.id and isinstance(op.action, CreateReplica) and op.action.store_id == store.id
+                for op in self.operations.values()
+            ):
+                continue
+            self._queue(desc.id, desc.epoch, CreateReplica(store.id, mine.replica_id, False, desc), now_ms)
+            queued = True
+        return queued
+
+    def locate_before(self, key: bytes) -> PartitionInfo | None:
+        """The partition whose range ends at ``key`` (the left neighbour of a boundary)."""
+        i = bisect.bisect_left(self._starts, key) - 1
+        if i < 0:
+            return None
+        info = self.partitions[self._start_ids[i]]
+        return info if info.descriptor.end == key else None
 
     # -- internals --------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from common.descriptor import Descriptor, Epoch
 from common.keyspace import MAX_SPLIT_KEY_BYTES
 from router.placement import codec
 from router.placement.commands import Command, PlacementError, StoreHeartbeat, SubmitOperation
-from router.placement.model import PartitionReport, Split, TransferLeader
+from router.placement.model import CreateReplica, PartitionReport, Split, TransferLeader
 from router.placement.table import PlacementTable
 
 
@@ -114,3 +114,37 @@ def test_partitions_past_the_split_size_are_candidates_until_queued() -> None:
     assert t.split_candidates(0) == []
     t.submit(3, Split(b"", 0, ()))
     assert t.split_candidates(4_096) == [2]
+
+
+def test_a_store_that_skipped_the_split_gets_the_new_half_created() -> None:
+    """A replica that caught up from a snapshot taken after the split has the left half only:
+    once its store reports the left half past the split (and again without the right half),
+    placement asks it to create the right half, which its leader then fills."""
+    t = table()
+    parent = t.partitions[2].descriptor
+    t.submit(2, Split(b"\x60", 0, ()))
+    left = shrunk(parent, b"\x60")
+    t.apply(leader_report(t, left))
+    right = t.partitions[5].descriptor
+    laggard = parent.replicas[2].store_id
+    others = [PartitionReport(p, epoch=t.partitions[p].descriptor.epoch) for p in (1, 3, 4)]
+
+    def beat(left_epoch: Epoch, with_right: bool = False) -> None:
+        reports = [*others, PartitionReport(2, epoch=left_epoch)]
+        if with_right:
+            reports.append(PartitionReport(5, epoch=right.epoch))
+        t.heartbeat(laggard, t.stores[laggard].address, reports, now_ms=3_000)
+
+    def creates() -> list[object]:
+        return [op.action for op in t.operations.values() if op.partition_id == 5]
+
+    beat(parent.epoch)  # still before the split: it will create the right half itself
+    beat(parent.epoch)
+    assert creates() == []
+    beat(left.epoch)  # past the split, without the right half (from a snapshot)
+    (create,) = creates()
+    assert create == CreateReplica(laggard, right.replica_on(laggard).replica_id, False, right)  # type: ignore[union-attr]
+    beat(left.epoch)
+    assert len(creates()) == 1  # queued once
+    beat(left.epoch, with_right=True)
+    assert creates() == []  # done
