@@ -187,3 +187,44 @@ def test_a_partition_past_the_split_size_splits_by_itself() -> None:
     finally:
         c.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_node_down_during_the_split_catches_up_past_it() -> None:
+    """Node 3 misses the split and the log behind it is compacted, so it catches up on the left
+    half from a snapshot taken after the split: placement has it create the right half, whose
+    leader fills it. With node 1 then down, both halves need node 3."""
+    root = tempfile.mkdtemp(prefix="tessera-split-late-")
+    c = Cluster(root=root, nodes=3, partitions=1, extra_node_args=["--compact-threshold", "20", "--compact-keep", "5"])
+    try:
+        c.start()
+        c.wait_ready(60)
+        with Client(c.router_addresses) as client:
+            for i in range(40):
+                client.put(key(i * 10), b"before")
+            c.kill(3)
+            got = admin(c, "split", "1", "w0200")
+            assert got["done"]
+            for i in range(40):  # far more than the compaction threshold, in both halves
+                client.put(key(i * 10), b"after")
+            c.restart(3)
+
+            def caught_up() -> bool:
+                parts = admin(c, "partitions")
+                for p in parts:
+                    lead = max(r["applied"] for r in p["replicas"])
+                    if next(r["applied"] for r in p["replicas"] if r["store"] == 3) < lead:
+                        return False
+                return len(parts) == 2
+
+            eventually(caught_up, 60, "node 3 caught up on both halves")
+            c.kill(1)
+            try:
+                for i in range(40):
+                    assert client.get(key(i * 10), "linearizable").value == b"after"  # type: ignore[union-attr]
+                client.put(b"w0100", b"last", timeout=30)
+                client.put(b"w0300", b"last", timeout=30)
+            finally:
+                c.restart(1)
+    finally:
+        c.stop()
+        shutil.rmtree(root, ignore_errors=True)
