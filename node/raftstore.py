@@ -241,6 +241,12 @@ class RaftStore:
             if m.type in (MessageType.APP, MessageType.HEARTBEAT):
                 rep.leader_contact = self.loop.time()
                 rep.leader_commit = max(rep.leader_commit, m.commit)
+            elif m.type in (MessageType.PRE_VOTE, MessageType.VOTE) and rep.raw.quiesced:
+                # A peer campaigns: its leader (maybe restarted faster than an election
+                # timeout, so its store never fell silent) is gone.  An idle follower ignores
+                # candidates while it thinks its leader leads, and it does not tick: wake it,
+                # so it times its leader out and the group can elect again (D8).
+                self.ticker.wake(rep)
             try:
                 rep.raw.step(m)
             except Exception as exc:
