@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -228,6 +229,46 @@ def test_a_node_down_during_the_split_catches_up_past_it() -> None:
                 client.put(b"w0300", b"last", timeout=30)
             finally:
                 c.restart(1)
+    finally:
+        c.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_split_in_flight_when_the_placement_leader_dies_completes_once() -> None:
+    """The split is queued while the partition's leader is paused (so it cannot be carried
+    out), then the placement leader is killed: the new placement leader has the operation and
+    hands it out; the partition splits once, and asking again splits nothing twice."""
+    root = tempfile.mkdtemp(prefix="tessera-split-failover-")
+    c = Cluster(root=root, routers=3, nodes=3, partitions=1)
+    try:
+        c.start()
+        c.wait_ready(60)
+        with Client(c.router_addresses) as client:
+            for i in range(0, KEYS, 10):
+                client.put(key(i), b"before")
+            part = admin(c, "partition", "1")
+            paused = c.node_procs[part["leader"]].running
+            assert paused is not None
+            leader = admin(c, "routers")["leader"]
+            paused.send_signal(signal.SIGSTOP)
+            try:
+                queued = admin(c, "split", "1", "w0200", "--no-wait")
+                assert not queued["done"]
+                c.kill_router(leader)
+            finally:
+                paused.send_signal(signal.SIGCONT)
+
+            def split() -> list[dict[str, Any]] | None:
+                parts = admin(c, "partitions")
+                return parts if len(parts) == 2 and all(p["leader"] for p in parts) else None
+
+            parts = eventually(split, 60, "the split, after the placement failover")
+            assert parts is not None and [(p["start"], p["end"]) for p in parts] == [("", "w0200"), ("w0200", "")]
+            again = admin(c, "split", "1", "w0200", ok=False)  # a retry of the same request
+            assert again.returncode == 1 and "outside" in again.stderr
+            assert len(admin(c, "partitions")) == 2 and admin(c, "operations") == []
+            for i in range(0, KEYS, 10):
+                assert client.get(key(i)).value == b"before"  # type: ignore[union-attr]
     finally:
         c.stop()
         shutil.rmtree(root, ignore_errors=True)
