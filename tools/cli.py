@@ -525,7 +525,7 @@ def _build_bench(commands) -> None:
     p.add_argument("--partitions", type=_positive_int, metavar="N",
                    help=f"with --local: the throw-away cluster's partitions (default: "
                         f"{_PLACEMENT.partitions}); without --local only recorded in the results "
-                        "(splitting a running cluster is not available in this version)")
+                        "(tessera admin split splits a running cluster)")
     p.add_argument("--consistency", choices=("linearizable", "lease", "stale"), default="lease",
                    metavar="C", help="read consistency: linearizable, lease or stale "
                                      "(default: %(default)s)")
