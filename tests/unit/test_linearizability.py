@@ -18,7 +18,19 @@ from collections.abc import Sequence
 import pytest
 
 import tools.checker.linearizability as lin
-from tools.checker import CheckResult, Op, check_history, describe, pair_ops, read_jsonl, write_jsonl
+from tools.checker import (
+    CheckResult,
+    Op,
+    check_history,
+    describe,
+    pair_events,
+    pair_ops,
+    read_events,
+    read_jsonl,
+    write_events,
+    write_jsonl,
+)
+from tools.checker.history import FIELDS
 
 # ---------------------------------------------------------------- helpers
 
@@ -480,6 +492,25 @@ def test_jsonl_validation_errors(records, message):
     with pytest.raises(ValueError) as err:
         read_jsonl(_jsonl(*records))
     assert message in str(err.value)
+
+
+def test_events_of_any_operation_round_trip(tmp_path):
+    # The bank's vocabulary: its own operations and JSON values, paired like any history.
+    ops = [
+        Op(7, "invoke", "transfer", "bank", {"from": "a", "to": "b", "amount": 3}, 0),
+        Op(8, "invoke", "read", "bank", None, 1),
+        Op(7, "ok", "transfer", "bank", {"from": "a", "to": "b", "amount": 3}, 2),
+        Op(8, "ok", "read", "bank", {"a": 7, "b": 13}, 3),
+    ]
+    path = tmp_path / "bank.jsonl"
+    write_events(ops, path)
+    assert read_events(path) == ops
+    assert [o.output for o in pair_events(ops)] == [ops[2].value, {"a": 7, "b": 13}]
+    with pytest.raises(ValueError, match="f 'transfer'"):
+        read_jsonl(path)  # not a register history
+    path.write_text(path.read_text() + json.dumps(dict(zip(FIELDS, (8, "ok", "read", "bank", None, 4)))) + "\n")
+    with pytest.raises(ValueError, match="line 5: ok completion for process 8 has no outstanding invoke"):
+        read_events(path)
 
 
 def test_jsonl_rejects_bad_json_and_skips_blank_lines():
