@@ -659,7 +659,7 @@ def random_unknown_heavy_history(rng: random.Random, operations: int) -> list[Op
 # linearizable history shaped like Jepsen's etcd register test at its worst is decided within
 # STEP_BOUND search steps.
 
-STEP_BOUND = 250_000
+STEP_BOUND = 500_000
 
 
 def jepsen_like(seed: int, clients: int = 20, operations: int = 2000, values: int = 5,
