@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 from common import logs
 from node.settings import Limits, RaftSettings
 from router.placement.config import PlacementConfig
+from tools.nemesis.histories import CHECK_TIME_LIMIT_S, WORKLOADS
 from tools.nemesis.schedule import KINDS as FAULTS
 
 if TYPE_CHECKING:  # imported when a kv command runs (see _kv)
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     _build_bench(commands)
     _build_simulate(commands)
     _build_nemesis(commands)
+    _build_check(commands)
     return parser
 
 
@@ -533,7 +535,7 @@ def _build_nemesis(commands) -> None:
     default_faults = ["kill", "pause", "partition"]
     p.add_argument("--faults", type=_fault_list, default=default_faults, metavar="F[,F...]",
                    help=f"faults to inject, from {','.join(FAULTS)} (default: {','.join(default_faults)})")
-    p.add_argument("--workload", choices=("register", "set", "bank"), default="register",
+    p.add_argument("--workload", choices=WORKLOADS, default="register",
                    help="what the clients do (default: %(default)s)")
     p.add_argument("--seed", type=_non_negative_int, metavar="N",
                    help="seed for the fault schedule and workload (default: random, printed)")
@@ -546,6 +548,34 @@ def _build_nemesis(commands) -> None:
                    help="testing: start every node with a known Raft bug (tessera node --raft-mutation "
                         "NAME, e.g. learner-votes); the run should then fail")
     p.set_defaults(handler=_nemesis, command_name="nemesis")
+
+
+def _build_check(commands) -> None:
+    p = commands.add_parser(
+        "check",
+        help="check a saved history offline (linearizability, set, bank)",
+        formatter_class=_Formatter,
+        description=(
+            "Check a saved history with the nemesis's own checks and print the verdicts; on a\n"
+            "failure, the smallest failing window of each bad key. A history written by\n"
+            "'tessera nemesis --history' checks as it did in its run (same --model as its\n"
+            "--workload). --format jepsen-etcd reads Jepsen's etcd register logs.\n"
+            "Exit 0 when every check holds, 1 when one fails (or is undecided within\n"
+            "--time-limit), 2 for a usage error or a history that cannot be read."
+        ),
+    )
+    p.add_argument("history", metavar="HISTORY", help="the history file ('-': stdin)")
+    p.add_argument("--model", choices=WORKLOADS, default="register",
+                   help="what the history is of: register (linearizability per key), set (the set "
+                        "workload's checks and linearizability), bank (conserved totals) "
+                        "(default: %(default)s)")
+    p.add_argument("--format", choices=("jsonl", "jepsen-etcd"), default="jsonl",
+                   help="jsonl: Jepsen-shaped JSON lines, as tessera nemesis --history writes them; "
+                        "jepsen-etcd: a Jepsen etcd test log, one register (default: %(default)s)")
+    p.add_argument("--time-limit", type=_positive_float, metavar="SECONDS", default=CHECK_TIME_LIMIT_S,
+                   help="give the linearizability search up after this long: the verdict is then "
+                        "UNDECIDED, exit 1 (default: %(default)g, as in tessera nemesis)")
+    p.set_defaults(handler=_check, command_name="check")
 
 
 # -- handlers ------------------------------------------------------------------------------
@@ -678,6 +708,12 @@ def _nemesis(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     return run(args.duration, args.faults, args.workload, args.seed, args.history,
                nodes=nodes, raft_mutation=args.raft_mutation, log_level=args.log_level)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from tools.check import run
+
+    return run(args.history, args.model, args.format, args.time_limit)
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import pytest
 from support.nemesis_fakes import fake_nemesis
 from tools.checker import Op
 from tools.nemesis import schedule
-from tools.nemesis.checks import check_bank, check_register, check_set
+from tools.nemesis.history_checks import check_bank, check_register, check_set
 from tools.nemesis.proxy import DROP, PASS
 from tools.nemesis.schedule import Param
 from tools.nemesis.workloads import FINAL_READER, partition_prefix, text

@@ -41,7 +41,7 @@ import grpc
 from common.logs import DEFAULT_LEVEL
 from tesserapb import meta_pb2, meta_pb2_grpc
 from tools.cluster import Cluster
-from tools.nemesis import checks, schedule, workloads
+from tools.nemesis import checks, histories, history_checks, schedule, workloads
 from tools.nemesis.faults import Nemesis, write_fault_file
 from tools.nemesis.proxy import ProxyNet
 
@@ -93,7 +93,7 @@ class EpisodeReport:
 
 @dataclass
 class Outcome:
-    verdicts: list[checks.Verdict] = field(default_factory=list)
+    verdicts: list[history_checks.Verdict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # failures outside the history checks
 
     @property
@@ -111,7 +111,7 @@ def run(
     nodes: int | None = None,
     partitions: int = 4,
     workers: int = 10,
-    checker_time_limit_s: float = 120.0,
+    checker_time_limit_s: float = histories.CHECK_TIME_LIMIT_S,
     raft_mutation: str | None = None,
     log_level: str = DEFAULT_LEVEL,
 ) -> int:
@@ -326,7 +326,9 @@ class _Run:
         except Exception as exc:
             outcome.problems.append(f"final read failed: {exc!r}")
         check_t0 = time.monotonic()
-        outcome.verdicts = await asyncio.to_thread(self._check, wl, rec.ops)
+        outcome.verdicts = await asyncio.to_thread(
+            history_checks.check_workload, self.workload_name, rec.ops, self.checker_time_limit_s
+        )
         check_s = time.monotonic() - check_t0
         if self.history_path:
             rec.write(self.history_path)
@@ -485,13 +487,6 @@ class _Run:
         return res
 
     # -- checks and the report ----------------------------------------------------------
-
-    def _check(self, wl: workloads.Workload, ops: list) -> list[checks.Verdict]:
-        if isinstance(wl, workloads.BankWorkload):
-            return [checks.check_bank(ops, wl.account_names, wl.total)]
-        if isinstance(wl, workloads.SetWorkload):
-            return [checks.check_set(ops), checks.check_register(ops, self.checker_time_limit_s)]
-        return [checks.check_register(ops, self.checker_time_limit_s)]
 
     def _summary(self, outcome: Outcome, wl: workloads.Workload, rec: workloads.Recorder, healed: list[str],
                  health: checks.Health, probe: checks.Probe, recovered: float, ran_s: float, check_s: float) -> None:

@@ -32,7 +32,6 @@ spreads or pins its keys by partition, using the partition ranges the router rep
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections import Counter
@@ -44,10 +43,8 @@ from router.client import (
     InvalidArgumentError,
     Put,
 )
-from tools.checker import Op, write_jsonl
-
-FINAL_READER = 1_000_000  # process id of the reads made after healing
-SETUP_PROCESS = 999_999  # process id of the bank's initial deposit
+from tools.checker import Op, write_events, write_jsonl
+from tools.nemesis.histories import FINAL_READER, SETUP_PROCESS
 
 
 def text(b: bytes) -> str:
@@ -101,13 +98,12 @@ class Recorder:
         return Counter(f"{op.f}:{op.type}" for op in self.ops if op.type != "invoke")
 
     def write(self, path: str) -> None:
+        """JSON lines: :func:`~tools.checker.write_jsonl` for get/put/cas histories (validated),
+        :func:`~tools.checker.write_events` for the bank's."""
         if all(op.f in ("get", "put", "cas") for op in self.ops):
             write_jsonl(self.ops, path)
-            return
-        with open(path, "w", encoding="utf-8") as fh:
-            for op in self.ops:
-                fh.write(json.dumps({"process": op.process, "type": op.type, "f": op.f, "key": op.key,
-                                     "value": op.value, "time": op.time}) + "\n")
+        else:
+            write_events(self.ops, path)
 
 
 def write_outcome(exc: BaseException) -> str:
