@@ -104,7 +104,7 @@ def test_member_episodes_first_always_splits() -> None:
         assert "member/split" in s.kinds() and s.missing() == []
         later += [m.param("split") for m in members[1:]]
         for m in members:
-            assert m.param("partition") in range(4)
+            assert m.param("partition") in range(1, 5)  # numbered from 1, as the cluster does
             assert m.param("remove") in ("leader", "follower:0", "follower:1")
             if m.param("split"):
                 assert m.param("keep") in (0, 1)
@@ -145,6 +145,24 @@ def test_four_nodes_add_the_halves_shape() -> None:
                 assert st.param("mate") in range(3)
             if st.param("shape") == "asymmetric":
                 assert st.param("other") in range(3)
+
+
+def test_partitions_are_numbered_from_one_everywhere(tmp_path) -> None:
+    """The schedule names partitions as the cluster and the run's log do: 1 to N, in key order."""
+    numbers: set[Param] = set()
+    for seed in range(30):
+        s = schedule.build(seed, 120, ALL)
+        for st in s.steps:
+            for name, value in st.params:
+                if name == "partition":
+                    numbers.add(value)
+                elif isinstance(value, str) and value.startswith("leader:"):
+                    numbers.add(int(value.partition(":")[2]))
+    assert numbers == {1, 2, 3, 4}
+    nem, _ = fake_nemesis(tmp_path)  # partition ids 11..14 in key order, no router
+    assert [nem.partition(k) for k in (1, 2, 3, 4)] == [11, 12, 13, 14]
+    _, what = asyncio.run(nem.resolve("leader:2"))
+    assert "partition 12 has no known leader" in what
 
 
 # -- keys -------------------------------------------------------------------------------------
