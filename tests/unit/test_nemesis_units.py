@@ -18,7 +18,15 @@ from tools.nemesis import schedule
 from tools.nemesis.history_checks import check_bank, check_register, check_set
 from tools.nemesis.proxy import DROP, PASS
 from tools.nemesis.schedule import Param
-from tools.nemesis.workloads import FINAL_READER, partition_prefix, text
+from tools.nemesis.workloads import (
+    FINAL_READER,
+    Context,
+    PartitionRange,
+    Recorder,
+    RegisterWorkload,
+    partition_prefix,
+    text,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -166,6 +174,17 @@ def test_partitions_are_numbered_from_one_everywhere(tmp_path) -> None:
 
 
 # -- keys -------------------------------------------------------------------------------------
+
+
+def test_register_workload_spreads_its_keys_over_every_partition() -> None:
+    from common.keyspace import contains, even_ranges
+
+    parts = [PartitionRange(i, start, end) for i, (start, end) in enumerate(even_ranges(4), 1)]
+    wl = RegisterWorkload(Context("127.0.0.1:1", parts, Recorder(), seed=1))
+    asyncio.run(wl.setup())
+    for p in parts:
+        mine = [k for k in wl.keys if contains(p.start, p.end, k)]
+        assert len(mine) == wl.keys_per_partition, (p, wl.keys)
 
 
 def test_partition_prefix_stays_in_range() -> None:

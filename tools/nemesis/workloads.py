@@ -12,9 +12,10 @@ Keys and values are bytes on the wire and ``str`` in histories (:func:`text`). E
 spreads or pins its keys by partition, using the partition ranges the router reports:
 
 - :class:`RegisterWorkload`: get (lease or linearizable) / put / cas on a few hot keys in
-  several partitions. A cas is by *version* on the wire (Tessera's API) and by *value* in the
-  history (the checker's register model); every value written is unique, so "the register
-  holds the value I read" and "the key is at the version I read" are the same condition.
+  every partition, so that a misbehaving leader shows in the history whichever partition it
+  leads. A cas is by *version* on the wire (Tessera's API) and by *value* in the history
+  (the checker's register model); every value written is unique, so "the register holds the
+  value I read" and "the key is at the version I read" are the same condition.
 - :class:`SetWorkload`: half the workers add unique elements as keys of their own
   (``.../set/add/ELEM``); the other half append elements to a list-valued key each owns
   (``.../set/list/OWNER``) by read + cas, re-reading and retrying when the cas reports a
@@ -166,17 +167,12 @@ class Workload:
 @dataclass
 class RegisterWorkload(Workload):
     keys_per_partition: int = 2
-    max_partitions: int = 3
     keys: list[bytes] = field(default_factory=list)
 
     name = "register"
 
     async def setup(self) -> None:
-        parts = self.ctx.partitions
-        # Spread over partitions: evenly spaced through the key order, at most max_partitions.
-        step = max(1, len(parts) // self.max_partitions)
-        chosen = parts[::step][: self.max_partitions]
-        self.keys = [p.prefix + b"reg/%d" % i for p in chosen for i in range(self.keys_per_partition)]
+        self.keys = [p.prefix + b"reg/%d" % i for p in self.ctx.partitions for i in range(self.keys_per_partition)]
 
     async def worker(self, w: int, stop: asyncio.Event) -> None:
         rng = self.rng(w)
