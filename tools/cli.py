@@ -154,6 +154,12 @@ def _raft_mutations() -> dict[str, str]:
     return known_mutations()
 
 
+def _client_mutations() -> dict[str, str]:
+    from tools.nemesis.client_mutations import describe
+
+    return describe()
+
+
 def _simulator_mutations() -> dict[str, str]:
     from tools.simulator.mutations import describe
 
@@ -547,6 +553,9 @@ def _build_nemesis(commands) -> None:
     p.add_argument("--raft-mutation", metavar="NAME", type=_mutation(_raft_mutations),
                    help="testing: start every node with a known Raft bug (tessera node --raft-mutation "
                         "NAME, e.g. learner-votes); the run should then fail")
+    p.add_argument("--client-mutation", metavar="NAME", type=_mutation(_client_mutations),
+                   help="testing: run the workload with a known client bug (double-append, with "
+                        "--workload set); the run should then fail")
     p.set_defaults(handler=_nemesis, command_name="nemesis")
 
 
@@ -699,15 +708,18 @@ _KV_HANDLERS = {"put": _kv_put, "get": _kv_get, "delete": _kv_delete, "scan": _k
 
 def _nemesis(args: argparse.Namespace) -> int:
     from tools.nemesis import schedule
-    from tools.nemesis.runner import run
+    from tools.nemesis.runner import run, usage_problem
 
     nodes = args.nodes if args.nodes is not None else schedule.default_nodes(args.faults)
-    why = schedule.check_nodes(nodes, args.faults)
+    # Every flag is checked before a cluster starts (the mutations' names already were, by
+    # the parser: the node's own message for --raft-mutation).
+    why = usage_problem(args.workload, args.faults, nodes=nodes, raft_mutation=args.raft_mutation,
+                        client_mutation=args.client_mutation, history_path=args.history)
     if why is not None:
         print(f"tessera nemesis: {why}", file=sys.stderr)
         return EXIT_USAGE
-    return run(args.duration, args.faults, args.workload, args.seed, args.history,
-               nodes=nodes, raft_mutation=args.raft_mutation, log_level=args.log_level)
+    return run(args.duration, args.faults, args.workload, args.seed, args.history, nodes=nodes,
+               raft_mutation=args.raft_mutation, client_mutation=args.client_mutation, log_level=args.log_level)
 
 
 def _check(args: argparse.Namespace) -> int:

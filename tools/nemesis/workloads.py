@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from router.client import (
     AsyncClient,
     Cas,
+    CasResult,
     InvalidArgumentError,
     Put,
 )
@@ -326,7 +327,7 @@ class SetWorkload(Workload):
                 new = elem if not current else f"{current},{elem}"
                 rec.invoke(process, "cas", k, [current, new])
                 try:
-                    res = await client.cas(key, version, new.encode())
+                    res = await self._append(client, key, version, new)
                 except Exception as exc:
                     self.note(exc)
                     outcome = write_outcome(exc)
@@ -343,6 +344,12 @@ class SetWorkload(Workload):
                 rec.complete(process, "fail", "cas", k, [current, new])
                 await self.think(rng)
             await self.think(rng)
+
+    async def _append(self, client: AsyncClient, key: bytes, version: int, new: str) -> CasResult:
+        """Write ``new`` (the list with one more element) over the list ``key`` read at
+        ``version``: one cas. The one seam a client mutation overrides
+        (:mod:`tools.nemesis.client_mutations`)."""
+        return await client.cas(key, version, new.encode())
 
     async def final(self) -> None:
         rec = self.ctx.recorder
@@ -485,9 +492,16 @@ def _balance(raw: bytes) -> int | str:
 WORKLOADS: dict[str, type[Workload]] = {"register": RegisterWorkload, "set": SetWorkload, "bank": BankWorkload}
 
 
-def make(name: str, ctx: Context, *, workers: int = Workload.workers) -> Workload:
+def make(name: str, ctx: Context, *, workers: int = Workload.workers, mutation: str | None = None) -> Workload:
+    """The workload ``name``; with ``mutation`` (testing), its deliberately broken client
+    (:mod:`tools.nemesis.client_mutations`, loaded only then). ValueError for an unknown name
+    or a mutation of another workload."""
     try:
         cls = WORKLOADS[name]
     except KeyError:
         raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}") from None
+    if mutation:
+        from tools.nemesis.client_mutations import workload_class  # test-only code
+
+        cls = workload_class(mutation, name)
     return cls(ctx, workers=workers)
