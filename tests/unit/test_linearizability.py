@@ -594,7 +594,7 @@ def test_prepass_rejects_values_no_operation_could_have_written():
         assert failure.reason and failure.stuck in failure.window, what
         assert result.stats["k"].steps == 0, what  # no search
     text = describe(cases["overwritten before the read"].check())
-    assert "every earlier writer had put there before a completed write invoked after it" in text
+    assert "though every write of it came before p1 put '2' ok [20..30], which completed before the read began" in text
 
 
 def test_prepass_leaves_possible_observations_to_the_search():

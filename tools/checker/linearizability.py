@@ -84,7 +84,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from tools.checker.history import Op, Operation, pair_ops
-from tools.checker.prepass import Impossible, impossible_observation
+from tools.checker.prepass import Impossible, impossible_observation, observed, written
 
 _GET, _PUT, _CAS = 0, 1, 2
 _SKIP = -1  # a call the plain scan never tries on its own
@@ -136,6 +136,12 @@ class KeyFailure:
     put ``state`` there).  It is context for a human: the window checked on
     its own is not guaranteed to fail, because earlier operations set the
     state it starts from.
+
+    ``reason``: set when the pre-pass (:mod:`tools.checker.prepass`) decided:
+    ``stuck`` observes a value no operation could have written, ``reason``
+    says why in one line, ``linearized`` is empty and ``state`` None, and
+    ``window`` holds ``stuck``, the value's last writers and the definite
+    write that surely overwrote them.
     """
 
     key: str
@@ -646,18 +652,20 @@ def describe(result: CheckResult) -> str:
     for failure in result.failures:
         order = {id(op): i for i, op in enumerate(failure.linearized)}
         lines.append(f"key {failure.key!r}: not linearizable")
-        if failure.reason:
+        if failure.reason:  # the pre-pass's: the observation, its value's writers, the overwrite
             lines.append(f"  {failure.stuck}: {failure.reason}")
         else:
             lines.append(
                 f"  longest linearizable prefix: {len(failure.linearized)} operations, "
                 f"leaving the register at {failure.state!r}"
             )
-        lines.append(f"  cannot linearize: {failure.stuck}")
+            lines.append(f"  cannot linearize: {failure.stuck}")
         lines.append("  window (invoke order):")
         for op in failure.window:
             if op is failure.stuck:
                 note = "<-- cannot be linearized"
+            elif failure.reason:
+                note = "writes it" if written(op) == observed(failure.stuck) else "overwrites it"
             elif id(op) in order:
                 note = f"linearized #{order[id(op)] + 1}"
             else:

@@ -46,23 +46,25 @@ class Impossible:
     overwrite: Operation | None
 
     def reason(self) -> str:
-        what = "read" if self.observer.f == "get" else "expected"
+        """Why, in one line (``describe`` prints it)."""
+        what, noun = ("read", "read") if self.observer.f == "get" else ("expected", "cas")
         if not self.writers and self.value is not None:
             return f"{what} {self.value!r}, which no operation writes"
         if self.overwrite is None:
-            return f"{what} {self.value!r}, which only operations invoked after it completed write"
-        initial = " (the initial value)" if self.value is None else ""
-        return (f"{what} {self.value!r}{initial}, which every earlier writer had put there before "
-                f"a completed write invoked after it: p{self.overwrite.process} "
-                f"{self.overwrite.f} at {self.overwrite.start}")
+            return f"{what} {self.value!r}, which only operations invoked after the {noun} completed write"
+        initial = " (the initial state included)" if self.value is None else ""
+        return (f"{what} {self.value!r}, though every write of it{initial} came before "
+                f"{self.overwrite}, which completed before the {noun} began")
 
 
-def _observed(op: Operation) -> object:
-    return op.output if op.f == "get" else op.cas[0]
+def observed(op: Operation) -> object:
+    """The value a completed get read, or a completed cas found; None for a put."""
+    return op.output if op.f == "get" else op.cas[0] if op.f == "cas" else None
 
 
-def _written(op: Operation) -> object:
-    return op.input if op.f == "put" else op.cas[1]
+def written(op: Operation) -> object:
+    """The value a put or cas writes (if it takes effect); None for a get."""
+    return op.input if op.f == "put" else op.cas[1] if op.f == "cas" else None
 
 
 def impossible_observation(operations: list[Operation]) -> Impossible | None:
@@ -85,7 +87,7 @@ def impossible_observation(operations: list[Operation]) -> Impossible | None:
     writers: dict[object, list[Operation]] = {}
     for op in sorted(operations, key=lambda op: (op.start, op.index)):
         if op.f != "get" and op.outcome != "fail":
-            writers.setdefault(_written(op), []).append(op)
+            writers.setdefault(written(op), []).append(op)
     starts: dict[object, list[float]] = {}
     reach: dict[object, list[float]] = {}  # prefix maximum of the writers' completion times
     for value, ops in writers.items():
@@ -98,7 +100,7 @@ def impossible_observation(operations: list[Operation]) -> Impossible | None:
     for op in sorted(operations, key=lambda op: (op.start, op.index)):
         if op.outcome != "ok" or op.f == "put":
             continue
-        value, end = _observed(op), op.end
+        value, end = observed(op), op.end
         assert end is not None  # ok operations completed
         k = bisect.bisect_left(ends, op.start)  # definite[:k] completed before op was invoked
         overwrite = definite[latest[k - 1]] if k else None
