@@ -385,8 +385,8 @@ class _Search:
           Only the classes that can move from the register's value are
           looked at (puts, and the cas from that value), newest class first:
           any order is sound, and on Jepsen-like histories this one found
-          the dominating states far sooner than oldest first (a 400-operation
-          history took 2,000 steps instead of 16 million).
+          the dominating states far sooner than oldest first (one 400-operation
+          history: 814 steps instead of 3.6 million).
         * Tight unknown writes.  An optional write must be followed at once
           by an operation that observes its value (a get of it, or a cas
           from it): followed by a put, or by nothing, it can be dropped, and
