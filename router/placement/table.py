@@ -63,6 +63,12 @@ class PlacementTable:
         self.stores: dict[int, StoreInfo] = {}
         self.partitions: dict[int, PartitionInfo] = {}
         self.operations: dict[int, PendingOperation] = {}
+        # Deliveries recorded before this instant are not trusted: the placement leader sets it
+        # when it takes over, since the old leader may have died before its heartbeat response
+        # (or its push) reached the node. Leader-local, like the delivery marks themselves
+        # (never checkpointed, see codec.py): it only decides when an operation is handed out
+        # again, never what the table holds.
+        self.deliveries_valid_from_ms = 0
         # Id allocators: the next id to hand out. Every id ever used is below them, so ids are
         # never reused, even for stores, partitions or replicas that are gone.
         self.next_store_id = 1
@@ -496,6 +502,7 @@ class PlacementTable:
         if (
             isinstance(op.action, CreateReplica)
             or op.last_sent_ms == 0
+            or op.last_sent_ms < self.deliveries_valid_from_ms
             or op.last_sent_to != target
             or now_ms - op.last_sent_ms >= self.redeliver_ms
         ):

@@ -332,6 +332,20 @@ def test_operations_wait_for_a_leader_and_go_to_its_store():
     assert t.pending_operations() == []
 
 
+def test_a_new_placement_leader_hands_out_again_what_the_old_one_had_handed_out():
+    # The old leader marked the operation sent and died; the node may never have had it.
+    t = settled(three_store_table())
+    t.record_leader(3, 1, term=2)
+    op = t.submit(3, TransferLeader(2), now_ms=2_000)
+    assert [o.id for o in t.heartbeat(1, "127.0.0.1:7200", hosting(*t.partitions), now_ms=2_100).operations] == [op]
+    assert t.stores_with_operations_due(2_200) == set()
+    t.deliveries_valid_from_ms = 2_500  # a new leader took over at 2.5 s
+    assert t.stores_with_operations_due(2_600) == {1}
+    assert [o.id for o in t.heartbeat(1, "127.0.0.1:7200", hosting(*t.partitions), now_ms=2_600).operations] == [op]
+    # ... once: what it hands out itself counts as delivered.
+    assert t.heartbeat(1, "127.0.0.1:7200", hosting(*t.partitions), now_ms=2_700).operations == ()
+
+
 def test_add_replica_queues_learner_and_create_on_target():
     t = settled(three_store_table())
     s4 = t.register_store("127.0.0.1:7203", now_ms=2_000)

@@ -39,6 +39,13 @@ SHAPE_MIN_NODES = {"halves": 4}
 # --replicas); ``member`` needs one more store than that.
 REPLICAS = PlacementConfig().replicas
 MEMBER_MIN_NODES = REPLICAS + 1
+# The placement group's size when ``router`` is requested (one router otherwise): killing or
+# pausing any one of three must lose nothing.
+ROUTERS = 3
+
+
+def default_routers(faults: list[str] | tuple[str, ...]) -> int:
+    return ROUTERS if "router" in faults else 1
 
 
 def partition_shapes(nodes: int) -> tuple[str, ...]:
@@ -224,7 +231,14 @@ def _params(kind: str, rng: random.Random, nodes: int, partitions: int, shape: s
     if kind == "latency":
         return {"target": _node_target(rng, nodes, partitions), "delay_ms": rng.choice((10, 30, 80, 150))}
     if kind == "router":
-        return {}
+        # Stop the placement leader (3 in 4) or a follower (by position), by SIGKILL or SIGSTOP;
+        # half the time with an operation (a transfer of partition K) submitted just before.
+        params: dict[str, Param] = {"mode": rng.choice(("kill", "pause")),
+                                    "who": "leader" if rng.random() < 0.75 else "follower",
+                                    "other": rng.randrange(ROUTERS - 1)}
+        if rng.random() < 0.5:
+            params.update(operation=True, partition=rng.randint(1, partitions), to=rng.randrange(REPLICAS - 1))
+        return params
     if kind == "partition":
         if shape == "majority":  # one store alone vs the rest (3 nodes: the minority is one)
             return {"shape": shape, "minority": f"node:{rng.randint(1, nodes)}"}
