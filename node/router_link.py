@@ -1,12 +1,15 @@
 """The node's side of the control plane: heartbeats to the router, and the work it hands back.
 
-Every ``interval`` seconds the node reports each replica (leader or not,
+Every ``interval`` seconds the node reports its replicas (leader or not,
 term, applied index, the leader's descriptor and replication progress) and
-receives operations: create a replica (bootstrap of the pre-split
-partitions, or an empty one that joins by snapshot), transfer a leader, add
-or remove a member (this store leads the partition), delete a replica that
-was removed from its group while it was cut off.  It also refreshes the store address book
-the transport and the NotLeader hints use.
+receives operations. A report names only the replicas whose report changed since the last
+one placement acknowledged (and the ones gone), so an idle store's heartbeat is nearly
+empty; it reports everything after a failed heartbeat, when placement asks (it has just
+registered the store), and every ``FULL_REPORT_EVERY_S`` whatever happened. Operations:
+create a replica (bootstrap of the pre-split partitions, or an empty one that joins by
+snapshot), transfer a leader, add or remove a member (this store leads the partition),
+delete a replica that was removed from its group while it was cut off. It also refreshes
+the store address book the transport and the NotLeader hints use.
 
 Nothing waits for the next turn when it need not: a new leader is reported at once
 (ReportLeader); a replica whose descriptor changed (a membership step) makes the node
@@ -38,6 +41,10 @@ log = logging.getLogger("tessera.router_link")
 
 # Short reconnect waits: a stream that ends usually means a router restarted or the leader moved.
 WATCH_BACKOFF = BackoffPolicy(initial_s=0.05, max_s=1.0)
+# A report of every replica at least this often, so that anything placement's view of the
+# store missed does not last (it should miss nothing: a delta is sent again in full when its
+# heartbeat fails).
+FULL_REPORT_EVERY_S = 60.0
 # A router's gRPC channel redials quickly, as the client's do (router/client/channels.py).
 CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000))
 
@@ -62,6 +69,12 @@ class RouterLink:
         self._bg: set[asyncio.Task[None]] = set()
         self._due = asyncio.Event()  # heartbeat now, not at the next turn
         self.heartbeats = 0
+        # Each partition's report as placement last acknowledged it (serialized), what a
+        # delta is computed against; the next report is full until one is acknowledged.
+        self._acked: dict[int, bytes] = {}
+        self._full_due = True
+        self._last_full = float("-inf")
+        self.full_reports = 0
 
     @property
     def router(self) -> str:
@@ -166,14 +179,26 @@ class RouterLink:
         return st
 
     async def heartbeat(self) -> None:
-        req = meta_pb2.StoreHeartbeatRequest(
-            store_id=self.store_id,
-            address=self.address,
-            partitions=[self._stats(rep) for rep in self.rs.replicas.values()],
-        )
+        stats = {rep.pid: self._stats(rep) for rep in self.rs.replicas.values()}
+        wire = {pid: st.SerializeToString(deterministic=True) for pid, st in stats.items()}
+        now = asyncio.get_running_loop().time()
+        full = self._full_due or now - self._last_full >= FULL_REPORT_EVERY_S
+        req = meta_pb2.StoreHeartbeatRequest(store_id=self.store_id, address=self.address)
+        if full:
+            req.partitions.extend(stats.values())
+        else:
+            req.delta = True
+            req.partitions.extend(stats[pid] for pid, b in wire.items() if self._acked.get(pid) != b)
+            req.gone.extend(pid for pid in self._acked if pid not in wire)
+        self._full_due = True  # until placement acknowledges this one
         stub = self._stub()
         resp = await stub.StoreHeartbeat(req, timeout=5)
         self.heartbeats += 1
+        self._acked = wire
+        self._full_due = resp.want_full
+        if full:
+            self._last_full = now
+            self.full_reports += 1
         for op in resp.operations:
             await self._apply_operation(op)
         stores = await stub.GetStores(meta_pb2.GetStoresRequest(), timeout=5)

@@ -124,6 +124,8 @@ class MetaService(meta_pb2_grpc.MetaServicer):
     ) -> meta_pb2.StoreHeartbeatResponse:
         if not request.address:
             await _invalid(context, "address", "a store must say where it listens (host:port)")
+        if request.gone and not request.delta:
+            await _invalid(context, "gone", "only a delta report (delta=true) names partitions gone")
         try:
             reports = tuple(convert.report_from_pb(p) for p in request.partitions)
         except ValueError as exc:  # e.g. an unknown Role value
@@ -131,9 +133,11 @@ class MetaService(meta_pb2_grpc.MetaServicer):
         now = self._placement.now_ms()
         try:
             store_id = request.store_id
+            registered_now = False
             if store_id == 0 or store_id not in self._table.stores:
                 registered = await self._placement.apply(RegisterStore(request.address, store_id, now))
                 store_id = registered.store_id
+                registered_now = True
                 log.info("store %d registered at %s", store_id, request.address)
             await self._placement.maybe_bootstrap()
             result = await self._placement.apply(
@@ -144,12 +148,16 @@ class MetaService(meta_pb2_grpc.MetaServicer):
                     reports=reports,
                     capacity_bytes=request.capacity_bytes,
                     used_bytes=request.used_bytes,
+                    full=not request.delta,
+                    gone=tuple(request.gone),
                 )
             )
         except PlacementError as exc:
             await _invalid(context, exc.field, exc.message)
         return meta_pb2.StoreHeartbeatResponse(
-            store_id=store_id, operations=[convert.operation_to_pb(op) for op in result.operations]
+            store_id=store_id,
+            operations=[convert.operation_to_pb(op) for op in result.operations],
+            want_full=registered_now and request.delta,
         )
 
     @_leader_only

@@ -176,10 +176,8 @@ class PlacementTable:
         store.last_heartbeat_ms = max(store.last_heartbeat_ms, cmd.now_ms)
         store.capacity_bytes = cmd.capacity_bytes
         store.used_bytes = cmd.used_bytes
-        store.replica_count = len(cmd.reports)
-        store.leader_count = sum(1 for r in cmd.reports if r.leader)
-        store.hosted = frozenset(r.partition_id for r in cmd.reports)
-        store.hosted_replicas = {r.partition_id: r.replica_id for r in cmd.reports}
+        if cmd.full or cmd.reports or cmd.gone:
+            self._record_hosted(store, cmd)
 
         changed: list[int] = []
         for report in cmd.reports:
@@ -213,24 +211,54 @@ class PlacementTable:
             dirty=True,
             store_id=store.id,
             partition_ids=tuple(dict.fromkeys(changed)),
-            operations=self._deliver(store, cmd.now_ms) + self._garbage(store, cmd.reports),
+            operations=self._deliver(store, cmd.now_ms) + self._garbage(store),
         )
 
-    def _garbage(self, store: StoreInfo, reports: tuple[PartitionReport, ...]) -> tuple[PendingOperation, ...]:
-        """DestroyReplica for every reported replica the group has since removed.
+    @staticmethod
+    def _record_hosted(store: StoreInfo, cmd: StoreHeartbeat) -> None:
+        """What the store hosts and leads: replaced by a full report, patched by a delta."""
+        if cmd.full:
+            replicas: dict[int, int] = {}
+            conf_vers: dict[int, int] = {}
+            leading: set[int] = set()
+        else:
+            replicas, conf_vers, leading = dict(store.hosted_replicas), dict(store.hosted_conf_vers), set(store.leading)
+            for pid in cmd.gone:
+                replicas.pop(pid, None)
+                conf_vers.pop(pid, None)
+                leading.discard(pid)
+        for r in cmd.reports:
+            replicas[r.partition_id] = r.replica_id
+            if r.epoch is not None:
+                conf_vers[r.partition_id] = r.epoch.conf_ver
+            else:
+                conf_vers.pop(r.partition_id, None)
+            if r.leader:
+                leading.add(r.partition_id)
+            else:
+                leading.discard(r.partition_id)
+        store.hosted_replicas, store.hosted_conf_vers = replicas, conf_vers
+        store.hosted, store.leading = frozenset(replicas), frozenset(leading)
+        store.replica_count, store.leader_count = len(replicas), len(leading)
+
+    def _garbage(self, store: StoreInfo) -> tuple[PendingOperation, ...]:
+        """DestroyReplica for every replica the store hosts that the group has since removed.
 
         A replica cut off while the group removed it never applies its own removal; it
         would campaign forever (harmlessly, PreVote stops it) and block a new replica of
         the partition on that store.  The store checks the same conditions before deleting.
+        Every hosted replica is looked at, not only the ones this heartbeat reports: a
+        stale replica does not change, so a heartbeat of changes would never mention it.
         """
         out = []
-        for report in reports:
-            info = self.partitions.get(report.partition_id)
-            if info is None or not report.replica_id or report.epoch is None:
+        for pid, replica_id in store.hosted_replicas.items():
+            info = self.partitions.get(pid)
+            conf_ver = store.hosted_conf_vers.get(pid)
+            if info is None or not replica_id or conf_ver is None:
                 continue
             desc = info.descriptor
-            if desc.replica_by_id(report.replica_id) is None and report.epoch.conf_ver < desc.epoch.conf_ver:
-                action = DestroyReplica(store.id, report.replica_id, desc)
+            if conf_ver < desc.epoch.conf_ver and desc.replica_by_id(replica_id) is None:
+                action = DestroyReplica(store.id, replica_id, desc)
                 out.append(PendingOperation(0, desc.id, desc.epoch, action, created_ms=0))
         return tuple(out)
 
