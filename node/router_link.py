@@ -74,6 +74,7 @@ class RouterLink:
         self._acked: dict[int, bytes] = {}
         self._full_due = True
         self._last_full = float("-inf")
+        self._addresses_digest = 0
         self.full_reports = 0
 
     @property
@@ -183,7 +184,9 @@ class RouterLink:
         wire = {pid: st.SerializeToString(deterministic=True) for pid, st in stats.items()}
         now = asyncio.get_running_loop().time()
         full = self._full_due or now - self._last_full >= FULL_REPORT_EVERY_S
-        req = meta_pb2.StoreHeartbeatRequest(store_id=self.store_id, address=self.address)
+        req = meta_pb2.StoreHeartbeatRequest(
+            store_id=self.store_id, address=self.address, addresses_digest=self._addresses_digest
+        )
         if full:
             req.partitions.extend(stats.values())
         else:
@@ -201,10 +204,11 @@ class RouterLink:
             self.full_reports += 1
         for op in resp.operations:
             await self._apply_operation(op)
-        stores = await stub.GetStores(meta_pb2.GetStoresRequest(), timeout=5)
-        for s in stores.stores:
-            if s.address:
-                self.addresses[s.id] = s.address
+        # The address book rides on the heartbeat, and only when it changed: one call per
+        # interval, however many stores.
+        for store_id, address in resp.store_addresses.items():
+            self.addresses[store_id] = address
+        self._addresses_digest = resp.addresses_digest
 
     async def _apply_operation(self, op: meta_pb2.Operation) -> None:
         kind = op.WhichOneof("kind")

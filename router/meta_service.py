@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar, cast
 
@@ -58,6 +59,11 @@ def _leader_only(handler: H) -> H:
             await _not_leader(context, exc)
 
     return cast(H, wrapped)  # functools.wraps keeps the handler's signature
+
+
+def addresses_digest(book: dict[int, str]) -> int:
+    """A digest of the store address book (never 0, which asks for the book)."""
+    return zlib.crc32(",".join(f"{i}={a}" for i, a in sorted(book.items())).encode()) or 1
 
 
 class MetaService(meta_pb2_grpc.MetaServicer):
@@ -154,10 +160,14 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             )
         except PlacementError as exc:
             await _invalid(context, exc.field, exc.message)
+        book = {s.id: s.address for s in self._table.stores.values() if s.address}
+        digest = addresses_digest(book)
         return meta_pb2.StoreHeartbeatResponse(
             store_id=store_id,
             operations=[convert.operation_to_pb(op) for op in result.operations],
             want_full=registered_now and request.delta,
+            store_addresses=book if digest != request.addresses_digest else {},
+            addresses_digest=digest,
         )
 
     @_leader_only
