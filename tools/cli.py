@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 from common import logs
 from node.settings import HEARTBEAT_INTERVAL_S, Limits, RaftSettings
 from router.placement.config import MAX_GROUP_MEMBERS, GroupSettings, PlacementConfig
+from tools.nemesis.histories import CHECK_TIME_LIMIT_S, WORKLOADS
 from tools.nemesis.schedule import KINDS as FAULTS
 
 if TYPE_CHECKING:  # imported when a kv command runs (see _kv)
@@ -156,6 +157,12 @@ def _raft_mutations() -> dict[str, str]:
     return known_mutations()
 
 
+def _client_mutations() -> dict[str, str]:
+    from tools.nemesis.client_mutations import describe
+
+    return describe()
+
+
 def _simulator_mutations() -> dict[str, str]:
     from tools.simulator.mutations import describe
 
@@ -230,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     _build_bench(commands)
     _build_simulate(commands)
     _build_nemesis(commands)
+    _build_check(commands)
     return parser
 
 
@@ -588,7 +596,7 @@ def _build_nemesis(commands) -> None:
     default_faults = ["kill", "pause", "partition"]
     p.add_argument("--faults", type=_fault_list, default=default_faults, metavar="F[,F...]",
                    help=f"faults to inject, from {','.join(FAULTS)} (default: {','.join(default_faults)})")
-    p.add_argument("--workload", choices=("register", "set", "bank"), default="register",
+    p.add_argument("--workload", choices=WORKLOADS, default="register",
                    help="what the clients do (default: %(default)s)")
     p.add_argument("--seed", type=_non_negative_int, metavar="N",
                    help="seed for the fault schedule and workload (default: random, printed)")
@@ -600,7 +608,38 @@ def _build_nemesis(commands) -> None:
     p.add_argument("--raft-mutation", metavar="NAME", type=_mutation(_raft_mutations),
                    help="testing: start every node with a known Raft bug (tessera node --raft-mutation "
                         "NAME, e.g. learner-votes); the run should then fail")
+    p.add_argument("--client-mutation", metavar="NAME", type=_mutation(_client_mutations),
+                   help="testing: run the workload with a known client bug (double-append, with "
+                        "--workload set); the run should then fail")
     p.set_defaults(handler=_nemesis, command_name="nemesis")
+
+
+def _build_check(commands) -> None:
+    p = commands.add_parser(
+        "check",
+        help="check a saved history offline (linearizability, set, bank)",
+        formatter_class=_Formatter,
+        description=(
+            "Check a saved history with the nemesis's own checks and print the verdicts; on a\n"
+            "failure, the smallest failing window of each bad key. A history written by\n"
+            "'tessera nemesis --history' checks as it did in its run (same --model as its\n"
+            "--workload). --format jepsen-etcd reads Jepsen's etcd register logs.\n"
+            "Exit 0 when every check holds, 1 when one fails (or is undecided within\n"
+            "--time-limit), 2 for a usage error or a history that cannot be read."
+        ),
+    )
+    p.add_argument("history", metavar="HISTORY", help="the history file ('-': stdin)")
+    p.add_argument("--model", choices=WORKLOADS, default="register",
+                   help="what the history is of: register (linearizability per key), set (the set "
+                        "workload's checks and linearizability), bank (conserved totals) "
+                        "(default: %(default)s)")
+    p.add_argument("--format", choices=("jsonl", "jepsen-etcd"), default="jsonl",
+                   help="jsonl: Jepsen-shaped JSON lines, as tessera nemesis --history writes them; "
+                        "jepsen-etcd: a Jepsen etcd test log, one register (default: %(default)s)")
+    p.add_argument("--time-limit", type=_positive_float, metavar="SECONDS", default=CHECK_TIME_LIMIT_S,
+                   help="give the linearizability search up after this long: the verdict is then "
+                        "UNDECIDED, exit 1 (default: %(default)g, as in tessera nemesis)")
+    p.set_defaults(handler=_check, command_name="check")
 
 
 # -- handlers ------------------------------------------------------------------------------
@@ -733,15 +772,24 @@ _KV_HANDLERS = {"put": _kv_put, "get": _kv_get, "delete": _kv_delete, "scan": _k
 
 def _nemesis(args: argparse.Namespace) -> int:
     from tools.nemesis import schedule
-    from tools.nemesis.runner import run
+    from tools.nemesis.runner import run, usage_problem
 
     nodes = args.nodes if args.nodes is not None else schedule.default_nodes(args.faults)
-    why = schedule.check_nodes(nodes, args.faults)
+    # Every flag is checked before a cluster starts (the mutations' names already were, by
+    # the parser: the node's own message for --raft-mutation).
+    why = usage_problem(args.workload, args.faults, nodes=nodes, raft_mutation=args.raft_mutation,
+                        client_mutation=args.client_mutation, history_path=args.history)
     if why is not None:
         print(f"tessera nemesis: {why}", file=sys.stderr)
         return EXIT_USAGE
-    return run(args.duration, args.faults, args.workload, args.seed, args.history,
-               nodes=nodes, raft_mutation=args.raft_mutation, log_level=args.log_level)
+    return run(args.duration, args.faults, args.workload, args.seed, args.history, nodes=nodes,
+               raft_mutation=args.raft_mutation, client_mutation=args.client_mutation, log_level=args.log_level)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from tools.check import run
+
+    return run(args.history, args.model, args.format, args.time_limit)
 
 
 def _simulate(args: argparse.Namespace) -> int:

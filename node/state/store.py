@@ -188,6 +188,11 @@ class StateStore:
                 return int(_U64.unpack(raw)[0])
             return sum(layout.record_size(k, v) for k, v in layout.records(txn, self._data, start, end))
 
+    def sizes(self) -> dict[int, int]:
+        """Every partition's kept size, from one read transaction (the heartbeat's reports)."""
+        with self.env.begin(db=self._sizes) as txn:
+            return {_U64.unpack(k)[0]: int(_U64.unpack(v)[0]) for k, v in txn.cursor()}
+
     def size_below(self, start: bytes, key: bytes) -> int:
         """Bytes of the records holding [start, key) (how a split at ``key`` shares the size)."""
         with self.env.begin() as txn:

@@ -34,8 +34,18 @@ class Placement:
         self.config = config
         self._clock = clock
         self.watchers = OperationWatchers()
-        # A router that stops leading ends its nodes' watch streams: they find the new leader.
-        group.on_leadership(lambda leader: None if leader else self.watchers.close_all())
+        group.on_leadership(self._leadership_changed)
+
+    def _leadership_changed(self, leading: bool) -> None:
+        if not leading:
+            # A router that stops leading ends its nodes' watch streams: they find the new leader.
+            self.watchers.close_all()
+            return
+        # Whatever the old leader handed out may never have arrived: hand every pending
+        # operation out again now, instead of after the redelivery period.
+        now = self.now_ms()
+        self.table.deliveries_valid_from_ms = now
+        self.watchers.wake(self.table.stores_with_operations_due(now))
 
     @classmethod
     async def open(

@@ -63,6 +63,12 @@ class PlacementTable:
         self.stores: dict[int, StoreInfo] = {}
         self.partitions: dict[int, PartitionInfo] = {}
         self.operations: dict[int, PendingOperation] = {}
+        # Deliveries recorded before this instant are not trusted: the placement leader sets it
+        # when it takes over, since the old leader may have died before its heartbeat response
+        # (or its push) reached the node. Leader-local, like the delivery marks themselves
+        # (never checkpointed, see codec.py): it only decides when an operation is handed out
+        # again, never what the table holds.
+        self.deliveries_valid_from_ms = 0
         # Id allocators: the next id to hand out. Every id ever used is below them, so ids are
         # never reused, even for stores, partitions or replicas that are gone.
         self.next_store_id = 1
@@ -168,13 +174,10 @@ class PlacementTable:
             store.address = cmd.address
             durable = True
         store.last_heartbeat_ms = max(store.last_heartbeat_ms, cmd.now_ms)
-        hosted_before = store.hosted
         store.capacity_bytes = cmd.capacity_bytes
         store.used_bytes = cmd.used_bytes
-        store.replica_count = len(cmd.reports)
-        store.leader_count = sum(1 for r in cmd.reports if r.leader)
-        store.hosted = frozenset(r.partition_id for r in cmd.reports)
-        store.hosted_replicas = {r.partition_id: r.replica_id for r in cmd.reports}
+        if cmd.full or cmd.reports or cmd.gone:
+            self._record_hosted(store, cmd)
 
         changed: list[int] = []
         for report in cmd.reports:
@@ -208,31 +211,61 @@ class PlacementTable:
 
         if self._settle_operations(cmd.now_ms):
             durable = True
-        if self._create_skipped_split_halves(store, cmd.reports, hosted_before, cmd.now_ms):
+        if self._create_skipped_split_halves(store, cmd.reports, cmd.now_ms):
             durable = True
         return Applied(
             durable=durable,
             dirty=True,
             store_id=store.id,
             partition_ids=tuple(dict.fromkeys(changed)),
-            operations=self._deliver(store, cmd.now_ms) + self._garbage(store, cmd.reports),
+            operations=self._deliver(store, cmd.now_ms) + self._garbage(store),
         )
 
-    def _garbage(self, store: StoreInfo, reports: tuple[PartitionReport, ...]) -> tuple[PendingOperation, ...]:
-        """DestroyReplica for every reported replica the group has since removed.
+    @staticmethod
+    def _record_hosted(store: StoreInfo, cmd: StoreHeartbeat) -> None:
+        """What the store hosts and leads: replaced by a full report, patched by a delta."""
+        if cmd.full:
+            replicas: dict[int, int] = {}
+            conf_vers: dict[int, int] = {}
+            leading: set[int] = set()
+        else:
+            replicas, conf_vers, leading = dict(store.hosted_replicas), dict(store.hosted_conf_vers), set(store.leading)
+            for pid in cmd.gone:
+                replicas.pop(pid, None)
+                conf_vers.pop(pid, None)
+                leading.discard(pid)
+        for r in cmd.reports:
+            replicas[r.partition_id] = r.replica_id
+            if r.epoch is not None:
+                conf_vers[r.partition_id] = r.epoch.conf_ver
+            else:
+                conf_vers.pop(r.partition_id, None)
+            if r.leader:
+                leading.add(r.partition_id)
+            else:
+                leading.discard(r.partition_id)
+        store.hosted_replicas, store.hosted_conf_vers = replicas, conf_vers
+        store.hosted, store.leading = frozenset(replicas), frozenset(leading)
+        store.replica_count, store.leader_count = len(replicas), len(leading)
+
+    def _garbage(self, store: StoreInfo) -> tuple[PendingOperation, ...]:
+        """DestroyReplica for every replica the store hosts that the group has since removed.
 
         A replica cut off while the group removed it never applies its own removal; it
         would campaign forever (harmlessly, PreVote stops it) and block a new replica of
         the partition on that store.  The store checks the same conditions before deleting.
+        Every hosted replica is looked at, not only the ones this heartbeat reports: a
+        stale replica does not change, so a heartbeat of changes would never mention it.
         """
         out = []
-        for report in reports:
-            info = self.partitions.get(report.partition_id)
-            if info is None or not report.replica_id or report.epoch is None:
+        for pid, replica_id in store.hosted_replicas.items():
+            info = self.partitions.get(pid)
+            conf_ver = store.hosted_conf_vers.get(pid)
+            if info is None or not replica_id or conf_ver is None:
                 continue
             desc = info.descriptor
-            if desc.replica_by_id(report.replica_id) is None and report.epoch.conf_ver < desc.epoch.conf_ver:
-                action = DestroyReplica(store.id, report.replica_id, desc)
+            if conf_ver < desc.epoch.conf_ver and desc.replica_by_id(replica_id) is None:
+                action = DestroyReplica(store.id, replica_id, desc)
                 out.append(PendingOperation(0, desc.id, desc.epoch, action, created_ms=0))
         return tuple(out)
 
@@ -460,25 +493,25 @@ class PlacementTable:
             return
 
     def _create_skipped_split_halves(
-        self, store: StoreInfo, reports: tuple[PartitionReport, ...], hosted_before: frozenset[int], now_ms: int
+        self, store: StoreInfo, reports: tuple[PartitionReport, ...], now_ms: int
     ) -> bool:
         """A replica that was behind when its partition split, and caught up from a snapshot
         taken after the split, never applied it: its store hosts the left half but not the
-        right one, which lacks a member.  Seen when the store's left half is at the right
-        half's range version or later (so it no longer writes into the right half's range)
-        while the right half is not reported: queue a CreateReplica (filled by the right
-        half's leader with a snapshot).  Missing from two heartbeats in a row, not one: a
-        store reports its left half's new epoch a moment before it opens the right half."""
-        epochs = {r.partition_id: r.epoch for r in reports if r.epoch is not None}
+        right one, which lacks a member.  Seen when the store reports its left half at the
+        right half's range version or later (so it no longer writes into the right half's
+        range) and does not host the right half: queue a CreateReplica (filled by the right
+        half's leader with a snapshot).  A store that did apply the split reports its left
+        half a moment before it opens the right half; the CreateReplica it may get then is
+        ignored (node.replica_set) and done at its next heartbeat."""
+        versions = {r.partition_id: r.epoch.version for r in reports if r.epoch is not None}
         queued = False
         for info in self.partitions.values():
             desc = info.descriptor
             mine = desc.replica_on(store.id)
-            if mine is None or desc.id in epochs or desc.id in hosted_before or not desc.start:
+            if mine is None or desc.id in store.hosted or not desc.start:
                 continue
             left = self.locate_before(desc.start)
-            seen = epochs.get(left.id) if left is not None else None
-            if seen is None or seen.version < desc.epoch.version:
+            if left is None or versions.get(left.id, 0) < desc.epoch.version:
                 continue  # not past the split yet: it will create the right half itself
             if any(
                 op.partition_id == desc.id and isinstance(op.action, CreateReplica) and op.action.store_id == store.id
@@ -614,6 +647,7 @@ class PlacementTable:
         if (
             isinstance(op.action, CreateReplica)
             or op.last_sent_ms == 0
+            or op.last_sent_ms < self.deliveries_valid_from_ms
             or op.last_sent_to != target
             or now_ms - op.last_sent_ms >= self.redeliver_ms
         ):
