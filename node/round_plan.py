@@ -216,8 +216,9 @@ def _apply_job(w: PartitionWork) -> ApplyJob | None:
         return None
     conf_state = w.conf_state
     descriptor: Descriptor | None = None
+    base = w.descriptor
     if rd.snapshot is not None and w.staged is not None and w.staged.descriptor is not None:
-        descriptor = w.staged.descriptor  # the entries after the snapshot see its range
+        base = w.staged.descriptor  # the entries after the snapshot see its range
     results = {c.index: c for c in rd.conf_changes}
     entries = []
     splits = []
@@ -227,7 +228,7 @@ def _apply_job(w: PartitionWork) -> ApplyJob | None:
                 entries.append(ApplyEntry(e.index, e.term, None))
                 continue
             cmd = decode_entry(e.data)
-            current = descriptor or w.descriptor
+            current = descriptor or base
             if isinstance(cmd, SplitCommand):
                 outcome = split_outcome(current, conf_state, cmd, w.replica_id)
                 if isinstance(outcome, str):

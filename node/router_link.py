@@ -289,10 +289,12 @@ class RouterLink:
         pairs = tuple(sorted((r.store_id, rid) for r, rid in zip(desc.replicas, ids)))
         cmd = SplitCommand(desc.epoch.conf_ver, desc.epoch.version, key, op.split.new_partition_id, pairs, left)
         try:
-            rep.propose(cmd)
+            fut = rep.propose(cmd)
         except Exception as exc:
             log.info("split of partition %d not proposed: %r", rep.pid, exc)
             return
+        # Nobody waits for it: placement sees the outcome in the reports (and re-sends).
+        fut.add_done_callback(lambda f: None if f.cancelled() else f.exception())
         log.info("partition %d: proposed a split at %r (new partition %d)", rep.pid, key[:40], cmd.new_partition_id)
 
     def report_leader(self, rep: Replica) -> None:

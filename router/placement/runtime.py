@@ -18,7 +18,7 @@ from pathlib import Path
 
 from router.placement.commands import Applied, Bootstrap, Command, PlacementError, SubmitOperation
 from router.placement.config import GroupSettings, PlacementConfig
-from router.placement.group import PlacementGroup
+from router.placement.group import NotLeaderError, PlacementGroup
 from router.placement.model import Split, StoreInfo, StoreState
 from router.placement.table import PlacementTable
 from router.placement.watchers import OperationWatchers
@@ -123,6 +123,8 @@ class Placement:
             except PlacementError as exc:  # the table moved on meanwhile: decide again next time
                 log.info("size split of partition %d not queued: %s", pid, exc)
                 continue
+            except NotLeaderError:  # no longer the leader: the next one decides
+                break
             log.info("partition %d is past --split-size (%d bytes): split queued (operation %d)",
                      pid, self.config.split_size, result.operation_id)
             queued.append(result.operation_id)
