@@ -503,16 +503,18 @@ class PlacementTable:
         half's leader with a snapshot).  A store that did apply the split reports its left
         half a moment before it opens the right half; the CreateReplica it may get then is
         ignored (node.replica_set) and done at its next heartbeat."""
-        versions = {r.partition_id: r.epoch.version for r in reports if r.epoch is not None}
         queued = False
-        for info in self.partitions.values():
-            desc = info.descriptor
-            mine = desc.replica_on(store.id)
-            if mine is None or desc.id in store.hosted or not desc.start:
+        for report in reports:  # only the left halves this heartbeat reports (changed ones)
+            left = self.partitions.get(report.partition_id)
+            if report.epoch is None or left is None or not left.descriptor.end:
                 continue
-            left = self.locate_before(desc.start)
-            if left is None or versions.get(left.id, 0) < desc.epoch.version:
-                continue  # not past the split yet: it will create the right half itself
+            right = self.locate(left.descriptor.end)
+            if right is None or right.id == left.id or right.descriptor.epoch.version <= BOOTSTRAP_EPOCH.version:
+                continue  # (a pre-split partition was never created by a split)
+            desc = right.descriptor
+            mine = desc.replica_on(store.id)
+            if mine is None or desc.id in store.hosted or report.epoch.version < desc.epoch.version:
+                continue  # hosted, or not past the split yet: it will create the right half itself
             if any(
                 op.partition_id == desc.id and isinstance(op.action, CreateReplica) and op.action.store_id == store.id
                 for op in self.operations.values()
@@ -521,14 +523,6 @@ class PlacementTable:
             self._queue(desc.id, desc.epoch, CreateReplica(store.id, mine.replica_id, False, desc), now_ms)
             queued = True
         return queued
-
-    def locate_before(self, key: bytes) -> PartitionInfo | None:
-        """The partition whose range ends at ``key`` (the left neighbour of a boundary)."""
-        i = bisect.bisect_left(self._starts, key) - 1
-        if i < 0:
-            return None
-        info = self.partitions[self._start_ids[i]]
-        return info if info.descriptor.end == key else None
 
     # -- internals --------------------------------------------------------------------------
 
