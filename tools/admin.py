@@ -303,7 +303,8 @@ async def cmd_split(admin: Admin, args: argparse.Namespace) -> int:
         if not (key > before.start and (not before.end or key < before.end)):
             raise Refused(f"{key_text(key)!s} is outside partition {args.id} {where}")
     elif not shown["size_bytes"]:
-        raise Refused(f"partition {args.id} {where} reports no data, so it has no middle key; "
+        raise Refused(f"partition {args.id} {where} reports no data (its leader reports its size every "
+                      "heartbeat; just after a split it is not known yet), so it has no middle key; "
                       "give the KEY to split it at")
     op = meta_pb2.Operation(partition_id=args.id, split=meta_pb2.Split(split_key=key))
     op_id = await admin.submit(op)
