@@ -8,8 +8,12 @@ empty; it reports everything after a failed heartbeat, when placement asks (it h
 registered the store), and every ``FULL_REPORT_EVERY_S`` whatever happened. Operations:
 create a replica (bootstrap of the pre-split partitions, or an empty one that joins by
 snapshot), transfer a leader, add or remove a member (this store leads the partition),
-delete a replica that was removed from its group while it was cut off. It also refreshes
-the store address book the transport and the NotLeader hints use.
+split a partition (this store leads it: the leader picks the middle key by size if
+placement named none, and proposes the split as an entry of the partition's log,
+docs/decisions.md D21), delete a replica that was removed from its group while it was cut
+off. Leaders report their partition's approximate size (node/state/store.py keeps it with
+the data), which size-based splits use. It also refreshes the store address book the
+transport and the NotLeader hints use.
 
 Nothing waits for the next turn when it need not: a new leader is reported at once
 (ReportLeader); a replica whose descriptor changed (a membership step) makes the node
@@ -29,12 +33,15 @@ from collections.abc import Sequence
 import grpc
 
 from common.backoff import BackoffPolicy
+from common.descriptor import Epoch
+from common.keyspace import MAX_SPLIT_KEY_BYTES, strictly_inside
 from common.routers import RouterSet
 from common.wire.descriptors import descriptor_from_pb, descriptor_to_pb, epoch_to_pb
 from common.wire.errors import error_from_rpc, leader_hint
 from node.raftstore import RaftStore
 from node.replica import Replica
 from node.settings import HEARTBEAT_INTERVAL_S
+from node.state.commands import SplitCommand
 from tesserapb import meta_pb2, meta_pb2_grpc
 
 log = logging.getLogger("tessera.router_link")
@@ -69,6 +76,8 @@ class RouterLink:
         self._bg: set[asyncio.Task[None]] = set()
         self._due = asyncio.Event()  # heartbeat now, not at the next turn
         self.heartbeats = 0
+        # The longest key a client may write here (--max-key-bytes); a split key is never longer.
+        self.max_key_bytes = MAX_SPLIT_KEY_BYTES
         # Each partition's report as placement last acknowledged it (serialized), what a
         # delta is computed against; the next report is full until one is acknowledged.
         self._acked: dict[int, bytes] = {}
@@ -158,7 +167,7 @@ class RouterLink:
             await asyncio.sleep(WATCH_BACKOFF.delay(failures, random.random()))
             failures += 1
 
-    def _stats(self, rep: Replica) -> meta_pb2.PartitionStats:
+    def _stats(self, rep: Replica, sizes: dict[int, int]) -> meta_pb2.PartitionStats:
         raw = rep.raw
         st = meta_pb2.PartitionStats(
             partition_id=rep.pid,
@@ -169,6 +178,7 @@ class RouterLink:
             epoch=epoch_to_pb(rep.descriptor.epoch),
         )
         if raw.is_leader:
+            st.size_bytes = sizes.get(rep.pid, 0)
             st.descriptor.CopyFrom(descriptor_to_pb(rep.descriptor, self.store_id, raw.term))
             for rid, pr in raw.status().progress.items():
                 st.progress.add(
@@ -180,7 +190,8 @@ class RouterLink:
         return st
 
     async def heartbeat(self) -> None:
-        stats = {rep.pid: self._stats(rep) for rep in self.rs.replicas.values()}
+        sizes = self.rs.state.sizes()
+        stats = {rep.pid: self._stats(rep, sizes) for rep in self.rs.replicas.values()}
         wire = {pid: st.SerializeToString(deterministic=True) for pid, st in stats.items()}
         now = asyncio.get_running_loop().time()
         full = self._full_due or now - self._last_full >= FULL_REPORT_EVERY_S
@@ -226,6 +237,8 @@ class RouterLink:
             self.rs.request_remove(op.partition_id, op.remove_replica.replica.replica_id)
         elif kind == "destroy_replica":
             self.rs.destroy_if_removed(descriptor_from_pb(op.destroy_replica.partition), op.destroy_replica.replica_id)
+        elif kind == "split":
+            await self._split(op)
         elif kind == "transfer_leader":
             rep = self.rs.replicas.get(op.partition_id)
             if rep is None or not rep.is_leader():
@@ -240,6 +253,49 @@ class RouterLink:
                     log.warning("transfer of partition %d refused: %s", rep.pid, exc)
         else:
             log.info("operation %s for partition %d not supported yet", kind, op.partition_id)
+
+    async def _split(self, op: meta_pb2.Operation) -> None:
+        """Propose placement's split as an entry of the partition's log (we lead it).
+
+        Proposing twice is harmless: the entry carries the epoch it was decided against, and
+        the first to apply moves the epoch, so any later copy changes nothing.
+        """
+        rep = self.rs.replicas.get(op.partition_id)
+        if rep is None or not rep.is_leader():
+            return
+        desc = rep.descriptor
+        if op.HasField("epoch") and Epoch(op.epoch.conf_ver, op.epoch.version) != desc.epoch:
+            log.info("split of partition %d dropped: decided at another epoch", rep.pid)
+            return
+        ids = list(op.split.new_replica_ids)
+        if not op.split.new_partition_id or len(ids) != len(desc.replicas):
+            log.warning("split of partition %d dropped: it names no ids for the new partition", rep.pid)
+            return
+        state = self.rs.state
+        key = bytes(op.split.split_key)
+        if key:
+            left = await asyncio.to_thread(state.size_below, rep.start, key)
+        else:
+            point = await asyncio.to_thread(state.split_point, rep.pid, rep.start, rep.end)
+            if point is None:
+                log.info("split of partition %d: no key splits it in two (too little data)", rep.pid)
+                return
+            key, left = point
+        if len(key) > min(MAX_SPLIT_KEY_BYTES, self.max_key_bytes) or not strictly_inside(rep.start, rep.end, key):
+            log.warning("split of partition %d dropped: %r is not a valid boundary", rep.pid, key[:40])
+            return
+        if rep.descriptor is not desc or not rep.is_leader():
+            return  # changed while we measured: placement sends it again if still wanted
+        pairs = tuple(sorted((r.store_id, rid) for r, rid in zip(desc.replicas, ids)))
+        cmd = SplitCommand(desc.epoch.conf_ver, desc.epoch.version, key, op.split.new_partition_id, pairs, left)
+        try:
+            fut = rep.propose(cmd)
+        except Exception as exc:
+            log.info("split of partition %d not proposed: %r", rep.pid, exc)
+            return
+        # Nobody waits for it: placement sees the outcome in the reports (and re-sends).
+        fut.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+        log.info("partition %d: proposed a split at %r (new partition %d)", rep.pid, key[:40], cmd.new_partition_id)
 
     def report_leader(self, rep: Replica) -> None:
         """Tell the router at once that we lead ``rep`` (fire and forget)."""

@@ -158,6 +158,7 @@ class MetaService(meta_pb2_grpc.MetaServicer):
                     gone=tuple(request.gone),
                 )
             )
+            await self._placement.maybe_split()
         except PlacementError as exc:
             await _invalid(context, exc.field, exc.message)
         book = {s.id: s.address for s in self._table.stores.values() if s.address}

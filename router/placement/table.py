@@ -181,6 +181,8 @@ class PlacementTable:
 
         changed: list[int] = []
         for report in cmd.reports:
+            known = self.partitions.get(report.partition_id)
+            range_before = (known.descriptor.start, known.descriptor.end) if known is not None else None
             if (
                 report.leader
                 and report.descriptor is not None
@@ -198,13 +200,18 @@ class PlacementTable:
             if mine is not None:
                 info.progress.setdefault(mine.replica_id, ReplicaProgress()).applied = report.applied
             if report.leader:
-                info.size_bytes = report.size_bytes
+                # A report that brings a split may have measured before the split applied:
+                # the size is unknown until the next one.
+                resized = range_before not in (None, (info.descriptor.start, info.descriptor.end))
+                info.size_bytes = 0 if resized else report.size_bytes
                 info.load = report.load
                 for member in report.progress:
                     if info.descriptor.replica_by_id(member.replica_id) is not None:
                         info.progress.setdefault(member.replica_id, ReplicaProgress()).match = member.match
 
         if self._settle_operations(cmd.now_ms):
+            durable = True
+        if self._create_skipped_split_halves(store, cmd.reports, cmd.now_ms):
             durable = True
         return Applied(
             durable=durable,
@@ -364,6 +371,16 @@ class PlacementTable:
                         f"{key!r} is not strictly inside partition {desc.id}'s range "
                         f"[{desc.start!r}, {desc.end!r})",
                     )
+                if len(key) > keyspace.MAX_SPLIT_KEY_BYTES:
+                    raise PlacementError(
+                        "operation.split.split_key",
+                        f"a split key is at most {keyspace.MAX_SPLIT_KEY_BYTES} bytes, got {len(key)}",
+                    )
+                same = self._split_in_flight(desc.id, key)
+                if same is not None:
+                    # The same split asked again (a retry after a placement failover): it is
+                    # already queued, and queuing it twice could not split twice anyway.
+                    return Applied(operation_id=same)
                 self._check_fresh_id(new_pid, self.next_partition_id, "operation.split.new_partition_id")
                 if new_rids and len(new_rids) != len(desc.replicas):
                     raise PlacementError(
@@ -379,6 +396,14 @@ class PlacementTable:
                 raise PlacementError("operation.create_replica", "issued by placement itself, not submittable")
             case _:
                 raise PlacementError("operation.kind", "no operation kind set")
+
+        busy = self._leader_operation(desc.id)
+        if busy is not None and (isinstance(action, Split) or isinstance(busy.action, Split)):
+            raise PlacementError(
+                "operation.partition_id",
+                f"partition {desc.id} has an operation in flight (operation {busy.id}: "
+                f"{type(busy.action).__name__}); try again once it is done",
+            )
 
         # Validation done: mutate.
         match action:
@@ -414,6 +439,91 @@ class PlacementTable:
                     del self.operations[op_id]
         return Applied(durable=True, dirty=True, store_id=store.id)
 
+    # -- splits (docs/decisions.md D21) ------------------------------------------------------
+
+    def _leader_operation(self, partition_id: int) -> PendingOperation | None:
+        """The leader-addressed operation in flight on a partition, if any."""
+        for op in self.operations.values():
+            if op.partition_id == partition_id and not isinstance(op.action, (CreateReplica, DestroyReplica)):
+                return op
+        return None
+
+    def _split_in_flight(self, partition_id: int, key: bytes) -> int | None:
+        """The id of a queued split of the partition at ``key`` (any key, for an empty one)."""
+        op = self._leader_operation(partition_id)
+        if op is None or not isinstance(op.action, Split):
+            return None
+        return op.id if not key or op.action.split_key == key else None
+
+    def _record_split(self, old: Descriptor, left: Descriptor) -> None:
+        """The parent's leader reported its shrunk descriptor: the queued split was applied.
+
+        Add the new right half at once, as every replica created it (the split's ids, the
+        parent's stores, the parent's new epoch), so the map never has a gap while the new
+        partition elects its leader; that leader's own reports take over from here.
+        """
+        if not (left.id == old.id and left.start == old.start and keyspace.end_after(old.end, left.end)):
+            return
+        for op in self.operations.values():
+            action = op.action
+            if op.partition_id != old.id or not isinstance(action, Split) or op.epoch != old.epoch:
+                continue
+            if action.new_partition_id in self.partitions or len(action.new_replica_ids) != len(old.replicas):
+                return
+            child = Descriptor(
+                id=action.new_partition_id,
+                start=left.end,
+                end=old.end,
+                epoch=left.epoch,
+                replicas=tuple(
+                    ReplicaDesc(r.store_id, rid, Role.VOTER) for r, rid in zip(old.replicas, action.new_replica_ids)
+                ),
+            )
+            if any(
+                p.id != old.id and keyspace.overlaps(p.descriptor.start, p.descriptor.end, child.start, child.end)
+                for p in self.partitions.values()
+            ):
+                return
+            parent = self.partitions[old.id]
+            # The new partition's replica on the parent leader's store campaigns first.
+            self.partitions[child.id] = PartitionInfo(descriptor=child, leader_store_id=parent.leader_store_id)
+            self.next_partition_id = max(self.next_partition_id, child.id + 1)
+            for r in child.replicas:
+                self.next_replica_id = max(self.next_replica_id, r.replica_id + 1)
+            return
+
+    def _create_skipped_split_halves(
+        self, store: StoreInfo, reports: tuple[PartitionReport, ...], now_ms: int
+    ) -> bool:
+        """A replica that was behind when its partition split, and caught up from a snapshot
+        taken after the split, never applied it: its store hosts the left half but not the
+        right one, which lacks a member.  Seen when the store reports its left half at the
+        right half's range version or later (so it no longer writes into the right half's
+        range) and does not host the right half: queue a CreateReplica (filled by the right
+        half's leader with a snapshot).  A store that did apply the split reports its left
+        half a moment before it opens the right half; the CreateReplica it may get then is
+        ignored (node.replica_set) and done at its next heartbeat."""
+        queued = False
+        for report in reports:  # only the left halves this heartbeat reports (changed ones)
+            left = self.partitions.get(report.partition_id)
+            if report.epoch is None or left is None or not left.descriptor.end:
+                continue
+            right = self.locate(left.descriptor.end)
+            if right is None or right.id == left.id or right.descriptor.epoch.version <= BOOTSTRAP_EPOCH.version:
+                continue  # (a pre-split partition was never created by a split)
+            desc = right.descriptor
+            mine = desc.replica_on(store.id)
+            if mine is None or desc.id in store.hosted or report.epoch.version < desc.epoch.version:
+                continue  # hosted, or not past the split yet: it will create the right half itself
+            if any(
+                op.partition_id == desc.id and isinstance(op.action, CreateReplica) and op.action.store_id == store.id
+                for op in self.operations.values()
+            ):
+                continue
+            self._queue(desc.id, desc.epoch, CreateReplica(store.id, mine.replica_id, False, desc), now_ms)
+            queued = True
+        return queued
+
     # -- internals --------------------------------------------------------------------------
 
     def _record_leader(self, info: PartitionInfo, store_id: int, term: int) -> bool:
@@ -446,6 +556,7 @@ class PlacementTable:
         if current is None:
             current = self.partitions[desc.id] = PartitionInfo(descriptor=desc)
         else:
+            self._record_split(current.descriptor, desc)
             current.descriptor = desc
             members = {r.replica_id for r in desc.replicas}
             current.progress = {rid: pr for rid, pr in current.progress.items() if rid in members}
@@ -615,6 +726,14 @@ class PlacementTable:
     def up_stores(self, now_ms: int, down_after_ms: int) -> list[int]:
         return sorted(
             s.id for s in self.stores.values() if self.effective_state(s, now_ms, down_after_ms) == StoreState.UP
+        )
+
+    def split_candidates(self, split_size: int) -> list[int]:
+        """Partitions whose leader reported more than ``split_size`` bytes and that have no
+        operation in flight: the size-based splits to queue (docs/decisions.md D21)."""
+        busy = {op.partition_id for op in self.operations.values() if not isinstance(op.action, DestroyReplica)}
+        return sorted(
+            p.id for p in self.partitions.values() if split_size > 0 and p.size_bytes > split_size and p.id not in busy
         )
 
     def pending_operations(self, partition_id: int | None = None) -> list[PendingOperation]:

@@ -253,11 +253,16 @@ def test_operations_go_to_the_partition_leaders_store(start_router, meta_for):
         (submitted.operation_id, 2, 3)]
     assert (ops[0].epoch.conf_ver, ops[0].epoch.version) == (1, 1)
 
+    # One operation per partition at a time: a split of partition 2 waits for the transfer.
+    with pytest.raises(grpc.RpcError, match="in flight"):
+        meta.stub.SubmitOperation(meta_pb2.SubmitOperationRequest(operation=meta_pb2.Operation(
+            partition_id=2, split=meta_pb2.Split(split_key=b"\xc0"))), timeout=5)
+    meta.stub.ReportLeader(meta_pb2.ReportLeaderRequest(partition_id=1, leader_store_id=1, term=2), timeout=5)
     split = meta.stub.SubmitOperation(meta_pb2.SubmitOperationRequest(operation=meta_pb2.Operation(
-        partition_id=2, split=meta_pb2.Split(split_key=b"\xc0"))), timeout=5)
+        partition_id=1, split=meta_pb2.Split(split_key=b"\x40"))), timeout=5)
     ops = meta.heartbeat(1, STORE_ADDRS[0], hosting(1, 2)).operations
     sp = next(op for op in ops if op.id == split.operation_id).split
-    assert sp.split_key == b"\xc0" and sp.new_partition_id == 3 and len(sp.new_replica_ids) == 3
+    assert sp.split_key == b"\x40" and sp.new_partition_id == 3 and len(sp.new_replica_ids) == 3
     assert min(sp.new_replica_ids) > 6  # fresh replica ids
 
 
