@@ -150,6 +150,14 @@ def test_router_episodes_run_on_three_routers_and_stop_leaders_and_followers_bot
     assert all(1 <= s.number("partition") <= 4 for s in with_op)
 
 
+def test_split_episodes_cut_the_leader_a_follower_or_nothing() -> None:
+    drawn = [s for seed in range(30) for s in schedule.build(seed, 40, ["split"]).steps if s.kind == "split"]
+    injects = [s for s in drawn if s.action == "split"]
+    assert len(drawn) == 2 * len(injects) and {s.action for s in drawn} == {"split", "finish-split"}
+    assert {s.param("cut") for s in injects} == {"none", "leader", "follower"}
+    assert all(1 <= s.number("partition") <= 4 for s in injects)
+
+
 def test_four_nodes_add_the_halves_shape() -> None:
     assert "halves" not in schedule.partition_shapes(3)
     assert set(schedule.partition_shapes(4)) == set(schedule.PARTITION_SHAPES)

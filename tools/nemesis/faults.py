@@ -21,6 +21,12 @@ How each fault is injected (all on loopback, nothing needs root, nothing outlive
 - transfer: ``SubmitOperation(transfer_leader)`` through the router's Meta service; the leader's
   node carries it out on its next heartbeat. A target store that holds no voter of the
   partition (with more than 3 nodes) is replaced by one of the partition's voters.
+- split / finish-split (``split``): ``SubmitOperation(split)`` of partition K at its middle key,
+  under the workload's load; with ``cut`` the partition's leader (or one follower) is first cut
+  off from every other store. The heal restores the network; the split must be done within 25
+  s of its submit: the partition's range shrank and a new partition starts where it now ends.
+  A split placement refuses (no data yet to find a middle key in, another operation in flight)
+  is logged, not a problem.
 - add-replica / finish-move (``member``): a replica of partition K moves to a store that does
   not host it. ``SubmitOperation(add_replica)``; placement adds it as a learner and has the
   store create it empty, the leader replicates to it (snapshot) and promotes it to voter once
@@ -79,6 +85,9 @@ POLL_S = 0.1
 # election, and placement's own redelivery period (10 s, router/placement/table.py) for an
 # operation handed out just before the failover.
 OPERATION_AFTER_FAILOVER_S = 20.0
+# split episodes: submitted -> done (placement shows both halves): the longest hold (4 s, the
+# leader may be cut off all along), an election, placement's redelivery period (10 s).
+SPLIT_TIMEOUT_S = 25.0
 META_TIMEOUT_S = 2.0  # one call to the router's Meta service
 
 
@@ -115,6 +124,17 @@ class RouterOutage:
 
 
 @dataclass
+class SplitRun:
+    """A split episode in progress (see :meth:`Nemesis._do_split`)."""
+
+    pid: int
+    submitted: float  # monotonic
+    end: bytes  # the partition's end key before the split
+    version: int  # and its range version
+    watcher: asyncio.Future[str] | None = None  # until the split is done
+
+
+@dataclass
 class Move:
     """A member episode in progress (see :meth:`Nemesis._do_add_replica`)."""
 
@@ -147,6 +167,7 @@ class Nemesis:
     routers_killed: set[int] = field(default_factory=set)
     routers_paused: set[int] = field(default_factory=set)
     outages: dict[int, RouterOutage] = field(default_factory=dict)  # episode -> router stopped
+    splits: dict[int, SplitRun] = field(default_factory=dict)  # episode -> split submitted
     resolved: dict[int, tuple[int, ...]] = field(default_factory=dict)  # episode -> nodes hit
     moves: dict[int, Move] = field(default_factory=dict)  # episode -> member move in progress
     problems: list[str] = field(default_factory=list)  # failed expectations (member moves)
@@ -503,6 +524,74 @@ class Nemesis:
             return f"transfer of partition {pid} to {what} not queued: {exc.code.name} {exc.message}", ()
         return f"transfer of partition {pid} to {what} queued", ()
 
+    # -- splits (split) -------------------------------------------------------------------------
+
+    async def _do_split(self, step: Step) -> tuple[str, tuple[int, ...]]:
+        pid = self.partition(step.number("partition"))
+        if self.router_down:
+            return f"router down: partition {pid} not split", ()
+        try:
+            desc = await self.descriptor(pid)
+        except RpcFailure as exc:
+            return f"partition {pid} not split: placement answered {exc.code.name} {exc.message}", ()
+        cut = str(step.param("cut", "none"))
+        voters = sorted(r.store_id for r in desc.replicas if r.role == meta_pb2.VOTER)
+        leader = desc.leader_store_id
+        followers = [v for v in voters if v != leader]
+        victim = 0
+        if cut == "leader" and leader in self.stores:
+            victim = leader
+        elif cut == "follower" and followers:
+            victim = followers[step.number("follower", 0) % len(followers)]
+        parts = []
+        if victim:
+            others = [s for s in self.stores if s != victim]
+            self._cut(step.episode, _between([victim], others))
+            parts.append(f"node {victim} ({'leader' if victim == leader else 'a follower'} of partition {pid}) "
+                         f"cut off from {others}")
+        try:
+            await self._submit(meta_pb2.Operation(partition_id=pid, split=meta_pb2.Split()))
+        except RpcFailure as exc:
+            parts.append(f"split of partition {pid} refused: {exc.code.name} {exc.message}")
+            return "; ".join(parts), (victim,) if victim else ()
+        run = SplitRun(pid, time.monotonic(), desc.end, desc.epoch.version)
+        run.watcher = asyncio.ensure_future(self._wait_split(step.episode, run))
+        self.splits[step.episode] = run
+        parts.append(f"split of partition {pid} ({describe_replicas(desc)}) submitted")
+        return "; ".join(parts), (victim,) if victim else ()
+
+    async def _do_finish_split(self, step: Step) -> tuple[str, tuple[int, ...]]:
+        pairs = self._episode_pairs.pop(step.episode, [])
+        self._uncut(step.episode, pairs)
+        run = self.splits.pop(step.episode, None)
+        healed = "network healed; " if pairs else ""
+        if run is None or run.watcher is None:
+            return healed + "no split to wait for", ()
+        return healed + await run.watcher, ()
+
+    async def _wait_split(self, episode: int, run: SplitRun) -> str:
+        """Until partition ``run.pid`` has shrunk and a partition starts where it now ends,
+        watched from the submit."""
+        deadline = run.submitted + SPLIT_TIMEOUT_S
+        last = "no answer from placement"
+        while True:
+            try:
+                desc = await self.descriptor(run.pid)
+                if desc.epoch.version > run.version and desc.end != run.end:
+                    right = await self.meta().call(
+                        "GetPartition", meta_pb2.GetPartitionRequest(key=desc.end), META_TIMEOUT_S)
+                    if right.partition.id != run.pid and right.partition.start == desc.end:
+                        return (f"split of partition {run.pid} done {time.monotonic() - run.submitted:.2f} s after "
+                                f"it was submitted: partition {right.partition.id} starts at {desc.end!r}")
+                last = f"range version {desc.epoch.version}, ends at {desc.end!r}"
+            except RpcFailure as exc:
+                last = f"placement: {exc.code.name} {exc.message}"
+            if time.monotonic() > deadline:
+                self.problems.append(f"#{episode} split: partition {run.pid} not split {SPLIT_TIMEOUT_S:g} s after "
+                                     f"it was submitted ({last})")
+                return f"split of partition {run.pid} NOT done ({last})"
+            await asyncio.sleep(POLL_S)
+
     # -- membership changes (member) -----------------------------------------------------------
 
     async def descriptor(self, pid: int) -> meta_pb2.PartitionDescriptor:
@@ -792,6 +881,10 @@ class Nemesis:
             done.append(f"node {n} restarted")
         for i in sorted(self.routers_killed | self.routers_paused):
             done.append(await self._start_router(i))
+        for episode, run in sorted(self.splits.items()):
+            if run.watcher is not None:
+                done.append(f"#{episode}: " + await run.watcher)
+        self.splits.clear()
         for episode, outage in sorted(self.outages.items()):
             if outage.watcher is not None:
                 done.append(f"#{episode}: " + await outage.watcher)

@@ -474,7 +474,7 @@ class _Run:
         for step in self.sched.steps:
             await asyncio.sleep(max(0.0, t0 + step.at - time.monotonic()))
             rep = self.episodes.get(step.episode)
-            if rep is not None and rep.targets_reads and step.action in ("heal-network", "finish-move"):
+            if rep is not None and rep.targets_reads and step.action in ("heal-network", "finish-move", "finish-split"):
                 await self._stale_reads(rep, nem)  # the cut-off node, before it rejoins
             try:
                 applied = await nem.apply(step)
@@ -492,6 +492,8 @@ class _Run:
                     step.action == "pause" or step.param("shape") in ("majority", "leader")
                     # the voter cut off with the learner
                     or (step.action == "add-replica" and bool(step.param("split")))
+                    # the split partition's leader, cut off from everyone
+                    or (step.action == "split" and step.param("cut") == "leader")
                 )
                 if rep.targets_reads:
                     rep.stale_node = applied.nodes[0]

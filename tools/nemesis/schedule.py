@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from router.placement.config import PlacementConfig
 
 # The fault kinds, by the names `tessera nemesis --faults` takes (tools/cli.py reads them here).
-KINDS = ("kill", "pause", "partition", "transfer", "fsync", "slowdisk", "latency", "router", "member")
+KINDS = ("kill", "pause", "partition", "transfer", "fsync", "slowdisk", "latency", "router", "member", "split")
 PRIMARY = tuple(k for k in KINDS if k != "transfer")
 PARTITION_SHAPES = ("majority", "leader", "asymmetric", "bridge", "halves")
 # Shapes that need more than 3 nodes: ``halves`` (two stores vs the other two).
@@ -83,6 +83,8 @@ HOLD = {
     # From submitting the AddReplica to the heal that finishes the move. The inject itself takes
     # 1-2 s when split (waiting for the learner to show up, then cutting the network).
     "member": (4.0, 7.0),
+    # From submitting the split (with a node cut off, or not) to healing the network.
+    "split": (2.0, 4.0),
 }
 GAP = (2.0, 3.5)  # after a heal, before the next inject: time to recover, measured
 # A member episode's heal carries the move through (learner promoted, an old replica removed),
@@ -137,6 +139,7 @@ HEAL = {
     "latency": "heal-network",
     "kill-router": "restart-router",
     "add-replica": "finish-move",
+    "split": "finish-split",
 }
 # Every action that starts something: its heal, or None for a one-shot action.
 ACTIONS: dict[str, str | None] = {**HEAL, "transfer": None}
@@ -149,6 +152,7 @@ INJECT = {
     "latency": "latency",
     "router": "kill-router",
     "member": "add-replica",
+    "split": "split",
 }
 
 
@@ -239,6 +243,12 @@ def _params(kind: str, rng: random.Random, nodes: int, partitions: int, shape: s
         if rng.random() < 0.5:
             params.update(operation=True, partition=rng.randint(1, partitions), to=rng.randrange(REPLICAS - 1))
         return params
+    if kind == "split":
+        # Split partition K at its middle key under load; a third of the time with its leader
+        # cut off from every other store, a third with one follower cut off (it catches up past
+        # the split later), the rest on a whole network.
+        return {"partition": rng.randint(1, partitions), "cut": rng.choice(("none", "leader", "follower")),
+                "follower": rng.randrange(REPLICAS - 1)}
     if kind == "partition":
         if shape == "majority":  # one store alone vs the rest (3 nodes: the minority is one)
             return {"shape": shape, "minority": f"node:{rng.randint(1, nodes)}"}
