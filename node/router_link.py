@@ -48,10 +48,17 @@ class RouterLink:
     RaftStore is built after this link, since it needs the link's resolve and report_leader."""
 
     def __init__(
-        self, store_id: int, address: str, routers: str | Sequence[str], *, interval: float = HEARTBEAT_INTERVAL_S
+        self,
+        store_id: int,
+        address: str,
+        routers: str | Sequence[str],
+        *,
+        interval: float = HEARTBEAT_INTERVAL_S,
+        zone: str = "",
     ) -> None:
         self.store_id = store_id
         self.address = address
+        self.zone = zone  # the failure domain placement spreads replicas over (--zone)
         self.routers = RouterSet(routers)
         self.interval = interval
         self.addresses: dict[int, str] = {store_id: address}
@@ -170,6 +177,7 @@ class RouterLink:
             store_id=self.store_id,
             address=self.address,
             partitions=[self._stats(rep) for rep in self.rs.replicas.values()],
+            zone=self.zone,
         )
         stub = self._stub()
         resp = await stub.StoreHeartbeat(req, timeout=5)

@@ -132,7 +132,7 @@ class MetaService(meta_pb2_grpc.MetaServicer):
         try:
             store_id = request.store_id
             if store_id == 0 or store_id not in self._table.stores:
-                registered = await self._placement.apply(RegisterStore(request.address, store_id, now))
+                registered = await self._placement.apply(RegisterStore(request.address, store_id, now, request.zone))
                 store_id = registered.store_id
                 log.info("store %d registered at %s", store_id, request.address)
             await self._placement.maybe_bootstrap()
@@ -144,6 +144,7 @@ class MetaService(meta_pb2_grpc.MetaServicer):
                     reports=reports,
                     capacity_bytes=request.capacity_bytes,
                     used_bytes=request.used_bytes,
+                    zone=request.zone,
                 )
             )
         except PlacementError as exc:

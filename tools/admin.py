@@ -83,7 +83,7 @@ def store_json(s: meta_pb2.Store) -> dict[str, Any]:
     return {
         "id": s.id,
         "address": s.address,
-        "zone": None,  # nodes carry no zone label in this version
+        "zone": s.zone or None,  # null: the node gave no --zone
         "state": _STATE.get(s.state, "unknown"),
         "replicas": s.replica_count,
         "leaders": s.leader_count,

@@ -133,6 +133,15 @@ _positive_int = _number(int, "an integer", lambda v: v >= 1, ">= 1")
 _non_negative_int = _number(int, "an integer", lambda v: v >= 0, ">= 0")
 _positive_float = _number(float, "a number", lambda v: v > 0, "> 0")
 _group_size = _number(int, "an integer", lambda v: 1 <= v <= MAX_GROUP_MEMBERS, f"in [1, {MAX_GROUP_MEMBERS}]")
+_non_negative_float = _number(float, "a number", lambda v: v >= 0, ">= 0")
+
+
+def _zone_name(text: str) -> str:
+    """A zone label: printable, no spaces or commas (it is shown in tables and lists)."""
+    if not text or len(text) > 64 or not text.isprintable() or any(c in text for c in " ,\t"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a zone name (1-64 printable characters, no spaces "
+                                         "or commas)")
+    return text
 
 
 def _mutation(table: Callable[[], dict[str, str]]) -> Callable[[str], str]:
@@ -167,8 +176,17 @@ def _add_new_cluster_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitions", type=_positive_int, metavar="N", default=_PLACEMENT.partitions,
                         help="partitions to pre-split a brand-new cluster into (default: %(default)s)")
     parser.add_argument("--max-down", type=_positive_float, metavar="SECONDS", default=_PLACEMENT.max_down_s,
-                        help="a node down this long has its replicas re-created elsewhere; accepted and "
-                             "stored, but this version does not act on it yet (default: %(default)g)")
+                        help="a node down this long has each of its replicas re-created on another up "
+                             "node (default: %(default)g)")
+    parser.add_argument("--schedule-interval", type=_non_negative_float, metavar="SECONDS",
+                        default=_PLACEMENT.schedule_interval_s,
+                        help="how often the placement leader's scheduler looks for work (repair, drain, "
+                             "zones, replica and leader balance; it also looks as soon as a partition "
+                             "changes); 0 turns it off: placement then does only what admins ask "
+                             "(default: %(default)g)")
+    parser.add_argument("--max-moves", type=_positive_int, metavar="N", default=_PLACEMENT.max_moves,
+                        help="replica moves (each a snapshot to a new replica) the scheduler keeps in "
+                             "flight at once, cluster-wide (default: %(default)s)")
 
 
 def _fault_list(text: str) -> list[str]:
@@ -235,6 +253,10 @@ def _build_node(commands) -> None:
                    help="WAL and LMDB directory; survives restarts (default: %(default)s)")
     p.add_argument("--routers", metavar="ADDR[,ADDR...]", default=DEFAULT_ROUTER,
                    help="placement service addresses to heartbeat (default: %(default)s)")
+    p.add_argument("--zone", metavar="NAME", type=_zone_name,
+                   help="this node's failure domain (a rack, a machine, a data centre): placement never "
+                        "puts two replicas of a partition in one zone while enough zones are up "
+                        "(default: none, the node is a domain of its own)")
     _add_log_level_option(p)
     p.add_argument("--tick-ms", type=_positive_int, metavar="MS", default=round(_RAFT.tick_s * 1000),
                    help=f"Raft tick; elections time out after {_RAFT.election_tick}-"
@@ -334,6 +356,9 @@ def _build_cluster(commands) -> None:
                     help="router processes, the placement group's members: 1 for development, 3 "
                          "so that losing any one router loses nothing (default: %(default)s)")
     _add_new_cluster_options(up)
+    up.add_argument("--zones", type=_non_negative_int, default=0, metavar="N",
+                    help="label the nodes with zones z1..zN, round-robin (tessera node --zone); 0: no "
+                         "zones (default: %(default)s)")
     up.add_argument("--data-dir", default="./data", metavar="DIR",
                     help="root of every process's data directory (default: %(default)s)")
     up.add_argument("--base-port", type=_non_negative_int, default=7100, metavar="PORT",

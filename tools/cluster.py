@@ -93,6 +93,7 @@ class Cluster:
     max_down: float = _PLACEMENT.max_down_s
     log_level: str = DEFAULT_LEVEL  # every child's --log-level
     routers: int = 1  # the placement group's size
+    zones: int = 0  # label node i with zone z((i-1) % zones + 1) (tessera node --zone); 0: no zones
     extra_router_args: list[str] = field(default_factory=list)
     extra_node_args: list[str] = field(default_factory=list)
     # Per-node extra arguments (e.g. each node's --peer-addresses file).
@@ -165,6 +166,7 @@ class Cluster:
             "--data-dir", os.path.join(self.root, f"node{i}"),
             "--routers", self.router_addresses,
             "--log-level", self.log_level,
+            *(["--zone", self.zone_of(i)] if self.zones else []),
             *self.extra_node_args,
             *(self.node_args(i) if self.node_args is not None else []),
         ]
@@ -307,6 +309,20 @@ class Cluster:
 
     def node_address(self, i: int) -> str:
         return self.node_procs[i].address
+
+    def zone_of(self, i: int) -> str:
+        """Node ``i``'s zone: z1..zN round-robin ("" without zones)."""
+        return f"z{(i - 1) % self.zones + 1}" if self.zones else ""
+
+    def add_node(self, timeout: float = 30.0) -> int:
+        """Start one more node (the next store id, an empty data dir); returns its number."""
+        i = max(self.node_procs, default=0) + 1
+        port = self.base_port + self.routers - 1 + i if self.base_port else 0
+        log = os.path.join(self.root, "logs", f"node{i}.log")
+        self.node_procs[i] = Proc(f"node{i}", self._node_argv(i, port), log)
+        self._spawn(self.node_procs[i], timeout)
+        self.nodes = max(self.nodes, i)
+        return i
 
 
 def _free_port() -> int:

@@ -24,6 +24,7 @@ class RegisterStore:
     address: str
     store_id: int = 0
     now_ms: int = 0
+    zone: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,8 @@ class StoreHeartbeat:
     reports: tuple[PartitionReport, ...] = ()
     capacity_bytes: int = 0
     used_bytes: int = 0
+    # The node's zone as it says now (a node restarted with another --zone moves its store).
+    zone: str = ""
 
 
 @dataclass(frozen=True, slots=True)
