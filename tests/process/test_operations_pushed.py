@@ -55,10 +55,14 @@ def test_transfer_add_and_remove_each_finish_long_before_a_heartbeat_is_due(clus
     got = admin(cluster, "transfer-leader", "1", str(target), "--timeout", str(DEADLINE))
     assert got["done"] and got["seconds"] < DEADLINE
 
-    got = admin(cluster, "add-replica", "1", "4", "--timeout", str(DEADLINE))
+    # Which three of the four stores a partition starts on depends on which nodes registered
+    # first, so the new replica goes to whichever store the partition is not on.
+    holders = {r["store"] for r in admin(cluster, "partition", "1")["replicas"]}
+    joining = next(s for s in (1, 2, 3, 4) if s not in holders)
+    got = admin(cluster, "add-replica", "1", str(joining), "--timeout", str(DEADLINE))
     assert got["done"] and got["seconds"] < DEADLINE
     part = admin(cluster, "partition", "1")
-    leaving = next(r["store"] for r in part["replicas"] if r["store"] not in (4, part["leader"]))
+    leaving = next(r["store"] for r in part["replicas"] if r["store"] not in (joining, part["leader"]))
     got = admin(cluster, "remove-replica", "1", str(leaving), "--timeout", str(DEADLINE))
     assert got["done"] and got["seconds"] < DEADLINE
     assert sorted(r["store"] for r in admin(cluster, "partition", "1")["replicas"]) == sorted(
