@@ -196,6 +196,11 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             state = None
         if state is None:
             await _invalid(context, "state", "set one of STORE_UP, STORE_DRAINING, STORE_REMOVED")
+        if state == StoreState.DRAINING:
+            await self._placement.read_barrier()
+            why = self._placement.drain_refusal(request.store_id)
+            if why is not None:
+                await _invalid(context, "store_id", why)
         try:
             await self._placement.apply(SetStoreState(request.store_id, state))
         except PlacementError as exc:

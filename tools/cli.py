@@ -459,8 +459,8 @@ def _build_admin(commands) -> None:
             "people; --json prints the shapes of docs/cli.md. Commands that change something\n"
             "wait until placement sees it done (--no-wait: just queue it) and exit 1 naming\n"
             "why when it is refused or not done within --timeout.\n\n"
-            "split, drain and remove-store are not available in this version: they\n"
-            "parse their arguments, say so and exit 2 without contacting the cluster."
+            "split is not available in this version: it parses its arguments, says so\n"
+            "and exits 2 without contacting the cluster."
         ),
     )
     _add_router_option(p)
@@ -498,8 +498,11 @@ def _build_admin(commands) -> None:
     leaf("split", "split partition ID at KEY (default: its middle by size)",
          (pid, ("key", {"metavar": "KEY", "nargs": "?", "help": "split key (the new right half starts here)"})),
          available=False)
-    leaf("drain", "move every leader and replica off STORE, then mark it removed", (store,), available=False)
-    leaf("remove-store", "mark a drained or dead STORE removed", (store,), available=False)
+    drain = leaf("drain", "mark STORE draining and wait until the scheduler has moved every replica and leader off it",
+         (store,), changes=True)
+    drain.set_defaults(timeout=300.0)  # every replica on the store is a snapshot to send
+    leaf("remove-store", "mark STORE removed for good (refused while it still holds replicas: drain it first, "
+         "or wait for a dead store's repair)", (store,))
     leaf("routers", "show the placement group: members, leader, term, applied index", ())
 
 

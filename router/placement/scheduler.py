@@ -234,7 +234,8 @@ class _Round:
             return  # the leader leaves a joint configuration by itself
         for r in d.replicas:
             if r.role == Role.LEARNER and self._state(r.store_id) != Liveness.UP:
-                self._submit(p, RemoveReplica(r), f"learner on store {r.store_id} ({self._state(r.store_id).name.lower()})")
+                why = self._state(r.store_id).name.lower()
+                self._submit(p, RemoveReplica(r), f"learner on store {r.store_id} ({why})")
                 return
         if any(r.role == Role.LEARNER for r in d.replicas):
             return  # catching up: its leader promotes it
@@ -385,7 +386,8 @@ class _Round:
             if path is None or self.transfers + len(path) > self.cfg.max_transfers:
                 return
             for p, src, dst in path:
-                self._submit(p, TransferLeader(dst), f"leaders: store {src} has {counts[src]}, store {dst} {counts[dst]}")
+                why = f"leaders: store {src} has {counts[src]}, store {dst} {counts[dst]}"
+                self._submit(p, TransferLeader(dst), why)
                 self.transfer_to[p.id] = dst
                 self.transfers += 1
             counts[path[0][1]] -= 1
