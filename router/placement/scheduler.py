@@ -131,6 +131,7 @@ class _Round:
         self.touched: set[int] = set()
         # Pending operations: who is busy, which adds and transfers are in flight.
         self.busy: set[int] = set()
+        self.changing: set[int] = set()  # partitions with an AddReplica or RemoveReplica pending
         self.adding: dict[int, int] = {}  # partition -> target store of a pending AddReplica
         self.transfer_to: dict[int, int] = {}  # partition -> target of a pending TransferLeader
         for op in table.operations.values():
@@ -138,6 +139,8 @@ class _Round:
             if isinstance(a, CreateReplica) and self.live.get(a.store_id) != Liveness.UP:
                 continue  # cannot finish while its store is away; must not pin the partition
             self.busy.add(op.partition_id)
+            if isinstance(a, (AddReplica, RemoveReplica)):
+                self.changing.add(op.partition_id)
             if isinstance(a, AddReplica):
                 self.adding[op.partition_id] = a.replica.store_id
             elif isinstance(a, TransferLeader):
@@ -160,11 +163,24 @@ class _Round:
     def _moving(self, p: PartitionInfo) -> bool:
         """A replica move is under way: an add or removal pending, a learner, extra voters."""
         d = p.descriptor
-        pending = any(
-            op.partition_id == p.id and isinstance(op.action, (AddReplica, RemoveReplica))
-            for op in self.t.operations.values()
+        return (
+            p.id in self.changing
+            or any(r.role != Role.VOTER for r in d.replicas)
+            or len(d.replicas) > self.cfg.replicas
         )
-        return pending or any(r.role != Role.VOTER for r in d.replicas) or len(_voters(d)) > self.cfg.replicas
+
+    def _healthy(self, p: PartitionInfo) -> bool:
+        """Nothing for finish, repair or zones to do: ``replicas`` voters, each on an up
+        store, in distinct zones (the common case, checked first to keep rounds cheap)."""
+        d = p.descriptor
+        if len(d.replicas) != self.cfg.replicas:
+            return False
+        zones = set()
+        for r in d.replicas:
+            if r.role != Role.VOTER or self.live.get(r.store_id) != Liveness.UP:
+                return False
+            zones.add(self.zone[r.store_id])
+        return len(zones) == len(d.replicas)
 
     def _state(self, store_id: int) -> Liveness:
         return self.live.get(store_id, Liveness.REMOVED)
@@ -213,12 +229,13 @@ class _Round:
 
     def run(self) -> list[Step]:
         parts = sorted(self.t.partitions.values(), key=lambda p: p.id)
-        for p in parts:
+        sick = [p for p in parts if not self._healthy(p)]
+        for p in sick:
             self._finish(p)
         self._drain_leaders(parts)
-        for p in parts:
+        for p in sick:
             self._repair(p)
-        for p in parts:
+        for p in sick:
             self._fix_zones(p)
         self._balance_replicas(parts)
         if self.moves == 0:
@@ -263,6 +280,8 @@ class _Round:
                 return
 
     def _drain_leaders(self, parts: list[PartitionInfo]) -> None:
+        if Liveness.DRAINING not in self.live.values():
+            return
         leaders = self._leader_counts(parts)
         for p in parts:
             if self.transfers >= self.cfg.max_transfers:
