@@ -211,6 +211,13 @@ class RouterLink:
                 return
             member = rep.descriptor.replica_on(op.transfer_leader.to_store_id)
             target = member.replica_id if member is not None else None
+            pr = rep.raw.status().progress.get(target) if target is not None else None
+            if pr is not None and not pr.recent_active:
+                # Not heard from lately (down?): a transfer would stall writes for an election
+                # timeout and fail. Placement drops the operation once the partition moves on.
+                log.info("transfer of partition %d to store %d skipped: not heard from lately",
+                         rep.pid, op.transfer_leader.to_store_id)
+                return
             if target is not None:
                 try:
                     rep.raw.transfer_leader(target)

@@ -94,6 +94,9 @@ class Cluster:
     log_level: str = DEFAULT_LEVEL  # every child's --log-level
     routers: int = 1  # the placement group's size
     zones: int = 0  # label node i with zone z((i-1) % zones + 1) (tessera node --zone); 0: no zones
+    # The routers' --schedule-interval (None: their default); 0 turns the scheduler off, for
+    # tests that steer placement by hand and must not have it steer too.
+    schedule_interval: float | None = None
     extra_router_args: list[str] = field(default_factory=list)
     extra_node_args: list[str] = field(default_factory=list)
     # Per-node extra arguments (e.g. each node's --peer-addresses file).
@@ -154,6 +157,7 @@ class Cluster:
             "--partitions", str(self.partitions),
             "--max-down", str(self.max_down),
             "--log-level", self.log_level,
+            *(["--schedule-interval", str(self.schedule_interval)] if self.schedule_interval is not None else []),
             *self.extra_router_args,
         ]
 

@@ -138,6 +138,10 @@ class _Round:
             a = op.action
             if isinstance(a, CreateReplica) and self.live.get(a.store_id) != Liveness.UP:
                 continue  # cannot finish while its store is away; must not pin the partition
+            if isinstance(a, TransferLeader) and self.live.get(a.to_store_id) != Liveness.UP:
+                # Its target went away after it was decided: it cannot finish (the node skips
+                # it), and the next change of the partition's epoch drops it from the table.
+                continue
             self.busy.add(op.partition_id)
             if isinstance(a, (AddReplica, RemoveReplica)):
                 self.changing.add(op.partition_id)
@@ -260,11 +264,13 @@ class _Round:
         if len(voters) <= self.cfg.replicas:
             return
         zones = [self.zone.get(r.store_id, "") for r in voters]
+        newest = max(r.replica_id for r in voters)  # the one the move just added: it stays
 
-        def badness(r: ReplicaDesc) -> tuple[int, int, int, int, int]:
+        def badness(r: ReplicaDesc) -> tuple[int, int, int, int, int, int]:
             return (
                 int(self._state(r.store_id)),
                 int(zones.count(self.zone.get(r.store_id, "")) > 1),
+                int(r.replica_id != newest),
                 self.count.get(r.store_id, 0),
                 int(r.store_id != p.leader_store_id),
                 r.store_id,

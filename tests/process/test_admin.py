@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     root = tempfile.mkdtemp(prefix="tessera-admin-")
-    c = Cluster(root=root, nodes=4, partitions=2)
+    c = Cluster(root=root, nodes=4, partitions=2, schedule_interval=0)
     try:
         c.start()
         c.wait_ready(60)

@@ -113,8 +113,7 @@ class World:
         steps = plan(self.t, self.now, self.cfg)
         pids = [s.command.partition_id for s in steps]
         assert len(pids) == len(set(pids)), f"two operations on one partition in one round: {steps}"
-        busy = {op.partition_id for op in self.t.operations.values()
-                if not isinstance(op.action, CreateReplica) or op.action.store_id not in self.dead}
+        busy = {op.partition_id for op in self.t.operations.values() if not self._stuck(op.action)}
         assert not busy & set(pids), f"an operation on a partition with one in flight: {steps}"
         for s in steps:
             self.t.apply(s.command)
@@ -124,14 +123,18 @@ class World:
         self.heartbeat_all()
         return steps
 
+    def _stuck(self, a: object) -> bool:
+        """An operation whose store died: it cannot finish and must not pin its partition."""
+        return (isinstance(a, CreateReplica) and a.store_id in self.dead) or (
+            isinstance(a, TransferLeader) and a.to_store_id in self.dead)
+
     def settle(self, max_rounds: int = 200) -> int:
         """Rounds until two rounds in a row plan nothing and nothing is in flight (a round
         in which learners were promoted plans nothing, and the next removes the extra voters)."""
         quiet = 0
         for n in range(max_rounds):
             steps = self.round()
-            in_flight = [op for op in self.t.operations.values() if not isinstance(op.action, CreateReplica)
-                         or op.action.store_id not in self.dead]
+            in_flight = [op for op in self.t.operations.values() if not self._stuck(op.action)]
             quiet = quiet + 1 if not steps and not in_flight else 0
             if quiet == 2:
                 return n
@@ -223,6 +226,7 @@ def test_a_dead_store_is_repaired_only_after_max_down() -> None:
     for _ in range(20):  # down, not yet dead: no replica moves (leaders may rebalance)
         w.round()
     assert all(isinstance(s.command.action, TransferLeader) for s in w.submitted[before:])
+    w.now += CFG.max_down_ms
     w.settle()
     w.assert_whole()
     for pid in held:
