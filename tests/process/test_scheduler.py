@@ -73,8 +73,13 @@ class Writer:
         """Every acknowledged write reads back (linearizably), and writes kept flowing."""
         assert len(self.acked) > 100, f"only {len(self.acked)} writes acknowledged ({self.errors[-3:]})"
         with Client(self.routers, deadline_s=15) as client:
+            wrong = {}
             for key, value in self.acked.items():
-                assert client.get(key, "linearizable") == value, key
+                got = client.get(key, "linearizable")
+                if got is None or got.value != value:
+                    wrong[key] = (value, got)
+            assert not wrong, f"{len(wrong)} of {len(self.acked)} acknowledged writes read back wrong: " + str(
+                sorted(wrong.items())[:5])
 
 
 def state(c: Cluster) -> tuple[dict[int, meta_pb2.Store], list[meta_pb2.PartitionDescriptor]]:
@@ -133,7 +138,7 @@ def make_cluster() -> Iterator[Any]:
     yield make
     for c, root in made:
         c.stop()
-        shutil.rmtree(root, ignore_errors=True) if False else print(root)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_zones_kept_through_balance_and_a_dead_node_repaired_onto_the_fourth(make_cluster: Any) -> None:
@@ -171,7 +176,8 @@ def test_zones_kept_through_balance_and_a_dead_node_repaired_onto_the_fourth(mak
               f"(--max-down {MAX_DOWN_S:g}, --store-down-after {DOWN_AFTER_S:g})")
         _, parts = state(c)
         assert all(any(r.store_id == 4 for r in p.replicas) for p in parts if p.id in lost)
-        assert took >= MAX_DOWN_S  # not before --max-down
+        # Not before --max-down (counted from its last heartbeat, up to a second before the kill).
+        assert took > MAX_DOWN_S - 1.5
         time.sleep(1)  # writes go on after the repair too
     w.check()
 
