@@ -102,10 +102,14 @@ def liveness(store: StoreInfo, now_ms: int, cfg: SchedulerConfig) -> Liveness:
 
 def drain_refusal(table: PlacementTable, store_id: int, now_ms: int, cfg: SchedulerConfig) -> str | None:
     """Why ``store_id`` cannot be drained now (None: it can): the other up stores must be able
-    to hold ``replicas`` replicas of every partition."""
+    to hold ``replicas`` replicas of every partition it has a replica of."""
     store = table.stores.get(store_id)
     if store is None:
         return f"unknown store {store_id}"
+    if store.state == StoreState.REMOVED:
+        return f"store {store_id} is removed"
+    if not any(p.descriptor.replica_on(store_id) is not None for p in table.partitions.values()):
+        return None  # nothing to move
     others = [s for s in table.stores.values() if s.id != store_id and liveness(s, now_ms, cfg) == Liveness.UP]
     if len(others) < cfg.replicas:
         return (f"draining store {store_id} would leave {len(others)} up store(s) to hold {cfg.replicas} "

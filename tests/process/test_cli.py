@@ -94,8 +94,6 @@ def test_kv_get_reports_unreachable_router():
     "argv",
     [
         ["admin", "split", "3", "m"],
-        ["admin", "--json", "drain", "2"],
-        ["admin", "remove-store", "2"],
     ],
 )
 def test_unbuilt_commands_exit_2_with_message(argv):
