@@ -83,12 +83,19 @@ class Writer:
 
 
 def state(c: Cluster) -> tuple[dict[int, meta_pb2.Store], list[meta_pb2.PartitionDescriptor]]:
-    assert c.router is not None
-    with grpc.insecure_channel(c.router.address) as ch:
-        meta = meta_pb2_grpc.MetaStub(ch)
-        stores = {s.id: s for s in meta.GetStores(meta_pb2.GetStoresRequest(), timeout=5).stores}
-        parts = list(meta.ScanPartitions(meta_pb2.ScanPartitionsRequest(), timeout=5).partitions)
-    return stores, parts
+    """The stores and partitions as the placement leader has them (whichever router leads)."""
+    failed: grpc.RpcError | None = None
+    for address in c.router_addresses.split(","):
+        try:
+            with grpc.insecure_channel(address) as ch:
+                meta = meta_pb2_grpc.MetaStub(ch)
+                stores = {s.id: s for s in meta.GetStores(meta_pb2.GetStoresRequest(), timeout=5).stores}
+                parts = list(meta.ScanPartitions(meta_pb2.ScanPartitionsRequest(), timeout=5).partitions)
+            return stores, parts
+        except grpc.RpcError as exc:  # a follower, or a router that is down
+            failed = exc
+    assert failed is not None
+    raise failed
 
 
 def whole(parts: list[meta_pb2.PartitionDescriptor], gone: set[int] = frozenset()) -> bool:  # type: ignore[assignment]
@@ -233,4 +240,34 @@ def test_a_node_added_is_filled_then_a_drained_node_is_removed(make_cluster: Any
             return whole(parts, {2}) and reps == [6, 6, 6] and within_one(leads)
 
         eventually(balanced, 60, "the three stores left balanced")
+    w.check()
+
+
+def test_a_fill_in_flight_completes_after_the_placement_leader_is_killed(make_cluster: Any) -> None:
+    c = make_cluster(nodes=3, partitions=6, routers=3)
+
+    def leader_router() -> int:
+        got = json.loads(admin(c, "routers", "--json").stdout)
+        return int(got["leader"] or 0)
+
+    old = eventually(leader_router, 30, "a placement leader")
+    with Writer(c.router_addresses) as w:
+        assert c.add_node() == 4
+
+        def moving() -> bool:  # a move is under way: placement decided, the new leader must go on
+            _, parts = state(c)
+            return any(r.store_id == 4 for p in parts for r in p.replicas)
+
+        eventually(moving, 30, "a move onto store 4 to start")
+        c.kill_router(old)
+        killed = time.monotonic()
+
+        def filled() -> bool:
+            _, parts = state(c)
+            reps, leads = counts(parts, [1, 2, 3, 4])
+            return whole(parts) and within_one(reps) and within_one(leads)
+
+        eventually(filled, 90, "store 4 filled by the new placement leader")
+        assert leader_router() not in (0, old)
+        print(f"\nfailover: the fill finished {time.monotonic() - killed:.1f}s after the placement leader was killed")
     w.check()
