@@ -163,6 +163,29 @@ class _Round:
             info = table.partitions.get(pid)
             if info is not None and info.descriptor.replica_on(target) is None and target in self.count:
                 self.count[target] += 1
+        # ... and without the replicas on their way out: a removal pending, or the voter that
+        # will go once a move's learner is promoted (else the next round sees the source still
+        # full and moves one more than needed).
+        # The victims are chosen here, greedily in partition order, each from the fullest
+        # store as the earlier ones leave it (so concurrent moves take from different stores),
+        # and _finish removes exactly these: the plan and the counts agree, round after round.
+        self.leaving: dict[int, int] = {}  # partition -> store whose replica is counted as gone
+        for op in table.operations.values():
+            a = op.action
+            info = table.partitions.get(op.partition_id)
+            if isinstance(a, RemoveReplica) and info is not None and info.descriptor.replica_on(a.replica.store_id):
+                self.leaving[op.partition_id] = a.replica.store_id
+                if a.replica.store_id in self.count:
+                    self.count[a.replica.store_id] -= 1
+        for p in sorted(table.partitions.values(), key=lambda p: p.id):
+            if p.id not in self.leaving and len(p.descriptor.replicas) > self.cfg.replicas:
+                stranded = [r for r in p.descriptor.replicas
+                            if r.role == Role.LEARNER and self.live.get(r.store_id) != Liveness.UP]
+                victim = stranded[0] if stranded else self._victim(p)  # _finish removes the same
+                if victim is not None:
+                    self.leaving[p.id] = victim.store_id
+                    if victim.store_id in self.count:
+                        self.count[victim.store_id] -= 1
         self.moves = sum(1 for p in table.partitions.values() if self._moving(p))
         self.transfers = len(self.transfer_to)
 
@@ -267,8 +290,23 @@ class _Round:
         voters = _voters(d)
         if len(voters) <= self.cfg.replicas:
             return
+        victim = d.replica_on(self.leaving.get(p.id, 0))  # chosen (and counted) in __init__
+        if victim is None or victim.role != Role.VOTER:
+            return
+        why = self._state(victim.store_id).name.lower()
+        self._submit(p, RemoveReplica(victim), f"{len(voters)} voters: remove store {victim.store_id} ({why})")
+
+    def _victim(self, p: PartitionInfo) -> ReplicaDesc | None:
+        """The voter to remove from a partition with more replicas than wanted: on the worst
+        store (dead, removed, draining, down), else one sharing a zone, else not the replica
+        a move just added (the newest), else on the fullest store, else not the leader; and
+        only one whose removal leaves a live majority."""
+        d = p.descriptor
+        voters = _voters(d)
+        if not voters:
+            return None
         zones = [self.zone.get(r.store_id, "") for r in voters]
-        newest = max(r.replica_id for r in voters)  # the one the move just added: it stays
+        newest = max(r.replica_id for r in d.replicas)
 
         def badness(r: ReplicaDesc) -> tuple[int, int, int, int, int, int]:
             return (
@@ -284,10 +322,8 @@ class _Round:
             rest = [r for r in voters if r is not victim]
             live = sum(1 for r in rest if self._state(r.store_id) in (Liveness.UP, Liveness.DRAINING))
             if 2 * live > len(rest):  # what stays can still elect and commit
-                why = self._state(victim.store_id).name.lower()
-                self._submit(p, RemoveReplica(victim), f"{len(voters)} voters: remove store {victim.store_id} ({why})")
-                self.count[victim.store_id] -= 1
-                return
+                return victim
+        return None
 
     def _drain_leaders(self, parts: list[PartitionInfo]) -> None:
         if Liveness.DRAINING not in self.live.values():
