@@ -317,6 +317,8 @@ async def cmd_operations(admin: Admin, args: argparse.Namespace) -> int:
             "kind": kind,
             "detail": detail,
             "age_s": round((now - p.created_ms) / 1000, 3),
+            # queued: not yet handed to its store; sent: handed out, not yet seen done.
+            "state": "sent" if p.last_sent_ms else "queued",
             "sent_to": p.last_sent_to or None,
             "sent_ago_s": round((now - p.last_sent_ms) / 1000, 3) if p.last_sent_ms else None,
         })
@@ -324,11 +326,11 @@ async def cmd_operations(admin: Admin, args: argparse.Namespace) -> int:
         print(json.dumps(shown, indent=1))
     else:
         rows = [
-            (o["id"], o["partition"], o["kind"], o["detail"], f"{o['age_s']:.1f}s",
+            (o["id"], o["partition"], o["kind"], o["detail"], f"{o['age_s']:.1f}s", o["state"],
              f"store {o['sent_to']}, {o['sent_ago_s']:.1f}s ago" if o["sent_to"] else "not yet")
             for o in shown
         ]
-        header = ("OP", "PARTITION", "KIND", "WHAT", "AGE", "HANDED OUT")
+        header = ("OP", "PARTITION", "KIND", "WHAT", "AGE", "STATE", "HANDED OUT")
         print(table(header, rows) if rows else "no operations in flight")
     return EXIT_OK
 
