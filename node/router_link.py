@@ -219,6 +219,10 @@ class RouterLink:
                          rep.pid, op.transfer_leader.to_store_id)
                 return
             if target is not None:
+                # A quiet group does not tick, and only ticks abandon a transfer whose target
+                # never answers (while one is pending, the leader takes no proposals and no
+                # membership steps): wake it first.
+                rep.ensure_awake()
                 try:
                     rep.raw.transfer_leader(target)
                     self.rs.kick()

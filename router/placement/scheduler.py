@@ -138,6 +138,10 @@ class _Round:
         self.changing: set[int] = set()  # partitions with an AddReplica or RemoveReplica pending
         self.adding: dict[int, int] = {}  # partition -> target store of a pending AddReplica
         self.transfer_to: dict[int, int] = {}  # partition -> target of a pending TransferLeader
+        self.creating = {  # replicas a store is still to create
+            (op.partition_id, op.action.replica_id) for op in table.operations.values()
+            if isinstance(op.action, CreateReplica)
+        }
         for op in table.operations.values():
             a = op.action
             if isinstance(a, CreateReplica) and self.live.get(a.store_id) != Liveness.UP:
@@ -179,9 +183,8 @@ class _Round:
                     self.count[a.replica.store_id] -= 1
         for p in sorted(table.partitions.values(), key=lambda p: p.id):
             if p.id not in self.leaving and len(p.descriptor.replicas) > self.cfg.replicas:
-                stranded = [r for r in p.descriptor.replicas
-                            if r.role == Role.LEARNER and self.live.get(r.store_id) != Liveness.UP]
-                victim = stranded[0] if stranded else self._victim(p)  # _finish removes the same
+                stranded = self._stranded(p)
+                victim = stranded or self._victim(p)  # _finish removes the same
                 if victim is not None:
                     self.leaving[p.id] = victim.store_id
                     if victim.store_id in self.count:
@@ -199,6 +202,20 @@ class _Round:
             or any(r.role != Role.VOTER for r in d.replicas)
             or len(d.replicas) > self.cfg.replicas
         )
+
+    def _stranded(self, p: PartitionInfo) -> ReplicaDesc | None:
+        """A learner that cannot catch up: its store is not up, or does not host it and is no
+        longer asked to (its CreateReplica expired, e.g. while the leader was busy)."""
+        for r in p.descriptor.replicas:
+            if r.role != Role.LEARNER:
+                continue
+            if self.live.get(r.store_id) != Liveness.UP:
+                return r
+            store = self.t.stores[r.store_id]
+            hosting = p.id in store.hosted and store.hosted_replicas.get(p.id, 0) in (0, r.replica_id)
+            if not hosting and (p.id, r.replica_id) not in self.creating:
+                return r
+        return None
 
     def _healthy(self, p: PartitionInfo) -> bool:
         """Nothing for finish, repair or zones to do: ``replicas`` voters, each on an up
@@ -280,11 +297,12 @@ class _Round:
         d = p.descriptor
         if any(r.role in _JOINT for r in d.replicas):
             return  # the leader leaves a joint configuration by itself
-        for r in d.replicas:
-            if r.role == Role.LEARNER and self._state(r.store_id) != Liveness.UP:
-                why = self._state(r.store_id).name.lower()
-                self._submit(p, RemoveReplica(r), f"learner on store {r.store_id} ({why})")
-                return
+        stranded = self._stranded(p)
+        if stranded is not None:
+            why = self._state(stranded.store_id).name.lower()
+            why = why if why != "up" else "not hosted there, and no longer being created"
+            self._submit(p, RemoveReplica(stranded), f"learner on store {stranded.store_id} ({why})")
+            return
         if any(r.role == Role.LEARNER for r in d.replicas):
             return  # catching up: its leader promotes it
         voters = _voters(d)

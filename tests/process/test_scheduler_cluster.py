@@ -271,3 +271,22 @@ def test_a_fill_in_flight_completes_after_the_placement_leader_is_killed(make_cl
         assert leader_router() not in (0, old)
         print(f"\nfailover: the fill finished {time.monotonic() - killed:.1f}s after the placement leader was killed")
     w.check()
+
+
+def test_a_transfer_to_a_node_that_just_died_does_not_block_the_partition(make_cluster: Any) -> None:
+    """A transfer decided just before its target died (the scheduler balances leaders; the
+    node dies a moment later) must not keep the partition's leader from taking membership
+    steps: the leader wakes its quiet group, the transfer times out, the add goes through."""
+    c = make_cluster(nodes=4, partitions=2, schedule_interval=0)
+    _, parts = state(c)
+    p = parts[0]
+    holders = [r.store_id for r in p.replicas]
+    victim = next(s for s in holders if s != p.leader_store_id)
+    spare = next(s for s in (1, 2, 3, 4) if s not in holders)
+    time.sleep(2)  # the group goes quiet (idle groups stop ticking)
+    c.kill(victim)
+    admin(c, "transfer-leader", str(p.id), str(victim), "--no-wait")
+    started = time.monotonic()
+    got = admin(c, "add-replica", str(p.id), str(spare), "--timeout", "20", ok=False)
+    assert got.returncode == 0, got.stderr
+    print(f"\nadd after a transfer to a dead node: done in {time.monotonic() - started:.1f}s")

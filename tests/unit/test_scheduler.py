@@ -366,3 +366,20 @@ def test_plan_on_a_thousand_partitions_is_cheap() -> None:
     for _ in range(5):
         assert plan(w.t, w.now, CFG) == []
     assert (time.perf_counter() - started) / 5 < 0.05  # about 10 ms here: 1% of a core at one round a second
+
+
+def test_a_learner_its_store_will_never_create_is_removed() -> None:
+    w = World(["", "", "", ""], 4, on=[1, 2, 3])
+    w.settle()
+    new = w.add_store()  # empty: balance moves onto it
+    w.round()  # the leaders add learners on it
+    pid, learner = next((pid, r) for pid, d in w.truth.items() for r in d.replicas
+                        if r.role == Role.LEARNER and r.store_id == new)
+    assert plan(w.t, w.now, CFG) == [] or all(s.command.partition_id != pid for s in plan(w.t, w.now, CFG))
+    # Its store does not host it, and nothing asks it to any more (the CreateReplica expired
+    # while the leader was busy, say): the learner can never catch up.
+    assert not [op for op in w.t.operations.values() if op.partition_id == pid]
+    store = w.t.stores[new]
+    store.hosted = frozenset(store.hosted - {pid})
+    removal = [s for s in plan(w.t, w.now, CFG) if s.command.partition_id == pid]
+    assert [s.command.action for s in removal] == [RemoveReplica(learner)]
