@@ -629,8 +629,8 @@ def _build_nemesis(commands) -> None:
     p.add_argument("--history", metavar="FILE", help="write the history as JSON lines to FILE")
     _add_log_level_option(p, ", here and by every process it starts")
     p.add_argument("--nodes", type=_positive_int, metavar="N",
-                   help="node processes (default: 3, or 4 when --faults has member, which needs a "
-                        "store beyond the 3 replicas of each partition)")
+                   help="node processes (default: 3, or 4 when --faults has member, repair or drain, "
+                        "which need a store beyond the 3 replicas of each partition)")
     p.add_argument("--raft-mutation", metavar="NAME", type=_mutation(_raft_mutations),
                    help="testing: start every node with a known Raft bug (tessera node --raft-mutation "
                         "NAME, e.g. learner-votes); the run should then fail")

@@ -40,7 +40,7 @@ RUNS = [
     ("register", ["kill", "pause", "partition", "transfer", "split"], 7, 60),
     ("set", ["fsync", "slowdisk", "router", "kill", "transfer", "split"], 1, 45),
     ("bank", ["latency", "pause", "fsync", "router", "partition", "transfer"], 10, 52),
-    ("set", ["member", "partition", "kill"], 28, 50),  # 4 nodes (member needs a spare store)
+    ("set", ["member", "kill", "repair", "drain"], 0, 50),  # 4 nodes (a spare store to move replicas to)
 ]
 RUN_IDS = ["register", "set", "bank", "set-member"]
 

@@ -158,6 +158,22 @@ def test_split_episodes_cut_the_leader_a_follower_or_nothing() -> None:
     assert all(1 <= s.number("partition") <= 4 for s in injects)
 
 
+def test_repair_and_drain_run_on_four_nodes_with_short_router_liveness() -> None:
+    for kind in ("repair", "drain"):
+        assert schedule.default_nodes([kind]) == 4
+        assert "--nodes 3" in (schedule.check_nodes(3, [kind]) or "")
+    assert schedule.router_liveness(["repair"]) == {
+        "max_down": schedule.REPAIR_MAX_DOWN_S, "extra_router_args": ["--store-down-after", "2.0"]}
+    assert schedule.router_liveness(["drain", "kill"]) == {}
+    steps = schedule.build(3, 60, ["repair", "drain"]).steps
+    pairs = {(s.action, schedule.HEAL[s.action]) for s in steps if s.action in schedule.HEAL}
+    assert pairs == {("kill-for-repair", "restart-repaired"), ("drain", "undrain")}
+    # A repair episode outlasts --max-down, so the repair happens while it holds.
+    for inject in (s for s in steps if s.action == "kill-for-repair"):
+        heal = next(s for s in steps if s.episode == inject.episode and s is not inject)
+        assert heal.at - inject.at > schedule.REPAIR_MAX_DOWN_S + 3
+
+
 def test_four_nodes_add_the_halves_shape() -> None:
     assert "halves" not in schedule.partition_shapes(3)
     assert set(schedule.partition_shapes(4)) == set(schedule.PARTITION_SHAPES)

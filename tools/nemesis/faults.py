@@ -27,6 +27,16 @@ How each fault is injected (all on loopback, nothing needs root, nothing outlive
   s of its submit: the partition's range shrank and a new partition starts where it now ends.
   A split placement refuses (no data yet to find a middle key in, another operation in flight)
   is logged, not a problem.
+- kill-for-repair / restart-repaired (``repair``, 4+ nodes): SIGKILL of a node, held past the
+  routers' short ``--max-down`` (4 s here), so placement re-creates each of its replicas on
+  another store. The heal requires the repair to be done (every partition has its full set of
+  voters, none on the dead node) within 30 s of the kill, restarts the node, and requires each
+  of its stale replicas to be collected (the node answers "partition not found", unless the
+  scheduler has given it a replica of that partition again) within 15 s.
+- drain / undrain (``drain``, 4+ nodes): ``SetStoreState(DRAINING)`` of a node; the scheduler
+  moves its replicas and leaders off. The heal requires the store to hold no replica within
+  30 s of the drain, then sets it UP again (the scheduler fills it back). A drain placement
+  refuses (too few other up stores) is logged, not a problem.
 - add-replica / finish-move (``member``): a replica of partition K moves to a store that does
   not host it. ``SubmitOperation(add_replica)``; placement adds it as a learner and has the
   store create it empty, the leader replicates to it (snapshot) and promotes it to voter once
@@ -68,7 +78,7 @@ from router.client.meta import GrpcMeta
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2
 from tools.cluster import Cluster
 from tools.nemesis.proxy import DELAY, DROP, PASS, ProxyNet
-from tools.nemesis.schedule import Step
+from tools.nemesis.schedule import REPAIR_MAX_DOWN_S, REPLICAS, Step
 
 RESTART_TIMEOUT_S = 30.0
 FAULT_APPLY_TIMEOUT_S = 2.0
@@ -85,6 +95,13 @@ POLL_S = 0.1
 # election, and placement's own redelivery period (10 s, router/placement/table.py) for an
 # operation handed out just before the failover.
 OPERATION_AFTER_FAILOVER_S = 20.0
+# repair episodes: the kill -> every partition whole again without the dead node (past the
+# routers' --max-down, 4 s, one move per partition it held, a few at a time).
+REPAIR_TIMEOUT_S = 30.0
+# ... the restart -> each of its stale replicas collected.
+COLLECT_TIMEOUT_S = 15.0
+# drain episodes: the drain -> the store holds no replica.
+DRAIN_TIMEOUT_S = 30.0
 # split episodes: submitted -> done (placement shows both halves): the longest hold (4 s, the
 # leader may be cut off all along), an election, placement's redelivery period (10 s).
 SPLIT_TIMEOUT_S = 25.0
@@ -135,6 +152,25 @@ class SplitRun:
 
 
 @dataclass
+class DeadNode:
+    """A repair episode in progress: the node killed and what it held."""
+
+    node: int
+    killed: float  # monotonic
+    held: tuple[int, ...]  # partitions with a replica on it at the kill
+    watcher: asyncio.Future[tuple[bool, str]] | None = None  # until repaired: (done, detail)
+
+
+@dataclass
+class Drain:
+    """A drain episode in progress."""
+
+    node: int
+    started: float  # monotonic
+    watcher: asyncio.Future[str] | None = None  # until the store holds nothing
+
+
+@dataclass
 class Move:
     """A member episode in progress (see :meth:`Nemesis._do_add_replica`)."""
 
@@ -168,6 +204,8 @@ class Nemesis:
     routers_paused: set[int] = field(default_factory=set)
     outages: dict[int, RouterOutage] = field(default_factory=dict)  # episode -> router stopped
     splits: dict[int, SplitRun] = field(default_factory=dict)  # episode -> split submitted
+    dead: dict[int, DeadNode] = field(default_factory=dict)  # episode -> node killed for repair
+    drains: dict[int, Drain] = field(default_factory=dict)  # episode -> store draining
     resolved: dict[int, tuple[int, ...]] = field(default_factory=dict)  # episode -> nodes hit
     moves: dict[int, Move] = field(default_factory=dict)  # episode -> member move in progress
     problems: list[str] = field(default_factory=list)  # failed expectations (member moves)
@@ -592,6 +630,168 @@ class Nemesis:
                 return f"split of partition {run.pid} NOT done ({last})"
             await asyncio.sleep(POLL_S)
 
+    # -- repair and drain (repair, drain) -------------------------------------------------------
+
+    async def _partitions(self) -> list[meta_pb2.PartitionDescriptor]:
+        resp = await self.meta().call("ScanPartitions", meta_pb2.ScanPartitionsRequest(), META_TIMEOUT_S)
+        return list(resp.partitions)
+
+    async def _wait_partitions(
+        self, ok: Callable[[list[meta_pb2.PartitionDescriptor]], bool], deadline: float
+    ) -> tuple[bool, str]:
+        """Poll placement's partitions until ``ok`` (True, "") or the deadline (False, last seen)."""
+        last = "no answer from placement"
+        while True:
+            try:
+                parts = await self._partitions()
+                if ok(parts):
+                    return True, ""
+                last = "; ".join(f"{d.id}: {describe_replicas(d)}" for d in parts)
+            except RpcFailure as exc:
+                last = f"placement: {exc.code.name} {exc.message}"
+            if time.monotonic() > deadline:
+                return False, last
+            await asyncio.sleep(POLL_S * 2)
+
+    async def _do_kill_for_repair(self, step: Step) -> tuple[str, tuple[int, ...]]:
+        n, what = await self.resolve(str(step.param("target")))
+        if n in self.killed or n in self.paused:
+            return f"{what} is down already: not killed for repair", ()
+        try:
+            held = tuple(d.id for d in await self._partitions() if any(r.store_id == n for r in d.replicas))
+        except RpcFailure as exc:
+            return f"{what} not killed: placement answered {exc.code.name}", ()
+        await asyncio.to_thread(self.cluster.kill, n)
+        self.killed.add(n)
+        dead = DeadNode(n, time.monotonic(), held)
+        dead.watcher = asyncio.ensure_future(self._wait_repaired(dead))
+        self.dead[step.episode] = dead
+        return (f"SIGKILL {what}, which holds partitions {list(held)}: to be repaired after --max-down "
+                f"{REPAIR_MAX_DOWN_S:g} s"), (n,)
+
+    async def _do_restart_repaired(self, step: Step) -> tuple[str, tuple[int, ...]]:
+        dead = self.dead.pop(step.episode, None)
+        if dead is None:
+            return "no node killed for repair", ()
+        return await self._finish_repair(step.episode, dead), ()
+
+    async def _wait_repaired(self, dead: DeadNode) -> tuple[bool, str]:
+        """Watched from the kill: every partition has its voters again, none on the dead node."""
+        n = dead.node
+
+        def repaired(parts: list[meta_pb2.PartitionDescriptor]) -> bool:
+            return all(
+                sum(1 for r in d.replicas if r.role == meta_pb2.VOTER) >= REPLICAS
+                and all(r.store_id != n for r in d.replicas)
+                for d in parts
+            )
+
+        ok, last = await self._wait_partitions(repaired, dead.killed + REPAIR_TIMEOUT_S)
+        return ok, f"{time.monotonic() - dead.killed:.2f} s after the kill" if ok else last
+
+    async def _finish_repair(self, episode: int, dead: DeadNode) -> str:
+        n = dead.node
+        assert dead.watcher is not None
+        ok, last = await dead.watcher
+        parts = []
+        if ok:
+            parts.append(f"repaired {last}")
+        else:
+            self.problems.append(f"#{episode} repair: node {n}'s replicas not re-created elsewhere within "
+                                 f"{REPAIR_TIMEOUT_S:g} s of the kill ({last})")
+            parts.append(f"NOT repaired within {REPAIR_TIMEOUT_S:g} s ({last})")
+        if n in self.killed:
+            await self._restart_node(n)
+            parts.append(f"node {n} restarted")
+        if ok and dead.held:
+            parts.append(await self._wait_collected(episode, n, dead.held))
+        return "; ".join(parts)
+
+    async def _wait_collected(self, episode: int, n: int, pids: tuple[int, ...]) -> str:
+        """Until node ``n`` hosts none of ``pids`` placement no longer gives it."""
+        t0 = time.monotonic()
+        waiting = set(pids)
+        last = ""
+        async with grpc.aio.insecure_channel(self.cluster.node_procs[n].address) as ch:
+            kv = kv_pb2_grpc.KVStub(ch)
+            while waiting:
+                for pid in sorted(waiting):
+                    try:
+                        if any(r.store_id == n for r in (await self.descriptor(pid)).replicas):
+                            waiting.discard(pid)  # the scheduler gave it a replica again
+                            continue
+                    except RpcFailure as exc:
+                        last = f"placement: {exc.code.name}"
+                        continue
+                    req = kv_pb2.GetRequest(context=kv_pb2.RequestContext(partition_id=pid), key=b"",
+                                            read_options=kv_pb2.ReadOptions(consistency=kv_pb2.STALE))
+                    try:
+                        await kv.Get(req, timeout=1.0)
+                        last = f"partition {pid} still served"
+                    except grpc.aio.AioRpcError as exc:
+                        err = error_from_rpc(exc)
+                        if err is not None and err.WhichOneof("kind") == "partition_not_found":
+                            waiting.discard(pid)
+                        else:
+                            last = f"partition {pid}: {exc.code().name}"
+                if not waiting:
+                    break
+                if time.monotonic() - t0 > COLLECT_TIMEOUT_S:
+                    self.problems.append(f"#{episode} repair: node {n} still hosts partitions {sorted(waiting)} "
+                                         f"{COLLECT_TIMEOUT_S:g} s after its restart ({last})")
+                    return f"stale replicas of {sorted(waiting)} NOT collected ({last})"
+                await asyncio.sleep(POLL_S * 2)
+        return f"its stale replicas collected {time.monotonic() - t0:.2f} s after the restart"
+
+    async def _set_store_state(self, n: int, state: meta_pb2.StoreState) -> None:
+        await self.meta().call("SetStoreState", meta_pb2.SetStoreStateRequest(store_id=n, state=state),
+                               META_TIMEOUT_S)
+
+    async def _do_drain(self, step: Step) -> tuple[str, tuple[int, ...]]:
+        n, what = await self.resolve(str(step.param("target")))
+        if n in self.killed or n in self.paused:
+            return f"{what} is down: not drained", ()
+        try:
+            await self._set_store_state(n, meta_pb2.STORE_DRAINING)
+        except RpcFailure as exc:
+            return f"drain of {what} refused: {exc.code.name} {exc.message}", ()
+        drain = Drain(n, time.monotonic())
+        drain.watcher = asyncio.ensure_future(self._wait_drained(step.episode, drain))
+        self.drains[step.episode] = drain
+        return f"{what} draining", ()
+
+    async def _wait_drained(self, episode: int, drain: Drain) -> str:
+        n = drain.node
+
+        def empty(parts: list[meta_pb2.PartitionDescriptor]) -> bool:
+            return all(r.store_id != n for d in parts for r in d.replicas)
+
+        ok, last = await self._wait_partitions(empty, drain.started + DRAIN_TIMEOUT_S)
+        if ok:
+            return f"store {n} emptied {time.monotonic() - drain.started:.2f} s after the drain"
+        self.problems.append(f"#{episode} drain: store {n} still holds replicas {DRAIN_TIMEOUT_S:g} s after "
+                             f"the drain ({last})")
+        return f"store {n} NOT emptied within {DRAIN_TIMEOUT_S:g} s"
+
+    async def _do_undrain(self, step: Step) -> tuple[str, tuple[int, ...]]:
+        drain = self.drains.pop(step.episode, None)
+        if drain is None:
+            return "no store draining", ()
+        return await self._undrain(drain), ()
+
+    async def _undrain(self, drain: Drain) -> str:
+        detail = await drain.watcher if drain.watcher is not None else ""
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while True:
+            try:
+                await self._set_store_state(drain.node, meta_pb2.STORE_UP)
+                return f"{detail}; store {drain.node} up again"
+            except RpcFailure as exc:
+                if time.monotonic() > deadline:
+                    self.problems.append(f"store {drain.node} could not be set up again: {exc.code.name} {exc.message}")
+                    return f"{detail}; store {drain.node} NOT up again: {exc.code.name}"
+                await asyncio.sleep(0.5)
+
     # -- membership changes (member) -----------------------------------------------------------
 
     async def descriptor(self, pid: int) -> meta_pb2.PartitionDescriptor:
@@ -787,6 +987,11 @@ class Nemesis:
         if not old:
             self.moves.pop(move.episode, None)
             return "; ".join([*parts, "no old replica left to remove"])
+        left = scheduler_finished(desc, move.old)
+        if left:
+            # Placement's scheduler removes the extra voter a move leaves, and may do so first.
+            parts.append(f"store {left} removed by the scheduler first, now {describe_replicas(desc)}")
+            return "; ".join([*parts, await self._unhosted_note(move, left, time.monotonic())])
         if remove == "leader" and leader in old:
             gone, why = leader, "the leader"
         else:
@@ -809,7 +1014,7 @@ class Nemesis:
                 await asyncio.sleep(0.5)
 
         def without(d: meta_pb2.PartitionDescriptor) -> bool:
-            return all(r.store_id != gone for r in d.replicas)
+            return all(r.store_id != gone for r in d.replicas) or bool(scheduler_finished(d, move.old))
 
         desc, last = await self._wait_descriptor(pid, without, max(1.0, deadline - time.monotonic()))
         if desc is None:
@@ -817,19 +1022,25 @@ class Nemesis:
             self.problems.append(f"#{move.episode} member: partition {pid}: store {gone} still listed "
                                  f"{REMOVE_TIMEOUT_S:g} s after RemoveReplica ({last})")
             return "; ".join([*parts, f"store {gone} ({why}) NOT removed within {REMOVE_TIMEOUT_S:g} s ({last})"])
+        if any(r.store_id == gone for r in desc.replicas):
+            # The scheduler removed another old replica first; ours was superseded (the epoch moved).
+            gone, why = scheduler_finished(desc, move.old), "by the scheduler, first"
         parts.append(f"store {gone} ({why}) removed {time.monotonic() - t0:.2f} s after RemoveReplica, "
                      f"now {describe_replicas(desc)}")
-        unhosted = await self._wait_unhosted(gone, pid, UNHOSTED_TIMEOUT_S)
-        if unhosted is None:
-            parts.append(f"store {gone} down, not asked whether it dropped the replica")
-        elif unhosted:
-            parts.append(f"store {gone} dropped it {time.monotonic() - t0:.2f} s after RemoveReplica")
-        else:
-            self.problems.append(f"#{move.episode} member: store {gone} still hosts partition {pid} "
-                                 f"{UNHOSTED_TIMEOUT_S:g} s after leaving its descriptor")
-            parts.append(f"store {gone} STILL HOSTS partition {pid}")
+        parts.append(await self._unhosted_note(move, gone, t0))
         self.moves.pop(move.episode, None)
         return "; ".join(parts)
+
+    async def _unhosted_note(self, move: Move, gone: int, t0: float) -> str:
+        """Whether store ``gone`` let go of the moved partition's replica (a problem if not)."""
+        unhosted = await self._wait_unhosted(gone, move.pid, UNHOSTED_TIMEOUT_S)
+        if unhosted is None:
+            return f"store {gone} down, not asked whether it dropped the replica"
+        if unhosted:
+            return f"store {gone} dropped it {time.monotonic() - t0:.2f} s after RemoveReplica"
+        self.problems.append(f"#{move.episode} member: store {gone} still hosts partition {move.pid} "
+                             f"{UNHOSTED_TIMEOUT_S:g} s after leaving its descriptor")
+        return f"store {gone} STILL HOSTS partition {move.pid}"
 
     async def _wait_unhosted(self, store: int, pid: int, timeout: float) -> bool | None:
         """Until node ``store`` answers "partition not found" for ``pid`` (True), or the
@@ -881,6 +1092,13 @@ class Nemesis:
             done.append(f"node {n} restarted")
         for i in sorted(self.routers_killed | self.routers_paused):
             done.append(await self._start_router(i))
+        for episode, drain in sorted(self.drains.items()):
+            done.append(f"#{episode}: " + await self._undrain(drain))
+        self.drains.clear()
+        for dead in self.dead.values():  # the node was restarted above; the repair is not judged half-way
+            if dead.watcher is not None:
+                dead.watcher.cancel()
+        self.dead.clear()
         for episode, run in sorted(self.splits.items()):
             if run.watcher is not None:
                 done.append(f"#{episode}: " + await run.watcher)
@@ -902,6 +1120,15 @@ class Nemesis:
             self.moves.pop(episode, None)
             done.append(f"move #{episode} of partition {move.pid} finished: {detail}")
         return done
+
+
+def scheduler_finished(desc: meta_pb2.PartitionDescriptor, old: tuple[int, ...]) -> int:
+    """The old store placement's scheduler removed to finish a move (the partition is back to
+    its size without it), or 0 when the move is still the nemesis's to finish."""
+    here = {r.store_id for r in desc.replicas}
+    voters = sum(1 for r in desc.replicas if r.role == meta_pb2.VOTER)
+    gone = [s for s in old if s not in here]
+    return gone[0] if gone and voters <= REPLICAS and len(desc.replicas) <= REPLICAS else 0
 
 
 def _between(left: list[int], right: list[int]) -> list[tuple[int, int]]:

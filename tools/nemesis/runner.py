@@ -418,6 +418,7 @@ class _Run:
             nodes=self.nodes,
             partitions=self.partitions,
             routers=schedule.default_routers(self.sched.faults),
+            **schedule.router_liveness(self.sched.faults),
             log_level=self.log_level,
             node_args=lambda i: [
                 "--peer-addresses", peer_files[i], "--fault-file", self.fault_files[i],

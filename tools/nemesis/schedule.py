@@ -26,19 +26,27 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from router.placement.config import PlacementConfig
 
 # The fault kinds, by the names `tessera nemesis --faults` takes (tools/cli.py reads them here).
-KINDS = ("kill", "pause", "partition", "transfer", "fsync", "slowdisk", "latency", "router", "member", "split")
+KINDS = ("kill", "pause", "partition", "transfer", "fsync", "slowdisk", "latency", "router", "member", "split",
+         "repair", "drain")
 PRIMARY = tuple(k for k in KINDS if k != "transfer")
 PARTITION_SHAPES = ("majority", "leader", "asymmetric", "bridge", "halves")
 # Shapes that need more than 3 nodes: ``halves`` (two stores vs the other two).
 SHAPE_MIN_NODES = {"halves": 4}
 # Replicas per partition: the router's default (the nemesis starts its router with no
-# --replicas); ``member`` needs one more store than that.
+# --replicas); ``member``, ``repair`` and ``drain`` need one more store than that (a store
+# that does not host the partition, to move a replica to).
 REPLICAS = PlacementConfig().replicas
 MEMBER_MIN_NODES = REPLICAS + 1
+SPARE_STORE_KINDS = ("member", "repair", "drain")
+# With ``repair``, the routers declare a store down after STORE_DOWN_AFTER_S and dead (its
+# replicas re-created elsewhere) after REPAIR_MAX_DOWN_S, so that a repair fits in an episode.
+STORE_DOWN_AFTER_S = 2.0
+REPAIR_MAX_DOWN_S = 4.0
 # The placement group's size when ``router`` is requested (one router otherwise): killing or
 # pausing any one of three must lose nothing.
 ROUTERS = 3
@@ -48,24 +56,34 @@ def default_routers(faults: list[str] | tuple[str, ...]) -> int:
     return ROUTERS if "router" in faults else 1
 
 
+def router_liveness(faults: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """The cluster's router liveness settings (``tools.cluster.Cluster`` arguments): with
+    ``repair``, stores are down after STORE_DOWN_AFTER_S and dead after REPAIR_MAX_DOWN_S."""
+    if "repair" not in faults:
+        return {}
+    return {"max_down": REPAIR_MAX_DOWN_S, "extra_router_args": ["--store-down-after", str(STORE_DOWN_AFTER_S)]}
+
+
 def partition_shapes(nodes: int) -> tuple[str, ...]:
     """The partition shapes a cluster of ``nodes`` stores can have."""
     return tuple(s for s in PARTITION_SHAPES if nodes >= SHAPE_MIN_NODES.get(s, 3))
 
 
 def default_nodes(faults: list[str] | tuple[str, ...]) -> int:
-    """3 nodes; 4 when ``member`` is requested (every partition then has a spare store)."""
-    return MEMBER_MIN_NODES if "member" in faults else 3
+    """3 nodes; 4 when ``member``, ``repair`` or ``drain`` is requested (every partition then
+    has a spare store)."""
+    return MEMBER_MIN_NODES if any(k in faults for k in SPARE_STORE_KINDS) else 3
 
 
 def check_nodes(nodes: int, faults: list[str] | tuple[str, ...]) -> str | None:
     """Why ``nodes`` cannot run ``faults`` (a message naming --nodes), or None."""
     if nodes < 3:
         return f"the nemesis needs at least 3 nodes (--nodes {nodes})"
-    if "member" in faults and nodes < MEMBER_MIN_NODES:
-        return (f"the member fault moves a replica to a store that does not host the partition, so it "
-                f"needs at least {MEMBER_MIN_NODES} nodes ({REPLICAS} replicas per partition + 1 spare); "
-                f"got --nodes {nodes}")
+    for kind in SPARE_STORE_KINDS:
+        if kind in faults and nodes < MEMBER_MIN_NODES:
+            return (f"the {kind} fault moves replicas to a store that does not host them, so it needs at "
+                    f"least {MEMBER_MIN_NODES} nodes ({REPLICAS} replicas per partition + 1 spare); "
+                    f"got --nodes {nodes}")
     return None
 
 
@@ -85,6 +103,10 @@ HOLD = {
     "member": (4.0, 7.0),
     # From submitting the split (with a node cut off, or not) to healing the network.
     "split": (2.0, 4.0),
+    # From the kill to the restart: past --max-down, and the repair done meanwhile.
+    "repair": (REPAIR_MAX_DOWN_S + 4.0, REPAIR_MAX_DOWN_S + 7.0),
+    # From marking the store draining to marking it up again (once it is empty).
+    "drain": (3.0, 6.0),
 }
 GAP = (2.0, 3.5)  # after a heal, before the next inject: time to recover, measured
 # A member episode's heal carries the move through (learner promoted, an old replica removed),
@@ -140,6 +162,8 @@ HEAL = {
     "kill-router": "restart-router",
     "add-replica": "finish-move",
     "split": "finish-split",
+    "kill-for-repair": "restart-repaired",
+    "drain": "undrain",
 }
 # Every action that starts something: its heal, or None for a one-shot action.
 ACTIONS: dict[str, str | None] = {**HEAL, "transfer": None}
@@ -153,6 +177,8 @@ INJECT = {
     "router": "kill-router",
     "member": "add-replica",
     "split": "split",
+    "repair": "kill-for-repair",
+    "drain": "drain",
 }
 
 
@@ -228,7 +254,7 @@ def _member_params(rng: random.Random, nodes: int, partitions: int, first: bool)
 
 
 def _params(kind: str, rng: random.Random, nodes: int, partitions: int, shape: str = "") -> dict[str, Param]:
-    if kind in ("kill", "pause", "fsync"):
+    if kind in ("kill", "pause", "fsync", "repair", "drain"):
         return {"target": _node_target(rng, nodes, partitions)}
     if kind == "slowdisk":
         return {"target": _node_target(rng, nodes, partitions), "delay_ms": rng.choice((20, 50, 100, 200))}
