@@ -15,12 +15,16 @@ from node.raft import (
     ConfChange,
     ConfChangeSingle,
     ConfChangeType,
+    ConfState,
     Entry,
     EntryType,
+    MemoryStorage,
     Message,
     MessageType,
     ProposalDroppedError,
     Role,
+    Snapshot,
+    SnapshotMeta,
 )
 from support.raft_net import Net, Replica, accept, ents
 
@@ -214,3 +218,40 @@ def test_conf_change_check_before_campaign(by: str) -> None:
     else:
         r.step(hup)
     assert r.node.role in (Role.PRE_CANDIDATE, Role.CANDIDATE)
+
+
+# -- joint configurations: who may campaign --------------------------------------------------------
+
+
+def _joint_storage(extra: int) -> MemoryStorage:
+    """Bootstrapped inside a joint configuration that demotes 2 and 3, with ``extra`` entries more."""
+    joint = ConfState(
+        voters=frozenset({1, 4}),
+        voters_outgoing=frozenset({1, 2, 3}),
+        learners_next=frozenset({2, 3}),
+        auto_leave=True,
+    )
+    st = MemoryStorage()
+    st.apply_snapshot(Snapshot(SnapshotMeta(index=1, term=1, conf_state=joint)))
+    st.append(ents(*[1] * extra, start=2))
+    return st
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug found by the simulator (seed 43): _promotable excludes learners_next, "
+    "so voters being demoted in a joint configuration never campaign",
+)
+def test_demoted_voters_holding_the_longest_log_can_still_be_elected() -> None:
+    """Joint C({1,2,3}, {1,4}) demoting 2 and 3 (``learners_next``): they still vote in the outgoing half,
+    and when they hold the longest log (here an entry at index 2 that 1 and 4 lack; in the simulator,
+    the leader's leave-joint entry) only they can win its majority. If they may not campaign, nobody is
+    ever elected (etcd lets them: their progress is not a learner's until the joint configuration is left).
+    """
+    short, long = _joint_storage(0), _joint_storage(1)
+    net = Net([1, 2, 3, 4], storages={1: short, 2: long, 3: _joint_storage(1), 4: _joint_storage(0)})
+    assert long.last_index() == 2 and short.last_index() == 1
+    leader = net.wait_leader(max_ticks=20 * ET)
+    # Only 2 or 3 can win the outgoing half; once elected, the leader may leave the joint
+    # configuration and (demoted itself) hand over to 1 or 4 at once: any leader will do.
+    assert net.nodes[leader].log_view().last_index() >= 2
