@@ -35,6 +35,7 @@ from .nemesis import Nemesis
 from .network import NetParams, Network, split
 from .profiles import choose_profile
 from .simnode import SimNode
+from .stability import Stability
 from .trace import Trace
 
 TICK = 10
@@ -42,12 +43,21 @@ ELECTION_TICK = 10
 HEARTBEAT_TICK = 2
 LIVENESS_TIMEOUTS = 20
 LIVENESS_BOUND = LIVENESS_TIMEOUTS * ELECTION_TICK * TICK
-SPARE_IDS = 3
+# How far back a fault still explains a lost leadership (the stability check): two election
+# timeouts at the slowest clock.
+STABILITY_WINDOW = 2 * ELECTION_TICK * TICK
 # The history check is the only place wall-clock time matters: a check that runs out of time
 # counts as passed (stats["lin_unknown"]); it never affects the event digest.
 LINEARIZABILITY_TIME_LIMIT_S = 10.0
 
 _MT_NAMES = {t: t.name for t in MessageType}
+
+
+def _term_or_zero(log, index: int) -> int:
+    try:
+        return log.term(index)
+    except RaftError:
+        return 0
 
 
 def sub_rng(seed: int, k: int) -> random.Random:
@@ -67,7 +77,7 @@ class Simulation:
         self.max_entries = p.max_entries[setup.randrange(len(p.max_entries))]
         self.max_inflight = p.max_inflight[setup.randrange(len(p.max_inflight))]
         self.fault_time = setup.randint(*p.fault_time)
-        self.pre_vote = setup.random() < 0.8
+        self.pre_vote = setup.random() < p.pre_vote
         self.disk_rng = sub_rng(seed, 2)
         self.trap_rng = sub_rng(seed, 3)
         self.net = Network(
@@ -92,11 +102,15 @@ class Simulation:
         self.flaky_gen = 0
         self.probes: list[tuple[int, int, bytes, int]] = []  # (index, term, data, proposed at)
         self.probe_counter = 0
+        self.ghost_processes = 0  # history processes for read answers their client gave up on
+        self.stability = Stability(STABILITY_WINDOW, enabled=self.pre_vote)
+        self.ledger = self.stability.ledger
 
         initial = list(range(1, self.size + 1))
         self.config = ConfState(voters=frozenset(initial))
         self.config_index = 1
         self.members_ever: set[int] = set(initial)
+        self.retiring: set[int] = set()  # removed from the configuration, stopped once it is settled
         self.nodes: dict[int, SimNode] = {}
         self.phase_rng = sub_rng(seed, 5)
         for nid in initial:
@@ -108,7 +122,7 @@ class Simulation:
         self.inv.committed[1] = 1
         self.inv.commit_term[1] = 1
         self.inv.max_committed = 1
-        spare = list(range(self.size + 1, self.size + 1 + SPARE_IDS))
+        spare = list(range(self.size + 1, self.size + 1 + p.spare))
         self.membership = Membership(self, sub_rng(seed, 6), spare)
         self.nemesis = Nemesis(self, sub_rng(seed, 7), p, self.membership)
         self.clients = [Client(self, i, p.clients, sub_rng(seed, 10 + i)) for i in range(p.clients)]
@@ -127,9 +141,11 @@ class Simulation:
         )
 
     def _new_node(self, nid: int, storage: MemoryStorage) -> SimNode:
-        # Clocks run at slightly different rates (period 9 or 10 units): within the core's
-        # documented bound for lease reads, (election_tick - 1) / lease_ticks = 12.5%.
-        period = TICK - self.phase_rng.randrange(2)
+        # Clocks run at slightly different rates: by default periods 10 and 9 (11% apart),
+        # within the core's documented bound for lease reads, (election_tick - 1) / lease_ticks
+        # = 12.5%; the `deposed` profile uses 9 and 8, exactly at the bound.
+        periods = self.profile.periods
+        period = periods[self.phase_rng.randrange(len(periods))]
         node = SimNode(self, nid, storage, self.phase_rng.randrange(period), period)
         self.nodes[nid] = node
         node.start()
@@ -143,6 +159,11 @@ class Simulation:
     def next_op_id(self) -> int:
         self.op_counter += 1
         return self.op_counter
+
+    def ghost_process(self) -> int:
+        """A fresh history process for a read answered after its client gave up on it."""
+        self.ghost_processes += 1
+        return 1_000_000 + self.ghost_processes
 
     # -- queries ------------------------------------------------------------------------
 
@@ -167,9 +188,24 @@ class Simulation:
 
     def send(self, m: Message) -> None:
         self.stats["messages"] += 1
-        delays = self.net.deliveries(m.src, m.dst)
-        for d in delays:
-            self.queue.push(self.now + d, "msg", m.dst, m)  # frozen: every copy may share it
+        net, now, ledger = self.net, self.now, self.ledger
+        delays = net.deliveries(m.src, m.dst)
+        late = self.profile.late_prob
+        if late and not self.healed and net.rng.random() < (late * 4 if m.type == MessageType.SNAP else late):
+            # A stale copy that arrives long after the log, the term or the config moved on.
+            delays.append(net.rng.randint(*self.profile.late_delay))
+            self.stats["late_copies"] += 1
+        pair = (m.src, m.dst)
+        if not delays:
+            ledger.touch(pair, now, now)
+        for k, d in enumerate(delays):
+            self.queue.push(now + d, "msg", m.dst, m)  # frozen: every copy may share it
+            if d > net.params.delay_hi:
+                # Late: the first copy touches the link while it is on its way, a later copy
+                # when it lands (the first one got through in time).
+                ledger.touch(pair, now if k == 0 else now + d, now + d)
+        if m.type == MessageType.TIMEOUT_NOW:
+            self._transfer_sent(m)
         if not delays and m.type == MessageType.APP and self.net.rng.random() < 0.5:
             # The transport noticed the loss (a broken stream): tell the sender's core.
             src = self.nodes[m.src]
@@ -179,6 +215,19 @@ class Simulation:
             src = self.nodes[m.src]
             when = self.now + (delays[0] if delays else self.net.delay())
             self.queue.push(when, "snapst", m.src, src.incarnation, m.dst, bool(delays))
+
+    def _transfer_sent(self, m: Message) -> None:
+        """A leader told ``m.dst`` to campaign: a transfer touches both, if the target holds the
+        leader's whole log (a target that is behind is no reason for an election)."""
+        src, dst = self.nodes[m.src], self.nodes[m.dst]
+        log = src.raw.log_view()
+        last = log.last_index()
+        if dst.alive:
+            theirs = dst.raw.log_view()
+            if theirs.last_index() >= last and _term_or_zero(theirs, last) == _term_or_zero(log, last):
+                self.ledger.touch((m.src, m.dst), self.now, self.now)
+                return
+        self.stats["transfers_to_laggard"] += 1
 
     def client_request(self, target: int, req: Request) -> None:
         self.queue.push(self.now + self.net.client_delay(), "creq", target, req)
@@ -191,11 +240,24 @@ class Simulation:
         if not node.alive:
             return
         raw = node.raw
-        if raw.is_leader and raw.term != node.seen_leader_term:
-            node.seen_leader_term = raw.term
+        term = raw.term
+        stab = self.stability
+        if term > stab.max_term:
+            stab.saw_term(term, self.now)
+        if node.leading_term and (term != node.leading_term or not raw.is_leader):
+            led, node.leading_term = node.leading_term, 0
+            cs = raw.conf_state
+            stab.deposed(node.id, led, node.lead_since, term, self.now, cs.voters, cs.voters_outgoing)
+        if raw.is_leader and term != node.seen_leader_term:
+            node.seen_leader_term = term
+            node.leading_term = term
+            node.lead_since = self.now
             self.stats["elections"] += 1
-            self.trace.note(f"node {node.id} leads term {raw.term}")
-            self.inv.became_leader(node.id, raw.term, raw.log_view())
+            self.trace.note(f"node {node.id} leads term {term}")
+            self.inv.became_leader(node.id, term, raw.log_view())
+            self._check_leases()
+            if self.retiring:
+                self._retire()
             p = self.profile
             if p.leader_trap and not self.healed and self.trap_rng.random() < p.leader_trap:
                 if self.trap_rng.random() < 0.4:
@@ -204,6 +266,8 @@ class Simulation:
                 else:
                     delay = self.trap_rng.randint(*p.leader_trap_delay)
                     self.queue.push(self.now + delay, "ltrap", node.id, node.incarnation, raw.term)
+        elif raw.is_leader and self.inv.max_leader_term > term and not node.replaying:
+            self.inv.check_lease(node.id, term, raw.lease_read_index())
         c = raw.commit
         if c != node.seen_commit:
             self.inv.on_commit(node.id, raw.log_view(), node.seen_commit, c, raw.term)
@@ -213,11 +277,52 @@ class Simulation:
                 # Dies before anything it queued (appends carrying the new commit) leaves.
                 self._ev_ctrap(node.id, node.incarnation)
 
+    def _check_leases(self) -> None:
+        """A leader was just elected: every older leader's lease must have run out by now
+        (paused ones are judged once their missed ticks are replayed)."""
+        for nid in sorted(self.nodes):
+            n = self.nodes[nid]
+            if n.up and not n.replaying and n.raw.is_leader:
+                self.inv.check_lease(nid, n.raw.term, n.raw.lease_read_index())
+
+    def _retire(self) -> None:
+        """Stop the removed replicas once a leader of the configuration without them applied it.
+
+        Not sooner: replicas that have not learned that the change committed still decide
+        with the old (or joint) configuration, in which the removed ones may be needed for a
+        majority (a joint change that removes two of four voters, say).
+        """
+        leader = self.leader()
+        if leader is None or leader.id not in self.config.all_nodes():
+            return
+        applied = leader.raw.conf_state.all_nodes()
+        for nid in sorted(self.retiring):
+            gone = self.nodes[nid]
+            if nid in applied:
+                continue  # added back since
+            self.retiring.discard(nid)
+            if gone.removed:
+                continue
+            gone.removed = True
+            gone.crash()
+            self.stats["removed"] += 1
+            self.trace.note(f"node {nid} removed and stopped")
+
     def on_conf_applied(self, node: SimNode, index: int, cs: ConfState) -> None:
+        if self.retiring:
+            self._retire()
         if index <= self.config_index:
             return
+        old = self.config
         self.config_index = index
         self.config = cs
+        # Every replica whose role changed was touched by the change (stability check).
+        self.ledger.end_all("conf", self.now)
+        changed = (
+            (old.voters ^ cs.voters) | (old.voters_outgoing ^ cs.voters_outgoing)
+            | (old.learners ^ cs.learners) | (old.learners_next ^ cs.learners_next)
+        )
+        self.ledger.touch(sorted(changed), self.now, self.now)
         self.trace.note(
             f"config@{index}: voters {sorted(cs.voters)} out {sorted(cs.voters_outgoing)} "
             f"learners {sorted(cs.learners)}"
@@ -225,12 +330,9 @@ class Simulation:
         members = cs.all_nodes()
         self.members_ever |= members
         for nid in sorted(self.members_ever - members):
-            gone = self.nodes[nid]
-            if not gone.removed:
-                gone.removed = True
-                gone.crash()
-                self.stats["removed"] += 1
-                self.trace.note(f"node {nid} removed and stopped")
+            if not self.nodes[nid].removed:
+                self.retiring.add(nid)
+        self._retire()
         # Half the time a leader seeds new learners from a fresh snapshot that names them;
         # otherwise they get whatever older snapshot it has.
         if node.alive and node.raw.is_leader:  # it may have just removed itself
@@ -238,6 +340,30 @@ class Simulation:
             named = snap_cs.all_nodes()
             if any(learner not in named for learner in sorted(cs.learners)) and self.membership.rng.random() < 0.5:
                 node.compact(keep=10)
+        p = self.profile
+        if cs.joint and p.joint_trap and not self.healed and self.trap_rng.random() < p.joint_trap:
+            self._joint_trap()
+
+    def _joint_trap(self) -> None:
+        """Failpoint: cut the network (or crash the leader) while a joint configuration is in force."""
+        rng = self.trap_rng
+        self.stats["joint_traps"] += 1
+        ids = [i for i in sorted(self.nodes) if not self.nodes[i].removed]
+        leader = self.leader()
+        roll = rng.random()
+        if leader is not None and roll < 0.2 and self.nemesis.may_take_down(leader):
+            self.trace.note(f"failpoint: crash leader {leader.id} while joint")
+            self.crash_node(leader, rng.randint(*self.profile.downtime))
+            return
+        if leader is not None and roll < 0.5:
+            side = [leader.id]
+        else:
+            rng.shuffle(ids)
+            side = ids[: rng.randint(1, max(1, len(ids) // 2))]
+        rest = [i for i in ids if i not in side]
+        desc = f"joint split {sorted(side)}|{sorted(rest)}"
+        self.trace.note(f"failpoint: {desc}")
+        self.partition(split(side, rest), desc, rng.randint(*self.profile.partition_time))
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -260,8 +386,16 @@ class Simulation:
 
     def partition(self, blocked: set, desc: str, duration: int) -> None:
         gen = self.net.set_partition(desc, blocked)
+        self.ledger.begin("partition", sorted({n for link in blocked for n in link}), self.now)
         self.stats["partitions"] += 1
         self.queue.push(self.now + duration, "heal", gen)
+
+    def heal_network(self, gen: int | None = None) -> bool:
+        """Clear the partition (only generation ``gen``, when given); True if one was in force."""
+        healed = self.net.heal(gen)
+        if not self.net.blocked:
+            self.ledger.end("partition", self.now)
+        return healed
 
     def flaky(self, duration: int) -> None:
         p = self.net.params
@@ -355,7 +489,7 @@ class Simulation:
             node.resume()
 
     def _ev_heal(self, gen: int) -> None:
-        self.net.heal(gen)
+        self.heal_network(gen)
 
     def _ev_unflaky(self, gen: int) -> None:
         if gen == self.flaky_gen:
@@ -397,7 +531,8 @@ class Simulation:
         self.healed = True
         self.heal_time = self.now
         self.nemesis.stopped = True
-        self.net.heal()
+        self.heal_network()
+        self.ledger.end_all("conf", self.now)
         p = self.net.params
         p.drop_prob = p.dup_prob = p.long_delay_prob = 0.0
         self.flaky_gen += 1

@@ -1,7 +1,10 @@
 """Membership changes driven mid-run through the current leader.
 
-One step at a time, never while a change is pending or the configuration is
-joint (the core leaves a joint configuration by itself):
+The driver proposes without asking whether a change is pending, the
+configuration is joint or a transfer is under way: refusing those is the
+core's job (``ProposalDroppedError``), and the refusals are counted
+(``stats["conf_refused"]``).  Now and then it also asks to promote a learner
+that has not caught up.  The changes:
 
 * add a learner: a fresh node id from the pool, started with an empty
   MemoryStorage; it catches up from the leader by a snapshot install (the
@@ -12,7 +15,10 @@ joint (the core leaves a joint configuration by itself):
   in one change — two voters change, so the core goes through a joint
   configuration (``learners_next`` for the demoted one);
 * remove or demote a voter, only while more than three voters remain;
-* remove a learner that is not catching up.
+* remove a learner that is not catching up;
+* resize (:meth:`Membership.resize`): one joint change to another group size
+  between 3 and 5 (3->4 promotes two learners and removes a voter, 5->3
+  removes two voters, ...), adding two learners first when it lacks them.
 
 Removed nodes are stopped by the simulation once a configuration without
 them is applied anywhere (see ``Simulation.on_conf_applied``).
@@ -27,8 +33,10 @@ from node.raft import ConfChange, ConfChangeSingle, ConfChangeType, RaftError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .cluster import Simulation
+    from .simnode import SimNode
 
 MIN_VOTERS = 3
+MAX_VOTERS = 5
 
 
 class Membership:
@@ -45,8 +53,6 @@ class Membership:
         raw = leader.raw
         st = raw.status()
         cs = st.conf_state
-        if cs.joint or st.conf_change_pending:
-            return "change pending"
         voters = sorted(cs.voters)
         learners = sorted(cs.learners)
         progress = st.progress
@@ -60,7 +66,13 @@ class Membership:
             named = snap_cs.all_nodes()
             if any(n not in named for n in learners):
                 leader.compact(keep=rng.choice([2, 10, 50]))
-            if rng.random() < 0.7:
+            roll = rng.random()
+            if roll < 0.1:
+                # Promote it anyway: the core must refuse a learner that has not caught up.
+                nid = learners[rng.randrange(len(learners))]
+                cc = ConfChange((ConfChangeSingle(ConfChangeType.ADD_VOTER, nid),))
+                return self._propose(leader, "early promote", cc)
+            if roll < 0.7:
                 return "learner catching up"
             options.append("remove-learner")
         elif self.spare or self._idle_nodes(cs):
@@ -97,10 +109,53 @@ class Membership:
         else:
             out = self._victim(voters, leader.id)
             cc = ConfChange((single(ConfChangeType.REMOVE_NODE, out),))
+        return self._propose(leader, what, cc)
+
+    def resize(self) -> str:
+        """One joint change to another size between 3 and 5 voters."""
+        sim, rng = self.sim, self.rng
+        leader = sim.leader()
+        if leader is None:
+            return "no leader"
+        st = leader.raw.status()
+        cs = st.conf_state
+        voters = sorted(cs.voters)
+        learners = sorted(cs.learners)
+        ready = [n for n in learners if n in st.progress and st.progress[n].match >= st.commit]
+        if rng.random() < 0.2:
+            ready = learners  # sometimes one that has not caught up: the core refuses
+        n = len(voters)
+        size = rng.choice([t for t in range(MIN_VOTERS, MAX_VOTERS + 1) if t != n])
+        # (added, removed) with added - removed = size - n and at least two voters changing.
+        plans = [(size - n + j, j) for j in range(n) if 0 <= size - n + j <= len(ready) and size - n + 2 * j >= 2]
+        single = ConfChangeSingle
+        if not plans:
+            fresh = self._idle_nodes(cs)[:2]
+            while len(fresh) < 2 and self.spare:
+                fresh.append(self.spare.pop(0))
+                sim.add_node(fresh[-1])
+            if not fresh:
+                return "resize: no learners to add"
+            cc = ConfChange(tuple(single(ConfChangeType.ADD_LEARNER, nid) for nid in fresh))
+            return self._propose(leader, "resize: add learners", cc)
+        added, removed = plans[rng.randrange(len(plans))]
+        ins = rng.sample(ready, added)
+        outs = rng.sample(voters, removed)
+        demote = rng.random() < 0.3
+        changes = [single(ConfChangeType.ADD_VOTER, nid) for nid in ins]
+        out_kind = ConfChangeType.ADD_LEARNER if demote else ConfChangeType.REMOVE_NODE
+        changes += [single(out_kind, nid) for nid in outs]
+        return self._propose(leader, f"resize {n}->{size}", ConfChange(tuple(changes)))
+
+    def _propose(self, leader: SimNode, what: str, cc: ConfChange) -> str:
+        sim = self.sim
         try:
-            index = raw.propose_conf_change(cc)
+            index = leader.raw.propose_conf_change(cc)
         except RaftError as exc:
+            sim.stats["conf_refused"] += 1
             return f"{what} refused: {exc}"
+        named = sorted({c.node_id for c in cc.changes})
+        sim.ledger.begin(("conf", index), named, sim.now)
         sim.observe(leader)
         leader.pump()
         desc = ",".join(f"{c.type.name}:{c.node_id}" for c in cc.changes)

@@ -1,14 +1,31 @@
 """Fault profiles: each seed picks one, which fixes the cluster size, the
-message batching and how hard the nemesis pushes.
+message batching, the clocks and how hard the nemesis pushes.
 
-The mix is tuned so that correct code passes every seed while each mutation
-is caught early (see README.md for the measured first-catching seeds).
-``figure8`` exists for ``commit-previous-term``: one entry per append message
-and one append in flight per follower, every new leader crashed or cut off
-soon after its election (often before its first append leaves), leaders
-crashing right after they advance the commit index.  ``crashy`` exists for
-``vote-not-persisted``: replicas are often killed while a term/vote write is
-in flight.  These failpoints are harmless to a correct Raft.
+Each profile puts one class of situations under pressure (README.md has the
+table); none is aimed at a particular bug:
+
+* ``balanced``, ``network``, ``pauses``, ``crashy``, ``membership``: the
+  everyday mix, each leaning on one kind of fault.
+* ``figure8``: one entry per append message and one append in flight per
+  follower, every new leader crashed or cut off soon after its election
+  (often before its first append leaves), leaders crashing right after they
+  advance the commit index.  ``crashy`` kills replicas while a term/vote
+  write is in flight.  These failpoints are harmless to a correct Raft.
+* ``even``: four-replica groups (two-two splits have no majority), single and
+  joint changes, the network cut the moment a joint configuration is applied.
+* ``resize``: joint transitions between sizes (3->4, 4->5, 5->3 and the
+  rest), with the same joint-time cuts and leader crashes.
+* ``deposed``: leaders cut off, paused or overtaken while clients keep
+  sending them reads (lease and ReadIndex); clocks 12.5% apart, exactly the
+  core's stated drift bound; the longest message delays.
+* ``stale``: late copies of messages (snapshots most of all) arriving long
+  after the log, term or configuration moved on; leaders cut off with a
+  minority while a burst of proposals builds a long uncommitted tail.
+* ``confstorm``: membership changes proposed back to back, and together with
+  leadership transfers, by a driver that leaves the refusing to the core.
+* ``rejoin``: followers cut off for many election timeouts that come back,
+  and transfers to followers that are behind; PreVote always on, so the
+  ``stability`` check judges every lost leadership.
 """
 
 from __future__ import annotations
@@ -49,6 +66,13 @@ class Profile:
     leader_trap: float = 0.0  # chance that a new leader is crashed or cut off right after its election
     leader_trap_delay: tuple[int, int] = (1, 30)
     commit_trap: float = 0.0  # chance that a leader crashes right after advancing its commit index
+    periods: tuple[int, ...] = (10, 9)  # tick periods a replica's clock is drawn from (time units)
+    pre_vote: float = 0.8  # chance that the seed runs with PreVote
+    spare: int = 3  # node ids beyond the initial members, for learners
+    late_prob: float = 0.0  # chance a message also gets a late copy (snapshots: 4x)
+    late_delay: tuple[int, int] = (150, 2000)  # when that copy lands
+    joint_trap: float = 0.0  # chance of a cut (or leader crash) the moment a joint configuration applies
+    burst: tuple[int, int] = (10, 60)  # entries a cut-off leader is given by the `tail` action
 
 
 BASE_ACTIONS = (
@@ -168,9 +192,122 @@ PROFILES: tuple[Profile, ...] = (
         vote_trap=0.6,
         max_down=2,
     ),
+    Profile(
+        "even",
+        sizes=(4,),
+        spare=4,
+        gap=(40, 120),
+        actions=(
+            ("member", 5),
+            ("resize", 3),
+            ("partition", 3),
+            ("isolate-leader", 2),
+            ("heal", 2),
+            ("crash", 2),
+            ("crash-leader", 1),
+            ("restart", 1),
+            ("transfer", 2),
+            ("compact", 2),
+            ("pause", 1),
+        ),
+        joint_trap=0.7,
+    ),
+    Profile(
+        "resize",
+        sizes=(3, 4, 5),
+        spare=5,
+        gap=(30, 100),
+        actions=(
+            ("resize", 8),
+            ("member", 2),
+            ("compact", 3),
+            ("transfer", 1),
+            ("partition", 1),
+            ("heal", 1),
+            ("crash", 1),
+            ("crash-leader", 1),
+            ("restart", 1),
+        ),
+        joint_trap=0.8,
+    ),
+    Profile(
+        "deposed",
+        periods=(9, 8),
+        gap=(40, 140),
+        pause_time=(40, 160),
+        partition_time=(60, 400),
+        actions=(
+            ("depose", 8),
+            ("pause-leader", 2),
+            ("isolate-leader", 1),
+            ("partition", 1),
+            ("heal", 1),
+            ("transfer", 1),
+            ("crash", 1),
+            ("compact", 1),
+        ),
+        long_delay_prob=0.1,
+        long_delay_hi=120,
+        read_ratio=0.7,
+        clients=5,
+        keys=2,
+        wander=0.05,
+    ),
+    Profile(
+        "stale",
+        dup_prob=0.05,
+        late_prob=0.04,
+        actions=(
+            ("tail", 4),
+            ("compact", 4),
+            ("partition", 2),
+            ("isolate-leader", 2),
+            ("heal", 2),
+            ("crash-leader", 2),
+            ("crash", 1),
+            ("restart", 1),
+            ("member", 1),
+            ("transfer", 1),
+        ),
+        partition_time=(100, 500),
+    ),
+    Profile(
+        "confstorm",
+        spare=4,
+        gap=(30, 100),
+        actions=(
+            ("member-storm", 5),
+            ("transfer-member", 4),
+            ("member", 2),
+            ("resize", 2),
+            ("transfer", 2),
+            ("compact", 2),
+            ("crash-leader", 1),
+            ("partition", 1),
+            ("heal", 1),
+            ("crash", 1),
+            ("restart", 1),
+        ),
+    ),
+    Profile(
+        "rejoin",
+        pre_vote=1.0,
+        gap=(60, 160),
+        partition_time=(200, 1500),
+        actions=(
+            ("rejoin", 5),
+            ("lagging-transfer", 4),
+            ("transfer", 1),
+            ("compact", 2),
+            ("crash", 1),
+            ("restart", 1),
+            ("pause", 1),
+        ),
+    ),
 )
 
 PROFILE_NAMES = tuple(p.name for p in PROFILES)
+
 
 
 _WEIGHTED = tuple(p for p in PROFILES for _ in range(p.weight))

@@ -17,6 +17,10 @@ The disk model (per replica):
   takes no new Ready.
 * A paused replica processes nothing; its ticks are counted and delivered
   first on resume, then the queued inputs in arrival order.
+
+Every ReadIndex or lease read carries a *floor*: the highest commit index any
+replica had when the request reached this replica; the read point it is
+answered at must not be below it (the ``stale-read`` invariant).
 """
 
 from __future__ import annotations
@@ -71,10 +75,14 @@ class SimNode:
         self.missed_ticks = 0
         self.paused_queue: list[tuple[str, tuple]] = []  # (kind, args) to dispatch on resume
         self.pending_writes: dict[int, tuple[Request, int]] = {}
-        self.reads_waiting: dict[bytes, Request] = {}
+        # ReadIndex context -> (request, its floor, how it is served)
+        self.reads_waiting: dict[bytes, tuple[Request, int, str]] = {}
         self.pending_reads: list[tuple[int, Request]] = []
         self.seen_leader_term = 0
         self.seen_commit = 0
+        self.leading_term = 0  # the term this replica leads, as last observed (0: not leading)
+        self.lead_since = 0  # when it was observed to become leader of leading_term
+        self.replaying = False  # delivering the ticks missed while paused
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -94,7 +102,9 @@ class SimNode:
         self.missed_ticks = 0
         self.paused_queue = []
         self.seen_leader_term = 0
+        self.leading_term = 0
         self.seen_commit = self.raw.commit
+        sim.ledger.end(("down", self.id), sim.now)
         sim.inv.on_restart(self.id, self.storage, self.storage.hard_state.commit)
         self.pump()
 
@@ -102,6 +112,8 @@ class SimNode:
         self.alive = False
         self.paused = False
         self.down_gen += 1
+        self.leading_term = 0  # a crash is a fault: its lost leadership is not judged
+        self.sim.ledger.begin(("down", self.id), (self.id,), self.sim.now)
         self.inflight = None
         self.missed_ticks = 0
         self.paused_queue = []
@@ -112,18 +124,26 @@ class SimNode:
     def pause(self) -> None:
         self.paused = True
         self.down_gen += 1
+        self.sim.ledger.begin(("down", self.id), (self.id,), self.sim.now)
 
     def resume(self) -> None:
         if not self.alive or not self.paused:
             return
         self.paused = False
+        sim = self.sim
+        sim.ledger.end(("down", self.id), sim.now)
         raw = self.raw
         n, self.missed_ticks = self.missed_ticks, 0
+        # The lease is judged only once the clock has caught up with the time that passed.
+        self.replaying = True
         for _ in range(n):
             raw.tick()
-            self.sim.observe(self)
+            sim.observe(self)
             if not self.alive:
+                self.replaying = False
                 return
+        self.replaying = False
+        sim.observe(self)
         queued, self.paused_queue = self.paused_queue, []
         for kind, args in queued:
             if not self.alive or self.paused:
@@ -203,6 +223,8 @@ class SimNode:
             if rd.entries or rd.snapshot is not None or hs is not None:
                 latency = sim.disk_latency()
                 sim.queue.push(sim.now + latency, "disk", self.id, self.incarnation)
+                if latency > sim.profile.disk[1]:
+                    sim.ledger.touch((self.id,), sim.now, sim.now + latency)  # a slow disk is a fault
                 if vote_change:
                     sim.vote_write_started(self, latency)
                 return
@@ -254,9 +276,11 @@ class SimNode:
                     sim.respond(self.id, req, "fail", None, self.raw.leader)
         # 4. reads
         for rs in rd.read_states:
-            reader = self.reads_waiting.pop(rs.context, None)
-            if reader is not None:
-                self.pending_reads.append((rs.index, reader))
+            waiting = self.reads_waiting.pop(rs.context, None)
+            if waiting is not None:
+                req, floor, how = waiting
+                inv.on_read(self.id, rs.index, floor, how)
+                self.pending_reads.append((rs.index, req))
         self.serve_reads()
         # 5. advance
         self.inflight = None
@@ -283,6 +307,7 @@ class SimNode:
     def on_client(self, req: Request) -> None:
         raw = self.raw
         sim = self.sim
+        floor = sim.inv.max_committed
         if req.mode == "follower":
             # A follower read: ReadIndex through whichever leader this replica knows.
             ctx = b"%d" % req.op_id
@@ -291,7 +316,7 @@ class SimNode:
             except RaftError:
                 sim.respond(self.id, req, "fail", None, 0)
                 return
-            self.reads_waiting[ctx] = req
+            self.reads_waiting[ctx] = (req, floor, "follower ReadIndex")
             return
         if not raw.is_leader:
             sim.respond(self.id, req, "fail", None, raw.leader)
@@ -300,6 +325,7 @@ class SimNode:
             # The synchronous lease fast path; falls back to a lease ReadIndex below.
             index = self.raw.lease_read_index()
             if index is not None:
+                sim.inv.on_read(self.id, index, floor, "lease (fast path)")
                 self.pending_reads.append((index, req))
                 if self.inflight is None:
                     self.serve_reads()
@@ -311,7 +337,7 @@ class SimNode:
             except RaftError:
                 sim.respond(self.id, req, "fail", None, raw.leader)
                 return
-            self.reads_waiting[ctx] = req
+            self.reads_waiting[ctx] = (req, floor, "lease ReadIndex" if req.mode == "lease" else "ReadIndex")
             return
         try:
             index = self.raw.propose(encode_command(req.command()))
