@@ -118,11 +118,11 @@ def message_from_pb(pb: raft_pb2.RaftMessage) -> tuple[int, tuple[int, int], Mes
     if pbe:
         ets = _ENTRY_TYPES
         try:
-            entries = [Entry(e.term, e.index, e.data, ets[e.type]) for e in pbe]
+            entries: tuple[Entry, ...] = tuple([Entry(e.term, e.index, e.data, ets[e.type]) for e in pbe])
         except IndexError:
             raise ValueError("unknown raft entry type") from None
     else:
-        entries = []
+        entries = ()
     snapshot = None
     if pb.HasField("snapshot"):
         s = pb.snapshot

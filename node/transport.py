@@ -659,7 +659,7 @@ async def _bench(
         tr = RaftTransport(1, lambda s: f"127.0.0.1:{port}")
         data = b"x" * entry_bytes
         core = [
-            Message(MessageType.APP, 1, 2, term=3, log_term=3, index=i, commit=i, entries=[Entry(3, i + 1, data)])
+            Message(MessageType.APP, 1, 2, term=3, log_term=3, index=i, commit=i, entries=(Entry(3, i + 1, data),))
             for i in range(burst)
         ]
         pbs = [message_to_pb(1 + i % partitions, (1, 1), m) for i, m in enumerate(core)]

@@ -165,3 +165,14 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             await _invalid(context, exc.field, exc.message)
         store = self._table.stores[request.store_id]
         return meta_pb2.SetStoreStateResponse(store=convert.store_to_pb(store, self._placement.store_state(store)))
+
+    async def ListOperations(
+        self, request: meta_pb2.ListOperationsRequest, context: grpc.aio.ServicerContext
+    ) -> meta_pb2.ListOperationsResponse:
+        if request.partition_id and request.partition_id not in self._table.partitions:
+            await _invalid(context, "partition_id", f"no partition with id {request.partition_id}")
+        pending = self._table.pending_operations(request.partition_id or None)
+        return meta_pb2.ListOperationsResponse(
+            operations=[convert.pending_operation_to_pb(op) for op in sorted(pending, key=lambda op: op.id)],
+            now_ms=self._placement.now_ms(),
+        )

@@ -408,13 +408,16 @@ def _build_kv(commands) -> None:
 def _build_admin(commands) -> None:
     p = commands.add_parser(
         "admin",
-        help="inspect and steer the cluster (not available in this version)",
+        help="inspect and steer the cluster (stores, partitions, leaders, replicas, operations)",
         formatter_class=_Formatter,
         description=(
-            "Inspect and steer the cluster through the router's placement service.\n\n"
-            "Not available in this version: every subcommand below parses its arguments, then\n"
-            "says so and exits 2 without contacting the cluster. The names and arguments are\n"
-            "the planned ones."
+            "Inspect and steer the cluster through the placement service of any router in\n"
+            "--router (a follower router's answer is followed to the leader). Tables for\n"
+            "people; --json prints the shapes of docs/cli.md. Commands that change something\n"
+            "wait until placement sees it done (--no-wait: just queue it) and exit 1 naming\n"
+            "why when it is refused or not done within --timeout.\n\n"
+            "split, drain, remove-store and routers are not available in this version: they\n"
+            "parse their arguments, say so and exit 2 without contacting the cluster."
         ),
     )
     _add_router_option(p)
@@ -422,27 +425,39 @@ def _build_admin(commands) -> None:
     sub = p.add_subparsers(dest="admin_command", metavar="SUBCOMMAND", title="subcommands")
     sub.required = True
 
-    def leaf(name: str, help_text: str, args: Sequence[tuple[str, dict]]) -> None:
+    def leaf(name: str, help_text: str, args: Sequence[tuple[str, dict]], *, available: bool = True,
+             changes: bool = False) -> argparse.ArgumentParser:
         q = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:]
-                           + ". Not available in this version: exits 2.")
+                           + ("." if available else ". Not available in this version: exits 2."))
         for arg_name, kwargs in args:
             q.add_argument(arg_name, **kwargs)
         _add_router_option(q)
         _add_json_option(q)
-        q.set_defaults(handler=_not_available, command_name=f"admin {name}")
+        if changes:
+            q.add_argument("--no-wait", action="store_true", help="queue the operation and return at once")
+            q.add_argument("--timeout", type=_positive_float, metavar="SECONDS", default=30.0,
+                           help="how long to wait for it to be done (default: %(default)g)")
+        q.set_defaults(handler=_admin if available else _not_available, command_name=f"admin {name}")
+        return q
 
     pid = ("id", {"metavar": "ID", "type": _positive_int, "help": "partition id"})
     store = ("store", {"metavar": "STORE", "type": _positive_int, "help": "store id"})
     leaf("stores", "list stores with their state, replica and leader counts", ())
     leaf("partitions", "list partitions with range, epoch, leader, term and replica progress", ())
-    leaf("partition", "show one partition", (pid,))
-    leaf("transfer-leader", "move partition ID's leadership to STORE", (pid, store))
-    leaf("split", "split partition ID at KEY (default: its middle by size)",
-         (pid, ("key", {"metavar": "KEY", "nargs": "?", "help": "split key (the new right half starts here)"})))
+    one = leaf("partition", "show one partition, by ID or by a key it holds",
+               (("id", {"metavar": "ID", "type": _positive_int, "nargs": "?", "help": "partition id"}),))
+    one.add_argument("--key", metavar="KEY", help="the partition that holds KEY")
+    leaf("transfer-leader", "move partition ID's leadership to STORE", (pid, store), changes=True)
     leaf("add-replica", "add a replica of partition ID on STORE (as a learner, then promoted)",
-         (pid, store))
-    leaf("remove-replica", "remove partition ID's replica from STORE", (pid, store))
-    leaf("drain", "move every leader and replica off STORE, then mark it removed", (store,))
+         (pid, store), changes=True)
+    leaf("remove-replica", "remove partition ID's replica from STORE", (pid, store), changes=True)
+    leaf("operations", "list the operations placement has not yet seen done, with their age", ())
+    leaf("split", "split partition ID at KEY (default: its middle by size)",
+         (pid, ("key", {"metavar": "KEY", "nargs": "?", "help": "split key (the new right half starts here)"})),
+         available=False)
+    leaf("drain", "move every leader and replica off STORE, then mark it removed", (store,), available=False)
+    leaf("remove-store", "mark a drained or dead STORE removed", (store,), available=False)
+    leaf("routers", "show the placement group: members, leader, term, applied index", (), available=False)
 
 
 def _build_bench(commands) -> None:
@@ -549,6 +564,12 @@ def _build_nemesis(commands) -> None:
 
 
 # -- handlers ------------------------------------------------------------------------------
+
+
+def _admin(args: argparse.Namespace) -> int:
+    from tools.admin import run
+
+    return run(args)
 
 
 def _not_available(args: argparse.Namespace) -> int:

@@ -210,11 +210,10 @@ class Raft:
         self._append([Entry(term=self.term, index=self.log.last_index() + 1)])
 
     def _promotable(self) -> bool:
-        return (
-            self.trk.is_voter(self.id)
-            and self.id not in self.trk.conf.learners_next
-            and self.log.unstable_snapshot is None
-        )
+        """May this replica stand for election?  Any voter of either half may: a voter being
+        demoted in a joint configuration (``learners_next``) still votes in the outgoing half,
+        and may hold the log every quorum of that half needs (etcd's rule too)."""
+        return self.trk.is_voter(self.id) and self.log.unstable_snapshot is None
 
     def _in_lease(self) -> bool:
         """Should this replica ignore candidates because a leader (may) still lead?"""

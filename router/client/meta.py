@@ -5,9 +5,10 @@ canned maps)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
+from google.protobuf.message import Message
 
 from router.client.channels import ChannelPool
 from router.client.errors import RpcFailure, failure_from_rpc_error
@@ -54,6 +55,10 @@ class GrpcMeta:
 
     async def get_partition(self, key: bytes, timeout: float) -> meta_pb2.GetPartitionResponse:
         return await self._call("GetPartition", meta_pb2.GetPartitionRequest(key=key), timeout)
+
+    async def call(self, method: str, request: Message, timeout: float) -> Any:
+        """Any Meta method by name (``tessera admin`` uses the ones the client does not)."""
+        return await self._call(method, request, timeout)
 
     async def _call(self, method: str, request, timeout: float):
         last: RpcFailure | None = None

@@ -55,7 +55,7 @@ def partition_status_to_pb(info: PartitionInfo) -> meta_pb2.PartitionStatus:
                 applied=progress.applied if progress else 0,
             )
         )
-    return meta_pb2.PartitionStatus(partition_id=info.id, replicas=replicas)
+    return meta_pb2.PartitionStatus(partition_id=info.id, replicas=replicas, size_bytes=info.size_bytes)
 
 
 def store_to_pb(s: StoreInfo, state: StoreState) -> meta_pb2.Store:
@@ -110,6 +110,15 @@ def operation_to_pb(op: PendingOperation) -> meta_pb2.Operation:
         pb.destroy_replica.partition.CopyFrom(descriptor_to_pb(a.descriptor))
         pb.destroy_replica.replica_id = a.replica_id
     return pb
+
+
+def pending_operation_to_pb(op: PendingOperation) -> meta_pb2.PendingOperation:
+    return meta_pb2.PendingOperation(
+        operation=operation_to_pb(op),
+        created_ms=op.created_ms,
+        last_sent_ms=op.last_sent_ms,
+        last_sent_to=op.last_sent_to,
+    )
 
 
 def action_from_pb(pb: meta_pb2.Operation) -> Action:

@@ -93,10 +93,10 @@ def test_kv_get_reports_unreachable_router():
 @pytest.mark.parametrize(
     "argv",
     [
-        ["admin", "stores", "--json"],
-        ["admin", "--json", "partitions"],
         ["admin", "split", "3", "m"],
-        ["admin", "drain", "2"],
+        ["admin", "--json", "drain", "2"],
+        ["admin", "remove-store", "2"],
+        ["admin", "routers", "--json"],
     ],
 )
 def test_unbuilt_commands_exit_2_with_message(argv):

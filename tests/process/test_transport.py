@@ -96,7 +96,7 @@ class Store:
 def app(partition: int, seq: int, payload: bytes = b"x" * 128) -> raft_pb2.RaftMessage:
     """An append whose ``commit`` carries a per-sender sequence number (to check order)."""
     m = Message(MessageType.APP, 1, 2, term=3, log_term=3, index=seq, commit=seq,
-                entries=[Entry(3, seq + 1, payload)])
+                entries=(Entry(3, seq + 1, payload),))
     return message_to_pb(partition, (1, 1), m)
 
 
@@ -124,8 +124,8 @@ def test_codec_round_trips_every_message_type() -> None:
     for t in MessageType:
         m = Message(
             t, src=7, dst=9, term=11, log_term=10, index=100,
-            entries=[Entry(10, 101, b"a"), Entry(11, 102, b"\x00cc", EntryType.CONF_CHANGE), Entry(11, 103)]
-            if t == MessageType.APP else [],
+            entries=(Entry(10, 101, b"a"), Entry(11, 102, b"\x00cc", EntryType.CONF_CHANGE), Entry(11, 103))
+            if t == MessageType.APP else (),
             commit=99, reject=t == MessageType.APP_RESP, reject_hint=42 if t == MessageType.APP_RESP else 0,
             snapshot=Snapshot(SnapshotMeta(90, 9, cs)) if t == MessageType.SNAP else None,
             context=b"ctx" if t in (MessageType.READ_INDEX, MessageType.READ_INDEX_RESP, MessageType.HEARTBEAT)

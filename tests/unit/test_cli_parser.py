@@ -15,7 +15,7 @@ def test_main_returns_exit_status_in_process(capsys):
     from tools.cli import main
 
     assert main(["--help"]) == 0
-    assert main(["admin", "stores"]) == 2
+    assert main(["admin", "split", "3"]) == 2
     assert NOT_AVAILABLE in capsys.readouterr().err
     assert main(["simulate", "--mutation", "bogus"]) == 2
 
@@ -30,7 +30,7 @@ def test_router_default_comes_from_environment(monkeypatch, root_logger):
         return 2
 
     # main() builds a fresh parser each call, which picks up the patched handler.
-    monkeypatch.setattr(cli, "_not_available", record)
+    monkeypatch.setattr(cli, "_admin", record)
     monkeypatch.setattr(cli, "_kv", record)
     monkeypatch.setenv("TESSERA_ROUTER", "router.example:7000")
     cli.main(["kv", "get", "x"])
