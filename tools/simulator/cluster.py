@@ -23,7 +23,7 @@ import random
 import traceback
 from collections import Counter
 
-from node.raft import Config, ConfState, MemoryStorage, Message, MessageType, RaftError, Snapshot, SnapshotMeta
+from node.raft import Config, ConfState, Message, MessageType, RaftError, Snapshot, SnapshotMeta
 
 from .clients import Client, Request
 from .events import EventQueue
@@ -36,6 +36,7 @@ from .network import NetParams, Network, split
 from .profiles import choose_profile
 from .simnode import SimNode
 from .stability import Stability
+from .storage import SimStorage
 from .trace import Trace
 
 TICK = 10
@@ -76,6 +77,7 @@ class Simulation:
         self.size = p.sizes[setup.randrange(len(p.sizes))]
         self.max_entries = p.max_entries[setup.randrange(len(p.max_entries))]
         self.max_inflight = p.max_inflight[setup.randrange(len(p.max_inflight))]
+        self.max_uncommitted = p.max_uncommitted[setup.randrange(len(p.max_uncommitted))]
         self.fault_time = setup.randint(*p.fault_time)
         self.pre_vote = setup.random() < p.pre_vote
         self.disk_rng = sub_rng(seed, 2)
@@ -100,6 +102,7 @@ class Simulation:
         self.heal_time = 0
         self.finished = False
         self.flaky_gen = 0
+        self.slow_gen = 0
         self.probes: list[tuple[int, int, bytes, int]] = []  # (index, term, data, proposed at)
         self.probe_counter = 0
         self.ghost_processes = 0  # history processes for read answers their client gave up on
@@ -114,7 +117,7 @@ class Simulation:
         self.nodes: dict[int, SimNode] = {}
         self.phase_rng = sub_rng(seed, 5)
         for nid in initial:
-            st = MemoryStorage()
+            st = SimStorage()
             boot = KVStateMachine(applied=1, chain=GENESIS_CHAIN)
             st.apply_snapshot(Snapshot(SnapshotMeta(index=1, term=1, conf_state=self.config), boot.snapshot_bytes()))
             self._new_node(nid, st)
@@ -137,10 +140,11 @@ class Simulation:
             applied=applied,
             max_entries_per_msg=self.max_entries,
             max_inflight_msgs=self.max_inflight,
+            max_uncommitted_entries=self.max_uncommitted,
             pre_vote=self.pre_vote,
         )
 
-    def _new_node(self, nid: int, storage: MemoryStorage) -> SimNode:
+    def _new_node(self, nid: int, storage: SimStorage) -> SimNode:
         # Clocks run at slightly different rates: by default periods 10 and 9 (11% apart),
         # within the core's documented bound for lease reads, (election_tick - 1) / lease_ticks
         # = 12.5%; the `deposed` profile uses 9 and 8, exactly at the bound.
@@ -154,7 +158,7 @@ class Simulation:
 
     def add_node(self, nid: int) -> SimNode:
         self.trace.note(f"new node {nid}")
-        return self._new_node(nid, MemoryStorage())
+        return self._new_node(nid, SimStorage())
 
     def next_op_id(self) -> int:
         self.op_counter += 1
@@ -214,6 +218,9 @@ class Simulation:
             self.stats["snapshots_sent"] += 1
             src = self.nodes[m.src]
             when = self.now + (delays[0] if delays else self.net.delay())
+            if self.net.rng.random() < 0.3:
+                # The transport reports once the stream closes: sometimes after the answer.
+                when += self.net.rng.randint(1, 40)
             self.queue.push(when, "snapst", m.src, src.incarnation, m.dst, bool(delays))
 
     def _transfer_sent(self, m: Message) -> None:
@@ -255,7 +262,7 @@ class Simulation:
             self.stats["elections"] += 1
             self.trace.note(f"node {node.id} leads term {term}")
             self.inv.became_leader(node.id, term, raw.log_view())
-            self._check_leases()
+            self._check_leases(term)
             if self.retiring:
                 self._retire()
             p = self.profile
@@ -277,12 +284,14 @@ class Simulation:
                 # Dies before anything it queued (appends carrying the new commit) leaves.
                 self._ev_ctrap(node.id, node.incarnation)
 
-    def _check_leases(self) -> None:
-        """A leader was just elected: every older leader's lease must have run out by now
-        (paused ones are judged once their missed ticks are replayed)."""
+    def _check_leases(self, term: int) -> None:
+        """A leader of ``term`` was just elected: every older leader's lease must have run out by
+        now (paused ones are judged once their missed ticks are replayed)."""
         for nid in sorted(self.nodes):
             n = self.nodes[nid]
             if n.up and not n.replaying and n.raw.is_leader:
+                if n.raw.term < term and (n.reads_waiting or n.pending_reads):
+                    self.stats["deposed_reads"] += 1  # reads waiting at a leader just replaced
                 self.inv.check_lease(nid, n.raw.term, n.raw.lease_read_index())
 
     def _retire(self) -> None:
@@ -323,6 +332,8 @@ class Simulation:
             | (old.learners ^ cs.learners) | (old.learners_next ^ cs.learners_next)
         )
         self.ledger.touch(sorted(changed), self.now, self.now)
+        if cs.joint and len(cs.voters) != len(cs.voters_outgoing):
+            self.stats["joint_resizes"] += 1
         self.trace.note(
             f"config@{index}: voters {sorted(cs.voters)} out {sorted(cs.voters_outgoing)} "
             f"learners {sorted(cs.learners)}"
@@ -336,7 +347,7 @@ class Simulation:
         # Half the time a leader seeds new learners from a fresh snapshot that names them;
         # otherwise they get whatever older snapshot it has.
         if node.alive and node.raw.is_leader:  # it may have just removed itself
-            snap_cs = node.storage.snapshot().meta.conf_state
+            snap_cs = node.storage.latest_snapshot().meta.conf_state
             named = snap_cs.all_nodes()
             if any(learner not in named for learner in sorted(cs.learners)) and self.membership.rng.random() < 0.5:
                 node.compact(keep=10)
@@ -353,6 +364,7 @@ class Simulation:
         roll = rng.random()
         if leader is not None and roll < 0.2 and self.nemesis.may_take_down(leader):
             self.trace.note(f"failpoint: crash leader {leader.id} while joint")
+            self.stats["joint_crashes"] += 1
             self.crash_node(leader, rng.randint(*self.profile.downtime))
             return
         if leader is not None and roll < 0.5:
@@ -363,6 +375,7 @@ class Simulation:
         rest = [i for i in ids if i not in side]
         desc = f"joint split {sorted(side)}|{sorted(rest)}"
         self.trace.note(f"failpoint: {desc}")
+        self.stats["joint_cuts"] += 1
         self.partition(split(side, rest), desc, rng.randint(*self.profile.partition_time))
 
     # -- faults ----------------------------------------------------------------------------
@@ -389,6 +402,24 @@ class Simulation:
         self.ledger.begin("partition", sorted({n for link in blocked for n in link}), self.now)
         self.stats["partitions"] += 1
         self.queue.push(self.now + duration, "heal", gen)
+
+    def slow_inbound(self, nid: int, extra: int, duration: int) -> None:
+        """Every message to ``nid`` takes ``extra`` units longer for ``duration`` units."""
+        self.net.slow_to[nid] = extra
+        self.slow_gen += 1
+        self.queue.push(self.now + duration, "unslow", nid, self.slow_gen)
+
+    def _ev_unslow(self, nid: int, gen: int) -> None:
+        if gen == self.slow_gen:
+            self.net.slow_to.pop(nid, None)
+
+    def _ev_cutoff(self, nid: int, duration: int) -> None:
+        """Cut ``nid`` off from everyone (a ``depose`` action's second step)."""
+        node = self.nodes[nid]
+        if self.healed or node.removed:
+            return
+        others = [i for i in sorted(self.nodes) if i != nid and not self.nodes[i].removed]
+        self.partition(split([nid], others), f"cut off {nid}", duration)
 
     def heal_network(self, gen: int | None = None) -> bool:
         """Clear the partition (only generation ``gen``, when given); True if one was in force."""
@@ -488,6 +519,9 @@ class Simulation:
         if node.down_gen == gen:
             node.resume()
 
+    def _ev_snapready(self, nid: int, gen: int) -> None:
+        self.nodes[nid].storage.ready(gen)
+
     def _ev_heal(self, gen: int) -> None:
         self.heal_network(gen)
 
@@ -532,6 +566,7 @@ class Simulation:
         self.heal_time = self.now
         self.nemesis.stopped = True
         self.heal_network()
+        self.net.slow_to.clear()
         self.ledger.end_all("conf", self.now)
         p = self.net.params
         p.drop_prob = p.dup_prob = p.long_delay_prob = 0.0

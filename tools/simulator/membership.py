@@ -18,7 +18,11 @@ that has not caught up.  The changes:
 * remove a learner that is not catching up;
 * resize (:meth:`Membership.resize`): one joint change to another group size
   between 3 and 5 (3->4 promotes two learners and removes a voter, 5->3
-  removes two voters, ...), adding two learners first when it lacks them.
+  removes two voters, ...), adding two learners first when it lacks them;
+* invalid (:meth:`Membership.invalid`): a change no configuration allows, as
+  a confused operator would send: a voter added without joining as a
+  learner, every voter removed, a leave-joint outside a joint configuration,
+  node id 0.  The core must refuse each one.
 
 Removed nodes are stopped by the simulation once a configuration without
 them is applied anywhere (see ``Simulation.on_conf_applied``).
@@ -44,6 +48,7 @@ class Membership:
         self.sim = sim
         self.rng = rng
         self.spare = list(spare)
+        self.last_change: ConfChange | None = None  # the last change the core accepted
 
     def step(self) -> str:
         sim, rng = self.sim, self.rng
@@ -62,7 +67,7 @@ class Membership:
             options += ["promote", "swap", "swap-demote"]
         elif learners:
             # Seed the learner from a fresh snapshot that names it (now and then).
-            snap_cs = leader.storage.snapshot().meta.conf_state
+            snap_cs = leader.storage.latest_snapshot().meta.conf_state
             named = snap_cs.all_nodes()
             if any(n not in named for n in learners):
                 leader.compact(keep=rng.choice([2, 10, 50]))
@@ -147,6 +152,30 @@ class Membership:
         changes += [single(out_kind, nid) for nid in outs]
         return self._propose(leader, f"resize {n}->{size}", ConfChange(tuple(changes)))
 
+    def invalid(self) -> str:
+        """Propose a change that no configuration allows (the core must refuse it)."""
+        leader = self.sim.leader()
+        if leader is None:
+            return "no leader"
+        cs = leader.raw.conf_state
+        single = ConfChangeSingle
+        kind = self.rng.choice(("voter-first", "remove-all", "leave", "id-0"))
+        if kind == "voter-first":
+            # A fresh id straight to voter, never started: it must join as a learner first.
+            fresh = max(self.sim.nodes) + 1
+            cc = ConfChange((single(ConfChangeType.ADD_VOTER, fresh),))
+        elif kind == "remove-all":
+            cc = ConfChange(tuple(single(ConfChangeType.REMOVE_NODE, v) for v in sorted(cs.voters)))
+        elif kind == "leave":
+            cc = ConfChange()  # leave-joint: refused outside a joint configuration (or while pending)
+        else:
+            cc = ConfChange((single(ConfChangeType.ADD_LEARNER, 0),))
+        what = f"invalid change ({kind})"
+        index = self._propose(leader, what, cc)
+        if "refused" not in index and kind != "leave":
+            raise AssertionError(f"the core accepted {what}: {index}")
+        return index
+
     def _propose(self, leader: SimNode, what: str, cc: ConfChange) -> str:
         sim = self.sim
         try:
@@ -154,6 +183,7 @@ class Membership:
         except RaftError as exc:
             sim.stats["conf_refused"] += 1
             return f"{what} refused: {exc}"
+        self.last_change = cc
         named = sorted({c.node_id for c in cc.changes})
         sim.ledger.begin(("conf", index), named, sim.now)
         sim.observe(leader)

@@ -11,20 +11,25 @@ at most ``profile.max_down`` members are crashed or paused at once.
 
 The targeted actions of the newer profiles:
 
-* ``depose``: cut the leader off (both ways or one way) or pause it, and point
-  every client at it, so reads reach a replica that has lost leadership
-  without knowing it (or overtaken by a candidate it cannot hear of);
+* ``depose``: cut the leader off (both ways or one way) or pause it, or slow
+  the messages to it and then cut it off, and point every client at it, so
+  reads reach a replica that has lost leadership without knowing it;
 * ``tail``: cut the leader off with a minority and hand it a burst of
   proposals: a long uncommitted tail of its term, on it and its followers;
 * ``rejoin``: cut one follower off for a long time (it comes back on its own);
 * ``lagging-transfer``: transfer leadership to the voter furthest behind;
 * ``member-storm``: several membership changes proposed back to back;
 * ``transfer-member``: a transfer and a membership change at the same time;
-* ``resize``: a joint change to another group size.
+* ``resize``: a joint change to another group size;
+* ``member-invalid``: a change no configuration allows;
+* ``campaign-learner``: tell a replica that cannot stand (a learner, a removed
+  replica, one with a snapshot not yet persisted, by its own configuration) to
+  campaign.
 
 Like the membership driver, transfers are asked without looking first: to any
 member, the leader itself or a learner included, during another transfer or a
-pending change; refusing is the core's job.
+pending change, and now and then of a replica that is not the leader (an
+operator with a stale view); refusing is the core's job.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from node.raft import RaftError
+from node.raft import ConfChangeType, RaftError
 
 from .kvsm import encode_command
 from .membership import Membership
@@ -190,10 +195,43 @@ class Nemesis:
         return "; ".join(self.membership.step() for _ in range(self.rng.randint(2, 4)))
 
     def do_transfer_member(self) -> str:
-        """A transfer and a membership change together, in either order."""
+        """A transfer and a membership change together, in either order; after the change, half
+        the time to a voter it removes or demotes (the transfer must be abandoned when it applies)."""
         if self.rng.random() < 0.5:
             return f"{self.do_transfer()}; {self.membership.step()}"
-        return f"{self.membership.step()}; {self.do_transfer()}"
+        self.membership.last_change = None
+        step = self.membership.step()
+        cc = self.membership.last_change
+        leader = self.sim.leader()
+        if cc is not None and leader is not None and self.rng.random() < 0.5:
+            outs = [c.node_id for c in cc.changes if c.type != ConfChangeType.ADD_VOTER and c.node_id != leader.id]
+            if outs:
+                return f"{step}; {self._transfer(leader, outs[0])}"
+        return f"{step}; {self.do_transfer()}"
+
+    def do_member_invalid(self) -> str:
+        return self.membership.invalid()
+
+    def do_campaign_learner(self) -> str:
+        """Tell a replica that may not stand for election to campaign: the core must refuse."""
+        sim = self.sim
+        # Judged by the replica's own configuration: a voter by its own lights would campaign,
+        # and a forced campaign is no fault of the core's.
+        cannot = [
+            n for n in self._nodes()
+            if n.up and (n.raw.pending_snapshot is not None
+                         or n.id not in n.raw.conf_state.voters | n.raw.conf_state.voters_outgoing)
+        ]
+        node = self._pick(cannot)
+        if node is None:
+            return "nobody"
+        before = (node.raw.term, node.raw.role)
+        node.raw.campaign()
+        if (node.raw.term, node.raw.role) != before:
+            raise AssertionError(f"node {node.id}, which may not stand, campaigned: {before} -> {node.raw.role}")
+        sim.observe(node)
+        node.pump()
+        return f"node {node.id} told to campaign"
 
     def do_transfer(self) -> str:
         leader = self.sim.leader()
@@ -202,6 +240,11 @@ class Nemesis:
         cs = leader.raw.conf_state
         others = sorted(v for v in cs.voters | cs.voters_outgoing if v != leader.id)
         roll = self.rng.random()
+        if roll < 0.05 and others:
+            # Asked of a replica that does not lead (an operator's stale view): refused.
+            asked = self.sim.nodes[others[self.rng.randrange(len(others))]]
+            if asked.up and not asked.raw.is_leader:
+                return self._transfer(asked, leader.id)
         if roll < 0.1 or not others:
             target = leader.id  # to itself: the core abandons any transfer under way
         elif roll < 0.2 and cs.learners:
@@ -254,8 +297,16 @@ class Nemesis:
         lid = leader.id
         others = [n.id for n in self._nodes() if n.id != lid]
         roll = self.rng.random()
-        if roll < 0.3:
+        if roll < 0.25:
             what = self._pause(leader)
+        elif roll < 0.45:
+            # Answers to it crawl in first, then it is cut off: the late answers keep CheckQuorum
+            # content while the followers, hearing nothing, elect a new leader.
+            lo, hi = self.profile.slow_inbound
+            sim.slow_inbound(lid, self.rng.randint(lo, hi), self.rng.randint(*self.profile.partition_time))
+            cut_for = self.rng.randint(*self.profile.partition_time)
+            sim.queue.push(sim.now + self.rng.randint(10, hi), "cutoff", lid, cut_for)
+            what = f"answers to leader {lid} slowed, then it is cut off"
         else:
             if roll < 0.6:
                 blocked, what = split([lid], others), f"cut off leader {lid}"
@@ -292,6 +343,7 @@ class Nemesis:
             try:
                 leader.raw.propose(encode_command({"id": -1_000_000 - self.fillers, "f": "fill"}))
             except RaftError:
+                sim.stats["burst_refused"] += 1  # the uncommitted-entries limit
                 break
             proposed += 1
         sim.observe(leader)

@@ -5,7 +5,8 @@ Each profile puts one class of situations under pressure (README.md has the
 table); none is aimed at a particular bug:
 
 * ``balanced``, ``network``, ``pauses``, ``crashy``, ``membership``: the
-  everyday mix, each leaning on one kind of fault.
+  everyday mix, each leaning on one kind of fault (``membership`` also asks
+  learners to campaign and has snapshots that are slow to become available).
 * ``figure8``: one entry per append message and one append in flight per
   follower, every new leader crashed or cut off soon after its election
   (often before its first append leaves), leaders crashing right after they
@@ -20,9 +21,13 @@ table); none is aimed at a particular bug:
   core's stated drift bound; the longest message delays.
 * ``stale``: late copies of messages (snapshots most of all) arriving long
   after the log, term or configuration moved on; leaders cut off with a
-  minority while a burst of proposals builds a long uncommitted tail.
+  minority while a burst of proposals builds a long uncommitted tail (half
+  the seeds with a small uncommitted-entries limit, which the burst hits);
+  snapshots that stay unavailable to the core for a while after compaction.
 * ``confstorm``: membership changes proposed back to back, and together with
-  leadership transfers, by a driver that leaves the refusing to the core.
+  leadership transfers (some to the voter the change removes), changes no
+  configuration allows, campaigns asked of replicas that may not stand; the
+  driver leaves the refusing to the core.
 * ``rejoin``: followers cut off for many election timeouts that come back,
   and transfers to followers that are behind; PreVote always on, so the
   ``stability`` check judges every lost leadership.
@@ -73,6 +78,10 @@ class Profile:
     late_delay: tuple[int, int] = (150, 2000)  # when that copy lands
     joint_trap: float = 0.0  # chance of a cut (or leader crash) the moment a joint configuration applies
     burst: tuple[int, int] = (10, 60)  # entries a cut-off leader is given by the `tail` action
+    max_uncommitted: tuple[int, ...] = (1 << 16,)  # Config.max_uncommitted_entries choices
+    snap_busy: float = 0.0  # chance that a new snapshot stays unavailable to the core for a while
+    snap_busy_time: tuple[int, int] = (20, 200)  # how long it stays unavailable
+    slow_inbound: tuple[int, int] = (40, 120)  # extra delay of messages to a leader the `depose` action slows
 
 
 BASE_ACTIONS = (
@@ -132,7 +141,9 @@ PROFILES: tuple[Profile, ...] = (
             ("partition", 1),
             ("heal", 1),
             ("pause", 1),
+            ("campaign-learner", 1),
         ),
+        snap_busy=0.2,
     ),
     Profile(
         "network",
@@ -270,6 +281,8 @@ PROFILES: tuple[Profile, ...] = (
             ("transfer", 1),
         ),
         partition_time=(100, 500),
+        max_uncommitted=(24, 1 << 16),
+        snap_busy=0.3,
     ),
     Profile(
         "confstorm",
@@ -278,6 +291,8 @@ PROFILES: tuple[Profile, ...] = (
         actions=(
             ("member-storm", 5),
             ("transfer-member", 4),
+            ("member-invalid", 1),
+            ("campaign-learner", 1),
             ("member", 2),
             ("resize", 2),
             ("transfer", 2),

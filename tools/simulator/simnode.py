@@ -2,8 +2,10 @@
 
 The disk model (per replica):
 
-* ``MemoryStorage`` *is* the durable disk: what is written there survives a
-  crash; the RawNode, the in-flight write and the state machine do not.
+* ``SimStorage`` (a ``MemoryStorage``, see :mod:`.storage`) *is* the durable
+  disk: what is written there survives a crash; the RawNode, the in-flight
+  write and the state machine do not.  After a compaction the snapshot may
+  stay unavailable to the core for a while (``profile.snap_busy``).
 * A Ready is handled in two phases.  When it is taken, the messages that may
   go before the write are sent at once (the correct driver: only a leader's
   APP / HEARTBEAT / SNAP / TIMEOUT_NOW / READ_INDEX_RESP, and never when the
@@ -30,7 +32,6 @@ from typing import TYPE_CHECKING
 
 from node.raft import (
     EntryType,
-    MemoryStorage,
     Message,
     MessageType,
     NotLeaderError,
@@ -45,6 +46,7 @@ from .kvsm import KVStateMachine, encode_command
 if TYPE_CHECKING:  # pragma: no cover
     from .clients import Request
     from .cluster import Simulation
+    from .storage import SimStorage
 
 MT = MessageType
 VOTE_RESPONSES = frozenset({MT.VOTE_RESP, MT.PRE_VOTE_RESP})
@@ -58,7 +60,7 @@ class SimNode:
     raw: RawNode
     sm: KVStateMachine
 
-    def __init__(self, sim: Simulation, node_id: int, storage: MemoryStorage, phase: int, period: int) -> None:
+    def __init__(self, sim: Simulation, node_id: int, storage: SimStorage, phase: int, period: int) -> None:
         self.sim = sim
         self.id = node_id
         self.storage = storage
@@ -89,7 +91,7 @@ class SimNode:
     def start(self) -> None:
         sim = self.sim
         self.incarnation += 1
-        snap = self.storage.snapshot()
+        snap = self.storage.latest_snapshot()
         cfg = sim.make_config(self.id, snap.meta.index)
         rng = random.Random(sim.seed * 100_003 + self.id * 1_009 + self.incarnation)
         self.raw = RawNode(cfg, self.storage, rng, mutation=sim.core_mutation)
@@ -181,7 +183,10 @@ class SimNode:
 
     def dispatch(self, kind: str, args: tuple) -> None:
         if kind == "msg":
-            self.raw.step(args[0])
+            m = args[0]
+            if m.snapshot is not None and self.raw.log_view().last_index() > m.snapshot.meta.index:
+                self.sim.stats["stale_snapshots"] += 1  # a snapshot reaching a longer log
+            self.raw.step(m)
             self.sim.observe(self)
         elif kind == "disk":
             if args[0] == self.incarnation and self.inflight is not None:
@@ -318,9 +323,12 @@ class SimNode:
                 return
             self.reads_waiting[ctx] = (req, floor, "follower ReadIndex")
             return
-        if not raw.is_leader:
+        if req.f == "get" and not raw.is_leader:
+            # (A write is proposed whatever this replica believes: refusing is the core's job.)
             sim.respond(self.id, req, "fail", None, raw.leader)
             return
+        if req.f == "get" and sim.inv.max_leader_term > raw.term:
+            sim.stats["deposed_reads"] += 1  # a read reaching a leader that a newer one replaced
         if req.f == "get" and req.mode == "lease" and req.op_id % 2 == 0:
             # The synchronous lease fast path; falls back to a lease ReadIndex below.
             index = self.raw.lease_read_index()
@@ -357,10 +365,17 @@ class SimNode:
             return False
         st = self.storage
         applied = self.sm.applied
-        if applied <= st.snapshot().meta.index or applied > st.last_index():
+        if applied <= st.latest_snapshot().meta.index or applied > st.last_index():
             return False
         st.create_snapshot(applied, self.raw.conf_state, self.sm.snapshot_bytes())
-        self.sim.stats["snapshots_created"] += 1
+        sim = self.sim
+        sim.stats["snapshots_created"] += 1
+        p = sim.profile
+        if p.snap_busy and sim.disk_rng.random() < p.snap_busy:
+            # The snapshot file is still being written: the core must wait for it.
+            gen = st.make_busy()
+            sim.stats["snapshots_busy"] += 1
+            sim.queue.push(sim.now + sim.disk_rng.randint(*p.snap_busy_time), "snapready", self.id, gen)
         upto = applied - keep
         if upto >= st.first_index():
             st.compact(upto)
