@@ -31,7 +31,8 @@ SITUATIONS = {
     "deposed": ("deposed_reads", "a read reaching a leader after a newer leader was elected"),
     "stale": ("stale_snapshots", "a snapshot message reaching a replica whose log is longer"),
     "confstorm": ("conf_refused", "a membership change the core refused"),
-    "rejoin": ("transfers_to_laggard", "a transfer to a voter that is behind the leader"),
+    "rejoin": ("laggard_transfers", "a transfer asked of a voter that is behind the leader"),
+    "grow": ("grown_from_one", "a one-voter group growing into a bigger one"),
 }
 
 

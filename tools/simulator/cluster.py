@@ -334,6 +334,8 @@ class Simulation:
         self.ledger.touch(sorted(changed), self.now, self.now)
         if cs.joint and len(cs.voters) != len(cs.voters_outgoing):
             self.stats["joint_resizes"] += 1
+        if len(old.voters) == 1 and not old.joint and len(cs.voters) > 1:
+            self.stats["grown_from_one"] += 1
         self.trace.note(
             f"config@{index}: voters {sorted(cs.voters)} out {sorted(cs.voters_outgoing)} "
             f"learners {sorted(cs.learners)}"

@@ -56,6 +56,7 @@ class CoverageReport:
     branches: int
     covered: int
     per_file: dict[str, tuple[int, int]]  # file -> (covered branches, branches)
+    missing: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # file -> arcs never taken
     taken: list[tuple[Refusal, int]] = field(default_factory=list)  # (refusal, line)
     missed: list[tuple[Refusal, int]] = field(default_factory=list)
 
@@ -63,7 +64,9 @@ class CoverageReport:
     def percent(self) -> float:
         return 100.0 * self.covered / max(1, self.branches)
 
-    def text(self) -> str:
+    def text(self, branches: bool = False) -> str:
+        """The summary; with ``branches`` also every branch never taken, as ``file:from->to``
+        (a negative ``to`` leaves the function)."""
         lines = [
             f"coverage of node/raft (branches): {self.covered}/{self.branches} = {self.percent:.1f}%",
             "  " + ", ".join(
@@ -73,6 +76,11 @@ class CoverageReport:
         ]
         for r, line in self.missed:
             lines.append(f"  NOT TAKEN {r.file}:{line} ({r.function}) [{r.kind}] {r.what}")
+        if branches:
+            lines.append("branches never taken:")
+            for f, arcs in sorted(self.missing.items()):
+                if arcs:
+                    lines.append(f"  {f}: " + " ".join(f"{a}->{b}" for a, b in arcs))
         return "\n".join(lines)
 
 
@@ -87,9 +95,11 @@ def report(data_dir: str) -> CoverageReport:
         cov.json_report(outfile=str(out))
         data = json.loads(out.read_text())
     per_file: dict[str, tuple[int, int]] = {}
+    missing: dict[str, list[tuple[int, int]]] = {}
     for path, f in data["files"].items():
         s = f["summary"]
         per_file[Path(path).name] = (s["covered_branches"], s["num_branches"])
+        missing[Path(path).name] = [(a, b) for a, b in f.get("missing_branches", [])]
     executed: dict[str, set[int]] = {}
     measured = cov.get_data()
     for path in measured.measured_files():
@@ -98,6 +108,7 @@ def report(data_dir: str) -> CoverageReport:
         branches=data["totals"]["num_branches"],
         covered=data["totals"]["covered_branches"],
         per_file=per_file,
+        missing=missing,
     )
     for r in REFUSALS:
         line = locate(r)

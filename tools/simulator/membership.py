@@ -14,11 +14,13 @@ that has not caught up.  The changes:
 * swap: promote a caught-up learner and remove (or demote to learner) a voter
   in one change — two voters change, so the core goes through a joint
   configuration (``learners_next`` for the demoted one);
-* remove or demote a voter, only while more than three voters remain;
+* remove or demote a voter, only while more than ``profile.min_voters``
+  (three, one in ``grow``) remain;
 * remove a learner that is not catching up;
 * resize (:meth:`Membership.resize`): one joint change to another group size
-  between 3 and 5 (3->4 promotes two learners and removes a voter, 5->3
-  removes two voters, ...), adding two learners first when it lacks them;
+  between ``profile.min_voters`` and 5 (3->4 promotes two learners and
+  removes a voter, 5->3 removes two voters, 1->3 promotes two, ...), adding
+  two learners first when it lacks them;
 * invalid (:meth:`Membership.invalid`): a change no configuration allows, as
   a confused operator would send: a voter added without joining as a
   learner, every voter removed, a leave-joint outside a joint configuration,
@@ -39,7 +41,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .cluster import Simulation
     from .simnode import SimNode
 
-MIN_VOTERS = 3
 MAX_VOTERS = 5
 
 
@@ -82,7 +83,7 @@ class Membership:
             options.append("remove-learner")
         elif self.spare or self._idle_nodes(cs):
             options.append("add")
-        if len(voters) > MIN_VOTERS:
+        if len(voters) > sim.profile.min_voters:
             options += ["remove", "demote"]
         if not options:
             return "nothing to do"
@@ -130,7 +131,7 @@ class Membership:
         if rng.random() < 0.2:
             ready = learners  # sometimes one that has not caught up: the core refuses
         n = len(voters)
-        size = rng.choice([t for t in range(MIN_VOTERS, MAX_VOTERS + 1) if t != n])
+        size = rng.choice([t for t in range(sim.profile.min_voters, MAX_VOTERS + 1) if t != n])
         # (added, removed) with added - removed = size - n and at least two voters changing.
         plans = [(size - n + j, j) for j in range(n) if 0 <= size - n + j <= len(ready) and size - n + 2 * j >= 2]
         single = ConfChangeSingle

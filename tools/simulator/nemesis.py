@@ -274,6 +274,8 @@ class Nemesis:
         behind = sorted((pr.match, nid) for nid, pr in st.progress.items() if nid in voters and nid != leader.id)
         if not behind:
             return "no target"
+        if behind[0][0] < leader.raw.log_view().last_index():
+            self.sim.stats["laggard_transfers"] += 1  # asked while the target is behind
         return self._transfer(leader, behind[0][1])
 
     def do_rejoin(self) -> str:

@@ -28,6 +28,9 @@ table); none is aimed at a particular bug:
   leadership transfers (some to the voter the change removes), changes no
   configuration allows, campaigns asked of replicas that may not stand; the
   driver leaves the refusing to the core.
+* ``grow``: a group bootstrapped with a single voter that grows (1->3 and
+  on, through joint configurations) and shrinks back, down to one voter
+  again; a one-voter group answers reads and wins elections on its own.
 * ``rejoin``: followers cut off for many election timeouts that come back,
   and transfers to followers that are behind; PreVote always on, so the
   ``stability`` check judges every lost leadership.
@@ -81,6 +84,7 @@ class Profile:
     max_uncommitted: tuple[int, ...] = (1 << 16,)  # Config.max_uncommitted_entries choices
     snap_busy: float = 0.0  # chance that a new snapshot stays unavailable to the core for a while
     snap_busy_time: tuple[int, int] = (20, 200)  # how long it stays unavailable
+    min_voters: int = 3  # the membership driver never shrinks the group below this
     slow_inbound: tuple[int, int] = (40, 120)  # extra delay of messages to a leader the `depose` action slows
 
 
@@ -303,6 +307,26 @@ PROFILES: tuple[Profile, ...] = (
             ("crash", 1),
             ("restart", 1),
         ),
+    ),
+    Profile(
+        "grow",
+        sizes=(1,),
+        spare=5,
+        min_voters=1,
+        gap=(40, 120),
+        actions=(
+            ("resize", 4),
+            ("member", 3),
+            ("member-invalid", 2),
+            ("transfer", 1),
+            ("compact", 2),
+            ("crash", 1),
+            ("restart", 1),
+            ("partition", 1),
+            ("heal", 1),
+            ("pause", 1),
+        ),
+        joint_trap=0.3,
     ),
     Profile(
         "rejoin",

@@ -170,8 +170,9 @@ def main(
     """Run seeds start..start+seeds-1; 0 when every seed holds, 1 at the first failure.
 
     ``coverage``: measure the core's branch coverage over the run and print it, with the
-    refusals of :mod:`tools.simulator.refusals` that were never taken (only when every seed
-    holds: a failure stops the workers before they save).
+    refusals of :mod:`tools.simulator.refusals` that were never taken (and, with ``verbose``,
+    every branch never taken); only when every seed holds: a failure stops the workers
+    before they save.
     """
     get_mutation(mutation)  # ValueError naming the valid ones for an unknown name
     t0 = time.perf_counter()
@@ -198,5 +199,5 @@ def main(
         f"{totals['ops']} client ops, {totals['ticks']} ticks]"
     )
     if cov_report is not None:
-        print(cov_report.text())
+        print(cov_report.text(branches=verbose))
     return 0
