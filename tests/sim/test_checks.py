@@ -1,19 +1,20 @@
 """The simulator's newer checks reject hand-made violating states (and accept the legal ones).
 
 stale-read, lease-overlap, stability (with its fault ledger), an entry applied before anyone
-knew it committed, and read answers that arrive after their client gave up.
+knew it committed, read answers that arrive after their client gave up, and api-contract.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from node.raft import Entry, MemoryStorage
+from node.raft import ConfState, Entry, MemoryStorage, ProgressStatus, Role, Status
 from tools.checker.history import Op
 from tools.checker.linearizability import check_history
 from tools.simulator import cluster
 from tools.simulator.clients import Request
 from tools.simulator.invariants import (
+    API_CONTRACT,
     LEASE_OVERLAP,
     STABILITY,
     STALE_READ,
@@ -184,3 +185,45 @@ def test_read_answered_after_its_client_gave_up_joins_the_history():
     sim.now = 800
     client.on_response(req.op_id, "ok", None, 0)  # a second copy of the answer: already recorded
     assert sim.stats["late_reads"] == 1
+
+
+# -- api-contract --------------------------------------------------------------------------------
+
+
+def test_ready_handing_out_entries_already_on_disk_rejected():
+    inv = Invariants()
+    disk = _log(1, 1, 2)
+    inv.on_ready(1, disk, [Entry(2, 4), Entry(2, 5)])  # beyond the disk: fine
+    inv.on_ready(1, disk, [Entry(3, 3), Entry(3, 4)])  # replaces entry 3 (another term): fine
+    with pytest.raises(InvariantViolation) as exc:
+        inv.on_ready(1, disk, [Entry(2, 3), Entry(2, 4)])  # entry 3 of term 2 is there already
+    assert exc.value.name == API_CONTRACT
+
+
+def _status(progress: dict, cs: ConfState) -> Status:
+    return Status(id=1, term=2, vote=1, commit=3, applied=3, leader=1, role=Role.LEADER, conf_state=cs,
+                  progress=progress, lead_transferee=0, conf_change_pending=False)
+
+
+def test_leader_status_must_describe_its_configuration():
+    inv = Invariants()
+    cs = ConfState(voters=frozenset({1, 2}), learners=frozenset({3}))
+    good = {1: ProgressStatus(3, 4, "replicate", True, False), 2: ProgressStatus(2, 3, "replicate", True, False),
+            3: ProgressStatus(0, 1, "probe", True, True)}
+    inv.on_status(1, _status(good, cs), last_index=3)
+    for bad in (
+        {k: v for k, v in good.items() if k != 3},  # a member missing
+        {**good, 3: ProgressStatus(0, 1, "probe", True, False)},  # the learner reported as a voter
+        {**good, 2: ProgressStatus(9, 10, "replicate", True, False)},  # a match beyond the log
+    ):
+        with pytest.raises(InvariantViolation) as exc:
+            inv.on_status(1, _status(bad, cs), last_index=3)
+        assert exc.value.name == API_CONTRACT
+
+
+def test_an_expected_refusal_must_happen():
+    inv = Invariants()
+    inv.refusal_expected("a change removing every voter", refused=True)
+    with pytest.raises(InvariantViolation) as exc:
+        inv.refusal_expected("a change removing every voter", refused=False)
+    assert exc.value.name == API_CONTRACT and "removing every voter" in exc.value.detail

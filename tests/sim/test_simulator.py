@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from node.raft import ConfState, Entry, MemoryStorage
+from node.raft import ConfState, Entry, MemoryStorage, ProposalDroppedError, RawNode
 from tools.simulator import cluster, mutations, runner, simnode
 from tools.simulator.invariants import (
     COMMITTED_LOST,
@@ -245,6 +245,18 @@ def test_liveness_violation_detected(monkeypatch):
     r = run_seed(3)
     assert not r.ok and r.invariant == LIVENESS
     assert "no leader" in r.detail
+
+
+def test_a_core_refusing_every_membership_change_fails_liveness(monkeypatch):
+    """After the heal a membership change (a no-op: the leader re-adds itself) must go through."""
+
+    def refuse(self, cc):
+        raise ProposalDroppedError("refusing everything")
+
+    monkeypatch.setattr(RawNode, "propose_conf_change", refuse)
+    r = run_seed(3)
+    assert not r.ok and r.invariant == LIVENESS, runner.format_failure(r)
+    assert "no membership change applied" in r.detail
 
 
 def test_stale_reads_fail_linearizability(monkeypatch):

@@ -10,9 +10,9 @@ its own fixed phase.  With ``ELECTION_TICK`` = 10 an election timeout is
 2. **Liveness**: everything is healed (crashed replicas restarted, paused ones
    resumed, partitions and loss cleared).  Within ``LIVENESS_BOUND`` units —
    20 election timeouts (``LIVENESS_TIMEOUTS`` x ``ELECTION_TICK`` ticks) — a
-   leader must exist, a fresh probe proposal must be committed and applied
-   on every live voter, and every client must complete an ``ok`` operation
-   and have nothing outstanding.  Otherwise the run fails with ``liveness``.
+   leader must exist, a probe proposal and a membership change must get
+   through, and every client must complete an ``ok`` operation
+   (:mod:`.liveness`).  Otherwise the run fails with ``liveness``.
 
 Finally the client history is checked for linearizability.
 """
@@ -27,8 +27,9 @@ from node.raft import Config, ConfState, Message, MessageType, RaftError, Snapsh
 
 from .clients import Client, Request
 from .events import EventQueue
-from .invariants import CORE_EXCEPTION, LINEARIZABILITY, LIVENESS, Invariants, InvariantViolation
-from .kvsm import GENESIS_CHAIN, KVStateMachine, encode_command
+from .invariants import CORE_EXCEPTION, LINEARIZABILITY, Invariants, InvariantViolation
+from .kvsm import GENESIS_CHAIN, KVStateMachine
+from .liveness import LIVENESS_TIMEOUTS, Liveness
 from .membership import Membership
 from .mutations import get_mutation
 from .nemesis import Nemesis
@@ -42,7 +43,6 @@ from .trace import Trace
 TICK = 10
 ELECTION_TICK = 10
 HEARTBEAT_TICK = 2
-LIVENESS_TIMEOUTS = 20
 LIVENESS_BOUND = LIVENESS_TIMEOUTS * ELECTION_TICK * TICK
 # How far back a fault still explains a lost leadership (the stability check): two election
 # timeouts at the slowest clock.
@@ -103,8 +103,6 @@ class Simulation:
         self.finished = False
         self.flaky_gen = 0
         self.slow_gen = 0
-        self.probes: list[tuple[int, int, bytes, int]] = []  # (index, term, data, proposed at)
-        self.probe_counter = 0
         self.ghost_processes = 0  # history processes for read answers their client gave up on
         self.stability = Stability(STABILITY_WINDOW, enabled=self.pre_vote)
         self.ledger = self.stability.ledger
@@ -129,6 +127,7 @@ class Simulation:
         self.membership = Membership(self, sub_rng(seed, 6), spare)
         self.nemesis = Nemesis(self, sub_rng(seed, 7), p, self.membership)
         self.clients = [Client(self, i, p.clients, sub_rng(seed, 10 + i)) for i in range(p.clients)]
+        self.liveness = Liveness(self, LIVENESS_BOUND)
 
     # -- setup helpers -------------------------------------------------------------
 
@@ -584,66 +583,10 @@ class Simulation:
         self.queue.push(self.now + 1, "probe")
 
     def _ev_probe(self) -> None:
-        if self.finished:
-            return
-        done = self._probe_applied()
-        if not done:
-            leader = self.leader()
-            if leader is not None and (not self.probes or self.now - self.probes[-1][3] > 300):
-                self.probe_counter += 1
-                data = encode_command({"id": -self.probe_counter, "f": "probe"})
-                try:
-                    index = leader.raw.propose(data)
-                except RaftError:
-                    index = 0
-                if index:
-                    self.probes.append((index, leader.raw.term, data, self.now))
-                    self.observe(leader)
-                    leader.pump()
-        elif all(c.ok_after_heal for c in self.clients):
-            for c in self.clients:
-                c.stopped = True
-            if all(c.idle for c in self.clients):
-                self.finished = True
-                self.stats["liveness_time"] = self.now - self.heal_time
-                return
-        self.queue.push(self.now + 20, "probe")
-
-    def _live_voters(self) -> list[SimNode]:
-        ids = self.config.voters | self.config.voters_outgoing
-        return [self.nodes[i] for i in sorted(ids) if self.nodes[i].up]
-
-    def _probe_applied(self) -> bool:
-        if self.leader() is None:
-            return False
-        for index, term, data, _ in self.probes:
-            if self.inv.applied.get(index) != (term, 0, data):
-                continue
-            if all(n.sm.applied >= index for n in self._live_voters()):
-                return True
-        return False
+        self.liveness.on_poll()
 
     def _ev_deadline(self) -> None:
-        if self.finished:
-            return
-        problems = []
-        if self.leader() is None:
-            problems.append("no leader")
-        if not self._probe_applied():
-            lag = {n.id: n.sm.applied for n in self._live_voters()}
-            probes = [p[:2] for p in self.probes]
-            problems.append(f"no probe applied on every live voter (probes {probes}, applied {lag})")
-        waiting = [c.idx for c in self.clients if not c.ok_after_heal]
-        if waiting:
-            problems.append(f"clients {waiting} completed no ok operation after the heal")
-        busy = [c.idx for c in self.clients if not c.idle]
-        if busy:
-            problems.append(f"clients {busy} still have an operation outstanding")
-        raise InvariantViolation(
-            LIVENESS,
-            f"{LIVENESS_BOUND} units ({LIVENESS_TIMEOUTS} election timeouts) after healing at {self.heal_time}: "
-            + "; ".join(problems),
-        )
+        self.liveness.on_deadline()
 
     # -- the end ----------------------------------------------------------------------------------
 

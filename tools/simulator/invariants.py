@@ -37,6 +37,15 @@ or raises :class:`InvariantViolation` naming the broken property:
     See :mod:`tools.simulator.stability` (a leader connected to an untouched
     quorum is never deposed); it raises through :class:`InvariantViolation`
     like the rest.
+``api-contract``
+    The promises of ``RawNode`` the driver builds on: a Ready hands out for
+    persistence only entries that are not on the disk already (``on_ready``;
+    a core that forgets what it persisted writes them again and again, and as
+    a leader does not count its own copy); a leader's ``status()`` describes
+    its configuration, a progress entry per member with the right role and a
+    match within its log (``on_status``); a change no configuration allows
+    is refused, and so is a campaign by a replica that may not stand
+    (``refusal_expected``).
 
 Logs are read through anything with ``first_index()``, ``last_index()`` and
 ``term(i)`` (the core's ``RaftLog`` or a ``MemoryStorage``); ``term`` may raise
@@ -48,7 +57,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from node.raft import Entry, RaftError
+from node.raft import Entry, RaftError, Status
 
 ELECTION_SAFETY = "election-safety"
 LOG_MATCHING = "log-matching"
@@ -61,6 +70,7 @@ CORE_EXCEPTION = "core-exception"
 STALE_READ = "stale-read"
 LEASE_OVERLAP = "lease-overlap"
 STABILITY = "stability"
+API_CONTRACT = "api-contract"
 
 SAFETY_INVARIANTS = (
     ELECTION_SAFETY,
@@ -71,6 +81,7 @@ SAFETY_INVARIANTS = (
     STALE_READ,
     LEASE_OVERLAP,
     STABILITY,
+    API_CONTRACT,
 )
 
 
@@ -167,7 +178,43 @@ class Invariants:
                     f"but entry {i} of term {t} was committed in term {commit_term[i]}",
                 )
 
+    def on_status(self, node_id: int, status: Status, last_index: int) -> None:
+        """``status`` is what leader ``node_id`` (log ending at ``last_index``) reports."""
+        cs = status.conf_state
+        members = cs.all_nodes()
+        if set(status.progress) != members:
+            raise InvariantViolation(
+                API_CONTRACT,
+                f"leader {node_id} reports progress for {sorted(status.progress)}, "
+                f"but its configuration has {sorted(members)}",
+            )
+        learners = cs.learners | cs.learners_next
+        for n, pr in sorted(status.progress.items()):
+            if pr.learner != (n in learners) or not 0 <= pr.match <= last_index or pr.next < 1:
+                raise InvariantViolation(
+                    API_CONTRACT,
+                    f"leader {node_id} reports for {n}: {pr} (learners {sorted(learners)}, last index {last_index})",
+                )
+
+    def refusal_expected(self, what: str, refused: bool) -> None:
+        """The driver asked for ``what``, which the core must refuse."""
+        if not refused:
+            raise InvariantViolation(API_CONTRACT, f"the core did not refuse {what}")
+
     # -- logs --------------------------------------------------------------------
+
+    def on_ready(self, node_id: int, storage: LogView, entries: Sequence[Entry]) -> None:
+        """A Ready asks ``node_id`` to persist ``entries``; ``storage`` is its disk before the write."""
+        first, last = storage.first_index(), storage.last_index()
+        for e in entries:
+            if e.index > last:
+                break
+            if e.index >= first and _term_or_none(storage, e.index) == e.term:
+                raise InvariantViolation(
+                    API_CONTRACT,
+                    f"node {node_id} was handed entry {e.index} (term {e.term}) to persist, "
+                    f"but it is on its disk already",
+                )
 
     def on_persist(
         self, node_id: int, storage: LogView, entries: Sequence[Entry], old_commit: int, new_commit: int

@@ -227,8 +227,8 @@ class Nemesis:
             return "nobody"
         before = (node.raw.term, node.raw.role)
         node.raw.campaign()
-        if (node.raw.term, node.raw.role) != before:
-            raise AssertionError(f"node {node.id}, which may not stand, campaigned: {before} -> {node.raw.role}")
+        refused = (node.raw.term, node.raw.role) == before
+        sim.inv.refusal_expected(f"a campaign by node {node.id}, which may not stand", refused)
         sim.observe(node)
         node.pump()
         return f"node {node.id} told to campaign"
@@ -269,7 +269,7 @@ class Nemesis:
         leader = self.sim.leader()
         if leader is None:
             return "no leader"
-        st = leader.raw.status()
+        st = self.membership.status(leader)
         voters = st.conf_state.voters | st.conf_state.voters_outgoing
         behind = sorted((pr.match, nid) for nid, pr in st.progress.items() if nid in voters and nid != leader.id)
         if not behind:

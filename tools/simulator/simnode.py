@@ -212,6 +212,8 @@ class SimNode:
         while self.alive and not self.paused and self.inflight is None and self.raw.has_ready():
             raw = self.raw
             rd = raw.ready()
+            if rd.entries:
+                sim.inv.on_ready(self.id, self.storage, rd.entries)
             commit_known = raw.commit
             hs = rd.hard_state
             disk_hs = self.storage.hard_state
