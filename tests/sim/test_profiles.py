@@ -66,3 +66,14 @@ def test_small_uncommitted_limit_refuses_a_cut_off_leaders_burst():
         if r.stats.get("burst_refused", 0):
             return
     pytest.fail("no stale seed hit the uncommitted-entries limit")
+
+
+def test_idle_groups_quiesce_and_quiet_followers_wake_when_the_leader_store_falls_silent():
+    """Client lulls make groups idle: leaders quiesce, and their followers wake once the
+    leader's store is silent (crashed, paused, cut off) or restarted."""
+    for seed in itertools.islice(seeds_of("balanced"), TRIES):
+        r = run_seed(seed)
+        assert r.ok, runner.format_failure(r)
+        if r.stats.get("quiesced", 0) and r.stats.get("woken_by_silence", 0):
+            return
+    pytest.fail("no balanced seed quiesced a group and woke a quiet follower")

@@ -92,7 +92,9 @@ class Client:
 
     def schedule_next(self) -> None:
         if not self.stopped:
-            self.sim.queue.push(self.sim.now + self.rng.randint(0, 30), "cnext", self.idx)
+            # During a lull (the nemesis's ``lull``) nobody sends anything: groups go idle.
+            at = max(self.sim.now + self.rng.randint(0, 30), self.sim.lull_until)
+            self.sim.queue.push(at, "cnext", self.idx)
 
     def invoke(self) -> None:
         if self.stopped or self.cur is not None:

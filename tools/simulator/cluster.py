@@ -103,6 +103,8 @@ class Simulation:
         self.finished = False
         self.flaky_gen = 0
         self.slow_gen = 0
+        self.lull_until = 0  # clients send nothing before this time (quiet spells, for quiescence)
+        self.last_arrival: dict[tuple[int, int], int] = {}  # link -> latest arrival scheduled on it
         self.ghost_processes = 0  # history processes for read answers their client gave up on
         self.stability = Stability(STABILITY_WINDOW, enabled=self.pre_vote)
         self.ledger = self.stability.ledger
@@ -178,6 +180,17 @@ class Simulation:
                 best = n
         return best
 
+    election_ticks = ELECTION_TICK
+
+    def election_timeout(self, node: SimNode) -> int:
+        """An election timeout of ``node``'s clock, in time units."""
+        return ELECTION_TICK * node.period
+
+    def store_heard(self, src: int, dst: int) -> bool:
+        """Does ``dst`` hear ``src``'s store (its heartbeats, which vouch for idle groups)?"""
+        node = self.nodes.get(src)
+        return node is not None and node.up and not node.removed and (src, dst) not in self.net.blocked
+
     def client_targets(self) -> list[int]:
         return sorted(self.config.voters)
 
@@ -193,12 +206,19 @@ class Simulation:
         self.stats["messages"] += 1
         net, now, ledger = self.net, self.now, self.ledger
         delays = net.deliveries(m.src, m.dst)
+        pair = (m.src, m.dst)
+        if m.quiesce and delays:
+            # The node sends between two stores over one ordered stream: a quiesce heartbeat is
+            # not overtaken by the heartbeats before it (which would wake the follower again).
+            after = self.last_arrival.get(pair, 0) - now + 1
+            delays = [max(d, after) for d in delays]
+        if delays:
+            self.last_arrival[pair] = max(self.last_arrival.get(pair, 0), now + max(delays))
         late = self.profile.late_prob
         if late and not self.healed and net.rng.random() < (late * 4 if m.type == MessageType.SNAP else late):
             # A stale copy that arrives long after the log, the term or the config moved on.
             delays.append(net.rng.randint(*self.profile.late_delay))
             self.stats["late_copies"] += 1
-        pair = (m.src, m.dst)
         if not delays:
             ledger.touch(pair, now, now)
         for k, d in enumerate(delays):
@@ -272,7 +292,7 @@ class Simulation:
                 else:
                     delay = self.trap_rng.randint(*p.leader_trap_delay)
                     self.queue.push(self.now + delay, "ltrap", node.id, node.incarnation, raw.term)
-        elif raw.is_leader and self.inv.max_leader_term > term and not node.replaying:
+        elif raw.is_leader and self.inv.max_leader_term > term and not node.replaying and not raw.quiesced:
             self.inv.check_lease(node.id, term, raw.lease_read_index())
         c = raw.commit
         if c != node.seen_commit:
@@ -285,10 +305,11 @@ class Simulation:
 
     def _check_leases(self, term: int) -> None:
         """A leader of ``term`` was just elected: every older leader's lease must have run out by
-        now (paused ones are judged once their missed ticks are replayed)."""
+        now (paused ones are judged once their missed ticks are replayed, quiesced ones once
+        woken: their clocks stand still until then)."""
         for nid in sorted(self.nodes):
             n = self.nodes[nid]
-            if n.up and not n.replaying and n.raw.is_leader:
+            if n.up and not n.replaying and n.raw.is_leader and not n.raw.quiesced:
                 if n.raw.term < term and (n.reads_waiting or n.pending_reads):
                     self.stats["deposed_reads"] += 1  # reads waiting at a leader just replaced
                 self.inv.check_lease(nid, n.raw.term, n.raw.lease_read_index())

@@ -7,7 +7,9 @@ Within ``LIVENESS_BOUND`` units of the heal (20 election timeouts):
 * a membership change goes through: the leader re-adds itself as a voter, a change that is
   valid in every configuration and changes nothing, so a core that refuses valid changes
   forever (or never applies one) fails here rather than only slowing the fault phase down;
-* every client completes an ``ok`` operation and has nothing outstanding.
+* every client completes an ``ok`` operation and has nothing outstanding;
+* then, with the clients silent, the group goes quiet (:mod:`.quiescence`): the leader and
+  every live member quiesce, as an idle group must for a node to host many of them.
 
 Proposals that the core refuses for now (a change still pending, a transfer under way) are
 retried every ``RETRY`` units.
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from node.raft import ConfChange, ConfChangeSingle, ConfChangeType, EntryType, RaftError
 
+from . import quiescence
 from .invariants import LIVENESS, InvariantViolation
 from .kvsm import encode_command
 
@@ -58,13 +61,14 @@ class Liveness:
         elif all(c.ok_after_heal for c in sim.clients):
             for c in sim.clients:
                 c.stopped = True
-            if all(c.idle for c in sim.clients):
+            if all(c.idle for c in sim.clients) and not self._awake():
                 sim.finished = True
                 sim.stats["liveness_time"] = sim.now - sim.heal_time
                 return
         sim.queue.push(sim.now + POLL, "probe")
 
     def _propose_probe(self, leader: SimNode) -> None:
+        quiescence.ensure_awake(leader)
         self.counter += 1
         data = encode_command({"id": -self.counter, "f": "probe"})
         try:
@@ -77,6 +81,7 @@ class Liveness:
 
     def _propose_conf_probe(self, leader: SimNode) -> None:
         cc = ConfChange((ConfChangeSingle(ConfChangeType.ADD_VOTER, leader.id),))
+        quiescence.ensure_awake(leader)
         try:
             index = leader.raw.propose_conf_change(cc)
         except RaftError:
@@ -113,6 +118,12 @@ class Liveness:
                 return True
         return False
 
+    def _awake(self) -> list[int]:
+        """The live members (the leader included) not quiesced."""
+        sim = self.sim
+        members = sim.config.all_nodes()
+        return [i for i in sorted(members) if sim.nodes[i].up and not sim.nodes[i].raw.quiesced]
+
     def on_deadline(self) -> None:
         sim = self.sim
         if sim.finished:
@@ -133,6 +144,8 @@ class Liveness:
         busy = [c.idx for c in sim.clients if not c.idle]
         if busy:
             problems.append(f"clients {busy} still have an operation outstanding")
+        if not problems:
+            problems.append(f"the idle group never went quiet (awake: {self._awake()})")
         raise InvariantViolation(
             LIVENESS,
             f"{self.bound} units ({LIVENESS_TIMEOUTS} election timeouts) after healing at {sim.heal_time}: "

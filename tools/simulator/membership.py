@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING
 
 from node.raft import ConfChange, ConfChangeSingle, ConfChangeType, RaftError, Status
 
+from . import quiescence
+
 if TYPE_CHECKING:  # pragma: no cover
     from .cluster import Simulation
     from .simnode import SimNode
@@ -172,7 +174,7 @@ class Membership:
             cc = ConfChange((single(ConfChangeType.ADD_LEARNER, 0),))
         what = f"invalid change ({kind})"
         outcome = self._propose(leader, what, cc)
-        if kind != "leave":  # a leave-joint is fine inside a joint configuration
+        if kind != "leave" or not cs.joint:  # a leave-joint is fine inside a joint configuration
             self.sim.inv.refusal_expected(what, "refused" in outcome)
         return outcome
 
@@ -184,6 +186,7 @@ class Membership:
 
     def _propose(self, leader: SimNode, what: str, cc: ConfChange) -> str:
         sim = self.sim
+        quiescence.ensure_awake(leader)
         try:
             index = leader.raw.propose_conf_change(cc)
         except RaftError as exc:

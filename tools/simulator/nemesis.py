@@ -22,6 +22,8 @@ The targeted actions of the newer profiles:
 * ``transfer-member``: a transfer and a membership change at the same time;
 * ``resize``: a joint change to another group size;
 * ``member-invalid``: a change no configuration allows;
+* ``lull``: the clients fall silent for a while, so the group goes idle and
+  quiesces (:mod:`.quiescence`);
 * ``campaign-learner``: tell a replica that cannot stand (a learner, a removed
   replica, one with a snapshot not yet persisted, by its own configuration) to
   campaign.
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING
 
 from node.raft import ConfChangeType, RaftError
 
+from . import quiescence
 from .kvsm import encode_command
 from .membership import Membership
 from .network import bridge, one_way, split
@@ -209,6 +212,12 @@ class Nemesis:
                 return f"{step}; {self._transfer(leader, outs[0])}"
         return f"{step}; {self.do_transfer()}"
 
+    def do_lull(self) -> str:
+        """The clients fall silent for a while: the group goes idle (and quiesces)."""
+        sim = self.sim
+        sim.lull_until = max(sim.lull_until, sim.now + self.rng.randint(*self.profile.lull_time))
+        return f"clients quiet until {sim.lull_until}"
+
     def do_member_invalid(self) -> str:
         return self.membership.invalid()
 
@@ -225,6 +234,7 @@ class Nemesis:
         node = self._pick(cannot)
         if node is None:
             return "nobody"
+        quiescence.ensure_awake(node)
         before = (node.raw.term, node.raw.role)
         node.raw.campaign()
         refused = (node.raw.term, node.raw.role) == before
@@ -244,7 +254,10 @@ class Nemesis:
             # Asked of a replica that does not lead (an operator's stale view): refused.
             asked = self.sim.nodes[others[self.rng.randrange(len(others))]]
             if asked.up and not asked.raw.is_leader:
-                return self._transfer(asked, leader.id)
+                outcome = self._transfer(asked, leader.id)
+                what = f"a transfer asked of node {asked.id}, which does not lead"
+                self.sim.inv.refusal_expected(what, "refused" in outcome)
+                return outcome
         if roll < 0.1 or not others:
             target = leader.id  # to itself: the core abandons any transfer under way
         elif roll < 0.2 and cs.learners:
@@ -255,6 +268,7 @@ class Nemesis:
         return self._transfer(leader, target)
 
     def _transfer(self, leader: SimNode, target: int) -> str:
+        quiescence.ensure_awake(leader)
         try:
             leader.raw.transfer_leader(target)
         except RaftError as exc:
@@ -340,6 +354,7 @@ class Nemesis:
         sim.partition(split(side, rest), desc, self.rng.randint(*self.profile.partition_time))
         n = self.rng.randint(*self.profile.burst)
         proposed = 0
+        quiescence.ensure_awake(leader)
         for _ in range(n):
             self.fillers += 1
             try:

@@ -84,6 +84,7 @@ class Profile:
     max_uncommitted: tuple[int, ...] = (1 << 16,)  # Config.max_uncommitted_entries choices
     snap_busy: float = 0.0  # chance that a new snapshot stays unavailable to the core for a while
     snap_busy_time: tuple[int, int] = (20, 200)  # how long it stays unavailable
+    lull_time: tuple[int, int] = (300, 1500)  # how long the `lull` action silences the clients
     min_voters: int = 3  # the membership driver never shrinks the group below this
     slow_inbound: tuple[int, int] = (40, 120)  # extra delay of messages to a leader the `depose` action slows
 
@@ -102,6 +103,7 @@ BASE_ACTIONS = (
     ("member", 3),
     ("transfer", 2),
     ("flaky", 1),
+    ("lull", 1),
 )
 
 PROFILES: tuple[Profile, ...] = (
@@ -162,6 +164,7 @@ PROFILES: tuple[Profile, ...] = (
             ("transfer", 1),
             ("crash", 1),
             ("restart", 1),
+            ("lull", 2),
         ),
         drop_prob=0.02,
         dup_prob=0.05,
@@ -181,6 +184,7 @@ PROFILES: tuple[Profile, ...] = (
             ("crash", 1),
             ("transfer", 1),
             ("compact", 1),
+            ("lull", 2),
         ),
         read_ratio=0.6,
         clients=5,
@@ -224,6 +228,7 @@ PROFILES: tuple[Profile, ...] = (
             ("transfer", 2),
             ("compact", 2),
             ("pause", 1),
+            ("lull", 2),
         ),
         joint_trap=0.7,
     ),
@@ -341,6 +346,7 @@ PROFILES: tuple[Profile, ...] = (
             ("crash", 1),
             ("restart", 1),
             ("pause", 1),
+            ("lull", 2),
         ),
     ),
 )

@@ -19,6 +19,7 @@ The disk model (per replica):
   takes no new Ready.
 * A paused replica processes nothing; its ticks are counted and delivered
   first on resume, then the queued inputs in arrival order.
+* An idle group goes quiet and wakes as the node's does (:mod:`.quiescence`).
 
 Every ReadIndex or lease read carries a *floor*: the highest commit index any
 replica had when the request reached this replica; the read point it is
@@ -41,6 +42,7 @@ from node.raft import (
     Ready,
 )
 
+from . import quiescence
 from .kvsm import KVStateMachine, encode_command
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,6 +87,10 @@ class SimNode:
         self.leading_term = 0  # the term this replica leads, as last observed (0: not leading)
         self.lead_since = 0  # when it was observed to become leader of leading_term
         self.replaying = False  # delivering the ticks missed while paused
+        self.quiet_ticks = 0  # ticks skipped while quiesced (handed over by wake)
+        self.idle_ticks = 0  # ticks a leader has had nothing to do
+        self.leader_heard = 0  # when a quiesced follower last heard its leader's store
+        self.leader_incarnation = 0  # that store's incarnation when this follower went quiet
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -105,8 +111,10 @@ class SimNode:
         self.paused_queue = []
         self.seen_leader_term = 0
         self.leading_term = 0
+        self.quiet_ticks = self.idle_ticks = 0
         self.seen_commit = self.raw.commit
         sim.ledger.end(("down", self.id), sim.now)
+        sim.ledger.end(("quiet", self.id), sim.now)
         sim.inv.on_restart(self.id, self.storage, self.storage.hard_state.commit)
         self.pump()
 
@@ -138,6 +146,9 @@ class SimNode:
         n, self.missed_ticks = self.missed_ticks, 0
         # The lease is judged only once the clock has caught up with the time that passed.
         self.replaying = True
+        if raw.quiesced:
+            self.quiet_ticks += n  # an idle replica skips them anyway
+            n = 0
         for _ in range(n):
             raw.tick()
             sim.observe(self)
@@ -166,8 +177,13 @@ class SimNode:
         if self.paused:
             self.missed_ticks += 1
             return
-        self.raw.tick()
-        self.sim.observe(self)
+        if self.raw.quiesced:
+            quiescence.quiet_tick(self)
+        else:
+            self.raw.tick()
+            self.sim.observe(self)
+            if self.alive:
+                quiescence.after_tick(self)
         self.pump()
 
     def deliver(self, kind: str, args: tuple) -> None:
@@ -186,7 +202,14 @@ class SimNode:
             m = args[0]
             if m.snapshot is not None and self.raw.log_view().last_index() > m.snapshot.meta.index:
                 self.sim.stats["stale_snapshots"] += 1  # a snapshot reaching a longer log
+            if m.type == MT.READ_INDEX:
+                quiescence.ensure_awake(self)  # a forwarded read is a request like any other
+            quiet = self.raw.quiesced
             self.raw.step(m)
+            if self.raw.quiesced and not quiet:
+                quiescence.went_quiet(self)
+            elif quiet and not self.raw.quiesced:
+                self.quiet_ticks = 0  # woken by its leader's activity
             self.sim.observe(self)
         elif kind == "disk":
             if args[0] == self.incarnation and self.inflight is not None:
@@ -312,6 +335,8 @@ class SimNode:
     # -- clients -------------------------------------------------------------------
 
     def on_client(self, req: Request) -> None:
+        if self.raw.is_leader:
+            quiescence.ensure_awake(self)  # as the node does: only a leader takes requests
         raw = self.raw
         sim = self.sim
         floor = sim.inv.max_committed
@@ -349,6 +374,8 @@ class SimNode:
                 return
             self.reads_waiting[ctx] = (req, floor, "lease ReadIndex" if req.mode == "lease" else "ReadIndex")
             return
+        # RawNode.propose documents its refusals: a non-leader, a leadership transfer under way.
+        transferring = raw.is_leader and raw.status().lead_transferee != 0
         try:
             index = self.raw.propose(encode_command(req.command()))
         except NotLeaderError as exc:
@@ -357,6 +384,8 @@ class SimNode:
         except ProposalDroppedError:
             sim.respond(self.id, req, "fail", None, 0)
             return
+        if transferring:
+            sim.inv.refusal_expected(f"a proposal to node {self.id} during a leadership transfer", False)
         self.pending_writes[index] = (req, raw.term)
 
     # -- maintenance ------------------------------------------------------------------
