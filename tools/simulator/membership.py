@@ -53,17 +53,24 @@ class Membership:
         self.spare = list(spare)
         self.last_change: ConfChange | None = None  # the last change the core accepted
 
+    def _leader_view(self) -> tuple[SimNode, Status, list[int], list[int], list[int]] | None:
+        """The leader, its (checked) status, its voters, its learners, and the learners caught
+        up to its commit index; None without a leader."""
+        leader = self.sim.leader()
+        if leader is None:
+            return None
+        st = self.status(leader)
+        learners = sorted(st.conf_state.learners)
+        caught_up = [n for n in learners if n in st.progress and st.progress[n].match >= st.commit]
+        return leader, st, sorted(st.conf_state.voters), learners, caught_up
+
     def step(self) -> str:
         sim, rng = self.sim, self.rng
-        leader = sim.leader()
-        if leader is None:
+        view = self._leader_view()
+        if view is None:
             return "no leader"
-        st = self.status(leader)
+        leader, st, voters, learners, caught_up = view
         cs = st.conf_state
-        voters = sorted(cs.voters)
-        learners = sorted(cs.learners)
-        progress = st.progress
-        caught_up = [n for n in learners if n in progress and progress[n].match >= st.commit]
         options = []
         if caught_up:
             options += ["promote", "swap", "swap-demote"]
@@ -119,16 +126,13 @@ class Membership:
         return self._propose(leader, what, cc)
 
     def resize(self) -> str:
-        """One joint change to another size between 3 and 5 voters."""
+        """One joint change to another size, between ``profile.min_voters`` and 5 voters."""
         sim, rng = self.sim, self.rng
-        leader = sim.leader()
-        if leader is None:
+        view = self._leader_view()
+        if view is None:
             return "no leader"
-        st = self.status(leader)
+        leader, st, voters, learners, ready = view
         cs = st.conf_state
-        voters = sorted(cs.voters)
-        learners = sorted(cs.learners)
-        ready = [n for n in learners if n in st.progress and st.progress[n].match >= st.commit]
         if rng.random() < 0.2:
             ready = learners  # sometimes one that has not caught up: the core refuses
         n = len(voters)
