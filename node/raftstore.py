@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import lmdb
 
 from common.descriptor import Descriptor
+from node.fs import OS_FILES, Files
 from node.outbox import Outbox, Transport
 from node.raft import Config, MessageType
 from node.raft_codec import message_from_pb
@@ -56,7 +57,9 @@ class RaftStore:
         settings: RaftSettings = RaftSettings(),
         *,
         on_leader_change: Callable[[Replica], None] | None = None,
+        on_descriptor_change: Callable[[Replica], None] | None = None,
         raft_mutation: str | None = None,
+        files: Files = OS_FILES,
     ) -> None:
         self.store_id = store_id
         self.wal = wal
@@ -99,7 +102,9 @@ class RaftStore:
             compact_threshold=settings.compact_threshold,
             compact_keep=settings.compact_keep,
             on_leader=on_leader_change,
+            on_descriptor=on_descriptor_change,
             fail=self._fail,
+            files=files,
         )
         self.rounds = 0
 

@@ -166,9 +166,21 @@ class ReplicaSet(Mapping[int, Replica]):
         self._replicas[pid] = rep
 
     def _repair_wal(self, pid: int, applied: int, applied_term: int, conf_state: ConfState) -> None:
-        """Bring a partition's log in line with its applied state before the core reads it."""
+        """Bring a partition's log in line with its applied state before the core reads it.
+
+        Refuses (RuntimeError) when the log starts above the applied index: the entries
+        between are in neither, and the core would silently skip them.
+        """
         st = self.wal.state(pid)
         hs = st.hard_state
+        if applied < st.offset:
+            # LMDB lost a commit the WAL had already compacted past (or restarted its log
+            # after). The node syncs LMDB before the WAL may drop entries (node.round_executor),
+            # so only a disk that lied can get here; serving on would diverge the replicas.
+            raise RuntimeError(
+                f"partition {pid}: entries {applied + 1}..{st.offset} are in neither LMDB (applied index "
+                f"{applied}) nor the WAL (first index {st.offset + 1}); refusing to start"
+            )
         batch = WalBatch()
         if st.last_index() < applied:
             # The WAL is behind the applied state (crash between the LMDB and WAL writes of

@@ -5,8 +5,9 @@ The order is what makes it safe (see :mod:`node.round_plan` for what is decided)
 
 1. the messages allowed before the write leave at once;
 2. ONE trip to the I/O thread: install received snapshots into LMDB (a WAL that lags LMDB is
-   repaired on restart; the reverse would lose data), write the WAL batch with ONE fsync,
-   then apply every partition's committed entries in ONE LMDB transaction;
+   repaired on restart; the reverse would lose data), make LMDB durable if the WAL batch lets
+   the log drop entries (see below), write the WAL batch with ONE fsync, then apply every
+   partition's committed entries in ONE LMDB transaction;
 3. as soon as the WAL is durable (still during step 2, on the event loop): send the messages
    that had to wait, switch descriptors changed by conf changes (the core switches
    membership in ``advance``, and the stores of new members must be known before anything
@@ -19,7 +20,17 @@ The order is what makes it safe (see :mod:`node.round_plan` for what is decided)
 The executor holds no state of its own between rounds: what a partition carries lives on
 its :class:`~node.replica.Replica`.
 
-See docs/decisions.md D4 (acknowledge before LMDB commits) and D9 (plan, then act).
+Why LMDB is synced before some WAL writes: LMDB runs with ``metasync=False``, so a power cut
+may undo its last committed transaction (the one whose meta page is not flushed yet), and
+the WAL replays it from the applied index LMDB is left at. That holds only while the WAL
+still has those entries. A compaction is computed from the applied index of LMDB's *last*
+commit, and an installed snapshot's record restarts the log at an index only LMDB's *last*
+commit holds; before either record is written, ``StateStore.sync`` makes that commit
+durable. Both are rare (a compaction every ``compact_threshold`` entries per partition), so
+the extra fsync costs nothing that matters.
+
+See docs/decisions.md D3 (LMDB derivable from the WAL), D4 (acknowledge before LMDB commits)
+and D9 (plan, then act).
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 
+from node.fs import Files
 from node.outbox import Outbox
 from node.raft import ConfState, Role
 from node.replica import Replica
@@ -54,16 +66,20 @@ class RoundExecutor:
         compact_threshold: int,
         compact_keep: int,
         on_leader: Callable[[Replica], None] | None,
+        on_descriptor: Callable[[Replica], None] | None = None,
         fail: Callable[[str], None],
+        files: Files,
     ) -> None:
         self.loop = loop
         self.io = io
         self.wal = wal
         self.state = state
         self.outbox = outbox
+        self.files = files  # where received snapshot images are spooled
         self.compact_threshold = compact_threshold
         self.compact_keep = compact_keep
         self.on_leader = on_leader
+        self.on_descriptor = on_descriptor
         self.fail = fail
 
     async def execute(self, plan: RoundPlan, replicas: Mapping[int, Replica]) -> None:
@@ -94,6 +110,8 @@ class RoundExecutor:
             log.info("installed snapshot of partition %d at index %d", inst.pid, inst.meta.index)
             if inst.descriptor is not None:
                 rep.set_descriptor(inst.descriptor)
+                if self.on_descriptor is not None:
+                    self.on_descriptor(rep)
             rep.note_applied(inst.meta.index, inst.meta.term)
             rep.finish_snapshot(True, "")
         for job in plan.applies:
@@ -110,6 +128,8 @@ class RoundExecutor:
         for job in plan.applies:
             if job.descriptor is not None:
                 reps[job.pid].set_descriptor(job.descriptor)
+                if self.on_descriptor is not None:
+                    self.on_descriptor(reps[job.pid])
         for pid, rd in plan.readies:
             rep = reps[pid]
             for rs in rd.read_states:
@@ -131,6 +151,10 @@ class RoundExecutor:
         results are known."""
         for inst in plan.installs:
             self._install(inst, *ranges[inst.pid])
+        if plan.wal.drops_entries:
+            # The log may drop entries only once the applied state that holds them survives a
+            # power cut; LMDB's last commit does only after the next one or a sync (see above).
+            self.state.sync()
         if not plan.wal.empty:
             self.wal.write(plan.wal, sync=plan.sync)
         self.loop.call_soon_threadsafe(persisted)
@@ -146,7 +170,7 @@ class RoundExecutor:
             inst.pid,
             start,
             end,
-            read_snapshot_file(inst.path),
+            read_snapshot_file(self.files, inst.path),
             PartitionMeta(meta.index, meta.term, meta.conf_state),
             inst.descriptor,
         )

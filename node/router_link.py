@@ -6,23 +6,40 @@ receives operations: create a replica (bootstrap of the pre-split
 partitions, or an empty one that joins by snapshot), transfer a leader, add
 or remove a member (this store leads the partition), delete a replica that
 was removed from its group while it was cut off.  It also refreshes the store address book
-the transport and the NotLeader hints use.  A new leader is reported at once
-so routing converges without waiting for the next heartbeat.
+the transport and the NotLeader hints use.
+
+Nothing waits for the next turn when it need not: a new leader is reported at once
+(ReportLeader); a replica whose descriptor changed (a membership step) makes the node
+heartbeat at once (:meth:`RouterLink.poke`); and the node holds a ``WatchOperations``
+stream open, on which the router says "heartbeat now" the moment it queues work for this
+store, so an operation reaches the node when it is decided.  The routers are a list
+(``--routers A,B,C``): calls go to the placement leader, found as common/routers.py says.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+from collections.abc import Sequence
 
 import grpc
 
+from common.backoff import BackoffPolicy
+from common.routers import RouterSet
 from common.wire.descriptors import descriptor_from_pb, descriptor_to_pb, epoch_to_pb
+from common.wire.errors import error_from_rpc, leader_hint
 from node.raftstore import RaftStore
 from node.replica import Replica
+from node.settings import HEARTBEAT_INTERVAL_S
 from tesserapb import meta_pb2, meta_pb2_grpc
 
 log = logging.getLogger("tessera.router_link")
+
+# Short reconnect waits: a stream that ends usually means a router restarted or the leader moved.
+WATCH_BACKOFF = BackoffPolicy(initial_s=0.05, max_s=1.0)
+# A router's gRPC channel redials quickly, as the client's do (router/client/channels.py).
+CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000))
 
 
 class RouterLink:
@@ -30,19 +47,37 @@ class RouterLink:
     """The replicas to report and to act on. Set by the node before :meth:`start`: the
     RaftStore is built after this link, since it needs the link's resolve and report_leader."""
 
-    def __init__(self, store_id: int, address: str, router: str, *, interval: float = 1.0) -> None:
+    def __init__(
+        self, store_id: int, address: str, routers: str | Sequence[str], *, interval: float = HEARTBEAT_INTERVAL_S
+    ) -> None:
         self.store_id = store_id
         self.address = address
-        self.router = router
+        self.routers = RouterSet(routers)
         self.interval = interval
         self.addresses: dict[int, str] = {store_id: address}
         # Test harnesses (tessera nemesis) route node-to-node traffic through proxies.
         self.peer_overrides: dict[int, str] = {}
-        self._channel = grpc.aio.insecure_channel(router)
-        self._stub = meta_pb2_grpc.MetaStub(self._channel)
-        self._task: asyncio.Task[None] | None = None
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._tasks: list[asyncio.Task[None]] = []
         self._bg: set[asyncio.Task[None]] = set()
+        self._due = asyncio.Event()  # heartbeat now, not at the next turn
         self.heartbeats = 0
+
+    @property
+    def router(self) -> str:
+        """The router calls go to now (the placement leader, once found)."""
+        return self.routers.current
+
+    def _stub(self) -> meta_pb2_grpc.MetaStub:
+        address = self.routers.current
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return meta_pb2_grpc.MetaStub(channel)
+
+    def poke(self) -> None:
+        """Heartbeat now (something placement cares about changed, or work waits)."""
+        self._due.set()
 
     def address_of(self, store_id: int) -> str:
         return self.addresses.get(store_id, "")
@@ -52,31 +87,62 @@ class RouterLink:
         return self.peer_overrides.get(store_id) or self.addresses.get(store_id)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="router-link")
+        self._tasks = [
+            asyncio.create_task(self._run(), name="router-link"),
+            asyncio.create_task(self._watch(), name="router-link-watch"),
+        ]
 
     async def stop(self) -> None:
-        for t in [self._task, *self._bg]:
-            if t is not None:
-                t.cancel()
-        for t in [self._task, *self._bg]:
-            if t is not None:
-                try:
-                    await t
-                except (asyncio.CancelledError, Exception):
-                    pass
-        await self._channel.close()
+        tasks = [*self._tasks, *self._bg]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        for channel in self._channels.values():
+            await channel.close()
 
     async def _run(self) -> None:
         while True:
+            self._due.clear()
+            for _ in range(self.routers.tries):
+                try:
+                    await self.heartbeat()
+                    break
+                except grpc.aio.AioRpcError as exc:
+                    if not self.routers.failed(exc.code(), leader_hint(error_from_rpc(exc))):
+                        log.warning("router %s: heartbeat failed: %s", self.router, exc.code().name)
+                        break
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("heartbeat failed")
+                    break
             try:
-                await self.heartbeat()
+                await asyncio.wait_for(self._due.wait(), self.interval)
+            except TimeoutError:
+                pass
+
+    async def _watch(self) -> None:
+        """Keep a WatchOperations stream open to the current router; each message: heartbeat now."""
+        failures = 0
+        while True:
+            try:
+                stream = self._stub().WatchOperations(meta_pb2.WatchOperationsRequest(store_id=self.store_id))
+                async for _ in stream:
+                    failures = 0
+                    self.poke()
             except grpc.aio.AioRpcError as exc:
-                log.warning("router %s unreachable: %s", self.router, exc.code().name)
+                self.routers.failed(exc.code(), leader_hint(error_from_rpc(exc)))
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("heartbeat failed")
-            await asyncio.sleep(self.interval)
+                log.exception("watching for operations failed")
+            # The stream ended (router restarted, leader moved): reconnect, backing off.
+            await asyncio.sleep(WATCH_BACKOFF.delay(failures, random.random()))
+            failures += 1
 
     def _stats(self, rep: Replica) -> meta_pb2.PartitionStats:
         raw = rep.raw
@@ -105,11 +171,12 @@ class RouterLink:
             address=self.address,
             partitions=[self._stats(rep) for rep in self.rs.replicas.values()],
         )
-        resp = await self._stub.StoreHeartbeat(req, timeout=5)
+        stub = self._stub()
+        resp = await stub.StoreHeartbeat(req, timeout=5)
         self.heartbeats += 1
         for op in resp.operations:
             await self._apply_operation(op)
-        stores = await self._stub.GetStores(meta_pb2.GetStoresRequest(), timeout=5)
+        stores = await stub.GetStores(meta_pb2.GetStoresRequest(), timeout=5)
         for s in stores.stores:
             if s.address:
                 self.addresses[s.id] = s.address
@@ -156,7 +223,7 @@ class RouterLink:
 
         async def send() -> None:
             try:
-                await self._stub.ReportLeader(req, timeout=2)
+                await self._stub().ReportLeader(req, timeout=2)
             except grpc.aio.AioRpcError:
                 pass  # the next heartbeat carries it anyway
 

@@ -22,10 +22,11 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common import aio
+from node.fs import OS_FILES, Files
 from node.kv_service import KVService
 from node.raftstore import RaftStore
 from node.router_link import RouterLink
-from node.settings import Limits, RaftSettings
+from node.settings import HEARTBEAT_INTERVAL_S, Limits, RaftSettings
 from node.state.store import StateStore
 from node.transport import SERVER_OPTIONS, RaftTransport, RaftTransportService
 from node.wal.wal import WriteAheadLog
@@ -41,7 +42,7 @@ class Node:
         store_id: int,
         listen: str,
         data_dir: str,
-        router: str,
+        routers: str,
         *,
         advertise: str | None = None,
         settings: RaftSettings = RaftSettings(),
@@ -50,28 +51,33 @@ class Node:
         peer_addresses_file: str | None = None,
         fault_file: str | None = None,
         raft_mutation: str | None = None,
+        heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
+        files: Files = OS_FILES,
     ) -> None:
         self.store_id = store_id
         self.listen = listen
         self.advertise = advertise or listen
         self.data_dir = data_dir
-        self.router = router
+        self.routers = routers  # "A,B,C": the placement group's routers
+        self.heartbeat_interval_s = heartbeat_interval_s
         self.settings = settings
         self.limits = limits
         self.wal_sync = wal_sync
         self.peer_addresses_file = peer_addresses_file
         self.fault_file = fault_file
         self.raft_mutation = raft_mutation or None
+        self.files = files  # where the WAL and the snapshot spool live (node.fs; tests may lose unsynced bytes)
         self._fault_task: asyncio.Task[None] | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.stopped = False
 
     async def start(self) -> None:
-        os.makedirs(self.data_dir, exist_ok=True)
+        self.files.makedirs(self.data_dir)  # durably: everything the node keeps is below it
         snap_dir = os.path.join(self.data_dir, "snapshots")
-        os.makedirs(snap_dir, exist_ok=True)
-        self.wal = await asyncio.to_thread(WriteAheadLog.open, os.path.join(self.data_dir, "wal"), sync=self.wal_sync)
+        self.wal = await asyncio.to_thread(
+            WriteAheadLog.open, os.path.join(self.data_dir, "wal"), sync=self.wal_sync, files=self.files
+        )
         self.state = StateStore(os.path.join(self.data_dir, "state"))
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         self.port = self.server.add_insecure_port(self.listen)
@@ -80,7 +86,7 @@ class Node:
         host = self.advertise.rsplit(":", 1)[0]
         if self.advertise.endswith(":0"):
             self.advertise = f"{host}:{self.port}"
-        self.link = RouterLink(self.store_id, self.advertise, self.router)
+        self.link = RouterLink(self.store_id, self.advertise, self.routers, interval=self.heartbeat_interval_s)
         if self.peer_addresses_file:
             with open(self.peer_addresses_file) as f:
                 self.link.peer_overrides = {int(k): v for k, v in json.load(f).items()}
@@ -92,13 +98,19 @@ class Node:
             self.transport,
             self.settings,
             on_leader_change=self.link.report_leader,
+            on_descriptor_change=lambda rep: self.link.poke(),
             raft_mutation=self.raft_mutation,
+            files=self.files,
         )
         self.link.rs = self.raftstore
         kv_pb2_grpc.add_KVServicer_to_server(KVService(self.raftstore, self.link.address_of, self.limits), self.server)
         raft_pb2_grpc.add_RaftTransportServicer_to_server(
             RaftTransportService(
-                self.store_id, self.raftstore.on_messages, self.raftstore.on_snapshot, snapshot_dir=snap_dir
+                self.store_id,
+                self.raftstore.on_messages,
+                self.raftstore.on_snapshot,
+                snapshot_dir=snap_dir,
+                files=self.files,
             ),
             self.server,
         )
@@ -175,13 +187,15 @@ async def serve(args: argparse.Namespace) -> int:
         args.store_id,
         args.listen,
         args.data_dir,
-        args.routers.split(",")[0],
+        args.routers,
         advertise=args.advertise,
         settings=settings,
         limits=limits,
         peer_addresses_file=args.peer_addresses,
         fault_file=args.fault_file,
         raft_mutation=getattr(args, "raft_mutation", None),
+        heartbeat_interval_s=args.heartbeat_interval,
+        files=_files(args),
     )
     try:
         await node.start()
@@ -190,6 +204,9 @@ async def serve(args: argparse.Namespace) -> int:
         return 1
     if node.raft_mutation:
         log.warning("TESTING: running the Raft mutation %s", node.raft_mutation)
+    if node.files is not OS_FILES:
+        log.warning("TESTING: unsynced writes live in this process and die with it%s",
+                    " (and fsync does nothing)" if args.testing_fsync_is_noop else "")
     print(f"node {node.store_id} listening on {node.advertise}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -198,6 +215,15 @@ async def serve(args: argparse.Namespace) -> int:
     await stop.wait()
     await node.stop()
     return 0
+
+
+def _files(args: argparse.Namespace) -> Files:
+    """The real file system, unless a test asked for one that loses unsynced bytes on SIGKILL."""
+    if not getattr(args, "testing_unsynced_is_lost", False):
+        return OS_FILES
+    from node.fs.unsynced_lost import UnsyncedIsLost  # testing only: never imported otherwise
+
+    return UnsyncedIsLost(fsync_is_noop=args.testing_fsync_is_noop)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,3 +36,7 @@ class Limits:
     max_scan_limit: int = 10_000
     default_stale_ms: int = 5_000  # a STALE read that names no bound accepts data this old
     request_timeout_s: float = 5.0
+
+
+HEARTBEAT_INTERVAL_S = 1.0
+"""How often a node reports to placement when nothing prompts it sooner (``--heartbeat-interval``)."""

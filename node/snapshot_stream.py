@@ -27,15 +27,15 @@ The receiver spools the image to a temporary file under ``snapshot_dir`` (never 
 verifies size and checksum, then hands ``(first message, path)`` to the installer and deletes
 the file once the installer returns: the installer must have consumed (or hard-linked) the file
 by then.  A bad image is refused without calling the installer.  The file is not fsynced: it is
-scratch, and the install itself is what must be durable.
+scratch, and the install itself is what must be durable (a crash loses the spool and the
+sender sends again).  It is written and deleted through the node's
+:class:`~node.fs.api.Files`, so a test's disk model sees it like the WAL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 
 import crc32c
@@ -43,6 +43,7 @@ import grpc
 
 from common.descriptor import Descriptor
 from common.wire.descriptors import descriptor_from_pb, descriptor_to_pb
+from node.fs import Files
 from tesserapb import raft_pb2
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,7 @@ async def receive_snapshot(
     context: grpc.aio.ServicerContext,
     snapshot_dir: str,
     on_snapshot: SnapshotInstaller,
+    files: Files,
 ) -> raft_pb2.SnapshotAck:
     """The server half: spool, verify, install, clean up. Never raises for a bad image."""
     md = dict(context.invocation_metadata() or ())
@@ -153,9 +155,10 @@ async def receive_snapshot(
     trailer: raft_pb2.SnapshotChunk | None = None
     crc = 0
     total = 0
-    fd, path = tempfile.mkstemp(dir=snapshot_dir, prefix="snap-", suffix=".part")
+    spool = files.create_temp(snapshot_dir, "snap-", ".part")
+    path = spool.path
     try:
-        with open(fd, "wb", buffering=1 << 20) as f:
+        try:
             async for chunk in request_iterator:
                 if trailer is not None:
                     return _refuse("chunk after the last chunk")
@@ -169,9 +172,11 @@ async def receive_snapshot(
                 if data:
                     crc = crc32c.crc32c(data, crc)
                     total += len(data)
-                    f.write(data)
+                    spool.append(data)  # chunks are up to 1 MiB: one write each, no buffer
                 if chunk.last:
                     trailer = chunk
+        finally:
+            spool.close()
         if first is None:
             return _refuse("empty snapshot stream")
         if trailer is None:
@@ -188,6 +193,6 @@ async def receive_snapshot(
         return raft_pb2.SnapshotAck(accepted=bool(accepted), reason=reason)
     finally:
         try:
-            os.unlink(path)
+            files.unlink(path)
         except FileNotFoundError:
             pass

@@ -46,6 +46,7 @@ import grpc
 from common.backoff import BackoffPolicy
 from common.descriptor import Descriptor
 from node import snapshot_stream
+from node.fs import OS_FILES, Files
 from tesserapb import raft_pb2, raft_pb2_grpc
 
 __all__ = [
@@ -549,7 +550,8 @@ class RaftTransportService(raft_pb2_grpc.RaftTransportServicer):
     the stream is aborted with INTERNAL and the sender reconnects.
 
     ``on_snapshot(first_message, path, descriptor)`` is awaited with a verified image; the file is deleted
-    when it returns (see node.snapshot_stream).
+    when it returns (see node.snapshot_stream). Images are spooled through ``files``, the node's
+    file system (node.fs).
     """
 
     def __init__(
@@ -558,16 +560,18 @@ class RaftTransportService(raft_pb2_grpc.RaftTransportServicer):
         on_messages: OnMessages,
         on_snapshot: snapshot_stream.SnapshotInstaller,
         snapshot_dir: str,
+        files: Files = OS_FILES,
     ) -> None:
         self.store_id = store_id
         self._on_messages = on_messages
         self._on_snapshot = on_snapshot
         self.snapshot_dir = snapshot_dir
-        os.makedirs(snapshot_dir, exist_ok=True)
-        for name in os.listdir(snapshot_dir):  # scratch left by a crash mid-transfer
+        self.files = files
+        files.makedirs(snapshot_dir)
+        for name in files.list_dir(snapshot_dir):  # scratch left by a crash mid-transfer
             if name.startswith("snap-") and name.endswith(".part"):
                 try:
-                    os.unlink(os.path.join(snapshot_dir, name))
+                    files.unlink(os.path.join(snapshot_dir, name))
                 except OSError:
                     pass
         self.batches_received = 0
@@ -609,7 +613,7 @@ class RaftTransportService(raft_pb2_grpc.RaftTransportServicer):
         context: grpc.aio.ServicerContext[raft_pb2.SnapshotChunk, raft_pb2.SnapshotAck],
     ) -> raft_pb2.SnapshotAck:
         ack = await snapshot_stream.receive_snapshot(
-            self.store_id, request_iterator, context, self.snapshot_dir, self._on_snapshot
+            self.store_id, request_iterator, context, self.snapshot_dir, self._on_snapshot, self.files
         )
         if ack.accepted:
             self.snapshots_received += 1

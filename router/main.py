@@ -20,12 +20,13 @@ from grpc_reflection.v1alpha import reflection
 
 from common import aio
 from common.keyspace import MAX_PRESPLIT
+from node.transport import register as register_raft_transport
 from router.client import AsyncClient
 from router.client.channels import CHANNEL_OPTIONS
 from router.local_meta import LocalMeta
 from router.meta_service import MetaService
 from router.placement.codec import CodecError
-from router.placement.config import PlacementConfig
+from router.placement.config import MAX_GROUP_MEMBERS, GroupSettings, PlacementConfig
 from router.placement.persist import TABLE_FILE
 from router.placement.runtime import Placement
 from router.proxy import KVProxy
@@ -51,11 +52,33 @@ def config_from_args(args: argparse.Namespace) -> PlacementConfig:
     )
 
 
+def parse_peers(text: str | None) -> dict[int, str]:
+    """``--peers 2=host:port,3=host:port`` -> {2: "host:port", 3: ...}; ValueError naming what is wrong."""
+    peers: dict[int, str] = {}
+    for raw in (text or "").split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        rid, sep, address = item.partition("=")
+        if not sep or not rid.strip().isdigit() or int(rid) < 1 or ":" not in address:
+            raise ValueError(f"{item!r} is not ID=HOST:PORT")
+        if int(rid) in peers:
+            raise ValueError(f"router {rid} is named twice")
+        peers[int(rid)] = address.strip()
+    return peers
+
+
 def _check_args(args: argparse.Namespace) -> str | None:
-    if args.peers:
-        return "--peers: a replicated placement group is not available in this version (run one router)"
     if not 1 <= args.partitions <= MAX_PRESPLIT:
         return f"--partitions must be in [1, {MAX_PRESPLIT}], got {args.partitions}"
+    try:
+        peers = parse_peers(args.peers)
+    except ValueError as exc:
+        return f"--peers: {exc}"
+    if args.id in peers:
+        return f"--peers names this router ({args.id}) too; list the other routers only"
+    if len(peers) + 1 > MAX_GROUP_MEMBERS:
+        return f"--peers: a placement group has at most {MAX_GROUP_MEMBERS} routers, got {len(peers) + 1}"
     return None
 
 
@@ -65,8 +88,15 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
     if problem:
         print(f"tessera router: {problem}", file=sys.stderr)
         return 2
+    addresses = {args.id: args.listen, **parse_peers(args.peers)}
     try:
-        placement = Placement.open(args.data_dir, config_from_args(args))
+        placement = await Placement.open(
+            args.data_dir,
+            config_from_args(args),
+            router_id=args.id,
+            addresses=addresses,
+            settings=GroupSettings(checkpoint_every=args.checkpoint_every),
+        )
     except CodecError as exc:
         print(f"tessera router: {args.data_dir}/{TABLE_FILE} is unreadable ({exc}); refusing to start "
               "rather than serve a wrong table", file=sys.stderr)
@@ -78,6 +108,7 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
     # No SO_REUSEPORT: a second router on a taken port must fail, not share it.
     server = grpc.aio.server(options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)])
     meta_pb2_grpc.add_MetaServicer_to_server(MetaService(placement), server)
+    register_raft_transport(server, placement.group.service())
     proxy_client = AsyncClient(None, meta=LocalMeta(placement))
     kv_pb2_grpc.add_KVServicer_to_server(KVProxy(proxy_client), server)
     health_servicer = health.aio.HealthServicer()
@@ -101,14 +132,18 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    host = args.listen.rsplit(":", 1)[0]
+    placement.group.addresses[args.id] = f"{host}:{port}"  # the real port, when --listen asked for 0
     await server.start()
+    await placement.start()
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    flusher = asyncio.ensure_future(placement.run_flusher())
-    host = args.listen.rsplit(":", 1)[0]
     print(f"router listening on {host}:{port}", flush=True)
-    log.info("serving %d partitions, %d stores from %s",
-             len(placement.table.partitions), len(placement.table.stores), args.data_dir)
+    group = placement.group
+    # The table is the checkpoint's until the group commits the log after it.
+    log.info("router %d of a placement group of %d, data in %s: starting from index %d (%d partitions, %d stores)",
+             group.id, len(group.voters), args.data_dir, group.applied,
+             len(placement.table.partitions), len(placement.table.stores))
     try:
         await stop.wait()
     finally:
@@ -117,8 +152,6 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
             loop.remove_signal_handler(sig)
         await health_servicer.enter_graceful_shutdown()
         await server.stop(SHUTDOWN_GRACE_S)
-        flusher.cancel()
-        await asyncio.gather(flusher, return_exceptions=True)
         await proxy_client.close()
         await placement.close()
     return 0

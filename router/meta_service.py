@@ -8,8 +8,10 @@ lives here: it is all in router.placement.
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import NoReturn
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 
@@ -24,6 +26,7 @@ from router.placement.commands import (
     StoreHeartbeat,
     SubmitOperation,
 )
+from router.placement.group import NotLeaderError
 from router.placement.model import StoreState
 from router.placement.runtime import Placement
 from router.placement.table import PlacementTable
@@ -31,13 +34,36 @@ from tesserapb import meta_pb2, meta_pb2_grpc
 
 log = logging.getLogger("tessera.router.meta")
 
+H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
+
 
 async def _invalid(context: grpc.aio.ServicerContext, field: str, message: str) -> NoReturn:
     failure = wire_errors.WireError.of(wire_errors.invalid_argument(field, message), f"{field}: {message}")
     await wire_errors.abort(context, failure)
 
 
+async def _not_leader(context: grpc.aio.ServicerContext, exc: NotLeaderError) -> NoReturn:
+    error = wire_errors.not_leader(0, exc.leader_id, exc.leader_address)
+    await wire_errors.abort(context, wire_errors.WireError.of(error, str(exc)))
+
+
+def _leader_only(handler: H) -> H:
+    """Answer NotLeader (naming the leader router) when the body finds this router follows."""
+
+    @functools.wraps(handler)
+    async def wrapped(self: MetaService, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await handler(self, request, context)
+        except NotLeaderError as exc:
+            await _not_leader(context, exc)
+
+    return cast(H, wrapped)  # functools.wraps keeps the handler's signature
+
+
 class MetaService(meta_pb2_grpc.MetaServicer):
+    """Served by the placement leader: on a follower every call answers NotLeader (its detail
+    names the leader), which clients, nodes and ``tessera admin`` follow by themselves."""
+
     def __init__(self, placement: Placement) -> None:
         self._placement = placement
 
@@ -45,9 +71,11 @@ class MetaService(meta_pb2_grpc.MetaServicer):
     def _table(self) -> PlacementTable:
         return self._placement.table
 
+    @_leader_only
     async def GetPartition(
         self, request: meta_pb2.GetPartitionRequest, context: grpc.aio.ServicerContext
     ) -> meta_pb2.GetPartitionResponse:
+        await self._placement.read_barrier()
         if request.partition_id:
             info = self._table.partitions.get(request.partition_id)
             if info is None:
@@ -64,9 +92,11 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             response.leader.CopyFrom(convert.store_to_pb(leader, self._placement.store_state(leader)))
         return response
 
+    @_leader_only
     async def ScanPartitions(
         self, request: meta_pb2.ScanPartitionsRequest, context: grpc.aio.ServicerContext
     ) -> meta_pb2.ScanPartitionsResponse:
+        await self._placement.read_barrier()
         if request.end and request.start >= request.end:
             await _invalid(
                 context, "end", f"end {request.end!r} must be empty (unbounded) or after start {request.start!r}"
@@ -77,15 +107,18 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             response.status.extend(convert.partition_status_to_pb(i) for i in infos)
         return response
 
+    @_leader_only
     async def GetStores(
         self, request: meta_pb2.GetStoresRequest, context: grpc.aio.ServicerContext
     ) -> meta_pb2.GetStoresResponse:
+        await self._placement.read_barrier()
         now = self._placement.now_ms()
         stores = sorted(self._table.stores.values(), key=lambda s: s.id)
         return meta_pb2.GetStoresResponse(
             stores=[convert.store_to_pb(s, self._placement.store_state(s, now)) for s in stores]
         )
 
+    @_leader_only
     async def StoreHeartbeat(
         self, request: meta_pb2.StoreHeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> meta_pb2.StoreHeartbeatResponse:
@@ -119,6 +152,7 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             store_id=store_id, operations=[convert.operation_to_pb(op) for op in result.operations]
         )
 
+    @_leader_only
     async def ReportLeader(
         self, request: meta_pb2.ReportLeaderRequest, context: grpc.aio.ServicerContext
     ) -> meta_pb2.ReportLeaderResponse:
@@ -131,6 +165,7 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             await _invalid(context, exc.field, exc.message)
         return meta_pb2.ReportLeaderResponse()
 
+    @_leader_only
     async def SubmitOperation(
         self, request: meta_pb2.SubmitOperationRequest, context: grpc.aio.ServicerContext
     ) -> meta_pb2.SubmitOperationResponse:
@@ -150,6 +185,7 @@ class MetaService(meta_pb2_grpc.MetaServicer):
         )
         return meta_pb2.SubmitOperationResponse(operation_id=result.operation_id)
 
+    @_leader_only
     async def SetStoreState(
         self, request: meta_pb2.SetStoreStateRequest, context: grpc.aio.ServicerContext
     ) -> meta_pb2.SetStoreStateResponse:
@@ -166,13 +202,51 @@ class MetaService(meta_pb2_grpc.MetaServicer):
         store = self._table.stores[request.store_id]
         return meta_pb2.SetStoreStateResponse(store=convert.store_to_pb(store, self._placement.store_state(store)))
 
+    @_leader_only
     async def ListOperations(
         self, request: meta_pb2.ListOperationsRequest, context: grpc.aio.ServicerContext
     ) -> meta_pb2.ListOperationsResponse:
+        await self._placement.read_barrier()
         if request.partition_id and request.partition_id not in self._table.partitions:
             await _invalid(context, "partition_id", f"no partition with id {request.partition_id}")
         pending = self._table.pending_operations(request.partition_id or None)
         return meta_pb2.ListOperationsResponse(
             operations=[convert.pending_operation_to_pb(op) for op in sorted(pending, key=lambda op: op.id)],
             now_ms=self._placement.now_ms(),
+        )
+
+    async def WatchOperations(
+        self, request: meta_pb2.WatchOperationsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[meta_pb2.OperationsReady]:
+        """Tell the store "heartbeat now" whenever work is queued for it (see watchers.py)."""
+        if not request.store_id:
+            await _invalid(context, "store_id", "required")
+        group = self._placement.group
+        if not group.is_leader:
+            await _not_leader(context, group.not_leader())
+        with self._placement.watchers.watch(request.store_id) as ready:
+            # Work may already be waiting for a store that just (re)connected.
+            if request.store_id in self._table.stores_with_operations_due(self._placement.now_ms()):
+                ready.set()
+            while True:
+                await ready.wait()
+                ready.clear()
+                if not group.is_leader:
+                    return  # the node reconnects, and finds the new leader
+                yield meta_pb2.OperationsReady()
+
+    async def GetRouters(
+        self, request: meta_pb2.GetRoutersRequest, context: grpc.aio.ServicerContext
+    ) -> meta_pb2.GetRoutersResponse:
+        group = self._placement.group
+        return meta_pb2.GetRoutersResponse(
+            leader=group.leader_id,
+            term=group.term,
+            served_by=group.id,
+            members=[
+                meta_pb2.RouterMember(id=m.id, address=m.address, role=m.role, applied=m.applied)
+                if m.applied is not None
+                else meta_pb2.RouterMember(id=m.id, address=m.address, role=m.role)
+                for m in group.members()
+            ],
         )

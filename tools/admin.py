@@ -24,10 +24,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
+
+from common.routers import parse_router_addresses
 from router.client.channels import ChannelPool
-from router.client.errors import RpcFailure
-from router.client.meta import GrpcMeta, parse_router_addresses
-from tesserapb import meta_pb2
+from router.client.errors import RpcFailure, failure_from_rpc_error
+from router.client.meta import GrpcMeta
+from tesserapb import meta_pb2, meta_pb2_grpc
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -155,6 +158,7 @@ def partitions_table(parts: Sequence[tuple[meta_pb2.PartitionDescriptor, dict[st
 @dataclass
 class Admin:
     meta: GrpcMeta
+    pool: ChannelPool
     as_json: bool
 
     async def call(self, method: str, request: Any) -> Any:
@@ -165,6 +169,14 @@ class Admin:
             if error is not None and error.WhichOneof("kind") == "invalid_argument":
                 raise Refused(error.invalid_argument.message or f.message) from None
             raise
+
+    async def call_at(self, address: str, method: str, request: Any) -> Any:
+        """One call to one router, wherever the leader is (``routers`` asks the leader itself)."""
+        stub = meta_pb2_grpc.MetaStub(self.pool.get(address))
+        try:
+            return await getattr(stub, method)(request, timeout=RPC_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            raise failure_from_rpc_error(exc, address, source="router") from None
 
     async def stores(self) -> tuple[list[meta_pb2.Store], int]:
         resp = await self.call("GetStores", meta_pb2.GetStoresRequest())
@@ -321,6 +333,41 @@ async def cmd_operations(admin: Admin, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def routers_json(resp: meta_pb2.GetRoutersResponse) -> dict[str, Any]:
+    return {
+        "leader": resp.leader or None,
+        "term": resp.term,
+        "served_by": resp.served_by,
+        "members": [
+            {"id": m.id, "address": m.address, "role": m.role, "applied": m.applied if m.HasField("applied") else None}
+            for m in resp.members
+        ],
+    }
+
+
+async def cmd_routers(admin: Admin, args: argparse.Namespace) -> int:
+    """Any router answers with its own view; the leader's knows every member's progress."""
+    resp = await admin.call("GetRouters", meta_pb2.GetRoutersRequest())
+    leader = next((m for m in resp.members if m.id == resp.leader), None)
+    if leader is not None and resp.served_by != resp.leader and leader.address:
+        try:
+            resp = await admin.call_at(leader.address, "GetRouters", meta_pb2.GetRoutersRequest())
+        except RpcFailure:
+            pass  # the leader did not answer: show what the first router knows
+    shown = routers_json(resp)
+    if admin.as_json:
+        print(json.dumps(shown, indent=1))
+    else:
+        rows = [
+            (m["id"], m["address"], m["role"], "?" if m["applied"] is None else m["applied"])
+            for m in shown["members"]
+        ]
+        print(table(("ROUTER", "ADDRESS", "ROLE", "APPLIED"), rows))
+        leader = shown["leader"] or "none known"
+        print(f"leader: {leader}, term {shown['term']} (as router {shown['served_by']} sees it)")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[Admin, argparse.Namespace], Awaitable[int]]] = {
     "stores": cmd_stores,
     "partitions": cmd_partitions,
@@ -329,6 +376,7 @@ COMMANDS: dict[str, Callable[[Admin, argparse.Namespace], Awaitable[int]]] = {
     "add-replica": cmd_add_replica,
     "remove-replica": cmd_remove_replica,
     "operations": cmd_operations,
+    "routers": cmd_routers,
 }
 
 
@@ -345,7 +393,7 @@ async def _main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     pool = ChannelPool()
     try:
-        admin = Admin(GrpcMeta(addresses, pool), args.json)
+        admin = Admin(GrpcMeta(addresses, pool), pool, args.json)
         return await COMMANDS[args.admin_command](admin, args)
     except Refused as exc:
         print(f"{name}: {exc}", file=sys.stderr)

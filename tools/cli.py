@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, TypeVar
 # second time. Those modules import nothing heavy, so reading them at parse time keeps
 # `tessera --help` free of gRPC, LMDB and asyncio.
 from common import logs
-from node.settings import Limits, RaftSettings
-from router.placement.config import PlacementConfig
+from node.settings import HEARTBEAT_INTERVAL_S, Limits, RaftSettings
+from router.placement.config import MAX_GROUP_MEMBERS, GroupSettings, PlacementConfig
+from tools.nemesis.histories import CHECK_TIME_LIMIT_S, WORKLOADS
 from tools.nemesis.schedule import KINDS as FAULTS
 
 if TYPE_CHECKING:  # imported when a kv command runs (see _kv)
@@ -38,6 +39,7 @@ STDIN_VALUE = "-"  # `kv put KEY -` (or VALUE omitted) reads the value from stdi
 _RAFT = RaftSettings()
 _LIMITS = Limits()
 _PLACEMENT = PlacementConfig()
+_GROUP = GroupSettings()
 N = TypeVar("N", int, float)  # what a numeric flag parses to
 
 
@@ -131,6 +133,7 @@ def _number(kind: Callable[[str], N], what: str, ok: Callable[[N], bool], bound:
 _positive_int = _number(int, "an integer", lambda v: v >= 1, ">= 1")
 _non_negative_int = _number(int, "an integer", lambda v: v >= 0, ">= 0")
 _positive_float = _number(float, "a number", lambda v: v > 0, "> 0")
+_group_size = _number(int, "an integer", lambda v: 1 <= v <= MAX_GROUP_MEMBERS, f"in [1, {MAX_GROUP_MEMBERS}]")
 
 
 def _mutation(table: Callable[[], dict[str, str]]) -> Callable[[str], str]:
@@ -151,6 +154,12 @@ def _raft_mutations() -> dict[str, str]:
     from node.raft import known_mutations
 
     return known_mutations()
+
+
+def _client_mutations() -> dict[str, str]:
+    from tools.nemesis.client_mutations import describe
+
+    return describe()
 
 
 def _simulator_mutations() -> dict[str, str]:
@@ -208,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     _build_bench(commands)
     _build_simulate(commands)
     _build_nemesis(commands)
+    _build_check(commands)
     return parser
 
 
@@ -246,6 +256,9 @@ def _build_node(commands) -> None:
                    help="largest key accepted (default: %(default)s)")
     p.add_argument("--max-value-bytes", type=_positive_int, metavar="BYTES", default=_LIMITS.max_value_bytes,
                    help="largest value accepted (default: %(default)s)")
+    p.add_argument("--heartbeat-interval", type=_positive_float, metavar="SECONDS", default=HEARTBEAT_INTERVAL_S,
+                   help="report to placement this often when nothing prompts it sooner (placement's "
+                        "operations and the node's own changes are sent at once) (default: %(default)g)")
     p.add_argument("--peer-addresses", metavar="FILE",
                    help="JSON {store id: host:port} overriding where peers are dialled "
                         "(tessera nemesis puts fault-injecting proxies there)")
@@ -256,6 +269,13 @@ def _build_node(commands) -> None:
                    help="TESTING ONLY: run a known-buggy Raft core (tessera nemesis --raft-mutation "
                         "proves the nemesis catches it); never in production; an unknown NAME "
                         "lists the known ones")
+    p.add_argument("--testing-unsynced-is-lost", action="store_true",
+                   help="TESTING ONLY: keep what the WAL and the snapshot spool wrote but did not "
+                        "fsync in this process's memory, so that SIGKILL loses it as a power cut "
+                        "would; never in production")
+    p.add_argument("--testing-fsync-is-noop", action="store_true",
+                   help="TESTING ONLY, with --testing-unsynced-is-lost: fsync does nothing, so "
+                        "SIGKILL loses acknowledged writes (proves the crash tests can tell)")
     p.set_defaults(handler=_node, command_name="node")
 
 
@@ -276,9 +296,13 @@ def _build_router(commands) -> None:
     p.add_argument("--listen", metavar="HOST:PORT", default=DEFAULT_ROUTER,
                    help="address of the Meta and KV-proxy gRPC server (default: %(default)s)")
     p.add_argument("--peers", metavar="ID=ADDR[,ID=ADDR...]",
-                   help="the other routers of the placement group (default: none, a group of 1)")
+                   help="the other routers of the placement group, by id (default: none, a group of 1); "
+                        "every member is started with the same set, which is fixed when the group is created")
     p.add_argument("--data-dir", metavar="DIR", default="./data/router",
                    help="placement state directory; survives restarts (default: %(default)s)")
+    p.add_argument("--checkpoint-every", type=_positive_int, metavar="N", default=_GROUP.checkpoint_every,
+                   help="write the placement table to disk every N applied commands, and compact the "
+                        "placement log behind it (default: %(default)s)")
     _add_new_cluster_options(p)
     p.add_argument("--replicas", type=_positive_int, metavar="N", default=_PLACEMENT.replicas,
                    help="replicas of each pre-split partition; the cluster is created once this "
@@ -307,14 +331,16 @@ def _build_cluster(commands) -> None:
             "Start a whole local cluster in the foreground: --routers router processes and\n"
             "--nodes node processes on consecutive ports from --base-port (the first router\n"
             "listens on --base-port). Once the cluster accepts writes it prints one line\n"
-            "starting with 'ready:' that holds the router address. SIGINT/SIGTERM stops every\n"
-            "process it started. Data in --data-dir survives a restart of the command."
+            "starting with 'ready:' that holds the router addresses, comma-separated (give\n"
+            "them to --router). SIGINT/SIGTERM stops every process it started. Data in\n"
+            "--data-dir survives a restart of the command."
         ),
     )
     up.add_argument("--nodes", type=_positive_int, default=3, metavar="N",
                     help="node processes (default: %(default)s)")
-    up.add_argument("--routers", type=_positive_int, default=1, metavar="N",
-                    help="router processes (default: %(default)s)")
+    up.add_argument("--routers", type=_group_size, default=1, metavar="N",
+                    help="router processes, the placement group's members: 1 for development, 3 "
+                         "so that losing any one router loses nothing (default: %(default)s)")
     _add_new_cluster_options(up)
     up.add_argument("--data-dir", default="./data", metavar="DIR",
                     help="root of every process's data directory (default: %(default)s)")
@@ -416,7 +442,7 @@ def _build_admin(commands) -> None:
             "people; --json prints the shapes of docs/cli.md. Commands that change something\n"
             "wait until placement sees it done (--no-wait: just queue it) and exit 1 naming\n"
             "why when it is refused or not done within --timeout.\n\n"
-            "split, drain, remove-store and routers are not available in this version: they\n"
+            "split, drain and remove-store are not available in this version: they\n"
             "parse their arguments, say so and exit 2 without contacting the cluster."
         ),
     )
@@ -457,7 +483,7 @@ def _build_admin(commands) -> None:
          available=False)
     leaf("drain", "move every leader and replica off STORE, then mark it removed", (store,), available=False)
     leaf("remove-store", "mark a drained or dead STORE removed", (store,), available=False)
-    leaf("routers", "show the placement group: members, leader, term, applied index", (), available=False)
+    leaf("routers", "show the placement group: members, leader, term, applied index", ())
 
 
 def _build_bench(commands) -> None:
@@ -553,7 +579,7 @@ def _build_nemesis(commands) -> None:
     default_faults = ["kill", "pause", "partition"]
     p.add_argument("--faults", type=_fault_list, default=default_faults, metavar="F[,F...]",
                    help=f"faults to inject, from {','.join(FAULTS)} (default: {','.join(default_faults)})")
-    p.add_argument("--workload", choices=("register", "set", "bank"), default="register",
+    p.add_argument("--workload", choices=WORKLOADS, default="register",
                    help="what the clients do (default: %(default)s)")
     p.add_argument("--seed", type=_non_negative_int, metavar="N",
                    help="seed for the fault schedule and workload (default: random, printed)")
@@ -565,7 +591,38 @@ def _build_nemesis(commands) -> None:
     p.add_argument("--raft-mutation", metavar="NAME", type=_mutation(_raft_mutations),
                    help="testing: start every node with a known Raft bug (tessera node --raft-mutation "
                         "NAME, e.g. learner-votes); the run should then fail")
+    p.add_argument("--client-mutation", metavar="NAME", type=_mutation(_client_mutations),
+                   help="testing: run the workload with a known client bug (double-append, with "
+                        "--workload set); the run should then fail")
     p.set_defaults(handler=_nemesis, command_name="nemesis")
+
+
+def _build_check(commands) -> None:
+    p = commands.add_parser(
+        "check",
+        help="check a saved history offline (linearizability, set, bank)",
+        formatter_class=_Formatter,
+        description=(
+            "Check a saved history with the nemesis's own checks and print the verdicts; on a\n"
+            "failure, the smallest failing window of each bad key. A history written by\n"
+            "'tessera nemesis --history' checks as it did in its run (same --model as its\n"
+            "--workload). --format jepsen-etcd reads Jepsen's etcd register logs.\n"
+            "Exit 0 when every check holds, 1 when one fails (or is undecided within\n"
+            "--time-limit), 2 for a usage error or a history that cannot be read."
+        ),
+    )
+    p.add_argument("history", metavar="HISTORY", help="the history file ('-': stdin)")
+    p.add_argument("--model", choices=WORKLOADS, default="register",
+                   help="what the history is of: register (linearizability per key), set (the set "
+                        "workload's checks and linearizability), bank (conserved totals) "
+                        "(default: %(default)s)")
+    p.add_argument("--format", choices=("jsonl", "jepsen-etcd"), default="jsonl",
+                   help="jsonl: Jepsen-shaped JSON lines, as tessera nemesis --history writes them; "
+                        "jepsen-etcd: a Jepsen etcd test log, one register (default: %(default)s)")
+    p.add_argument("--time-limit", type=_positive_float, metavar="SECONDS", default=CHECK_TIME_LIMIT_S,
+                   help="give the linearizability search up after this long: the verdict is then "
+                        "UNDECIDED, exit 1 (default: %(default)g, as in tessera nemesis)")
+    p.set_defaults(handler=_check, command_name="check")
 
 
 # -- handlers ------------------------------------------------------------------------------
@@ -585,6 +642,9 @@ def _not_available(args: argparse.Namespace) -> int:
 def _node(args: argparse.Namespace) -> int:
     if args.store_id is None:
         print("tessera node: --store-id is required (tessera cluster up assigns them)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.testing_fsync_is_noop and not args.testing_unsynced_is_lost:
+        print("tessera node: --testing-fsync-is-noop needs --testing-unsynced-is-lost", file=sys.stderr)
         return EXIT_USAGE
     from node.server import run
 
@@ -695,15 +755,24 @@ _KV_HANDLERS = {"put": _kv_put, "get": _kv_get, "delete": _kv_delete, "scan": _k
 
 def _nemesis(args: argparse.Namespace) -> int:
     from tools.nemesis import schedule
-    from tools.nemesis.runner import run
+    from tools.nemesis.runner import run, usage_problem
 
     nodes = args.nodes if args.nodes is not None else schedule.default_nodes(args.faults)
-    why = schedule.check_nodes(nodes, args.faults)
+    # Every flag is checked before a cluster starts (the mutations' names already were, by
+    # the parser: the node's own message for --raft-mutation).
+    why = usage_problem(args.workload, args.faults, nodes=nodes, raft_mutation=args.raft_mutation,
+                        client_mutation=args.client_mutation, history_path=args.history)
     if why is not None:
         print(f"tessera nemesis: {why}", file=sys.stderr)
         return EXIT_USAGE
-    return run(args.duration, args.faults, args.workload, args.seed, args.history,
-               nodes=nodes, raft_mutation=args.raft_mutation, log_level=args.log_level)
+    return run(args.duration, args.faults, args.workload, args.seed, args.history, nodes=nodes,
+               raft_mutation=args.raft_mutation, client_mutation=args.client_mutation, log_level=args.log_level)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from tools.check import run
+
+    return run(args.history, args.model, args.format, args.time_limit)
 
 
 def _simulate(args: argparse.Namespace) -> int:

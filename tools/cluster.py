@@ -21,6 +21,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +33,8 @@ from dataclasses import dataclass, field
 import grpc
 
 from common.logs import DEFAULT_LEVEL
+from common.routers import RouterSet
+from common.wire.errors import error_from_rpc, leader_hint
 from router.placement.config import PlacementConfig
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 from tools.lifecycle import PARENT_ENV
@@ -89,10 +92,13 @@ class Cluster:
     base_port: int = 0
     max_down: float = _PLACEMENT.max_down_s
     log_level: str = DEFAULT_LEVEL  # every child's --log-level
+    routers: int = 1  # the placement group's size
+    extra_router_args: list[str] = field(default_factory=list)
     extra_node_args: list[str] = field(default_factory=list)
     # Per-node extra arguments (e.g. each node's --peer-addresses file).
     node_args: Callable[[int], list[str]] | None = None
-    router: Proc | None = None
+    router: Proc | None = None  # router 1, where a single address is wanted
+    router_procs: dict[int, Proc] = field(default_factory=dict)
     node_procs: dict[int, Proc] = field(default_factory=dict)
 
     # -- lifecycle ------------------------------------------------------------------
@@ -106,22 +112,48 @@ class Cluster:
 
     def _start(self, timeout: float) -> None:
         os.makedirs(os.path.join(self.root, "logs"), exist_ok=True)
-        self.router = Proc("router", self._router_argv(), os.path.join(self.root, "logs", "router.log"))
-        self._spawn(self.router, timeout)
+        ports = self._router_ports()
+        for i in range(1, self.routers + 1):
+            name = "router" if i == 1 else f"router{i}"
+            log = os.path.join(self.root, "logs", f"{name}.log")
+            self.router_procs[i] = Proc(name, self._router_argv(i, ports), log)
+        self.router = self.router_procs[1]
+        for p in self.router_procs.values():
+            self._spawn(p, timeout)
         for i in range(1, self.nodes + 1):
-            port = self.base_port + i if self.base_port else 0
+            port = self.base_port + self.routers - 1 + i if self.base_port else 0
             log = os.path.join(self.root, "logs", f"node{i}.log")
             self.node_procs[i] = Proc(f"node{i}", self._node_argv(i, port), log)
             self._spawn(self.node_procs[i], timeout)
 
-    def _router_argv(self) -> list[str]:
+    @property
+    def router_addresses(self) -> str:
+        """Every router's address, comma-separated: what --router/--routers take."""
+        return ",".join(p.address for _, p in sorted(self.router_procs.items()))
+
+    def _router_ports(self) -> dict[int, int]:
+        """Where each router listens. One router may pick its own port (port 0); a group must
+        know its peers' addresses before it starts: consecutive ports from --base-port, or,
+        without one, ports the kernel hands out now (a port another program grabs in between
+        makes that router fail to start, with its own message)."""
+        if self.base_port:
+            return {i: self.base_port + i - 1 for i in range(1, self.routers + 1)}
+        if self.routers == 1:
+            return {1: 0}
+        return {i: _free_port() for i in range(1, self.routers + 1)}
+
+    def _router_argv(self, i: int, ports: dict[int, int]) -> list[str]:
+        peers = ",".join(f"{j}=127.0.0.1:{port}" for j, port in sorted(ports.items()) if j != i)
         return [
             sys.executable, "-m", "tools.cli", "router",
-            "--listen", f"127.0.0.1:{self.base_port}",
-            "--data-dir", os.path.join(self.root, "router"),
+            "--id", str(i),
+            "--listen", f"127.0.0.1:{ports[i]}",
+            *(["--peers", peers] if peers else []),
+            "--data-dir", os.path.join(self.root, "router" if i == 1 else f"router{i}"),
             "--partitions", str(self.partitions),
             "--max-down", str(self.max_down),
             "--log-level", self.log_level,
+            *self.extra_router_args,
         ]
 
     def _node_argv(self, i: int, port: int) -> list[str]:
@@ -131,7 +163,7 @@ class Cluster:
             "--store-id", str(i),
             "--listen", f"127.0.0.1:{port}",
             "--data-dir", os.path.join(self.root, f"node{i}"),
-            "--routers", self.router.address,
+            "--routers", self.router_addresses,
             "--log-level", self.log_level,
             *self.extra_node_args,
             *(self.node_args(i) if self.node_args is not None else []),
@@ -172,26 +204,27 @@ class Cluster:
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Until every partition has a leader that serves a linearizable read."""
-        assert self.router is not None
+        routers = RouterSet(self.router_addresses)
         deadline = time.monotonic() + timeout
         last = "no answer from the router"
-        with grpc.insecure_channel(self.router.address) as ch:
-            meta = meta_pb2_grpc.MetaStub(ch)
-            while time.monotonic() < deadline:
-                try:
+        while time.monotonic() < deadline:
+            try:
+                with grpc.insecure_channel(routers.current) as ch:
+                    meta = meta_pb2_grpc.MetaStub(ch)
                     parts = meta.ScanPartitions(meta_pb2.ScanPartitionsRequest(), timeout=2).partitions
                     stores = {s.id: s.address for s in meta.GetStores(meta_pb2.GetStoresRequest(), timeout=2).stores}
-                    if len(parts) < self.partitions:
-                        last = f"{len(parts)} of {self.partitions} partitions exist"
-                    elif not all(p.leader_store_id for p in parts):
-                        last = f"{sum(1 for p in parts if not p.leader_store_id)} partitions without a leader"
-                    elif all(self._probe(p, stores) for p in parts):
-                        return
-                    else:
-                        last = "a leader did not answer a linearizable read"
-                except grpc.RpcError as exc:
-                    last = f"router: {exc.code().name}"
-                time.sleep(0.1)
+                if len(parts) < self.partitions:
+                    last = f"{len(parts)} of {self.partitions} partitions exist"
+                elif not all(p.leader_store_id for p in parts):
+                    last = f"{sum(1 for p in parts if not p.leader_store_id)} partitions without a leader"
+                elif all(self._probe(p, stores) for p in parts):
+                    return
+                else:
+                    last = "a leader did not answer a linearizable read"
+            except grpc.RpcError as exc:
+                last = f"router {routers.current}: {exc.code().name}"
+                routers.failed(exc.code(), leader_hint(error_from_rpc(exc)))
+            time.sleep(0.1)
         raise TimeoutError(f"cluster not ready after {timeout:.0f}s: {last}")
 
     @staticmethod
@@ -214,8 +247,8 @@ class Cluster:
                 return False
 
     def stop(self, grace: float = 10.0) -> None:
-        running = [(p, popen) for p in [*self.node_procs.values(), self.router]
-                   if p is not None and (popen := p.running) is not None]
+        running = [(p, popen) for p in [*self.node_procs.values(), *self.router_procs.values()]
+                   if (popen := p.running) is not None]
         for _, popen in running:
             popen.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -252,8 +285,34 @@ class Cluster:
                     raise
                 time.sleep(0.2)  # the old port may still be in TIME_WAIT / taken
 
+    def kill_router(self, i: int) -> None:
+        """SIGKILL router ``i`` and reap it."""
+        popen = self.router_procs[i].running
+        if popen is not None:
+            popen.kill()
+            popen.wait()
+
+    def restart_router(self, i: int, timeout: float = 30.0) -> None:
+        """Start router ``i`` again on its data dir and its port (its peers know it there)."""
+        p = self.router_procs[i]
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._spawn(p, timeout)
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)  # the old port may still be in TIME_WAIT
+
     def node_address(self, i: int) -> str:
         return self.node_procs[i].address
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _pump(proc: Proc, popen: subprocess.Popen[bytes], started_or_gone: threading.Event) -> None:

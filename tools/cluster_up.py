@@ -12,14 +12,10 @@ from tools.cluster import Cluster
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.routers != 1:
-        print("tessera cluster up: --routers other than 1 is not available in this version "
-              "(the placement service runs in one router)", file=sys.stderr)
-        return 2
     root = os.path.abspath(args.data_dir)
     cluster = Cluster(
         root=root, nodes=args.nodes, partitions=args.partitions, base_port=args.base_port, max_down=args.max_down,
-        log_level=args.log_level,
+        log_level=args.log_level, routers=args.routers,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -31,16 +27,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"tessera cluster up: {exc}", file=sys.stderr)
         cluster.stop()
         return 1
-    assert cluster.router is not None
+    routers = cluster.router_addresses
     nodes = ", ".join(cluster.node_address(i) for i in sorted(cluster.node_procs))
-    print(f"ready: router {cluster.router.address} (nodes {nodes}; data and logs in {root})", flush=True)
+    print(f"ready: router {routers} (nodes {nodes}; data and logs in {root})", flush=True)
     print(
-        f"  try: tessera kv put hello world --router {cluster.router.address}\n"
-        f"       tessera kv get hello --router {cluster.router.address}\n"
+        f"  try: tessera kv put hello world --router {routers}\n"
+        f"       tessera kv get hello --router {routers}\n"
         "  Ctrl-C stops the cluster; its data stays for the next 'cluster up'.",
         flush=True,
     )
-    procs = [cluster.router, *cluster.node_procs.values()]
+    procs = [*cluster.router_procs.values(), *cluster.node_procs.values()]
     reported: set[str] = set()
     try:
         while not stop.wait(0.5):

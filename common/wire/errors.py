@@ -118,3 +118,10 @@ def server_busy(reason: str, backoff_ms: int = 0) -> errors_pb2.Error:
 
 def partition_not_found(partition_id: int) -> errors_pb2.Error:
     return errors_pb2.Error(partition_not_found=errors_pb2.PartitionNotFound(partition_id=partition_id))
+
+
+def leader_hint(error: errors_pb2.Error | None) -> str:
+    """The leader address a NotLeader error names ("" when none, or another kind of error)."""
+    if error is None or error.WhichOneof("kind") != "not_leader":
+        return ""
+    return error.not_leader.leader_address

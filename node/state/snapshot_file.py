@@ -12,6 +12,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator
 
+from node.fs import Files
+
 _REC = struct.Struct("<II")
 _READ = 1 << 20
 
@@ -27,9 +29,9 @@ def snapshot_stream(chunks: Iterable[list[tuple[bytes, bytes]]]) -> Iterator[byt
         yield b"".join(parts)
 
 
-def read_snapshot_file(path: str, chunk: int = 1024) -> Iterator[list[tuple[bytes, bytes]]]:
+def read_snapshot_file(files: Files, path: str, chunk: int = 1024) -> Iterator[list[tuple[bytes, bytes]]]:
     """Decode a spooled snapshot file back into (key, value) chunks."""
-    with open(path, "rb") as f:
+    with files.open_read(path) as f:
         buf = b""
         pos = 0
         batch: list[tuple[bytes, bytes]] = []

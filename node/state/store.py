@@ -14,16 +14,17 @@ Why these choices:
   was already applied returns the first result and changes nothing.  Dedup
   records are kept for ``dedup_window`` log indexes, then collected.
 * LMDB is opened with ``metasync=False``: data pages are flushed at commit,
-  the meta page at the next commit, so a crash may undo the last
-  transaction but never corrupts the file — and the Raft log, which is
-  fsynced first, replays that transaction again.
+  the meta page at the next commit (or :meth:`StateStore.sync`), so a power
+  cut may undo the last transaction but never corrupts the file — and the
+  Raft log, which is fsynced first, replays that transaction again.  The
+  log keeps what it replays from: the node syncs LMDB before the log drops
+  entries (see node.round_executor).
 
 See docs/decisions.md D3 and D4.
 """
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ import lmdb
 
 from common.descriptor import Descriptor
 from common.wire.descriptors import decode_descriptor, encode_descriptor
+from node.fs import OS_FILES
 from node.raft import ConfState
 from node.wal.record import decode_conf_state, encode_conf_state
 
@@ -110,8 +112,10 @@ class StateStore:
     """The LMDB environment of one node.  Not thread-safe for writers: one applier at a time."""
 
     def __init__(self, path: str, *, map_size: int = 1 << 36, dedup_window: int = 100_000) -> None:
-        os.makedirs(path, exist_ok=True)
+        OS_FILES.makedirs(path)
         self.env = lmdb.open(path, map_size=map_size, max_dbs=8, metasync=False, sync=True, readahead=False)
+        # LMDB syncs its file but never the directory it created the file in.
+        OS_FILES.sync_directory(path)
         self._data = self.env.open_db(b"data")
         self._meta = self.env.open_db(b"meta")
         self._dedup = self.env.open_db(b"dedup")
@@ -121,6 +125,14 @@ class StateStore:
 
     def close(self) -> None:
         self.env.close()
+
+    def sync(self) -> None:
+        """Make the last committed transaction durable.
+
+        A commit flushes its data pages but not its meta page (``metasync=False``): a power
+        cut may undo the last transaction until the next commit or this call flushes it.
+        """
+        self.env.sync(True)
 
     # -- partition metadata ---------------------------------------------------
 

@@ -64,12 +64,16 @@ class WalBatch:
     Entry lists it is given: do not modify them until the write returned.
     """
 
-    __slots__ = ("nbytes", "ops")
+    __slots__ = ("drops_entries", "nbytes", "ops")
 
     def __init__(self) -> None:
         self.ops: list[BatchOp] = []
         self.nbytes = 0
         """Encoded size so far (excluding records encoded at write time)."""
+        self.drops_entries = False
+        """True once the batch holds a compaction or an installed snapshot: records that let
+        the log drop entries, so what those entries held must be durable elsewhere first (the
+        node syncs LMDB before writing such a batch, see node.round_executor)."""
 
     def _header(self, rtype: RecordType, payload: bytes) -> bytes:
         """The header of a record encoded now; counts the record in :attr:`nbytes`."""
@@ -96,6 +100,7 @@ class WalBatch:
         """
         payload = snapshot_payload(pid, meta, restart=True)
         self.ops.append((Op.INSTALL_SNAPSHOT, pid, meta, self._header(RecordType.SNAPSHOT, payload), payload))
+        self.drops_entries = True
 
     def create_snapshot(self, pid: int, index: int, conf_state: ConfState) -> None:
         """Note a snapshot the state machine took at applied ``index``; entries stay.
@@ -109,6 +114,7 @@ class WalBatch:
     def compact(self, pid: int, index: int) -> None:
         """Drop ``pid``'s entries up to and including ``index`` (they are applied and no longer needed)."""
         self.ops.append((Op.COMPACT, pid, index, None, None))
+        self.drops_entries = True
 
     def remove_partition(self, pid: int) -> None:
         """Forget everything about ``pid`` (its replica moved away)."""

@@ -42,9 +42,9 @@ it holds per partition: the writer's input for deleting dead segments.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
+from node.fs import Files
 from node.raft import RaftError
 
 from .errors import WalCorruptionError
@@ -85,16 +85,16 @@ class Recovered:
     torn: TornTail | None
 
 
-def recover(directory: str, *, sync: bool = True) -> Recovered:
+def recover(directory: str, files: Files, *, sync: bool = True) -> Recovered:
     """Replay every segment in ``directory``; truncate a torn tail; raise on corruption."""
-    segs = list_segments(directory)
+    segs = list_segments(directory, files)
     parts: dict[int, PartitionState] = {}
     live: LiveMap = {}
     torn: TornTail | None = None
     tail_size = 0
     for i, (seq, path) in enumerate(segs):
         is_last = i == len(segs) - 1
-        scan = SegmentScan(path)
+        scan = SegmentScan(path, files)
         seg_live: dict[int, int] = {}
         live[seq] = seg_live
         for off, rec in scan:
@@ -118,7 +118,7 @@ def recover(directory: str, *, sync: bool = True) -> Recovered:
                     path, damage.offset, f"{damage.reason}, yet an intact record follows at offset {nxt}"
                 )
             torn = TornTail(path, damage.offset, scan.size - damage.offset, damage.reason)
-            _truncate(path, damage.offset, sync=sync)
+            _truncate(files, path, damage.offset, sync=sync)
             log.warning(
                 "WAL: torn tail in %s at byte offset %d (%s): dropped %d bytes never acknowledged",
                 path, damage.offset, damage.reason, torn.dropped,
@@ -211,11 +211,11 @@ def forget_entries(live: LiveMap, pid: int) -> None:
         seg_live.pop(pid, None)
 
 
-def _truncate(path: str, size: int, *, sync: bool) -> None:
-    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+def _truncate(files: Files, path: str, size: int, *, sync: bool) -> None:
+    f = files.open_append(path)
     try:
-        os.ftruncate(fd, size)
+        f.truncate(size)
         if sync:
-            os.fsync(fd)
+            f.sync()
     finally:
-        os.close(fd)
+        f.close()

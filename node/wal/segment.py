@@ -20,6 +20,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from node.fs import OS_FILES, Files
+
 from .record import HEADER, Record, RecordDecodeError, RecordType, decode, record_crc
 
 _NAME = re.compile(r"^(\d{16})\.wal$")
@@ -37,10 +39,10 @@ def parse_segment_name(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def list_segments(directory: str) -> list[tuple[int, str]]:
+def list_segments(directory: str, files: Files = OS_FILES) -> list[tuple[int, str]]:
     """``(seq, path)`` of every segment in ``directory``, oldest first."""
     found = []
-    for name in os.listdir(directory):
+    for name in files.list_dir(directory):
         seq = parse_segment_name(name)
         if seq is not None:
             found.append((seq, os.path.join(directory, name)))
@@ -69,9 +71,9 @@ class SegmentScan:
     :attr:`valid_end` is the offset just past the last valid record.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, files: Files = OS_FILES) -> None:
         self.path = path
-        with open(path, "rb") as f:
+        with files.open_read(path) as f:
             self.data = f.read()
         self.size = len(self.data)
         self.damage: Damage | None = None

@@ -4,7 +4,8 @@ Writes
 ------
 :meth:`WriteAheadLog.write` takes a :class:`~node.wal.batch.WalBatch` holding
 operations for any number of partitions and makes all of it durable with one
-``os.write`` and one ``os.fdatasync`` (group commit), then updates the
+append and one sync (``os.write`` and ``os.fdatasync`` on the real file
+system; group commit), then updates the
 in-memory state the partitions' :class:`~node.wal.storage.WalLogStorage`
 read from.  It blocks; call it from a worker thread
 (``await asyncio.to_thread(wal.write, batch)``) so the event loop keeps
@@ -35,12 +36,32 @@ segments then matter only for their entries: once every entry a
 non-current segment holds is compacted (or belongs to a removed partition,
 or to a log that a snapshot restarted), the file is deleted.  See
 :mod:`node.wal.replay` for the recovery rules.
+
+What a power cut may do
+-----------------------
+All file I/O goes through a :class:`~node.fs.api.Files` (the real file
+system unless a test passes its simulated disk), and the WAL assumes only
+what that interface promises: appended bytes are durable after ``sync``,
+new and deleted names after ``sync_directory``.  Hence three rules beyond
+"fsync before acknowledging":
+
+* a segment is closed only once every byte in it is synced, because damage
+  is a harmless torn tail only in the *last* segment (a ``sync=False`` write
+  may have left unsynced bytes in the segment being closed);
+* segments are deleted only after a synced write: the records that made
+  them dead (a compaction, a removal) must be on the disk before the
+  deletion can be, or a crash keeps the deletion and loses the reason;
+* opening syncs the directory and the last segment before trusting them: a
+  process killed before its fsync leaves bytes in the kernel's cache that
+  replay reads, and promises made on them must not vanish in a later power
+  cut.
+
+See docs/decisions.md D2.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import os
 import threading
@@ -49,6 +70,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NoReturn, assert_never
 
+from node.fs import OS_FILES, AppendFile, FileLock, Files
 from node.raft import Entry, HardState, SnapshotMeta
 
 from .batch import Op, WalBatch
@@ -98,36 +120,50 @@ class WriteAheadLog:
     """One WAL directory, open for writing by this process only (an flock guards it)."""
 
     def __init__(
-        self, directory: str, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES, sync: bool = True
+        self,
+        directory: str,
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        sync: bool = True,
+        files: Files = OS_FILES,
     ) -> None:
         if segment_bytes <= 0:
             raise ValueError(f"segment_bytes must be positive, not {segment_bytes}")
         self.directory = os.path.abspath(directory)
         self.segment_bytes = segment_bytes
         self.sync = sync
+        self.files = files
         self.faults = WalFaults()
         self._io_lock = threading.Lock()  # serialises writers and segment files
         self._state_lock = threading.Lock()  # guards _parts; never held across I/O
         self._failed: BaseException | None = None
         self._closed = False
-        self._fd = -1
-        self._lock_fd = -1
+        self._file: AppendFile | None = None
+        self._unsynced = False  # the current segment holds bytes written since its last sync
+        self._gc_due = False  # segments may be dead, but what killed them is not synced yet
+        self._lock: FileLock | None = None
 
-        if not os.path.isdir(self.directory):
-            os.makedirs(self.directory)
-            if sync:  # the directory's own name must survive a crash too
-                _fsync_dir(os.path.dirname(self.directory))
-        self._lock_fd = _lock_directory(self.directory)
+        files.makedirs(self.directory)  # durable: the directory's own name must survive a crash
         try:
-            rec = recover(self.directory, sync=sync)
+            self._lock = files.lock(os.path.join(self.directory, LOCK_FILE))
+        except BlockingIOError:
+            raise WalLockedError(f"WAL directory {self.directory} is in use by another open WAL") from None
+        try:
+            rec = recover(self.directory, files, sync=sync)
             self._parts: dict[int, PartitionState] = rec.parts
             self._live: LiveMap = rec.live
             self._segments: dict[int, str] = rec.segments
             if rec.segments:
                 self._seq, self._path = next(reversed(rec.segments.items()))
-                self._fd = _open_append(self._path)
+                self._file = files.open_append(self._path)
                 self._size = rec.tail_size
                 self._has_batches = rec.tail_size > 0
+                if sync:
+                    # What replay read may still be only in the kernel's cache (a process killed
+                    # between its write and its fsync): make it durable before promising
+                    # anything on top of it. Earlier segments were synced before they were closed.
+                    files.sync_directory(self.directory)
+                    self._file.sync()
                 if rec.tail_size == 0:
                     # Left empty by a crash while starting it, or its only record was
                     # torn: it still needs the checkpoint every segment begins with.
@@ -142,15 +178,24 @@ class WriteAheadLog:
 
     @classmethod
     def open(
-        cls, directory: str, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES, sync: bool = True
+        cls,
+        directory: str,
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        sync: bool = True,
+        files: Files = OS_FILES,
     ) -> WriteAheadLog:
         """Open (creating if needed) the WAL in ``directory`` and replay it.
+
+        ``sync=False`` never syncs anything (tests and benchmarks that do not
+        measure durability); ``files`` is where the segments live (a test's
+        simulated disk, see :mod:`node.fs`).
 
         Raises :class:`~node.wal.errors.WalCorruptionError` if the log is
         damaged anywhere but a torn tail, :class:`~node.wal.errors.WalLockedError`
         if another open WAL holds the directory.
         """
-        return cls(directory, segment_bytes=segment_bytes, sync=sync)
+        return cls(directory, segment_bytes=segment_bytes, sync=sync, files=files)
 
     # -- reads ----------------------------------------------------------------------
 
@@ -198,9 +243,12 @@ class WriteAheadLog:
                 if self._has_batches and self._size + len(data) > self.segment_bytes:
                     self._start_segment(self._seq + 1)
                     gc = True
-                _write_all(self._fd, data)
+                f = self._file
+                assert f is not None  # open and not failed, so a segment is open
+                f.append(data)
                 if sync:
-                    self._fsync(self._fd)
+                    self._fsync(f)
+                self._unsynced = not sync
             except BaseException as exc:
                 # Even an interrupt may have left half a batch in the file: appending
                 # after it would bury a bad record in the middle of the log.
@@ -213,8 +261,12 @@ class WriteAheadLog:
             except BaseException as exc:  # pragma: no cover - the plan made this impossible
                 self._failed = exc
                 raise
-            if gc:
-                self._collect_garbage()
+            if gc or self._gc_due:
+                if sync:  # everything the in-memory state says is on the disk now
+                    self._gc_due = False
+                    self._collect_garbage()
+                else:
+                    self._gc_due = True
 
     def remove_partition(self, pid: int) -> None:
         """Durably forget ``pid`` (its replica moved away); its segments become deletable."""
@@ -321,18 +373,23 @@ class WriteAheadLog:
 
     def _start_segment(self, seq: int) -> None:
         """Create segment ``seq``, make its name durable, and write the checkpoint it starts with."""
+        old = self._file
+        if old is not None:
+            if self._unsynced:
+                # Bytes of a sync=False write: torn by a crash in a segment that is not the
+                # last, they would read as corruption and the node would refuse to start.
+                self._fsync(old)
+                self._unsynced = False
+            self._file = None
+            old.close()
         path = os.path.join(self.directory, segment_name(seq))
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        old_fd = self._fd
-        self._fd, self._seq, self._path, self._size = fd, seq, path, 0
+        self._file = self.files.create(path)
+        self._seq, self._path, self._size = seq, path, 0
         self._segments[seq] = path
         self._live[seq] = {}
         self._has_batches = False
-        if old_fd >= 0:
-            # Every write to it was fsynced before it was acknowledged.
-            os.close(old_fd)
         if self.sync:
-            _fsync_dir(self.directory)
+            self.files.sync_directory(self.directory)
         self._write_checkpoint()
 
     def _write_checkpoint(self) -> None:
@@ -340,8 +397,10 @@ class WriteAheadLog:
             cps = [st.checkpoint(pid) for pid, st in sorted(self._parts.items())]
         payload = checkpoint_payload(cps)
         data = header(RecordType.CHECKPOINT, payload) + payload
-        _write_all(self._fd, data)
-        self._fsync(self._fd)
+        f = self._file
+        assert f is not None
+        f.append(data)
+        self._fsync(f)
         self._size += len(data)
 
     def _write_checkpoint_or_fail(self) -> None:
@@ -361,7 +420,7 @@ class WriteAheadLog:
                 continue
             path = self._segments[seq]
             try:
-                os.unlink(path)
+                self.files.unlink(path)
             except FileNotFoundError:
                 pass
             except OSError as exc:
@@ -372,18 +431,19 @@ class WriteAheadLog:
             self._live.pop(seq, None)
             log.debug("WAL: deleted dead segment %s", path)
         # No directory fsync: a deletion lost in a crash brings back a dead
-        # segment, and replaying a dead segment yields the same state.
+        # segment, and replaying a dead segment yields the same state. (The records
+        # that made it dead are synced: write() collects only after a synced write.)
 
     # -- internals: I/O and failure ------------------------------------------------
 
-    def _fsync(self, fd: int) -> None:
+    def _fsync(self, f: AppendFile) -> None:
         faults = self.faults
         if faults.fsync_delay_s > 0:
             time.sleep(faults.fsync_delay_s)
         if faults.fail_fsync:
             raise OSError(errno.EIO, "injected fsync failure")
         if self.sync:
-            os.fdatasync(fd)
+            f.sync()
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -402,40 +462,9 @@ class WriteAheadLog:
         raise WalSyncError(f"WAL {self.directory}: {what} failed: {exc}; the WAL accepts no more writes") from exc
 
     def _release(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)  # releases the flock
-            self._lock_fd = -1
-
-
-def _lock_directory(directory: str) -> int:
-    fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise WalLockedError(f"WAL directory {directory} is in use by another open WAL") from None
-    return fd
-
-
-def _open_append(path: str) -> int:
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        if n <= 0:  # pragma: no cover - regular files report errors, not short writes of 0
-            raise OSError(errno.EIO, "write wrote nothing")
-        view = view[n:]
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None

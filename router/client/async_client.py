@@ -24,6 +24,7 @@ import grpc
 from google.protobuf.message import Message
 
 from common.backoff import BackoffPolicy
+from common.routers import parse_router_addresses
 from router.client.channels import ChannelPool
 from router.client.errors import (
     ClientClosedError,
@@ -34,7 +35,7 @@ from router.client.errors import (
     RpcFailure,
     TesseraError,
 )
-from router.client.meta import GrpcMeta, MetaSource, parse_router_addresses
+from router.client.meta import GrpcMeta, MetaSource
 from router.client.retry import Decision, classify
 from router.client.routes import Route, RouteCache, pick_store
 from router.client.stream import StreamTransport

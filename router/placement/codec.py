@@ -130,7 +130,12 @@ def decode_command(data: bytes) -> commands.Command:
 
 
 def table_to_json(table: PlacementTable) -> bytes:
-    doc = {
+    return json.dumps(table_to_doc(table), indent=1, sort_keys=False).encode()
+
+
+def table_to_doc(table: PlacementTable) -> dict[str, Any]:
+    """The whole table as a JSON-ready document (a placement.json of format 1)."""
+    return {
         "format": FORMAT,
         "next_store_id": table.next_store_id,
         "next_partition_id": table.next_partition_id,
@@ -141,7 +146,6 @@ def table_to_json(table: PlacementTable) -> bytes:
         "partitions": [to_json_value(p) for p in table.partitions.values()],
         "operations": [to_json_value(op) for op in table.operations.values()],
     }
-    return json.dumps(doc, indent=1, sort_keys=False).encode()
 
 
 def table_from_json(data: bytes, **table_kwargs: Any) -> PlacementTable:
@@ -149,6 +153,10 @@ def table_from_json(data: bytes, **table_kwargs: Any) -> PlacementTable:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CodecError(f"not JSON: {exc}") from None
+    return table_from_doc(doc, **table_kwargs)
+
+
+def table_from_doc(doc: Any, **table_kwargs: Any) -> PlacementTable:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CodecError(f"unknown placement file format {doc.get('format') if isinstance(doc, dict) else doc!r}")
     table = PlacementTable(**table_kwargs)

@@ -18,4 +18,24 @@ class PlacementConfig:
     replicas: int = 3  # replicas of each pre-split partition; bootstrap waits for this many stores
     store_down_after_s: float = 5.0  # a store silent this long is reported down
     max_down_s: float = 30.0  # a store down this long has its replicas re-created elsewhere (stored, not acted on yet)
-    flush_interval_s: float = 1.0  # how often lazily-persisted table changes are written
+
+
+# Members of a placement group, at most: every command waits on a quorum of them, and more
+# than seven buys no availability a store of this size needs (etcd advises the same).
+MAX_GROUP_MEMBERS = 7
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSettings:
+    """How the placement group's Raft runs (router/placement/group.py)."""
+
+    tick_s: float = 0.05
+    election_tick: int = 10
+    heartbeat_tick: int = 2
+    checkpoint_every: int = 2000  # applied commands between checkpoints of the table (--checkpoint-every)
+
+    @property
+    def keep(self) -> int:
+        """Commands kept in the log behind a checkpoint, for members a little behind; one
+        further behind is sent the checkpoint instead."""
+        return max(1, self.checkpoint_every // 4)

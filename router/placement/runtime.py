@@ -1,70 +1,64 @@
-"""Drives the placement table inside the router process: apply, persist, bootstrap.
+"""The placement service inside a router: the replicated table, time, bootstrap, wake-ups.
 
-This is the seam where replication goes later: today ``apply`` runs a command on the local
-table and persists it; with a placement Raft group it will propose the encoded command, wait
-for it to commit, and apply it in log order on every member. Callers already speak in
-commands, so they will not change.
+Callers speak in commands (router/placement/commands.py): :meth:`Placement.apply` proposes one
+to the placement group (router/placement/group.py), which replicates it to the other routers,
+applies it to every member's table in log order, and returns its result once applied here.
+Reads go through :meth:`Placement.read_barrier` first, so they are linearizable. On a router
+that is not the placement leader both raise ``NotLeaderError`` naming the leader.
 
-Durability: commands whose result is ``durable`` (new ids, descriptors, operations, store
-states) are on disk before ``apply`` returns; ``dirty``-only changes (leader hints, heartbeat
-times, progress) are flushed by ``run_flusher`` every ``flush_interval_s`` and on close.
-
-See docs/decisions.md D15.
+See docs/decisions.md D15 and D19.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from router.placement import codec, persist
 from router.placement.commands import Applied, Bootstrap, Command
-from router.placement.config import PlacementConfig
+from router.placement.config import GroupSettings, PlacementConfig
+from router.placement.group import PlacementGroup
 from router.placement.model import StoreInfo, StoreState
 from router.placement.table import PlacementTable
+from router.placement.watchers import OperationWatchers
 
 log = logging.getLogger("tessera.router.placement")
 
 
 class Placement:
     def __init__(
-        self,
-        table: PlacementTable,
-        data_dir: Path,
-        config: PlacementConfig,
-        *,
-        clock: Callable[[], float] = time.time,
-        lock: persist.DataDirLock | None = None,
+        self, group: PlacementGroup, config: PlacementConfig, *, clock: Callable[[], float] = time.time
     ) -> None:
-        self.table = table
+        self.group = group
         self.config = config
-        self._path = data_dir / persist.TABLE_FILE
         self._clock = clock
-        self._lock = lock
-        self._save_lock = asyncio.Lock()
-        self._generation = 0  # bumped by every change
-        self._saved_generation = 0
+        self.watchers = OperationWatchers()
+        # A router that stops leading ends its nodes' watch streams: they find the new leader.
+        group.on_leadership(lambda leader: None if leader else self.watchers.close_all())
 
     @classmethod
-    def open(
-        cls, data_dir: str | Path, config: PlacementConfig, *, clock: Callable[[], float] = time.time
+    async def open(
+        cls,
+        data_dir: str | Path,
+        config: PlacementConfig,
+        *,
+        router_id: int = 1,
+        addresses: Mapping[int, str] | None = None,
+        settings: GroupSettings = GroupSettings(),
+        clock: Callable[[], float] = time.time,
     ) -> Placement:
-        """Load DATA_DIR/placement.json, or start empty on a fresh data dir. Raises
-        RuntimeError if another router holds the dir, codec.CodecError if the file is bad."""
-        directory = Path(data_dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        lock = persist.DataDirLock(directory)
-        lock.acquire()
-        try:
-            data = persist.read_if_exists(directory / persist.TABLE_FILE)
-            table = codec.table_from_json(data) if data is not None else PlacementTable()
-        except BaseException:
-            lock.release()
-            raise
-        return cls(table, directory, config, clock=clock, lock=lock)
+        """This router's share of the placement group in ``data_dir``; ``addresses`` names every
+        router of the group, this one included (default: a group of one). Raises RuntimeError
+        when another router holds the dir or the members differ from the dir's, CodecError for
+        an unreadable checkpoint."""
+        group = await PlacementGroup.open(router_id, addresses or {router_id: ""}, data_dir, settings, clock=clock)
+        return cls(group, config, clock=clock)
+
+    @property
+    def table(self) -> PlacementTable:
+        """This router's copy of the table (the leader's is current; a follower's may lag)."""
+        return self.group.table
 
     # -- time and derived state -----------------------------------------------------------
 
@@ -78,22 +72,25 @@ class Placement:
     def store_state(self, store: StoreInfo, now_ms: int | None = None) -> StoreState:
         return self.table.effective_state(store, self.now_ms() if now_ms is None else now_ms, self.down_after_ms)
 
-    # -- mutation ---------------------------------------------------------------------------
+    # -- reads and changes ----------------------------------------------------------------
+
+    async def read_barrier(self) -> None:
+        """Wait until this router may answer a read linearizably; NotLeaderError otherwise."""
+        await self.group.read_barrier()
 
     async def apply(self, cmd: Command) -> Applied:
-        """Apply one command; durable results are on disk when this returns. Raises
-        PlacementError (table unchanged) for a rejected command."""
-        result = self.table.apply(cmd)
-        if result.durable or result.dirty:
-            self._generation += 1
-        if result.durable:
-            await self.flush()
+        """Replicate and apply one command; its result once applied here. Raises
+        PlacementError (the table refused it, on every router alike) or NotLeaderError."""
+        result = await self.group.propose(cmd)
+        if result.operation_id or isinstance(cmd, Bootstrap):
+            # Work was queued: the stores it is for heartbeat at once instead of at their next turn.
+            self.watchers.wake(self.table.stores_with_operations_due(self.now_ms()))
         return result
 
     async def maybe_bootstrap(self) -> Applied | None:
-        """Create the pre-split partitions once enough stores are up on a fresh table."""
+        """Create the pre-split partitions once enough stores are up on a fresh table (leader)."""
         t = self.table
-        if t.bootstrapped or t.partitions:
+        if t.bootstrapped or t.partitions or not self.group.is_leader:
             return None
         now = self.now_ms()
         up = t.up_stores(now, self.down_after_ms)
@@ -111,34 +108,11 @@ class Placement:
         up = self.table.up_stores(self.now_ms(), self.down_after_ms)
         return f"cluster not bootstrapped yet: waiting for {self.config.replicas} stores, {len(up)} up"
 
-    # -- persistence ------------------------------------------------------------------------
+    # -- lifecycle --------------------------------------------------------------------------
 
-    async def flush(self) -> None:
-        """Write the table if anything changed since the last write. Concurrent callers
-        coalesce: whoever gets the lock writes the newest state for everyone."""
-        if self._saved_generation >= self._generation:
-            return
-        async with self._save_lock:
-            generation = self._generation
-            if self._saved_generation >= generation:
-                return
-            data = codec.table_to_json(self.table)
-            await asyncio.to_thread(persist.write_atomic, self._path, data)
-            self._saved_generation = max(self._saved_generation, generation)
-
-    async def run_flusher(self) -> None:
-        """Background task: flush lazily-persisted changes periodically."""
-        while True:
-            await asyncio.sleep(self.config.flush_interval_s)
-            try:
-                await self.flush()
-            except OSError:
-                log.exception("flushing the placement table failed; will retry")
+    async def start(self) -> None:
+        await self.group.start()
 
     async def close(self) -> None:
-        try:
-            await self.flush()
-        finally:
-            if self._lock is not None:
-                self._lock.release()
-                self._lock = None
+        self.watchers.close_all()
+        await self.group.stop()

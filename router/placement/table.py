@@ -481,20 +481,32 @@ class PlacementTable:
             return ()
         out = []
         for op in self.operations.values():
-            info = self.partitions.get(op.partition_id)
-            leader = info.leader_store_id if info else 0
-            if op.target_store(leader) != store.id:
-                continue
-            if (
-                isinstance(op.action, CreateReplica)
-                or op.last_sent_ms == 0
-                or op.last_sent_to != store.id
-                or now_ms - op.last_sent_ms >= self.redeliver_ms
-            ):
+            if self._due(op, now_ms) == store.id:
                 op.last_sent_ms = now_ms
                 op.last_sent_to = store.id
                 out.append(dataclasses.replace(op))
         return tuple(out)
+
+    def _due(self, op: PendingOperation, now_ms: int) -> int:
+        """The store whose next heartbeat response should carry ``op`` now (0: none)."""
+        info = self.partitions.get(op.partition_id)
+        target = op.target_store(info.leader_store_id if info else 0)
+        if not target:
+            return 0
+        if (
+            isinstance(op.action, CreateReplica)
+            or op.last_sent_ms == 0
+            or op.last_sent_to != target
+            or now_ms - op.last_sent_ms >= self.redeliver_ms
+        ):
+            return target
+        return 0
+
+    def stores_with_operations_due(self, now_ms: int) -> set[int]:
+        """The stores a heartbeat now would hand operations to (who should heartbeat at once)."""
+        due = {self._due(op, now_ms) for op in self.operations.values()}
+        due.discard(0)
+        return {s for s in due if s in self.stores and self.stores[s].state != StoreState.REMOVED}
 
     def _queue(self, partition_id: int, epoch: Epoch, action: Action, now_ms: int) -> int:
         op_id = self.next_operation_id

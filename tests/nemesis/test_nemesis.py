@@ -7,18 +7,19 @@ fault kind (and every partition shape) occurs at least once (asserted from the s
 before anything starts). About four minutes in all on the 2-core machine; longer soaks run
 the same thing with ``tessera nemesis --duration ...``.
 
-Two short runs must fail, so the pipeline can fail, not only pass: one with a deliberately
-broken client (it applies some appends twice behind the history's back), failing with the
-seed, the schedule and the failing window; one (about 70 s) whose nodes run the Raft
+Three short runs must fail, so the pipeline can fail, not only pass: one with a deliberately
+broken client (``--client-mutation double-append``: it applies some appends twice behind the
+history's back), failing with the seed, the schedule, the failing window and a command that
+reproduces it; one (about 70 s) whose nodes run the Raft
 mutation ``learner-votes`` (candidates count learners' votes, the YugabyteDB bug Jepsen found
 in 2019), which a member episode must catch as lost acknowledged writes or a
-non-linearizable history. A third (about 16 s) runs nodes whose leader lease lasts ten election
-timeouts (``long-lease``, about 35 s): a paused leader must be caught serving stale reads.
+non-linearizable history. A third runs nodes whose leader lease lasts ten election timeouts
+(``long-lease``, about 35 s, under the bank workload, whose idle partitions let it show): a
+paused leader must be caught serving stale reads.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from router.client import AsyncClient
+from tools import cli
 from tools.checker import read_jsonl
 from tools.nemesis import runner, schedule, workloads
 
@@ -95,9 +96,15 @@ def test_nemesis_run_holds(workload, faults, seed, duration, tmp_path, capsys) -
     history = str(tmp_path / "history.jsonl")
     rc = runner.run(duration, faults, workload, seed, history)
     out = capsys.readouterr().out
+    checked = cli.main(["check", history, "--model", workload])
+    offline = capsys.readouterr().out.splitlines()[:-1]  # its verdicts, then its summary line
     print(out)  # shown by pytest when the test fails
     assert rc == 0, f"nemesis failed (seed {seed}); see the output above"
     assert f"nemesis: OK (seed {seed})" in out
+    # The verdict first, then the history; which checks the same way offline.
+    assert out.index(f"nemesis: OK (seed {seed})") < out.index(f"history written to {history}")
+    assert checked == 0 and offline, offline
+    assert all(f"  {line}" in out.splitlines() for line in offline), offline
     assert "recovered:" in out  # per-fault recovery times were printed
     if "member" in faults:
         assert "4 nodes" in out
@@ -114,42 +121,25 @@ def test_nemesis_run_holds(workload, faults, seed, duration, tmp_path, capsys) -
     assert _nemesis_dirs() <= dirs, "temporary directory left behind"
 
 
-class _DoubleApplyingSet(workloads.SetWorkload):
-    """A broken client: every 10th append is written a second time, unrecorded, without the
-    version check (what a retry that escaped deduplication would do)."""
-
-    async def _appender(self, w: int, client: AsyncClient, stop: asyncio.Event) -> None:
-        key = self.owners[w]
-        seq = 0
-        rec = self.ctx.recorder
-        k = workloads.text(key)
-        while not stop.is_set():
-            seq += 1
-            elem = f"w{w}-{seq}"
-            rec.invoke(w, "get", k, None)
-            got = await client.get(key, consistency="linearizable")
-            current = None if got is None else got.value.decode()
-            rec.complete(w, "ok", "get", k, current)
-            new = elem if not current else f"{current},{elem}"
-            rec.invoke(w, "cas", k, [current, new])
-            res = await client.cas(key, 0 if got is None else got.version, new.encode())
-            rec.complete(w, "ok" if res.succeeded else "fail", "cas", k, [current, new])
-            if res.succeeded and seq % 10 == 0:
-                await client.put(key, f"{new},{elem}".encode())
-            await asyncio.sleep(0.01)
+# The must-fail run with a broken client, as anyone can run it by hand.
+DOUBLE_APPEND = ["--workload", "set", "--duration", "8", "--faults", "transfer", "--seed", "5",
+                 "--client-mutation", "double-append"]
 
 
 @pytest.mark.timeout(120)
-def test_nemesis_catches_a_write_applied_twice(monkeypatch, capsys) -> None:
-    monkeypatch.setitem(workloads.WORKLOADS, "set", _DoubleApplyingSet)
+def test_nemesis_catches_a_write_applied_twice(capsys, root_logger) -> None:
+    """A client that applies every 10th append a second time, unrecorded and without the
+    version check (a retry that escaped deduplication): ``tessera nemesis --client-mutation
+    double-append``."""
     children, dirs = _children(), _nemesis_dirs()
-    rc = runner.run(8, ["transfer"], "set", 5)
+    rc = cli.main(["nemesis", *DOUBLE_APPEND])
     out = capsys.readouterr().out
     print(out)
     assert rc == 1
     assert "nemesis: FAILED, seed 5" in out
     assert "schedule (seed 5" in out and "--seed 5" in out
     assert "present 2 times" in out and "smallest failing window" in out
+    assert "--client-mutation double-append" in out.split("reproduce the schedule:")[1]
     assert _children() <= children
     assert _nemesis_dirs() <= dirs
 
@@ -185,8 +175,11 @@ def test_nemesis_catches_a_lease_held_too_long(capsys) -> None:
     wakes up inside its lease and serves reads that a newer leader's writes made stale."""
     children, dirs = _children(), _nemesis_dirs()
     # Whether a resumed leader reads its client's queued request before its peers' higher term
-    # is a race (each pause catches it about two times in three): five pauses, not one.
-    rc = runner.run(30, ["pause"], "register", 3, raft_mutation="long-lease")
+    # is a race (each pause catches it about two times in three): five pauses, not one. The
+    # bank workload, because it leaves partitions idle: a busy partition's new leader has
+    # appends queued for the old one, which step it down the moment it resumes, before it can
+    # serve anything (with the register workload on every partition, no pause catches it).
+    rc = runner.run(30, ["pause"], "bank", 3, raft_mutation="long-lease")
     out = capsys.readouterr().out
     print(out)
     assert rc == 1

@@ -96,7 +96,6 @@ def test_kv_get_reports_unreachable_router():
         ["admin", "split", "3", "m"],
         ["admin", "--json", "drain", "2"],
         ["admin", "remove-store", "2"],
-        ["admin", "routers", "--json"],
     ],
 )
 def test_unbuilt_commands_exit_2_with_message(argv):
@@ -129,6 +128,11 @@ def test_unknown_mutations_are_refused_with_the_list_of_known_ones():
     assert result.returncode == 2 and "unknown mutation 'vote-not-persisted'" in result.stderr
 
 
+def test_fsync_is_noop_only_with_unsynced_is_lost():
+    result = tessera("node", "--store-id", "1", "--testing-fsync-is-noop")
+    assert result.returncode == 2 and "needs --testing-unsynced-is-lost" in result.stderr
+
+
 def test_simulate_requires_seeds():
     result = tessera("simulate")
     assert result.returncode == 2
@@ -157,11 +161,12 @@ def test_make_dev_is_a_no_op_when_up_to_date():
     )
 
 
-def test_a_production_start_never_loads_the_test_only_mutations():
+def test_a_production_start_never_loads_the_test_only_mutations_or_files():
     probe = (
         "import sys, tools.cli, node.server, router.main\n"
-        "tools.cli.build_parser().parse_args(['node', '--store-id', '1'])\n"
-        "print(sorted(m for m in sys.modules if 'mutation' in m))\n"
+        "args = tools.cli.build_parser().parse_args(['node', '--store-id', '1'])\n"
+        "assert node.server._files(args) is node.server.OS_FILES\n"
+        "print(sorted(m for m in sys.modules if 'mutation' in m or 'unsynced_lost' in m))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=REPO, check=False

@@ -39,3 +39,18 @@ def test_partition_and_store_shapes() -> None:
     s = meta_pb2.Store(id=2, address="h:1", state=meta_pb2.STORE_DRAINING, replica_count=5, leader_count=1)
     assert store_json(s) == {"id": 2, "address": "h:1", "zone": None, "state": "draining", "replicas": 5,
                              "leaders": 1}
+
+
+def test_routers_shape_leaves_unknown_progress_null() -> None:
+    from tools.admin import routers_json
+
+    resp = meta_pb2.GetRoutersResponse(leader=2, term=7, served_by=3, members=[
+        meta_pb2.RouterMember(id=2, address="h:2", role="leader"),
+        meta_pb2.RouterMember(id=3, address="h:3", role="follower", applied=0),
+    ])
+    assert routers_json(resp) == {
+        "leader": 2, "term": 7, "served_by": 3,
+        "members": [{"id": 2, "address": "h:2", "role": "leader", "applied": None},
+                    {"id": 3, "address": "h:3", "role": "follower", "applied": 0}],
+    }
+    assert routers_json(meta_pb2.GetRoutersResponse())["leader"] is None

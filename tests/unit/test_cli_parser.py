@@ -73,8 +73,8 @@ def test_log_level_flag_is_passed_on_to_every_child():
         with pytest.raises(SystemExit):
             parser.parse_args([*argv, "--log-level", "verbose"])
     cluster = Cluster(root="/nonexistent", log_level="debug")
-    cluster.router = Proc("router", [], "/dev/null", address="127.0.0.1:1")
-    assert "--log-level debug" in " ".join(cluster._router_argv())
+    cluster.router_procs[1] = cluster.router = Proc("router", [], "/dev/null", address="127.0.0.1:1")
+    assert "--log-level debug" in " ".join(cluster._router_argv(1, {1: 0}))
     assert "--log-level debug" in " ".join(cluster._node_argv(1, 0))
 
 
@@ -119,3 +119,21 @@ def test_version_is_printed_on_request(capsys):
 
     assert main(["--version"]) == 0
     assert re.fullmatch(r"tessera \S+\n", capsys.readouterr().out)
+
+
+def test_router_group_flags_are_checked_before_anything_starts(capsys):
+    from router.main import _check_args, parse_peers
+    from tools.cli import build_parser
+
+    def problem(*argv: str) -> str | None:
+        return _check_args(build_parser().parse_args(["router", *argv]))
+
+    assert parse_peers("2=h:2, 3=h:3") == {2: "h:2", 3: "h:3"}
+    assert problem("--id", "1", "--peers", "2=h:2,3=h:3") is None
+    assert "names this router (2)" in (problem("--id", "2", "--peers", "2=h:2") or "")
+    assert "at most 7 routers, got 8" in (problem("--peers", ",".join(f"{i}=h:{i}" for i in range(2, 9))) or "")
+    for bad in ("2", "x=h:1", "2=h:1,2=h:2"):
+        assert (problem("--peers", bad) or "").startswith("--peers:"), bad
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["cluster", "up", "--routers", "8"])
+    assert "in [1, 7]" in capsys.readouterr().err

@@ -15,10 +15,18 @@ import pytest
 from support.nemesis_fakes import fake_nemesis
 from tools.checker import Op
 from tools.nemesis import schedule
-from tools.nemesis.checks import check_bank, check_register, check_set
+from tools.nemesis.history_checks import check_bank, check_register, check_set
 from tools.nemesis.proxy import DROP, PASS
 from tools.nemesis.schedule import Param
-from tools.nemesis.workloads import FINAL_READER, partition_prefix, text
+from tools.nemesis.workloads import (
+    FINAL_READER,
+    Context,
+    PartitionRange,
+    Recorder,
+    RegisterWorkload,
+    partition_prefix,
+    text,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -104,7 +112,7 @@ def test_member_episodes_first_always_splits() -> None:
         assert "member/split" in s.kinds() and s.missing() == []
         later += [m.param("split") for m in members[1:]]
         for m in members:
-            assert m.param("partition") in range(4)
+            assert m.param("partition") in range(1, 5)  # numbered from 1, as the cluster does
             assert m.param("remove") in ("leader", "follower:0", "follower:1")
             if m.param("split"):
                 assert m.param("keep") in (0, 1)
@@ -147,7 +155,36 @@ def test_four_nodes_add_the_halves_shape() -> None:
                 assert st.param("other") in range(3)
 
 
+def test_partitions_are_numbered_from_one_everywhere(tmp_path) -> None:
+    """The schedule names partitions as the cluster and the run's log do: 1 to N, in key order."""
+    numbers: set[Param] = set()
+    for seed in range(30):
+        s = schedule.build(seed, 120, ALL)
+        for st in s.steps:
+            for name, value in st.params:
+                if name == "partition":
+                    numbers.add(value)
+                elif isinstance(value, str) and value.startswith("leader:"):
+                    numbers.add(int(value.partition(":")[2]))
+    assert numbers == {1, 2, 3, 4}
+    nem, _ = fake_nemesis(tmp_path)  # partition ids 11..14 in key order, no router
+    assert [nem.partition(k) for k in (1, 2, 3, 4)] == [11, 12, 13, 14]
+    _, what = asyncio.run(nem.resolve("leader:2"))
+    assert "partition 12 has no known leader" in what
+
+
 # -- keys -------------------------------------------------------------------------------------
+
+
+def test_register_workload_spreads_its_keys_over_every_partition() -> None:
+    from common.keyspace import contains, even_ranges
+
+    parts = [PartitionRange(i, start, end) for i, (start, end) in enumerate(even_ranges(4), 1)]
+    wl = RegisterWorkload(Context("127.0.0.1:1", parts, Recorder(), seed=1))
+    asyncio.run(wl.setup())
+    for p in parts:
+        mine = [k for k in wl.keys if contains(p.start, p.end, k)]
+        assert len(mine) == wl.keys_per_partition, (p, wl.keys)
 
 
 def test_partition_prefix_stays_in_range() -> None:

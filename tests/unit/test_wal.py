@@ -12,7 +12,6 @@ import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import pytest
 
@@ -41,13 +40,7 @@ from node.wal import (
 from node.wal import record as rec
 from node.wal import wal as wal_module
 from node.wal.segment import SegmentScan, list_segments
-
-CS = ConfState(voters=frozenset({1, 2, 3}), learners=frozenset({4}))
-
-
-def mk(lo: int, hi: int, term: int = 1, size: int = 8) -> list[Entry]:
-    """Entries lo..hi inclusive whose data names their term and index."""
-    return [Entry(term, i, f"{term}:{i}:".encode().ljust(size, b".")) for i in range(lo, hi + 1)]
+from support.wal_ops import CS, add_to_batch, apply_to_memory, mk, random_op, ready_batch
 
 
 def batch(entries: dict[int, list[Entry]] | None = None, hard: dict[int, HardState] | None = None) -> WalBatch:
@@ -570,67 +563,6 @@ def test_remove_partition(tmp_path: Path) -> None:
 # -- differential: WalLogStorage vs MemoryStorage --------------------------------------
 
 
-# One operation on a partition's log, and its argument.
-LogOp = (
-    tuple[Literal["append"], list[Entry]]
-    | tuple[Literal["compact"], int]
-    | tuple[Literal["install"], SnapshotMeta]
-    | tuple[Literal["create"], int]
-    | tuple[Literal["hard"], HardState]
-    | tuple[Literal["reopen"], None]
-)
-
-
-def _random_op(rng: random.Random, mem: MemoryStorage, term: int) -> LogOp:
-    first, last, snap = mem.first_index(), mem.last_index(), mem.snapshot().meta.index
-
-    def around(lo: int, hi: int) -> int:
-        # A local snapshot may end above the last index once a later append cut the log shorter.
-        return rng.randint(min(lo, hi), hi)
-
-    r = rng.random()
-    if r < 0.5:
-        lo = last + 2 if rng.random() < 0.05 else rng.randint(max(1, first - 3), last + 1)
-        return "append", mk(lo, lo + rng.randint(0, 6), term=term, size=rng.randint(0, 40))
-    if r < 0.65:
-        return "compact", rng.randint(first - 2, last + 1)
-    if r < 0.72:
-        return "install", SnapshotMeta(around(max(0, snap - 1), last + 8), term, CS)
-    if r < 0.8:
-        return "create", around(snap - 1, last + 1)
-    if r < 0.95:
-        return "hard", HardState(term, rng.randint(0, 3), rng.randint(0, last))
-    return "reopen", None
-
-
-def _apply_mem(mem: MemoryStorage, op: LogOp) -> None:
-    match op:
-        case ("append", entries):
-            mem.append(entries)
-        case ("compact", index):
-            mem.compact(index)
-        case ("install", meta):
-            mem.apply_snapshot(Snapshot(meta))
-        case ("create", index):
-            mem.create_snapshot(index, CS, b"")
-        case ("hard", hs):
-            mem.set_hard_state(hs)
-
-
-def _add_op(b: WalBatch, pid: int, op: LogOp) -> None:
-    match op:
-        case ("append", entries):
-            b.entries(pid, entries)
-        case ("compact", index):
-            b.compact(pid, index)
-        case ("install", meta):
-            b.snapshot(pid, meta)
-        case ("create", index):
-            b.create_snapshot(pid, index, CS)
-        case ("hard", hs):
-            b.hard_state(pid, hs)
-
-
 @pytest.mark.parametrize("seed", range(6))
 def test_differential_against_memory_storage(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
@@ -640,17 +572,17 @@ def test_differential_against_memory_storage(tmp_path: Path, seed: int) -> None:
     outcomes: set[str] = set()
     for _ in range(400):
         term += rng.random() < 0.1
-        op = _random_op(rng, mem, term)
+        op = random_op(rng, mem, term)
         if op[0] == "reopen":
             wal = reopen(wal)
         else:
             try:
-                _apply_mem(mem, op)
+                apply_to_memory(mem, op)
                 want: type[BaseException] | None = None
             except (CompactedError, UnavailableError, SnapshotOutOfDateError) as exc:
                 want = type(exc)
             b = WalBatch()
-            _add_op(b, 5, op)
+            add_to_batch(b, 5, op)
             try:
                 wal.write(b)
                 got: type[BaseException] | None = None
@@ -695,14 +627,14 @@ def test_many_partitions_random_history_with_tiny_segments(tmp_path: Path, seed:
                 mem.compact(idx)
                 continue
             for _ in range(rng.randint(1, 2)):
-                op = _random_op(rng, mem, term)
+                op = random_op(rng, mem, term)
                 if op[0] == "reopen":
                     continue
                 try:
-                    _apply_mem(mem, op)
+                    apply_to_memory(mem, op)
                 except (CompactedError, UnavailableError, SnapshotOutOfDateError):
                     continue
-                _add_op(b, pid, op)
+                add_to_batch(b, pid, op)
         wal.write(b)
         max_segments = max(max_segments, len(wal.segment_paths()))
         if step % 97 == 96:
@@ -768,13 +700,7 @@ def test_group_commit_from_eight_threads(tmp_path: Path) -> None:
 def _drive(node: RawNode, wal: WriteAheadLog, pid: int) -> None:
     while node.has_ready():
         rd = node.ready()
-        b = WalBatch()
-        if rd.snapshot is not None:
-            b.snapshot(pid, rd.snapshot.meta)
-        b.entries(pid, rd.entries)
-        if rd.hard_state is not None:
-            b.hard_state(pid, rd.hard_state)
-        wal.write(b)
+        wal.write(ready_batch(pid, rd))
         node.advance(rd)
 
 

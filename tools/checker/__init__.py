@@ -5,7 +5,16 @@ JSONL format; :mod:`tools.checker.linearizability` checks a history against a
 per-key get/put/cas register.
 """
 
-from tools.checker.history import Op, Operation, pair_ops, read_jsonl, write_jsonl
+from tools.checker.history import (
+    Op,
+    Operation,
+    pair_events,
+    pair_ops,
+    read_events,
+    read_jsonl,
+    write_events,
+    write_jsonl,
+)
 from tools.checker.linearizability import (
     CheckResult,
     KeyFailure,
@@ -24,7 +33,10 @@ __all__ = [
     "check_history",
     "check_operations",
     "describe",
+    "pair_events",
     "pair_ops",
+    "read_events",
     "read_jsonl",
+    "write_events",
     "write_jsonl",
 ]

@@ -132,10 +132,11 @@ def _check_op(op: Op, where: str = "op") -> None:
         raise ValueError(f"{where}: value {op.value!r} is not hashable") from None
 
 
-def pair_ops(ops: Iterable[Op]) -> list[Operation]:
+def pair_ops(ops: Iterable[Op], label: Callable[[int], str] | None = None) -> list[Operation]:
     """Validate a history and pair invokes with completions, in invoke order.
 
-    Raises ValueError (naming the offending event by its 0-based position) on
+    Raises ValueError (naming the offending event by its 0-based position, or
+    as ``label(position)`` says, e.g. a line of the file it came from) on
     an unknown type or f, a malformed cas value, a completion without an
     outstanding invoke, a second invoke while the process still has one
     outstanding, a completion whose f/key differ from its invoke, or a
@@ -144,15 +145,29 @@ def pair_ops(ops: Iterable[Op]) -> list[Operation]:
     an ``info`` completion (Jepsen retires it; either is fine here, since the
     unknown operation stays concurrent with everything after it).
     """
-    return _pair(list(ops), lambda i: f"op #{i}")
+    return _pair(list(ops), label or (lambda i: f"op #{i}"))
 
 
-def _pair(ops: list[Op], label: Callable[[int], str]) -> list[Operation]:
+def pair_events(ops: Iterable[Op]) -> list[Operation]:
+    """:func:`pair_ops` for a history of any operations (``f`` any name, ``value`` any JSON
+    value, as in the nemesis's bank histories): the same pairing rules, no register rules."""
+    return _pair(list(ops), lambda i: f"op #{i}", _check_event)
+
+
+def _check_event(op: Op, where: str = "op") -> None:
+    """Raise ValueError unless ``op`` is a well-formed event of any kind of operation."""
+    if op.type not in TYPES:
+        raise ValueError(f"{where}: unknown type {op.type!r} (expected one of {', '.join(TYPES)})")
+
+
+def _pair(
+    ops: list[Op], label: Callable[[int], str], check: Callable[[Op, str], None] = _check_op
+) -> list[Operation]:
     pending: dict[int, Operation] = {}
     result: list[Operation] = []
     for i, op in enumerate(ops):
         where = label(i)
-        _check_op(op, where)
+        check(op, where)
         if op.type == "invoke":
             prior = pending.get(op.process)
             if prior is not None:
@@ -213,6 +228,18 @@ def write_jsonl(ops: Iterable[Op], path_or_file: str | os.PathLike | IO[str]) ->
         path_or_file.write(json.dumps(record, separators=(",", ":")) + "\n")
 
 
+def write_events(ops: Iterable[Op], path_or_file: str | os.PathLike | IO[str]) -> None:
+    """:func:`write_jsonl` for a history of any operations (see :func:`pair_events`): the
+    same six keys, any ``f``, any JSON ``value``. Nothing is validated."""
+    if isinstance(path_or_file, (str, os.PathLike)):
+        with open(path_or_file, "w", encoding="utf-8") as fh:
+            write_events(ops, fh)
+        return
+    for op in ops:
+        record = dict(zip(FIELDS, (op.process, op.type, op.f, op.key, op.value, op.time)))
+        path_or_file.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
 def read_jsonl(path_or_file: str | os.PathLike | IO[str]) -> list[Op]:
     """Read a history written by :func:`write_jsonl` and validate it.
 
@@ -220,9 +247,19 @@ def read_jsonl(path_or_file: str | os.PathLike | IO[str]) -> list[Op]:
     bad JSON, a wrong key set, wrong field types, or any :func:`pair_ops`
     error (completion without invoke, two outstanding invokes, ...).
     """
+    return _read(path_or_file, register=True)
+
+
+def read_events(path_or_file: str | os.PathLike | IO[str]) -> list[Op]:
+    """Read a history written by :func:`write_events` (or :func:`write_jsonl`): any ``f``,
+    any JSON ``value``, validated as :func:`pair_events` does. Errors as :func:`read_jsonl`'s."""
+    return _read(path_or_file, register=False)
+
+
+def _read(path_or_file: str | os.PathLike | IO[str], register: bool) -> list[Op]:
     if isinstance(path_or_file, (str, os.PathLike)):
         with open(path_or_file, encoding="utf-8") as fh:
-            return read_jsonl(fh)
+            return _read(fh, register)
     ops: list[Op] = []
     lines: list[int] = []
     for lineno, line in enumerate(path_or_file, 1):
@@ -247,9 +284,10 @@ def read_jsonl(path_or_file: str | os.PathLike | IO[str]) -> list[Op]:
             if not isinstance(record[name], str):
                 raise ValueError(f"{where}: {name} must be a string, got {record[name]!r}")
         op = Op(**record)
-        _check_op(op, where)
-        _check_json_value(op, where)
+        if register:
+            _check_op(op, where)
+            _check_json_value(op, where)
         ops.append(op)
         lines.append(lineno)
-    _pair(ops, lambda i: f"line {lines[i]}")
+    _pair(ops, lambda i: f"line {lines[i]}", _check_op if register else _check_event)
     return ops

@@ -11,6 +11,9 @@ Modules, one concern each:
 - :mod:`~tools.nemesis.schedule`  the fault schedule: a pure function of the seed
 - :mod:`~tools.nemesis.faults`    carries out schedule steps against the running cluster
 - :mod:`~tools.nemesis.workloads` concurrent clients recording Jepsen-shaped histories
-- :mod:`~tools.nemesis.checks`    set/bank checkers, recovery and health checks
+- :mod:`~tools.nemesis.client_mutations` known client bugs the checks must catch (testing only)
+- :mod:`~tools.nemesis.histories` what recorders and checkers of a history agree on
+- :mod:`~tools.nemesis.history_checks` the verdicts on a history (online, and ``tessera check``)
+- :mod:`~tools.nemesis.checks`    recovery and health checks against the live cluster
 - :mod:`~tools.nemesis.runner`    ``run()``: cluster + proxies + workload + schedule + checks
 """

@@ -131,7 +131,7 @@ class Nemesis:
     cluster: Cluster
     net: ProxyNet
     fault_files: dict[int, str]
-    partitions: list[int]  # partition ids in key order (schedule's K -> partitions[K])
+    partitions: list[int]  # partition ids in key order (see :meth:`partition`)
     log: Callable[[str], None] = print
     killed: set[int] = field(default_factory=set)
     paused: set[int] = field(default_factory=set)
@@ -151,6 +151,11 @@ class Nemesis:
 
     # -- resolving symbolic targets ------------------------------------------------------
 
+    def partition(self, k: int) -> int:
+        """The id of the schedule's partition ``k``: the k-th in key order, counting from 1,
+        which on the new cluster a run starts is the partition whose id is ``k``."""
+        return self.partitions[(k - 1) % len(self.partitions)]
+
     async def leaders(self) -> dict[int, int]:
         """Partition id -> leader store as the router knows it (empty if it cannot say)."""
         if self.router_down or self.cluster.router is None:
@@ -163,16 +168,16 @@ class Nemesis:
         return {p.id: p.leader_store_id for p in resp.partitions if p.leader_store_id}
 
     async def resolve(self, target: str) -> tuple[int, str]:
-        """``node:N`` -> N; ``leader:K`` -> the leader store of the K-th partition (falls back
-        to a fixed store, said so in the description, when no leader is known)."""
+        """``node:N`` -> N; ``leader:K`` -> the leader store of partition K (falls back to a
+        fixed store, said so in the description, when no leader is known)."""
         kind, _, arg = target.partition(":")
         if kind == "node":
             return int(arg), f"node {arg}"
-        pid = self.partitions[int(arg) % len(self.partitions)]
+        pid = self.partition(int(arg))
         leader = (await self.leaders()).get(pid)
         if leader in self.cluster.node_procs:
             return leader, f"node {leader} (leader of partition {pid})"
-        fallback = self.stores[int(arg) % len(self.stores)]
+        fallback = self.stores[(int(arg) - 1) % len(self.stores)]
         return fallback, f"node {fallback} (partition {pid} has no known leader)"
 
     # -- applying steps ------------------------------------------------------------------
@@ -368,8 +373,7 @@ class Nemesis:
         return "router restarted", ()
 
     async def _do_transfer(self, step: Step) -> tuple[str, tuple[int, ...]]:
-        k = step.number("partition")
-        pid = self.partitions[k % len(self.partitions)]
+        pid = self.partition(step.number("partition"))
         to, what = await self.resolve(str(step.param("to")))
         if self.router_down:
             return f"router down: no transfer of partition {pid} to {what}", ()
@@ -429,8 +433,7 @@ class Nemesis:
             await asyncio.sleep(POLL_S)
 
     async def _do_add_replica(self, step: Step) -> tuple[str, tuple[int, ...]]:
-        k = step.number("partition")
-        pid = self.partitions[k % len(self.partitions)]
+        pid = self.partition(step.number("partition"))
         if self.router_down:
             return f"router down: no replica added to partition {pid}", ()
         desc = await self.descriptor(pid)

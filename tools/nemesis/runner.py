@@ -41,7 +41,7 @@ import grpc
 from common.logs import DEFAULT_LEVEL
 from tesserapb import meta_pb2, meta_pb2_grpc
 from tools.cluster import Cluster
-from tools.nemesis import checks, schedule, workloads
+from tools.nemesis import checks, histories, history_checks, schedule, workloads
 from tools.nemesis.faults import Nemesis, write_fault_file
 from tools.nemesis.proxy import ProxyNet
 
@@ -93,12 +93,59 @@ class EpisodeReport:
 
 @dataclass
 class Outcome:
-    verdicts: list[checks.Verdict] = field(default_factory=list)
+    verdicts: list[history_checks.Verdict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # failures outside the history checks
 
     @property
     def ok(self) -> bool:
         return not self.problems and all(v.ok for v in self.verdicts)
+
+
+def usage_problem(
+    workload: str,
+    faults: list[str] | tuple[str, ...],
+    *,
+    nodes: int,
+    raft_mutation: str | None = None,
+    client_mutation: str | None = None,
+    history_path: str | None = None,
+) -> str | None:
+    """Why these arguments cannot make a run, in one sentence, or None.
+
+    Checked before anything starts, so that a bad argument costs no cluster: the workload,
+    the fault kinds, the cluster size, the mutations, and that ``history_path`` can be
+    written (it is opened for appending, and removed again if that created it).
+    """
+    if workload not in workloads.WORKLOADS:
+        return f"unknown workload {workload!r}; choose from {', '.join(workloads.WORKLOADS)}"
+    unknown = [f for f in faults if f not in schedule.KINDS]
+    if unknown:
+        return f"unknown fault kinds {unknown}; choose from {', '.join(schedule.KINDS)}"
+    why = schedule.check_nodes(nodes, faults)
+    if why is not None:
+        return why
+    if raft_mutation is not None:
+        from node.raft import known_mutations  # test-only table, loaded only when asked for
+
+        if raft_mutation not in known_mutations():
+            return f"unknown mutation {raft_mutation!r}; known: {', '.join(known_mutations())}"
+    if client_mutation is not None:
+        from tools.nemesis.client_mutations import workload_class  # test-only code
+
+        try:
+            workload_class(client_mutation, workload)
+        except ValueError as exc:
+            return str(exc)
+    if history_path is not None:
+        existed = os.path.lexists(history_path)
+        try:
+            with open(history_path, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            return f"cannot write the history to {history_path}: {exc.strerror or exc}"
+        if not existed:
+            os.remove(history_path)
+    return None
 
 
 def run(
@@ -111,23 +158,32 @@ def run(
     nodes: int | None = None,
     partitions: int = 4,
     workers: int = 10,
-    checker_time_limit_s: float = 120.0,
+    checker_time_limit_s: float = histories.CHECK_TIME_LIMIT_S,
     raft_mutation: str | None = None,
+    client_mutation: str | None = None,
     log_level: str = DEFAULT_LEVEL,
 ) -> int:
     """Run the nemesis; 0 when every check holds, 1 otherwise (130 when interrupted).
 
-    ``nodes`` defaults to 3, or 4 when ``member`` is among the faults (fewer is a ValueError).
-    ``raft_mutation`` (testing) is passed to every node as ``--raft-mutation``: a run against
-    a known Raft bug, which must then fail. ``log_level`` is every node's and the router's
-    ``--log-level``.
+    ``nodes`` defaults to 3, or 4 when ``member`` is among the faults. ``raft_mutation``
+    (testing) is passed to every node as ``--raft-mutation``, and ``client_mutation``
+    (testing) runs the workload's deliberately broken client
+    (:mod:`tools.nemesis.client_mutations`): a run against a known bug, which must then fail.
+    ``log_level`` is every node's and the router's ``--log-level``. Arguments that cannot
+    make a run (:func:`usage_problem`) are a ValueError, raised before anything starts.
+    The verdict is printed before the history is written to ``history_path``.
     """
-    if seed is None:
-        seed = random.SystemRandom().randrange(1 << 31)
     if nodes is None:
         nodes = schedule.default_nodes(faults)
+    problem = usage_problem(workload, faults, nodes=nodes, raft_mutation=raft_mutation,
+                            client_mutation=client_mutation, history_path=history_path)
+    if problem is not None:
+        raise ValueError(problem)
+    if seed is None:
+        seed = random.SystemRandom().randrange(1 << 31)
     sched = schedule.build(seed, duration, list(faults), nodes=nodes, partitions=partitions)
     mutated = f", nodes with Raft mutation {raft_mutation!r}" if raft_mutation else ""
+    mutated += f", client mutation {client_mutation!r}" if client_mutation else ""
     print(f"nemesis: seed {seed}, workload {workload}, {duration:g} s, {nodes} nodes, {partitions} partitions{mutated}",
           flush=True)
     print(sched.describe(), flush=True)
@@ -135,7 +191,7 @@ def run(
     if missing:
         print(f"nemesis: warning: {duration:g} s leaves no room for: {', '.join(missing)}", flush=True)
     r = _Run(sched, workload, history_path, nodes, partitions, workers, checker_time_limit_s, raft_mutation,
-             log_level)
+             client_mutation, log_level)
     try:
         return asyncio.run(r.main())
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -153,7 +209,8 @@ def _finished(task: asyncio.Task[T] | None) -> TypeGuard[asyncio.Task[T]]:
 class _Run:
     def __init__(self, sched: schedule.Schedule, workload: str, history_path: str | None,
                  nodes: int, partitions: int, workers: int, checker_time_limit_s: float,
-                 raft_mutation: str | None = None, log_level: str = DEFAULT_LEVEL) -> None:
+                 raft_mutation: str | None = None, client_mutation: str | None = None,
+                 log_level: str = DEFAULT_LEVEL) -> None:
         self.sched = sched
         self.workload_name = workload
         self.history_path = history_path
@@ -162,6 +219,7 @@ class _Run:
         self.workers = workers
         self.checker_time_limit_s = checker_time_limit_s
         self.raft_mutation = raft_mutation
+        self.client_mutation = client_mutation
         self.log_level = log_level
         self.root = ""
         self.cluster: Cluster | None = None
@@ -238,7 +296,7 @@ class _Run:
         router = self.cluster.router.address
         rec = workloads.Recorder()
         ctx = workloads.Context(router, self.parts, rec, sched.seed)
-        wl = workloads.make(self.workload_name, ctx, workers=self.workers)
+        wl = workloads.make(self.workload_name, ctx, workers=self.workers, mutation=self.client_mutation)
         await wl.setup()
         assert self.prober is not None
         nem = Nemesis(self.cluster, self.net, self.fault_files, [p.id for p in self.parts], log=self._log)
@@ -326,12 +384,19 @@ class _Run:
         except Exception as exc:
             outcome.problems.append(f"final read failed: {exc!r}")
         check_t0 = time.monotonic()
-        outcome.verdicts = await asyncio.to_thread(self._check, wl, rec.ops)
+        outcome.verdicts = await asyncio.to_thread(
+            history_checks.check_workload, self.workload_name, rec.ops, self.checker_time_limit_s
+        )
         check_s = time.monotonic() - check_t0
-        if self.history_path:
-            rec.write(self.history_path)
-
         self._summary(outcome, wl, rec, healed, health, probe, recovered, workload_end - t0, check_s)
+        if self.history_path:
+            # After the verdict: a run's outcome is never lost to a history that failed to write.
+            try:
+                rec.write(self.history_path)
+            except OSError as exc:
+                print(f"nemesis: could not write the history to {self.history_path}: {exc}", flush=True)
+                return 1
+            print(f"nemesis: history written to {self.history_path} ({len(rec.ops)} events)", flush=True)
         return 0 if outcome.ok else 1
 
     async def _start_cluster(self) -> None:
@@ -486,13 +551,6 @@ class _Run:
 
     # -- checks and the report ----------------------------------------------------------
 
-    def _check(self, wl: workloads.Workload, ops: list) -> list[checks.Verdict]:
-        if isinstance(wl, workloads.BankWorkload):
-            return [checks.check_bank(ops, wl.account_names, wl.total)]
-        if isinstance(wl, workloads.SetWorkload):
-            return [checks.check_set(ops), checks.check_register(ops, self.checker_time_limit_s)]
-        return [checks.check_register(ops, self.checker_time_limit_s)]
-
     def _summary(self, outcome: Outcome, wl: workloads.Workload, rec: workloads.Recorder, healed: list[str],
                  health: checks.Health, probe: checks.Probe, recovered: float, ran_s: float, check_s: float) -> None:
         sched = self.sched
@@ -532,6 +590,8 @@ class _Run:
         extra = "" if sched.nodes == schedule.default_nodes(sched.faults) else f" --nodes {sched.nodes}"
         if self.raft_mutation:
             extra += f" --raft-mutation {self.raft_mutation}"
+        if self.client_mutation:
+            extra += f" --client-mutation {self.client_mutation}"
         p(f"reproduce the schedule: tessera nemesis --workload {self.workload_name} --duration {sched.duration:g} "
           f"--faults {','.join(sched.faults)} --seed {sched.seed}{extra}")
         self._log_excerpts()

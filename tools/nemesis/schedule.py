@@ -6,8 +6,10 @@ which order, against which targets, at which offsets. :func:`build` draws the wh
 ``random.Random(seed)`` before anything starts, so the same seed (with the same duration, fault
 list, cluster shape) always gives the same schedule; the runner prints it on failure.
 
-Targets that only exist at run time are symbolic: ``leader:K`` is "the store leading the K-th
-partition (in key order) when the step runs", ``node:N`` a fixed store. The executor
+Targets that only exist at run time are symbolic: ``leader:K`` is "the store leading partition
+K when the step runs", ``node:N`` a fixed store. Stores and partitions are numbered from 1, as
+the cluster numbers them (a new cluster's partitions are 1 to N in key order), so the schedule,
+the run's log and its report name the same partition by the same number. The executor
 (:mod:`tools.nemesis.faults`) resolves them and logs what it resolved to; the heal step of an
 episode acts on whatever its inject step resolved. A ``member`` episode names the partition
 (K) and picks among stores by position (which voter stays with the leader, which old replica
@@ -191,7 +193,7 @@ def _node_target(rng: random.Random, nodes: int, partitions: int) -> str:
     """Half the time a fixed store, half the time whichever store leads some partition."""
     if rng.random() < 0.5:
         return f"node:{rng.randint(1, nodes)}"
-    return f"leader:{rng.randrange(partitions)}"
+    return f"leader:{rng.randint(1, partitions)}"
 
 
 def _member_params(rng: random.Random, nodes: int, partitions: int, first: bool) -> dict[str, Param]:
@@ -203,7 +205,7 @@ def _member_params(rng: random.Random, nodes: int, partitions: int, first: bool)
     ``leader`` (whoever leads then) or ``follower:I`` (the I-th other old voter). ``spare``
     (more than 4 nodes only): which of the stores not hosting K receives the replica.
     """
-    params: dict[str, Param] = {"partition": rng.randrange(partitions)}
+    params: dict[str, Param] = {"partition": rng.randint(1, partitions)}
     split = first or rng.random() < 0.5
     params["split"] = split
     if split:
@@ -227,7 +229,7 @@ def _params(kind: str, rng: random.Random, nodes: int, partitions: int, shape: s
         if shape == "majority":  # one store alone vs the rest (3 nodes: the minority is one)
             return {"shape": shape, "minority": f"node:{rng.randint(1, nodes)}"}
         if shape == "leader":  # whoever leads partition K, cut off from everyone
-            return {"shape": shape, "minority": f"leader:{rng.randrange(partitions)}"}
+            return {"shape": shape, "minority": f"leader:{rng.randint(1, partitions)}"}
         if shape == "asymmetric":  # FROM's messages to one other store dropped, the reverse flows
             return {"shape": shape, "from": _node_target(rng, nodes, partitions), "other": rng.randrange(nodes - 1)}
         if shape == "bridge":  # the others cannot talk to each other, BRIDGE talks to both
@@ -297,7 +299,7 @@ def build(
         t = WARMUP + rng.uniform(*TRANSFER_EVERY) / 2
         while t < end:
             episode += 1
-            params = (("partition", rng.randrange(partitions)), ("to", f"node:{rng.randint(1, nodes)}"))
+            params = (("partition", rng.randint(1, partitions)), ("to", f"node:{rng.randint(1, nodes)}"))
             steps.append(Step(round(t, 2), episode, "transfer", "transfer", params))
             t += rng.uniform(*TRANSFER_EVERY)
 

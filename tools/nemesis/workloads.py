@@ -12,9 +12,10 @@ Keys and values are bytes on the wire and ``str`` in histories (:func:`text`). E
 spreads or pins its keys by partition, using the partition ranges the router reports:
 
 - :class:`RegisterWorkload`: get (lease or linearizable) / put / cas on a few hot keys in
-  several partitions. A cas is by *version* on the wire (Tessera's API) and by *value* in the
-  history (the checker's register model); every value written is unique, so "the register
-  holds the value I read" and "the key is at the version I read" are the same condition.
+  every partition, so that a misbehaving leader shows in the history whichever partition it
+  leads. A cas is by *version* on the wire (Tessera's API) and by *value* in the history
+  (the checker's register model); every value written is unique, so "the register holds the
+  value I read" and "the key is at the version I read" are the same condition.
 - :class:`SetWorkload`: half the workers add unique elements as keys of their own
   (``.../set/add/ELEM``); the other half append elements to a list-valued key each owns
   (``.../set/list/OWNER``) by read + cas, re-reading and retrying when the cas reports a
@@ -32,7 +33,6 @@ spreads or pins its keys by partition, using the partition ranges the router rep
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections import Counter
@@ -41,13 +41,12 @@ from dataclasses import dataclass, field
 from router.client import (
     AsyncClient,
     Cas,
+    CasResult,
     InvalidArgumentError,
     Put,
 )
-from tools.checker import Op, write_jsonl
-
-FINAL_READER = 1_000_000  # process id of the reads made after healing
-SETUP_PROCESS = 999_999  # process id of the bank's initial deposit
+from tools.checker import Op, write_events, write_jsonl
+from tools.nemesis.histories import FINAL_READER, SETUP_PROCESS
 
 
 def text(b: bytes) -> str:
@@ -101,13 +100,12 @@ class Recorder:
         return Counter(f"{op.f}:{op.type}" for op in self.ops if op.type != "invoke")
 
     def write(self, path: str) -> None:
+        """JSON lines: :func:`~tools.checker.write_jsonl` for get/put/cas histories (validated),
+        :func:`~tools.checker.write_events` for the bank's."""
         if all(op.f in ("get", "put", "cas") for op in self.ops):
             write_jsonl(self.ops, path)
-            return
-        with open(path, "w", encoding="utf-8") as fh:
-            for op in self.ops:
-                fh.write(json.dumps({"process": op.process, "type": op.type, "f": op.f, "key": op.key,
-                                     "value": op.value, "time": op.time}) + "\n")
+        else:
+            write_events(self.ops, path)
 
 
 def write_outcome(exc: BaseException) -> str:
@@ -170,17 +168,12 @@ class Workload:
 @dataclass
 class RegisterWorkload(Workload):
     keys_per_partition: int = 2
-    max_partitions: int = 3
     keys: list[bytes] = field(default_factory=list)
 
     name = "register"
 
     async def setup(self) -> None:
-        parts = self.ctx.partitions
-        # Spread over partitions: evenly spaced through the key order, at most max_partitions.
-        step = max(1, len(parts) // self.max_partitions)
-        chosen = parts[::step][: self.max_partitions]
-        self.keys = [p.prefix + b"reg/%d" % i for p in chosen for i in range(self.keys_per_partition)]
+        self.keys = [p.prefix + b"reg/%d" % i for p in self.ctx.partitions for i in range(self.keys_per_partition)]
 
     async def worker(self, w: int, stop: asyncio.Event) -> None:
         rng = self.rng(w)
@@ -334,7 +327,7 @@ class SetWorkload(Workload):
                 new = elem if not current else f"{current},{elem}"
                 rec.invoke(process, "cas", k, [current, new])
                 try:
-                    res = await client.cas(key, version, new.encode())
+                    res = await self._append(client, key, version, new)
                 except Exception as exc:
                     self.note(exc)
                     outcome = write_outcome(exc)
@@ -351,6 +344,12 @@ class SetWorkload(Workload):
                 rec.complete(process, "fail", "cas", k, [current, new])
                 await self.think(rng)
             await self.think(rng)
+
+    async def _append(self, client: AsyncClient, key: bytes, version: int, new: str) -> CasResult:
+        """Write ``new`` (the list with one more element) over the list ``key`` read at
+        ``version``: one cas. The one seam a client mutation overrides
+        (:mod:`tools.nemesis.client_mutations`)."""
+        return await client.cas(key, version, new.encode())
 
     async def final(self) -> None:
         rec = self.ctx.recorder
@@ -493,9 +492,16 @@ def _balance(raw: bytes) -> int | str:
 WORKLOADS: dict[str, type[Workload]] = {"register": RegisterWorkload, "set": SetWorkload, "bank": BankWorkload}
 
 
-def make(name: str, ctx: Context, *, workers: int = Workload.workers) -> Workload:
+def make(name: str, ctx: Context, *, workers: int = Workload.workers, mutation: str | None = None) -> Workload:
+    """The workload ``name``; with ``mutation`` (testing), its deliberately broken client
+    (:mod:`tools.nemesis.client_mutations`, loaded only then). ValueError for an unknown name
+    or a mutation of another workload."""
     try:
         cls = WORKLOADS[name]
     except KeyError:
         raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}") from None
+    if mutation:
+        from tools.nemesis.client_mutations import workload_class  # test-only code
+
+        cls = workload_class(mutation, name)
     return cls(ctx, workers=workers)
