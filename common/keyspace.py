@@ -10,6 +10,12 @@ import itertools
 
 MAX_PRESPLIT = 65536
 
+MAX_SPLIT_KEY_BYTES = 496
+"""The longest partition boundary: a node stores keys up to this length as themselves and longer
+ones in buckets under their first MAX_SPLIT_KEY_BYTES bytes (node/state/layout.py), and a
+boundary no longer than that never cuts a bucket in two. Placement refuses longer split keys and
+a node picks none (docs/decisions.md D21)."""
+
 
 def even_boundaries(n: int) -> list[bytes]:
     """The n-1 inner split keys that cut the key space into n pre-split partitions.

@@ -31,7 +31,7 @@ from node.replica import Replica
 from node.requests import ProposalLost, ReplicaStopped
 from node.settings import Limits
 from node.state.commands import Command, Op, OpKind
-from node.state.store import OpResult
+from node.state.store import REJECTED, OpResult
 from tesserapb import errors_pb2, kv_pb2, kv_pb2_grpc, meta_pb2
 
 MAX_REQUEST_ID_BYTES = 64
@@ -88,6 +88,23 @@ class KVService(kv_pb2_grpc.KVServicer):
 
     def _descriptor(self, rep: Replica) -> meta_pb2.PartitionDescriptor:
         return descriptor_to_pb(rep.descriptor, rep.leader_store(), rep.raw.term)
+
+    def _range_moved(self, rep: Replica, why: str) -> WireError:
+        """EpochNotMatch after a split: the partition's current descriptor, and the partitions
+        hosted here that cover the rest of the client's old range (the split's new halves)."""
+        err = errors_pb2.Error(epoch_not_match=errors_pb2.EpochNotMatch(current=self._descriptor(rep)))
+        d = rep.descriptor
+        for other in self.rs.replicas.values():
+            od = other.descriptor
+            if other is not rep and od.epoch.version >= d.epoch.version and (od.start == d.end or od.end == d.start):
+                err.epoch_not_match.related.append(self._descriptor(other))
+        return WireError.of(err, f"partition {rep.pid} {why}; it now holds [{d.start!r}, {d.end!r})")
+
+    def _check_still_holds(self, rep: Replica, version: int, keys: list[bytes]) -> None:
+        """After waiting (a read barrier), the range may have been split: a key no longer
+        ours must be read from its new partition, whose writes this replica may lack."""
+        if rep.descriptor.epoch.version != version or any(not rep.contains(k) for k in keys):
+            raise self._range_moved(rep, "was split while the request waited")
 
     def _route(self, ctx: kv_pb2.RequestContext, keys: list[bytes]) -> Replica:
         if self.rs.failed is not None:
@@ -160,6 +177,8 @@ class KVService(kv_pb2_grpc.KVServicer):
         except ReplicaStopped as exc:
             raise WireError(grpc.StatusCode.UNAVAILABLE, f"{exc}; outcome unknown") from None
         assert results is not None
+        if results is REJECTED or not results:
+            raise self._range_moved(rep, "was split before the write applied; it was not applied")
         return results
 
     async def _put(self, req: kv_pb2.PutRequest) -> kv_pb2.PutResponse:
@@ -261,7 +280,9 @@ class KVService(kv_pb2_grpc.KVServicer):
         self._check_key(req.key)
         mode = self._read_mode(req.read_options)
         rep = self._route(req.context, [req.key])
+        version = rep.descriptor.epoch.version
         await self._read_barrier(rep, mode, req.read_options.max_staleness_ms)
+        self._check_still_holds(rep, version, [req.key])
         got = self.rs.state.get(req.key)
         if got is None:
             return kv_pb2.GetResponse(found=False)
@@ -285,7 +306,9 @@ class KVService(kv_pb2_grpc.KVServicer):
         end = req.end
         if rep.end and (not end or end > rep.end):
             end = rep.end
+        version = rep.descriptor.epoch.version
         await self._read_barrier(rep, mode, req.read_options.max_staleness_ms)
+        self._check_still_holds(rep, version, [])
         rows = self.rs.state.scan(start, end, limit)
         resp = kv_pb2.ScanResponse(kvs=[kv_pb2.KeyValue(key=k, value=v, version=ver) for k, v, ver in rows])
         if len(rows) >= limit:

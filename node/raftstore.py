@@ -35,13 +35,20 @@ from node.replica_set import ReplicaSet
 from node.round_executor import RoundExecutor
 from node.round_plan import NOTHING_CARRIED, PartitionWork, StagedSnapshot, plan_round
 from node.settings import RaftSettings
-from node.state.store import StateStore
+from node.state.store import SplitApply, StateStore
 from node.ticker import Ticker
 from node.wal.errors import WalError
 from node.wal.wal import WriteAheadLog
 from tesserapb import raft_pb2
 
 log = logging.getLogger("tessera.raftstore")
+
+# Messages for a partition this store does not host yet are kept this long, this many per
+# partition, for this many partitions: enough for the vote requests of a split's new partition.
+HELD_S = 2.0
+HELD_MESSAGES = 16
+HELD_PARTITIONS = 256
+
 
 class NodeFailed(Exception):
     """The WAL failed (fsync error, full disk): this node no longer acknowledges writes."""
@@ -107,6 +114,8 @@ class RaftStore:
             files=files,
         )
         self.rounds = 0
+        # Messages for partitions not hosted here, kept a moment (see _hold_for_split).
+        self._held: dict[int, list[tuple[float, int, raft_pb2.RaftMessage]]] = {}
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -217,7 +226,11 @@ class RaftStore:
                 continue  # store-level heartbeat: liveness only
             rep = self.replicas.get(pb.partition_id)
             if rep is None:
-                continue  # not hosted (yet): the sender retries; placement creates it
+                # Not hosted (yet): the sender retries; placement creates it.  A split's new
+                # partition may be asked for its vote before this store applied the split:
+                # kept a moment, such messages are stepped once it opens.
+                self._hold_for_split(from_store, pb)
+                continue
             if pb.dst != rep.replica_id:
                 continue  # meant for an earlier replica of the partition on this store
             try:
@@ -228,6 +241,12 @@ class RaftStore:
             if m.type in (MessageType.APP, MessageType.HEARTBEAT):
                 rep.leader_contact = self.loop.time()
                 rep.leader_commit = max(rep.leader_commit, m.commit)
+            elif m.type in (MessageType.PRE_VOTE, MessageType.VOTE) and rep.raw.quiesced:
+                # A peer campaigns: its leader (maybe restarted faster than an election
+                # timeout, so its store never fell silent) is gone.  An idle follower ignores
+                # candidates while it thinks its leader leads, and it does not tick: wake it,
+                # so it times its leader out and the group can elect again (D8).
+                self.ticker.wake(rep)
             try:
                 rep.raw.step(m)
             except Exception as exc:
@@ -259,6 +278,50 @@ class RaftStore:
             return await done
         finally:
             rep.finish_snapshot(False, "the sender went away")  # no-op once installed
+
+    # -- splits (docs/decisions.md D21) ------------------------------------------------
+
+    def _hold_for_split(self, from_store: int, pb: raft_pb2.RaftMessage) -> None:
+        now = self.loop.time()
+        held = self._held.get(pb.partition_id)
+        if held is None:
+            if len(self._held) >= HELD_PARTITIONS:
+                self._held = {pid: h for pid, h in self._held.items() if now - h[-1][0] < HELD_S}
+                if len(self._held) >= HELD_PARTITIONS:
+                    return
+            held = self._held[pb.partition_id] = []
+        if len(held) < HELD_MESSAGES:
+            held.append((now, from_store, pb))
+
+    async def _open_split_child(self, parent_pid: int, sp: SplitApply) -> None:
+        """The round applied a split: serve the new partition it wrote beside its parent.
+
+        The replica on the parent leader's store campaigns at once (its peers apply the same
+        entry within a round trip), so the new partition has a leader in about one round
+        trip rather than an election timeout.
+        """
+        child = sp.child
+        log.info("partition %d split at %r: partition %d takes [%r, %r)", parent_pid, child.start, child.id,
+                 child.start, child.end)
+        if not sp.replica_id or child.id in self.replicas:
+            return
+        await self.replicas.open_split_child(child.id)
+        rep = self.replicas.get(child.id)
+        parent = self.replicas.get(parent_pid)
+        if rep is None:
+            return
+        if self.executor.on_descriptor is not None:
+            self.executor.on_descriptor(rep)
+        now = self.loop.time()
+        held = [(store, pb) for t, store, pb in self._held.pop(child.id, []) if now - t < HELD_S]
+        for store, pb in held:
+            self.on_messages(store, [pb])
+        if parent is not None and parent.is_leader():
+            try:
+                rep.raw.campaign()
+            except Exception as exc:  # a campaign refused is no harm: the election timeout follows
+                log.info("partition %d: campaign after split refused: %s", child.id, exc)
+        self.kick()
 
     # -- rounds ---------------------------------------------------------------------
 
@@ -303,10 +366,16 @@ class RaftStore:
             return
         carried = {pid: rep.carried for pid, rep in self.replicas.items() if rep.carried is not NOTHING_CARRIED}
         plan = plan_round(works, carried)
+        self.replicas.splitting.update(sp.child.id for _, sp in plan.splits)
         await self.executor.execute(plan, self.replicas)
         for pid in plan.leaving:
             rep = self.replicas[pid]
             log.info("partition %d: replica %d left the group", pid, rep.replica_id)
             await self.replicas.destroy(rep)
+        for parent_pid, sp in plan.splits:
+            try:
+                await self._open_split_child(parent_pid, sp)
+            finally:
+                self.replicas.splitting.discard(sp.child.id)
         if any(rep.has_work() for rep in self.replicas.values()):
             self.kick()

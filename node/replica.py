@@ -19,7 +19,7 @@ from node import membership
 from node.raft import NONE, ConfState, HardState, NotLeaderError, ProposalDroppedError, RawNode, Role, Snapshot
 from node.requests import PendingRequests, ReplicaStopped
 from node.round_plan import NOTHING_CARRIED, PartitionWork, StagedSnapshot
-from node.state.commands import Command
+from node.state.commands import Command, SplitCommand
 from node.state.store import OpResult
 from node.wal.storage import WalLogStorage
 from node.wal.wal import WriteAheadLog
@@ -137,7 +137,7 @@ class Replica:
 
     # -- writes -----------------------------------------------------------------
 
-    def propose(self, cmd: Command) -> asyncio.Future[list[OpResult] | None]:
+    def propose(self, cmd: Command | SplitCommand) -> asyncio.Future[list[OpResult] | None]:
         """Queue a command; the future resolves with its results once applied here.
 
         Raises :class:`~node.raft.NotLeaderError` at once on a non-leader

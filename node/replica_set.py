@@ -64,6 +64,8 @@ class ReplicaSet(Mapping[int, Replica]):
         # Only the test suite (tessera nemesis --raft-mutation) runs a known-buggy core.
         self.raft_mutation = raft_mutation
         self._replicas: dict[int, Replica] = {}
+        # New partitions of splits a round is applying, until they are open (node.raftstore).
+        self.splitting: set[int] = set()
 
     # The mapping's reads go straight to the dict's own (C) methods: the Mapping ABC's generic
     # keys/values/items/get, built on __iter__ and __getitem__ in Python, cost about 150 us
@@ -113,6 +115,8 @@ class ReplicaSet(Mapping[int, Replica]):
         if desc.replica_by_id(replica_id) is None:
             raise ValueError(f"replica {replica_id} is not a member of partition {pid}")
         old = self._replicas.get(pid)
+        if old is None and (pid in self.splitting or (not bootstrap and self.state.descriptor(pid) is not None)):
+            return False  # a split creates it here: the round that applies it opens it
         if old is not None:
             if old.replica_id == replica_id:
                 return False
@@ -128,6 +132,22 @@ class ReplicaSet(Mapping[int, Replica]):
         await self._open(pid, replica_id, desc)
         self._kick()
         return True
+
+    async def open_split_child(self, pid: int) -> None:
+        """Serve a partition a split just wrote into LMDB (its applied state at the split's
+        index; node.state.store): its log starts there, as a bootstrapped one starts at 5."""
+        found = self.state.descriptor(pid)
+        if found is None:
+            raise RuntimeError(f"partition {pid} was split off but has no descriptor")
+        fresh = self.wal.state(pid).hard_state == HardState()
+        await self._open(pid, *found)
+        if fresh:
+            # A replica restarted from a hard state ignores candidates for an election timeout
+            # (it may have granted a leader a lease before it went down).  A brand-new group
+            # never had a leader: its replicas may vote at once, so the first campaign wins
+            # in a round trip instead of after a timeout.
+            rep = self._replicas[pid]
+            rep.raw.wake(self._config_for(rep.replica_id, 0).election_tick)
 
     def _init_bootstrapped(self, pid: int, replica_id: int, desc: Descriptor, cs: ConfState) -> None:
         self.state.init_partition(pid, BOOTSTRAP_INDEX, BOOTSTRAP_TERM, cs)
@@ -158,6 +178,7 @@ class ReplicaSet(Mapping[int, Replica]):
         if meta is None:
             raise RuntimeError(f"partition {pid} has a descriptor but no applied state")
         await asyncio.to_thread(self._repair_wal, pid, meta.applied_index, meta.applied_term, meta.conf_state)
+        await asyncio.to_thread(self.state.ensure_size, pid, desc.start, desc.end)
         storage = ReplicaStorage(self.wal, pid, meta.conf_state, self._snapshot_provider(pid))
         cfg = self._config_for(replica_id, meta.applied_index)
         raw = RawNode(cfg, storage, random.Random(), mutation=self.raft_mutation)

@@ -16,6 +16,11 @@ out.  The decisions:
   change's resulting membership comes from the core (:class:`~node.raft.ConfChangeResult`);
   from it and the stores named in the change's context the partition's next descriptor is
   derived here, in log order, and stored in the same LMDB transaction as the entry.
+* **Split**: a split entry (docs/decisions.md D21) shrinks the partition's descriptor and
+  names the new partition to create beside it, if its expected epoch still holds; a write
+  entry after it whose keys the split moved out of the range is applied as nothing (its
+  client retries against the new partition).  Every replica decides both from the entry and
+  the descriptor in force at its index, so all decide alike.
 * **Leave**: a replica that applies its own removal is to be destroyed after the round.
 
 Why a round is planned as data: docs/decisions.md D9; the decisions themselves: D5 (carried
@@ -24,15 +29,17 @@ hard states), D6 (early sends), D11 (descriptors from conf changes).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from common.descriptor import Descriptor
+from common.descriptor import Descriptor, Epoch, ReplicaDesc, Role
+from common.keyspace import MAX_SPLIT_KEY_BYTES, strictly_inside
 from node import membership
 from node.raft import ConfState, EntryType, HardState, Message, Ready, SnapshotMeta
-from node.state.commands import Command
-from node.state.store import ApplyEntry
+from node.state.commands import SplitCommand, decode_entry
+from node.state.store import ApplyEntry, SplitApply
 from node.wal.batch import WalBatch
 
 log = logging.getLogger("tessera.round")
@@ -88,7 +95,8 @@ class ApplyJob:
     pid: int
     entries: tuple[ApplyEntry, ...]
     conf_state: ConfState  # after this job's conf changes
-    descriptor: Descriptor | None  # after them; None: membership unchanged
+    descriptor: Descriptor | None  # after them and its splits; None: unchanged
+    splits: tuple[SplitApply, ...] = ()  # partitions this job's split entries create
 
     @property
     def last(self) -> ApplyEntry:
@@ -108,6 +116,7 @@ class RoundPlan:
     # What each partition in ``carried`` (the planner's input) or with new carried state
     # carries to the next round; a partition absent here keeps carrying nothing.
     carry: Mapping[int, Carried]
+    splits: tuple[tuple[int, SplitApply], ...] = ()  # (parent, new partition) to open after the round
 
 
 def plan_round(works: Sequence[PartitionWork], carried: Mapping[int, Carried]) -> RoundPlan:
@@ -118,6 +127,7 @@ def plan_round(works: Sequence[PartitionWork], carried: Mapping[int, Carried]) -
     deferred = {pid: c.hard_state for pid, c in carried.items() if c.hard_state is not None}
     compactions = {pid: c.compact_to for pid, c in carried.items() if c.compact_to is not None}
     send_now, send_later, installs, applies, leaving = [], [], [], [], []
+    splits: list[tuple[int, SplitApply]] = []
     for w in works:
         rd = w.ready
         if rd.messages_before_persist:
@@ -140,6 +150,7 @@ def plan_round(works: Sequence[PartitionWork], carried: Mapping[int, Carried]) -
         job = _apply_job(w)
         if job is not None:
             applies.append(job)
+            splits.extend((w.pid, sp) for sp in job.splits)
             if job.descriptor is not None and w.replica_id not in job.conf_state.all_nodes():
                 leaving.append(w.pid)
     sync = any(w.ready.must_sync for w in works)
@@ -162,7 +173,41 @@ def plan_round(works: Sequence[PartitionWork], carried: Mapping[int, Carried]) -
         applies=tuple(applies),
         leaving=tuple(leaving),
         carry=carry,
+        splits=tuple(splits),
     )
+
+
+def split_outcome(
+    desc: Descriptor, conf_state: ConfState, cmd: SplitCommand, replica_id: int
+) -> tuple[Descriptor, SplitApply] | str:
+    """What applying ``cmd`` to a partition at ``desc`` does: the shrunk descriptor and the new
+    partition (for our replica ``replica_id``), or why it changes nothing."""
+    if (desc.epoch.conf_ver, desc.epoch.version) != (cmd.expected_conf_ver, cmd.expected_version):
+        return (
+            f"epoch is ({desc.epoch.conf_ver}, {desc.epoch.version}), the split expected "
+            f"({cmd.expected_conf_ver}, {cmd.expected_version})"
+        )
+    key = cmd.split_key
+    if len(key) > MAX_SPLIT_KEY_BYTES or not strictly_inside(desc.start, desc.end, key):
+        return f"split key {key[:40]!r} is not a boundary inside [{desc.start!r}, {desc.end!r})"
+    if conf_state.voters_outgoing or conf_state.learners or any(r.role != Role.VOTER for r in desc.replicas):
+        return "a membership change is under way"
+    ids = dict(cmd.new_replicas)
+    if any(r.store_id not in ids for r in desc.replicas) or len(set(ids.values())) != len(ids):
+        return "the split names no new replica for some store"
+    epoch = Epoch(desc.epoch.conf_ver, desc.epoch.version + 1)
+    left = dataclasses.replace(desc, end=key, epoch=epoch)
+    child = Descriptor(
+        id=cmd.new_partition_id,
+        start=key,
+        end=desc.end,
+        epoch=epoch,
+        replicas=tuple(ReplicaDesc(r.store_id, ids[r.store_id], Role.VOTER) for r in desc.replicas),
+    )
+    mine = desc.replica_by_id(replica_id)
+    child_rid = ids.get(mine.store_id, 0) if mine is not None else 0
+    cs = ConfState(voters=frozenset(r.replica_id for r in child.replicas))
+    return left, SplitApply(cmd, child, child_rid, cs)
 
 
 def _apply_job(w: PartitionWork) -> ApplyJob | None:
@@ -171,11 +216,31 @@ def _apply_job(w: PartitionWork) -> ApplyJob | None:
         return None
     conf_state = w.conf_state
     descriptor: Descriptor | None = None
+    base = w.descriptor
+    if rd.snapshot is not None and w.staged is not None and w.staged.descriptor is not None:
+        base = w.staged.descriptor  # the entries after the snapshot see its range
     results = {c.index: c for c in rd.conf_changes}
     entries = []
+    splits = []
     for e in rd.committed_entries:
         if e.type != EntryType.CONF_CHANGE:
-            entries.append(ApplyEntry(e.index, e.term, Command.decode(e.data) if e.data else None))
+            if not e.data:
+                entries.append(ApplyEntry(e.index, e.term, None))
+                continue
+            cmd = decode_entry(e.data)
+            current = descriptor or base
+            if isinstance(cmd, SplitCommand):
+                outcome = split_outcome(current, conf_state, cmd, w.replica_id)
+                if isinstance(outcome, str):
+                    log.info("partition %d: split at entry %d changes nothing: %s", w.pid, e.index, outcome)
+                    entries.append(ApplyEntry(e.index, e.term, None))
+                    continue
+                descriptor, sp = outcome
+                splits.append(sp)
+                entries.append(ApplyEntry(e.index, e.term, None, descriptor, split=sp))
+                continue
+            rejected = any(not current.contains(op.key) for op in cmd.ops)
+            entries.append(ApplyEntry(e.index, e.term, None if rejected else cmd, rejected=rejected))
             continue
         result = results[e.index]
         if result.conf_state is None:  # rejected the same way by every replica
@@ -189,7 +254,7 @@ def _apply_job(w: PartitionWork) -> ApplyJob | None:
             added = {}
         descriptor = membership.descriptor_after(descriptor or w.descriptor, conf_state, added)
         entries.append(ApplyEntry(e.index, e.term, None, descriptor))
-    return ApplyJob(w.pid, tuple(entries), conf_state, descriptor)
+    return ApplyJob(w.pid, tuple(entries), conf_state, descriptor, tuple(splits))
 
 
 def compaction_point(applied: int, first_index: int, threshold: int, keep: int) -> int | None:

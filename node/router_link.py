@@ -1,12 +1,19 @@
 """The node's side of the control plane: heartbeats to the router, and the work it hands back.
 
-Every ``interval`` seconds the node reports each replica (leader or not,
+Every ``interval`` seconds the node reports its replicas (leader or not,
 term, applied index, the leader's descriptor and replication progress) and
-receives operations: create a replica (bootstrap of the pre-split
-partitions, or an empty one that joins by snapshot), transfer a leader, add
-or remove a member (this store leads the partition), delete a replica that
-was removed from its group while it was cut off.  It also refreshes the store address book
-the transport and the NotLeader hints use.
+receives operations. A report names only the replicas whose report changed since the last
+one placement acknowledged (and the ones gone), so an idle store's heartbeat is nearly
+empty; it reports everything after a failed heartbeat, when placement asks (it has just
+registered the store), and every ``FULL_REPORT_EVERY_S`` whatever happened. Operations:
+create a replica (bootstrap of the pre-split partitions, or an empty one that joins by
+snapshot), transfer a leader, add or remove a member (this store leads the partition),
+split a partition (this store leads it: the leader picks the middle key by size if
+placement named none, and proposes the split as an entry of the partition's log,
+docs/decisions.md D21), delete a replica that was removed from its group while it was cut
+off. Leaders report their partition's approximate size (node/state/store.py keeps it with
+the data), which size-based splits use. It also refreshes the store address book the
+transport and the NotLeader hints use.
 
 Nothing waits for the next turn when it need not: a new leader is reported at once
 (ReportLeader); a replica whose descriptor changed (a membership step) makes the node
@@ -26,18 +33,25 @@ from collections.abc import Sequence
 import grpc
 
 from common.backoff import BackoffPolicy
+from common.descriptor import Epoch
+from common.keyspace import MAX_SPLIT_KEY_BYTES, strictly_inside
 from common.routers import RouterSet
 from common.wire.descriptors import descriptor_from_pb, descriptor_to_pb, epoch_to_pb
 from common.wire.errors import error_from_rpc, leader_hint
 from node.raftstore import RaftStore
 from node.replica import Replica
 from node.settings import HEARTBEAT_INTERVAL_S
+from node.state.commands import SplitCommand
 from tesserapb import meta_pb2, meta_pb2_grpc
 
 log = logging.getLogger("tessera.router_link")
 
 # Short reconnect waits: a stream that ends usually means a router restarted or the leader moved.
 WATCH_BACKOFF = BackoffPolicy(initial_s=0.05, max_s=1.0)
+# A report of every replica at least this often, so that anything placement's view of the
+# store missed does not last (it should miss nothing: a delta is sent again in full when its
+# heartbeat fails).
+FULL_REPORT_EVERY_S = 60.0
 # A router's gRPC channel redials quickly, as the client's do (router/client/channels.py).
 CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000))
 
@@ -62,6 +76,15 @@ class RouterLink:
         self._bg: set[asyncio.Task[None]] = set()
         self._due = asyncio.Event()  # heartbeat now, not at the next turn
         self.heartbeats = 0
+        # The longest key a client may write here (--max-key-bytes); a split key is never longer.
+        self.max_key_bytes = MAX_SPLIT_KEY_BYTES
+        # Each partition's report as placement last acknowledged it (serialized), what a
+        # delta is computed against; the next report is full until one is acknowledged.
+        self._acked: dict[int, bytes] = {}
+        self._full_due = True
+        self._last_full = float("-inf")
+        self._addresses_digest = 0
+        self.full_reports = 0
 
     @property
     def router(self) -> str:
@@ -144,7 +167,7 @@ class RouterLink:
             await asyncio.sleep(WATCH_BACKOFF.delay(failures, random.random()))
             failures += 1
 
-    def _stats(self, rep: Replica) -> meta_pb2.PartitionStats:
+    def _stats(self, rep: Replica, sizes: dict[int, int]) -> meta_pb2.PartitionStats:
         raw = rep.raw
         st = meta_pb2.PartitionStats(
             partition_id=rep.pid,
@@ -155,6 +178,7 @@ class RouterLink:
             epoch=epoch_to_pb(rep.descriptor.epoch),
         )
         if raw.is_leader:
+            st.size_bytes = sizes.get(rep.pid, 0)
             st.descriptor.CopyFrom(descriptor_to_pb(rep.descriptor, self.store_id, raw.term))
             for rid, pr in raw.status().progress.items():
                 st.progress.add(
@@ -166,20 +190,36 @@ class RouterLink:
         return st
 
     async def heartbeat(self) -> None:
+        sizes = self.rs.state.sizes()
+        stats = {rep.pid: self._stats(rep, sizes) for rep in self.rs.replicas.values()}
+        wire = {pid: st.SerializeToString(deterministic=True) for pid, st in stats.items()}
+        now = asyncio.get_running_loop().time()
+        full = self._full_due or now - self._last_full >= FULL_REPORT_EVERY_S
         req = meta_pb2.StoreHeartbeatRequest(
-            store_id=self.store_id,
-            address=self.address,
-            partitions=[self._stats(rep) for rep in self.rs.replicas.values()],
+            store_id=self.store_id, address=self.address, addresses_digest=self._addresses_digest
         )
+        if full:
+            req.partitions.extend(stats.values())
+        else:
+            req.delta = True
+            req.partitions.extend(stats[pid] for pid, b in wire.items() if self._acked.get(pid) != b)
+            req.gone.extend(pid for pid in self._acked if pid not in wire)
+        self._full_due = True  # until placement acknowledges this one
         stub = self._stub()
         resp = await stub.StoreHeartbeat(req, timeout=5)
         self.heartbeats += 1
+        self._acked = wire
+        self._full_due = resp.want_full
+        if full:
+            self._last_full = now
+            self.full_reports += 1
         for op in resp.operations:
             await self._apply_operation(op)
-        stores = await stub.GetStores(meta_pb2.GetStoresRequest(), timeout=5)
-        for s in stores.stores:
-            if s.address:
-                self.addresses[s.id] = s.address
+        # The address book rides on the heartbeat, and only when it changed: one call per
+        # interval, however many stores.
+        for store_id, address in resp.store_addresses.items():
+            self.addresses[store_id] = address
+        self._addresses_digest = resp.addresses_digest
 
     async def _apply_operation(self, op: meta_pb2.Operation) -> None:
         kind = op.WhichOneof("kind")
@@ -197,6 +237,8 @@ class RouterLink:
             self.rs.request_remove(op.partition_id, op.remove_replica.replica.replica_id)
         elif kind == "destroy_replica":
             self.rs.destroy_if_removed(descriptor_from_pb(op.destroy_replica.partition), op.destroy_replica.replica_id)
+        elif kind == "split":
+            await self._split(op)
         elif kind == "transfer_leader":
             rep = self.rs.replicas.get(op.partition_id)
             if rep is None or not rep.is_leader():
@@ -211,6 +253,49 @@ class RouterLink:
                     log.warning("transfer of partition %d refused: %s", rep.pid, exc)
         else:
             log.info("operation %s for partition %d not supported yet", kind, op.partition_id)
+
+    async def _split(self, op: meta_pb2.Operation) -> None:
+        """Propose placement's split as an entry of the partition's log (we lead it).
+
+        Proposing twice is harmless: the entry carries the epoch it was decided against, and
+        the first to apply moves the epoch, so any later copy changes nothing.
+        """
+        rep = self.rs.replicas.get(op.partition_id)
+        if rep is None or not rep.is_leader():
+            return
+        desc = rep.descriptor
+        if op.HasField("epoch") and Epoch(op.epoch.conf_ver, op.epoch.version) != desc.epoch:
+            log.info("split of partition %d dropped: decided at another epoch", rep.pid)
+            return
+        ids = list(op.split.new_replica_ids)
+        if not op.split.new_partition_id or len(ids) != len(desc.replicas):
+            log.warning("split of partition %d dropped: it names no ids for the new partition", rep.pid)
+            return
+        state = self.rs.state
+        key = bytes(op.split.split_key)
+        if key:
+            left = await asyncio.to_thread(state.size_below, rep.start, key)
+        else:
+            point = await asyncio.to_thread(state.split_point, rep.pid, rep.start, rep.end)
+            if point is None:
+                log.info("split of partition %d: no key splits it in two (too little data)", rep.pid)
+                return
+            key, left = point
+        if len(key) > min(MAX_SPLIT_KEY_BYTES, self.max_key_bytes) or not strictly_inside(rep.start, rep.end, key):
+            log.warning("split of partition %d dropped: %r is not a valid boundary", rep.pid, key[:40])
+            return
+        if rep.descriptor is not desc or not rep.is_leader():
+            return  # changed while we measured: placement sends it again if still wanted
+        pairs = tuple(sorted((r.store_id, rid) for r, rid in zip(desc.replicas, ids)))
+        cmd = SplitCommand(desc.epoch.conf_ver, desc.epoch.version, key, op.split.new_partition_id, pairs, left)
+        try:
+            fut = rep.propose(cmd)
+        except Exception as exc:
+            log.info("split of partition %d not proposed: %r", rep.pid, exc)
+            return
+        # Nobody waits for it: placement sees the outcome in the reports (and re-sends).
+        fut.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+        log.info("partition %d: proposed a split at %r (new partition %d)", rep.pid, key[:40], cmd.new_partition_id)
 
     def report_leader(self, rep: Replica) -> None:
         """Tell the router at once that we lead ``rep`` (fire and forget)."""

@@ -87,6 +87,7 @@ class Node:
         if self.advertise.endswith(":0"):
             self.advertise = f"{host}:{self.port}"
         self.link = RouterLink(self.store_id, self.advertise, self.routers, interval=self.heartbeat_interval_s)
+        self.link.max_key_bytes = self.limits.max_key_bytes  # split keys respect it (D21)
         if self.peer_addresses_file:
             with open(self.peer_addresses_file) as f:
                 self.link.peer_overrides = {int(k): v for k, v in json.load(f).items()}

@@ -49,6 +49,7 @@ def config_from_args(args: argparse.Namespace) -> PlacementConfig:
         replicas=args.replicas,
         store_down_after_s=args.store_down_after,
         max_down_s=args.max_down,
+        split_size=args.split_size,
     )
 
 

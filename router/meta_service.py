@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar, cast
 
@@ -58,6 +59,11 @@ def _leader_only(handler: H) -> H:
             await _not_leader(context, exc)
 
     return cast(H, wrapped)  # functools.wraps keeps the handler's signature
+
+
+def addresses_digest(book: dict[int, str]) -> int:
+    """A digest of the store address book (never 0, which asks for the book)."""
+    return zlib.crc32(",".join(f"{i}={a}" for i, a in sorted(book.items())).encode()) or 1
 
 
 class MetaService(meta_pb2_grpc.MetaServicer):
@@ -124,6 +130,8 @@ class MetaService(meta_pb2_grpc.MetaServicer):
     ) -> meta_pb2.StoreHeartbeatResponse:
         if not request.address:
             await _invalid(context, "address", "a store must say where it listens (host:port)")
+        if request.gone and not request.delta:
+            await _invalid(context, "gone", "only a delta report (delta=true) names partitions gone")
         try:
             reports = tuple(convert.report_from_pb(p) for p in request.partitions)
         except ValueError as exc:  # e.g. an unknown Role value
@@ -131,9 +139,11 @@ class MetaService(meta_pb2_grpc.MetaServicer):
         now = self._placement.now_ms()
         try:
             store_id = request.store_id
+            registered_now = False
             if store_id == 0 or store_id not in self._table.stores:
                 registered = await self._placement.apply(RegisterStore(request.address, store_id, now))
                 store_id = registered.store_id
+                registered_now = True
                 log.info("store %d registered at %s", store_id, request.address)
             await self._placement.maybe_bootstrap()
             result = await self._placement.apply(
@@ -144,12 +154,21 @@ class MetaService(meta_pb2_grpc.MetaServicer):
                     reports=reports,
                     capacity_bytes=request.capacity_bytes,
                     used_bytes=request.used_bytes,
+                    full=not request.delta,
+                    gone=tuple(request.gone),
                 )
             )
+            await self._placement.maybe_split()
         except PlacementError as exc:
             await _invalid(context, exc.field, exc.message)
+        book = {s.id: s.address for s in self._table.stores.values() if s.address}
+        digest = addresses_digest(book)
         return meta_pb2.StoreHeartbeatResponse(
-            store_id=store_id, operations=[convert.operation_to_pb(op) for op in result.operations]
+            store_id=store_id,
+            operations=[convert.operation_to_pb(op) for op in result.operations],
+            want_full=registered_now and request.delta,
+            store_addresses=book if digest != request.addresses_digest else {},
+            addresses_digest=digest,
         )
 
     @_leader_only

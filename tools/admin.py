@@ -290,6 +290,67 @@ async def cmd_remove_replica(admin: Admin, args: argparse.Namespace) -> int:
                          f"partition {args.id} has no replica on store {args.store}")
 
 
+async def cmd_split(admin: Admin, args: argparse.Namespace) -> int:
+    """Split partition ID at KEY (or its middle by size) and wait until both halves serve:
+    the parent's range shrank and the new partition's own leader has reported (D21)."""
+    before, shown = await admin.partition(args.id)
+    key = _arg_bytes(args.key) if args.key is not None else b""
+    where = range_text(before.start, before.end)
+    if args.key is not None:
+        if key == before.start:
+            raise Refused(f"{key_text(key)!s} is the first key of partition {args.id} {where}: "
+                          "a split there would leave the left half empty")
+        if not (key > before.start and (not before.end or key < before.end)):
+            raise Refused(f"{key_text(key)!s} is outside partition {args.id} {where}")
+    elif not shown["size_bytes"]:
+        raise Refused(f"partition {args.id} {where} reports no data (its leader reports its size every "
+                      "heartbeat; just after a split it is not known yet), so it has no middle key; "
+                      "give the KEY to split it at")
+    op = meta_pb2.Operation(partition_id=args.id, split=meta_pb2.Split(split_key=key))
+    op_id = await admin.submit(op)
+    result: dict[str, Any] = {"operation": op_id, "partition": args.id, "done": False}
+    if not args.no_wait:
+        started = time.monotonic()
+        left = None
+
+        def shrunk(d: meta_pb2.PartitionDescriptor) -> bool:
+            nonlocal left
+            left = d
+            return d.epoch.version > before.epoch.version
+
+        await admin.wait_for(args.id, shrunk, args.timeout)
+        assert left is not None
+        if left.end == before.end:
+            raise Refused(f"partition {args.id} changed its range otherwise (now {range_text(left.start, left.end)})")
+        while True:  # the new half serves once its own leader reports to placement
+            got = await admin.call("GetPartition", meta_pb2.GetPartitionRequest(key=left.end))
+            right = got.partition
+            if right.id != args.id and right.start == left.end and right.leader_store_id and right.term:
+                break
+            if time.monotonic() - started > args.timeout:
+                raise Refused(f"partition {args.id} split at {key_text(left.end)}, but the new half has "
+                              f"no leader after {args.timeout:g}s")
+            await asyncio.sleep(POLL_S)
+        result.update(
+            done=True,
+            seconds=round(time.monotonic() - started, 3),
+            split_key=key_json(left.end),
+            new_partition=right.id,
+            left={"start": key_json(left.start), "end": key_json(left.end)},
+            right={"start": key_json(right.start), "end": key_json(right.end)},
+        )
+    if admin.as_json:
+        print(json.dumps(result))
+    elif result["done"]:
+        print(f"operation {op_id}: partition {args.id} split at {key_text(left.end)}: "  # type: ignore[union-attr]
+              f"it keeps {range_text(left.start, left.end)}, partition {right.id} "  # type: ignore[union-attr]
+              f"holds {range_text(right.start, right.end)} (took {result['seconds']:.2f}s)")
+    else:
+        print(f"operation {op_id} queued: split partition {args.id} "
+              f"{'at ' + key_text(key) if key else 'at its middle'} (not waiting; see `tessera admin operations`)")
+    return EXIT_OK
+
+
 def _describe(op: meta_pb2.Operation) -> tuple[str, str]:
     kind = op.WhichOneof("kind") or "?"
     body = getattr(op, kind) if kind != "?" else None
@@ -375,6 +436,7 @@ COMMANDS: dict[str, Callable[[Admin, argparse.Namespace], Awaitable[int]]] = {
     "transfer-leader": cmd_transfer_leader,
     "add-replica": cmd_add_replica,
     "remove-replica": cmd_remove_replica,
+    "split": cmd_split,
     "operations": cmd_operations,
     "routers": cmd_routers,
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
@@ -178,6 +179,25 @@ def _add_new_cluster_options(parser: argparse.ArgumentParser) -> None:
                              "stored, but this version does not act on it yet (default: %(default)g)")
 
 
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30}
+
+
+def _byte_size(text: str) -> int:
+    """A size in bytes: 65536, 64KiB, 64MiB, 1GiB (k/m/g alone also mean KiB/MiB/GiB)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", text)
+    unit = _SIZE_UNITS.get(m.group(2).lower()) if m else None
+    if m is None or unit is None or int(m.group(1)) * unit <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive size like 65536 or 64MiB, got {text!r}")
+    return int(m.group(1)) * unit
+
+
+def _add_split_option(parser: argparse.ArgumentParser) -> None:
+    """--split-size: `tessera router` and `tessera cluster up` (which passes it on)."""
+    parser.add_argument("--split-size", type=_byte_size, metavar="BYTES", default=_PLACEMENT.split_size,
+                        help="a partition larger than this is split at its middle key; 65536, 64KiB, 64MiB "
+                             "(default: %(default)s, 64 MiB)")
+
+
 def _fault_list(text: str) -> list[str]:
     faults = [f.strip() for f in text.split(",") if f.strip()]
     unknown = [f for f in faults if f not in FAULTS]
@@ -304,6 +324,7 @@ def _build_router(commands) -> None:
                    help="write the placement table to disk every N applied commands, and compact the "
                         "placement log behind it (default: %(default)s)")
     _add_new_cluster_options(p)
+    _add_split_option(p)
     p.add_argument("--replicas", type=_positive_int, metavar="N", default=_PLACEMENT.replicas,
                    help="replicas of each pre-split partition; the cluster is created once this "
                         "many nodes have registered (default: %(default)s)")
@@ -342,6 +363,7 @@ def _build_cluster(commands) -> None:
                     help="router processes, the placement group's members: 1 for development, 3 "
                          "so that losing any one router loses nothing (default: %(default)s)")
     _add_new_cluster_options(up)
+    _add_split_option(up)
     up.add_argument("--data-dir", default="./data", metavar="DIR",
                     help="root of every process's data directory (default: %(default)s)")
     up.add_argument("--base-port", type=_non_negative_int, default=7100, metavar="PORT",
@@ -442,7 +464,7 @@ def _build_admin(commands) -> None:
             "people; --json prints the shapes of docs/cli.md. Commands that change something\n"
             "wait until placement sees it done (--no-wait: just queue it) and exit 1 naming\n"
             "why when it is refused or not done within --timeout.\n\n"
-            "split, drain and remove-store are not available in this version: they\n"
+            "drain and remove-store are not available in this version: they\n"
             "parse their arguments, say so and exit 2 without contacting the cluster."
         ),
     )
@@ -480,7 +502,7 @@ def _build_admin(commands) -> None:
     leaf("operations", "list the operations placement has not yet seen done, with their age", ())
     leaf("split", "split partition ID at KEY (default: its middle by size)",
          (pid, ("key", {"metavar": "KEY", "nargs": "?", "help": "split key (the new right half starts here)"})),
-         available=False)
+         changes=True)
     leaf("drain", "move every leader and replica off STORE, then mark it removed", (store,), available=False)
     leaf("remove-store", "mark a drained or dead STORE removed", (store,), available=False)
     leaf("routers", "show the placement group: members, leader, term, applied index", ())
@@ -511,7 +533,7 @@ def _build_bench(commands) -> None:
     p.add_argument("--partitions", type=_positive_int, metavar="N",
                    help=f"with --local: the throw-away cluster's partitions (default: "
                         f"{_PLACEMENT.partitions}); without --local only recorded in the results "
-                        "(splitting a running cluster is not available in this version)")
+                        "(tessera admin split splits a running cluster)")
     p.add_argument("--consistency", choices=("linearizable", "lease", "stale"), default="lease",
                    metavar="C", help="read consistency: linearizable, lease or stale "
                                      "(default: %(default)s)")

@@ -93,6 +93,7 @@ class Cluster:
     max_down: float = _PLACEMENT.max_down_s
     log_level: str = DEFAULT_LEVEL  # every child's --log-level
     routers: int = 1  # the placement group's size
+    split_size: int | None = None  # routers' --split-size (None: their default)
     extra_router_args: list[str] = field(default_factory=list)
     extra_node_args: list[str] = field(default_factory=list)
     # Per-node extra arguments (e.g. each node's --peer-addresses file).
@@ -152,6 +153,7 @@ class Cluster:
             "--data-dir", os.path.join(self.root, "router" if i == 1 else f"router{i}"),
             "--partitions", str(self.partitions),
             "--max-down", str(self.max_down),
+            *(["--split-size", str(self.split_size)] if self.split_size else []),
             "--log-level", self.log_level,
             *self.extra_router_args,
         ]

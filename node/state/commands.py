@@ -1,9 +1,11 @@
-"""The write commands a partition's Raft log carries, and their binary encoding.
+"""The commands a partition's Raft log carries, and their binary encoding.
 
-A command is what one client write becomes: a request id (for exactly-once
-retries) and one or more operations applied atomically.  The encoding is a
-hand-rolled ``struct`` layout rather than protobuf because every entry is
-encoded on the leader and decoded on every replica on the hot path.
+A :class:`Command` is what one client write becomes: a request id (for exactly-once
+retries) and one or more operations applied atomically.  A :class:`SplitCommand` cuts the
+partition in two (docs/decisions.md D21): every replica applies it at the same log index.
+The encoding is a hand-rolled ``struct`` layout rather than protobuf because every entry is
+encoded on the leader and decoded on every replica on the hot path.  The first byte tells
+the two apart (:func:`decode_entry`).
 
 Layout (little-endian)::
 
@@ -12,6 +14,9 @@ Layout (little-endian)::
         PUT:    u32 len(value) | value
         DELETE: (nothing)
         CAS:    u64 expected_version | u8 delete | u32 len(value) | value
+
+    u8 tag=2 (split) | u64 expected conf_ver | u64 expected version | u64 new partition id
+      | u64 left_bytes | u16 len(split_key) | split_key | u16 n | (u64 store id, u64 new replica id)*
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ _OP = struct.Struct("<BI")
 _U32 = struct.Struct("<I")
 _CAS = struct.Struct("<QBI")
 _VERSION = 1
+_SPLIT_TAG = 2
+_SPLIT_HEAD = struct.Struct("<BQQQQ")
+_PAIR = struct.Struct("<QQ")
 
 
 class CommandError(ValueError):
@@ -115,3 +123,62 @@ def cas(
     key: bytes, expected_version: int, value: bytes = b"", *, delete: bool = False, request_id: bytes = b""
 ) -> Command:
     return Command(request_id, (Op(OpKind.CAS, key, value, expected_version, delete),))
+
+
+@dataclass(frozen=True, slots=True)
+class SplitCommand:
+    """Cut the partition at ``split_key``: it keeps [start, split_key), and a new partition
+    ``new_partition_id`` takes [split_key, end) with a replica on each store that hosts one of
+    ours, ``new_replicas`` (store id -> new replica id), in the same roles.
+
+    Applied only if the partition's epoch at that log index is still ``expected`` (a stale
+    request changes nothing); ``left_bytes`` is the leader's measure of the data below the key,
+    how the partition's approximate size is shared between the halves.
+    """
+
+    expected_conf_ver: int
+    expected_version: int
+    split_key: bytes
+    new_partition_id: int
+    new_replicas: tuple[tuple[int, int], ...]  # (store id, new replica id), sorted by store
+    left_bytes: int = 0
+
+    def encode(self) -> bytes:
+        parts = [
+            _SPLIT_HEAD.pack(
+                _SPLIT_TAG, self.expected_conf_ver, self.expected_version, self.new_partition_id, self.left_bytes
+            ),
+            _U16.pack(len(self.split_key)),
+            self.split_key,
+            _U16.pack(len(self.new_replicas)),
+        ]
+        parts.extend(_PAIR.pack(store, rid) for store, rid in self.new_replicas)
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, data: bytes) -> SplitCommand:
+        try:
+            tag, conf_ver, version, new_pid, left = _SPLIT_HEAD.unpack_from(data, 0)
+            if tag != _SPLIT_TAG:
+                raise CommandError(f"not a split command (tag {tag})")
+            off = _SPLIT_HEAD.size
+            (klen,) = _U16.unpack_from(data, off)
+            off += _U16.size
+            key = bytes(data[off : off + klen])
+            off += klen
+            (n,) = _U16.unpack_from(data, off)
+            off += _U16.size
+            pairs = tuple(_PAIR.unpack_from(data, off + i * _PAIR.size) for i in range(n))
+            off += n * _PAIR.size
+            if off != len(data) or len(key) != klen:
+                raise CommandError("split command has the wrong length")
+            return cls(conf_ver, version, key, new_pid, pairs, left)
+        except struct.error as exc:
+            raise CommandError(f"truncated split command: {exc}") from None
+
+
+def decode_entry(data: bytes) -> Command | SplitCommand:
+    """The command a NORMAL entry's (non-empty) data holds."""
+    if data[:1] == bytes((_SPLIT_TAG,)):
+        return SplitCommand.decode(data)
+    return Command.decode(data)

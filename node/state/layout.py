@@ -13,7 +13,9 @@ no inline key lies between ``P`` and any ``P + suffix`` (an inline key above
 every ``P + suffix``).  A cursor walk therefore yields user keys in order.
 
 Partition boundaries (split keys) must be at most INLINE bytes, so a bucket
-never straddles two partitions; placement enforces that.
+never straddles two partitions: placement refuses longer split keys, and a
+leader choosing one picks an inline key or a bucket's prefix ``P`` (every key
+of the bucket is above ``P``).  INLINE is common.keyspace.MAX_SPLIT_KEY_BYTES.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from typing import TypeAlias
 
 import lmdb
 
-INLINE = 496
+from common.keyspace import MAX_SPLIT_KEY_BYTES
+
+INLINE = MAX_SPLIT_KEY_BYTES
 _VER = struct.Struct("<Q")
 _ITEM = struct.Struct("<IQI")
 
@@ -76,10 +80,18 @@ def get(txn: Txn, db: lmdb._Database, key: bytes) -> tuple[int, bytes] | None:
     return None
 
 
-def put(txn: Txn, db: lmdb._Database, key: bytes, version: int, value: bytes) -> bool:
-    """Write ``key``; True if it existed before."""
+def record_size(key: bytes, value: bytes) -> int:
+    """What one LMDB record counts toward a partition's size (node/state/store.py)."""
+    return len(key) + len(value)
+
+
+def put(txn: Txn, db: lmdb._Database, key: bytes, version: int, value: bytes) -> tuple[bool, int]:
+    """Write ``key``; whether it existed before, and by how many bytes the range's records grew."""
     if len(key) <= INLINE:
-        return txn.replace(key, _VER.pack(version) + value, db=db) is not None
+        stored = _VER.pack(version) + value
+        old = txn.replace(key, stored, db=db)
+        grown = record_size(key, stored) - (record_size(key, old) if old is not None else 0)
+        return old is not None, grown
     bkey = key[:INLINE] + b"\0"
     raw = txn.get(bkey, db=db)
     items = _decode_bucket(raw) if raw is not None else []
@@ -91,30 +103,33 @@ def put(txn: Txn, db: lmdb._Database, key: bytes, version: int, value: bytes) ->
         items[i] = (suffix, version, value)
     else:
         items.insert(i, (suffix, version, value))
-    txn.put(bkey, _encode_bucket(items), db=db)
-    return existed
+    encoded = _encode_bucket(items)
+    txn.put(bkey, encoded, db=db)
+    return existed, record_size(bkey, encoded) - (record_size(bkey, raw) if raw is not None else 0)
 
 
-def delete(txn: Txn, db: lmdb._Database, key: bytes) -> bool:
-    """Delete ``key``; True if it existed."""
+def delete(txn: Txn, db: lmdb._Database, key: bytes) -> tuple[bool, int]:
+    """Delete ``key``; whether it existed, and by how many bytes the range's records grew (<= 0)."""
     if not key:
-        return False
+        return False, 0
     if len(key) <= INLINE:
-        return bool(txn.delete(key, db=db))
+        old = txn.pop(key, db=db)
+        return old is not None, -record_size(key, old) if old is not None else 0
     bkey = key[:INLINE] + b"\0"
     raw = txn.get(bkey, db=db)
     if raw is None:
-        return False
+        return False, 0
     suffix = key[INLINE:]
     items = _decode_bucket(raw)
     kept = [it for it in items if it[0] != suffix]
     if len(kept) == len(items):
-        return False
+        return False, 0
     if kept:
-        txn.put(bkey, _encode_bucket(kept), db=db)
-    else:
-        txn.delete(bkey, db=db)
-    return True
+        encoded = _encode_bucket(kept)
+        txn.put(bkey, encoded, db=db)
+        return True, len(encoded) - len(raw)
+    txn.delete(bkey, db=db)
+    return True, -record_size(bkey, raw)
 
 
 def _seek(cur: lmdb.Cursor[bytes], start: bytes) -> bool:

@@ -10,6 +10,11 @@ Why these choices:
 * **Version = the Raft index of the write.**  Unique and increasing per key
   (a partition created by a split continues its parent's index space), so a
   compare-and-set can never confuse two writes; 0 means absent.
+* **A split moves no data** (docs/decisions.md D21): applying a split entry rewrites the
+  parent's descriptor, writes the new partition's descriptor, applied state (the split's
+  index and term, so its log continues the parent's index space) and size, and copies the
+  parent's dedup records, all in the entry's transaction.  Each partition's approximate size
+  (the bytes of its LMDB records) is kept in the same transactions as the data.
 * **Request-id dedup in the same transaction**: a retried write whose id
   was already applied returns the first result and changes nothing.  Dedup
   records are kept for ``dedup_window`` log indexes, then collected.
@@ -38,11 +43,15 @@ from node.raft import ConfState
 from node.wal.record import decode_conf_state, encode_conf_state
 
 from . import layout
-from .commands import Command, CommandError, OpKind
+from .commands import Command, CommandError, OpKind, SplitCommand
 
 _U64 = struct.Struct(">Q")  # big-endian so keys sort numerically
 _META = struct.Struct("<QQ")
 _RESULT = struct.Struct("<BBQI")
+
+REJECTED: list[OpResult] = []
+"""The results of a command applied after a split moved one of its keys out of the
+partition: nothing was written, and the client retries against the new partition."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +83,20 @@ class ApplyEntry:
     term: int
     command: Command | None
     descriptor: Descriptor | None = None
+    # A split entry (with ``descriptor`` the shrunk parent's): what to create beside it.
+    split: SplitApply | None = None
+    # A command whose keys a split has moved out of the range: applied as nothing (REJECTED).
+    rejected: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SplitApply:
+    """What applying a split writes for the new partition (decided by node.round_plan)."""
+
+    command: SplitCommand
+    child: Descriptor  # the new partition's descriptor
+    replica_id: int  # our replica in it (0: this store has none)
+    conf_state: ConfState  # the new group's membership
 
 
 def _pid_key(pid: int) -> bytes:
@@ -113,7 +136,7 @@ class StateStore:
 
     def __init__(self, path: str, *, map_size: int = 1 << 36, dedup_window: int = 100_000) -> None:
         OS_FILES.makedirs(path)
-        self.env = lmdb.open(path, map_size=map_size, max_dbs=8, metasync=False, sync=True, readahead=False)
+        self.env = lmdb.open(path, map_size=map_size, max_dbs=12, metasync=False, sync=True, readahead=False)
         # LMDB syncs its file but never the directory it created the file in.
         OS_FILES.sync_directory(path)
         self._data = self.env.open_db(b"data")
@@ -121,6 +144,7 @@ class StateStore:
         self._dedup = self.env.open_db(b"dedup")
         self._dedup_idx = self.env.open_db(b"dedup_idx")
         self._desc = self.env.open_db(b"descriptors")
+        self._sizes = self.env.open_db(b"sizes")
         self.dedup_window = dedup_window
 
     def close(self) -> None:
@@ -151,6 +175,55 @@ class StateStore:
     def init_partition(self, pid: int, index: int, term: int, conf_state: ConfState) -> None:
         with self.env.begin(write=True) as txn:
             txn.put(_pid_key(pid), _META.pack(index, term) + _encode_conf(conf_state), db=self._meta)
+            txn.put(_pid_key(pid), _U64.pack(0), db=self._sizes)
+
+    # -- sizes ------------------------------------------------------------------
+
+    def size(self, pid: int, start: bytes, end: bytes) -> int:
+        """Approximate bytes of the partition's records: kept with the data, or measured once
+        for a partition written before sizes were kept."""
+        with self.env.begin() as txn:
+            raw = txn.get(_pid_key(pid), db=self._sizes)
+            if raw is not None:
+                return int(_U64.unpack(raw)[0])
+            return sum(layout.record_size(k, v) for k, v in layout.records(txn, self._data, start, end))
+
+    def sizes(self) -> dict[int, int]:
+        """Every partition's kept size, from one read transaction (the heartbeat's reports)."""
+        with self.env.begin(db=self._sizes) as txn:
+            return {_U64.unpack(k)[0]: int(_U64.unpack(v)[0]) for k, v in txn.cursor()}
+
+    def size_below(self, start: bytes, key: bytes) -> int:
+        """Bytes of the records holding [start, key) (how a split at ``key`` shares the size)."""
+        with self.env.begin() as txn:
+            return sum(layout.record_size(k, v) for k, v in layout.records(txn, self._data, start, key))
+
+    def ensure_size(self, pid: int, start: bytes, end: bytes) -> None:
+        """Measure and keep the size of a partition written before sizes were kept."""
+        with self.env.begin(write=True) as txn:
+            if txn.get(_pid_key(pid), db=self._sizes) is None:
+                size = sum(layout.record_size(k, v) for k, v in layout.records(txn, self._data, start, end))
+                txn.put(_pid_key(pid), _U64.pack(size), db=self._sizes)
+
+    def split_point(self, pid: int, start: bytes, end: bytes) -> tuple[bytes, int] | None:
+        """The middle key of a partition by size, and the bytes below it; None when no key
+        splits it into two non-empty halves.  The key is an inline key or a bucket's prefix
+        (node/state/layout.py), so never longer than layout.INLINE."""
+        total = self.size(pid, start, end)
+        below = 0
+        best: tuple[bytes, int] | None = None
+        with self.env.begin() as txn:
+            # Every record's first key is a candidate (split just before it); the one whose
+            # share below is nearest half wins, and past half they only get worse.
+            for k, v in layout.records(txn, self._data, start, end):
+                key = bytes(k[: layout.INLINE]) if len(k) == layout.INLINE + 1 else k
+                if key > start and (not end or key < end):
+                    if best is None or abs(2 * below - total) < abs(2 * best[1] - total):
+                        best = (key, below)
+                    if below * 2 >= total:
+                        break
+                below += layout.record_size(k, v)
+        return best
 
     def save_descriptor(self, pid: int, replica_id: int, descriptor: Descriptor) -> None:
         """Persist the partition's descriptor (range, epoch, members) and our replica id in it."""
@@ -163,6 +236,12 @@ class StateStore:
         if old is None:
             raise KeyError(f"partition {pid} has no descriptor to replace")
         txn.put(_pid_key(pid), bytes(old[:8]) + encode_descriptor(descriptor), db=self._desc)
+
+    def descriptor(self, pid: int) -> tuple[int, Descriptor] | None:
+        """Our replica id in a hosted partition and its descriptor."""
+        with self.env.begin(db=self._desc) as txn:
+            v = txn.get(_pid_key(pid))
+        return None if v is None else (_U64.unpack_from(v, 0)[0], decode_descriptor(bytes(v[8:])))
 
     def descriptors(self) -> dict[int, tuple[int, Descriptor]]:
         """Every hosted partition: our replica id in it and its descriptor."""
@@ -210,32 +289,75 @@ class StateStore:
     ) -> list[list[OpResult] | None]:
         results: list[list[OpResult] | None] = []
         last_index = last_term = 0
+        grown = [0]  # bytes the partition's records grew by in this job
         for e in entries:
             last_index, last_term = e.index, e.term
             if e.descriptor is not None:
                 self._put_descriptor(txn, pid, e.descriptor)
+            if e.split is not None:
+                self._apply_split(txn, pid, e, e.split, grown[0])
+                grown[0] = 0
+            if e.rejected:
+                results.append(REJECTED)
+                continue
             if e.command is None:
                 results.append(None)
                 continue
-            results.append(self._apply_command(txn, pid, e.index, e.command))
+            results.append(self._apply_command(txn, pid, e.index, e.command, grown))
+        if grown[0]:
+            self._add_size(txn, pid, grown[0])
         if last_index:
             txn.put(_pid_key(pid), _META.pack(last_index, last_term) + _encode_conf(conf_state), db=self._meta)
             self._collect_dedup(txn, pid, last_index)
         return results
 
-    def _apply_command(self, txn: layout.Txn, pid: int, index: int, cmd: Command) -> list[OpResult]:
+    def _stored_size(self, txn: layout.Txn, pid: int) -> int:
+        raw = txn.get(_pid_key(pid), db=self._sizes)
+        return int(_U64.unpack(raw)[0]) if raw is not None else 0
+
+    def _add_size(self, txn: layout.Txn, pid: int, delta: int) -> None:
+        txn.put(_pid_key(pid), _U64.pack(max(0, self._stored_size(txn, pid) + delta)), db=self._sizes)
+
+    def _apply_split(self, txn: layout.Txn, pid: int, e: ApplyEntry, sp: SplitApply, grown: int) -> None:
+        """Create the new partition beside its (already shrunk) parent; no data moves."""
+        total = max(0, self._stored_size(txn, pid) + grown)
+        left = min(max(sp.command.left_bytes, 0), total)
+        txn.put(_pid_key(pid), _U64.pack(left), db=self._sizes)
+        child = _pid_key(sp.child.id)
+        if not sp.replica_id or txn.get(child, db=self._meta) is not None:
+            return  # (already hosted: created from its own leader's snapshot, which is newer)
+        txn.put(child, _META.pack(e.index, e.term) + _encode_conf(sp.conf_state), db=self._meta)
+        txn.put(child, _U64.pack(sp.replica_id) + encode_descriptor(sp.child), db=self._desc)
+        txn.put(child, _U64.pack(total - left), db=self._sizes)
+        # A write acknowledged by the parent and retried by its client against the new
+        # partition must find its first result there too.
+        prefix = _pid_key(pid)
+        for db in (self._dedup, self._dedup_idx):
+            cur = txn.cursor(db=db)
+            copied = []
+            if cur.set_range(prefix):
+                for k, v in cur:
+                    if not k.startswith(prefix):
+                        break
+                    copied.append((child + k[8:], v))
+            for k, v in copied:
+                txn.put(k, v, db=db)
+
+    def _apply_command(
+        self, txn: layout.Txn, pid: int, index: int, cmd: Command, grown: list[int]
+    ) -> list[OpResult]:
         rid = cmd.request_id
         if rid:
             seen = txn.get(_pid_key(pid) + rid, db=self._dedup)
             if seen is not None:
                 return decode_results(seen[8:])
-        results = self._execute(txn, index, cmd)
+        results = self._execute(txn, index, cmd, grown)
         if rid:
             txn.put(_pid_key(pid) + rid, _U64.pack(index) + encode_results(results), db=self._dedup)
             txn.put(_pid_key(pid) + _U64.pack(index), rid, db=self._dedup_idx)
         return results
 
-    def _execute(self, txn: layout.Txn, index: int, cmd: Command) -> list[OpResult]:
+    def _execute(self, txn: layout.Txn, index: int, cmd: Command, grown: list[int]) -> list[OpResult]:
         """All-or-nothing: if any compare-and-set fails, no operation is applied."""
         data = self._data
         for op in cmd.ops:
@@ -249,10 +371,12 @@ class StateStore:
         out = []
         for op in cmd.ops:
             if op.kind == OpKind.PUT or (op.kind == OpKind.CAS and not op.delete):
-                existed = layout.put(txn, data, op.key, index, op.value)
+                existed, delta = layout.put(txn, data, op.key, index, op.value)
+                grown[0] += delta
                 out.append(OpResult(True, index, existed))
             elif op.kind in (OpKind.DELETE, OpKind.CAS):
-                existed = layout.delete(txn, data, op.key)
+                existed, delta = layout.delete(txn, data, op.key)
+                grown[0] += delta
                 out.append(OpResult(True, 0, existed))
             else:  # pragma: no cover - decode rejects unknown kinds
                 raise CommandError(f"unknown op kind {op.kind}")
@@ -316,6 +440,7 @@ class StateStore:
                             break
             txn.delete(prefix, db=self._meta)
             txn.delete(prefix, db=self._desc)
+            txn.delete(prefix, db=self._sizes)
 
     def snapshot_items(self, start: bytes, end: bytes, chunk: int = 1024) -> Iterator[list[tuple[bytes, bytes]]]:
         """The raw LMDB records of a range, in chunks, from one read transaction."""
@@ -338,9 +463,12 @@ class StateStore:
             stale = [k for k, _ in layout.records(txn, self._data, start, end)]
             for k in stale:
                 txn.delete(k, db=self._data)
+            size = 0
             for chunk in items:
                 for k, v in chunk:
                     txn.put(k, v, db=self._data)
+                    size += layout.record_size(k, v)
+            txn.put(_pid_key(pid), _U64.pack(size), db=self._sizes)
             txn.put(
                 _pid_key(pid),
                 _META.pack(meta.applied_index, meta.applied_term) + _encode_conf(meta.conf_state),
@@ -397,9 +525,11 @@ def decode_entry_command(data: bytes) -> Command | None:
 
 
 __all__ = [
+    "REJECTED",
     "ApplyEntry",
     "OpResult",
     "PartitionMeta",
+    "SplitApply",
     "StateStore",
     "decode_entry_command",
 ]

@@ -37,6 +37,10 @@ class StoreHeartbeat:
     reports: tuple[PartitionReport, ...] = ()
     capacity_bytes: int = 0
     used_bytes: int = 0
+    # False: ``reports`` holds only what changed since the store's last heartbeat, and
+    # ``gone`` the partitions it stopped hosting (see StoreHeartbeatRequest.delta).
+    full: bool = True
+    gone: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ class PlacementConfig:
     replicas: int = 3  # replicas of each pre-split partition; bootstrap waits for this many stores
     store_down_after_s: float = 5.0  # a store silent this long is reported down
     max_down_s: float = 30.0  # a store down this long has its replicas re-created elsewhere (stored, not acted on yet)
+    split_size: int = 64 << 20  # a partition larger than this (bytes, as its leader reports) is split (D21)
 
 
 # Members of a placement group, at most: every command waits on a quorum of them, and more

@@ -65,6 +65,11 @@ class StoreInfo:
     hosted: frozenset[int] = frozenset()
     # The same, with the replica id each one reported (0 from nodes that do not say).
     hosted_replicas: dict[int, int] = field(default_factory=dict)
+    # The conf_ver of each hosted replica's own descriptor (garbage collection compares it
+    # with placement's), and the partitions it leads: kept here because a heartbeat that
+    # carries only changes does not repeat them.
+    hosted_conf_vers: dict[int, int] = field(default_factory=dict)
+    leading: frozenset[int] = frozenset()
 
 
 # -- operations --------------------------------------------------------------------------

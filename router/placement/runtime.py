@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from router.placement.commands import Applied, Bootstrap, Command
+from router.placement.commands import Applied, Bootstrap, Command, PlacementError, SubmitOperation
 from router.placement.config import GroupSettings, PlacementConfig
-from router.placement.group import PlacementGroup
-from router.placement.model import StoreInfo, StoreState
+from router.placement.group import NotLeaderError, PlacementGroup
+from router.placement.model import Split, StoreInfo, StoreState
 from router.placement.table import PlacementTable
 from router.placement.watchers import OperationWatchers
 
@@ -34,8 +34,18 @@ class Placement:
         self.config = config
         self._clock = clock
         self.watchers = OperationWatchers()
-        # A router that stops leading ends its nodes' watch streams: they find the new leader.
-        group.on_leadership(lambda leader: None if leader else self.watchers.close_all())
+        group.on_leadership(self._leadership_changed)
+
+    def _leadership_changed(self, leading: bool) -> None:
+        if not leading:
+            # A router that stops leading ends its nodes' watch streams: they find the new leader.
+            self.watchers.close_all()
+            return
+        # Whatever the old leader handed out may never have arrived: hand every pending
+        # operation out again now, instead of after the redelivery period.
+        now = self.now_ms()
+        self.table.deliveries_valid_from_ms = now
+        self.watchers.wake(self.table.stores_with_operations_due(now))
 
     @classmethod
     async def open(
@@ -100,6 +110,25 @@ class Placement:
         log.info("bootstrapped %d partitions x %d replicas on stores %s",
                  self.config.partitions, self.config.replicas, up)
         return result
+
+    async def maybe_split(self) -> list[int]:
+        """Queue a split (at the middle key, which the leader picks) of every partition past
+        ``split_size`` with nothing else in flight (leader only); the operations they got."""
+        if not self.group.is_leader:
+            return []
+        queued = []
+        for pid in self.table.split_candidates(self.config.split_size):
+            try:
+                result = await self.apply(SubmitOperation(pid, Split(b"", 0, ()), None, self.now_ms()))
+            except PlacementError as exc:  # the table moved on meanwhile: decide again next time
+                log.info("size split of partition %d not queued: %s", pid, exc)
+                continue
+            except NotLeaderError:  # no longer the leader: the next one decides
+                break
+            log.info("partition %d is past --split-size (%d bytes): split queued (operation %d)",
+                     pid, self.config.split_size, result.operation_id)
+            queued.append(result.operation_id)
+        return queued
 
     def bootstrap_status(self) -> str:
         """Why there are no partitions yet, for error messages."""

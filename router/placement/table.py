@@ -63,6 +63,12 @@ class PlacementTable:
         self.stores: dict[int, StoreInfo] = {}
         self.partitions: dict[int, PartitionInfo] = {}
         self.operations: dict[int, PendingOperation] = {}
+        # Deliveries recorded before this instant are not trusted: the placement leader sets it
+        # when it takes over, since the old leader may have died before its heartbeat response
+        # (or its push) reached the node. Leader-local, like the delivery marks themselves
+        # (never checkpointed, see codec.py): it only decides when an operation is handed out
+        # again, never what the table holds.
+        self.deliveries_valid_from_ms = 0
         # Id allocators: the next id to hand out. Every id ever used is below them, so ids are
         # never reused, even for stores, partitions or replicas that are gone.
         self.next_store_id = 1
@@ -170,13 +176,13 @@ class PlacementTable:
         store.last_heartbeat_ms = max(store.last_heartbeat_ms, cmd.now_ms)
         store.capacity_bytes = cmd.capacity_bytes
         store.used_bytes = cmd.used_bytes
-        store.replica_count = len(cmd.reports)
-        store.leader_count = sum(1 for r in cmd.reports if r.leader)
-        store.hosted = frozenset(r.partition_id for r in cmd.reports)
-        store.hosted_replicas = {r.partition_id: r.replica_id for r in cmd.reports}
+        if cmd.full or cmd.reports or cmd.gone:
+            self._record_hosted(store, cmd)
 
         changed: list[int] = []
         for report in cmd.reports:
+            known = self.partitions.get(report.partition_id)
+            range_before = (known.descriptor.start, known.descriptor.end) if known is not None else None
             if (
                 report.leader
                 and report.descriptor is not None
@@ -194,7 +200,10 @@ class PlacementTable:
             if mine is not None:
                 info.progress.setdefault(mine.replica_id, ReplicaProgress()).applied = report.applied
             if report.leader:
-                info.size_bytes = report.size_bytes
+                # A report that brings a split may have measured before the split applied:
+                # the size is unknown until the next one.
+                resized = range_before not in (None, (info.descriptor.start, info.descriptor.end))
+                info.size_bytes = 0 if resized else report.size_bytes
                 info.load = report.load
                 for member in report.progress:
                     if info.descriptor.replica_by_id(member.replica_id) is not None:
@@ -202,29 +211,61 @@ class PlacementTable:
 
         if self._settle_operations(cmd.now_ms):
             durable = True
+        if self._create_skipped_split_halves(store, cmd.reports, cmd.now_ms):
+            durable = True
         return Applied(
             durable=durable,
             dirty=True,
             store_id=store.id,
             partition_ids=tuple(dict.fromkeys(changed)),
-            operations=self._deliver(store, cmd.now_ms) + self._garbage(store, cmd.reports),
+            operations=self._deliver(store, cmd.now_ms) + self._garbage(store),
         )
 
-    def _garbage(self, store: StoreInfo, reports: tuple[PartitionReport, ...]) -> tuple[PendingOperation, ...]:
-        """DestroyReplica for every reported replica the group has since removed.
+    @staticmethod
+    def _record_hosted(store: StoreInfo, cmd: StoreHeartbeat) -> None:
+        """What the store hosts and leads: replaced by a full report, patched by a delta."""
+        if cmd.full:
+            replicas: dict[int, int] = {}
+            conf_vers: dict[int, int] = {}
+            leading: set[int] = set()
+        else:
+            replicas, conf_vers, leading = dict(store.hosted_replicas), dict(store.hosted_conf_vers), set(store.leading)
+            for pid in cmd.gone:
+                replicas.pop(pid, None)
+                conf_vers.pop(pid, None)
+                leading.discard(pid)
+        for r in cmd.reports:
+            replicas[r.partition_id] = r.replica_id
+            if r.epoch is not None:
+                conf_vers[r.partition_id] = r.epoch.conf_ver
+            else:
+                conf_vers.pop(r.partition_id, None)
+            if r.leader:
+                leading.add(r.partition_id)
+            else:
+                leading.discard(r.partition_id)
+        store.hosted_replicas, store.hosted_conf_vers = replicas, conf_vers
+        store.hosted, store.leading = frozenset(replicas), frozenset(leading)
+        store.replica_count, store.leader_count = len(replicas), len(leading)
+
+    def _garbage(self, store: StoreInfo) -> tuple[PendingOperation, ...]:
+        """DestroyReplica for every replica the store hosts that the group has since removed.
 
         A replica cut off while the group removed it never applies its own removal; it
         would campaign forever (harmlessly, PreVote stops it) and block a new replica of
         the partition on that store.  The store checks the same conditions before deleting.
+        Every hosted replica is looked at, not only the ones this heartbeat reports: a
+        stale replica does not change, so a heartbeat of changes would never mention it.
         """
         out = []
-        for report in reports:
-            info = self.partitions.get(report.partition_id)
-            if info is None or not report.replica_id or report.epoch is None:
+        for pid, replica_id in store.hosted_replicas.items():
+            info = self.partitions.get(pid)
+            conf_ver = store.hosted_conf_vers.get(pid)
+            if info is None or not replica_id or conf_ver is None:
                 continue
             desc = info.descriptor
-            if desc.replica_by_id(report.replica_id) is None and report.epoch.conf_ver < desc.epoch.conf_ver:
-                action = DestroyReplica(store.id, report.replica_id, desc)
+            if conf_ver < desc.epoch.conf_ver and desc.replica_by_id(replica_id) is None:
+                action = DestroyReplica(store.id, replica_id, desc)
                 out.append(PendingOperation(0, desc.id, desc.epoch, action, created_ms=0))
         return tuple(out)
 
@@ -330,6 +371,16 @@ class PlacementTable:
                         f"{key!r} is not strictly inside partition {desc.id}'s range "
                         f"[{desc.start!r}, {desc.end!r})",
                     )
+                if len(key) > keyspace.MAX_SPLIT_KEY_BYTES:
+                    raise PlacementError(
+                        "operation.split.split_key",
+                        f"a split key is at most {keyspace.MAX_SPLIT_KEY_BYTES} bytes, got {len(key)}",
+                    )
+                same = self._split_in_flight(desc.id, key)
+                if same is not None:
+                    # The same split asked again (a retry after a placement failover): it is
+                    # already queued, and queuing it twice could not split twice anyway.
+                    return Applied(operation_id=same)
                 self._check_fresh_id(new_pid, self.next_partition_id, "operation.split.new_partition_id")
                 if new_rids and len(new_rids) != len(desc.replicas):
                     raise PlacementError(
@@ -345,6 +396,14 @@ class PlacementTable:
                 raise PlacementError("operation.create_replica", "issued by placement itself, not submittable")
             case _:
                 raise PlacementError("operation.kind", "no operation kind set")
+
+        busy = self._leader_operation(desc.id)
+        if busy is not None and (isinstance(action, Split) or isinstance(busy.action, Split)):
+            raise PlacementError(
+                "operation.partition_id",
+                f"partition {desc.id} has an operation in flight (operation {busy.id}: "
+                f"{type(busy.action).__name__}); try again once it is done",
+            )
 
         # Validation done: mutate.
         match action:
@@ -380,6 +439,91 @@ class PlacementTable:
                     del self.operations[op_id]
         return Applied(durable=True, dirty=True, store_id=store.id)
 
+    # -- splits (docs/decisions.md D21) ------------------------------------------------------
+
+    def _leader_operation(self, partition_id: int) -> PendingOperation | None:
+        """The leader-addressed operation in flight on a partition, if any."""
+        for op in self.operations.values():
+            if op.partition_id == partition_id and not isinstance(op.action, (CreateReplica, DestroyReplica)):
+                return op
+        return None
+
+    def _split_in_flight(self, partition_id: int, key: bytes) -> int | None:
+        """The id of a queued split of the partition at ``key`` (any key, for an empty one)."""
+        op = self._leader_operation(partition_id)
+        if op is None or not isinstance(op.action, Split):
+            return None
+        return op.id if not key or op.action.split_key == key else None
+
+    def _record_split(self, old: Descriptor, left: Descriptor) -> None:
+        """The parent's leader reported its shrunk descriptor: the queued split was applied.
+
+        Add the new right half at once, as every replica created it (the split's ids, the
+        parent's stores, the parent's new epoch), so the map never has a gap while the new
+        partition elects its leader; that leader's own reports take over from here.
+        """
+        if not (left.id == old.id and left.start == old.start and keyspace.end_after(old.end, left.end)):
+            return
+        for op in self.operations.values():
+            action = op.action
+            if op.partition_id != old.id or not isinstance(action, Split) or op.epoch != old.epoch:
+                continue
+            if action.new_partition_id in self.partitions or len(action.new_replica_ids) != len(old.replicas):
+                return
+            child = Descriptor(
+                id=action.new_partition_id,
+                start=left.end,
+                end=old.end,
+                epoch=left.epoch,
+                replicas=tuple(
+                    ReplicaDesc(r.store_id, rid, Role.VOTER) for r, rid in zip(old.replicas, action.new_replica_ids)
+                ),
+            )
+            if any(
+                p.id != old.id and keyspace.overlaps(p.descriptor.start, p.descriptor.end, child.start, child.end)
+                for p in self.partitions.values()
+            ):
+                return
+            parent = self.partitions[old.id]
+            # The new partition's replica on the parent leader's store campaigns first.
+            self.partitions[child.id] = PartitionInfo(descriptor=child, leader_store_id=parent.leader_store_id)
+            self.next_partition_id = max(self.next_partition_id, child.id + 1)
+            for r in child.replicas:
+                self.next_replica_id = max(self.next_replica_id, r.replica_id + 1)
+            return
+
+    def _create_skipped_split_halves(
+        self, store: StoreInfo, reports: tuple[PartitionReport, ...], now_ms: int
+    ) -> bool:
+        """A replica that was behind when its partition split, and caught up from a snapshot
+        taken after the split, never applied it: its store hosts the left half but not the
+        right one, which lacks a member.  Seen when the store reports its left half at the
+        right half's range version or later (so it no longer writes into the right half's
+        range) and does not host the right half: queue a CreateReplica (filled by the right
+        half's leader with a snapshot).  A store that did apply the split reports its left
+        half a moment before it opens the right half; the CreateReplica it may get then is
+        ignored (node.replica_set) and done at its next heartbeat."""
+        queued = False
+        for report in reports:  # only the left halves this heartbeat reports (changed ones)
+            left = self.partitions.get(report.partition_id)
+            if report.epoch is None or left is None or not left.descriptor.end:
+                continue
+            right = self.locate(left.descriptor.end)
+            if right is None or right.id == left.id or right.descriptor.epoch.version <= BOOTSTRAP_EPOCH.version:
+                continue  # (a pre-split partition was never created by a split)
+            desc = right.descriptor
+            mine = desc.replica_on(store.id)
+            if mine is None or desc.id in store.hosted or report.epoch.version < desc.epoch.version:
+                continue  # hosted, or not past the split yet: it will create the right half itself
+            if any(
+                op.partition_id == desc.id and isinstance(op.action, CreateReplica) and op.action.store_id == store.id
+                for op in self.operations.values()
+            ):
+                continue
+            self._queue(desc.id, desc.epoch, CreateReplica(store.id, mine.replica_id, False, desc), now_ms)
+            queued = True
+        return queued
+
     # -- internals --------------------------------------------------------------------------
 
     def _record_leader(self, info: PartitionInfo, store_id: int, term: int) -> bool:
@@ -412,6 +556,7 @@ class PlacementTable:
         if current is None:
             current = self.partitions[desc.id] = PartitionInfo(descriptor=desc)
         else:
+            self._record_split(current.descriptor, desc)
             current.descriptor = desc
             members = {r.replica_id for r in desc.replicas}
             current.progress = {rid: pr for rid, pr in current.progress.items() if rid in members}
@@ -496,6 +641,7 @@ class PlacementTable:
         if (
             isinstance(op.action, CreateReplica)
             or op.last_sent_ms == 0
+            or op.last_sent_ms < self.deliveries_valid_from_ms
             or op.last_sent_to != target
             or now_ms - op.last_sent_ms >= self.redeliver_ms
         ):
@@ -580,6 +726,14 @@ class PlacementTable:
     def up_stores(self, now_ms: int, down_after_ms: int) -> list[int]:
         return sorted(
             s.id for s in self.stores.values() if self.effective_state(s, now_ms, down_after_ms) == StoreState.UP
+        )
+
+    def split_candidates(self, split_size: int) -> list[int]:
+        """Partitions whose leader reported more than ``split_size`` bytes and that have no
+        operation in flight: the size-based splits to queue (docs/decisions.md D21)."""
+        busy = {op.partition_id for op in self.operations.values() if not isinstance(op.action, DestroyReplica)}
+        return sorted(
+            p.id for p in self.partitions.values() if split_size > 0 and p.size_bytes > split_size and p.id not in busy
         )
 
     def pending_operations(self, partition_id: int | None = None) -> list[PendingOperation]:

@@ -37,8 +37,8 @@ pytestmark = pytest.mark.slow
 
 # (workload, faults, seed, duration): chosen so each schedule holds every kind it asks for.
 RUNS = [
-    ("register", ["kill", "pause", "partition", "transfer"], 7, 60),
-    ("set", ["fsync", "slowdisk", "router", "kill", "transfer"], 1, 45),
+    ("register", ["kill", "pause", "partition", "transfer", "split"], 7, 60),
+    ("set", ["fsync", "slowdisk", "router", "kill", "transfer", "split"], 1, 45),
     ("bank", ["latency", "pause", "fsync", "router", "partition", "transfer"], 10, 52),
     ("set", ["member", "partition", "kill"], 28, 50),  # 4 nodes (member needs a spare store)
 ]

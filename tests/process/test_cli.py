@@ -93,7 +93,6 @@ def test_kv_get_reports_unreachable_router():
 @pytest.mark.parametrize(
     "argv",
     [
-        ["admin", "split", "3", "m"],
         ["admin", "--json", "drain", "2"],
         ["admin", "remove-store", "2"],
     ],

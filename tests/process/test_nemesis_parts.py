@@ -297,7 +297,7 @@ def _run_move(
         try:
             nem, net = nemesis_over(LiveCluster(router, addresses), [11, 12, 13, 14])
             placement.net = net
-            merged: dict[str, Param] = {"partition": 1, **params}
+            merged: dict[str, Param] = {"partition": 2, **params}  # 12: the second in key order
             p = tuple(sorted(merged.items()))
             inject = await nem.apply(Step(1.0, 1, "member", "add-replica", p))
             if claim is not None:  # the cut-off voter wins an election it should not
@@ -376,7 +376,7 @@ def test_member_move_that_never_promotes_is_a_problem(monkeypatch: pytest.Monkey
         servers, router, addresses = await _serve_fakes(placement, {n: _FakeNode() for n in (1, 2, 3, 4)})
         try:
             nem, _ = nemesis_over(LiveCluster(router, addresses), [11, 12])
-            p = (("partition", 1), ("remove", "leader"), ("split", False))
+            p = (("partition", 2), ("remove", "leader"), ("split", False))
             await nem.apply(Step(1.0, 1, "member", "add-replica", p))
             done = await nem.apply(Step(2.0, 1, "member", "finish-move", p))
             return nem, done.detail
@@ -425,7 +425,7 @@ def test_heal_all_finishes_a_move_the_schedule_left_open(monkeypatch: pytest.Mon
         servers, router, addresses = await _serve_fakes(placement, {n: _FakeNode() for n in (1, 2, 3, 4)})
         try:
             nem, _ = nemesis_over(LiveCluster(router, addresses), [11, 12])
-            p = (("keep", 0), ("partition", 1), ("remove", "follower:0"), ("split", True))
+            p = (("keep", 0), ("partition", 2), ("remove", "follower:0"), ("split", True))
             await nem.apply(Step(1.0, 1, "member", "add-replica", p))
             assert nem.cut and nem.moves
             done = await nem.heal_all()  # no finish-move step ran
@@ -449,7 +449,7 @@ def test_transfer_to_a_store_without_a_voter_goes_to_a_voter() -> None:
         servers, router, addresses = await _serve_fakes(placement, {n: _FakeNode() for n in (1, 2, 3, 4)})
         try:
             nem, _ = nemesis_over(LiveCluster(router, addresses), [11, 12])
-            done = await nem.apply(Step(1.0, 1, "transfer", "transfer", (("partition", 1), ("to", "node:4"))))
+            done = await nem.apply(Step(1.0, 1, "transfer", "transfer", (("partition", 2), ("to", "node:4"))))
             return done.detail
         finally:
             for srv in servers:

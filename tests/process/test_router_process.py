@@ -178,6 +178,33 @@ def test_lookups_answer(start_router, meta_for):
     assert all(s.last_heartbeat_ms > 0 for s in stores)
 
 
+def test_heartbeats_of_changes_and_the_address_book_sent_only_when_it_changed(start_router, meta_for):
+    meta = meta_for(start_router("--partitions", "2", "--replicas", "3"))
+    hb = meta.stub.StoreHeartbeat
+    first = hb(meta_pb2.StoreHeartbeatRequest(address=STORE_ADDRS[0]), timeout=5)
+    assert dict(first.store_addresses) == {1: STORE_ADDRS[0]} and first.addresses_digest
+    again = hb(meta_pb2.StoreHeartbeatRequest(store_id=1, address=STORE_ADDRS[0], delta=True,
+                                              addresses_digest=first.addresses_digest), timeout=5)
+    assert not again.store_addresses and again.addresses_digest == first.addresses_digest
+    assert not again.want_full  # a store placement knows may send changes only
+    # A store placement has never seen, sending changes: placement asks for everything.
+    new = hb(meta_pb2.StoreHeartbeatRequest(store_id=7, address=STORE_ADDRS[1], delta=True), timeout=5)
+    assert new.store_id == 7 and new.want_full
+    # The book changed (store 7 joined): the next heartbeat of store 1 carries it again.
+    later = hb(meta_pb2.StoreHeartbeatRequest(store_id=1, address=STORE_ADDRS[0], delta=True,
+                                              addresses_digest=first.addresses_digest), timeout=5)
+    assert dict(later.store_addresses) == {1: STORE_ADDRS[0], 7: STORE_ADDRS[1]}
+    assert later.addresses_digest != first.addresses_digest
+    # Changes patch what a store hosts: store 1 reports partition 2 gone.
+    register_three(meta)
+    hb(meta_pb2.StoreHeartbeatRequest(store_id=1, address=STORE_ADDRS[0], partitions=hosting(1, 2)), timeout=5)
+    hb(meta_pb2.StoreHeartbeatRequest(store_id=1, address=STORE_ADDRS[0], delta=True, gone=[2]), timeout=5)
+    assert next(s for s in meta.stores() if s.id == 1).replica_count == 1
+    with pytest.raises(grpc.RpcError) as e:
+        hb(meta_pb2.StoreHeartbeatRequest(store_id=1, address=STORE_ADDRS[0], gone=[1]), timeout=5)
+    assert invalid_field(e.value) == "gone"
+
+
 def test_bad_input_is_invalid_argument_naming_the_field(start_router, meta_for):
     meta = meta_for(start_router("--partitions", "2"))
     register_three(meta)
@@ -226,11 +253,16 @@ def test_operations_go_to_the_partition_leaders_store(start_router, meta_for):
         (submitted.operation_id, 2, 3)]
     assert (ops[0].epoch.conf_ver, ops[0].epoch.version) == (1, 1)
 
+    # One operation per partition at a time: a split of partition 2 waits for the transfer.
+    with pytest.raises(grpc.RpcError, match="in flight"):
+        meta.stub.SubmitOperation(meta_pb2.SubmitOperationRequest(operation=meta_pb2.Operation(
+            partition_id=2, split=meta_pb2.Split(split_key=b"\xc0"))), timeout=5)
+    meta.stub.ReportLeader(meta_pb2.ReportLeaderRequest(partition_id=1, leader_store_id=1, term=2), timeout=5)
     split = meta.stub.SubmitOperation(meta_pb2.SubmitOperationRequest(operation=meta_pb2.Operation(
-        partition_id=2, split=meta_pb2.Split(split_key=b"\xc0"))), timeout=5)
+        partition_id=1, split=meta_pb2.Split(split_key=b"\x40"))), timeout=5)
     ops = meta.heartbeat(1, STORE_ADDRS[0], hosting(1, 2)).operations
     sp = next(op for op in ops if op.id == split.operation_id).split
-    assert sp.split_key == b"\xc0" and sp.new_partition_id == 3 and len(sp.new_replica_ids) == 3
+    assert sp.split_key == b"\x40" and sp.new_partition_id == 3 and len(sp.new_replica_ids) == 3
     assert min(sp.new_replica_ids) > 6  # fresh replica ids
 
 

@@ -35,8 +35,10 @@ class FakeCluster:
     """Nodes that never run (their logs stay empty) and no router."""
 
     router = None
+    router_addresses = ""
 
     def __init__(self, tmp_path: Path, nodes: int = 3) -> None:
+        self.router_procs: dict[int, FakeProc] = {}
         self.node_procs = {n: FakeProc(str(tmp_path / f"node{n}.log")) for n in range(1, nodes + 1)}
 
 
@@ -54,6 +56,8 @@ class LiveCluster:
 
     def __init__(self, router: str, addresses: dict[int, str]) -> None:
         self.router = LiveProc(router)
+        self.router_procs = {1: self.router}
+        self.router_addresses = router
         self.node_procs = {n: LiveProc(a) for n, a in addresses.items()}
 
 

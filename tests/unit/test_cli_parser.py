@@ -15,7 +15,7 @@ def test_main_returns_exit_status_in_process(capsys):
     from tools.cli import main
 
     assert main(["--help"]) == 0
-    assert main(["admin", "split", "3"]) == 2
+    assert main(["admin", "drain", "3"]) == 2
     assert NOT_AVAILABLE in capsys.readouterr().err
     assert main(["simulate", "--mutation", "bogus"]) == 2
 

@@ -139,6 +139,25 @@ def test_member_schedule_is_a_function_of_the_seed() -> None:
                for m in _member_steps(schedule.build(seed, 90, faults, nodes=5)))
 
 
+def test_router_episodes_run_on_three_routers_and_stop_leaders_and_followers_both_ways() -> None:
+    assert schedule.default_routers(["kill", "router"]) == 3
+    assert schedule.default_routers(["kill", "member"]) == 1
+    drawn = [s for seed in range(40) for s in schedule.build(seed, 60, ["router"]).steps if s.action == "kill-router"]
+    assert {(s.param("mode"), s.param("who")) for s in drawn} == {
+        ("kill", "leader"), ("kill", "follower"), ("pause", "leader"), ("pause", "follower")}
+    with_op = [s for s in drawn if s.param("operation")]
+    assert 0 < len(with_op) < len(drawn)
+    assert all(1 <= s.number("partition") <= 4 for s in with_op)
+
+
+def test_split_episodes_cut_the_leader_a_follower_or_nothing() -> None:
+    drawn = [s for seed in range(30) for s in schedule.build(seed, 40, ["split"]).steps if s.kind == "split"]
+    injects = [s for s in drawn if s.action == "split"]
+    assert len(drawn) == 2 * len(injects) and {s.action for s in drawn} == {"split", "finish-split"}
+    assert {s.param("cut") for s in injects} == {"none", "leader", "follower"}
+    assert all(1 <= s.number("partition") <= 4 for s in injects)
+
+
 def test_four_nodes_add_the_halves_shape() -> None:
     assert "halves" not in schedule.partition_shapes(3)
     assert set(schedule.partition_shapes(4)) == set(schedule.PARTITION_SHAPES)
@@ -389,12 +408,14 @@ def test_raft_mutation_reaches_every_node(monkeypatch, tmp_path, capsys) -> None
 
     class Cluster:
         def __init__(
-            self, root: str, *, nodes: int, partitions: int, node_args: Callable[[int], list[str]], log_level: str
+            self, root: str, *, nodes: int, partitions: int, routers: int, node_args: Callable[[int], list[str]],
+            log_level: str,
         ) -> None:
             for n in range(1, nodes + 1):
                 seen[n] = node_args(n)
             levels.append(log_level)
             self.node_procs: dict[int, object] = {}
+            self.router_procs: dict[int, object] = {}
             self.router = None
 
         def start(self) -> None:

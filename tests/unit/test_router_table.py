@@ -12,6 +12,7 @@ from common import keyspace
 from common.descriptor import Descriptor, Epoch, ReplicaDesc, Role
 from router.placement import codec
 from router.placement.commands import (
+    Applied,
     Bootstrap,
     Command,
     PlacementError,
@@ -25,6 +26,7 @@ from router.placement.commands import (
 from router.placement.model import (
     AddReplica,
     CreateReplica,
+    DestroyReplica,
     PartitionReport,
     RemoveReplica,
     ReplicaReport,
@@ -303,6 +305,55 @@ def test_heartbeat_from_unknown_store_is_rejected():
     assert e.value.field == "store_id"
 
 
+def delta(t: PlacementTable, store: int, reports: list[PartitionReport], gone: tuple[int, ...] = (),
+          now_ms: int = 3_000) -> Applied:
+    """A heartbeat of changes only, as a node sends once placement has its full report."""
+    return t.apply(StoreHeartbeat(store, f"127.0.0.1:{7199 + store}", now_ms, tuple(reports), full=False, gone=gone))
+
+
+def test_a_heartbeat_of_changes_patches_what_the_store_hosts_and_leads():
+    t = three_store_table(4)
+    t.heartbeat(1, "127.0.0.1:7200", [PartitionReport(p, leader=p in (1, 2), replica_id=p) for p in (1, 2, 3, 4)],
+                now_ms=2_000)
+    s = t.stores[1]
+    assert (s.replica_count, s.leader_count, s.hosted) == (4, 2, frozenset({1, 2, 3, 4}))
+    delta(t, 1, [])  # nothing changed: liveness only
+    assert (s.replica_count, s.leader_count, s.last_heartbeat_ms) == (4, 2, 3_000)
+    delta(t, 1, [PartitionReport(2, leader=False, replica_id=2), PartitionReport(3, leader=True, replica_id=3)],
+          gone=(1,), now_ms=3_100)
+    assert s.hosted == frozenset({2, 3, 4}) and s.leading == frozenset({3})
+    assert (s.replica_count, s.leader_count) == (3, 1)
+    assert s.hosted_replicas == {2: 2, 3: 3, 4: 4}
+    # A full report replaces it all.
+    t.heartbeat(1, "127.0.0.1:7200", [PartitionReport(4, replica_id=4)], now_ms=3_200)
+    assert s.hosted == frozenset({4}) and s.leading == frozenset() and s.hosted_replicas == {4: 4}
+
+
+def test_a_replica_the_group_removed_is_collected_though_no_delta_mentions_it_again():
+    t = three_store_table(2)
+    desc = t.partitions[1].descriptor
+    mine = desc.replica_on(3)
+    assert mine is not None
+    other = t.partitions[2].descriptor
+    reports = [PartitionReport(1, replica_id=mine.replica_id, epoch=desc.epoch),
+               PartitionReport(2, replica_id=other.replica_on(3).replica_id, epoch=other.epoch)]  # type: ignore[union-attr]
+    assert t.heartbeat(3, "127.0.0.1:7202", reports, now_ms=2_000).operations == ()
+    # The group removes store 3's replica; store 3, cut off, never learns, so its report of
+    # partition 1 never changes and its heartbeats carry nothing.
+    newer = dataclasses.replace(desc, epoch=Epoch(desc.epoch.conf_ver + 1, desc.epoch.version),
+                                replicas=tuple(r for r in desc.replicas if r.store_id != 3))
+    assert t.update_descriptor(newer)
+    assert destroys(delta(t, 3, [])) == [(3, mine.replica_id)]
+    # A replica of a newer configuration than placement knows is left alone.
+    t.heartbeat(2, "127.0.0.1:7201", [PartitionReport(1, replica_id=99, epoch=Epoch(9, 1))], now_ms=3_000)
+    assert destroys(delta(t, 2, [])) == []
+
+
+def destroys(applied: Applied) -> list[tuple[int, int]]:
+    return [(o.action.store_id, o.action.replica_id)
+            for o in applied.operations if isinstance(o.action, DestroyReplica)]
+
+
 # -- operations ----------------------------------------------------------------------------
 
 
@@ -330,6 +381,20 @@ def test_operations_wait_for_a_leader_and_go_to_its_store():
     assert [o.id for o in t.heartbeat(1, "127.0.0.1:7200", hosting(*t.partitions), now_ms=later).operations] == [op]
     t.record_leader(3, 2, term=3)
     assert t.pending_operations() == []
+
+
+def test_a_new_placement_leader_hands_out_again_what_the_old_one_had_handed_out():
+    # The old leader marked the operation sent and died; the node may never have had it.
+    t = settled(three_store_table())
+    t.record_leader(3, 1, term=2)
+    op = t.submit(3, TransferLeader(2), now_ms=2_000)
+    assert [o.id for o in t.heartbeat(1, "127.0.0.1:7200", hosting(*t.partitions), now_ms=2_100).operations] == [op]
+    assert t.stores_with_operations_due(2_200) == set()
+    t.deliveries_valid_from_ms = 2_500  # a new leader took over at 2.5 s
+    assert t.stores_with_operations_due(2_600) == {1}
+    assert [o.id for o in t.heartbeat(1, "127.0.0.1:7200", hosting(*t.partitions), now_ms=2_600).operations] == [op]
+    # ... once: what it hands out itself counts as delivered.
+    assert t.heartbeat(1, "127.0.0.1:7200", hosting(*t.partitions), now_ms=2_700).operations == ()
 
 
 def test_add_replica_queues_learner_and_create_on_target():

@@ -24,7 +24,10 @@ from dataclasses import dataclass, field
 import grpc
 
 from router.client import AsyncClient
-from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
+from router.client.channels import ChannelPool
+from router.client.errors import RpcFailure
+from router.client.meta import GrpcMeta
+from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2
 
 
 @dataclass
@@ -34,12 +37,16 @@ class Health:
     detail: str
 
 
-async def cluster_status(router: str) -> tuple[list, list, dict[int, int]]:
-    """(descriptors, status, store id -> state) from the router's Meta service."""
-    async with grpc.aio.insecure_channel(router) as ch:
-        meta = meta_pb2_grpc.MetaStub(ch)
-        parts = await meta.ScanPartitions(meta_pb2.ScanPartitionsRequest(with_status=True), timeout=2)
-        stores = await meta.GetStores(meta_pb2.GetStoresRequest(), timeout=2)
+async def cluster_status(routers: str) -> tuple[list, list, dict[int, int]]:
+    """(descriptors, status, store id -> state) from the placement leader, found among
+    ``routers`` (comma-separated addresses); RpcFailure when none answers."""
+    pool = ChannelPool()
+    try:
+        meta = GrpcMeta(routers.split(","), pool)
+        parts = await meta.call("ScanPartitions", meta_pb2.ScanPartitionsRequest(with_status=True), 2.0)
+        stores = await meta.call("GetStores", meta_pb2.GetStoresRequest(), 2.0)
+    finally:
+        await pool.close()
     return list(parts.partitions), list(parts.status), {s.id: s.state for s in stores.stores}
 
 
@@ -61,20 +68,20 @@ def health_problem(parts: list, status: list, stores: dict[int, int], replicas: 
     return None
 
 
-async def wait_healthy(router: str, bound_s: float, replicas: int = 3) -> Health:
+async def wait_healthy(routers: str, bound_s: float, replicas: int = 3) -> Health:
     """Until every partition has a leader and ``replicas`` caught-up voters (or ``bound_s``)."""
     t0 = time.monotonic()
     last = "no answer from the router"
     while True:
         try:
-            parts, status, stores = await cluster_status(router)
+            parts, status, stores = await cluster_status(routers)
             problem = health_problem(parts, status, stores, replicas)
             if problem is None:
                 detail = f"{len(parts)} partitions: leader and {replicas} replicas caught up"
                 return Health(True, time.monotonic() - t0, detail)
             last = problem
-        except grpc.aio.AioRpcError as exc:
-            last = f"router: {exc.code().name}"
+        except RpcFailure as exc:
+            last = f"router: {exc.code.name}"
         if time.monotonic() - t0 > bound_s:
             return Health(False, time.monotonic() - t0, last)
         await asyncio.sleep(0.2)

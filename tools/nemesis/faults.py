@@ -12,10 +12,21 @@ How each fault is injected (all on loopback, nothing needs root, nothing outlive
   WAL's fault hook: every fsync fails, the node stops acknowledging writes for good); healing
   clears the file and restarts the node (SIGKILL + start).
 - slow-disk / fast-disk: ``{"fsync_delay_ms": N}`` in the fault file.
-- kill-router / restart-router: SIGKILL of the router process, restart on its data dir and port.
+- kill-router / restart-router (``router``): the nemesis runs three routers (the placement
+  group); the step SIGKILLs or SIGSTOPs one of them, the placement leader three times in four,
+  and half the time first submits an operation (a leadership transfer) so that the failover
+  happens while it is in flight. The heal restarts (or SIGCONTs) it and then requires the
+  operation to have completed, i.e. to have left placement's list of operations in flight:
+  the new placement leader must carry on what the old one accepted.
 - transfer: ``SubmitOperation(transfer_leader)`` through the router's Meta service; the leader's
   node carries it out on its next heartbeat. A target store that holds no voter of the
   partition (with more than 3 nodes) is replaced by one of the partition's voters.
+- split / finish-split (``split``): ``SubmitOperation(split)`` of partition K at its middle key,
+  under the workload's load; with ``cut`` the partition's leader (or one follower) is first cut
+  off from every other store. The heal restores the network; the split must be done within 25
+  s of its submit: the partition's range shrank and a new partition starts where it now ends.
+  A split placement refuses (no data yet to find a middle key in, another operation in flight)
+  is logged, not a problem.
 - add-replica / finish-move (``member``): a replica of partition K moves to a store that does
   not host it. ``SubmitOperation(add_replica)``; placement adds it as a learner and has the
   store create it empty, the leader replicates to it (snapshot) and promotes it to voter once
@@ -49,8 +60,12 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from common.routers import parse_router_addresses
 from common.wire.errors import error_from_rpc
-from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
+from router.client.channels import ChannelPool
+from router.client.errors import RpcFailure
+from router.client.meta import GrpcMeta
+from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2
 from tools.cluster import Cluster
 from tools.nemesis.proxy import DELAY, DROP, PASS, ProxyNet
 from tools.nemesis.schedule import Step
@@ -65,6 +80,14 @@ VOTER_TIMEOUT_S = 20.0  # network healed -> the new replica is a voter
 REMOVE_TIMEOUT_S = 20.0  # RemoveReplica submitted -> the descriptor no longer lists the replica
 UNHOSTED_TIMEOUT_S = 10.0  # ... -> the removed replica's store no longer hosts the partition
 POLL_S = 0.1
+# router episodes: the router stopped -> the operation submitted just before it is done. It
+# covers the longest hold (3 s, a paused leader may keep its followers waiting that long), an
+# election, and placement's own redelivery period (10 s, router/placement/table.py) for an
+# operation handed out just before the failover.
+OPERATION_AFTER_FAILOVER_S = 20.0
+# split episodes: submitted -> done (placement shows both halves): the longest hold (4 s, the
+# leader may be cut off all along), an election, placement's redelivery period (10 s).
+SPLIT_TIMEOUT_S = 25.0
 META_TIMEOUT_S = 2.0  # one call to the router's Meta service
 
 
@@ -76,28 +99,6 @@ def write_fault_file(path: str, spec: dict) -> None:
     os.replace(tmp, path)
 
 
-def restart_router(cluster: Cluster, timeout: float = RESTART_TIMEOUT_S) -> None:
-    """Start the (dead) router again on its data dir and on the address it had.
-
-    Nodes and clients were given the router's address once; it has to come back there.
-    ``Cluster`` has no router restart, so this reuses its process spawner.
-    """
-    p = cluster.router
-    assert p is not None and not p.alive
-    argv = list(p.argv)
-    argv[argv.index("--listen") + 1] = p.address
-    p.argv = argv
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            cluster._spawn(p, timeout)
-            return
-        except RuntimeError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)  # the port may still be held for a moment
-
-
 @dataclass
 class Applied:
     """What one step did, once resolved against the live cluster."""
@@ -107,6 +108,30 @@ class Applied:
     finished: float
     detail: str
     nodes: tuple[int, ...] = ()
+
+
+@dataclass
+class RouterOutage:
+    """A router episode in progress (see :meth:`Nemesis._do_kill_router`)."""
+
+    router: int
+    mode: str  # "kill" or "pause"
+    leader: bool  # it led the placement group when it was stopped
+    operation: int = 0  # the operation submitted just before (0: none)
+    partition: int = 0
+    stopped: float = 0.0  # monotonic
+    watcher: asyncio.Future[str] | None = None  # until the operation is done
+
+
+@dataclass
+class SplitRun:
+    """A split episode in progress (see :meth:`Nemesis._do_split`)."""
+
+    pid: int
+    submitted: float  # monotonic
+    end: bytes  # the partition's end key before the split
+    version: int  # and its range version
+    watcher: asyncio.Future[str] | None = None  # until the split is done
 
 
 @dataclass
@@ -139,15 +164,37 @@ class Nemesis:
     slow: set[int] = field(default_factory=set)
     cut: set[tuple[int, int]] = field(default_factory=set)
     delayed: set[tuple[int, int]] = field(default_factory=set)
-    router_down: bool = False
+    routers_killed: set[int] = field(default_factory=set)
+    routers_paused: set[int] = field(default_factory=set)
+    outages: dict[int, RouterOutage] = field(default_factory=dict)  # episode -> router stopped
+    splits: dict[int, SplitRun] = field(default_factory=dict)  # episode -> split submitted
     resolved: dict[int, tuple[int, ...]] = field(default_factory=dict)  # episode -> nodes hit
     moves: dict[int, Move] = field(default_factory=dict)  # episode -> member move in progress
     problems: list[str] = field(default_factory=list)  # failed expectations (member moves)
     _episode_pairs: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # episode -> links
 
+    _pool: ChannelPool | None = None
+    _meta: GrpcMeta | None = None
+
     @property
     def stores(self) -> list[int]:
         return sorted(self.cluster.node_procs)
+
+    @property
+    def router_down(self) -> bool:
+        """No router of the placement group is running (killed or paused)."""
+        return set(self.cluster.router_procs) <= self.routers_killed | self.routers_paused
+
+    def meta(self) -> GrpcMeta:
+        """The placement group's Meta service, following its leader wherever it is."""
+        if self._meta is None:
+            self._pool = ChannelPool()
+            self._meta = GrpcMeta(parse_router_addresses(self.cluster.router_addresses), self._pool)
+        return self._meta
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
 
     # -- resolving symbolic targets ------------------------------------------------------
 
@@ -158,12 +205,11 @@ class Nemesis:
 
     async def leaders(self) -> dict[int, int]:
         """Partition id -> leader store as the router knows it (empty if it cannot say)."""
-        if self.router_down or self.cluster.router is None:
+        if self.router_down:
             return {}
         try:
-            async with grpc.aio.insecure_channel(self.cluster.router.address) as ch:
-                resp = await meta_pb2_grpc.MetaStub(ch).ScanPartitions(meta_pb2.ScanPartitionsRequest(), timeout=2)
-        except grpc.aio.AioRpcError:
+            resp = await self.meta().call("ScanPartitions", meta_pb2.ScanPartitionsRequest(), META_TIMEOUT_S)
+        except RpcFailure:
             return {}
         return {p.id: p.leader_store_id for p in resp.partitions if p.leader_store_id}
 
@@ -356,21 +402,105 @@ class Nemesis:
         return f"fault file cleared on node(s) {done}", ()
 
     async def _do_kill_router(self, step: Step) -> tuple[str, tuple[int, ...]]:
-        p = self.cluster.router
-        assert p is not None and p.popen is not None
-        if not p.alive:
-            return "router already down", ()
-        p.popen.kill()
-        await asyncio.to_thread(p.popen.wait)
-        self.router_down = True
-        return f"SIGKILL router at {p.address}", ()
+        running = [i for i in sorted(self.cluster.router_procs)
+                   if i not in self.routers_killed | self.routers_paused and self.cluster.router_procs[i].alive]
+        if not running:
+            return "every router is down already", ()
+        leader = 0
+        try:
+            got = await self.meta().call("GetRouters", meta_pb2.GetRoutersRequest(), META_TIMEOUT_S)
+            leader = int(got.leader)
+        except RpcFailure:
+            pass
+        if step.param("who", "leader") == "leader" and leader in running:
+            victim = leader
+        else:
+            others = [i for i in running if i != leader] or running
+            victim = others[step.number("other", 0) % len(others)]
+        mode = str(step.param("mode", "kill"))
+        outage = RouterOutage(victim, mode, victim == leader)
+        parts = []
+        if step.param("operation"):
+            parts.append(await self._submit_in_flight(outage, step))
+        proc = self.cluster.router_procs[victim]
+        if mode == "pause" and (popen := proc.running) is not None:
+            popen.send_signal(signal.SIGSTOP)
+            self.routers_paused.add(victim)
+            parts.insert(0, f"SIGSTOP router {victim}")
+        else:
+            await asyncio.to_thread(self.cluster.kill_router, victim)
+            self.routers_killed.add(victim)
+            parts.insert(0, f"SIGKILL router {victim}")
+        outage.stopped = time.monotonic()
+        self.outages[step.episode] = outage
+        if outage.operation:
+            outage.watcher = asyncio.ensure_future(self._wait_operation(outage, step.episode))
+        role = "the placement leader" if outage.leader else f"a follower; router {leader or '?'} leads"
+        parts[0] += f" ({role})"
+        return "; ".join(parts), ()
+
+    async def _submit_in_flight(self, outage: RouterOutage, step: Step) -> str:
+        """Submit a transfer of partition K's leadership to another voter: the operation the
+        router is stopped under."""
+        pid = self.partition(step.number("partition", 1))
+        try:
+            desc = await self.descriptor(pid)
+            voters = sorted(r.store_id for r in desc.replicas if r.role == meta_pb2.VOTER)
+            others = [v for v in voters if v != desc.leader_store_id]
+            if not others:
+                return f"no other voter of partition {pid} to transfer to ({describe_replicas(desc)})"
+            to = others[step.number("to", 0) % len(others)]
+            resp = await self.meta().call("SubmitOperation", meta_pb2.SubmitOperationRequest(
+                operation=meta_pb2.Operation(partition_id=pid, transfer_leader=meta_pb2.TransferLeader(to_store_id=to))
+            ), META_TIMEOUT_S)
+        except RpcFailure as exc:
+            return f"no operation in flight (partition {pid}: {exc.code.name} {exc.message})"
+        outage.operation, outage.partition = int(resp.operation_id), pid
+        return f"operation {outage.operation} (transfer of partition {pid} to store {to}) in flight"
 
     async def _do_restart_router(self, step: Step) -> tuple[str, tuple[int, ...]]:
-        if not self.router_down:
-            return "router was up", ()
-        await asyncio.to_thread(restart_router, self.cluster)
-        self.router_down = False
-        return "router restarted", ()
+        outage = self.outages.pop(step.episode, None)
+        if outage is None:
+            return "no router stopped", ()
+        detail = await self._start_router(outage.router)
+        if outage.watcher is not None:
+            detail += "; " + await outage.watcher
+        return detail, ()
+
+    async def _start_router(self, i: int) -> str:
+        if i in self.routers_paused:
+            self.routers_paused.discard(i)
+            if (popen := self.cluster.router_procs[i].running) is not None:
+                popen.send_signal(signal.SIGCONT)
+            return f"SIGCONT router {i}"
+        if i in self.routers_killed:
+            await asyncio.to_thread(self.cluster.restart_router, i, RESTART_TIMEOUT_S)
+            self.routers_killed.discard(i)
+            return f"router {i} restarted"
+        return f"router {i} was running"
+
+    async def _wait_operation(self, outage: RouterOutage, episode: int) -> str:
+        """Until the operation submitted before the outage leaves placement's list of
+        operations in flight (done: for a transfer, the partition's leader is the target),
+        watched from the moment the router stopped."""
+        deadline = outage.stopped + OPERATION_AFTER_FAILOVER_S
+        last = "no answer from placement"
+        while True:
+            try:
+                got = await self.meta().call("ListOperations", meta_pb2.ListOperationsRequest(), META_TIMEOUT_S)
+                if all(p.operation.id != outage.operation for p in got.operations):
+                    took = time.monotonic() - outage.stopped
+                    return f"operation {outage.operation} done {took:.2f} s after the router stopped"
+                last = "still in flight"
+            except RpcFailure as exc:
+                last = f"placement: {exc.code.name}"
+            if time.monotonic() > deadline:
+                self.problems.append(
+                    f"#{episode} router: operation {outage.operation} (partition {outage.partition}) submitted "
+                    f"before router {outage.router} was stopped did not complete within "
+                    f"{OPERATION_AFTER_FAILOVER_S:g} s ({last})")
+                return f"operation {outage.operation} NOT done ({last})"
+            await asyncio.sleep(POLL_S)
 
     async def _do_transfer(self, step: Step) -> tuple[str, tuple[int, ...]]:
         pid = self.partition(step.number("partition"))
@@ -379,7 +509,7 @@ class Nemesis:
             return f"router down: no transfer of partition {pid} to {what}", ()
         try:
             desc = await self.descriptor(pid)
-        except grpc.aio.AioRpcError:
+        except RpcFailure:
             desc = None
         voters = [] if desc is None else sorted(r.store_id for r in desc.replicas if r.role == meta_pb2.VOTER)
         if voters and to not in voters:
@@ -390,29 +520,87 @@ class Nemesis:
             await self._submit(
                 meta_pb2.Operation(partition_id=pid, transfer_leader=meta_pb2.TransferLeader(to_store_id=to))
             )
-        except grpc.aio.AioRpcError as exc:
-            return f"transfer of partition {pid} to {what} not queued: {exc.code().name}", ()
+        except RpcFailure as exc:
+            return f"transfer of partition {pid} to {what} not queued: {exc.code.name} {exc.message}", ()
         return f"transfer of partition {pid} to {what} queued", ()
+
+    # -- splits (split) -------------------------------------------------------------------------
+
+    async def _do_split(self, step: Step) -> tuple[str, tuple[int, ...]]:
+        pid = self.partition(step.number("partition"))
+        if self.router_down:
+            return f"router down: partition {pid} not split", ()
+        try:
+            desc = await self.descriptor(pid)
+        except RpcFailure as exc:
+            return f"partition {pid} not split: placement answered {exc.code.name} {exc.message}", ()
+        cut = str(step.param("cut", "none"))
+        voters = sorted(r.store_id for r in desc.replicas if r.role == meta_pb2.VOTER)
+        leader = desc.leader_store_id
+        followers = [v for v in voters if v != leader]
+        victim = 0
+        if cut == "leader" and leader in self.stores:
+            victim = leader
+        elif cut == "follower" and followers:
+            victim = followers[step.number("follower", 0) % len(followers)]
+        parts = []
+        if victim:
+            others = [s for s in self.stores if s != victim]
+            self._cut(step.episode, _between([victim], others))
+            parts.append(f"node {victim} ({'leader' if victim == leader else 'a follower'} of partition {pid}) "
+                         f"cut off from {others}")
+        try:
+            await self._submit(meta_pb2.Operation(partition_id=pid, split=meta_pb2.Split()))
+        except RpcFailure as exc:
+            parts.append(f"split of partition {pid} refused: {exc.code.name} {exc.message}")
+            return "; ".join(parts), (victim,) if victim else ()
+        run = SplitRun(pid, time.monotonic(), desc.end, desc.epoch.version)
+        run.watcher = asyncio.ensure_future(self._wait_split(step.episode, run))
+        self.splits[step.episode] = run
+        parts.append(f"split of partition {pid} ({describe_replicas(desc)}) submitted")
+        return "; ".join(parts), (victim,) if victim else ()
+
+    async def _do_finish_split(self, step: Step) -> tuple[str, tuple[int, ...]]:
+        pairs = self._episode_pairs.pop(step.episode, [])
+        self._uncut(step.episode, pairs)
+        run = self.splits.pop(step.episode, None)
+        healed = "network healed; " if pairs else ""
+        if run is None or run.watcher is None:
+            return healed + "no split to wait for", ()
+        return healed + await run.watcher, ()
+
+    async def _wait_split(self, episode: int, run: SplitRun) -> str:
+        """Until partition ``run.pid`` has shrunk and a partition starts where it now ends,
+        watched from the submit."""
+        deadline = run.submitted + SPLIT_TIMEOUT_S
+        last = "no answer from placement"
+        while True:
+            try:
+                desc = await self.descriptor(run.pid)
+                if desc.epoch.version > run.version and desc.end != run.end:
+                    right = await self.meta().call(
+                        "GetPartition", meta_pb2.GetPartitionRequest(key=desc.end), META_TIMEOUT_S)
+                    if right.partition.id != run.pid and right.partition.start == desc.end:
+                        return (f"split of partition {run.pid} done {time.monotonic() - run.submitted:.2f} s after "
+                                f"it was submitted: partition {right.partition.id} starts at {desc.end!r}")
+                last = f"range version {desc.epoch.version}, ends at {desc.end!r}"
+            except RpcFailure as exc:
+                last = f"placement: {exc.code.name} {exc.message}"
+            if time.monotonic() > deadline:
+                self.problems.append(f"#{episode} split: partition {run.pid} not split {SPLIT_TIMEOUT_S:g} s after "
+                                     f"it was submitted ({last})")
+                return f"split of partition {run.pid} NOT done ({last})"
+            await asyncio.sleep(POLL_S)
 
     # -- membership changes (member) -----------------------------------------------------------
 
-    def _router_channel(self) -> grpc.aio.Channel:
-        assert self.cluster.router is not None
-        return grpc.aio.insecure_channel(self.cluster.router.address)
-
     async def descriptor(self, pid: int) -> meta_pb2.PartitionDescriptor:
-        """Partition ``pid``'s descriptor as the router has it now."""
-        async with self._router_channel() as ch:
-            resp = await meta_pb2_grpc.MetaStub(ch).GetPartition(
-                meta_pb2.GetPartitionRequest(partition_id=pid), timeout=META_TIMEOUT_S
-            )
+        """Partition ``pid``'s descriptor as placement has it now."""
+        resp = await self.meta().call("GetPartition", meta_pb2.GetPartitionRequest(partition_id=pid), META_TIMEOUT_S)
         return resp.partition
 
     async def _submit(self, operation: meta_pb2.Operation) -> None:
-        async with self._router_channel() as ch:
-            await meta_pb2_grpc.MetaStub(ch).SubmitOperation(
-                meta_pb2.SubmitOperationRequest(operation=operation), timeout=META_TIMEOUT_S
-            )
+        await self.meta().call("SubmitOperation", meta_pb2.SubmitOperationRequest(operation=operation), META_TIMEOUT_S)
 
     async def _wait_descriptor(
         self, pid: int, ok: Callable[[meta_pb2.PartitionDescriptor], bool], timeout: float
@@ -426,8 +614,8 @@ class Nemesis:
                 if ok(desc):
                     return desc, ""
                 last = describe_replicas(desc)
-            except grpc.aio.AioRpcError as exc:
-                last = f"router: {exc.code().name} {exc.details()}"
+            except RpcFailure as exc:
+                last = f"router: {exc.code.name} {exc.message}"
             if time.monotonic() > deadline:
                 return None, last
             await asyncio.sleep(POLL_S)
@@ -462,11 +650,11 @@ class Nemesis:
         try:
             await self._submit(meta_pb2.Operation(
                 partition_id=pid, add_replica=meta_pb2.AddReplica(replica=meta_pb2.Replica(store_id=spare))))
-        except grpc.aio.AioRpcError as exc:
+        except RpcFailure as exc:
             self._uncut(step.episode, early)
             self.problems.append(f"#{step.episode} member: AddReplica of store {spare} to partition {pid} "
-                                 f"refused: {exc.code().name} {exc.details()}")
-            return f"AddReplica of store {spare} to partition {pid} refused: {exc.code().name} {exc.details()}", ()
+                                 f"refused: {exc.code.name} {exc.message}")
+            return f"AddReplica of store {spare} to partition {pid} refused: {exc.code.name} {exc.message}", ()
         move = Move(step.episode, step, pid, spare, tuple(voters), time.monotonic())
         self.moves[step.episode] = move
         if not split:
@@ -492,7 +680,7 @@ class Nemesis:
         move.pairs, move.minority = pairs, minority
         try:
             move.term_at_cut = (await self.descriptor(pid)).term
-        except grpc.aio.AioRpcError:
+        except RpcFailure:
             move.term_at_cut = desc.term
         move.watcher = asyncio.ensure_future(self._watch_minority(move, right))
         return (f"{what}, cut off from {left} until the split ({note}); network split: {left} "
@@ -528,7 +716,7 @@ class Nemesis:
         partition at a term later than at the cut: elected without a majority of voters."""
         try:
             desc = await self.descriptor(move.pid)
-        except grpc.aio.AioRpcError:
+        except RpcFailure:
             return None
         if desc.leader_store_id in side and desc.term > move.term_at_cut:
             return desc.leader_store_id, desc.term
@@ -612,12 +800,12 @@ class Nemesis:
                 await self._submit(meta_pb2.Operation(
                     partition_id=pid, remove_replica=meta_pb2.RemoveReplica(replica=meta_pb2.Replica(store_id=gone))))
                 break
-            except grpc.aio.AioRpcError as exc:
+            except RpcFailure as exc:
                 if time.monotonic() > deadline:
                     self.moves.pop(move.episode, None)
                     self.problems.append(f"#{move.episode} member: RemoveReplica of store {gone} from partition "
-                                         f"{pid} refused: {exc.code().name} {exc.details()}")
-                    return "; ".join([*parts, f"RemoveReplica of store {gone} refused: {exc.code().name}"])
+                                         f"{pid} refused: {exc.code.name} {exc.message}")
+                    return "; ".join([*parts, f"RemoveReplica of store {gone} refused: {exc.code.name}"])
                 await asyncio.sleep(0.5)
 
         def without(d: meta_pb2.PartitionDescriptor) -> bool:
@@ -691,10 +879,16 @@ class Nemesis:
         for n in sorted(self.killed):
             await self._restart_node(n)
             done.append(f"node {n} restarted")
-        if self.router_down:
-            await asyncio.to_thread(restart_router, self.cluster)
-            self.router_down = False
-            done.append("router restarted")
+        for i in sorted(self.routers_killed | self.routers_paused):
+            done.append(await self._start_router(i))
+        for episode, run in sorted(self.splits.items()):
+            if run.watcher is not None:
+                done.append(f"#{episode}: " + await run.watcher)
+        self.splits.clear()
+        for episode, outage in sorted(self.outages.items()):
+            if outage.watcher is not None:
+                done.append(f"#{episode}: " + await outage.watcher)
+        self.outages.clear()
         for episode, move in sorted(self.moves.items()):
             # A move the schedule did not get to finish: carry it through (3 voters again).
             move.pairs = []  # the network is healed already

@@ -36,10 +36,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TypeGuard, TypeVar
 
-import grpc
-
 from common.logs import DEFAULT_LEVEL
-from tesserapb import meta_pb2, meta_pb2_grpc
+from router.client.errors import RpcFailure
 from tools.cluster import Cluster
 from tools.nemesis import checks, histories, history_checks, schedule, workloads
 from tools.nemesis.faults import Nemesis, write_fault_file
@@ -184,8 +182,9 @@ def run(
     sched = schedule.build(seed, duration, list(faults), nodes=nodes, partitions=partitions)
     mutated = f", nodes with Raft mutation {raft_mutation!r}" if raft_mutation else ""
     mutated += f", client mutation {client_mutation!r}" if client_mutation else ""
-    print(f"nemesis: seed {seed}, workload {workload}, {duration:g} s, {nodes} nodes, {partitions} partitions{mutated}",
-          flush=True)
+    routers = schedule.default_routers(faults)
+    print(f"nemesis: seed {seed}, workload {workload}, {duration:g} s, {nodes} nodes, {partitions} partitions, "
+          f"{routers} router{'s' if routers > 1 else ''}{mutated}", flush=True)
     print(sched.describe(), flush=True)
     missing = sched.missing()
     if missing:
@@ -276,7 +275,7 @@ class _Run:
     def _cleanup(self) -> None:
         if self.cluster is not None:
             # A paused process ignores SIGTERM until continued.
-            for p in self.cluster.node_procs.values():
+            for p in [*self.cluster.node_procs.values(), *self.cluster.router_procs.values()]:
                 if (popen := p.running) is not None:
                     with contextlib.suppress(OSError):
                         popen.send_signal(signal.SIGCONT)
@@ -293,7 +292,7 @@ class _Run:
         outcome = Outcome()
         await self._start_cluster()
         assert self.cluster is not None and self.cluster.router is not None and self.net is not None
-        router = self.cluster.router.address
+        router = self.cluster.router_addresses  # every router: clients find the leader
         rec = workloads.Recorder()
         ctx = workloads.Context(router, self.parts, rec, sched.seed)
         wl = workloads.make(self.workload_name, ctx, workers=self.workers, mutation=self.client_mutation)
@@ -329,13 +328,15 @@ class _Run:
             if n not in nem.killed and p.popen is not None and p.popen.poll() is not None:
                 outcome.problems.append(f"node {n} exited by itself with status {p.popen.returncode}")
                 nem.killed.add(n)
-        router_popen = self.cluster.router.popen
-        if not nem.router_down and router_popen is not None and router_popen.poll() is not None:
-            outcome.problems.append(f"the router exited by itself with status {router_popen.returncode}")
-            nem.router_down = True
+        for i, p in sorted(self.cluster.router_procs.items()):
+            if i not in nem.routers_killed and p.popen is not None and p.popen.poll() is not None:
+                outcome.problems.append(f"router {i} exited by itself with status {p.popen.returncode}")
+                nem.routers_killed.add(i)
+                nem.routers_paused.discard(i)
 
         # Heal, then the cluster must come back whole within the bound.
         healed = await nem.heal_all()
+        await nem.close()
         heal_time = time.monotonic()
 
         async def settle_episode_probes() -> None:
@@ -416,6 +417,7 @@ class _Run:
             root,
             nodes=self.nodes,
             partitions=self.partitions,
+            routers=schedule.default_routers(self.sched.faults),
             log_level=self.log_level,
             node_args=lambda i: [
                 "--peer-addresses", peer_files[i], "--fault-file", self.fault_files[i],
@@ -424,8 +426,7 @@ class _Run:
         )
         self._starting = asyncio.ensure_future(asyncio.to_thread(self.cluster.start))
         await asyncio.shield(self._starting)
-        assert self.cluster.router is not None
-        router = self.cluster.router.address
+        router = self.cluster.router_addresses
         # Cluster.wait_ready would do, but it blocks a thread for up to its timeout, and
         # asyncio.run waits for that thread at exit: Ctrl-C during start-up would hang.
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -434,19 +435,18 @@ class _Run:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cluster not ready after {READY_TIMEOUT_S:g} s: {last}")
             try:
-                async with grpc.aio.insecure_channel(router) as ch:
-                    resp = await meta_pb2_grpc.MetaStub(ch).ScanPartitions(meta_pb2.ScanPartitionsRequest(), timeout=2)
-            except grpc.aio.AioRpcError as exc:
-                last = f"router: {exc.code().name}"
+                descriptors, _, _ = await checks.cluster_status(router)
+            except RpcFailure as exc:
+                last = f"router: {exc.code.name}"
                 await asyncio.sleep(0.1)
                 continue
-            if len(resp.partitions) >= self.partitions and all(p.leader_store_id for p in resp.partitions):
+            if len(descriptors) >= self.partitions and all(p.leader_store_id for p in descriptors):
                 break
-            led = sum(1 for p in resp.partitions if p.leader_store_id)
-            last = f"{len(resp.partitions)} partitions, {led} with a leader"
+            led = sum(1 for p in descriptors if p.leader_store_id)
+            last = f"{len(descriptors)} partitions, {led} with a leader"
             await asyncio.sleep(0.1)
         self.parts = sorted(
-            (workloads.PartitionRange(p.id, p.start, p.end) for p in resp.partitions), key=lambda p: p.start
+            (workloads.PartitionRange(p.id, p.start, p.end) for p in descriptors), key=lambda p: p.start
         )
         self.prober = checks.Prober(router)
         probe = await checks.probe_writable(
@@ -474,7 +474,7 @@ class _Run:
         for step in self.sched.steps:
             await asyncio.sleep(max(0.0, t0 + step.at - time.monotonic()))
             rep = self.episodes.get(step.episode)
-            if rep is not None and rep.targets_reads and step.action in ("heal-network", "finish-move"):
+            if rep is not None and rep.targets_reads and step.action in ("heal-network", "finish-move", "finish-split"):
                 await self._stale_reads(rep, nem)  # the cut-off node, before it rejoins
             try:
                 applied = await nem.apply(step)
@@ -492,6 +492,8 @@ class _Run:
                     step.action == "pause" or step.param("shape") in ("majority", "leader")
                     # the voter cut off with the learner
                     or (step.action == "add-replica" and bool(step.param("split")))
+                    # the split partition's leader, cut off from everyone
+                    or (step.action == "split" and step.param("cut") == "leader")
                 )
                 if rep.targets_reads:
                     rep.stale_node = applied.nodes[0]

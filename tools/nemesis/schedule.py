@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from router.placement.config import PlacementConfig
 
 # The fault kinds, by the names `tessera nemesis --faults` takes (tools/cli.py reads them here).
-KINDS = ("kill", "pause", "partition", "transfer", "fsync", "slowdisk", "latency", "router", "member")
+KINDS = ("kill", "pause", "partition", "transfer", "fsync", "slowdisk", "latency", "router", "member", "split")
 PRIMARY = tuple(k for k in KINDS if k != "transfer")
 PARTITION_SHAPES = ("majority", "leader", "asymmetric", "bridge", "halves")
 # Shapes that need more than 3 nodes: ``halves`` (two stores vs the other two).
@@ -39,6 +39,13 @@ SHAPE_MIN_NODES = {"halves": 4}
 # --replicas); ``member`` needs one more store than that.
 REPLICAS = PlacementConfig().replicas
 MEMBER_MIN_NODES = REPLICAS + 1
+# The placement group's size when ``router`` is requested (one router otherwise): killing or
+# pausing any one of three must lose nothing.
+ROUTERS = 3
+
+
+def default_routers(faults: list[str] | tuple[str, ...]) -> int:
+    return ROUTERS if "router" in faults else 1
 
 
 def partition_shapes(nodes: int) -> tuple[str, ...]:
@@ -76,6 +83,8 @@ HOLD = {
     # From submitting the AddReplica to the heal that finishes the move. The inject itself takes
     # 1-2 s when split (waiting for the learner to show up, then cutting the network).
     "member": (4.0, 7.0),
+    # From submitting the split (with a node cut off, or not) to healing the network.
+    "split": (2.0, 4.0),
 }
 GAP = (2.0, 3.5)  # after a heal, before the next inject: time to recover, measured
 # A member episode's heal carries the move through (learner promoted, an old replica removed),
@@ -130,6 +139,7 @@ HEAL = {
     "latency": "heal-network",
     "kill-router": "restart-router",
     "add-replica": "finish-move",
+    "split": "finish-split",
 }
 # Every action that starts something: its heal, or None for a one-shot action.
 ACTIONS: dict[str, str | None] = {**HEAL, "transfer": None}
@@ -142,6 +152,7 @@ INJECT = {
     "latency": "latency",
     "router": "kill-router",
     "member": "add-replica",
+    "split": "split",
 }
 
 
@@ -224,7 +235,20 @@ def _params(kind: str, rng: random.Random, nodes: int, partitions: int, shape: s
     if kind == "latency":
         return {"target": _node_target(rng, nodes, partitions), "delay_ms": rng.choice((10, 30, 80, 150))}
     if kind == "router":
-        return {}
+        # Stop the placement leader (3 in 4) or a follower (by position), by SIGKILL or SIGSTOP;
+        # half the time with an operation (a transfer of partition K) submitted just before.
+        params: dict[str, Param] = {"mode": rng.choice(("kill", "pause")),
+                                    "who": "leader" if rng.random() < 0.75 else "follower",
+                                    "other": rng.randrange(ROUTERS - 1)}
+        if rng.random() < 0.5:
+            params.update(operation=True, partition=rng.randint(1, partitions), to=rng.randrange(REPLICAS - 1))
+        return params
+    if kind == "split":
+        # Split partition K at its middle key under load; a third of the time with its leader
+        # cut off from every other store, a third with one follower cut off (it catches up past
+        # the split later), the rest on a whole network.
+        return {"partition": rng.randint(1, partitions), "cut": rng.choice(("none", "leader", "follower")),
+                "follower": rng.randrange(REPLICAS - 1)}
     if kind == "partition":
         if shape == "majority":  # one store alone vs the rest (3 nodes: the minority is one)
             return {"shape": shape, "minority": f"node:{rng.randint(1, nodes)}"}

@@ -1,0 +1,118 @@
+"""What a quiet cluster costs: each process's CPU share and memory with many idle partitions.
+
+Starts a local cluster (``--nodes`` nodes, ``--routers`` routers, ``--partitions``
+partitions, nothing else running against it), waits until every partition has a leader that
+answers a linearizable read, lets it settle for ``--settle`` seconds, then reads each
+process's CPU time from /proc at the start and the end of a ``--seconds`` window. A share of
+100% is one core busy for the whole window. Memory is each process's resident set at the end.
+
+    python -m tools.bench_idle [--partitions 1000] [--nodes 3] [--routers 1] [--seconds 60]
+                               [--settle 10] [--json]
+
+No load is offered: what it measures is the price of ticks, heartbeats (between replicas and
+to placement) and placement's own bookkeeping. CPU time is counted per process, so a busy
+machine slows the start-up but changes the shares little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+
+from tools.cluster import Cluster, Proc
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (threads included), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # After the command name: state is field 3, utime 14 and stime 15 (1-based, man proc).
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+def _pids(cluster: Cluster) -> dict[str, int]:
+    procs: dict[str, Proc] = {p.name: p for p in [*cluster.router_procs.values(), *cluster.node_procs.values()]}
+    out = {}
+    for name, p in procs.items():
+        popen = p.running
+        if popen is None:
+            raise RuntimeError(f"{name} is not running")
+        out[name] = popen.pid
+    return out
+
+
+def measure(partitions: int, nodes: int, routers: int, seconds: float, settle: float, ready_timeout: float) -> dict:
+    root = tempfile.mkdtemp(prefix="tessera-idle-")
+    cluster = Cluster(root, nodes=nodes, partitions=partitions, routers=routers, log_level="warning")
+    try:
+        t0 = time.monotonic()
+        cluster.start()
+        cluster.wait_ready(ready_timeout)
+        ready_s = time.monotonic() - t0
+        time.sleep(settle)
+        pids = _pids(cluster)
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        w0 = time.monotonic()
+        time.sleep(seconds)
+        wall = time.monotonic() - w0
+        after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        return {
+            "partitions": partitions,
+            "nodes": nodes,
+            "routers": routers,
+            "ready_s": round(ready_s, 1),
+            "window_s": round(wall, 1),
+            "processes": {
+                name: {
+                    "cpu_percent": round(100 * (after[name] - before[name]) / wall, 2),
+                    "rss_mib": round(rss_bytes(pid) / 2**20, 1),
+                }
+                for name, pid in pids.items()
+            },
+        }
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tools.bench_idle", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--partitions", type=int, default=1000)
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--routers", type=int, default=1)
+    ap.add_argument("--seconds", type=float, default=60.0, help="measuring window (default: 60)")
+    ap.add_argument("--settle", type=float, default=10.0, help="quiet time after ready, before measuring")
+    ap.add_argument("--ready-timeout", type=float, default=600.0)
+    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = ap.parse_args(argv)
+    for flag, value, low in (("--partitions", args.partitions, 1), ("--nodes", args.nodes, 3),
+                             ("--routers", args.routers, 1)):
+        if value < low:
+            ap.error(f"{flag} must be at least {low} (got {value})")
+    if args.seconds <= 0 or args.settle < 0:
+        ap.error("--seconds must be positive and --settle not negative")
+    got = measure(args.partitions, args.nodes, args.routers, args.seconds, args.settle, args.ready_timeout)
+    if args.json:
+        print(json.dumps(got, indent=1))
+        return 0
+    print(f"{got['partitions']} idle partitions, {got['nodes']} nodes, {got['routers']} router(s); "
+          f"ready after {got['ready_s']} s; CPU over {got['window_s']} s (100% = one core):")
+    for name, p in got["processes"].items():
+        print(f"  {name:<10} {p['cpu_percent']:6.2f}%   rss {p['rss_mib']:7.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
