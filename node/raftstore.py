@@ -200,6 +200,9 @@ class RaftStore:
         """Placement asks this leader to add a replica: as a learner, promoted once caught up."""
         rep = self.replicas.get(pid)
         if rep is not None and rep.is_leader():
+            # One replica per store: a newer request for the store (placement re-decided after
+            # an earlier one expired) replaces the older one.
+            rep.want_add = {rid: s for rid, s in rep.want_add.items() if s != store_id}
             rep.want_add[replica_id] = store_id
             self._drive_membership(rep)
 

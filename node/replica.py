@@ -210,7 +210,8 @@ class Replica:
             return None
         st = self.raw.status()
         members = st.conf_state.all_nodes()
-        self.want_add = {rid: store for rid, store in self.want_add.items() if rid not in members}
+        held = {r.store_id for r in self.descriptor.replicas}  # one replica of a partition per store
+        self.want_add = {rid: store for rid, store in self.want_add.items() if rid not in members and store not in held}
         self.want_remove &= members
         step = membership.next_step(st, self.want_add, self.want_remove)
         if step is None:

@@ -62,10 +62,17 @@ class RouterLink:
     RaftStore is built after this link, since it needs the link's resolve and report_leader."""
 
     def __init__(
-        self, store_id: int, address: str, routers: str | Sequence[str], *, interval: float = HEARTBEAT_INTERVAL_S
+        self,
+        store_id: int,
+        address: str,
+        routers: str | Sequence[str],
+        *,
+        interval: float = HEARTBEAT_INTERVAL_S,
+        zone: str = "",
     ) -> None:
         self.store_id = store_id
         self.address = address
+        self.zone = zone  # the failure domain placement spreads replicas over (--zone)
         self.routers = RouterSet(routers)
         self.interval = interval
         self.addresses: dict[int, str] = {store_id: address}
@@ -196,7 +203,7 @@ class RouterLink:
         now = asyncio.get_running_loop().time()
         full = self._full_due or now - self._last_full >= FULL_REPORT_EVERY_S
         req = meta_pb2.StoreHeartbeatRequest(
-            store_id=self.store_id, address=self.address, addresses_digest=self._addresses_digest
+            store_id=self.store_id, address=self.address, addresses_digest=self._addresses_digest, zone=self.zone
         )
         if full:
             req.partitions.extend(stats.values())
@@ -245,7 +252,18 @@ class RouterLink:
                 return
             member = rep.descriptor.replica_on(op.transfer_leader.to_store_id)
             target = member.replica_id if member is not None else None
+            pr = rep.raw.status().progress.get(target) if target is not None else None
+            if pr is not None and not pr.recent_active:
+                # Not heard from lately (down?): a transfer would stall writes for an election
+                # timeout and fail. Placement drops the operation once the partition moves on.
+                log.info("transfer of partition %d to store %d skipped: not heard from lately",
+                         rep.pid, op.transfer_leader.to_store_id)
+                return
             if target is not None:
+                # A quiet group does not tick, and only ticks abandon a transfer whose target
+                # never answers (while one is pending, the leader takes no proposals and no
+                # membership steps): wake it first.
+                rep.ensure_awake()
                 try:
                     rep.raw.transfer_leader(target)
                     self.rs.kick()

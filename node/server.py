@@ -53,6 +53,7 @@ class Node:
         raft_mutation: str | None = None,
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
         files: Files = OS_FILES,
+        zone: str = "",
     ) -> None:
         self.store_id = store_id
         self.listen = listen
@@ -60,6 +61,7 @@ class Node:
         self.data_dir = data_dir
         self.routers = routers  # "A,B,C": the placement group's routers
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.zone = zone
         self.settings = settings
         self.limits = limits
         self.wal_sync = wal_sync
@@ -86,7 +88,9 @@ class Node:
         host = self.advertise.rsplit(":", 1)[0]
         if self.advertise.endswith(":0"):
             self.advertise = f"{host}:{self.port}"
-        self.link = RouterLink(self.store_id, self.advertise, self.routers, interval=self.heartbeat_interval_s)
+        self.link = RouterLink(
+            self.store_id, self.advertise, self.routers, interval=self.heartbeat_interval_s, zone=self.zone
+        )
         self.link.max_key_bytes = self.limits.max_key_bytes  # split keys respect it (D21)
         if self.peer_addresses_file:
             with open(self.peer_addresses_file) as f:
@@ -197,6 +201,7 @@ async def serve(args: argparse.Namespace) -> int:
         raft_mutation=getattr(args, "raft_mutation", None),
         heartbeat_interval_s=args.heartbeat_interval,
         files=_files(args),
+        zone=args.zone or "",
     )
     try:
         await node.start()

@@ -50,6 +50,8 @@ def config_from_args(args: argparse.Namespace) -> PlacementConfig:
         store_down_after_s=args.store_down_after,
         max_down_s=args.max_down,
         split_size=args.split_size,
+        schedule_interval_s=args.schedule_interval,
+        max_moves=args.max_moves,
     )
 
 

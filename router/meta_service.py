@@ -141,7 +141,7 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             store_id = request.store_id
             registered_now = False
             if store_id == 0 or store_id not in self._table.stores:
-                registered = await self._placement.apply(RegisterStore(request.address, store_id, now))
+                registered = await self._placement.apply(RegisterStore(request.address, store_id, now, request.zone))
                 store_id = registered.store_id
                 registered_now = True
                 log.info("store %d registered at %s", store_id, request.address)
@@ -156,6 +156,7 @@ class MetaService(meta_pb2_grpc.MetaServicer):
                     used_bytes=request.used_bytes,
                     full=not request.delta,
                     gone=tuple(request.gone),
+                    zone=request.zone,
                 )
             )
             await self._placement.maybe_split()
@@ -214,6 +215,11 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             state = None
         if state is None:
             await _invalid(context, "state", "set one of STORE_UP, STORE_DRAINING, STORE_REMOVED")
+        if state == StoreState.DRAINING:
+            await self._placement.read_barrier()
+            why = self._placement.drain_refusal(request.store_id)
+            if why is not None:
+                await _invalid(context, "store_id", why)
         try:
             await self._placement.apply(SetStoreState(request.store_id, state))
         except PlacementError as exc:

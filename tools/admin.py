@@ -83,7 +83,7 @@ def store_json(s: meta_pb2.Store) -> dict[str, Any]:
     return {
         "id": s.id,
         "address": s.address,
-        "zone": None,  # nodes carry no zone label in this version
+        "zone": s.zone or None,  # null: the node gave no --zone
         "state": _STATE.get(s.state, "unknown"),
         "replicas": s.replica_count,
         "leaders": s.leader_count,
@@ -378,6 +378,8 @@ async def cmd_operations(admin: Admin, args: argparse.Namespace) -> int:
             "kind": kind,
             "detail": detail,
             "age_s": round((now - p.created_ms) / 1000, 3),
+            # queued: not yet handed to its store; sent: handed out, not yet seen done.
+            "state": "sent" if p.last_sent_ms else "queued",
             "sent_to": p.last_sent_to or None,
             "sent_ago_s": round((now - p.last_sent_ms) / 1000, 3) if p.last_sent_ms else None,
         })
@@ -385,11 +387,11 @@ async def cmd_operations(admin: Admin, args: argparse.Namespace) -> int:
         print(json.dumps(shown, indent=1))
     else:
         rows = [
-            (o["id"], o["partition"], o["kind"], o["detail"], f"{o['age_s']:.1f}s",
+            (o["id"], o["partition"], o["kind"], o["detail"], f"{o['age_s']:.1f}s", o["state"],
              f"store {o['sent_to']}, {o['sent_ago_s']:.1f}s ago" if o["sent_to"] else "not yet")
             for o in shown
         ]
-        header = ("OP", "PARTITION", "KIND", "WHAT", "AGE", "HANDED OUT")
+        header = ("OP", "PARTITION", "KIND", "WHAT", "AGE", "STATE", "HANDED OUT")
         print(table(header, rows) if rows else "no operations in flight")
     return EXIT_OK
 
@@ -429,6 +431,52 @@ async def cmd_routers(admin: Admin, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _set_state(admin: Admin, store: int, state: meta_pb2.StoreState) -> meta_pb2.Store:
+    resp = await admin.call("SetStoreState", meta_pb2.SetStoreStateRequest(store_id=store, state=state))
+    return resp.store
+
+
+async def _holding(admin: Admin, store: int) -> tuple[int, int]:
+    """Partitions with a replica on ``store``, and those it leads."""
+    resp = await admin.call("ScanPartitions", meta_pb2.ScanPartitionsRequest())
+    held = [d for d in resp.partitions if any(r.store_id == store for r in d.replicas)]
+    return len(held), sum(1 for d in held if d.leader_store_id == store)
+
+
+async def cmd_drain(admin: Admin, args: argparse.Namespace) -> int:
+    """Mark the store draining (the scheduler moves its leaders and replicas away) and wait
+    until no partition has a replica on it; then it can be removed (remove-store)."""
+    started = time.monotonic()
+    await _set_state(admin, args.store, meta_pb2.STORE_DRAINING)
+    result: dict[str, Any] = {"store": args.store, "state": "draining", "done": False}
+    if not args.no_wait:
+        while (left := await _holding(admin, args.store))[0]:
+            if time.monotonic() - started > args.timeout:
+                raise Refused(f"store {args.store} still holds {left[0]} replica(s) ({left[1]} leader(s)) after "
+                              f"{args.timeout:g}s; it stays draining (see `tessera admin operations`)")
+            await asyncio.sleep(POLL_S * 4)
+        result["done"] = True
+        result["seconds"] = round(time.monotonic() - started, 3)
+    if admin.as_json:
+        print(json.dumps(result))
+    elif result["done"]:
+        print(f"store {args.store} drained: no replicas left (took {result['seconds']:.2f}s); "
+              f"`tessera admin remove-store {args.store}` removes it")
+    else:
+        print(f"store {args.store} is draining (not waiting; see `tessera admin stores`)")
+    return EXIT_OK
+
+
+async def cmd_remove_store(admin: Admin, args: argparse.Namespace) -> int:
+    """Mark a store removed for good: refused while a partition still has a replica on it."""
+    shown = store_json(await _set_state(admin, args.store, meta_pb2.STORE_REMOVED))
+    if admin.as_json:
+        print(json.dumps(shown))
+    else:
+        print(f"store {args.store} removed (it gets no replicas or operations again)")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[Admin, argparse.Namespace], Awaitable[int]]] = {
     "stores": cmd_stores,
     "partitions": cmd_partitions,
@@ -439,6 +487,8 @@ COMMANDS: dict[str, Callable[[Admin, argparse.Namespace], Awaitable[int]]] = {
     "split": cmd_split,
     "operations": cmd_operations,
     "routers": cmd_routers,
+    "drain": cmd_drain,
+    "remove-store": cmd_remove_store,
 }
 
 

@@ -2,8 +2,8 @@
 
 The forms below are the command-line contract written down in docs/cli.md; scripts and tests
 outside the project rely on them, so extend them freely but do not break them (and keep
-docs/cli.md in step). Commands this version does not have yet (``tessera admin``) parse their
-arguments, then say they are not available in this version and exit 2.
+docs/cli.md in step). A command or option this version does not have yet parses its
+arguments, then says it is not available in this version and exits 2.
 """
 
 from __future__ import annotations
@@ -135,6 +135,15 @@ _positive_int = _number(int, "an integer", lambda v: v >= 1, ">= 1")
 _non_negative_int = _number(int, "an integer", lambda v: v >= 0, ">= 0")
 _positive_float = _number(float, "a number", lambda v: v > 0, "> 0")
 _group_size = _number(int, "an integer", lambda v: 1 <= v <= MAX_GROUP_MEMBERS, f"in [1, {MAX_GROUP_MEMBERS}]")
+_non_negative_float = _number(float, "a number", lambda v: v >= 0, ">= 0")
+
+
+def _zone_name(text: str) -> str:
+    """A zone label: printable, no spaces or commas (it is shown in tables and lists)."""
+    if not text or len(text) > 64 or not text.isprintable() or any(c in text for c in " ,\t"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a zone name (1-64 printable characters, no spaces "
+                                         "or commas)")
+    return text
 
 
 def _mutation(table: Callable[[], dict[str, str]]) -> Callable[[str], str]:
@@ -175,8 +184,17 @@ def _add_new_cluster_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitions", type=_positive_int, metavar="N", default=_PLACEMENT.partitions,
                         help="partitions to pre-split a brand-new cluster into (default: %(default)s)")
     parser.add_argument("--max-down", type=_positive_float, metavar="SECONDS", default=_PLACEMENT.max_down_s,
-                        help="a node down this long has its replicas re-created elsewhere; accepted and "
-                             "stored, but this version does not act on it yet (default: %(default)g)")
+                        help="a node down this long has each of its replicas re-created on another up "
+                             "node (default: %(default)g)")
+    parser.add_argument("--schedule-interval", type=_non_negative_float, metavar="SECONDS",
+                        default=_PLACEMENT.schedule_interval_s,
+                        help="how often the placement leader's scheduler looks for work (repair, drain, "
+                             "zones, replica and leader balance; it also looks as soon as a partition "
+                             "changes); 0 turns it off: placement then does only what admins ask "
+                             "(default: %(default)g)")
+    parser.add_argument("--max-moves", type=_positive_int, metavar="N", default=_PLACEMENT.max_moves,
+                        help="replica moves (each a snapshot to a new replica) the scheduler keeps in "
+                             "flight at once, cluster-wide (default: %(default)s)")
 
 
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30}
@@ -263,6 +281,10 @@ def _build_node(commands) -> None:
                    help="WAL and LMDB directory; survives restarts (default: %(default)s)")
     p.add_argument("--routers", metavar="ADDR[,ADDR...]", default=DEFAULT_ROUTER,
                    help="placement service addresses to heartbeat (default: %(default)s)")
+    p.add_argument("--zone", metavar="NAME", type=_zone_name,
+                   help="this node's failure domain (a rack, a machine, a data centre): placement never "
+                        "puts two replicas of a partition in one zone while enough zones are up "
+                        "(default: none, the node is a domain of its own)")
     _add_log_level_option(p)
     p.add_argument("--tick-ms", type=_positive_int, metavar="MS", default=round(_RAFT.tick_s * 1000),
                    help=f"Raft tick; elections time out after {_RAFT.election_tick}-"
@@ -364,6 +386,9 @@ def _build_cluster(commands) -> None:
                          "so that losing any one router loses nothing (default: %(default)s)")
     _add_new_cluster_options(up)
     _add_split_option(up)
+    up.add_argument("--zones", type=_non_negative_int, default=0, metavar="N",
+                    help="label the nodes with zones z1..zN, round-robin (tessera node --zone); 0: no "
+                         "zones (default: %(default)s)")
     up.add_argument("--data-dir", default="./data", metavar="DIR",
                     help="root of every process's data directory (default: %(default)s)")
     up.add_argument("--base-port", type=_non_negative_int, default=7100, metavar="PORT",
@@ -463,9 +488,7 @@ def _build_admin(commands) -> None:
             "--router (a follower router's answer is followed to the leader). Tables for\n"
             "people; --json prints the shapes of docs/cli.md. Commands that change something\n"
             "wait until placement sees it done (--no-wait: just queue it) and exit 1 naming\n"
-            "why when it is refused or not done within --timeout.\n\n"
-            "drain and remove-store are not available in this version: they\n"
-            "parse their arguments, say so and exit 2 without contacting the cluster."
+            "why when it is refused or not done within --timeout."
         ),
     )
     _add_router_option(p)
@@ -503,8 +526,11 @@ def _build_admin(commands) -> None:
     leaf("split", "split partition ID at KEY (default: its middle by size)",
          (pid, ("key", {"metavar": "KEY", "nargs": "?", "help": "split key (the new right half starts here)"})),
          changes=True)
-    leaf("drain", "move every leader and replica off STORE, then mark it removed", (store,), available=False)
-    leaf("remove-store", "mark a drained or dead STORE removed", (store,), available=False)
+    drain = leaf("drain", "mark STORE draining and wait until the scheduler has moved every replica and leader off it",
+         (store,), changes=True)
+    drain.set_defaults(timeout=300.0)  # every replica on the store is a snapshot to send
+    leaf("remove-store", "mark STORE removed for good (refused while it still holds replicas: drain it first, "
+         "or wait for a dead store's repair)", (store,))
     leaf("routers", "show the placement group: members, leader, term, applied index", ())
 
 

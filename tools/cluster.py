@@ -94,6 +94,10 @@ class Cluster:
     log_level: str = DEFAULT_LEVEL  # every child's --log-level
     routers: int = 1  # the placement group's size
     split_size: int | None = None  # routers' --split-size (None: their default)
+    zones: int = 0  # label node i with zone z((i-1) % zones + 1) (tessera node --zone); 0: no zones
+    # The routers' --schedule-interval (None: their default); 0 turns the scheduler off, for
+    # tests that steer placement by hand and must not have it steer too.
+    schedule_interval: float | None = None
     extra_router_args: list[str] = field(default_factory=list)
     extra_node_args: list[str] = field(default_factory=list)
     # Per-node extra arguments (e.g. each node's --peer-addresses file).
@@ -155,6 +159,7 @@ class Cluster:
             "--max-down", str(self.max_down),
             *(["--split-size", str(self.split_size)] if self.split_size else []),
             "--log-level", self.log_level,
+            *(["--schedule-interval", str(self.schedule_interval)] if self.schedule_interval is not None else []),
             *self.extra_router_args,
         ]
 
@@ -167,6 +172,7 @@ class Cluster:
             "--data-dir", os.path.join(self.root, f"node{i}"),
             "--routers", self.router_addresses,
             "--log-level", self.log_level,
+            *(["--zone", self.zone_of(i)] if self.zones else []),
             *self.extra_node_args,
             *(self.node_args(i) if self.node_args is not None else []),
         ]
@@ -309,6 +315,20 @@ class Cluster:
 
     def node_address(self, i: int) -> str:
         return self.node_procs[i].address
+
+    def zone_of(self, i: int) -> str:
+        """Node ``i``'s zone: z1..zN round-robin ("" without zones)."""
+        return f"z{(i - 1) % self.zones + 1}" if self.zones else ""
+
+    def add_node(self, timeout: float = 30.0) -> int:
+        """Start one more node (the next store id, an empty data dir); returns its number."""
+        i = max(self.node_procs, default=0) + 1
+        port = self.base_port + self.routers - 1 + i if self.base_port else 0
+        log = os.path.join(self.root, "logs", f"node{i}.log")
+        self.node_procs[i] = Proc(f"node{i}", self._node_argv(i, port), log)
+        self._spawn(self.node_procs[i], timeout)
+        self.nodes = max(self.nodes, i)
+        return i
 
 
 def _free_port() -> int:

@@ -15,7 +15,8 @@ def run(args: argparse.Namespace) -> int:
     root = os.path.abspath(args.data_dir)
     cluster = Cluster(
         root=root, nodes=args.nodes, partitions=args.partitions, base_port=args.base_port, max_down=args.max_down,
-        log_level=args.log_level, routers=args.routers, split_size=args.split_size,
+        log_level=args.log_level, routers=args.routers, split_size=args.split_size, zones=args.zones,
+        extra_router_args=["--schedule-interval", str(args.schedule_interval), "--max-moves", str(args.max_moves)],
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -60,6 +60,10 @@ _COMMANDS = (
     commands.SetStoreState,
 )
 _ENUMS: dict[str, type[IntEnum]] = {e.__name__: e for e in (model.StoreState, descriptor.Role)}
+# Fields added after format 1, written only when they differ from their default, so a table
+# or command that does not use them encodes exactly as before (old files re-encode byte for
+# byte; tests/unit/test_placement_file.py) and a missing one decodes to its default.
+_LATER_FIELDS = frozenset({("StoreInfo", "zone"), ("RegisterStore", "zone"), ("StoreHeartbeat", "zone")})
 
 
 class CodecError(ValueError):
@@ -71,8 +75,12 @@ def to_json_value(value: Any) -> Any:
         return {"_e": type(value).__name__, "v": int(value)}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out: dict[str, Any] = {"_t": type(value).__name__}
+        name = type(value).__name__
         for f in dataclasses.fields(value):
-            out[f.name] = to_json_value(getattr(value, f.name))
+            v = getattr(value, f.name)
+            if (name, f.name) in _LATER_FIELDS and v == f.default:
+                continue
+            out[f.name] = to_json_value(v)
         return out
     if isinstance(value, bytes):
         return {"_b": value.hex()}

@@ -24,6 +24,7 @@ class RegisterStore:
     address: str
     store_id: int = 0
     now_ms: int = 0
+    zone: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,8 @@ class StoreHeartbeat:
     # ``gone`` the partitions it stopped hosting (see StoreHeartbeatRequest.delta).
     full: bool = True
     gone: tuple[int, ...] = ()
+    # The node's zone as it says now (a node restarted with another --zone moves its store).
+    zone: str = ""
 
 
 @dataclass(frozen=True, slots=True)

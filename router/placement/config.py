@@ -17,8 +17,11 @@ class PlacementConfig:
     partitions: int = 8  # pre-split a brand-new cluster into this many partitions
     replicas: int = 3  # replicas of each pre-split partition; bootstrap waits for this many stores
     store_down_after_s: float = 5.0  # a store silent this long is reported down
-    max_down_s: float = 30.0  # a store down this long has its replicas re-created elsewhere (stored, not acted on yet)
+    max_down_s: float = 30.0  # a store down this long has its replicas re-created elsewhere
     split_size: int = 64 << 20  # a partition larger than this (bytes, as its leader reports) is split (D21)
+    schedule_interval_s: float = 1.0  # the scheduler's period on the placement leader; 0: no scheduler
+    max_moves: int = 4  # replica moves (snapshots to new replicas) in flight at once, cluster-wide
+    max_transfers: int = 4  # leader transfers the scheduler keeps in flight at once
 
 
 # Members of a placement group, at most: every command waits on a quorum of them, and more

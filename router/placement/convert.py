@@ -68,6 +68,7 @@ def store_to_pb(s: StoreInfo, state: StoreState) -> meta_pb2.Store:
         replica_count=s.replica_count,
         leader_count=s.leader_count,
         last_heartbeat_ms=s.last_heartbeat_ms,
+        zone=s.zone,
     )
 
 

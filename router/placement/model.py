@@ -70,6 +70,16 @@ class StoreInfo:
     # carries only changes does not repeat them.
     hosted_conf_vers: dict[int, int] = field(default_factory=dict)
     leading: frozenset[int] = frozenset()
+    # The failure domain the node says it is in (``tessera node --zone``); "" when it gave
+    # none, and then the store is a domain of its own (see ``zone_key``).
+    zone: str = ""
+
+    @property
+    def zone_key(self) -> str:
+        """The failure domain placement spreads replicas over: the zone, or for a store with
+        no zone label the store itself, so that "no two replicas in one zone" is also "no two
+        replicas on one store" for clusters without zones."""
+        return f"zone:{self.zone}" if self.zone else f"store:{self.id}"
 
 
 # -- operations --------------------------------------------------------------------------

@@ -6,11 +6,18 @@ applies it to every member's table in log order, and returns its result once app
 Reads go through :meth:`Placement.read_barrier` first, so they are linearizable. On a router
 that is not the placement leader both raise ``NotLeaderError`` naming the leader.
 
-See docs/decisions.md D15 and D19.
+Only the placement leader schedules (:meth:`Placement.schedule_once`, run every
+``schedule_interval_s`` and as soon as a partition's descriptor or leader changes): it plans
+from the replicated table (router/placement/scheduler.py) and proposes the operations like any
+admin would, so a new leader simply plans again from the same table.
+
+See docs/decisions.md D15, D19 and D20.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -18,8 +25,9 @@ from pathlib import Path
 
 from router.placement.commands import Applied, Bootstrap, Command, PlacementError, SubmitOperation
 from router.placement.config import GroupSettings, PlacementConfig
-from router.placement.group import NotLeaderError, PlacementGroup
-from router.placement.model import Split, StoreInfo, StoreState
+from router.placement.group import GroupFailed, NotLeaderError, PlacementGroup
+from router.placement.model import AddReplica, RemoveReplica, Split, StoreInfo, StoreState, TransferLeader
+from router.placement.scheduler import SchedulerConfig, Step, drain_refusal, plan
 from router.placement.table import PlacementTable
 from router.placement.watchers import OperationWatchers
 
@@ -35,17 +43,10 @@ class Placement:
         self._clock = clock
         self.watchers = OperationWatchers()
         group.on_leadership(self._leadership_changed)
-
-    def _leadership_changed(self, leading: bool) -> None:
-        if not leading:
-            # A router that stops leading ends its nodes' watch streams: they find the new leader.
-            self.watchers.close_all()
-            return
-        # Whatever the old leader handed out may never have arrived: hand every pending
-        # operation out again now, instead of after the redelivery period.
-        now = self.now_ms()
-        self.table.deliveries_valid_from_ms = now
-        self.watchers.wake(self.table.stores_with_operations_due(now))
+        self._leader_since_ms = 0  # when this router last became the placement leader
+        self._schedule_now = asyncio.Event()
+        self._scheduler: asyncio.Task[None] | None = None
+        self.scheduled = 0  # operations the scheduler submitted (tests, logs)
 
     @classmethod
     async def open(
@@ -95,6 +96,10 @@ class Placement:
         if result.operation_id or isinstance(cmd, Bootstrap):
             # Work was queued: the stores it is for heartbeat at once instead of at their next turn.
             self.watchers.wake(self.table.stores_with_operations_due(self.now_ms()))
+        if result.partition_ids and not isinstance(cmd, SubmitOperation):
+            # A descriptor or leader changed (a learner promoted, a transfer done): the next
+            # step of a move need not wait for the next period.
+            self._schedule_now.set()
         return result
 
     async def maybe_bootstrap(self) -> Applied | None:
@@ -137,11 +142,102 @@ class Placement:
         up = self.table.up_stores(self.now_ms(), self.down_after_ms)
         return f"cluster not bootstrapped yet: waiting for {self.config.replicas} stores, {len(up)} up"
 
+    # -- the scheduler (placement leader only; docs/decisions.md D20) -----------------------
+
+    def scheduler_config(self) -> SchedulerConfig:
+        c = self.config
+        return SchedulerConfig(
+            replicas=c.replicas,
+            down_after_ms=self.down_after_ms,
+            max_down_ms=int(c.max_down_s * 1000),
+            max_moves=c.max_moves,
+            max_transfers=c.max_transfers,
+            since_ms=self._leader_since_ms,
+        )
+
+    def drain_refusal(self, store_id: int) -> str | None:
+        """Why ``store_id`` cannot start draining now (None: it can)."""
+        store = self.table.stores.get(store_id)
+        if store is not None and store.state == StoreState.DRAINING:
+            return None  # asking again is fine (idempotent)
+        return drain_refusal(self.table, store_id, self.now_ms(), self.scheduler_config())
+
+    def _leadership_changed(self, leader: bool) -> None:
+        if not leader:
+            # A router that stops leading ends its nodes' watch streams: they find the new leader.
+            self.watchers.close_all()
+            return
+        now = self.now_ms()
+        # Silence is counted from now for every store (SchedulerConfig.since_ms): a store
+        # that was talking to the old leader gets its full --max-down from this one.
+        self._leader_since_ms = now
+        self._schedule_now.set()
+        # Whatever the old leader handed out may never have arrived: hand every pending
+        # operation out again now, instead of after the redelivery period.
+        self.table.deliveries_valid_from_ms = now
+        self.watchers.wake(self.table.stores_with_operations_due(now))
+
+    async def schedule_once(self) -> list[Step]:
+        """Plan from the table and submit what the plan says (leader only): the steps
+        submitted. A step the table refuses (its partition moved on meanwhile) is skipped; the
+        next round plans again from what is there."""
+        await self.read_barrier()  # a new leader first applies everything its term committed
+        if not self.table.partitions:
+            return []
+        now = self.now_ms()
+        done = []
+        for step in plan(self.table, now, self.scheduler_config()):
+            try:
+                await self.apply(step.command)
+            except PlacementError as exc:
+                log.info("scheduler: partition %d: %s not submitted: %s", step.command.partition_id,
+                         type(step.command.action).__name__, exc.message)
+                continue
+            done.append(step)
+            self.scheduled += 1
+            log.info("scheduler: partition %d: %s (%s)", step.command.partition_id,
+                     _describe(step.command), step.reason)
+        return done
+
+    async def _schedule_loop(self) -> None:
+        interval = self.config.schedule_interval_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._schedule_now.wait(), interval)
+            self._schedule_now.clear()
+            if not self.group.is_leader:
+                continue
+            try:
+                await self.schedule_once()
+            except (NotLeaderError, GroupFailed):
+                pass  # no longer leading: the new leader schedules
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scheduling round failed")
+            await asyncio.sleep(min(0.05, interval))  # wake-ups come in bursts: one round per burst
+
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.group.start()
+        if self.config.schedule_interval_s > 0:
+            self._scheduler = asyncio.create_task(self._schedule_loop(), name="placement-scheduler")
 
     async def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._scheduler
         self.watchers.close_all()
         await self.group.stop()
+
+
+def _describe(cmd: SubmitOperation) -> str:
+    a = cmd.action
+    name = type(a).__name__
+    if isinstance(a, TransferLeader):
+        return f"{name} to store {a.to_store_id}"
+    if isinstance(a, (AddReplica, RemoveReplica)):
+        return f"{name} on store {a.replica.store_id}"
+    return name

@@ -150,8 +150,9 @@ class PlacementTable:
             raise PlacementError("store_id", f"must be >= 0, got {cmd.store_id}")
         existing = self.stores.get(cmd.store_id) if cmd.store_id else None
         if existing is not None:
-            moved = existing.address != cmd.address
+            moved = existing.address != cmd.address or existing.zone != cmd.zone
             existing.address = cmd.address
+            existing.zone = cmd.zone
             existing.last_heartbeat_ms = max(existing.last_heartbeat_ms, cmd.now_ms)
             return Applied(durable=moved, dirty=True, store_id=existing.id)
         if cmd.store_id:
@@ -162,7 +163,8 @@ class PlacementTable:
         else:
             store_id = self.next_store_id
             self.next_store_id += 1
-        self.stores[store_id] = StoreInfo(id=store_id, address=cmd.address, last_heartbeat_ms=cmd.now_ms)
+        self.stores[store_id] = StoreInfo(id=store_id, address=cmd.address, last_heartbeat_ms=cmd.now_ms,
+                                          zone=cmd.zone)
         return Applied(durable=True, dirty=True, store_id=store_id)
 
     def _apply_heartbeat(self, cmd: StoreHeartbeat) -> Applied:
@@ -172,6 +174,9 @@ class PlacementTable:
         durable = False
         if cmd.address and cmd.address != store.address:
             store.address = cmd.address
+            durable = True
+        if cmd.zone != store.zone:
+            store.zone = cmd.zone
             durable = True
         store.last_heartbeat_ms = max(store.last_heartbeat_ms, cmd.now_ms)
         store.capacity_bytes = cmd.capacity_bytes
@@ -297,9 +302,12 @@ class PlacementTable:
             if s is None or s.state != StoreState.UP:
                 raise PlacementError("store_ids", f"store {sid} is unknown or not up")
         created = []
+        load = dict.fromkeys(stores, 0)
         for i, (start, end) in enumerate(keyspace.even_ranges(cmd.n_partitions)):
             pid = self._alloc_partition_id()
-            chosen = [stores[(i + k) % len(stores)] for k in range(cmd.replicas)]
+            chosen = self._spread(stores[i % len(stores):] + stores[:i % len(stores)], cmd.replicas, load)
+            for sid in chosen:
+                load[sid] += 1
             replicas = tuple(ReplicaDesc(sid, self._alloc_replica_id(), Role.VOTER) for sid in chosen)
             desc = Descriptor(id=pid, start=start, end=end, epoch=BOOTSTRAP_EPOCH, replicas=replicas)
             self.partitions[pid] = PartitionInfo(descriptor=desc)
@@ -309,6 +317,21 @@ class PlacementTable:
         self.bootstrapped = True
         self._reindex()
         return Applied(durable=True, dirty=True, partition_ids=tuple(created))
+
+    def _spread(self, ordered: list[int], n: int, load: dict[int, int]) -> list[int]:
+        """``n`` stores of ``ordered``, each failure domain once before any twice, the least
+        loaded first (ties in ``ordered``'s order: round-robin over the stores when none has a
+        zone, as before zones existed; docs/decisions.md D20)."""
+        chosen: list[int] = []
+        seen: set[str] = set()
+        rank = {sid: k for k, sid in enumerate(ordered)}
+        while len(chosen) < n:
+            left = [sid for sid in ordered if sid not in chosen]
+            fresh = [sid for sid in left if self.stores[sid].zone_key not in seen] or left
+            pick = min(fresh, key=lambda sid: (load[sid], rank[sid]))
+            chosen.append(pick)
+            seen.add(self.stores[pick].zone_key)
+        return chosen
 
     def _apply_submit(self, cmd: SubmitOperation) -> Applied:
         info = self.partitions.get(cmd.partition_id)
@@ -432,6 +455,15 @@ class PlacementTable:
             raise PlacementError("state", f"store {store.id} is removed; a removed store never comes back")
         if store.state == cmd.state:
             return Applied(store_id=store.id)
+        if cmd.state == StoreState.REMOVED:
+            held = sorted(p.id for p in self.partitions.values() if p.descriptor.replica_on(store.id) is not None)
+            if held:
+                shown = ", ".join(map(str, held[:10])) + (", ..." if len(held) > 10 else "")
+                raise PlacementError(
+                    "store_id",
+                    f"store {store.id} still holds {len(held)} replica(s) (partitions {shown}); "
+                    "drain it first (tessera admin drain)",
+                )
         store.state = cmd.state
         if cmd.state == StoreState.REMOVED:
             for op_id, op in list(self.operations.items()):

@@ -16,7 +16,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SUBCOMMANDS = ("node", "router", "cluster", "kv", "admin", "bench", "simulate", "nemesis")
-NOT_AVAILABLE = "not available in this version of tessera"
 
 
 def _tessera_path() -> Path:
@@ -88,19 +87,6 @@ def test_kv_get_reports_unreachable_router():
     assert result.returncode == 1
     assert "cannot reach the router" in result.stderr
     assert result.stdout == ""
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["admin", "--json", "drain", "2"],
-        ["admin", "remove-store", "2"],
-    ],
-)
-def test_unbuilt_commands_exit_2_with_message(argv):
-    result = tessera(*argv)
-    assert result.returncode == 2
-    assert "tessera " in result.stderr and NOT_AVAILABLE in result.stderr
 
 
 def test_router_flag_accepted_before_and_after_subcommand():

@@ -67,7 +67,8 @@ def test_idle_partitions_of_a_failed_disk_node_fail_over(tmp_path) -> None:
     faults = {i: str(tmp_path / f"faults{i}.json") for i in (1, 2, 3)}
     for f in faults.values():
         write_fault_file(f, {})
-    cluster = Cluster(str(tmp_path / "c"), nodes=3, partitions=2, node_args=lambda i: ["--fault-file", faults[i]])
+    cluster = Cluster(str(tmp_path / "c"), nodes=3, partitions=2, schedule_interval=0,
+                      node_args=lambda i: ["--fault-file", faults[i]])
     cluster.start()
     try:
         cluster.wait_ready(60)

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.timeout(240)
 @pytest.fixture()
 def cluster() -> Iterator[Cluster]:
     root = tempfile.mkdtemp(prefix="tessera-member-")
-    c = Cluster(root=root, nodes=4, partitions=2)
+    c = Cluster(root=root, nodes=4, partitions=2, schedule_interval=0)
     try:
         c.start()
         c.wait_ready(60)

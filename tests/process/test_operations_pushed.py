@@ -29,7 +29,8 @@ DEADLINE = 15.0  # a quarter of one heartbeat interval, for each step
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     root = tempfile.mkdtemp(prefix="tessera-push-")
-    c = Cluster(root=root, nodes=4, partitions=2, extra_node_args=["--heartbeat-interval", str(SLOW_HEARTBEATS)])
+    c = Cluster(root=root, nodes=4, partitions=2, schedule_interval=0,
+                extra_node_args=["--heartbeat-interval", str(SLOW_HEARTBEATS)])
     try:
         c.start()
         c.wait_ready(60)

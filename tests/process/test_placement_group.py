@@ -29,7 +29,8 @@ pytestmark = pytest.mark.timeout(240)
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     root = tempfile.mkdtemp(prefix="tessera-pgroup-")
-    c = Cluster(root=root, routers=3, nodes=3, partitions=2, extra_router_args=["--checkpoint-every", "20"])
+    c = Cluster(root=root, routers=3, nodes=3, partitions=2, schedule_interval=0,
+                extra_router_args=["--checkpoint-every", "20"])
     try:
         c.start()
         c.wait_ready(60)

@@ -31,7 +31,9 @@ def start_router(tmp_path: Path) -> Iterator[Callable[..., RouterProcess]]:
     started: list[RouterProcess] = []
 
     def start(*extra: str, data_dir: Path | None = None, listen: str = "127.0.0.1:0") -> RouterProcess:
-        r = RouterProcess(data_dir or tmp_path / "router", listen=listen, extra_args=extra)
+        # The stores here are fakes: no scheduler moves anything behind the tests' back.
+        r = RouterProcess(data_dir or tmp_path / "router", listen=listen,
+                          extra_args=("--schedule-interval", "0", *extra))
         started.append(r)
         return r.start()
 

@@ -17,8 +17,11 @@ from router.testing import RouterProcess
 
 
 def run_cluster(tmp_path, partitions: int, scenario: Callable[[list[Node], str], Awaitable[None]]) -> None:
-    """Start a router process and three in-process nodes, run ``scenario(nodes, router)``."""
-    router = RouterProcess(tmp_path / "router", extra_args=("--partitions", str(partitions))).start()
+    """Start a router process and three in-process nodes, run ``scenario(nodes, router)``.
+    The router does not schedule: these scenarios watch the nodes' own behaviour (idle groups
+    going quiet, a sick leader stepping down), which leader balancing would disturb."""
+    router = RouterProcess(tmp_path / "router",
+                           extra_args=("--partitions", str(partitions), "--schedule-interval", "0")).start()
 
     async def main() -> None:
         nodes = [Node(i, "127.0.0.1:0", str(tmp_path / f"node{i}"), router.address, advertise="127.0.0.1:0")

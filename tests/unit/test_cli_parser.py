@@ -8,15 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
-NOT_AVAILABLE = "not available in this version of tessera"
-
 
 def test_main_returns_exit_status_in_process(capsys):
     from tools.cli import main
 
     assert main(["--help"]) == 0
-    assert main(["admin", "drain", "3"]) == 2
-    assert NOT_AVAILABLE in capsys.readouterr().err
     assert main(["simulate", "--mutation", "bogus"]) == 2
 
 

@@ -453,10 +453,43 @@ def test_remove_fills_replica_and_refuses_last_voter():
 
 
 def test_removed_store_gets_no_operations_and_its_creates_are_dropped():
+    t = settled(three_store_table(n_partitions=2))
+    s4 = t.register_store("127.0.0.1:7203", now_ms=2_000)
+    t.record_leader(1, 1, term=2)
+    t.submit(1, AddReplica(ReplicaDesc(s4, 0)), now_ms=2_000)  # queues a CreateReplica for store 4
+    # Not yet in any descriptor (the leader has not reported the learner): it may be removed.
+    t.set_store_state(s4, StoreState.REMOVED)
+    assert not [op for op in t.pending_operations() if isinstance(op.action, CreateReplica)]
+    assert t.heartbeat(s4, "127.0.0.1:7203", now_ms=2_100).operations == ()
+
+
+def test_a_store_that_holds_replicas_cannot_be_removed():
     t = three_store_table(n_partitions=2)
-    t.set_store_state(3, StoreState.REMOVED)
-    assert all(isinstance(op.action, CreateReplica) and op.action.store_id != 3 for op in t.pending_operations())
-    assert t.heartbeat(3, "127.0.0.1:7202", now_ms=2_000).operations == ()
+    with pytest.raises(PlacementError) as e:
+        t.set_store_state(3, StoreState.REMOVED)
+    assert e.value.field == "store_id"
+    assert "store 3 still holds 2 replica(s) (partitions 1, 2); drain it first" in e.value.message
+    assert t.stores[3].state == StoreState.UP
+
+
+def test_zones_come_with_registration_and_heartbeats_and_spread_bootstrap():
+    t = PlacementTable()
+    zones = ["a", "a", "b", "b", "c", "c"]
+    ids = [t.apply(RegisterStore(f"h:{i}", now_ms=1, zone=z)).store_id for i, z in enumerate(zones)]
+    t.bootstrap(12, 3, ids, now_ms=1)
+    for info in t.partitions.values():
+        assert len({t.stores[r.store_id].zone for r in info.descriptor.replicas}) == 3, info.descriptor
+    counts = [sum(p.descriptor.replica_on(s) is not None for p in t.partitions.values()) for s in ids]
+    assert max(counts) - min(counts) <= 1, counts
+    # Two zones for three replicas: each zone once before any twice.
+    t2 = PlacementTable()
+    ids2 = [t2.apply(RegisterStore(f"h:{i}", zone=z)).store_id for i, z in enumerate(["a", "a", "b"])]
+    t2.bootstrap(1, 3, ids2)
+    assert sorted(t2.stores[r.store_id].zone for r in t2.partitions[1].descriptor.replicas) == ["a", "a", "b"]
+    # A heartbeat carries the zone the node has now; the codec keeps it.
+    t.apply(StoreHeartbeat(1, "h:0", now_ms=3, zone="z"))
+    assert t.stores[1].zone == "z"
+    assert codec.table_from_json(codec.table_to_json(t)).stores[1].zone == "z"
 
 
 def test_stale_leader_operations_expire():
