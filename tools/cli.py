@@ -589,7 +589,9 @@ def _build_simulate(commands) -> None:
             "the failing seed and a command that reproduces it otherwise.\n\n"
             "--mutation NAME injects a known Raft bug (commit-previous-term, vote-ignores-log,\n"
             "vote-not-persisted, apply-uncommitted, learner-votes, ...); the simulator is\n"
-            "expected to catch it. An unknown NAME lists them all with what each does."
+            "expected to catch it. An unknown NAME lists them all with what each does.\n\n"
+            "--coverage measures the branch coverage of the Raft core (node/raft) over the run\n"
+            "(with any --workers) and names every refusal of the core the seeds never took."
         ),
     )
     p.add_argument("--seeds", type=_positive_int, required=True, metavar="N",
@@ -601,6 +603,9 @@ def _build_simulate(commands) -> None:
     p.add_argument("--workers", type=_positive_int, default=1, metavar="W",
                    help="worker processes (default: %(default)s)")
     p.add_argument("--verbose", action="store_true", help="print progress for every seed")
+    p.add_argument("--coverage", action="store_true",
+                   help="branch coverage of node/raft over the run, and the refusals never taken "
+                        "(needs the coverage package: the dev extra)")
     p.set_defaults(handler=_simulate, command_name="simulate")
 
 
@@ -834,6 +839,7 @@ def _simulate(args: argparse.Namespace) -> int:
         mutation=args.mutation,
         workers=args.workers,
         verbose=args.verbose,
+        coverage=args.coverage,
     )
     return 0 if rc is None else int(rc)
 

@@ -16,6 +16,11 @@ through the simulated network (delayed, never dropped).  Outcomes:
 * ``info`` a write that timed out (the replica crashed, the reply was lost):
   the outcome is unknown and the client continues as a new process, as in
   Jepsen.
+
+A read the client gave up on may still be answered later (a paused or cut-off
+replica that believes it leads).  Such an answer is not dropped: it joins the
+history as a read of its own process, invoked when the client invoked it and
+completed when the answer came, so every value any replica served is checked.
 """
 
 from __future__ import annotations
@@ -67,10 +72,12 @@ class Client:
         self.process = idx
         self.target = 0
         self.cur: Request | None = None
+        self.invoked_at = 0
         self.counter = 0
         self.seen: dict[str, object] = {}  # key -> the value this client last saw there
         self.ok_after_heal = 0
         self.stopped = False
+        self.abandoned: dict[int, tuple[str, int]] = {}  # op id -> (key, invoke time) of gets timed out
 
     @property
     def idle(self) -> bool:
@@ -85,7 +92,9 @@ class Client:
 
     def schedule_next(self) -> None:
         if not self.stopped:
-            self.sim.queue.push(self.sim.now + self.rng.randint(0, 30), "cnext", self.idx)
+            # During a lull (the nemesis's ``lull``) nobody sends anything: groups go idle.
+            at = max(self.sim.now + self.rng.randint(0, 30), self.sim.lull_until)
+            self.sim.queue.push(at, "cnext", self.idx)
 
     def invoke(self) -> None:
         if self.stopped or self.cur is not None:
@@ -109,6 +118,7 @@ class Client:
             f, value, mode = "cas", [expected, fresh], "log"
         req = Request(self.idx, sim.next_op_id(), f, key, value, mode)
         self.cur = req
+        self.invoked_at = sim.now
         sim.history.append(Op(self.process, "invoke", f, key, value, sim.now))
         if mode == "follower":
             members = sim.client_targets()
@@ -119,9 +129,17 @@ class Client:
 
     def on_response(self, op_id: int, outcome: str, value: object, hint: int) -> None:
         req = self.cur
-        if req is None or req.op_id != op_id:
-            return  # a late answer to an op we already gave up on
         sim = self.sim
+        if req is None or req.op_id != op_id:
+            late = self.abandoned.pop(op_id, None)
+            if late is not None and outcome == "ok":
+                # A read answered after the client gave up on it: still part of the history.
+                key, invoked_at = late
+                process = sim.ghost_process()
+                sim.history.append(Op(process, "invoke", "get", key, None, invoked_at))
+                sim.history.append(Op(process, "ok", "get", key, value, sim.now))
+                sim.stats["late_reads"] += 1
+            return
         if outcome == "ok":
             sim.history.append(Op(self.process, "ok", req.f, req.key, value, sim.now))
             if req.f == "get":
@@ -151,6 +169,7 @@ class Client:
         sim = self.sim
         if req.f == "get":
             sim.history.append(Op(self.process, "fail", req.f, req.key, None, sim.now))
+            self.abandoned[req.op_id] = (req.key, self.invoked_at)
         else:
             sim.history.append(Op(self.process, "info", req.f, req.key, req.value, sim.now))
             self.process += self.n_clients  # Jepsen: an indeterminate op retires the process

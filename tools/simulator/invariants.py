@@ -24,6 +24,28 @@ or raises :class:`InvariantViolation` naming the broken property:
     covers it; commit indexes never go backwards; a persisted commit index
     never exceeds the persisted log and the persisted prefix it covers is the
     committed one (``on_commit``, ``on_persist``, ``on_restart``).
+``stale-read``
+    A ReadIndex or lease read is answered at an index at least the highest
+    commit index any replica had when the request reached the replica that
+    serves it (``on_read``): a read point below it may miss a write that was
+    already acknowledged.
+``lease-overlap``
+    No leader's lease is valid once a leader of a higher term has been
+    elected (``check_lease``): under the core's stated clock-drift bound the
+    followers' promise outlives every lease.
+``stability``
+    See :mod:`tools.simulator.stability` (a leader connected to an untouched
+    quorum is never deposed); it raises through :class:`InvariantViolation`
+    like the rest.
+``api-contract``
+    The promises of ``RawNode`` the driver builds on: a Ready hands out for
+    persistence only entries that are not on the disk already (``on_ready``;
+    a core that forgets what it persisted writes them again and again, and as
+    a leader does not count its own copy); a leader's ``status()`` describes
+    its configuration, a progress entry per member with the right role and a
+    match within its log (``on_status``); a change no configuration allows
+    is refused, and so is a campaign by a replica that may not stand
+    (``refusal_expected``).
 
 Logs are read through anything with ``first_index()``, ``last_index()`` and
 ``term(i)`` (the core's ``RaftLog`` or a ``MemoryStorage``); ``term`` may raise
@@ -35,7 +57,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from node.raft import Entry, RaftError
+from node.raft import Entry, RaftError, Status
 
 ELECTION_SAFETY = "election-safety"
 LOG_MATCHING = "log-matching"
@@ -45,6 +67,10 @@ COMMITTED_LOST = "committed-lost"
 LINEARIZABILITY = "linearizability"
 LIVENESS = "liveness"
 CORE_EXCEPTION = "core-exception"
+STALE_READ = "stale-read"
+LEASE_OVERLAP = "lease-overlap"
+STABILITY = "stability"
+API_CONTRACT = "api-contract"
 
 SAFETY_INVARIANTS = (
     ELECTION_SAFETY,
@@ -52,6 +78,10 @@ SAFETY_INVARIANTS = (
     LEADER_COMPLETENESS,
     STATE_MACHINE_SAFETY,
     COMMITTED_LOST,
+    STALE_READ,
+    LEASE_OVERLAP,
+    STABILITY,
+    API_CONTRACT,
 )
 
 
@@ -84,6 +114,7 @@ class Invariants:
         self.max_committed = 0
         self.applied: dict[int, tuple[int, int, bytes]] = {}  # index -> (term, type, data)
         self.chains: dict[int, str] = {}  # index -> state-machine chain after applying it
+        self.max_leader_term = 0  # the highest term anyone was elected leader in
 
     # -- elections -----------------------------------------------------------
 
@@ -94,7 +125,34 @@ class Invariants:
                 ELECTION_SAFETY, f"two leaders in term {term}: node {prev} and node {node_id}"
             )
         self.leaders[term] = node_id
+        if term > self.max_leader_term:
+            self.max_leader_term = term
         self._leader_completeness(node_id, term, log)
+
+    # -- reads -------------------------------------------------------------------
+
+    def check_lease(self, node_id: int, term: int, lease_index: int | None) -> None:
+        """``node_id`` leads ``term`` and its lease gives ``lease_index`` (None: no valid lease).
+
+        Call it only on a replica that has processed every tick due to it (a paused one
+        after its missed ticks were replayed): a lease is judged on the holder's own clock.
+        """
+        if lease_index is not None and self.max_leader_term > term:
+            raise InvariantViolation(
+                LEASE_OVERLAP,
+                f"node {node_id}, leader of term {term}, holds a valid lease (read index {lease_index}) "
+                f"although node {self.leaders[self.max_leader_term]} was elected in term {self.max_leader_term}",
+            )
+
+    def on_read(self, node_id: int, index: int, floor: int, how: str) -> None:
+        """A ``how`` read served by ``node_id`` got read point ``index``; ``floor`` was the highest
+        commit index of any replica when the request reached it."""
+        if index < floor:
+            raise InvariantViolation(
+                STALE_READ,
+                f"node {node_id} answered a {how} read at index {index}, below commit index {floor} "
+                f"that a replica held when the request arrived",
+            )
 
     def _leader_completeness(self, node_id: int, term: int, log: LogView) -> None:
         if not self.max_committed:
@@ -120,7 +178,43 @@ class Invariants:
                     f"but entry {i} of term {t} was committed in term {commit_term[i]}",
                 )
 
+    def on_status(self, node_id: int, status: Status, last_index: int) -> None:
+        """``status`` is what leader ``node_id`` (log ending at ``last_index``) reports."""
+        cs = status.conf_state
+        members = cs.all_nodes()
+        if set(status.progress) != members:
+            raise InvariantViolation(
+                API_CONTRACT,
+                f"leader {node_id} reports progress for {sorted(status.progress)}, "
+                f"but its configuration has {sorted(members)}",
+            )
+        learners = cs.learners | cs.learners_next
+        for n, pr in sorted(status.progress.items()):
+            if pr.learner != (n in learners) or not 0 <= pr.match <= last_index or pr.next < 1:
+                raise InvariantViolation(
+                    API_CONTRACT,
+                    f"leader {node_id} reports for {n}: {pr} (learners {sorted(learners)}, last index {last_index})",
+                )
+
+    def refusal_expected(self, what: str, refused: bool) -> None:
+        """The driver asked for ``what``, which the core must refuse."""
+        if not refused:
+            raise InvariantViolation(API_CONTRACT, f"the core did not refuse {what}")
+
     # -- logs --------------------------------------------------------------------
+
+    def on_ready(self, node_id: int, storage: LogView, entries: Sequence[Entry]) -> None:
+        """A Ready asks ``node_id`` to persist ``entries``; ``storage`` is its disk before the write."""
+        first, last = storage.first_index(), storage.last_index()
+        for e in entries:
+            if e.index > last:
+                break
+            if e.index >= first and _term_or_none(storage, e.index) == e.term:
+                raise InvariantViolation(
+                    API_CONTRACT,
+                    f"node {node_id} was handed entry {e.index} (term {e.term}) to persist, "
+                    f"but it is on its disk already",
+                )
 
     def on_persist(
         self, node_id: int, storage: LogView, entries: Sequence[Entry], old_commit: int, new_commit: int
@@ -193,6 +287,14 @@ class Invariants:
             if ct is None:
                 committed[i] = t
                 commit_term[i] = term
+                seen = self.applied.get(i)
+                if seen is not None and seen[0] != t:
+                    # Applied somewhere before anyone knew it committed, and it is not what committed.
+                    raise InvariantViolation(
+                        STATE_MACHINE_SAFETY,
+                        f"entry {i} of term {seen[0]} was applied, but node {node_id} (term {term}) "
+                        f"committed entry {i} of term {t}",
+                    )
             elif ct != t:
                 raise InvariantViolation(
                     COMMITTED_LOST,

@@ -28,6 +28,7 @@ class Network:
     rng: random.Random
     params: NetParams
     blocked: set[tuple[int, int]] = field(default_factory=set)
+    slow_to: dict[int, int] = field(default_factory=dict)  # destination -> extra delay of every message to it
     partition_kind: str = ""
     partition_gen: int = 0
     sent: int = 0
@@ -57,6 +58,9 @@ class Network:
         if p.dup_prob and self.rng.random() < p.dup_prob:
             self.duplicated += 1
             out.append(self.delay())
+        extra = self.slow_to.get(dst)
+        if extra:
+            out = [d + extra for d in out]
         return out
 
     # -- partitions --------------------------------------------------------

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import multiprocessing
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from . import corecov
 from .cluster import Simulation
 from .invariants import CORE_EXCEPTION
 from .mutations import get_mutation
@@ -102,19 +105,37 @@ def format_failure(r: SeedResult) -> str:
     return "\n".join(lines)
 
 
-def run_many(seeds: int, start: int = 0, mutation: str | None = None, workers: int = 1):
-    """Yield SeedResults in seed order (computed in parallel when workers > 1)."""
+def run_many(
+    seeds: int, start: int = 0, mutation: str | None = None, workers: int = 1, coverage_dir: str | None = None
+):
+    """Yield SeedResults in seed order (computed in parallel when workers > 1).
+
+    With ``coverage_dir`` the seeds always run in worker processes (``workers`` of them, at
+    least one), each measuring the core and saving its data there when it exits.
+    """
     get_mutation(mutation)
     jobs = [(s, mutation) for s in range(start, start + seeds)]
-    if workers <= 1 or seeds <= 1:
+    if coverage_dir is None and (workers <= 1 or seeds <= 1):
         for job in jobs:
             yield _run(job)
         return
     # forkserver, not fork: a caller with threads (grpc, a test runner) must not be cloned
     # into the workers, and a fresh interpreter keeps each worker's heap small.
     ctx = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
-    with ctx.Pool(workers) as pool:
+    if coverage_dir is None:
+        pool = ctx.Pool(workers)
+    else:
+        pool = ctx.Pool(max(1, workers), corecov.worker_init, (str(Path(coverage_dir) / ".coverage"),))
+    finished = False
+    try:
         yield from pool.imap(_run, jobs, chunksize=1)
+        finished = True
+    finally:
+        if finished:
+            pool.close()  # the workers leave their loop and run their finalizers (coverage saves)
+        else:
+            pool.terminate()  # a failure (or the caller gave up): stop at once
+        pool.join()
 
 
 def _consume(results, totals: dict, verbose: bool) -> SeedResult | None:
@@ -144,16 +165,25 @@ def main(
     mutation: str | None = None,
     workers: int = 1,
     verbose: bool = False,
+    coverage: bool = False,
 ) -> int:
-    """Run seeds start..start+seeds-1; 0 when every seed holds, 1 at the first failure."""
+    """Run seeds start..start+seeds-1; 0 when every seed holds, 1 at the first failure.
+
+    ``coverage``: measure the core's branch coverage over the run and print it, with the
+    refusals of :mod:`tools.simulator.refusals` that were never taken (and, with ``verbose``,
+    every branch never taken); only when every seed holds: a failure stops the workers
+    before they save.
+    """
     get_mutation(mutation)  # ValueError naming the valid ones for an unknown name
     t0 = time.perf_counter()
     totals: dict[str, int] = {}
-    results = run_many(seeds, start, mutation, workers)
-    try:
-        failure = _consume(results, totals, verbose)
-    finally:
-        results.close()  # stops the worker pool early on a failure
+    with tempfile.TemporaryDirectory(prefix="tessera-simcov-") as cov_dir:
+        results = run_many(seeds, start, mutation, workers, cov_dir if coverage else None)
+        try:
+            failure = _consume(results, totals, verbose)
+        finally:
+            results.close()  # stops the worker pool early on a failure
+        cov_report = corecov.report(cov_dir) if coverage and failure is None else None
     if failure is not None:
         print(format_failure(failure), flush=True)
         if failure.invariant == CORE_EXCEPTION:
@@ -168,4 +198,6 @@ def main(
         f"{totals['conf_changes']} conf changes, {totals['snapshots_installed']} snapshot installs, "
         f"{totals['ops']} client ops, {totals['ticks']} ticks]"
     )
+    if cov_report is not None:
+        print(cov_report.text(branches=verbose))
     return 0

@@ -2,8 +2,10 @@
 
 The disk model (per replica):
 
-* ``MemoryStorage`` *is* the durable disk: what is written there survives a
-  crash; the RawNode, the in-flight write and the state machine do not.
+* ``SimStorage`` (a ``MemoryStorage``, see :mod:`.storage`) *is* the durable
+  disk: what is written there survives a crash; the RawNode, the in-flight
+  write and the state machine do not.  After a compaction the snapshot may
+  stay unavailable to the core for a while (``profile.snap_busy``).
 * A Ready is handled in two phases.  When it is taken, the messages that may
   go before the write are sent at once (the correct driver: only a leader's
   APP / HEARTBEAT / SNAP / TIMEOUT_NOW / READ_INDEX_RESP, and never when the
@@ -17,6 +19,11 @@ The disk model (per replica):
   takes no new Ready.
 * A paused replica processes nothing; its ticks are counted and delivered
   first on resume, then the queued inputs in arrival order.
+* An idle group goes quiet and wakes as the node's does (:mod:`.quiescence`).
+
+Every ReadIndex or lease read carries a *floor*: the highest commit index any
+replica had when the request reached this replica; the read point it is
+answered at must not be below it (the ``stale-read`` invariant).
 """
 
 from __future__ import annotations
@@ -26,7 +33,6 @@ from typing import TYPE_CHECKING
 
 from node.raft import (
     EntryType,
-    MemoryStorage,
     Message,
     MessageType,
     NotLeaderError,
@@ -36,11 +42,13 @@ from node.raft import (
     Ready,
 )
 
+from . import quiescence
 from .kvsm import KVStateMachine, encode_command
 
 if TYPE_CHECKING:  # pragma: no cover
     from .clients import Request
     from .cluster import Simulation
+    from .storage import SimStorage
 
 MT = MessageType
 VOTE_RESPONSES = frozenset({MT.VOTE_RESP, MT.PRE_VOTE_RESP})
@@ -54,7 +62,7 @@ class SimNode:
     raw: RawNode
     sm: KVStateMachine
 
-    def __init__(self, sim: Simulation, node_id: int, storage: MemoryStorage, phase: int, period: int) -> None:
+    def __init__(self, sim: Simulation, node_id: int, storage: SimStorage, phase: int, period: int) -> None:
         self.sim = sim
         self.id = node_id
         self.storage = storage
@@ -71,17 +79,25 @@ class SimNode:
         self.missed_ticks = 0
         self.paused_queue: list[tuple[str, tuple]] = []  # (kind, args) to dispatch on resume
         self.pending_writes: dict[int, tuple[Request, int]] = {}
-        self.reads_waiting: dict[bytes, Request] = {}
+        # ReadIndex context -> (request, its floor, how it is served)
+        self.reads_waiting: dict[bytes, tuple[Request, int, str]] = {}
         self.pending_reads: list[tuple[int, Request]] = []
         self.seen_leader_term = 0
         self.seen_commit = 0
+        self.leading_term = 0  # the term this replica leads, as last observed (0: not leading)
+        self.lead_since = 0  # when it was observed to become leader of leading_term
+        self.replaying = False  # delivering the ticks missed while paused
+        self.quiet_ticks = 0  # ticks skipped while quiesced (handed over by wake)
+        self.idle_ticks = 0  # ticks a leader has had nothing to do
+        self.leader_heard = 0  # when a quiesced follower last heard its leader's store
+        self.leader_incarnation = 0  # that store's incarnation when this follower went quiet
 
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
         sim = self.sim
         self.incarnation += 1
-        snap = self.storage.snapshot()
+        snap = self.storage.latest_snapshot()
         cfg = sim.make_config(self.id, snap.meta.index)
         rng = random.Random(sim.seed * 100_003 + self.id * 1_009 + self.incarnation)
         self.raw = RawNode(cfg, self.storage, rng, mutation=sim.core_mutation)
@@ -94,7 +110,11 @@ class SimNode:
         self.missed_ticks = 0
         self.paused_queue = []
         self.seen_leader_term = 0
+        self.leading_term = 0
+        self.quiet_ticks = self.idle_ticks = 0
         self.seen_commit = self.raw.commit
+        sim.ledger.end(("down", self.id), sim.now)
+        sim.ledger.end(("quiet", self.id), sim.now)
         sim.inv.on_restart(self.id, self.storage, self.storage.hard_state.commit)
         self.pump()
 
@@ -102,6 +122,8 @@ class SimNode:
         self.alive = False
         self.paused = False
         self.down_gen += 1
+        self.leading_term = 0  # a crash is a fault: its lost leadership is not judged
+        self.sim.ledger.begin(("down", self.id), (self.id,), self.sim.now)
         self.inflight = None
         self.missed_ticks = 0
         self.paused_queue = []
@@ -112,18 +134,29 @@ class SimNode:
     def pause(self) -> None:
         self.paused = True
         self.down_gen += 1
+        self.sim.ledger.begin(("down", self.id), (self.id,), self.sim.now)
 
     def resume(self) -> None:
         if not self.alive or not self.paused:
             return
         self.paused = False
+        sim = self.sim
+        sim.ledger.end(("down", self.id), sim.now)
         raw = self.raw
         n, self.missed_ticks = self.missed_ticks, 0
+        # The lease is judged only once the clock has caught up with the time that passed.
+        self.replaying = True
+        if raw.quiesced:
+            self.quiet_ticks += n  # an idle replica skips them anyway
+            n = 0
         for _ in range(n):
             raw.tick()
-            self.sim.observe(self)
+            sim.observe(self)
             if not self.alive:
+                self.replaying = False
                 return
+        self.replaying = False
+        sim.observe(self)
         queued, self.paused_queue = self.paused_queue, []
         for kind, args in queued:
             if not self.alive or self.paused:
@@ -144,8 +177,13 @@ class SimNode:
         if self.paused:
             self.missed_ticks += 1
             return
-        self.raw.tick()
-        self.sim.observe(self)
+        if self.raw.quiesced:
+            quiescence.quiet_tick(self)
+        else:
+            self.raw.tick()
+            self.sim.observe(self)
+            if self.alive:
+                quiescence.after_tick(self)
         self.pump()
 
     def deliver(self, kind: str, args: tuple) -> None:
@@ -161,7 +199,17 @@ class SimNode:
 
     def dispatch(self, kind: str, args: tuple) -> None:
         if kind == "msg":
-            self.raw.step(args[0])
+            m = args[0]
+            if m.snapshot is not None and self.raw.log_view().last_index() > m.snapshot.meta.index:
+                self.sim.stats["stale_snapshots"] += 1  # a snapshot reaching a longer log
+            if m.type == MT.READ_INDEX:
+                quiescence.ensure_awake(self)  # a forwarded read is a request like any other
+            quiet = self.raw.quiesced
+            self.raw.step(m)
+            if self.raw.quiesced and not quiet:
+                quiescence.went_quiet(self)
+            elif quiet and not self.raw.quiesced:
+                self.quiet_ticks = 0  # woken by its leader's activity
             self.sim.observe(self)
         elif kind == "disk":
             if args[0] == self.incarnation and self.inflight is not None:
@@ -187,6 +235,8 @@ class SimNode:
         while self.alive and not self.paused and self.inflight is None and self.raw.has_ready():
             raw = self.raw
             rd = raw.ready()
+            if rd.entries:
+                sim.inv.on_ready(self.id, self.storage, rd.entries)
             commit_known = raw.commit
             hs = rd.hard_state
             disk_hs = self.storage.hard_state
@@ -203,6 +253,8 @@ class SimNode:
             if rd.entries or rd.snapshot is not None or hs is not None:
                 latency = sim.disk_latency()
                 sim.queue.push(sim.now + latency, "disk", self.id, self.incarnation)
+                if latency > sim.profile.disk[1]:
+                    sim.ledger.touch((self.id,), sim.now, sim.now + latency)  # a slow disk is a fault
                 if vote_change:
                     sim.vote_write_started(self, latency)
                 return
@@ -254,9 +306,11 @@ class SimNode:
                     sim.respond(self.id, req, "fail", None, self.raw.leader)
         # 4. reads
         for rs in rd.read_states:
-            reader = self.reads_waiting.pop(rs.context, None)
-            if reader is not None:
-                self.pending_reads.append((rs.index, reader))
+            waiting = self.reads_waiting.pop(rs.context, None)
+            if waiting is not None:
+                req, floor, how = waiting
+                inv.on_read(self.id, rs.index, floor, how)
+                self.pending_reads.append((rs.index, req))
         self.serve_reads()
         # 5. advance
         self.inflight = None
@@ -281,8 +335,11 @@ class SimNode:
     # -- clients -------------------------------------------------------------------
 
     def on_client(self, req: Request) -> None:
+        if self.raw.is_leader:
+            quiescence.ensure_awake(self)  # as the node does: only a leader takes requests
         raw = self.raw
         sim = self.sim
+        floor = sim.inv.max_committed
         if req.mode == "follower":
             # A follower read: ReadIndex through whichever leader this replica knows.
             ctx = b"%d" % req.op_id
@@ -291,15 +348,19 @@ class SimNode:
             except RaftError:
                 sim.respond(self.id, req, "fail", None, 0)
                 return
-            self.reads_waiting[ctx] = req
+            self.reads_waiting[ctx] = (req, floor, "follower ReadIndex")
             return
-        if not raw.is_leader:
+        if req.f == "get" and not raw.is_leader:
+            # (A write is proposed whatever this replica believes: refusing is the core's job.)
             sim.respond(self.id, req, "fail", None, raw.leader)
             return
+        if req.f == "get" and sim.inv.max_leader_term > raw.term:
+            sim.stats["deposed_reads"] += 1  # a read reaching a leader that a newer one replaced
         if req.f == "get" and req.mode == "lease" and req.op_id % 2 == 0:
             # The synchronous lease fast path; falls back to a lease ReadIndex below.
             index = self.raw.lease_read_index()
             if index is not None:
+                sim.inv.on_read(self.id, index, floor, "lease (fast path)")
                 self.pending_reads.append((index, req))
                 if self.inflight is None:
                     self.serve_reads()
@@ -311,8 +372,10 @@ class SimNode:
             except RaftError:
                 sim.respond(self.id, req, "fail", None, raw.leader)
                 return
-            self.reads_waiting[ctx] = req
+            self.reads_waiting[ctx] = (req, floor, "lease ReadIndex" if req.mode == "lease" else "ReadIndex")
             return
+        # RawNode.propose documents its refusals: a non-leader, a leadership transfer under way.
+        transferring = raw.is_leader and raw.status().lead_transferee != 0
         try:
             index = self.raw.propose(encode_command(req.command()))
         except NotLeaderError as exc:
@@ -321,6 +384,8 @@ class SimNode:
         except ProposalDroppedError:
             sim.respond(self.id, req, "fail", None, 0)
             return
+        if transferring:
+            sim.inv.refusal_expected(f"a proposal to node {self.id} during a leadership transfer", False)
         self.pending_writes[index] = (req, raw.term)
 
     # -- maintenance ------------------------------------------------------------------
@@ -331,10 +396,17 @@ class SimNode:
             return False
         st = self.storage
         applied = self.sm.applied
-        if applied <= st.snapshot().meta.index or applied > st.last_index():
+        if applied <= st.latest_snapshot().meta.index or applied > st.last_index():
             return False
         st.create_snapshot(applied, self.raw.conf_state, self.sm.snapshot_bytes())
-        self.sim.stats["snapshots_created"] += 1
+        sim = self.sim
+        sim.stats["snapshots_created"] += 1
+        p = sim.profile
+        if p.snap_busy and sim.disk_rng.random() < p.snap_busy:
+            # The snapshot file is still being written: the core must wait for it.
+            gen = st.make_busy()
+            sim.stats["snapshots_busy"] += 1
+            sim.queue.push(sim.now + sim.disk_rng.randint(*p.snap_busy_time), "snapready", self.id, gen)
         upto = applied - keep
         if upto >= st.first_index():
             st.compact(upto)

@@ -168,6 +168,25 @@ def test_idle_group_quiesces_again_after_a_follower_was_unreachable() -> None:
     assert net.nodes[1].can_quiesce()
 
 
+def test_leader_with_its_own_work_outstanding_does_not_quiesce() -> None:
+    """``can_quiesce`` means idle on the leader too: an entry it has not yet persisted, committed
+    and applied keeps it awake, even when it has no follower whose progress would say so.
+
+    A one-voter group is the case where only the leader's own log can tell: the simulator's
+    ``grow`` profile runs such groups, but its driver handles every Ready before it asks, so
+    this contract is pinned here (a mutant dropping the check survived the simulator).
+    """
+    r = Replica.of(1, (1,))
+    r.campaign_granted()
+    r.flush()
+    assert r.node.can_quiesce()
+    r.node.propose(b"x")
+    assert not r.node.can_quiesce()  # the entry is not even on disk yet
+    r.flush()
+    assert r.applied[-1].data == b"x"
+    assert r.node.can_quiesce()
+
+
 # -- replicate: the inflight window --------------------------------------------------------------
 
 

@@ -39,6 +39,13 @@ def test_single_leader_elected_and_replicates() -> None:
     assert all(n.commit >= idx for n in net.nodes.values())
 
 
+def test_empty_batch_refused() -> None:
+    net = Net([1, 2, 3])
+    net.elect(1)
+    with pytest.raises(ValueError):
+        net.nodes[1].propose_batch([])
+
+
 def test_follower_rejects_proposal_with_leader_hint() -> None:
     net = Net([1, 2, 3])
     net.elect(1)
