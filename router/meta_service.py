@@ -196,7 +196,7 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             action = convert.action_from_pb(op)
             epoch = epoch_from_pb(op.epoch) if op.HasField("epoch") else None
             result = await self._placement.apply(
-                SubmitOperation(op.partition_id, action, epoch, self._placement.now_ms())
+                SubmitOperation(op.partition_id, action, epoch, self._placement.now_ms(), by_admin=True)
             )
         except PlacementError as exc:
             await _invalid(context, exc.field, exc.message)

@@ -63,7 +63,8 @@ _ENUMS: dict[str, type[IntEnum]] = {e.__name__: e for e in (model.StoreState, de
 # Fields added after format 1, written only when they differ from their default, so a table
 # or command that does not use them encodes exactly as before (old files re-encode byte for
 # byte; tests/unit/test_placement_file.py) and a missing one decodes to its default.
-_LATER_FIELDS = frozenset({("StoreInfo", "zone"), ("RegisterStore", "zone"), ("StoreHeartbeat", "zone")})
+_LATER_FIELDS = frozenset({("StoreInfo", "zone"), ("RegisterStore", "zone"), ("StoreHeartbeat", "zone"),
+                           ("PartitionInfo", "steered_ms"), ("SubmitOperation", "by_admin")})
 
 
 class CodecError(ValueError):

@@ -82,6 +82,9 @@ class SubmitOperation:
     action: Action
     epoch: Epoch | None = None
     now_ms: int = 0
+    # Asked by an operator (tessera admin, the Meta service), not by the scheduler: the
+    # scheduler then leaves the partition's leader where the operator put it for a while.
+    by_admin: bool = False
 
 
 @dataclass(frozen=True, slots=True)

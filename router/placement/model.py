@@ -43,6 +43,9 @@ class PartitionInfo:
     progress: dict[int, ReplicaProgress] = field(default_factory=dict)
     size_bytes: int = 0
     load: float = 0.0
+    # Unix ms of the last operation an operator submitted on it (0: never); leader balance
+    # leaves the partition alone for a while after (docs/decisions.md D20).
+    steered_ms: int = 0
 
     @property
     def id(self) -> int:

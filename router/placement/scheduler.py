@@ -117,6 +117,11 @@ def drain_refusal(table: PlacementTable, store_id: int, now_ms: int, cfg: Schedu
     return None
 
 
+# How long leader balance leaves a partition alone after an operator steered it (an admin
+# transfer would otherwise be undone within a round, before the admin even saw it done).
+STEERED_HOLD_MS = 60_000
+
+
 def plan(table: PlacementTable, now_ms: int, cfg: SchedulerConfig) -> list[Step]:
     """The operations to submit now (see the module docstring for what and in which order)."""
     return _Round(table, now_ms, cfg).run()
@@ -486,6 +491,9 @@ class _Round:
             lead = self._leader_of(p)
             if lead not in counts or not self._actionable(p) or self._moving(p):
                 continue
+            if p.steered_ms and self.now - p.steered_ms < STEERED_HOLD_MS:
+                continue  # an operator just put this leader there: balance with the others
+
             for r in _voters(p.descriptor):
                 if r.store_id != lead and r.store_id in counts:
                     edges.setdefault(lead, []).append((r.store_id, p))

@@ -443,6 +443,8 @@ class PlacementTable:
         op_id = self._queue(desc.id, desc.epoch, action, cmd.now_ms)
         for more in extra:
             self._queue(desc.id, desc.epoch, more, cmd.now_ms)
+        if cmd.by_admin:
+            info.steered_ms = cmd.now_ms
         return Applied(durable=True, dirty=True, operation_id=op_id)
 
     def _apply_set_store_state(self, cmd: SetStoreState) -> Applied:

@@ -243,6 +243,26 @@ def test_a_node_added_is_filled_then_a_drained_node_is_removed(make_cluster: Any
     w.check()
 
 
+def test_a_leader_transferred_by_admin_under_writes(make_cluster: Any) -> None:
+    c = make_cluster(nodes=3, partitions=4)
+    with Writer(c.router_addresses) as w:
+        _, parts = state(c)
+        p = parts[0]
+        target = next(r.store_id for r in p.replicas if r.store_id != p.leader_store_id)
+        got = json.loads(admin(c, "--json", "transfer-leader", str(p.id), str(target)).stdout)
+        assert got["done"] and got["seconds"] < 5
+        assert next(d for d in state(c)[1] if d.id == p.id).leader_store_id == target
+
+        def settled() -> bool:  # the scheduler may even the leaders out again afterwards
+            _, now = state(c)
+            return whole(now) and within_one(counts(now, [1, 2, 3])[1])
+
+        eventually(settled, 30, "every partition whole with leaders balanced")
+        written = len(w.acked)
+        eventually(lambda: len(w.acked) > written + 100, 30, "writes to go on after the transfer")
+    w.check()
+
+
 def test_a_fill_in_flight_completes_after_the_placement_leader_is_killed(make_cluster: Any) -> None:
     c = make_cluster(nodes=3, partitions=6, routers=3)
 

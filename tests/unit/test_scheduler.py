@@ -15,7 +15,7 @@ import dataclasses
 import pytest
 
 from common.descriptor import Descriptor, Epoch, ReplicaDesc, Role
-from router.placement.commands import PlacementError, RegisterStore, StoreHeartbeat
+from router.placement.commands import PlacementError, RegisterStore, StoreHeartbeat, SubmitOperation
 from router.placement.model import (
     AddReplica,
     CreateReplica,
@@ -24,7 +24,7 @@ from router.placement.model import (
     StoreState,
     TransferLeader,
 )
-from router.placement.scheduler import SchedulerConfig, Step, drain_refusal, plan
+from router.placement.scheduler import STEERED_HOLD_MS, SchedulerConfig, Step, drain_refusal, plan
 from router.placement.table import PlacementTable
 
 T0 = 1_000_000
@@ -193,6 +193,24 @@ def test_leaders_balance_within_one_with_the_fewest_transfers() -> None:
     assert [w.leaders_on(s) for s in (1, 2, 3)] == [3, 3, 3]
     assert w.count(TransferLeader) == 6  # exactly the six leaders store 1 had too many
     assert w.count(AddReplica) == 0
+
+
+def test_a_leader_an_operator_moved_stays_and_balance_moves_others() -> None:
+    w = World(["", "", ""], 6)
+    w.settle()
+    w.assert_balanced()
+    # The operator moves partition 1's leader to a store that already leads two.
+    crowded = next(s for s in (1, 2, 3) if s != w.leader[1][0] and w.t.partitions[1].descriptor.replica_on(s))
+    w.t.apply(SubmitOperation(1, TransferLeader(crowded), None, w.now, by_admin=True))
+    w.nodes_act()
+    w.heartbeat_all()
+    assert w.leader[1][0] == crowded
+    before = len(w.submitted)
+    w.settle()
+    w.assert_balanced()
+    assert w.leader[1][0] == crowded  # balance went through the other partitions
+    assert all(s.command.partition_id != 1 for s in w.submitted[before:])
+    assert w.now - w.t.partitions[1].steered_ms < STEERED_HOLD_MS  # (the hold was in force throughout)
 
 
 def test_leaders_balance_when_a_chain_of_transfers_is_needed() -> None:
