@@ -1037,7 +1037,7 @@ class Nemesis:
         if unhosted is None:
             return f"store {gone} down, not asked whether it dropped the replica"
         if unhosted:
-            return f"store {gone} dropped it {time.monotonic() - t0:.2f} s after RemoveReplica"
+            return f"store {gone} dropped it {time.monotonic() - t0:.2f} s later"
         self.problems.append(f"#{move.episode} member: store {gone} still hosts partition {move.pid} "
                              f"{UNHOSTED_TIMEOUT_S:g} s after leaving its descriptor")
         return f"store {gone} STILL HOSTS partition {move.pid}"
