@@ -175,12 +175,15 @@ class _FakePlacement:
     in GetPartition a few polls after they are submitted: AddReplica -> learner -> voter,
     RemoveReplica -> gone (and the leader moves first when it is the one removed)."""
 
-    def __init__(self, lag: int = 3, promote_after: int = 3) -> None:
+    def __init__(self, lag: int = 3, promote_after: int = 3, scheduler_removes: int = 0) -> None:
         self.desc = meta_pb2.PartitionDescriptor(
             id=12, leader_store_id=1, term=5, epoch=meta_pb2.Epoch(conf_ver=1, version=1),
             replicas=[meta_pb2.Replica(store_id=s, replica_id=s, role=meta_pb2.VOTER) for s in (1, 2, 3)],
         )
         self.lag, self.promote_after = lag, promote_after
+        # Placement's scheduler finishing the move itself: this store's replica removed as
+        # soon as the learner is promoted.
+        self.scheduler_removes = scheduler_removes
         self.pending: list[tuple[int, tuple[str, int]]] = []  # (polls left, (change, store))
         self.submitted: list[meta_pb2.Operation] = []
         self.net: FakeNet | None = None
@@ -197,6 +200,11 @@ class _FakePlacement:
                 self.pending.append((self.promote_after, ("voter", store)))
             elif kind == "voter":
                 next(r for r in d.replicas if r.store_id == store).role = meta_pb2.VOTER
+                if self.scheduler_removes:
+                    keep = [r for r in d.replicas if r.store_id != self.scheduler_removes]
+                    del d.replicas[:]
+                    d.replicas.extend(keep)
+                    d.epoch.conf_ver += 1
             elif kind == "remove":
                 keep = [r for r in d.replicas if r.store_id != store]
                 del d.replicas[:]
@@ -280,7 +288,8 @@ class _MoveRun:
 
 
 def _run_move(
-    monkeypatch: pytest.MonkeyPatch, params: dict[str, Param], claim: tuple[int, int] | None = None
+    monkeypatch: pytest.MonkeyPatch, params: dict[str, Param], claim: tuple[int, int] | None = None,
+    placement: _FakePlacement | None = None,
 ) -> _MoveRun:
     """Inject and heal one member episode of partition 12 (of ``params``) against the fakes.
 
@@ -289,7 +298,7 @@ def _run_move(
     monkeypatch.setattr(faults, "POLL_S", 0.01)
     monkeypatch.setattr(faults, "CONF_SPREAD_S", 0.01)
     monkeypatch.setattr(faults, "MINORITY_CLAIM_WAIT_S", 0.3)
-    placement = _FakePlacement()
+    placement = placement or _FakePlacement()
     nodes = {n: _FakeNode() for n in (1, 2, 3, 4)}
 
     async def scenario() -> _MoveRun:
@@ -357,6 +366,16 @@ def test_member_move_without_split_removes_a_follower(monkeypatch: pytest.Monkey
     assert sorted(r.store_id for r in move.placement.desc.replicas) == [1, 2, 4]
     assert "store 3 (a follower) removed" in move.heal
     assert move.nem.problems == []
+
+
+def test_member_move_the_scheduler_finished_first_is_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Placement's scheduler removes store 2's replica the moment the learner is promoted.
+    move = _run_move(monkeypatch, {"split": False, "remove": "follower:1"},
+                     placement=_FakePlacement(scheduler_removes=2))
+    assert [op.WhichOneof("kind") for op in move.placement.submitted] == ["add_replica"]
+    assert sorted(r.store_id for r in move.placement.desc.replicas) == [1, 3, 4]
+    assert "store 2 removed by the scheduler first" in move.heal and "store 2 dropped it" in move.heal
+    assert move.nem.problems == [] and move.nem.moves == {}  # nothing left for the final heal to redo
 
 
 def test_member_move_reports_a_leader_elected_without_a_voter_majority(monkeypatch: pytest.MonkeyPatch) -> None:

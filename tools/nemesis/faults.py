@@ -991,7 +991,9 @@ class Nemesis:
         if left:
             # Placement's scheduler removes the extra voter a move leaves, and may do so first.
             parts.append(f"store {left} removed by the scheduler first, now {describe_replicas(desc)}")
-            return "; ".join([*parts, await self._unhosted_note(move, left, time.monotonic())])
+            parts.append(await self._unhosted_note(move, left, time.monotonic()))
+            self.moves.pop(move.episode, None)
+            return "; ".join(parts)
         if remove == "leader" and leader in old:
             gone, why = leader, "the leader"
         else:
