@@ -987,13 +987,8 @@ class Nemesis:
         if not old:
             self.moves.pop(move.episode, None)
             return "; ".join([*parts, "no old replica left to remove"])
-        left = scheduler_finished(desc, move.old)
-        if left:
-            # Placement's scheduler removes the extra voter a move leaves, and may do so first.
-            parts.append(f"store {left} removed by the scheduler first, now {describe_replicas(desc)}")
-            parts.append(await self._unhosted_note(move, left, time.monotonic()))
-            self.moves.pop(move.episode, None)
-            return "; ".join(parts)
+        if scheduler_finished(desc, move.old):
+            return await self._finished_by_scheduler(move, desc, parts)
         if remove == "leader" and leader in old:
             gone, why = leader, "the leader"
         else:
@@ -1008,6 +1003,10 @@ class Nemesis:
                     partition_id=pid, remove_replica=meta_pb2.RemoveReplica(replica=meta_pb2.Replica(store_id=gone))))
                 break
             except RpcFailure as exc:
+                with contextlib.suppress(RpcFailure):
+                    now = await self.descriptor(pid)
+                    if scheduler_finished(now, move.old):  # it won the race to the removal
+                        return await self._finished_by_scheduler(move, now, parts)
                 if time.monotonic() > deadline:
                     self.moves.pop(move.episode, None)
                     self.problems.append(f"#{move.episode} member: RemoveReplica of store {gone} from partition "
@@ -1030,6 +1029,14 @@ class Nemesis:
         parts.append(f"store {gone} ({why}) removed {time.monotonic() - t0:.2f} s after RemoveReplica, "
                      f"now {describe_replicas(desc)}")
         parts.append(await self._unhosted_note(move, gone, t0))
+        self.moves.pop(move.episode, None)
+        return "; ".join(parts)
+
+    async def _finished_by_scheduler(self, move: Move, desc: meta_pb2.PartitionDescriptor, parts: list[str]) -> str:
+        """Placement's scheduler removes the extra voter a move leaves, and may do so first."""
+        left = scheduler_finished(desc, move.old)
+        parts.append(f"store {left} removed by the scheduler first, now {describe_replicas(desc)}")
+        parts.append(await self._unhosted_note(move, left, time.monotonic()))
         self.moves.pop(move.episode, None)
         return "; ".join(parts)
 
