@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,8 @@ from typing import Any
 import pytest
 
 from conftest import REPO, eventually
-from router.client import Client, TesseraError
+from router.client import Client
+from support.writer import Writer
 from tools.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(240)
@@ -55,36 +55,6 @@ def group(cluster: Cluster) -> dict[str, Any]:
     return got
 
 
-class Writer:
-    """Writes distinct keys through the client until stopped; remembers what was acknowledged."""
-
-    def __init__(self, routers: str) -> None:
-        self.acked: dict[bytes, bytes] = {}
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(routers,), daemon=True)
-
-    def __enter__(self) -> Writer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-    def _run(self, routers: str) -> None:
-        with Client(routers, deadline_s=10) as client:
-            i = 0
-            while not self._stop.is_set():
-                key, value = bytes([(i * 97) % 256]) + b"w%06d" % i, b"v%d" % i
-                try:
-                    client.put(key, value)
-                    self.acked[key] = value
-                except TesseraError as exc:  # outcome unknown: not counted as acknowledged
-                    self.errors.append(str(exc))
-                i += 1
-
-
 def test_three_routers_elect_one_leader(cluster: Cluster) -> None:
     eventually(lambda: group(cluster)["leader"], 30, "a placement leader")
     g = group(cluster)
@@ -97,7 +67,7 @@ def test_killing_the_placement_leader_loses_nothing_and_stops_nothing(cluster: C
     before = group(cluster)
     leader = before["leader"]
     parts = admin(cluster, "partitions")
-    with Writer(cluster.router_addresses) as w:
+    with Writer(cluster.router_addresses, deadline_s=10) as w:
         eventually(lambda: len(w.acked) > 50, 30, "writes to flow")
         cluster.kill_router(leader)
         def new_leader() -> dict[str, Any] | None:

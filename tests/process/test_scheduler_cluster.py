@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ import grpc
 import pytest
 
 from conftest import REPO, eventually
-from router.client import Client, TesseraError
+from support.writer import Writer
 from tesserapb import meta_pb2, meta_pb2_grpc
 from tools.cluster import Cluster
 
@@ -36,50 +35,6 @@ pytestmark = pytest.mark.timeout(240)
 
 DOWN_AFTER_S = 3.0
 MAX_DOWN_S = 5.0
-
-
-class Writer:
-    """Writes distinct keys through the client until stopped; remembers what was acknowledged."""
-
-    def __init__(self, routers: str) -> None:
-        self.routers = routers
-        self.acked: dict[bytes, bytes] = {}
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Writer:
-        self._thread.start()
-        eventually(lambda: len(self.acked) > 20, 30, "writes to flow")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-    def _run(self) -> None:
-        with Client(self.routers, deadline_s=15) as client:
-            i = 0
-            while not self._stop.is_set():
-                key, value = bytes([(i * 97) % 256]) + b"w%06d" % i, b"v%d" % i
-                try:
-                    client.put(key, value)
-                    self.acked[key] = value
-                except TesseraError as exc:  # outcome unknown: not counted as acknowledged
-                    self.errors.append(str(exc))
-                i += 1
-
-    def check(self) -> None:
-        """Every acknowledged write reads back (linearizably), and writes kept flowing."""
-        assert len(self.acked) > 100, f"only {len(self.acked)} writes acknowledged ({self.errors[-3:]})"
-        with Client(self.routers, deadline_s=15) as client:
-            wrong = {}
-            for key, value in self.acked.items():
-                got = client.get(key, "linearizable")
-                if got is None or got.value != value:
-                    wrong[key] = (value, got)
-            assert not wrong, f"{len(wrong)} of {len(self.acked)} acknowledged writes read back wrong: " + str(
-                sorted(wrong.items())[:5])
 
 
 def state(c: Cluster) -> tuple[dict[int, meta_pb2.Store], list[meta_pb2.PartitionDescriptor]]:
