@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common import aio
+from node import tcp_transport
 from node.fs import OS_FILES, Files
 from node.kv_service import KVService
 from node.raftstore import RaftStore
@@ -49,6 +50,7 @@ class Node:
         limits: Limits = Limits(),
         wal_sync: bool = True,
         peer_addresses_file: str | None = None,
+        peer_listen: str = "",
         fault_file: str | None = None,
         raft_mutation: str | None = None,
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
@@ -71,6 +73,9 @@ class Node:
         self.files = files  # where the WAL and the snapshot spool live (node.fs; tests may lose unsynced bytes)
         self._fault_task: asyncio.Task[None] | None = None
         self.server: grpc.aio.Server | None = None
+        self.peer_listen = peer_listen  # "": the --listen host, any port; "none": Raft on gRPC only
+        self.peer_server: tcp_transport.BatchListener | None = None
+        self.peer_address = ""
         self.port = 0
         self.stopped = False
 
@@ -92,10 +97,17 @@ class Node:
             self.store_id, self.advertise, self.routers, interval=self.heartbeat_interval_s, zone=self.zone
         )
         self.link.max_key_bytes = self.limits.max_key_bytes  # split keys respect it (D21)
+        tcp_overrides: dict[int, str] = {}
         if self.peer_addresses_file:
             with open(self.peer_addresses_file) as f:
-                self.link.peer_overrides = {int(k): v for k, v in json.load(f).items()}
-        self.transport = RaftTransport(self.store_id, self.link.resolve, on_unreachable=self._on_unreachable)
+                grpc_overrides, tcp_overrides = parse_peer_addresses(json.load(f))
+            self.link.peer_overrides = grpc_overrides
+        self.transport = RaftTransport(
+            self.store_id,
+            self.link.resolve,
+            on_unreachable=self._on_unreachable,
+            tcp_endpoint=tcp_overrides.get if self.peer_listen != "none" else None,
+        )
         self.raftstore = RaftStore(
             self.store_id,
             self.wal,
@@ -109,16 +121,23 @@ class Node:
         )
         self.link.rs = self.raftstore
         kv_pb2_grpc.add_KVServicer_to_server(KVService(self.raftstore, self.link.address_of, self.limits), self.server)
-        raft_pb2_grpc.add_RaftTransportServicer_to_server(
-            RaftTransportService(
-                self.store_id,
-                self.raftstore.on_messages,
-                self.raftstore.on_snapshot,
-                snapshot_dir=snap_dir,
-                files=self.files,
-            ),
-            self.server,
+        raft_service = RaftTransportService(
+            self.store_id,
+            self.raftstore.on_messages,
+            self.raftstore.on_snapshot,
+            snapshot_dir=snap_dir,
+            files=self.files,
         )
+        raft_pb2_grpc.add_RaftTransportServicer_to_server(raft_service, self.server)
+        if self.peer_listen != "none":
+            listen_host = self.listen.rpartition(":")[0]
+            peer_host, _, peer_port = (self.peer_listen or f"{listen_host}:0").rpartition(":")
+            try:
+                self.peer_server = await tcp_transport.serve(peer_host.strip("[]"), int(peer_port), raft_service)
+            except (OSError, ValueError) as exc:
+                raise OSError(f"cannot listen for Raft peers on {self.peer_listen or peer_host}: {exc}") from exc
+            bound = self.peer_server.port
+            self.peer_address = raft_service.tcp_address = f"{peer_host}:{bound}"
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -174,6 +193,8 @@ class Node:
             self._fault_task.cancel()
         if self.server is not None:
             await self.server.stop(grace=1.0)
+        if self.peer_server is not None:
+            self.peer_server.close()
         await self.link.stop()
         await self.raftstore.stop()
         await self.transport.close()
@@ -197,6 +218,7 @@ async def serve(args: argparse.Namespace) -> int:
         settings=settings,
         limits=limits,
         peer_addresses_file=args.peer_addresses,
+        peer_listen=args.peer_listen or "",
         fault_file=args.fault_file,
         raft_mutation=getattr(args, "raft_mutation", None),
         heartbeat_interval_s=args.heartbeat_interval,
@@ -213,6 +235,9 @@ async def serve(args: argparse.Namespace) -> int:
     if node.files is not OS_FILES:
         log.warning("TESTING: unsynced writes live in this process and die with it%s",
                     " (and fsync does nothing)" if args.testing_fsync_is_noop else "")
+    if node.peer_address:
+        # Before the "listening on" line: a launcher that waits for that one knows both.
+        print(f"node {node.store_id} takes Raft peers at {node.peer_address}", flush=True)
     print(f"node {node.store_id} listening on {node.advertise}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -221,6 +246,28 @@ async def serve(args: argparse.Namespace) -> int:
     await stop.wait()
     await node.stop()
     return 0
+
+
+def parse_peer_addresses(body: object) -> tuple[dict[int, str], dict[int, str]]:
+    """A --peer-addresses file: store id -> where to dial it. A value is the store's gRPC
+    address, or ``{"address": GRPC, "peer_address": TCP}`` to also name where its Raft batch
+    listener is reached (docs/cli.md). Returns (gRPC overrides, TCP overrides)."""
+    if not isinstance(body, dict):
+        raise ValueError("a --peer-addresses file holds a JSON object: store id -> address")
+    grpc_addr: dict[int, str] = {}
+    tcp_addr: dict[int, str] = {}
+    for k, v in body.items():
+        store = int(k)
+        if isinstance(v, str):
+            grpc_addr[store] = v
+        elif isinstance(v, dict):
+            if v.get("address"):
+                grpc_addr[store] = str(v["address"])
+            if v.get("peer_address"):
+                tcp_addr[store] = str(v["peer_address"])
+        else:
+            raise ValueError(f"store {k}: an address is a string or an object, not {v!r}")
+    return grpc_addr, tcp_addr
 
 
 def _files(args: argparse.Namespace) -> Files:

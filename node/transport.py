@@ -45,7 +45,7 @@ import grpc
 
 from common.backoff import BackoffPolicy
 from common.descriptor import Descriptor
-from node import snapshot_stream
+from node import snapshot_stream, tcp_transport
 from node.fs import OS_FILES, Files
 from tesserapb import raft_pb2, raft_pb2_grpc
 
@@ -112,8 +112,9 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
 """Options for the node's gRPC server (pass to ``grpc.aio.server(options=...)``)."""
 
 STREAM_METHOD = "/tessera.v1.RaftTransport/Stream"
+ENDPOINT_METHOD = "/tessera.v1.RaftTransport/PeerEndpoint"
 
-ACK_EVERY = 16
+ACK_EVERY = tcp_transport.ACK_EVERY
 """The receiver acknowledges batch 1 and every ACK_EVERY-th batch (acks are cumulative).
 
 An ack per batch costs a gRPC write on the receiver and a read on the sender, a quarter of
@@ -150,6 +151,38 @@ _BatchCall: TypeAlias = "grpc.aio.StreamStreamCall[bytes, raft_pb2.RaftBatchAck]
 
 def _identity(b: bytes) -> bytes:
     return b
+
+
+class _GrpcConn:
+    """A peer's gRPC ``Stream`` call, seen as a connection (the TCP one is tcp_transport.TcpConn)."""
+
+    def __init__(self, channel: grpc.aio.Channel, call: _BatchCall) -> None:
+        self._channel = channel
+        self._call = call
+
+    async def write(self, payload: bytes) -> None:
+        await self._call.write(payload)
+
+    async def read_ack(self) -> raft_pb2.RaftBatchAck | None:
+        ack = await self._call.read()
+        # An ack, or grpc.aio.EOF once the peer ended the stream; grpc's stubs type EOF as
+        # object, which swallows the union, so the check is by the ack's type.
+        return ack if isinstance(ack, raft_pb2.RaftBatchAck) else None
+
+    async def close(self) -> None:
+        self._call.cancel()
+        await self._channel.close()
+
+
+_Conn: TypeAlias = "_GrpcConn | tcp_transport.TcpConn"
+
+
+def _dialable(endpoint: str, asked: str) -> str:
+    """``endpoint`` as the asker can dial it: a wildcard host becomes the host it asked at."""
+    host, _, port = endpoint.rpartition(":")
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = asked.rpartition(":")[0]
+    return f"{host}:{port}"
 
 
 def _describe(exc: BaseException) -> str:
@@ -229,7 +262,11 @@ class RaftTransport:
         max_inflight: int = 128,
         connect_timeout: float = 3.0,
         backoff: BackoffPolicy = RECONNECT_BACKOFF,
+        tcp_endpoint: Callable[[int], str | None] | None = None,
     ) -> None:
+        """``tcp_endpoint``, when given, turns on plain-TCP batches (docs/decisions.md D23):
+        it names where to dial a store's batch listener (a fault-injecting proxy), or returns
+        None to ask the store at its gRPC address; without it every batch goes on gRPC."""
         if max_batch_bytes > MAX_MESSAGE_BYTES // 2:
             raise ValueError(f"max_batch_bytes must be at most {MAX_MESSAGE_BYTES // 2}")
         if max_inflight < ACK_EVERY:
@@ -242,6 +279,7 @@ class RaftTransport:
         self._window = max_inflight
         self._connect_timeout = connect_timeout
         self._backoff = backoff
+        self._tcp_endpoint = tcp_endpoint
         self._peers: dict[int, _Peer] = {}
         self._snapshot_tasks: set[asyncio.Task[tuple[bool, str]]] = set()
         self._closed = False
@@ -338,20 +376,13 @@ class RaftTransport:
         return addr
 
     async def _session(self, peer: _Peer) -> None:
-        """One stream's life: connect, then write batches until something fails (raises)."""
+        """One connection's life: connect, then write batches until something fails (raises)."""
         peer.address = addr = self._address(peer.store_id)
-        channel = grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
-        call: _BatchCall | None = None
+        conn = await self._connect(peer.store_id, addr)
         reader: asyncio.Task[None] | None = None
         try:
-            await wait_ready(channel, self._connect_timeout)
-            call = channel.stream_stream(
-                STREAM_METHOD,
-                request_serializer=_identity,
-                response_deserializer=raft_pb2.RaftBatchAck.FromString,
-            )()
             peer.sent_seq = peer.acked_seq = 0
-            reader = asyncio.create_task(self._read_acks(peer, call))
+            reader = asyncio.create_task(self._read_acks(peer, conn))
             q = peer.queue
             wake = peer.wake
             window = self._window
@@ -365,27 +396,60 @@ class RaftTransport:
                 batches = self._drain(peer)
                 for i, (payload, n) in enumerate(batches):
                     try:
-                        await call.write(payload)
+                        await conn.write(payload)
                     except BaseException:
                         self.msgs_dropped += sum(k for _, k in batches[i:])
                         raise
                     self.batches_sent += 1
                     self.msgs_sent += n
         finally:
-            if call is not None:
-                call.cancel()
             if reader is not None:
                 reader.cancel()
                 await asyncio.wait([reader])
-            await channel.close()
+            await conn.close()
 
-    async def _read_acks(self, peer: _Peer, call: _BatchCall) -> None:
+    async def _connect(self, store: int, addr: str) -> _Conn:
+        """A connection to ``store``: plain TCP where the store has a batch listener (asked at
+        its gRPC address unless ``tcp_endpoint`` names one), else its gRPC ``Stream``."""
+        if self._tcp_endpoint is not None:
+            endpoint = self._tcp_endpoint(store)
+            if endpoint:
+                return await tcp_transport.TcpConn.open(endpoint, self._connect_timeout)
+        channel = grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
+        try:
+            await wait_ready(channel, self._connect_timeout)
+            if self._tcp_endpoint is not None:
+                ask = channel.unary_unary(
+                    ENDPOINT_METHOD,
+                    request_serializer=raft_pb2.PeerEndpointRequest.SerializeToString,
+                    response_deserializer=raft_pb2.PeerEndpointResponse.FromString,
+                )
+                try:
+                    resp = await ask(raft_pb2.PeerEndpointRequest(to_store=store), timeout=self._connect_timeout)
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                        raise
+                    resp = raft_pb2.PeerEndpointResponse(store_id=store)  # an older peer: Stream only
+                if resp.store_id != store:
+                    raise ConnectionError(f"{addr} is store {resp.store_id}, not store {store} (address reused?)")
+                if resp.address:
+                    await channel.close()
+                    return await tcp_transport.TcpConn.open(_dialable(resp.address, addr), self._connect_timeout)
+            call = channel.stream_stream(
+                STREAM_METHOD,
+                request_serializer=_identity,
+                response_deserializer=raft_pb2.RaftBatchAck.FromString,
+            )()
+        except BaseException:
+            await channel.close()
+            raise
+        return _GrpcConn(channel, call)
+
+    async def _read_acks(self, peer: _Peer, conn: _Conn) -> None:
         try:
             while True:
-                ack = await call.read()
-                # An ack, or grpc.aio.EOF once the peer ended the stream; grpc's stubs type EOF
-                # as object, which swallows the union, so the check is by the ack's type.
-                if not isinstance(ack, raft_pb2.RaftBatchAck):
+                ack = await conn.read_ack()
+                if ack is None:
                     return
                 peer.acked_seq = ack.seq
                 peer.got_ack = True
@@ -563,7 +627,8 @@ class RaftTransportService(raft_pb2_grpc.RaftTransportServicer):
         files: Files = OS_FILES,
     ) -> None:
         self.store_id = store_id
-        self._on_messages = on_messages
+        self.on_messages = on_messages
+        self.tcp_address = ""  # where tcp_transport.serve listens for batches ("": Stream only)
         self._on_snapshot = on_snapshot
         self.snapshot_dir = snapshot_dir
         self.files = files
@@ -586,7 +651,7 @@ class RaftTransportService(raft_pb2_grpc.RaftTransportServicer):
         context: grpc.aio.ServicerContext[raft_pb2.RaftBatch, raft_pb2.RaftBatchAck],
     ) -> AsyncIterator[raft_pb2.RaftBatchAck]:
         store_id = self.store_id
-        on_messages = self._on_messages
+        on_messages = self.on_messages
         new_ack = raft_pb2.RaftBatchAck
         async for batch in request_iterator:
             if batch.to_store != store_id:
@@ -606,6 +671,11 @@ class RaftTransportService(raft_pb2_grpc.RaftTransportServicer):
             seq = batch.seq
             if seq % ACK_EVERY == 0 or seq == 1:
                 yield new_ack(seq=seq)
+
+    async def PeerEndpoint(
+        self, request: raft_pb2.PeerEndpointRequest, context: grpc.aio.ServicerContext
+    ) -> raft_pb2.PeerEndpointResponse:
+        return raft_pb2.PeerEndpointResponse(store_id=self.store_id, address=self.tcp_address)
 
     async def SendSnapshot(
         self,
@@ -637,6 +707,7 @@ async def _bench(
     entry_bytes: int,
     outstanding: int = 4096,
     codec: bool = False,
+    tcp: bool = False,
 ) -> dict[str, float]:
     from node.raft import Entry, Message, MessageType
     from node.raft_codec import message_from_pb, message_to_pb
@@ -657,10 +728,15 @@ async def _bench(
 
     with tempfile.TemporaryDirectory() as tmp:
         server = grpc.aio.server(options=SERVER_OPTIONS)
-        register(server, RaftTransportService(2, on_messages, on_snapshot, tmp))
+        service = RaftTransportService(2, on_messages, on_snapshot, tmp)
+        register(server, service)
         port = server.add_insecure_port("127.0.0.1:0")
+        listener = None
+        if tcp:
+            listener = await tcp_transport.serve("127.0.0.1", 0, service)
+            service.tcp_address = f"127.0.0.1:{listener.port}"
         await server.start()
-        tr = RaftTransport(1, lambda s: f"127.0.0.1:{port}")
+        tr = RaftTransport(1, lambda s: f"127.0.0.1:{port}", tcp_endpoint=(lambda s: None) if tcp else None)
         data = b"x" * entry_bytes
         core = [
             Message(MessageType.APP, 1, 2, term=3, log_term=3, index=i, commit=i, entries=(Entry(3, i + 1, data),))
@@ -685,6 +761,8 @@ async def _bench(
         elapsed = loop.time() - start
         stats = tr.stats()
         await tr.close()
+        if listener is not None:
+            listener.close()
         await server.stop(None)
     return {
         "msgs_per_s": received / elapsed,
@@ -706,12 +784,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--outstanding", type=int, default=4096, help="max messages sent but not yet received")
     p.add_argument("--codec", action="store_true",
                    help="also encode (message_to_pb) and decode (message_from_pb) every message")
+    p.add_argument("--tcp", action="store_true", help="batches over plain TCP (tcp_transport), not the gRPC stream")
     a = p.parse_args(argv)
-    r = asyncio.run(_bench(a.seconds, a.burst, a.partitions, a.entry_bytes, a.outstanding, a.codec))
+    r = asyncio.run(_bench(a.seconds, a.burst, a.partitions, a.entry_bytes, a.outstanding, a.codec, a.tcp))
     print(
         f"{r['msgs_per_s']:,.0f} msgs/s  ({r['msgs']:,} msgs in {r['batches']:,} batches, "
         f"{r['msgs_per_batch']:.0f} msgs/batch, {r['dropped']} dropped; "
-        f"{a.entry_bytes} B entries, burst {a.burst}{', with codec' if a.codec else ''})"
+        f"{a.entry_bytes} B entries, burst {a.burst}{', with codec' if a.codec else ''}"
+        f"{', tcp' if a.tcp else ', grpc'})"
     )
 
 

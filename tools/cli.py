@@ -302,8 +302,13 @@ def _build_node(commands) -> None:
                    help="report to placement this often when nothing prompts it sooner (placement's "
                         "operations and the node's own changes are sent at once) (default: %(default)g)")
     p.add_argument("--peer-addresses", metavar="FILE",
-                   help="JSON {store id: host:port} overriding where peers are dialled "
-                        "(tessera nemesis puts fault-injecting proxies there)")
+                   help='JSON {store id: host:port, or {"address": host:port, "peer_address": '
+                        'host:port}} overriding where peers are dialled, their gRPC server and their '
+                        "Raft batch listener (tessera nemesis puts fault-injecting proxies there)")
+    p.add_argument("--peer-listen", metavar="HOST:PORT",
+                   help="where to take Raft batches from peer stores over plain TCP (docs/decisions.md "
+                        "D23; peers ask for it over gRPC); 'none' keeps them on gRPC "
+                        "(default: the --listen host, any free port)")
     p.add_argument("--fault-file", metavar="FILE",
                    help='JSON fault hooks polled every 100 ms: {"fail_fsync": true} or '
                         '{"fsync_delay_ms": N}; absent or empty means no faults')

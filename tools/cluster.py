@@ -40,6 +40,7 @@ from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 from tools.lifecycle import PARENT_ENV
 
 _LISTENING = re.compile(rb"listening on (\S+:\d+)")
+_PEERS_AT = re.compile(rb"takes Raft peers at (\S+:\d+)")  # a node's TCP batch listener (D23)
 _PLACEMENT = PlacementConfig()  # the router's defaults are the cluster's
 _TAIL_LINES = 40  # of a child's output kept in memory for error messages
 _LAST_WORDS = 3  # of those, how many an error message quotes
@@ -54,6 +55,7 @@ class Proc:
     argv: list[str]
     log_path: str
     address: str = ""
+    peer_address: str = ""  # a node's Raft batch listener, from its "takes Raft peers at" line
     popen: subprocess.Popen[bytes] | None = None  # the current run (None: never started)
     port: int = 0
     # The last lines of the current run's output (stdout and stderr interleaved as written).
@@ -182,7 +184,7 @@ class Cluster:
         exits first, or says nothing of the kind within ``timeout``, is killed and reported in
         a RuntimeError that quotes its last words."""
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{PARENT_ENV: str(os.getpid())})
-        proc.address = ""
+        proc.address = proc.peer_address = ""
         proc.tail.clear()
         proc.popen = subprocess.Popen(
             proc.argv,
@@ -348,7 +350,9 @@ def _pump(proc: Proc, popen: subprocess.Popen[bytes], started_or_gone: threading
             log.write(line)
             log.flush()
             proc.tail.append(line.decode(errors="replace").rstrip())
-            if not started_or_gone.is_set() and (m := _LISTENING.search(line)):
+            if not proc.peer_address and (p := _PEERS_AT.search(line)):
+                proc.peer_address = p.group(1).decode()
+            elif not started_or_gone.is_set() and (m := _LISTENING.search(line)):
                 proc.address = m.group(1).decode()
                 proc.port = int(proc.address.rsplit(":", 1)[1])
                 started_or_gone.set()

@@ -67,6 +67,26 @@ def test_a_node_that_fails_to_start_is_reported_in_its_own_words(tmp_path) -> No
     assert c.router is not None and not c.router.alive
 
 
+def test_a_node_without_a_batch_listener_still_replicates_with_the_others(make_cluster) -> None:
+    """Raft batches go over plain TCP where a node has a listener and over the gRPC stream
+    where it has none (--peer-listen none, or a node from before docs/decisions.md D23): a
+    mixed cluster replicates, and survives the loss of either kind of node."""
+    c = make_cluster(node_args=lambda i: ["--peer-listen", "none"] if i == 1 else [])
+    assert c.node_procs[1].peer_address == ""
+    assert all(c.node_procs[i].peer_address.startswith("127.0.0.1:") for i in (2, 3))
+    keys = _keys(60)
+    with Client(c.router.address) as cl:
+        for k in keys:
+            cl.put(k, b"v-" + k)
+        for victim in (1, 2):  # without the gRPC-only node, then without a TCP one
+            c.kill(victim)
+            for k in keys[:20]:
+                cl.put(k, b"w-" + k)
+            assert all(cl.get(k, consistency="linearizable").value == b"w-" + k for k in keys[:20])
+            c.restart(victim)
+            c.wait_ready(60)
+
+
 def _leader_of(c: Cluster, key: bytes) -> int:
     assert c.router is not None
     with grpc.insecure_channel(c.router.address) as ch:

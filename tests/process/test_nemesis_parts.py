@@ -167,6 +167,49 @@ def test_proxy_net_runs_on_its_own_thread_and_stops() -> None:
         loop.close()
 
 
+def test_proxy_net_switches_both_wires_of_a_link_together() -> None:
+    """With a batch-listener target too (docs/decisions.md D23) every link is two proxies: the
+    peer file names both, and a fault on A->B holds on both wires."""
+
+    async def serve() -> _Store:
+        s = _Store()
+        await s.start()
+        return s
+
+    loop = asyncio.new_event_loop()
+    t = threading.Thread(target=loop.run_forever, daemon=True)
+    t.start()
+    try:
+        grpc_side = {n: asyncio.run_coroutine_threadsafe(serve(), loop).result(5) for n in (1, 2)}
+        tcp_side = {n: asyncio.run_coroutine_threadsafe(serve(), loop).result(5) for n in (1, 2)}
+        net = ProxyNet([1, 2], lambda n: f"127.0.0.1:{grpc_side[n].port}",
+                       lambda n: f"127.0.0.1:{tcp_side[n].port}")
+        with net:
+            entry = net.peer_map(1)["2"]
+            assert isinstance(entry, dict) and entry["address"] == net.address(1, 2)
+            tcp_proxy = entry["peer_address"]
+            assert tcp_proxy != entry["address"]
+
+            def send(address: str, line: bytes, timeout: float = 5) -> bytes:
+                port = int(address.rsplit(":", 1)[1])
+                return asyncio.run_coroutine_threadsafe(_send(port, line, timeout), loop).result(10)
+
+            assert send(tcp_proxy, b"t\n") == b"ack t\n" and b"t\n" in tcp_side[2].received
+            net.set([(1, 2)], DROP)
+            for address in (entry["address"], tcp_proxy):
+                with pytest.raises(asyncio.TimeoutError):
+                    send(address, b"cut\n", 0.3)
+            net.heal()
+            assert send(tcp_proxy, b"u\n") == b"ack u\n"
+            assert b"cut\n" not in tcp_side[2].received and b"cut\n" not in grpc_side[2].received
+        for s in [*grpc_side.values(), *tcp_side.values()]:
+            asyncio.run_coroutine_threadsafe(s.close(), loop).result(5)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(5)
+        loop.close()
+
+
 # -- member: the move against a fake router and fake nodes -------------------------------------
 
 

@@ -18,6 +18,7 @@ import grpc
 import pytest
 
 from conftest import eventually_async
+from node import tcp_transport
 from node.raft import (
     ConfState,
     Entry,
@@ -49,6 +50,8 @@ class Store:
     received: dict[int, list[raft_pb2.RaftMessage]] = field(default_factory=dict)
     snapshots: list[tuple[raft_pb2.RaftMessage, str, int, str]] = field(default_factory=list)
     snapshot_verdict: tuple[bool, str] = (True, "installed")
+    tcp: bool = False  # also take batches on a plain-TCP listener (docs/decisions.md D23)
+    listener: tcp_transport.BatchListener | None = None
 
     def on_messages(self, from_store: int, msgs: list[raft_pb2.RaftMessage]) -> None:
         self.received.setdefault(from_store, []).extend(msgs)
@@ -84,13 +87,35 @@ class Store:
             if loop.time() > deadline:
                 raise AssertionError(f"could not bind 127.0.0.1:{port} within {bind_timeout} s")
             await asyncio.sleep(0.05)
+        if self.tcp:
+            self.listener = await tcp_transport.serve("127.0.0.1", 0, service)
+            service.tcp_address = f"127.0.0.1:{self.listener.port}"
         await server.start()
         self.server, self.service, self.port = server, service, bound
 
     async def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
         if self.server is not None:
             await self.server.stop(None)
             self.server = None
+
+
+WIRES = ("grpc", "tcp")
+
+
+@pytest.fixture(params=WIRES)
+def wire(request: pytest.FixtureRequest) -> str:
+    """Each delivery test runs on both wires: the gRPC Stream and plain TCP (asked for over gRPC)."""
+    return str(request.param)
+
+
+def transport(store_id: int, resolve: Callable[[int], str | None], wire: str, **kw: Any) -> RaftTransport:
+    """A sender on ``wire``: with "tcp" it asks each store for its batch listener."""
+    if wire == "tcp":
+        kw.setdefault("tcp_endpoint", lambda s: None)
+    return RaftTransport(store_id, resolve, **kw)
 
 
 def app(partition: int, seq: int, payload: bytes = b"x" * 128) -> raft_pb2.RaftMessage:
@@ -153,17 +178,17 @@ def test_codec_round_trips_every_message_type() -> None:
 # -- streaming -----------------------------------------------------------------------------
 
 
-def test_two_stores_exchange_in_order_and_batched(tmp_path: Path) -> None:
+def test_two_stores_exchange_in_order_and_batched(tmp_path: Path, wire: str) -> None:
     n = 4000
     partitions = 8
 
     async def main() -> None:
-        a, b = Store(1, str(tmp_path / "a")), Store(2, str(tmp_path / "b"))
+        a, b = Store(1, str(tmp_path / "a"), tcp=wire == "tcp"), Store(2, str(tmp_path / "b"), tcp=wire == "tcp")
         await a.start()
         await b.start()
         addrs = {1: a.address, 2: b.address}
-        ta = RaftTransport(1, addrs.get)
-        tb = RaftTransport(2, addrs.get)
+        ta = transport(1, addrs.get, wire)
+        tb = transport(2, addrs.get, wire)
 
         async def pump(tr: RaftTransport, to: int) -> None:
             for start in range(0, n, 100):  # bursts, as one Raft round over many groups
@@ -191,11 +216,11 @@ def test_two_stores_exchange_in_order_and_batched(tmp_path: Path) -> None:
     run(main())
 
 
-def test_batches_split_at_max_batch_bytes(tmp_path: Path) -> None:
+def test_batches_split_at_max_batch_bytes(tmp_path: Path, wire: str) -> None:
     async def main() -> None:
-        b = Store(2, str(tmp_path))
+        b = Store(2, str(tmp_path), tcp=wire == "tcp")
         await b.start()
-        tr = RaftTransport(1, lambda s: b.address, max_batch_bytes=2000)
+        tr = transport(1, lambda s: b.address, wire, max_batch_bytes=2000)
         tr.send(2, [app(1, i) for i in range(100)])  # ~170 B each: ~12 per batch
         await eventually_async(lambda: b.count(1) == 100, 5, "all messages", interval=0.005)
         assert [m.commit for m in b.received[1]] == list(range(100))
@@ -207,11 +232,11 @@ def test_batches_split_at_max_batch_bytes(tmp_path: Path) -> None:
     run(main())
 
 
-def test_queue_overflow_drops_oldest(tmp_path: Path) -> None:
+def test_queue_overflow_drops_oldest(tmp_path: Path, wire: str) -> None:
     async def main() -> None:
-        b = Store(2, str(tmp_path))
+        b = Store(2, str(tmp_path), tcp=wire == "tcp")
         await b.start()
-        tr = RaftTransport(1, lambda s: b.address, max_queue=10)
+        tr = transport(1, lambda s: b.address, wire, max_queue=10)
         for i in range(25):  # all before the sender task first runs
             tr.send(2, [app(1, i)])
         assert tr.msgs_dropped == 15
@@ -278,15 +303,15 @@ def test_unacked_window_bounds_a_stalled_peer() -> None:
     run(main())
 
 
-def test_receiver_restart_on_same_port_reconnects(tmp_path: Path) -> None:
+def test_receiver_restart_on_same_port_reconnects(tmp_path: Path, wire: str) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        b = Store(2, str(tmp_path))
+        b = Store(2, str(tmp_path), tcp=wire == "tcp")
         await b.start()
         port = b.port
         events: list[tuple[str, float]] = []
-        tr = RaftTransport(1, lambda s: f"127.0.0.1:{port}",
-                           on_unreachable=lambda s: events.append((f"unreachable {s}", loop.time())))
+        tr = transport(1, lambda s: f"127.0.0.1:{port}", wire,
+                       on_unreachable=lambda s: events.append((f"unreachable {s}", loop.time())))
         seq = 0
 
         def pump() -> None:
@@ -301,7 +326,7 @@ def test_receiver_restart_on_same_port_reconnects(tmp_path: Path) -> None:
         await eventually_async(after(pump, lambda: bool(events)), 3, "on_unreachable", interval=0.005)
         assert events[0][0] == "unreachable 2" and events[0][1] >= stopped
 
-        b2 = Store(2, str(tmp_path))
+        b2 = Store(2, str(tmp_path), tcp=wire == "tcp")
         await b2.start(port=port)  # the SAME port, retried until bindable
         restarted = loop.time()
         await eventually_async(after(pump, lambda: b2.count(1) > 0), 4, "delivery after reconnect", interval=0.005)
@@ -461,5 +486,62 @@ def test_close_leaves_no_pending_tasks(tmp_path: Path) -> None:
         await b.stop()
         me = asyncio.current_task()
         await eventually_async(lambda: not (asyncio.all_tasks() - {me}), 3, "no pending tasks", interval=0.005)
+
+    run(main())
+
+
+# -- plain TCP (docs/decisions.md D23) -------------------------------------------------------
+
+
+def test_tcp_sender_falls_back_to_the_stream_when_the_store_has_no_listener(tmp_path: Path) -> None:
+    async def main() -> None:
+        b = Store(2, str(tmp_path))  # gRPC only: PeerEndpoint answers with no address
+        await b.start()
+        tr = transport(1, lambda s: b.address, "tcp")
+        tr.send(2, [app(1, i) for i in range(10)])
+        await eventually_async(lambda: b.count(1) == 10, 5, "delivery on the stream", interval=0.005)
+        assert b.service is not None and b.service.batches_received == tr.batches_sent
+        await tr.close()
+        await b.stop()
+
+    run(main())
+
+
+def test_tcp_endpoint_override_is_dialled_and_a_foreign_store_is_refused(tmp_path: Path) -> None:
+    async def main() -> None:
+        b = Store(2, str(tmp_path), tcp=True)
+        await b.start()
+        assert b.service is not None
+        tcp_at = b.service.tcp_address
+        unreachable: list[int] = []
+        # The override names store 2's listener for both stores; gRPC points nowhere, so
+        # delivery proves the override was used without asking.
+        tr = RaftTransport(1, lambda s: "127.0.0.1:1", tcp_endpoint=lambda s: tcp_at,
+                           on_unreachable=unreachable.append)
+        tr.send(2, [app(1, 0)])
+        await eventually_async(lambda: b.count(1) == 1, 5, "delivery to the override", interval=0.005)
+        # Batches for store 3 reaching store 2's listener: it closes the connection, steps nothing.
+        tr.send(3, [app(1, 1)])
+        await eventually_async(lambda: 3 in unreachable, 5, "on_unreachable(3)", interval=0.005)
+        assert b.count(1) == 1 and b.service.streams_refused >= 1
+        await tr.close()
+        await b.stop()
+
+    run(main())
+
+
+def test_tcp_receiver_closes_on_an_oversized_frame(tmp_path: Path) -> None:
+    async def main() -> None:
+        b = Store(2, str(tmp_path), tcp=True)
+        await b.start()
+        assert b.service is not None
+        host, _, port = b.service.tcp_address.rpartition(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(tcp_transport.HEADER.pack(tcp_transport.MAX_FRAME_BYTES + 1) + b"x" * 16)
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the receiver
+        writer.close()
+        assert b.count(1) == 0
+        await b.stop()
 
     run(main())

@@ -1,10 +1,12 @@
 """Fault-injecting TCP proxies on loopback: the network between nodes, made breakable.
 
-Why proxies: a node's Raft traffic to a peer store is one gRPC stream per *directed* pair (the
+Why proxies: a node's Raft traffic to a peer store is one connection per *directed* pair (the
 sender dials the receiver; the receiver's transport acks come back on that connection, its
 own Raft messages travel on the connection it dialled itself). ``tessera node
---peer-addresses FILE`` tells a node where to dial each peer, so putting one proxy on every
-directed pair A->B puts a switch on exactly the path of A's messages to B and nothing else:
+--peer-addresses FILE`` tells a node where to dial each peer, both its gRPC server (snapshots,
+and the question where its batch listener is) and its plain-TCP batch listener (docs/decisions.md
+D23), so putting one proxy per wire on every directed pair A->B puts a switch on exactly the
+path of A's messages to B and nothing else:
 cutting it drops A->B while B->A still flows (an asymmetric partition), cutting both
 directions isolates, and clients (which dial nodes directly) are never affected. This needs
 no root, no network namespaces, and leaves nothing behind when the process exits.
@@ -229,15 +231,24 @@ class LinkProxy:
 class ProxyNet:
     """A :class:`LinkProxy` for every ordered pair of stores, on a private event-loop thread.
 
-    ``target_of(store)`` gives the store's current ``host:port`` (None while unknown); it is
-    called on the proxy thread for each new connection. All methods are thread-safe and
-    block only for the moment the proxy thread needs to apply them.
+    ``target_of(store)`` gives the store's current gRPC ``host:port`` (None while unknown), and
+    ``peer_target_of(store)``, when given, its Raft batch listener's; each is called on the
+    proxy thread for each new connection. A link ``A->B`` is then a pair of proxies switched
+    together. All methods are thread-safe and block only for the moment the proxy thread needs
+    to apply them.
     """
 
-    def __init__(self, stores: Iterable[int], target_of: Callable[[int], str | None]) -> None:
+    def __init__(
+        self,
+        stores: Iterable[int],
+        target_of: Callable[[int], str | None],
+        peer_target_of: Callable[[int], str | None] | None = None,
+    ) -> None:
         self.stores = sorted(stores)
         self._target_of = target_of
+        self._peer_target_of = peer_target_of
         self.links: dict[tuple[int, int], LinkProxy] = {}
+        self.peer_links: dict[tuple[int, int], LinkProxy] = {}  # the TCP batch wire, if proxied
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -274,9 +285,16 @@ class ProxyNet:
                     proxy = LinkProxy(f"{a}->{b}", functools.partial(self._target_of, b))
                     await proxy.start()
                     self.links[(a, b)] = proxy
+                    if self._peer_target_of is not None:
+                        peer = LinkProxy(f"{a}->{b} tcp", functools.partial(self._peer_target_of, b))
+                        await peer.start()
+                        self.peer_links[(a, b)] = peer
+
+    def _all(self) -> list[LinkProxy]:
+        return [*self.links.values(), *self.peer_links.values()]
 
     async def _close_all(self) -> None:
-        await asyncio.gather(*(p.close() for p in self.links.values()), return_exceptions=True)
+        await asyncio.gather(*(p.close() for p in self._all()), return_exceptions=True)
 
     def close(self) -> None:
         """Stop every proxy and the thread (idempotent)."""
@@ -301,9 +319,18 @@ class ProxyNet:
         """Where ``sender`` must dial to reach ``receiver`` through the proxy."""
         return self.links[(sender, receiver)].address
 
-    def peer_map(self, sender: int) -> dict[str, str]:
+    def peer_map(self, sender: int) -> dict[str, str | dict[str, str]]:
         """The JSON body of ``sender``'s --peer-addresses file."""
-        return {str(b): self.address(sender, b) for b in self.stores if b != sender}
+        out: dict[str, str | dict[str, str]] = {}
+        for b in self.stores:
+            if b == sender:
+                continue
+            peer = self.peer_links.get((sender, b))
+            out[str(b)] = (
+                self.address(sender, b) if peer is None
+                else {"address": self.address(sender, b), "peer_address": peer.address}
+            )
+        return out
 
     # -- faults --------------------------------------------------------------------------
 
@@ -325,18 +352,19 @@ class ProxyNet:
 
     def set(self, pairs: Iterable[tuple[int, int]], mode: str, delay_s: float = 0.0) -> None:
         """Set the mode of the links ``sender -> receiver`` in ``pairs``."""
-        chosen = [self.links[p] for p in pairs]
+        pairs = list(pairs)
+        chosen = [self.links[p] for p in pairs] + [self.peer_links[p] for p in pairs if p in self.peer_links]
         self._call(functools.partial(_set_modes, chosen, mode, delay_s))
 
     def heal(self) -> None:
         """Every link back to pass."""
-        self._call(functools.partial(_set_modes, self.links.values(), PASS))
+        self._call(functools.partial(_set_modes, self._all(), PASS))
 
     def modes(self) -> dict[tuple[int, int], str]:
         return {k: p.mode for k, p in self.links.items()}
 
     def stats(self) -> dict[str, ProxyStats]:
-        return {p.name: p.stats for p in self.links.values()}
+        return {p.name: p.stats for p in self._all()}
 
 
 def _set_modes(proxies: Iterable[LinkProxy], mode: str, delay_s: float = 0.0) -> None:

@@ -403,7 +403,7 @@ class _Run:
     async def _start_cluster(self) -> None:
         root = self.root
         stores = list(range(1, self.nodes + 1))
-        self.net = ProxyNet(stores, self._node_address)
+        self.net = ProxyNet(stores, self._node_address, self._node_peer_address)
         self.net.start()
         os.makedirs(os.path.join(root, "nemesis"), exist_ok=True)
         peer_files: dict[int, str] = {}
@@ -461,6 +461,12 @@ class _Run:
         if cluster is None or store not in cluster.node_procs:
             return None
         return cluster.node_procs[store].address or None
+
+    def _node_peer_address(self, store: int) -> str | None:
+        cluster = self.cluster
+        if cluster is None or store not in cluster.node_procs:
+            return None
+        return cluster.node_procs[store].peer_address or None
 
     def _probe_keys(self, tag: str) -> dict[int, bytes]:
         return {p.id: p.prefix + b"nemesis/probe/" + tag.encode() for p in self.parts}

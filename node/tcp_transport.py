@@ -1,0 +1,197 @@
+"""Raft batches between stores over plain TCP: the framing, the receiving protocol, the dialer.
+
+Why not gRPC for this one path (docs/decisions.md D23): a Python grpc.aio stream costs about
+40 µs of CPU per message on each side and a round trip of about 80 µs on the 2-core machine;
+a length-prefixed frame on a uvloop socket costs a few µs and round-trips in about 10 µs.
+Raft traffic between nodes is the one path where every client write pays that price twice
+(append out, acknowledgement back), so it moves off gRPC; clients, placement, snapshots and
+the routers' own group keep gRPC.
+
+The bytes are the same as on the gRPC ``Stream``: each frame is a 4-byte big-endian length
+then a serialized ``RaftBatch`` (sender to receiver) or ``RaftBatchAck`` (back). The sender
+finds the listener by asking the store's gRPC server (``RaftTransport.PeerEndpoint``) unless
+it was told where to dial (a fault-injecting proxy in the nemesis); every batch names the
+store it is for, and a receiver with another id closes the connection, as the gRPC stream
+refuses it.
+
+Delivery is as on gRPC: in order while a connection lives, best effort across reconnects
+(see :mod:`node.transport`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from typing import Protocol, cast
+
+from tesserapb import raft_pb2
+
+log = logging.getLogger("tessera.transport")
+
+HEADER = struct.Struct(">I")
+MAX_FRAME_BYTES = 64 << 20
+ACK_EVERY = 16  # the receiver acks batch 1 and every 16th: see node.transport.ACK_EVERY
+
+
+def frame(payload: bytes) -> bytes:
+    return HEADER.pack(len(payload)) + payload
+
+
+class FrameError(ConnectionError):
+    """The peer sent a frame this side cannot take (too large): the connection is closed."""
+
+
+class Receiving(Protocol):
+    """What the receiving protocol needs of the transport service (its counters and handler)."""
+
+    store_id: int
+    batches_received: int
+    msgs_received: int
+    streams_refused: int
+
+    def on_messages(self, from_store: int, msgs: list[raft_pb2.RaftMessage]) -> None: ...
+
+
+class BatchReceiver(asyncio.Protocol):
+    """One accepted connection: frames in, each batch handed to the store in order, acks out.
+
+    Everything happens in ``data_received`` on the event loop, with no task per batch: a
+    batch is parsed, stepped and (every ACK_EVERY-th) acknowledged before the next is read.
+    """
+
+    def __init__(self, service: Receiving, live: set[BatchReceiver]) -> None:
+        self.service = service
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self._live = live
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self._live.add(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        pos = 0
+        end = len(buf)
+        svc = self.service
+        try:
+            while end - pos >= 4:
+                (n,) = HEADER.unpack_from(buf, pos)
+                if n > MAX_FRAME_BYTES:
+                    raise FrameError(f"frame of {n} bytes is over the {MAX_FRAME_BYTES} limit")
+                if end - pos - 4 < n:
+                    break
+                batch = raft_pb2.RaftBatch.FromString(bytes(buf[pos + 4 : pos + 4 + n]))
+                pos += 4 + n
+                if batch.to_store != svc.store_id:
+                    svc.streams_refused += 1
+                    raise FrameError(
+                        f"this is store {svc.store_id}, not store {batch.to_store} (address reused?)"
+                    )
+                msgs = list(batch.msgs)
+                svc.on_messages(batch.from_store, msgs)
+                svc.batches_received += 1
+                svc.msgs_received += len(msgs)
+                seq = batch.seq
+                if (seq % ACK_EVERY == 0 or seq == 1) and self.transport is not None:
+                    self.transport.write(frame(raft_pb2.RaftBatchAck(seq=seq).SerializeToString()))
+        except Exception as exc:
+            if not isinstance(exc, FrameError):
+                log.exception("handling a Raft batch failed")
+            else:
+                log.warning("closing a Raft peer connection: %s", exc)
+            del buf[:]
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        del buf[:pos]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._live.discard(self)
+
+
+class BatchListener:
+    """The listening socket and the connections it accepted; :meth:`close` ends them all (a
+    stopped store must stop stepping batches, not only stop accepting)."""
+
+    def __init__(self, server: asyncio.Server, live: set[BatchReceiver]) -> None:
+        self.server = server
+        self._live = live
+
+    @property
+    def port(self) -> int:
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def close(self) -> None:
+        self.server.close()
+        for r in list(self._live):
+            if r.transport is not None:
+                r.transport.abort()
+        self._live.clear()
+
+
+async def serve(host: str, port: int, service: Receiving) -> BatchListener:
+    """Listen for peers' batch connections on ``host:port`` (port 0: any free port)."""
+    loop = asyncio.get_running_loop()
+    live: set[BatchReceiver] = set()
+    server = await loop.create_server(lambda: BatchReceiver(service, live), host, port, reuse_address=True)
+    return BatchListener(server, live)
+
+
+class TcpConn:
+    """The sending side of one connection: write framed batches, read acks."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def open(cls, address: str, timeout: float) -> TcpConn:
+        host, _, port = address.rpartition(":")
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host.strip("[]"), int(port), limit=1 << 20), timeout
+            )
+        except TimeoutError:
+            raise ConnectionError(f"connect to {address} timed out after {timeout:.1f} s") from None
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        return cls(reader, writer)
+
+    async def write(self, payload: bytes) -> None:
+        w = self._writer
+        w.write(HEADER.pack(len(payload)))
+        w.write(payload)
+        transport = w.transport
+        # Wait only when the kernel stopped taking bytes (the peer is slow): the common case
+        # costs no await at all.
+        if transport.get_write_buffer_size() > (1 << 20):
+            await w.drain()
+
+    async def read_ack(self) -> raft_pb2.RaftBatchAck | None:
+        """The next ack, or None when the peer closed the connection."""
+        try:
+            head = await self._reader.readexactly(4)
+            (n,) = HEADER.unpack(head)
+            if n > MAX_FRAME_BYTES:
+                raise FrameError(f"ack frame of {n} bytes")
+            return raft_pb2.RaftBatchAck.FromString(await self._reader.readexactly(n))
+        except asyncio.IncompleteReadError:
+            return None
+
+    async def close(self) -> None:
+        self._writer.transport.abort()
