@@ -21,12 +21,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import lmdb
 
 from common.descriptor import Descriptor
 from node.fs import OS_FILES, Files
+from node.io_thread import IoThread
 from node.outbox import Outbox, Transport
 from node.raft import Config, MessageType
 from node.raft_codec import message_from_pb
@@ -76,9 +76,9 @@ class RaftStore:
         self.loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        # One dedicated I/O thread: rounds are sequential anyway, and a warm
-        # single worker hands work over faster than the shared default pool.
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raft-io")
+        # One dedicated I/O thread: rounds are sequential anyway (node.io_thread says why not
+        # an executor).
+        self._io = IoThread(self.loop, "raft-io")
         self.replicas = ReplicaSet(
             self.loop,
             self._io,
@@ -148,7 +148,7 @@ class RaftStore:
                 pass
         await self.outbox.close()
         self.replicas.close_all()
-        self._io.shutdown(wait=True)
+        self._io.shutdown()
 
     def kick(self) -> None:
         """There is work for a round."""

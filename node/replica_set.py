@@ -19,10 +19,10 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
-from concurrent.futures import Executor
 from typing import TypeVar, overload
 
 from common.descriptor import Descriptor
+from node.io_thread import IoThread
 from node.membership import conf_state_of
 from node.raft import Config, ConfState, HardState, RawNode, Snapshot, SnapshotMeta
 from node.replica import Replica, ReplicaStorage
@@ -44,7 +44,7 @@ class ReplicaSet(Mapping[int, Replica]):
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        io: Executor,
+        io: IoThread,
         wal: WriteAheadLog,
         state: StateStore,
         config_for: Callable[[int, int], Config],
@@ -164,7 +164,7 @@ class ReplicaSet(Mapping[int, Replica]):
         rep.close()
         if self._replicas.get(rep.pid) is rep:
             del self._replicas[rep.pid]
-        await self.loop.run_in_executor(self._io, self._destroy_io, rep.pid, rep.start, rep.end)
+        await self._io.run(self._destroy_io, rep.pid, rep.start, rep.end)
         log.info("partition %d: replica %d deleted", rep.pid, rep.replica_id)
         if rep.doomed is not None and not rep.doomed.done():
             rep.doomed.set_result(None)

@@ -38,9 +38,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Executor
 
 from node.fs import Files
+from node.io_thread import IoThread
 from node.outbox import Outbox
 from node.raft import ConfState, Role
 from node.replica import Replica
@@ -58,7 +58,7 @@ class RoundExecutor:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        io: Executor,
+        io: IoThread,
         wal: WriteAheadLog,
         state: StateStore,
         outbox: Outbox,
@@ -104,7 +104,8 @@ class RoundExecutor:
                 for e, r in zip(job.entries, res):
                     rep.resolve_applied(e.index, e.term, r)
 
-        await self.loop.run_in_executor(self.io, self._disk_trip, plan, ranges, persisted, applied)
+        if not await self.io.run(self._disk_trip, plan, ranges, persisted, applied):
+            persisted()
         for inst in plan.installs:
             rep = reps[inst.pid]
             log.info("installed snapshot of partition %d at index %d", inst.pid, inst.meta.index)
@@ -146,9 +147,10 @@ class RoundExecutor:
         ranges: Mapping[int, tuple[bytes, bytes]],
         persisted: Callable[[], None],
         applied: Callable[[Results], None],
-    ) -> None:
+    ) -> bool:
         """Runs in the I/O thread (step 2); tells the loop when the WAL is durable and when the
-        results are known."""
+        results are known. Returns False when it did not say the WAL is durable because nothing
+        followed the write: the trip's own completion says it, one wake-up of the loop fewer."""
         for inst in plan.installs:
             self._install(inst, *ranges[inst.pid])
         if plan.wal.drops_entries:
@@ -157,12 +159,14 @@ class RoundExecutor:
             self.state.sync()
         if not plan.wal.empty:
             self.wal.write(plan.wal, sync=plan.sync)
+        if not plan.applies:
+            return False
         self.loop.call_soon_threadsafe(persisted)
-        if plan.applies:
-            self.state.apply_many(
-                [_apply_work(job) for job in plan.applies],
-                before_commit=lambda results: self.loop.call_soon_threadsafe(applied, results),
-            )
+        self.state.apply_many(
+            [_apply_work(job) for job in plan.applies],
+            before_commit=lambda results: self.loop.call_soon_threadsafe(applied, results),
+        )
+        return True
 
     def _install(self, inst: SnapshotInstall, start: bytes, end: bytes) -> None:
         meta = inst.meta
