@@ -36,6 +36,93 @@ from tesserapb import errors_pb2, kv_pb2, kv_pb2_grpc, meta_pb2
 
 MAX_REQUEST_ID_BYTES = 64
 
+
+def _write_timed_out() -> WireError:
+    return WireError(
+        grpc.StatusCode.UNAVAILABLE, "write not confirmed in time; outcome unknown (retry with the same request_id)"
+    )
+
+
+class _PendingWrite:
+    """A stream write proposed and not yet answered: answered once, by whichever comes first of
+    its proposal settling and its deadline."""
+
+    __slots__ = ("fut", "kind", "out", "pending", "rep", "respond", "svc", "timer")
+
+    def __init__(
+        self,
+        svc: KVService,
+        rep: Replica,
+        fut: asyncio.Future[list[OpResult] | None],
+        kind: str,
+        out: kv_pb2.StreamResponseItem,
+        respond: Callable[[kv_pb2.StreamResponseItem], None],
+        pending: _PendingWrites,
+    ) -> None:
+        self.svc, self.rep, self.fut, self.kind, self.out, self.respond, self.pending = (
+            svc, rep, fut, kind, out, respond, pending
+        )
+        self.timer: asyncio.TimerHandle | None = rep.loop.call_later(svc.limits.request_timeout_s, self._expired)
+        fut.add_done_callback(self._settled)
+
+    def _settled(self, fut: asyncio.Future[list[OpResult] | None]) -> None:
+        if self.timer is None:
+            return  # answered already (deadline)
+        self.timer.cancel()
+        self.timer = None
+        out = self.out
+        try:
+            (r,) = self.svc._outcome(self.rep, fut)
+            if self.kind == "put":
+                out.put.version = r.version
+            else:
+                out.delete.deleted = r.existed
+        except WireError as exc:
+            exc.fill(out)
+        except Exception as exc:
+            out.code = grpc.StatusCode.INTERNAL.value[0]
+            out.message = f"internal error: {exc}"
+        self.pending.done(self)
+        self.respond(out)
+
+    def _expired(self) -> None:
+        if self.timer is None:
+            return
+        self.timer = None
+        _write_timed_out().fill(self.out)
+        self.pending.done(self)
+        self.respond(self.out)
+
+    def abandon(self) -> None:
+        """The stream ended: never answer."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class _PendingWrites:
+    """One stream's writes in flight, so that the stream answers them all before it ends."""
+
+    def __init__(self) -> None:
+        self.writes: set[_PendingWrite] = set()
+        self.quiet = asyncio.Event()
+        self.quiet.set()
+
+    def add(self, w: _PendingWrite) -> None:
+        self.writes.add(w)
+        self.quiet.clear()
+
+    def done(self, w: _PendingWrite) -> None:
+        self.writes.discard(w)
+        if not self.writes:
+            self.quiet.set()
+
+    def abandon(self) -> None:
+        for w in self.writes:
+            w.abandon()
+        self.writes.clear()
+        self.quiet.set()
+
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 
@@ -148,7 +235,7 @@ class KVService(kv_pb2_grpc.KVServicer):
 
     # -- writes -----------------------------------------------------------------
 
-    async def _write(self, rep: Replica, cmd: Command) -> list[OpResult]:
+    def _propose(self, rep: Replica, cmd: Command) -> asyncio.Future[list[OpResult] | None]:
         if len(cmd.request_id) > MAX_REQUEST_ID_BYTES:
             raise _invalid(
                 "context.request_id",
@@ -156,30 +243,75 @@ class KVService(kv_pb2_grpc.KVServicer):
                 MAX_REQUEST_ID_BYTES,
             )
         try:
-            fut = rep.propose(cmd)
+            return rep.propose(cmd)
         except NotLeaderError as exc:
             raise self._not_leader(rep, exc.leader) from None
         except ReplicaStopped as exc:
             raise WireError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
-        try:
-            results = await asyncio.wait_for(asyncio.shield(fut), self.limits.request_timeout_s)
-        except TimeoutError:
-            raise WireError(
-                grpc.StatusCode.UNAVAILABLE,
-                "write not confirmed in time; outcome unknown (retry with the same request_id)",
-            ) from None
-        except NotLeaderError as exc:
-            raise self._not_leader(rep, exc.leader) from None
-        except ProposalDroppedError as exc:
-            raise WireError.of(werr.server_busy(exc.reason, 50), str(exc)) from None
-        except ProposalLost:
-            raise self._not_leader(rep) from None
-        except ReplicaStopped as exc:
-            raise WireError(grpc.StatusCode.UNAVAILABLE, f"{exc}; outcome unknown") from None
-        assert results is not None
+
+    def _outcome(self, rep: Replica, fut: asyncio.Future[list[OpResult] | None]) -> list[OpResult]:
+        """The results of a settled proposal, or the WireError its failure means to a client."""
+        exc = fut.exception()
+        if exc is not None:
+            if isinstance(exc, NotLeaderError):
+                raise self._not_leader(rep, exc.leader)
+            if isinstance(exc, ProposalDroppedError):
+                raise WireError.of(werr.server_busy(exc.reason, 50), str(exc))
+            if isinstance(exc, ProposalLost):
+                raise self._not_leader(rep)
+            if isinstance(exc, ReplicaStopped):
+                raise WireError(grpc.StatusCode.UNAVAILABLE, f"{exc}; outcome unknown")
+            raise exc
+        results = fut.result()
         if results is REJECTED or not results:
             raise self._range_moved(rep, "was split before the write applied; it was not applied")
         return results
+
+    async def _write(self, rep: Replica, cmd: Command) -> list[OpResult]:
+        fut = self._propose(rep, cmd)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self.limits.request_timeout_s)
+        except TimeoutError:
+            raise _write_timed_out() from None
+        except Exception:
+            pass  # the proposal failed: _outcome says how
+        return self._outcome(rep, fut)
+
+    def _start_write(
+        self,
+        item: kv_pb2.StreamRequestItem,
+        kind: str,
+        respond: Callable[[kv_pb2.StreamResponseItem], None],
+        pending: _PendingWrites,
+    ) -> None:
+        """A put or delete on the stream, served without a task: checked and proposed now,
+        answered from the proposal's done callback (or its deadline's timer). A write is most of
+        what a loaded node serves; a task, a shield and a wait_for per write were a tenth of
+        the node's time (docs/decisions.md D23 has the profile)."""
+        out = kv_pb2.StreamResponseItem(request_id=item.request_id)
+        try:
+            if kind == "put":
+                req = item.put
+                self._check_key(req.key, write=True)
+                self._check_value(req.value)
+                rep = self._route(req.context, [req.key])
+                cmd = Command(req.context.request_id, (Op(OpKind.PUT, req.key, req.value),))
+            else:
+                dreq = item.delete
+                self._check_key(dreq.key, write=True)
+                rep = self._route(dreq.context, [dreq.key])
+                cmd = Command(dreq.context.request_id, (Op(OpKind.DELETE, dreq.key),))
+            fut = self._propose(rep, cmd)
+        except WireError as exc:
+            exc.fill(out)
+            respond(out)
+            return
+        except Exception as exc:
+            out.code = grpc.StatusCode.INTERNAL.value[0]
+            out.message = f"internal error: {exc}"
+            respond(out)
+            return
+        pending.add(_PendingWrite(self, rep, fut, kind, out, respond, pending))
 
     async def _put(self, req: kv_pb2.PutRequest) -> kv_pb2.PutResponse:
         self._check_key(req.key, write=True)
@@ -384,6 +516,8 @@ class KVService(kv_pb2_grpc.KVServicer):
         """Serve tagged requests concurrently; pack whatever is done into each response."""
         out: asyncio.Queue[kv_pb2.StreamResponseItem | None] = asyncio.Queue()
         tasks: set[asyncio.Task[kv_pb2.StreamResponseItem]] = set()
+        writes = _PendingWrites()
+        respond = out.put_nowait
 
         def finished(t: asyncio.Task[kv_pb2.StreamResponseItem]) -> None:
             tasks.discard(t)
@@ -394,11 +528,18 @@ class KVService(kv_pb2_grpc.KVServicer):
             try:
                 async for req in request_iterator:
                     for item in req.requests:
+                        kind = item.WhichOneof("request")
+                        if kind == "put" or kind == "delete":
+                            self._start_write(item, kind, respond, writes)
+                            continue
                         t = asyncio.ensure_future(self._serve_item(item))
                         tasks.add(t)
                         t.add_done_callback(finished)
-                while tasks:
-                    await asyncio.wait(set(tasks))
+                while tasks or not writes.quiet.is_set():
+                    if tasks:
+                        await asyncio.wait(set(tasks))
+                    else:
+                        await writes.quiet.wait()
             finally:
                 out.put_nowait(None)
 
@@ -420,3 +561,4 @@ class KVService(kv_pb2_grpc.KVServicer):
             reading.cancel()
             for t in list(tasks):
                 t.cancel()
+            writes.abandon()

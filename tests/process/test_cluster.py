@@ -96,6 +96,46 @@ def _leader_of(c: Cluster, key: bytes) -> int:
     return p.leader_store_id
 
 
+def _stream_writes(
+    address: str, items: list[kv_pb2.StreamRequestItem], timeout: float
+) -> list[kv_pb2.StreamResponseItem]:
+    """Send ``items`` on one KV.Stream, half-close it, and collect every answer until it ends."""
+    with grpc.insecure_channel(address) as ch:
+        responses = kv_pb2_grpc.KVStub(ch).Stream(iter([kv_pb2.StreamRequest(requests=items)]), timeout=timeout)
+        return [item for r in responses for item in r.responses]
+
+
+def test_stream_writes_are_answered_once_even_unconfirmed_and_after_the_client_half_closes(make_cluster) -> None:
+    """Puts and deletes on KV.Stream are answered from their proposal's callback, not a task:
+    the stream still answers each exactly once, with its result, with the deadline's
+    UNAVAILABLE when no quorum confirms it, and before it ends when the client half-closed."""
+    c = make_cluster(nodes=3, partitions=1)
+    key = b"stream-fast-path"
+    with Client(c.router.address) as cl:
+        cl.put(key, b"v0")
+    leader = _leader_of(c, key)
+    address = c.node_procs[leader].address
+    put = kv_pb2.StreamRequestItem(request_id=7, put=kv_pb2.PutRequest(key=key, value=b"v1"))
+    delete = kv_pb2.StreamRequestItem(request_id=8, delete=kv_pb2.DeleteRequest(key=b"absent-key"))
+    empty = kv_pb2.StreamRequestItem(request_id=9, put=kv_pb2.PutRequest(key=b"", value=b"x"))
+    got = {r.request_id: r for r in _stream_writes(address, [put, delete, empty], 30)}
+    assert sorted(got) == [7, 8, 9]
+    assert got[7].code == 0 and got[7].put.version >= 2
+    assert got[8].code == 0 and not got[8].delete.deleted
+    assert got[9].code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "must not be empty" in got[9].message
+    # No quorum: the write is proposed, never confirmed, and answered by its deadline (5 s).
+    for store in c.node_procs:
+        if store != leader:
+            c.kill(store)
+    started = time.monotonic()
+    unconfirmed = kv_pb2.StreamRequestItem(request_id=10, put=kv_pb2.PutRequest(key=key, value=b"v2"))
+    late = _stream_writes(address, [unconfirmed], 30)
+    assert [r.request_id for r in late] == [10], late
+    assert late[0].code == grpc.StatusCode.UNAVAILABLE.value[0] and "not confirmed in time" in late[0].message, late
+    assert time.monotonic() - started >= 4.5
+
+
+
 def test_reads_writes_scans_across_partitions(make_cluster) -> None:
     c = make_cluster()
     with Client(c.router.address) as cl:
