@@ -277,6 +277,24 @@ class KVService(kv_pb2_grpc.KVServicer):
             pass  # the proposal failed: _outcome says how
         return self._outcome(rep, fut)
 
+    def _answered_now(
+        self, item: kv_pb2.StreamRequestItem, respond: Callable[[kv_pb2.StreamResponseItem], None]
+    ) -> bool:
+        """Answer a get on the stream without a task if it needs no waiting (see _get_now)."""
+        try:
+            resp = self._get_now(item.get)
+        except WireError as exc:
+            out = kv_pb2.StreamResponseItem(request_id=item.request_id)
+            exc.fill(out)
+            respond(out)
+            return True
+        except Exception:
+            return False  # the task path reports it
+        if resp is None:
+            return False
+        respond(kv_pb2.StreamResponseItem(request_id=item.request_id, get=resp))
+        return True
+
     def _start_write(
         self,
         item: kv_pb2.StreamRequestItem,
@@ -399,8 +417,12 @@ class KVService(kv_pb2_grpc.KVServicer):
             raise self._not_leader(rep)
         try:
             index_fut = rep.read_index(lease=(mode == "lease"))
-            index = await asyncio.wait_for(asyncio.shield(index_fut), self.limits.request_timeout_s)
-            await asyncio.wait_for(asyncio.shield(rep.wait_applied(index)), self.limits.request_timeout_s)
+            if index_fut.done():  # a lease: no need for wait_for's machinery
+                index = index_fut.result()
+            else:
+                index = await asyncio.wait_for(asyncio.shield(index_fut), self.limits.request_timeout_s)
+            if rep.applied < index:
+                await asyncio.wait_for(asyncio.shield(rep.wait_applied(index)), self.limits.request_timeout_s)
         except NotLeaderError as exc:
             raise self._not_leader(rep, exc.leader) from None
         except TimeoutError:
@@ -415,10 +437,30 @@ class KVService(kv_pb2_grpc.KVServicer):
         version = rep.descriptor.epoch.version
         await self._read_barrier(rep, mode, req.read_options.max_staleness_ms)
         self._check_still_holds(rep, version, [req.key])
-        got = self.rs.state.get(req.key)
+        return self._read_key(req.key)
+
+    def _read_key(self, key: bytes) -> kv_pb2.GetResponse:
+        got = self.rs.state.get(key)
         if got is None:
             return kv_pb2.GetResponse(found=False)
         return kv_pb2.GetResponse(found=True, value=got[0], version=got[1])
+
+    def _get_now(self, req: kv_pb2.GetRequest) -> kv_pb2.GetResponse | None:
+        """A LEASE get answered on the spot when the leader's lease holds and it has applied
+        the lease's read index (the common case under load); None when it must wait, which
+        :meth:`_get` then does. Raises WireError as :meth:`_get` would."""
+        self._check_key(req.key)
+        if self._read_mode(req.read_options) != "lease":
+            return None
+        rep = self._route(req.context, [req.key])
+        self.rs.catch_up()  # a paused process must see its lease expire first
+        if not rep.is_leader():
+            raise self._not_leader(rep)
+        rep.ensure_awake()  # as Replica.read_index: a quiesced group ticks again while read
+        index = rep.raw.lease_read_index()
+        if index is None or rep.applied < index:
+            return None
+        return self._read_key(req.key)
 
     async def _scan(self, req: kv_pb2.ScanRequest) -> kv_pb2.ScanResponse:
         self._check_key(req.start, "start")
@@ -531,6 +573,8 @@ class KVService(kv_pb2_grpc.KVServicer):
                         kind = item.WhichOneof("request")
                         if kind == "put" or kind == "delete":
                             self._start_write(item, kind, respond, writes)
+                            continue
+                        if kind == "get" and self._answered_now(item, respond):
                             continue
                         t = asyncio.ensure_future(self._serve_item(item))
                         tasks.add(t)

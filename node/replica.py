@@ -93,6 +93,9 @@ class Replica:
         # lead; placement re-sends them to the next leader.
         self.want_add: dict[int, int] = {}
         self.want_remove: set[int] = set()
+        # The linearizable read whose ReadIndex was asked of the core since the last round took
+        # its Ready: later reads share it (see read_index).
+        self._open_read: asyncio.Future[int] | None = None
 
     # -- membership / routing -------------------------------------------------
 
@@ -125,6 +128,8 @@ class Replica:
 
     def take_work(self) -> PartitionWork | None:
         """Append what is queued as one batch, then take the Ready, if there is one."""
+        # Reads arriving from now on need a ReadIndex of their own (see read_index).
+        self._open_read = None
         if self.requests.queued:
             self.requests.flush(self.raw.propose_batch, self.raw.term)
         if not self.raw.has_ready():
@@ -159,7 +164,16 @@ class Replica:
     # -- reads ------------------------------------------------------------------
 
     def read_index(self, lease: bool) -> asyncio.Future[int]:
-        """Future of the index a linearizable read must wait for (then :meth:`wait_applied`)."""
+        """Future of the index a linearizable read must wait for (then :meth:`wait_applied`).
+
+        Linearizable reads that arrive between two rounds share one ReadIndex: one heartbeat
+        round trip confirms the leadership for all of them, as etcd's server batches its
+        reads. That is safe because a write is acknowledged to its client only from a round
+        (its apply), so none can be acknowledged after the shared ReadIndex recorded the
+        commit index and before a later read joins it: the round that would acknowledge it
+        takes the Ready first, and that ends the sharing. Share the future, never cancel it
+        (callers shield it).
+        """
         if self.closed:
             raise ReplicaStopped(f"partition {self.pid} replica is closed")
         self.ensure_awake()
@@ -169,12 +183,17 @@ class Replica:
                 fut: asyncio.Future[int] = self.loop.create_future()
                 fut.set_result(idx)
                 return fut
+        shared = self._open_read
+        if not lease and shared is not None and not shared.done():
+            return shared
         ctx, fut = self.requests.new_read()
         try:
             self.raw.read_index(ctx, lease=lease)
         except Exception:
             self.requests.forget_read(ctx)
             raise
+        if not lease:
+            self._open_read = fut
         self._on_work()
         return fut
 
