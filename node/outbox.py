@@ -33,6 +33,10 @@ class Transport(Protocol):
 
     def send(self, to_store: int, msgs: Sequence[raft_pb2.RaftMessage]) -> None: ...
 
+    def flush(self) -> None:
+        """Write what :meth:`send` queued now, where the connection allows (else soon)."""
+        ...
+
     async def send_snapshot(
         self,
         to_store: int,
@@ -69,6 +73,10 @@ class Outbox:
         for store, pbs in by_store.items():
             self.msgs_sent += len(pbs)
             self.transport.send(store, pbs)
+
+    def flush(self) -> None:
+        """Put what was sent so far on the wire now (the transport would, a moment later)."""
+        self.transport.flush()
 
     def send_store_heartbeats(self, peers: Iterable[int]) -> None:
         for store in peers:

@@ -32,6 +32,7 @@ log = logging.getLogger("tessera.transport")
 
 HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 64 << 20
+CONGESTED_BYTES = 1 << 20  # unsent bytes past which a sender waits for the socket to drain
 ACK_EVERY = 16  # the receiver acks batch 1 and every 16th: see node.transport.ACK_EVERY
 
 
@@ -172,15 +173,19 @@ class TcpConn:
                 pass
         return cls(reader, writer)
 
-    async def write(self, payload: bytes) -> None:
-        w = self._writer
+    def write_nowait(self, payload: bytes) -> None:
         # One write, one send(2): the copy of a batch costs less than a second system call.
-        w.write(HEADER.pack(len(payload)) + payload)
-        transport = w.transport
-        # Wait only when the kernel stopped taking bytes (the peer is slow): the common case
-        # costs no await at all.
-        if transport.get_write_buffer_size() > (1 << 20):
-            await w.drain()
+        self._writer.write(HEADER.pack(len(payload)) + payload)
+
+    def congested(self) -> bool:
+        """The kernel stopped taking bytes (the peer reads slowly): wait before writing more."""
+        return bool(self._writer.transport.get_write_buffer_size() > CONGESTED_BYTES)
+
+    async def write(self, payload: bytes) -> None:
+        self.write_nowait(payload)
+        # Wait only when the peer is slow: the common case costs no await at all.
+        if self.congested():
+            await self._writer.drain()
 
     async def read_ack(self) -> raft_pb2.RaftBatchAck | None:
         """The next ack, or None when the peer closed the connection."""

@@ -220,6 +220,7 @@ class _Peer:
         "acked_seq",
         "address",
         "backing_off",
+        "conn",
         "failures",
         "got_ack",
         "last_error",
@@ -242,6 +243,8 @@ class _Peer:
         self.address: str | None = None
         self.last_error: str | None = None
         self.failures = 0  # consecutive failed streams (reset by an ack)
+        # The live TCP connection, which RaftTransport.flush writes to without the sender task.
+        self.conn: tcp_transport.TcpConn | None = None
 
 
 class RaftTransport:
@@ -280,6 +283,7 @@ class RaftTransport:
         self._connect_timeout = connect_timeout
         self._backoff = backoff
         self._tcp_endpoint = tcp_endpoint
+        self._flush_soon = False
         self._peers: dict[int, _Peer] = {}
         self._snapshot_tasks: set[asyncio.Task[tuple[bool, str]]] = set()
         self._closed = False
@@ -320,7 +324,31 @@ class RaftTransport:
         over = before + n - len(q)
         if over:
             self.msgs_dropped += over
-        peer.wake.set()
+        if peer.conn is None:
+            peer.wake.set()
+        elif not self._flush_soon:
+            # Everything sent in this turn of the loop leaves as one frame per peer, written
+            # from a callback rather than by waking the peer's sender task.
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write what is queued for every peer with a live TCP connection now, one frame per
+        peer (as the sender task would, without a task switch). A full window or a peer that
+        stopped reading is left to the sender task, which waits for acks or the socket."""
+        self._flush_soon = False
+        window = self._window
+        for peer in self._peers.values():
+            conn = peer.conn
+            if conn is None or not peer.queue:
+                continue
+            if peer.sent_seq - peer.acked_seq >= window or conn.congested():
+                peer.wake.set()
+                continue
+            for payload, n in self._drain(peer):
+                conn.write_nowait(payload)
+                self.batches_sent += 1
+                self.msgs_sent += n
 
     async def _run(self, peer: _Peer) -> None:
         """Connect when there is something to send; on failure report, drop, back off, retry."""
@@ -383,6 +411,8 @@ class RaftTransport:
         try:
             peer.sent_seq = peer.acked_seq = 0
             reader = asyncio.create_task(self._read_acks(peer, conn))
+            if isinstance(conn, tcp_transport.TcpConn):
+                peer.conn = conn
             q = peer.queue
             wake = peer.wake
             window = self._window
@@ -403,6 +433,7 @@ class RaftTransport:
                     self.batches_sent += 1
                     self.msgs_sent += n
         finally:
+            peer.conn = None
             if reader is not None:
                 reader.cancel()
                 await asyncio.wait([reader])

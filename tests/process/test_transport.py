@@ -545,3 +545,47 @@ def test_tcp_receiver_closes_on_an_oversized_frame(tmp_path: Path) -> None:
         await b.stop()
 
     run(main())
+
+
+def test_tcp_unacked_window_bounds_a_stalled_peer() -> None:
+    """Writes from RaftTransport.flush (no sender task) respect the window as the task does."""
+
+    async def main() -> None:
+        frames: list[raft_pb2.RaftBatch] = []
+        writers: list[asyncio.StreamWriter] = []
+
+        async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writers.append(writer)
+            try:
+                while True:
+                    (n,) = tcp_transport.HEADER.unpack(await reader.readexactly(4))
+                    frames.append(raft_pb2.RaftBatch.FromString(await reader.readexactly(n)))
+            except asyncio.IncompleteReadError:
+                pass
+
+        server = await asyncio.start_server(stall, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        tr = RaftTransport(1, lambda s: "127.0.0.1:1", tcp_endpoint=lambda s: f"127.0.0.1:{port}",
+                           max_inflight=16)
+        seq = 0
+
+        def one() -> None:
+            nonlocal seq
+            tr.send(2, [app(1, seq)])
+            seq += 1
+
+        await eventually_async(after(one, lambda: len(frames) == 16), 3, "a full window", interval=0.005)
+        for _ in range(50):
+            one()
+        await asyncio.sleep(0.1)  # a negative check: give flush and the task every chance
+        st = tr.peer_status()[2]
+        assert st["inflight"] == 16 and len(frames) == 16 and st["queued"] >= 50
+        ack = raft_pb2.RaftBatchAck(seq=16).SerializeToString()
+        writers[0].write(tcp_transport.frame(ack))  # one cumulative ack frees the whole window
+        await eventually_async(lambda: sum(len(b.msgs) for b in frames) == seq, 3, "the queue to drain",
+                               interval=0.005)
+        assert [m.commit for b in frames for m in b.msgs] == list(range(seq))
+        await tr.close()
+        server.close()
+
+    run(main())

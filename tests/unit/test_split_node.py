@@ -23,6 +23,9 @@ DESC = Descriptor(1, b"", b"", Epoch(1, 1), (ReplicaDesc(store_id=1, replica_id=
 
 
 class NoPeers:
+    def flush(self) -> None:
+        pass  # nothing is ever queued
+
     def send(self, to_store: int, msgs: object) -> None:
         raise AssertionError(f"a one-replica group sent to store {to_store}")
 
