@@ -93,8 +93,8 @@ def human(result: dict[str, Any]) -> str:
     if fo:
         first = "none" if fo["first_ok_s"] is None else f"{fo['first_ok_s']:.2f} s"
         lines.append(
-            f"failover: killed {fo['member']} (leading {fo['led_partitions']} partition(s)) at "
-            f"{fo['kill_at_s']:.1f} s; first successful write to what it led after {first}; "
+            f"failover: killed {fo.get('member', '?')} (leading {fo['led_partitions']} partition(s)) at "
+            f"{fo.get('kill_at_s', 0.0):.1f} s; first successful write to what it led after {first}; "
             f"longest gap between such writes {fo['longest_gap_s']:.2f} s"
         )
     if "elections" in result:

@@ -113,7 +113,8 @@ def zeta(n: int, theta: float) -> float:
 
 class Zipfian:
     """YCSB's ZipfianGenerator (Gray et al., "Quickly generating billion-record synthetic
-    databases"): item ``i`` (0-based) is drawn with probability proportional to 1/(i+1)^theta."""
+    databases"): item ``i`` (0-based) is drawn with probability proportional to 1/(i+1)^theta,
+    exactly for items 0 and 1 and by Gray's closed-form approximation for the rest."""
 
     def __init__(self, items: int, theta: float = ZIPFIAN_CONSTANT, zetan: float | None = None) -> None:
         if items < 1:
@@ -123,7 +124,9 @@ class Zipfian:
         self.zetan = zeta(items, theta) if zetan is None else zetan
         zeta2 = zeta(2, theta)
         self._alpha = 1.0 / (1.0 - theta)
-        self._eta = (1 - (2.0 / items) ** (1 - theta)) / (1 - zeta2 / self.zetan)
+        # With two items or fewer the first two branches of next() cover every draw and eta
+        # (0/0 then) is never used.
+        self._eta = (1 - (2.0 / items) ** (1 - theta)) / (1 - zeta2 / self.zetan) if items > 2 else 0.0
         self._half_pow_theta = 1 + 0.5**theta
 
     def next(self, rng: random.Random) -> int:
