@@ -53,6 +53,11 @@ class StatusLine:
             self._live.__exit__(None, None, None)
             self._live = None
 
+    @property
+    def active(self) -> bool:
+        """Whether anything is shown (a caller can skip computing what would not be)."""
+        return self._live is not None
+
     def show(self, elapsed: float, ops: int, errors: int, p99_ms: float) -> None:
         if self._live is None:
             return

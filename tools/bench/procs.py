@@ -185,6 +185,8 @@ def _collect(children: list[Any], out: Any, go: Any, start_wall: Any, status: St
 
 def _show(latest: dict[int, tuple[float, int, int, str]], status: StatusLine) -> None:
     """The status line over every process's latest totals (histograms merged for the p99)."""
+    if not status.active:
+        return
     merged = histogram.merge([h for _, _, _, h in latest.values()])
     ops = sum(o for _, o, _, _ in latest.values())
     errors = sum(e for _, _, e, _ in latest.values())
