@@ -94,6 +94,17 @@ def test_bench_refuses_flags_that_cannot_work_together(capsys, root_logger, argv
     assert says in capsys.readouterr().err
 
 
+def test_bench_plot_without_matplotlib_is_refused_before_the_run(capsys, root_logger, monkeypatch):
+    import sys
+
+    from tools.cli import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what `import matplotlib` sees when absent
+    # No cluster at the (default) router: the refusal has to come before any connection.
+    assert main(["bench", "--workload", "c", "--plot", "latency.png"]) == 1
+    assert "--plot needs matplotlib" in capsys.readouterr().err
+
+
 def _commands(
     parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
 ) -> Iterator[tuple[tuple[str, ...], list[str]]]:
