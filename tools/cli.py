@@ -542,41 +542,58 @@ def _build_admin(commands) -> None:
 def _build_bench(commands) -> None:
     p = commands.add_parser(
         "bench",
-        help="measure throughput and latency against a cluster",
+        help="measure throughput and latency against a cluster (Tessera or etcd)",
         formatter_class=_Formatter,
         description=(
-            "Drive a workload against a running cluster and report throughput and latency.\n"
-            "Workloads: write (100% puts), a (50/50 read/update), b (95/5), c (100% reads),\n"
-            "the YCSB mixes. --json writes at least\n"
-            '  {"throughput": ops_per_s, "latency_ms": {"p50", "p90", "p99", "p999", "max"}, "errors": n}'
+            "Drive a workload against a cluster and report throughput and latency (HDR histogram).\n"
+            "Workloads: write (100% puts), a (50/50 read/update), b (95/5), c (100% reads), the\n"
+            "YCSB mixes; scan (short range scans of 1-10 keys); cas (read, then compare-and-set\n"
+            "with the version read). Read workloads first load every --keys key. --json writes at least\n"
+            '  {"throughput": ops_per_s, "latency_ms": {"p50", "p90", "p99", "p999", "max"}, "errors": n,\n'
+            '   "target": "tessera"|"etcd"}\n'
+            'and with --failover also {"failover": {"longest_gap_s", "first_ok_s", "led_partitions"}}.'
         ),
     )
-    p.add_argument("--workload", required=True, choices=("write", "a", "b", "c"),
+    p.add_argument("--workload", required=True, choices=("write", "a", "b", "c", "scan", "cas"),
                    help="operation mix (required)")
     p.add_argument("--concurrency", type=_positive_int, default=64, metavar="N",
-                   help="requests in flight (default: %(default)s)")
+                   help="requests in flight, over all client processes (default: %(default)s; "
+                        "--failover uses 16)")
     p.add_argument("--duration", type=_positive_float, default=10.0, metavar="SECONDS",
-                   help="measured run time (default: %(default)g)")
+                   help="measured run time, after the warm-up (default: %(default)g; --failover runs "
+                        "at least 9)")
+    p.add_argument("--warmup", type=_non_negative_float, default=1.0, metavar="SECONDS",
+                   help="load offered but not measured before the run (default: %(default)g)")
     p.add_argument("--keys", type=_positive_int, default=100_000, metavar="N",
                    help="size of the key space (default: %(default)s)")
-    p.add_argument("--value-size", type=_non_negative_int, default=100, metavar="BYTES",
+    p.add_argument("--value-size", type=_non_negative_int, default=128, metavar="BYTES",
                    help="bytes per value (default: %(default)s)")
+    p.add_argument("--distribution", choices=("uniform", "zipfian"), default="uniform",
+                   help="which keys are hot: uniform, or YCSB's scrambled zipfian (constant 0.99) "
+                        "(default: %(default)s)")
     p.add_argument("--partitions", type=_positive_int, metavar="N",
-                   help=f"with --local: the throw-away cluster's partitions (default: "
+                   help=f"with --local: the throw-away Tessera cluster's partitions (default: "
                         f"{_PLACEMENT.partitions}); without --local only recorded in the results "
                         "(tessera admin split splits a running cluster)")
     p.add_argument("--consistency", choices=("linearizable", "lease", "stale"), default="lease",
-                   metavar="C", help="read consistency: linearizable, lease or stale "
-                                     "(default: %(default)s)")
+                   metavar="C", help="read consistency: linearizable, lease or stale; etcd reads "
+                                     "lease and stale as serializable (default: %(default)s)")
+    p.add_argument("--procs", type=_positive_int, default=1, metavar="N",
+                   help="client processes sharing --concurrency, histograms merged; each one's CPU "
+                        "use is reported (default: %(default)s)")
+    p.add_argument("--target", metavar="URL",
+                   help="tessera://ROUTER[,ROUTER...] or etcd://HOST:PORT[,...]; with --local just "
+                        "tessera or etcd (default: tessera:// at --router)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
     p.add_argument("--plot", metavar="FILE.png",
-                   help="write a latency plot to FILE.png (not available in this version: exits 2)")
+                   help="write throughput over time and the latency percentile plot to FILE.png "
+                        "(needs matplotlib)")
     p.add_argument("--local", action="store_true",
-                   help="start a throw-away 3-node cluster with --partitions partitions, "
-                        "measure it, remove it")
+                   help="start a throw-away 3-member cluster of the --target kind (Tessera: "
+                        "--partitions partitions), measure it, remove it")
     p.add_argument("--failover", action="store_true",
-                   help="with --local: afterwards kill a partition leader and report the time "
-                        "to the first successful write")
+                   help="with --local: a write load during which a leader is SIGKILLed; reports "
+                        "the longest write gap and the time to the first successful write")
     _add_router_option(p)
     _add_log_level_option(p, ", here and (with --local) by every process it starts")
     p.set_defaults(handler=_bench, command_name="bench")

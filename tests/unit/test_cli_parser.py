@@ -74,11 +74,35 @@ def test_log_level_flag_is_passed_on_to_every_child():
     assert "--log-level debug" in " ".join(cluster._node_argv(1, 0))
 
 
-def test_bench_plot_says_it_is_not_available(capsys, root_logger):
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--failover"], "--failover needs --local"),
+        (["--failover", "--local", "--procs", "2"], "--failover runs one client process"),
+        (["--concurrency", "2", "--procs", "3"], "--concurrency 2 is fewer workers than --procs 3"),
+        (["--local", "--target", "tessera://h:1"], "--local starts its own cluster"),
+        (["--target", "etcd"], "--target etcd names no address"),
+        (["--target", "redis://h:1"], "unknown scheme 'redis'"),
+        (["--target", "tessera://nohost"], "'nohost' is not HOST:PORT"),
+    ],
+)
+def test_bench_refuses_flags_that_cannot_work_together(capsys, root_logger, argv, says):
+    """Checked before anything starts (no cluster, no connection): exit 2 naming the flag."""
     from tools.cli import main
 
-    assert main(["bench", "--workload", "c", "--plot", "latency.png"]) == 2
-    assert "--plot is not available in this version" in capsys.readouterr().err
+    assert main(["bench", "--workload", "write", *argv]) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_bench_plot_without_matplotlib_is_refused_before_the_run(capsys, root_logger, monkeypatch):
+    import sys
+
+    from tools.cli import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what `import matplotlib` sees when absent
+    # No cluster at the (default) router: the refusal has to come before any connection.
+    assert main(["bench", "--workload", "c", "--plot", "latency.png"]) == 1
+    assert "--plot needs matplotlib" in capsys.readouterr().err
 
 
 def _commands(
