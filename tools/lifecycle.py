@@ -27,3 +27,24 @@ def die_with_parent() -> None:
         return
     if os.getppid() != int(expected):
         os._exit(1)
+
+
+def exec_with_parent(argv: list[str]) -> None:
+    """Become ``argv`` (a program that is not ours, e.g. etcd) after :func:`die_with_parent`.
+
+    The death signal survives ``execve`` (Linux clears it only for set-user-id programs), so a
+    launcher runs ``python -m tools.lifecycle PROGRAM ARGS...`` with ``PARENT_ENV`` set and
+    gets the same no-orphans guarantee for a child that cannot call us itself. The pid stays
+    the same, so the launcher's Popen still signals and reaps the program.
+    """
+    die_with_parent()
+    os.execvp(argv[0], argv)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) < 2:
+        print("usage: python -m tools.lifecycle PROGRAM [ARGS...]", file=sys.stderr)
+        raise SystemExit(2)
+    exec_with_parent(sys.argv[1:])
