@@ -20,7 +20,8 @@ Output: a markdown table (figure | etcd | Tessera | ratio; the ratio is oriented
 means Tessera is better: throughput Tessera/etcd, times, CPU and memory etcd/Tessera), then the
 elections, the machine, the date and the command, on stdout and in ``--out``. Without etcd on
 PATH the etcd column says why it is empty. A row that fails prints its error and the matrix
-goes on. ``--quick`` is a smoke run: 2 s rows, concurrency 1 and 16, a small idle cluster.
+goes on. ``--quick`` is a smoke run: 2 s rows over 10,000 keys, concurrency 1 and 16, a small
+idle cluster (50 partitions, 5 s windows).
 """
 
 from __future__ import annotations
@@ -93,6 +94,13 @@ def bench_supports_targets() -> bool:
     return "--target" in out.stdout
 
 
+def last_words(output: str, n: int = 2) -> str:
+    """The last ``n`` lines of ``output`` that are neither blank nor indented (a traceback's
+    frames are indented; its exception line is not)."""
+    said = [ln.strip() for ln in output.splitlines() if ln.strip() and not ln[0].isspace()]
+    return " | ".join(said[-n:]) or "(no output)"
+
+
 def run_bench(args: list[str], timeout: float) -> dict:
     """``tessera bench ARGS --json FILE``; its JSON, or RuntimeError with its last words."""
     with tempfile.NamedTemporaryFile(prefix="bench-matrix-", suffix=".json", delete=False) as f:
@@ -105,8 +113,7 @@ def run_bench(args: list[str], timeout: float) -> dict:
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"no result within {timeout:.0f} s") from None
         if done.returncode != 0:
-            said = [ln for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
-            raise RuntimeError(f"exit status {done.returncode}: {' | '.join(said[-3:]) or '(no output)'}")
+            raise RuntimeError(f"exit status {done.returncode}: {last_words(done.stderr + done.stdout)}")
         with open(out) as f:
             result: dict = json.load(f)
         return result
@@ -172,8 +179,7 @@ def tessera_idle(partitions: int, seconds: float, settle: float) -> dict:
     print(f"  $ python -m tools.bench_idle {' '.join(argv[3:])}", flush=True)
     done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=seconds + settle + 900)
     if done.returncode != 0:
-        said = [ln for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
-        raise RuntimeError(f"bench_idle exit status {done.returncode}: {' | '.join(said[-3:])}")
+        raise RuntimeError(f"bench_idle exit status {done.returncode}: {last_words(done.stderr + done.stdout)}")
     result: dict = json.loads(done.stdout[done.stdout.index("{"):])
     return result
 
@@ -228,6 +234,7 @@ def run_matrix(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[li
     kinds = [k for k in KINDS if k == "tessera" or not etcd_why_not]
 
     duration = args.duration
+    keys = ["--keys", str(args.keys)] if args.keys else []
     row_timeout = duration + 180
     rows = rows_for(args.quick)
     elections: dict[str, int | str] = {}
@@ -251,7 +258,7 @@ def run_matrix(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[li
                 where = ["--target", targets[kind]] if with_targets else ["--router", tessera.router_addresses]
                 bench_args = ["--workload", row.workload, "--concurrency", str(row.concurrency),
                               "--duration", f"{duration:g}", "--partitions", str(args.partitions),
-                              "--consistency", row.consistency, *where]
+                              "--consistency", row.consistency, *keys, *where]
                 row.results[kind] = _attempt(f"{row.label} on {kind}",
                                              lambda a=bench_args: run_bench(a, row_timeout))  # type: ignore[misc]
 
@@ -425,11 +432,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle-partitions", type=int, default=None, help="default: 1000 (--quick: 50)")
     ap.add_argument("--idle-seconds", type=float, default=None, help="default: 60 (--quick: 5)")
     ap.add_argument("--idle-settle", type=float, default=None, help="default: 10 (--quick: 2)")
+    ap.add_argument("--keys", type=int, default=None,
+                    help="the rows' key space, passed to tessera bench (default: its own; --quick: 10000)")
     ap.add_argument("--no-idle", action="store_true", help="skip the idle-cost measurement")
     ap.add_argument("--no-failover", action="store_true", help="skip the failover rows")
     args = ap.parse_args(argv)
     quick = args.quick
     args.duration = args.duration if args.duration is not None else (2.0 if quick else 10.0)
+    args.keys = args.keys if args.keys is not None else (10_000 if quick else None)
     args.idle_partitions = args.idle_partitions if args.idle_partitions is not None else (50 if quick else 1000)
     args.idle_seconds = args.idle_seconds if args.idle_seconds is not None else (5.0 if quick else 60.0)
     args.idle_settle = args.idle_settle if args.idle_settle is not None else (2.0 if quick else 10.0)

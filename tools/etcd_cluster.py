@@ -11,7 +11,7 @@ timeout 1000 ms, the default backend quota, the default snapshot count, and fsyn
 commit (etcd 3.4 has no switch to turn it off). Only addresses, names, directories, the cluster
 token and logging are set.
 
-Orphans: each member is started through ``python -m tools.lifecycle etcd ...``, which sets
+Orphans: each member is started through ``python tools/lifecycle.py etcd ...``, which sets
 PR_SET_PDEATHSIG and then execs etcd in the same process, so a launcher killed with SIGKILL
 takes its members with it, as :class:`tools.cluster.Cluster` does for Tessera's processes.
 """
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from tesserapb import etcd_rpc_pb2, etcd_rpc_pb2_grpc
+from tools import lifecycle
 from tools.cluster import free_port
 from tools.lifecycle import PARENT_ENV
 
@@ -115,7 +116,7 @@ class EtcdCluster:
         initial = ",".join(f"{o.name}={o.peer_url}" for o in self.member_procs.values())
         client_url = f"http://{m.client_address}"
         return [
-            sys.executable, "-m", "tools.lifecycle", binary,
+            sys.executable, lifecycle.__file__, binary,
             "--name", m.name,
             "--data-dir", m.data_dir,
             "--listen-client-urls", client_url,
