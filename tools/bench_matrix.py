@@ -13,8 +13,8 @@ Rows: workloads ``write`` and ``a`` at concurrency 1, 16, 64 and 256; ``c`` at 6
 linearizable reads and with lease reads (which the etcd driver sends as serializable Ranges);
 failover (``tessera bench --local --failover`` and ``--local --target etcd --failover``, each
 on a throw-away cluster of its own); the idle cost (``python -m tools.bench_idle`` at
-``--idle-partitions`` and at ``--partitions`` partitions, for the memory each idle partition
-costs; etcd's idle members measured the same way over the same window).
+``--idle-partitions`` partitions with ``--baseline`` ``--partitions``, for the memory each idle
+partition costs; etcd's idle members measured the same way over a window as long).
 
 Output: a markdown table (figure | etcd | Tessera | ratio; the ratio is oriented so that > 1
 means Tessera is better: throughput Tessera/etcd, times, CPU and memory etcd/Tessera), then the
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from tesserapb import meta_pb2, meta_pb2_grpc
-from tools.bench_idle import cpu_seconds, rss_bytes
+from tools.bench_idle import cpu_seconds, memory_per_partition_kib, rss_bytes
 from tools.cluster import Cluster
 from tools.etcd_cluster import EtcdCluster, EtcdNotInstalled, etcd_binary
 
@@ -172,12 +172,13 @@ def measure_pids(pids: dict[str, int], seconds: float) -> dict[str, dict[str, fl
                    "rss_mib": round(rss_bytes(pid) / 2**20, 1)} for name, pid in pids.items()}
 
 
-def tessera_idle(partitions: int, seconds: float, settle: float) -> dict:
-    """``python -m tools.bench_idle --json`` at ``partitions``."""
+def tessera_idle(partitions: int, seconds: float, settle: float, baseline: int) -> dict:
+    """``python -m tools.bench_idle --json`` at ``partitions`` (and first at ``baseline``, if
+    not 0, for the memory per idle partition)."""
     argv = [sys.executable, "-m", "tools.bench_idle", "--partitions", str(partitions), "--seconds", str(seconds),
-            "--settle", str(settle), "--json"]
+            "--settle", str(settle), *(["--baseline", str(baseline)] if baseline else []), "--json"]
     print(f"  $ python -m tools.bench_idle {' '.join(argv[3:])}", flush=True)
-    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=seconds + settle + 900)
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=2 * (seconds + settle) + 1200)
     if done.returncode != 0:
         raise RuntimeError(f"bench_idle exit status {done.returncode}: {last_words(done.stderr + done.stdout)}")
     result: dict = json.loads(done.stdout[done.stdout.index("{"):])
@@ -281,10 +282,9 @@ def run_matrix(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[li
     idle: dict[str, dict | str] = {}
     if not args.no_idle:
         log(f"idle cost ({args.idle_seconds:g} s windows)")
+        baseline = args.partitions if args.partitions < args.idle_partitions else 0
         idle["tessera"] = _attempt("Tessera idle", lambda: tessera_idle(args.idle_partitions, args.idle_seconds,
-                                                                         args.idle_settle))
-        idle["tessera_base"] = _attempt("Tessera idle baseline", lambda: tessera_idle(
-            args.partitions, args.idle_seconds, args.idle_settle))
+                                                                         args.idle_settle, baseline))
         if "etcd" in kinds:
             idle["etcd"] = _attempt("etcd idle", lambda: etcd_idle(args.idle_seconds, args.idle_settle))
 
@@ -356,7 +356,7 @@ def _failover(r: dict | None, key: str) -> float | None:
 
 
 def _idle_lines(idle: dict[str, dict | str], args: argparse.Namespace) -> list[Line]:
-    t, base, e = _result(idle.get("tessera")), _result(idle.get("tessera_base")), _result(idle.get("etcd"))
+    t, e = _result(idle.get("tessera")), _result(idle.get("etcd"))
     t_nodes = _nodes(t, "node") if t else {}
     e_nodes = e["processes"] if e else {}
     n = args.idle_partitions
@@ -374,11 +374,10 @@ def _idle_lines(idle: dict[str, dict | str], args: argparse.Namespace) -> list[L
         lines.append(Line(f"idle: Tessera's router, % of a core / MiB ({n} partitions)", None,
                           _mean([p["cpu_percent"] for p in routers.values()]), fmt="{:.2f}", higher_is_better=False,
                           note_tessera=f"{_mean([p['rss_mib'] for p in routers.values()]) or 0:.1f} MiB"))
-    if t and base and n > args.partitions:
-        per = ((_mean([p["rss_mib"] for p in t_nodes.values()]) or 0.0)
-               - (_mean([p["rss_mib"] for p in _nodes(base, "node").values()]) or 0.0)) / (n - args.partitions)
-        lines.append(Line(f"idle: memory per idle partition per node, KiB (RSS at {n} - at {args.partitions}) "
-                          f"/ {n - args.partitions}", None, per * 1024, fmt="{:.1f}", higher_is_better=False))
+    if t and "baseline" in t:
+        base_n = t["baseline"]["partitions"]
+        lines.append(Line(f"idle: memory per idle partition per node, KiB (RSS at {n} - at {base_n}) / {n - base_n}",
+                          None, memory_per_partition_kib(t, t["baseline"]), fmt="{:.1f}", higher_is_better=False))
     return lines
 
 

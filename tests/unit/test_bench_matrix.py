@@ -55,14 +55,14 @@ def test_failover_and_idle_figures() -> None:
     failover: dict[str, dict | str] = {"tessera": {"failover": {"first_ok_s": 0.5, "longest_gap_s": 1.0}},
                 "etcd": {"failover": {"first_ok_s": 1.5, "longest_gap_s": 1.5}}}
 
-    def idle(rss: float, cpu: float) -> dict:
-        return {"processes": {"router": {"cpu_percent": 1.0, "rss_mib": 50.0},
+    def idle(partitions: int, rss: float, cpu: float) -> dict:
+        return {"partitions": partitions, "processes": {"router": {"cpu_percent": 1.0, "rss_mib": 50.0},
                               "node1": {"cpu_percent": cpu, "rss_mib": rss},
                               "node2": {"cpu_percent": cpu, "rss_mib": rss}}}
 
     idle_runs: dict[str, dict | str] = {
-        "tessera": idle(rss=8 + 992 / 1024 * 10, cpu=4.0),  # 10 KiB more per partition, 992 more partitions
-        "tessera_base": idle(rss=8.0, cpu=1.0),
+        # 10 KiB more per partition, 992 more partitions
+        "tessera": {**idle(1000, rss=8 + 992 / 1024 * 10, cpu=4.0), "baseline": idle(8, rss=8.0, cpu=1.0)},
         "etcd": {"processes": {"etcd1": {"cpu_percent": 1.0, "rss_mib": 30.0}}},
     }
     lines = _by_figure(table([], failover, idle_runs, _args()))
