@@ -245,6 +245,23 @@ class EtcdCluster:
                     raise
             time.sleep(0.1)
 
+    def move_leader(self, to: str, timeout: float = 10.0) -> None:
+        """Ask the leader to hand leadership to member ``to`` (etcd's MoveLeader) and wait until
+        ``to`` says it leads."""
+        target = self.member_procs[to]
+        if not target.member_id:
+            self._status(target)
+        leader = self.member_procs[self.leader_for(b"")]
+        if leader is not target:
+            with grpc.insecure_channel(leader.client_address) as ch:
+                etcd_rpc_pb2_grpc.MaintenanceStub(ch).MoveLeader(
+                    etcd_rpc_pb2.MoveLeaderRequest(targetID=target.member_id), timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while self.leader_for(b"") != to:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{to} does not lead {timeout:g} s after MoveLeader")
+            time.sleep(0.05)
+
     def elections(self) -> int:
         """Leader changes since :meth:`start` finished: the highest
         ``etcd_server_leader_changes_seen_total`` any live member has reported (a restarted

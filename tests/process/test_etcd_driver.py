@@ -140,6 +140,66 @@ def test_the_driver_follows_the_leader_after_it_is_killed(etcd: EtcdCluster) -> 
 
 
 @needs_etcd
+def test_the_driver_follows_a_leader_that_moved_without_an_error(etcd: EtcdCluster) -> None:
+    """After MoveLeader the old leader still answers (it forwards writes to the new one); the
+    driver must notice the newer term in the replies and move to the new leader itself."""
+
+    async def run() -> None:
+        d = EtcdDriver(etcd.endpoints)
+        try:
+            await d.put(b"k", b"0", 5)
+            old = etcd.leader_for(b"")
+            new = next(m for m in etcd.member_procs if m != old)
+            etcd.move_leader(new)
+            n = 0
+
+            async def on_new_leader() -> bool:
+                nonlocal n
+                n += 1
+                await d.put(b"k", b"%d" % n, 5)
+                return d.leader_endpoint == etcd.member_procs[new].client_address
+
+            await eventually_async(on_new_leader, 10, f"the driver sending to {new} after MoveLeader")
+            assert n <= 3, f"it took {n} puts to move"
+            assert d.leader_changes == 1
+        finally:
+            await d.close()
+
+    asyncio.run(run())
+
+
+@needs_etcd
+def test_the_driver_leaves_a_leader_that_stopped_answering(etcd: EtcdCluster) -> None:
+    """A leader frozen by SIGSTOP refuses nothing: calls to it time out. The driver must look
+    for the leader again after a deadline, not keep sending to the frozen one."""
+
+    async def run() -> None:
+        d = EtcdDriver(etcd.endpoints)
+        old = etcd.leader_for(b"")
+        frozen = etcd.member_procs[old]
+        assert frozen.popen is not None
+        try:
+            await d.put(b"before", b"1", 5)
+            assert d.leader_endpoint == frozen.client_address
+            frozen.popen.send_signal(signal.SIGSTOP)
+
+            async def write() -> bool:
+                try:
+                    await d.put(b"after", b"2", 1.5)
+                    return True
+                except DriverError:
+                    return False
+
+            await eventually_async(write, 20, "a put through the driver while the old leader is frozen")
+            assert d.leader_endpoint != frozen.client_address
+        finally:
+            frozen.popen.send_signal(signal.SIGCONT)
+            await d.close()
+
+    asyncio.run(run())
+
+
+@needs_etcd
 def test_errors_have_driver_kinds(etcd: EtcdCluster) -> None:
     async def run() -> None:
         d = EtcdDriver(etcd.endpoints)

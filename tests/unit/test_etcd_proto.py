@@ -43,6 +43,8 @@ ETCD = {
     "StatusResponse": {"header": (1, MSG), "version": (2, STR), "dbSize": (3, I64), "leader": (4, U64),
                        "raftIndex": (5, U64), "raftTerm": (6, U64), "raftAppliedIndex": (7, U64),
                        "errors": (8, STR), "dbSizeInUse": (9, I64), "isLearner": (10, BOOL)},
+    "MoveLeaderRequest": {"targetID": (1, U64)},
+    "MoveLeaderResponse": {"header": (1, MSG)},
 }
 
 # Enum values the driver sends.
@@ -55,7 +57,8 @@ ETCD_ENUMS = {
 ETCD_METHODS = {
     "KV": {"Range": ("RangeRequest", "RangeResponse"), "Put": ("PutRequest", "PutResponse"),
            "Txn": ("TxnRequest", "TxnResponse")},
-    "Maintenance": {"Status": ("StatusRequest", "StatusResponse")},
+    "Maintenance": {"Status": ("StatusRequest", "StatusResponse"),
+                    "MoveLeader": ("MoveLeaderRequest", "MoveLeaderResponse")},
 }
 
 

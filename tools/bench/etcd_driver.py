@@ -23,6 +23,10 @@ etcd's "too many requests"), else the gRPC code's name in lower case. ``put``, `
 ``scan`` are retried on the new leader within their timeout after ``not_leader`` or
 ``unavailable`` (a put of the same value twice is harmless to the bench); ``cas`` is never
 retried, since a first attempt that did apply would then be reported as a failed compare.
+After those errors and after a deadline the leader is looked for again before the next call,
+and so it is after a reply from a newer Raft term than the one the leader was found in (a
+leader that lost its place forwards requests rather than refuse them, which would otherwise
+leave the driver sending through a follower).
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ class EtcdDriver:
         self._maint = [pb_grpc.MaintenanceStub(ch) for ch in self._channels]
         self._leader: int | None = None  # index into endpoints; None: find it before the next call
         self._last_leader: int | None = None
+        self._term = 0  # the Raft term in which _leader was found to lead
         self._finding: asyncio.Task[int] | None = None
         self.leader_changes = 0  # times the driver moved to another endpoint (for reports and tests)
 
@@ -121,13 +126,16 @@ class EtcdDriver:
         while True:
             found = await self._ask_for_leader()
             if found is not None:
-                if self._last_leader is not None and found != self._last_leader:
+                index, term = found
+                if self._last_leader is not None and index != self._last_leader:
                     self.leader_changes += 1
-                self._leader = self._last_leader = found
-                return found
+                self._leader = self._last_leader = index
+                self._term = max(self._term, term)
+                return index
             await asyncio.sleep(_RETRY_PAUSE)
 
-    async def _ask_for_leader(self) -> int | None:
+    async def _ask_for_leader(self) -> tuple[int, int] | None:
+        """(the leader's endpoint index, its term), or None while no leader is known."""
         async def status(i: int) -> pb.StatusResponse | None:
             try:
                 reply: pb.StatusResponse = await self._maint[i].Status(pb.StatusRequest(), timeout=_STATUS_TIMEOUT)
@@ -139,14 +147,14 @@ class EtcdDriver:
         ids = {r.header.member_id: i for i, r in enumerate(replies) if r is not None}
         for i, r in enumerate(replies):
             if r is not None and r.leader and r.leader == r.header.member_id:
-                return i
+                return i, r.raftTerm
         # Nobody answered as leader (it may be slow to answer Status): the leader most name, if
         # it is an endpoint we reach.
         named = Counter(r.leader for r in replies if r is not None and r.leader)
         if named:
             leader_id, votes = named.most_common(1)[0]
             if votes * 2 > len(self.endpoints) and leader_id in ids:
-                return ids[leader_id]
+                return ids[leader_id], max(r.raftTerm for r in replies if r is not None and r.leader == leader_id)
         return None
 
     def _forget_leader(self, index: int) -> None:
@@ -167,10 +175,20 @@ class EtcdDriver:
             if remaining <= 0:
                 raise DriverError("deadline", f"{method}: no answer within {timeout:g} s")
             try:
-                return await getattr(self._kv[i], method)(request, timeout=remaining)
+                reply = await getattr(self._kv[i], method)(request, timeout=remaining)
+                if reply.header.raft_term > self._term:
+                    # A newer term than the one the leader was found in: leadership may have
+                    # moved without any error (a deposed leader forwards what it gets), so
+                    # look again before the next call rather than go on through a follower.
+                    self._term = reply.header.raft_term
+                    self._forget_leader(i)
+                return reply
             except grpc.RpcError as exc:
                 kind = error_kind(exc)
-                if kind in _RETRIED:
+                if kind in _RETRIED or kind == "deadline":
+                    # Look again before the next call: a leader that stopped answering (cut
+                    # off rather than killed) times out instead of refusing. One search is
+                    # shared by every caller.
                     self._forget_leader(i)
                 details = _code_and_details(exc)[1]
                 if not retry or kind not in _RETRIED:
