@@ -18,7 +18,8 @@ partition costs; etcd's idle members measured the same way over a window as long
 
 Output: a markdown table (figure | etcd | Tessera | ratio; the ratio is oriented so that > 1
 means Tessera is better: throughput Tessera/etcd, times, CPU and memory etcd/Tessera), then the
-elections, the machine, the date and the command, on stdout and in ``--out``. Without etcd on
+elections, the machine, the date and the command, on stdout and in ``--out`` (with every run's
+own JSON beside it, same name, ``.json``, for a figure that needs a second look). Without etcd on
 PATH the etcd column says why it is empty. A row that fails prints its error and the matrix
 goes on. ``--quick`` is a smoke run: 2 s rows over 10,000 keys, concurrency 1 and 16, a small
 idle cluster (50 partitions, 5 s windows).
@@ -218,8 +219,8 @@ def _attempt(what: str, fn: Callable[[], dict]) -> dict | str:
         return f"failed: {exc}"
 
 
-def run_matrix(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[list[Line], list[str]]:
-    """Runs everything; returns the table's lines and notes for below it."""
+def run_matrix(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[list[Line], list[str], dict]:
+    """Runs everything; returns the table's lines, notes for below it, and every run's own JSON."""
     notes: list[str] = []
     etcd_why_not = ""
     try:
@@ -290,7 +291,10 @@ def run_matrix(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[li
 
     lines = table(rows, failover, idle, args)
     notes.append(_elections_note(elections, kinds))
-    return lines, notes
+    raw = {"rows": [{"label": r.label, "workload": r.workload, "concurrency": r.concurrency,
+                     "consistency": r.consistency, "results": r.results} for r in rows],
+           "failover": failover, "idle": idle, "elections": elections}
+    return lines, notes, raw
 
 
 def _elections_note(elections: dict[str, int | str], kinds: list[str]) -> str:
@@ -425,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(prog="python -m tools.bench_matrix", description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=None, help="seconds per row (default: 10; --quick: 2)")
-    ap.add_argument("--out", metavar="FILE.md", help="also write the report here")
+    ap.add_argument("--out", metavar="FILE.md",
+                    help="also write the report here, and every run's own JSON next to it (FILE.json)")
     ap.add_argument("--partitions", type=int, default=8, help="Tessera's partitions for the rows (default: 8)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: short rows, fewer of them, a small idle cluster")
     ap.add_argument("--idle-partitions", type=int, default=None, help="default: 1000 (--quick: 50)")
@@ -450,13 +455,17 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
-    lines, notes = run_matrix(args, log)
+    lines, notes, raw = run_matrix(args, log)
     report = render(lines, notes, args, started, argv)
     print()
     print(report)
     if args.out:
         with open(args.out, "w") as f:
             f.write(report)
+        raw_path = os.path.splitext(args.out)[0] + ".json"
+        with open(raw_path, "w") as f:
+            json.dump({"date": started.isoformat(), "machine": machine(), "argv": argv, **raw}, f, indent=1)
+        print(f"(every run's own JSON: {raw_path})")
     return 0
 
 
