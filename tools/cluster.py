@@ -147,7 +147,7 @@ class Cluster:
             return {i: self.base_port + i - 1 for i in range(1, self.routers + 1)}
         if self.routers == 1:
             return {1: 0}
-        return {i: _free_port() for i in range(1, self.routers + 1)}
+        return {i: free_port() for i in range(1, self.routers + 1)}
 
     def _router_argv(self, i: int, ports: dict[int, int]) -> list[str]:
         peers = ",".join(f"{j}=127.0.0.1:{port}" for j, port in sorted(ports.items()) if j != i)
@@ -333,7 +333,8 @@ class Cluster:
         return i
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port the kernel handed out just now (free until somebody else binds it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
