@@ -122,7 +122,7 @@ def test_the_driver_follows_the_leader_after_it_is_killed(etcd: EtcdCluster) -> 
             new = etcd.leader_for(b"")
             assert new != old
             assert d.leader_endpoint == etcd.member_procs[new].client_address
-            assert d.leader_changes == 1
+            assert d.leader_changes >= 1  # more under load: an election may take two terms
             got = await d.get(b"after", "linearizable", 5)
             assert got is not None and got.value == b"2", got
             assert recovered < 15
