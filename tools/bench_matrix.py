@@ -145,6 +145,7 @@ def tessera_cluster(partitions: int) -> Iterator[Cluster]:
     try:
         cluster.start()
         cluster.wait_ready(120)
+        cluster.wait_balanced(60)  # the scheduler's own leader moves come before the count starts
         yield cluster
     finally:
         cluster.stop()

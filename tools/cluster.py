@@ -237,6 +237,39 @@ class Cluster:
             time.sleep(0.1)
         raise TimeoutError(f"cluster not ready after {timeout:.0f}s: {last}")
 
+    def wait_balanced(self, timeout: float = 30.0, quiet_s: float = 2.0) -> None:
+        """Until placement has balanced the leaders (no store leads more than one partition more
+        than another) and no partition's term moved for ``quiet_s``: a benchmark that counts
+        elections starts after the scheduler's own leader moves, not during them."""
+        routers = RouterSet(self.router_addresses)
+        deadline = time.monotonic() + timeout
+        last, seen, since = "no answer from the router", None, time.monotonic()
+        while time.monotonic() < deadline:
+            try:
+                with grpc.insecure_channel(routers.current) as ch:
+                    parts = meta_pb2_grpc.MetaStub(ch).ScanPartitions(
+                        meta_pb2.ScanPartitionsRequest(), timeout=2).partitions
+            except grpc.RpcError as exc:
+                last = f"router {routers.current}: {exc.code().name}"
+                routers.failed(exc.code(), leader_hint(error_from_rpc(exc)))
+                time.sleep(0.1)
+                continue
+            terms = {p.id: (p.term, p.leader_store_id) for p in parts}
+            if terms != seen:
+                seen, since = terms, time.monotonic()
+            led: dict[int, int] = {}
+            for p in parts:
+                for r in p.replicas:
+                    led.setdefault(r.store_id, 0)
+                if p.leader_store_id:
+                    led[p.leader_store_id] = led.get(p.leader_store_id, 0) + 1
+            spread = max(led.values()) - min(led.values()) if led else 0
+            if spread <= 1 and time.monotonic() - since >= quiet_s:
+                return
+            last = f"leaders per store {dict(sorted(led.items()))}, terms steady for {time.monotonic() - since:.1f} s"
+            time.sleep(0.2)
+        raise TimeoutError(f"leaders not balanced and steady after {timeout:.0f}s: {last}")
+
     @staticmethod
     def _probe(p: meta_pb2.PartitionDescriptor, stores: dict[int, str]) -> bool:
         addr = stores.get(p.leader_store_id)
