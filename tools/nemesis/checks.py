@@ -68,14 +68,31 @@ def health_problem(parts: list, status: list, stores: dict[int, int], replicas: 
     return None
 
 
-async def wait_healthy(routers: str, bound_s: float, replicas: int = 3) -> Health:
-    """Until every partition has a leader and ``replicas`` caught-up voters (or ``bound_s``)."""
+def balance_problem(parts: list, stores: dict[int, int]) -> str | None:
+    """Why placement's replica balance is not done yet (up stores' replica counts differ by
+    more than one), or None."""
+    up = [s for s, state in stores.items() if state == meta_pb2.STORE_UP]
+    counts = dict.fromkeys(up, 0)
+    for d in parts:
+        for r in d.replicas:
+            if r.store_id in counts:
+                counts[r.store_id] += 1
+    if counts and max(counts.values()) - min(counts.values()) > 1:
+        return f"replicas per store {dict(sorted(counts.items()))}: placement is still balancing"
+    return None
+
+
+async def wait_healthy(routers: str, bound_s: float, replicas: int = 3, balanced: bool = False) -> Health:
+    """Until every partition has a leader and ``replicas`` caught-up voters (and, with
+    ``balanced``, placement has spread the replicas evenly), or ``bound_s``."""
     t0 = time.monotonic()
     last = "no answer from the router"
     while True:
         try:
             parts, status, stores = await cluster_status(routers)
             problem = health_problem(parts, status, stores, replicas)
+            if problem is None and balanced:
+                problem = balance_problem(parts, stores)
             if problem is None:
                 detail = f"{len(parts)} partitions: leader and {replicas} replicas caught up"
                 return Health(True, time.monotonic() - t0, detail)

@@ -455,6 +455,12 @@ class _Run:
         )
         if probe.worst is None:
             raise RuntimeError(f"cluster not ready after {READY_TIMEOUT_S:g} s: a partition took no write")
+        # Placement's own start-up moves (replicas onto a fourth store) done before the first
+        # fault: a schedule that began mid-move found a partition on four stores and nothing
+        # to move, and how far the moves had got depended on the machine's speed that day.
+        settled = await checks.wait_healthy(router, max(1.0, deadline - time.monotonic()), balanced=True)
+        if not settled.ok:
+            raise RuntimeError(f"cluster not settled after {READY_TIMEOUT_S:g} s: {settled.detail}")
 
     def _node_address(self, store: int) -> str | None:
         cluster = self.cluster
