@@ -38,7 +38,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from node.fs import Files
 from node.io_thread import IoThread
@@ -56,8 +58,9 @@ log = logging.getLogger("tessera.round")
 # fsync of a few KiB take well under a millisecond on a healthy disk, less than the hand-off
 # to the disk thread and back costs (a queue, a thread wake-up, the GIL changing hands, a
 # wake-up of the loop). A trip slower than SLOW_TRIP_S (a slow or faulty disk) sends the
-# rounds of the next THREAD_FOR_S to the thread, so a stalling disk never stalls the loop
-# (ticks, heartbeats, reads) for more than one trip.
+# rounds of the next THREAD_FOR_S to the thread, and trips there are timed too, so a disk that
+# stays slow keeps them there: a stalling disk stalls the loop (ticks, heartbeats, reads) for
+# one trip, not once a second.
 INLINE_MAX_BYTES = 256 << 10
 SLOW_TRIP_S = 0.002
 THREAD_FOR_S = 1.0
@@ -93,6 +96,9 @@ class RoundExecutor:
         self.on_descriptor = on_descriptor
         self.fail = fail
         self._thread_until = 0.0  # loop time before which disk trips go to the thread
+        self._threaded_took: deque[float] = deque(maxlen=3)  # the last threaded trips' durations
+        self.trips_inline = 0  # counters: disk trips done on the loop and in the thread
+        self.trips_threaded = 0
 
     async def execute(self, plan: RoundPlan, replicas: Mapping[int, Replica]) -> None:
         # The round owns these replicas until it ends: nothing destroys one meanwhile.
@@ -119,15 +125,17 @@ class RoundExecutor:
                 for e, r in zip(job.entries, res):
                     rep.resolve_applied(e.index, e.term, r)
 
-        if self._inline(plan):
-            started = time.perf_counter()
-            told = self._disk_trip(plan, ranges, persisted, applied, _call_now)
-            if time.perf_counter() - started > SLOW_TRIP_S:
-                self._thread_until = self.loop.time() + THREAD_FOR_S
+        inline = self._inline(plan)
+        if inline:
+            self.trips_inline += 1
+            told, took = self._timed_trip(plan, ranges, persisted, applied, _call_now)
         else:
-            told = await self.io.run(
-                self._disk_trip, plan, ranges, persisted, applied, self.loop.call_soon_threadsafe
+            self.trips_threaded += 1
+            told, took = await self.io.run(
+                self._timed_trip, plan, ranges, persisted, applied, self.loop.call_soon_threadsafe
             )
+        if plan.sync and not plan.wal.empty and self._slow(took, inline):  # only trips that fsynced tell
+            self._thread_until = self.loop.time() + THREAD_FOR_S
         if not told:
             persisted()
         for inst in plan.installs:
@@ -173,6 +181,21 @@ class RoundExecutor:
                 rep.on_role_change(rd.soft_state.role)
                 if self.on_leader is not None and rd.soft_state.role == Role.LEADER:
                     self.on_leader(rep)
+
+    def _slow(self, took: float, inline: bool) -> bool:
+        """Whether the disk looks slow. A trip in the thread also waits for the GIL (up to the
+        interpreter's 5 ms switch interval while the loop runs Python), so one slow threaded trip
+        says little: the disk is slow when the last few all were."""
+        if inline:
+            return took > SLOW_TRIP_S
+        recent = self._threaded_took
+        recent.append(took)
+        return min(recent) > SLOW_TRIP_S
+
+    def _timed_trip(self, *args: Any) -> tuple[bool, float]:
+        started = time.perf_counter()
+        told = self._disk_trip(*args)
+        return told, time.perf_counter() - started
 
     def _disk_trip(
         self,

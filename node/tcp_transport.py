@@ -40,6 +40,17 @@ def frame(payload: bytes) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
+def _no_delay(transport: asyncio.BaseTransport) -> None:
+    """Small frames leave at once (no Nagle): a batch held back for a delayed ack costs a
+    round trip of latency per write."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
 class FrameError(ConnectionError):
     """The peer sent a frame this side cannot take (too large): the connection is closed."""
 
@@ -71,12 +82,7 @@ class BatchReceiver(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self._live.add(self)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        _no_delay(transport)
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -165,12 +171,7 @@ class TcpConn:
             )
         except TimeoutError:
             raise ConnectionError(f"connect to {address} timed out after {timeout:.1f} s") from None
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        _no_delay(writer.transport)
         return cls(reader, writer)
 
     def write_nowait(self, payload: bytes) -> None:

@@ -7,11 +7,15 @@ process's CPU time from /proc at the start and the end of a ``--seconds`` window
 100% is one core busy for the whole window. Memory is each process's resident set at the end.
 
     python -m tools.bench_idle [--partitions 1000] [--nodes 3] [--routers 1] [--seconds 60]
-                               [--settle 10] [--json]
+                               [--settle 10] [--baseline 8] [--json]
 
 No load is offered: what it measures is the price of ticks, heartbeats (between replicas and
 to placement) and placement's own bookkeeping. CPU time is counted per process, so a busy
 machine slows the start-up but changes the shares little.
+
+``--baseline B`` first measures the same way a cluster of B partitions, then reports what each
+idle partition costs a node in memory: (mean node RSS at ``--partitions`` - mean node RSS at
+B) / (``--partitions`` - B).
 """
 
 from __future__ import annotations
@@ -87,6 +91,20 @@ def measure(partitions: int, nodes: int, routers: int, seconds: float, settle: f
         shutil.rmtree(root, ignore_errors=True)
 
 
+def memory_per_partition_kib(big: dict, base: dict) -> float:
+    """What one more idle partition costs a node in resident memory, from two :func:`measure`
+    results (``big`` with more partitions than ``base``)."""
+
+    def node_rss(got: dict) -> float:
+        rss = [p["rss_mib"] for name, p in got["processes"].items() if name.startswith("node")]
+        return sum(rss) / len(rss)
+
+    extra = big["partitions"] - base["partitions"]
+    if extra <= 0:
+        raise ValueError("the baseline must have fewer partitions")
+    return (node_rss(big) - node_rss(base)) * 1024 / extra
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.bench_idle", description=__doc__.split("\n\n")[0])
     ap.add_argument("--partitions", type=int, default=1000)
@@ -95,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=60.0, help="measuring window (default: 60)")
     ap.add_argument("--settle", type=float, default=10.0, help="quiet time after ready, before measuring")
     ap.add_argument("--ready-timeout", type=float, default=600.0)
+    ap.add_argument("--baseline", type=int, default=0, metavar="B",
+                    help="also measure a cluster of B partitions first, for the memory per idle partition")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args(argv)
     for flag, value, low in (("--partitions", args.partitions, 1), ("--nodes", args.nodes, 3),
@@ -103,7 +123,15 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"{flag} must be at least {low} (got {value})")
     if args.seconds <= 0 or args.settle < 0:
         ap.error("--seconds must be positive and --settle not negative")
+    if args.baseline and not 1 <= args.baseline < args.partitions:
+        ap.error(f"--baseline must be between 1 and --partitions - 1 (got {args.baseline})")
+    base = None
+    if args.baseline:
+        base = measure(args.baseline, args.nodes, args.routers, args.seconds, args.settle, args.ready_timeout)
     got = measure(args.partitions, args.nodes, args.routers, args.seconds, args.settle, args.ready_timeout)
+    if base is not None:
+        got["baseline"] = base
+        got["memory_per_partition_kib"] = round(memory_per_partition_kib(got, base), 1)
     if args.json:
         print(json.dumps(got, indent=1))
         return 0
@@ -111,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
           f"ready after {got['ready_s']} s; CPU over {got['window_s']} s (100% = one core):")
     for name, p in got["processes"].items():
         print(f"  {name:<10} {p['cpu_percent']:6.2f}%   rss {p['rss_mib']:7.1f} MiB")
+    if base is not None:
+        print(f"memory per idle partition, per node: {got['memory_per_partition_kib']:.1f} KiB "
+              f"(mean node RSS at {got['partitions']} partitions less at {base['partitions']}, "
+              f"over {got['partitions'] - base['partitions']})")
     return 0
 
 

@@ -147,7 +147,7 @@ class Cluster:
             return {i: self.base_port + i - 1 for i in range(1, self.routers + 1)}
         if self.routers == 1:
             return {1: 0}
-        return {i: _free_port() for i in range(1, self.routers + 1)}
+        return {i: free_port() for i in range(1, self.routers + 1)}
 
     def _router_argv(self, i: int, ports: dict[int, int]) -> list[str]:
         peers = ",".join(f"{j}=127.0.0.1:{port}" for j, port in sorted(ports.items()) if j != i)
@@ -236,6 +236,39 @@ class Cluster:
                 routers.failed(exc.code(), leader_hint(error_from_rpc(exc)))
             time.sleep(0.1)
         raise TimeoutError(f"cluster not ready after {timeout:.0f}s: {last}")
+
+    def wait_balanced(self, timeout: float = 30.0, quiet_s: float = 2.0) -> None:
+        """Until placement has balanced the leaders (no store leads more than one partition more
+        than another) and no partition's term moved for ``quiet_s``: a benchmark that counts
+        elections starts after the scheduler's own leader moves, not during them."""
+        routers = RouterSet(self.router_addresses)
+        deadline = time.monotonic() + timeout
+        last, seen, since = "no answer from the router", None, time.monotonic()
+        while time.monotonic() < deadline:
+            try:
+                with grpc.insecure_channel(routers.current) as ch:
+                    parts = meta_pb2_grpc.MetaStub(ch).ScanPartitions(
+                        meta_pb2.ScanPartitionsRequest(), timeout=2).partitions
+            except grpc.RpcError as exc:
+                last = f"router {routers.current}: {exc.code().name}"
+                routers.failed(exc.code(), leader_hint(error_from_rpc(exc)))
+                time.sleep(0.1)
+                continue
+            terms = {p.id: (p.term, p.leader_store_id) for p in parts}
+            if terms != seen:
+                seen, since = terms, time.monotonic()
+            led: dict[int, int] = {}
+            for p in parts:
+                for r in p.replicas:
+                    led.setdefault(r.store_id, 0)
+                if p.leader_store_id:
+                    led[p.leader_store_id] = led.get(p.leader_store_id, 0) + 1
+            spread = max(led.values()) - min(led.values()) if led else 0
+            if spread <= 1 and time.monotonic() - since >= quiet_s:
+                return
+            last = f"leaders per store {dict(sorted(led.items()))}, terms steady for {time.monotonic() - since:.1f} s"
+            time.sleep(0.2)
+        raise TimeoutError(f"leaders not balanced and steady after {timeout:.0f}s: {last}")
 
     @staticmethod
     def _probe(p: meta_pb2.PartitionDescriptor, stores: dict[int, str]) -> bool:
@@ -333,7 +366,8 @@ class Cluster:
         return i
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port the kernel handed out just now (free until somebody else binds it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -74,6 +74,11 @@ def test_a_node_without_a_batch_listener_still_replicates_with_the_others(make_c
     c = make_cluster(node_args=lambda i: ["--peer-listen", "none"] if i == 1 else [])
     assert c.node_procs[1].peer_address == ""
     assert all(c.node_procs[i].peer_address.startswith("127.0.0.1:") for i in (2, 3))
+    c.wait_balanced(30)  # placement spreads the leaders over both kinds of node
+    with grpc.insecure_channel(c.router.address) as ch:
+        parts = meta_pb2_grpc.MetaStub(ch).ScanPartitions(meta_pb2.ScanPartitionsRequest(), timeout=5).partitions
+    led = [sum(1 for p in parts if p.leader_store_id == s) for s in (1, 2, 3)]
+    assert max(led) - min(led) <= 1, led
     keys = _keys(60)
     with Client(c.router.address) as cl:
         for k in keys:

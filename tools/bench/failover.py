@@ -112,8 +112,11 @@ async def run_failover(local: LocalTarget, spec: LoadSpec, status: StatusLine) -
         member = await asyncio.to_thread(local.leader_for, key)
         led = (await asyncio.to_thread(local.leaders)).get(member, 0)
         ranges = await asyncio.to_thread(local.led_ranges, member) if isinstance(local, LedRanges) else None
-        kill.member, kill.led, kill.ranges, kill.at = member, led, ranges, loop.time()
+        kill.member, kill.led, kill.ranges = member, led, ranges
         await asyncio.to_thread(local.kill, member)
+        # Once the process is gone, not before: a write answered while the kill was under way
+        # was served by the member still alive and is no success "after" it.
+        kill.at = loop.time()
 
     try:
         result, _ = await asyncio.gather(

@@ -38,6 +38,9 @@ class TesseraLocal:
         try:
             cluster.start()
             cluster.wait_ready(READY_TIMEOUT_S)
+            # Placement balances leaders right after start: those moves are not elections the
+            # measured load caused, so the count (elections()) starts after them.
+            cluster.wait_balanced(READY_TIMEOUT_S)
             return cls(cluster, root)
         except BaseException:
             cluster.stop()
