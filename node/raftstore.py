@@ -232,7 +232,7 @@ class RaftStore:
         stepped = False
         for pb in msgs:
             if pb.partition_id == 0:
-                continue  # store-level heartbeat: liveness only (no round: D24)
+                continue  # store-level heartbeat: liveness only (no round: D26)
             rep = self.replicas.get(pb.partition_id)
             if rep is None:
                 # Not hosted (yet): the sender retries; placement creates it.  A split's new
@@ -374,7 +374,7 @@ class RaftStore:
         for rep in [r for r in self.replicas.values() if r.doomed is not None]:
             await self.replicas.destroy(rep)
         # Only the replicas that can have work: the awake ones and those touched since the
-        # last round. A quiet replica nobody touched has no Ready (node.ticker; D24).
+        # last round. A quiet replica nobody touched has no Ready (node.ticker; D26).
         candidates = self.ticker.take_candidates()
         works: list[PartitionWork] = []
         for rep in candidates:

@@ -93,7 +93,7 @@ class RouterLink:
         self._addresses_digest = 0
         self.full_reports = 0
         # pid -> (what a quiet replica's report is made of, the report, its bytes): a quiet
-        # partition's report is reused until one of those inputs changes (D24).
+        # partition's report is reused until one of those inputs changes (D26).
         self._quiet_reports: dict[int, tuple[tuple[object, ...], meta_pb2.PartitionStats, bytes]] = {}
         self.reports_built = 0
 

@@ -20,7 +20,7 @@ the awake ones and the ones touched since the last round (a message stepped, jus
 quiet).  A quiet replica nobody touched has no Ready.  Once a second a sweep checks both
 claims over every replica and repairs (and counts, in ``missed``) any that failed.
 
-See docs/decisions.md D7 (leases and missed ticks), D8 (quiescence) and D24 (idle cost).
+See docs/decisions.md D7 (leases and missed ticks), D8 (quiescence) and D26 (idle cost).
 """
 
 from __future__ import annotations

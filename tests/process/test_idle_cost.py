@@ -2,7 +2,7 @@
 
 Three real nodes in this process (real gRPC on loopback, real WAL and LMDB in a temp dir)
 against a real router process, so the test can count what the nodes do (docs/decisions.md
-D8 and D24): once every group is quiet, ticks reach no replica and start no round, the
+D8 and D26): once every group is quiet, ticks reach no replica and start no round, the
 report of each partition is reused until the partition changes, the stores still heartbeat
 each other, and a dead leader's store is still noticed within an election timeout.
 """
