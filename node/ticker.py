@@ -242,7 +242,7 @@ class Ticker:
         for store in [s for s in self._followers_of if s == 0 or now - self.last_seen.get(s, 0.0) > silent_after]:
             for rep in list(self._followers_of.get(store, {}).values()):
                 self.wake(rep)
-        if self.ticks >= self._next_sweep:
+        if self.ticks >= self._next_sweep and not self._failed():  # a failed node runs no rounds
             self._next_sweep = self.ticks + max(1, round(SWEEP_S / self.tick_s))
             self._sweep()
         if ticked or self._touched:
