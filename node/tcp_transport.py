@@ -178,6 +178,10 @@ class TcpConn:
         # One write, one send(2): the copy of a batch costs less than a second system call.
         self._writer.write(HEADER.pack(len(payload)) + payload)
 
+    def closed(self) -> bool:
+        """The connection is closing or gone (its session has not necessarily noticed yet)."""
+        return bool(self._writer.transport.is_closing())
+
     def congested(self) -> bool:
         """The kernel stopped taking bytes (the peer reads slowly): wait before writing more."""
         return bool(self._writer.transport.get_write_buffer_size() > CONGESTED_BYTES)

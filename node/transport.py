@@ -342,11 +342,20 @@ class RaftTransport:
             conn = peer.conn
             if conn is None or not peer.queue:
                 continue
-            if peer.sent_seq - peer.acked_seq >= window or conn.congested():
+            if conn.closed() or peer.sent_seq - peer.acked_seq >= window or conn.congested():
+                # A connection lost and not yet noticed by its session is the session's to end
+                # (it drops the queue and reconnects): never raise into the caller, a Raft round.
                 peer.wake.set()
                 continue
-            for payload, n in self._drain(peer):
-                conn.write_nowait(payload)
+            batches = self._drain(peer)
+            for i, (payload, n) in enumerate(batches):
+                try:
+                    conn.write_nowait(payload)
+                except (RuntimeError, OSError) as exc:  # closed under us: best effort, as a lost batch
+                    self.msgs_dropped += sum(k for _, k in batches[i:])
+                    log.debug("store %d -> %d: write on a closed connection: %s", self.store_id, peer.store_id, exc)
+                    peer.wake.set()
+                    break
                 self.batches_sent += 1
                 self.msgs_sent += n
 

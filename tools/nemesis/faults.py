@@ -5,7 +5,12 @@ How each fault is injected (all on loopback, nothing needs root, nothing outlive
 - kill / restart: SIGKILL of the node process (no shutdown path runs: unsynced writes in
   flight are lost as in a power cut of the process), restart on the same data dir and port.
 - pause / resume: SIGSTOP / SIGCONT. The process keeps its sockets; peers and clients see it
-  go silent, and on resume it must notice its lease expired before serving reads.
+  go silent, and on resume it must notice its lease expired before serving reads. The links
+  from its peers to it drop while it is stopped and for PEERS_LATE_S after it continues: the
+  node wakes to its clients' queued requests before any word of a newer term (as after a GC
+  pause on a slow network), so a lease it kept too long shows as a stale read rather than
+  hiding behind how fast its peers' messages happen to be read (its Raft traffic comes on
+  plain TCP, read before the gRPC requests; docs/decisions.md D23).
 - partition / latency: the :class:`~tools.nemesis.proxy.ProxyNet` links between stores are set
   to drop or delay; clients and the router still reach every node directly.
 - fail-fsync / restart-healthy: the node's ``--fault-file`` says ``{"fail_fsync": true}`` (the
@@ -81,6 +86,7 @@ from tools.nemesis.proxy import DELAY, DROP, PASS, ProxyNet
 from tools.nemesis.schedule import REPAIR_MAX_DOWN_S, REPLICAS, Step
 
 RESTART_TIMEOUT_S = 30.0
+PEERS_LATE_S = 1.0  # a resumed node hears from its peers this long after it continues (pause)
 FAULT_APPLY_TIMEOUT_S = 2.0
 # member episodes
 LEARNER_TIMEOUT_S = 5.0  # AddReplica submitted -> the router's descriptor lists the learner
@@ -200,6 +206,7 @@ class Nemesis:
     slow: set[int] = field(default_factory=set)
     cut: set[tuple[int, int]] = field(default_factory=set)
     delayed: set[tuple[int, int]] = field(default_factory=set)
+    late: set[tuple[int, int]] = field(default_factory=set)  # peer -> paused node links held back
     routers_killed: set[int] = field(default_factory=set)
     routers_paused: set[int] = field(default_factory=set)
     outages: dict[int, RouterOutage] = field(default_factory=dict)  # episode -> router stopped
@@ -307,6 +314,11 @@ class Nemesis:
             return f"{what} is down, not paused", ()
         proc.send_signal(signal.SIGSTOP)
         self.paused.add(n)
+        # Its peers' words reach it late (see the module docstring); links a partition holds
+        # already stay the partition's.
+        inbound = [(p, n) for p in self.stores if p != n and (p, n) not in self.cut and (p, n) not in self.late]
+        self.net.set(inbound, DROP)
+        self.late.update(inbound)
         return f"SIGSTOP {what}", (n,)
 
     async def _do_resume(self, step: Step) -> tuple[str, tuple[int, ...]]:
@@ -320,7 +332,17 @@ class Nemesis:
         proc = self.cluster.node_procs[n].popen
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGCONT)
+        late = [pair for pair in self.late if pair[1] == n]
+        if late:
+            asyncio.get_running_loop().call_later(PEERS_LATE_S, self._peers_reach, late)
         return True
+
+    def _peers_reach(self, pairs: list[tuple[int, int]]) -> None:
+        """The held-back links of a resumed node flow again (unless a partition took them)."""
+        mine = [pair for pair in pairs if pair in self.late and pair not in self.cut]
+        self.late.difference_update(pairs)
+        if mine:
+            self.net.set(mine, PASS)
 
     async def _partition_pairs(self, step: Step) -> tuple[list[tuple[int, int]], str, tuple[int, ...]]:
         shape = step.param("shape")
@@ -1083,11 +1105,12 @@ class Nemesis:
         for n in sorted(self.paused):
             self._resume(n)
             done.append(f"SIGCONT node {n}")
-        if self.cut or self.delayed:
+        if self.cut or self.delayed or self.late:
             self.net.heal()
             done.append("every link back to pass")
             self.cut.clear()
             self.delayed.clear()
+            self.late.clear()
             self._episode_pairs.clear()
         for n in sorted(self.slow):
             write_fault_file(self.fault_files[n], {})
