@@ -100,6 +100,11 @@ class RaftStore:
             kick=self.kick,
             failed=lambda: self.failed is not None,
         )
+        def descriptor_changed(rep: Replica) -> None:
+            self.ticker.descriptors_changed()  # the peer stores to heartbeat may have changed
+            if on_descriptor_change is not None:
+                on_descriptor_change(rep)
+
         self.executor = RoundExecutor(
             self.loop,
             self._io,
@@ -109,7 +114,7 @@ class RaftStore:
             compact_threshold=settings.compact_threshold,
             compact_keep=settings.compact_keep,
             on_leader=on_leader_change,
-            on_descriptor=on_descriptor_change,
+            on_descriptor=descriptor_changed,
             fail=self._fail,
             files=files,
         )
@@ -224,9 +229,10 @@ class RaftStore:
         if self.failed is not None:
             return
         self.ticker.heard_from(from_store)
+        stepped = False
         for pb in msgs:
             if pb.partition_id == 0:
-                continue  # store-level heartbeat: liveness only
+                continue  # store-level heartbeat: liveness only (no round: D26)
             rep = self.replicas.get(pb.partition_id)
             if rep is None:
                 # Not hosted (yet): the sender retries; placement creates it.  A split's new
@@ -250,13 +256,17 @@ class RaftStore:
                 # candidates while it thinks its leader leads, and it does not tick: wake it,
                 # so it times its leader out and the group can elect again (D8).
                 self.ticker.wake(rep)
+            was_quiet = rep.raw.quiesced
             try:
                 rep.raw.step(m)
             except Exception as exc:
                 log.exception("partition %d: stepping %s failed", rep.pid, m.type.name)
                 self._fail(f"internal error stepping a Raft message: {exc!r}")
                 return
-        self.kick()
+            self.ticker.stepped(rep, was_quiet)
+            stepped = True
+        if stepped:
+            self.kick()
 
     async def on_snapshot(
         self, first: raft_pb2.RaftMessage, path: str, descriptor: Descriptor | None = None
@@ -272,7 +282,9 @@ class RaftStore:
             return False, f"descriptor of partition {descriptor.id} sent with a snapshot of {rep.pid}"
         _, _, m = message_from_pb(first)
         done = rep.stage_snapshot(StagedSnapshot(path, descriptor))
+        was_quiet = rep.raw.quiesced
         rep.raw.step(m)
+        self.ticker.stepped(rep, was_quiet)
         pending = rep.raw.pending_snapshot
         self.kick()
         if pending is None or m.snapshot is None or pending.index != m.snapshot.meta.index:
@@ -319,6 +331,7 @@ class RaftStore:
         held = [(store, pb) for t, store, pb in self._held.pop(child.id, []) if now - t < HELD_S]
         for store, pb in held:
             self.on_messages(store, [pb])
+        self.ticker.touch(rep)
         if parent is not None and parent.is_leader():
             try:
                 rep.raw.campaign()
@@ -360,8 +373,11 @@ class RaftStore:
         self.rounds += 1
         for rep in [r for r in self.replicas.values() if r.doomed is not None]:
             await self.replicas.destroy(rep)
+        # Only the replicas that can have work: the awake ones and those touched since the
+        # last round. A quiet replica nobody touched has no Ready (node.ticker; D26).
+        candidates = self.ticker.take_candidates()
         works: list[PartitionWork] = []
-        for rep in self.replicas.values():
+        for rep in candidates:
             work = rep.take_work()
             if work is not None:
                 works.append(work)
@@ -380,5 +396,10 @@ class RaftStore:
                 await self._open_split_child(parent_pid, sp)
             finally:
                 self.replicas.splitting.discard(sp.child.id)
-        if any(rep.has_work() for rep in self.replicas.values()):
+        again = False
+        for rep in candidates:
+            if not rep.closed and rep.has_work():
+                self.ticker.touch(rep)
+                again = True
+        if again:
             self.kick()

@@ -64,6 +64,8 @@ class ReplicaSet(Mapping[int, Replica]):
         # Only the test suite (tessera nemesis --raft-mutation) runs a known-buggy core.
         self.raft_mutation = raft_mutation
         self._replicas: dict[int, Replica] = {}
+        # Changes whenever a replica is opened or deleted (node.ticker resyncs on it).
+        self.generation = 0
         # New partitions of splits a round is applying, until they are open (node.raftstore).
         self.splitting: set[int] = set()
 
@@ -164,6 +166,7 @@ class ReplicaSet(Mapping[int, Replica]):
         rep.close()
         if self._replicas.get(rep.pid) is rep:
             del self._replicas[rep.pid]
+            self.generation += 1
         await self._io.run(self._destroy_io, rep.pid, rep.start, rep.end)
         log.info("partition %d: replica %d deleted", rep.pid, rep.replica_id)
         if rep.doomed is not None and not rep.doomed.done():
@@ -185,6 +188,7 @@ class ReplicaSet(Mapping[int, Replica]):
         rep = Replica(pid, replica_id, desc, raw, storage, self.loop, self._kick, self._wake)
         rep.applied_term = meta.applied_term
         self._replicas[pid] = rep
+        self.generation += 1
 
     def _repair_wal(self, pid: int, applied: int, applied_term: int, conf_state: ConfState) -> None:
         """Bring a partition's log in line with its applied state before the core reads it.

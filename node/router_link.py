@@ -92,6 +92,10 @@ class RouterLink:
         self._last_full = float("-inf")
         self._addresses_digest = 0
         self.full_reports = 0
+        # pid -> (what a quiet replica's report is made of, the report, its bytes): a quiet
+        # partition's report is reused until one of those inputs changes (D26).
+        self._quiet_reports: dict[int, tuple[tuple[object, ...], meta_pb2.PartitionStats, bytes]] = {}
+        self.reports_built = 0
 
     @property
     def router(self) -> str:
@@ -196,10 +200,47 @@ class RouterLink:
                 )
         return st
 
-    async def heartbeat(self) -> None:
+    def _reports(self) -> tuple[dict[int, meta_pb2.PartitionStats], dict[int, bytes]]:
+        """Every replica's report, and its serialized form (what a delta compares).
+
+        Building and serializing a report costs about 10 us, every partition every interval.
+        A quiet (quiesced) replica's report is kept instead, with the inputs it was built
+        from, and rebuilt only when one of them changed: role, term, applied index, replica
+        id, descriptor (a new object on any change), size. The rest of a report, a leader's
+        replication progress, cannot change while its group is quiet: every follower's match
+        is the leader's last index until something is appended, which wakes the group, and
+        a learner turns voter only by a conf change, which moves the applied index.
+        """
         sizes = self.rs.state.sizes()
-        stats = {rep.pid: self._stats(rep, sizes) for rep in self.rs.replicas.values()}
-        wire = {pid: st.SerializeToString(deterministic=True) for pid, st in stats.items()}
+        cache = self._quiet_reports
+        stats: dict[int, meta_pb2.PartitionStats] = {}
+        wire: dict[int, bytes] = {}
+        for pid, rep in self.rs.replicas.items():
+            raw = rep.raw
+            key: tuple[object, ...] | None = None
+            if raw.quiesced:
+                leader = raw.is_leader
+                key = (rep, leader, raw.term, rep.applied, rep.replica_id, rep.descriptor,
+                       sizes.get(pid, 0) if leader else 0)
+                hit = cache.get(pid)
+                if hit is not None and hit[0] == key:
+                    stats[pid], wire[pid] = hit[1], hit[2]
+                    continue
+            st = self._stats(rep, sizes)
+            b = st.SerializeToString(deterministic=True)
+            self.reports_built += 1
+            stats[pid], wire[pid] = st, b
+            if key is not None:
+                cache[pid] = (key, st, b)
+            else:
+                cache.pop(pid, None)
+        if len(cache) > len(stats):
+            for pid in [p for p in cache if p not in stats]:
+                del cache[pid]
+        return stats, wire
+
+    async def heartbeat(self) -> None:
+        stats, wire = self._reports()
         now = asyncio.get_running_loop().time()
         full = self._full_due or now - self._last_full >= FULL_REPORT_EVERY_S
         req = meta_pb2.StoreHeartbeatRequest(

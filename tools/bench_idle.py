@@ -2,7 +2,8 @@
 
 Starts a local cluster (``--nodes`` nodes, ``--routers`` routers, ``--partitions``
 partitions, nothing else running against it), waits until every partition has a leader that
-answers a linearizable read, lets it settle for ``--settle`` seconds, then reads each
+answers a linearizable read and placement has balanced the leaders (its moves wake the
+groups they move), lets it settle for ``--settle`` seconds, then reads each
 process's CPU time from /proc at the start and the end of a ``--seconds`` window. A share of
 100% is one core busy for the whole window. Memory is each process's resident set at the end.
 
@@ -27,6 +28,11 @@ import shutil
 import tempfile
 import time
 
+import grpc
+
+from common.routers import RouterSet
+from common.wire.errors import error_from_rpc, leader_hint
+from tesserapb import meta_pb2, meta_pb2_grpc
 from tools.cluster import Cluster, Proc
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -57,6 +63,21 @@ def _pids(cluster: Cluster) -> dict[str, int]:
     return out
 
 
+def leaders(cluster: Cluster) -> dict[int, tuple[int, int]]:
+    """Partition id -> (term, leader store) as placement has them."""
+    routers = RouterSet(cluster.router_addresses)
+    for _ in range(10 * routers.tries):
+        try:
+            with grpc.insecure_channel(routers.current) as ch:
+                req = meta_pb2.ScanPartitionsRequest()
+                parts = meta_pb2_grpc.MetaStub(ch).ScanPartitions(req, timeout=5).partitions
+            return {p.id: (p.term, p.leader_store_id) for p in parts}
+        except grpc.RpcError as exc:
+            routers.failed(exc.code(), leader_hint(error_from_rpc(exc)))
+            time.sleep(0.2)
+    raise RuntimeError("no router answered ScanPartitions")
+
+
 def measure(partitions: int, nodes: int, routers: int, seconds: float, settle: float, ready_timeout: float) -> dict:
     root = tempfile.mkdtemp(prefix="tessera-idle-")
     cluster = Cluster(root, nodes=nodes, partitions=partitions, routers=routers, log_level="warning")
@@ -65,18 +86,27 @@ def measure(partitions: int, nodes: int, routers: int, seconds: float, settle: f
         cluster.start()
         cluster.wait_ready(ready_timeout)
         ready_s = time.monotonic() - t0
+        # Placement's scheduler moves leaders until they are balanced; a move wakes its group.
+        # Measure a cluster with nothing left to do, not the tail of its start-up.
+        cluster.wait_balanced(ready_timeout)
+        balanced_s = time.monotonic() - t0
         time.sleep(settle)
         pids = _pids(cluster)
+        led = leaders(cluster)
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         w0 = time.monotonic()
         time.sleep(seconds)
         wall = time.monotonic() - w0
         after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        moved = sum(1 for pid, tl in leaders(cluster).items() if led.get(pid) != tl)
         return {
             "partitions": partitions,
             "nodes": nodes,
             "routers": routers,
             "ready_s": round(ready_s, 1),
+            "balanced_s": round(balanced_s, 1),
+            # Partitions whose term or leader changed during the window (0 if it was quiet).
+            "leader_changes": moved,
             "window_s": round(wall, 1),
             "processes": {
                 name: {
@@ -136,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(got, indent=1))
         return 0
     print(f"{got['partitions']} idle partitions, {got['nodes']} nodes, {got['routers']} router(s); "
-          f"ready after {got['ready_s']} s; CPU over {got['window_s']} s (100% = one core):")
+          f"ready after {got['ready_s']} s, balanced after {got['balanced_s']} s; CPU over "
+          f"{got['window_s']} s (100% = one core), {got['leader_changes']} leader changes in it:")
     for name, p in got["processes"].items():
         print(f"  {name:<10} {p['cpu_percent']:6.2f}%   rss {p['rss_mib']:7.1f} MiB")
     if base is not None:
