@@ -115,6 +115,11 @@ def test_admin_split_under_writes_loses_nothing_and_a_stale_client_follows(clust
             assert got["done"] and got["split_key"] == "w0200" and got["seconds"] < 5
             right = got["new_partition"]
             writer.wait_for(100)  # both halves take writes
+            # The report that brought the split may have measured before it applied, so the
+            # left half's size reaches placement with a later heartbeat (up to an interval on);
+            # a keyless split before then is refused, as the CLI says.
+            eventually(lambda: admin(cluster, "partition", "1")["size_bytes"] > 0, 15,
+                       "the left half's size to reach placement", interval=0.2)
             # The middle of the left half, chosen by the leader from the data's sizes.
             got = admin(cluster, "split", "1")
             assert got["done"] and "" < got["split_key"] < "w0200"
