@@ -456,8 +456,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         self.rs.catch_up()  # a paused process must see its lease expire first
         if not rep.is_leader():
             raise self._not_leader(rep)
-        rep.ensure_awake()  # as Replica.read_index: a quiesced group ticks again while read
-        index = rep.raw.lease_read_index()
+        index = rep.lease_index_now()
         if index is None or rep.applied < index:
             return None
         return self._read_key(req.key)

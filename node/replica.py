@@ -176,13 +176,14 @@ class Replica:
         """
         if self.closed:
             raise ReplicaStopped(f"partition {self.pid} replica is closed")
-        self.ensure_awake()
         if lease:
-            idx = self.raw.lease_read_index()
+            idx = self.lease_index_now()
             if idx is not None:
                 fut: asyncio.Future[int] = self.loop.create_future()
                 fut.set_result(idx)
                 return fut
+        else:
+            self.ensure_awake()
         shared = self._open_read
         if not lease and shared is not None and not shared.done():
             return shared
@@ -196,6 +197,12 @@ class Replica:
             self._open_read = fut
         self._on_work()
         return fut
+
+    def lease_index_now(self) -> int | None:
+        """The read index the leader's lease vouches for now, or None (no lease: ReadIndex).
+        A quiesced group is woken first, so that it ticks again while it is read."""
+        self.ensure_awake()
+        return self.raw.lease_read_index()
 
     def resolve_read(self, context: bytes, index: int) -> None:
         self.requests.resolve_read(context, index)
