@@ -18,7 +18,7 @@ from conftest import eventually_async
 from node.replica import Replica
 from node.server import Node
 from router.client import AsyncClient
-from support.inprocess import run_cluster
+from support.inprocess import all_quiet, run_cluster, write_then_wait_quiet
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -52,13 +52,7 @@ def _reports_current(n: Node) -> bool:
 
 async def _scenario(nodes: list[Node], router: str) -> None:
     async with AsyncClient(router) as client:
-        for i in range(4):
-            await client.put(bytes([i * 64]) + b"k", b"v", timeout=30)
-
-        def all_quiet() -> bool:
-            return all(r.raw.quiesced for n in nodes for r in n.raftstore.replicas.values())
-
-        await eventually_async(all_quiet, 30, "every replica to go quiet")
+        await write_then_wait_quiet(client, nodes)
         # The last round of each group (the quiesce heartbeats and their answers) has run.
         await eventually_async(lambda: all(not n.raftstore.ticker.awake for n in nodes), 10, "no replica awake")
 
@@ -83,7 +77,7 @@ async def _scenario(nodes: list[Node], router: str) -> None:
                         for n, t, b in zip(nodes, ticks, beats)),
             30, "forty ticks and two heartbeats to placement",
         )
-        assert all_quiet()
+        assert all_quiet(nodes)
         assert counts.get("tick", 0) == 0, "a quiet replica was ticked"
         assert [n.raftstore.rounds for n in nodes] == rounds, "ticks or store heartbeats started rounds"
         # Only the once-a-second sweep looks at quiet replicas (at most 3 sweeps in ~2 s each).
@@ -100,7 +94,7 @@ async def _scenario(nodes: list[Node], router: str) -> None:
 
         # -- a write changes the partition's report, built afresh once ----------------
         await client.put(b"\x40kk", b"w", timeout=10)
-        await eventually_async(all_quiet, 30, "every replica to go quiet again")
+        await eventually_async(lambda: all_quiet(nodes), 30, "every replica to go quiet again")
         beats = [n.link.heartbeats for n in nodes]
         await eventually_async(lambda: all(n.link.heartbeats >= b + 1 for n, b in zip(nodes, beats)), 30,
                                "a heartbeat to placement")

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import eventually_async
 from router.client import AsyncClient
-from support.inprocess import run_cluster
+from support.inprocess import all_quiet, run_cluster, write_then_wait_quiet
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -24,17 +24,11 @@ def test_idle_partitions_go_quiet_and_wake(tmp_path) -> None:
 
 async def _scenario(nodes, router: str) -> None:
     async with AsyncClient(router) as client:
-        for i in range(4):
-            await client.put(bytes([i * 64]) + b"k", b"v", timeout=30)
-
-        def all_quiet() -> bool:
-            return all(r.raw.quiesced for n in nodes for r in n.raftstore.replicas.values())
-
-        await eventually_async(all_quiet, 30, "every replica to go quiet")
+        await write_then_wait_quiet(client, nodes)
         sent = [n.raftstore.outbox.msgs_sent for n in nodes]
         await asyncio.sleep(1.0)  # twenty ticks: a busy group would heartbeat ten times
         assert [n.raftstore.outbox.msgs_sent for n in nodes] == sent, "quiet groups sent Raft traffic"
-        assert all_quiet()
+        assert all_quiet(nodes)
 
         # A request wakes its group; the others stay quiet.
         got = await client.get(b"\x40k", consistency="linearizable", timeout=10)
@@ -47,7 +41,7 @@ async def _scenario(nodes, router: str) -> None:
         assert got is not None and got.value == b"v"
 
         # A missed leader: stop the store leading a quiet group; its followers wake and elect.
-        await eventually_async(all_quiet, 30, "every replica to go quiet again")
+        await eventually_async(lambda: all_quiet(nodes), 30, "every replica to go quiet again")
         victim = next(n for n in nodes if any(r.is_leader() for r in n.raftstore.replicas.values()))
         pid = next(r.pid for r in victim.raftstore.replicas.values() if r.is_leader())
         await victim.stop()

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from conftest import eventually_async
 from node.server import Node
+from router.client import AsyncClient
 from router.testing import RouterProcess
 
 
@@ -41,3 +42,17 @@ def run_cluster(tmp_path, partitions: int, scenario: Callable[[list[Node], str],
         asyncio.run(main())
     finally:
         router.terminate()
+
+
+async def write_then_wait_quiet(client: AsyncClient, nodes: list[Node], partitions: int = 4) -> None:
+    """One write into each of ``partitions`` pre-split partitions (keys spread over the byte
+    space), then until every replica on every node has quiesced."""
+    for i in range(partitions):
+        await client.put(bytes([i * (256 // partitions)]) + b"k", b"v", timeout=30)
+    await eventually_async(lambda: all_quiet(nodes), 30, "every replica to go quiet")
+
+
+def all_quiet(nodes: list[Node]) -> bool:
+    """Every replica on every node has quiesced."""
+    return all(r.raw.quiesced for n in nodes for r in n.raftstore.replicas.values())
+
