@@ -219,10 +219,10 @@ class Cluster:
         last = "no answer from the router"
         while time.monotonic() < deadline:
             try:
+                parts = _scan(routers)
                 with grpc.insecure_channel(routers.current) as ch:
-                    meta = meta_pb2_grpc.MetaStub(ch)
-                    parts = meta.ScanPartitions(meta_pb2.ScanPartitionsRequest(), timeout=2).partitions
-                    stores = {s.id: s.address for s in meta.GetStores(meta_pb2.GetStoresRequest(), timeout=2).stores}
+                    got = meta_pb2_grpc.MetaStub(ch).GetStores(meta_pb2.GetStoresRequest(), timeout=2)
+                    stores = {s.id: s.address for s in got.stores}
                 if len(parts) < self.partitions:
                     last = f"{len(parts)} of {self.partitions} partitions exist"
                 elif not all(p.leader_store_id for p in parts):
@@ -246,9 +246,7 @@ class Cluster:
         last, seen, since = "no answer from the router", None, time.monotonic()
         while time.monotonic() < deadline:
             try:
-                with grpc.insecure_channel(routers.current) as ch:
-                    parts = meta_pb2_grpc.MetaStub(ch).ScanPartitions(
-                        meta_pb2.ScanPartitionsRequest(), timeout=2).partitions
+                parts = _scan(routers)
             except grpc.RpcError as exc:
                 last = f"router {routers.current}: {exc.code().name}"
                 routers.failed(exc.code(), leader_hint(error_from_rpc(exc)))
@@ -371,6 +369,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _scan(routers: RouterSet) -> list[meta_pb2.PartitionDescriptor]:
+    """Every partition's descriptor from the current router (grpc.RpcError when it fails)."""
+    with grpc.insecure_channel(routers.current) as ch:
+        return list(meta_pb2_grpc.MetaStub(ch).ScanPartitions(meta_pb2.ScanPartitionsRequest(), timeout=2).partitions)
 
 
 def _pump(proc: Proc, popen: subprocess.Popen[bytes], started_or_gone: threading.Event) -> None:
