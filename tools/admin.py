@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 
 from common.routers import parse_router_addresses
+from common.wire.errors import leader_hint
 from router.client.channels import ChannelPool
 from router.client.errors import RpcFailure, failure_from_rpc_error
 from router.client.meta import GrpcMeta
@@ -37,6 +38,7 @@ EXIT_REFUSED = 1
 EXIT_USAGE = 2
 POLL_S = 0.05
 RPC_TIMEOUT_S = 5.0
+ELECTION_WAIT_S = 5.0  # how long a call waits for the placement group to have a leader
 
 _STATE = {
     meta_pb2.STORE_UP: "up",
@@ -162,13 +164,20 @@ class Admin:
     as_json: bool
 
     async def call(self, method: str, request: Any) -> Any:
-        try:
-            return await self.meta.call(method, request, RPC_TIMEOUT_S)
-        except RpcFailure as f:
-            error = f.error
-            if error is not None and error.WhichOneof("kind") == "invalid_argument":
-                raise Refused(error.invalid_argument.message or f.message) from None
-            raise
+        # The placement group may be between leaders (an election takes about a second): a
+        # router that knows no leader yet is asked again, for a while, rather than reported.
+        deadline = asyncio.get_running_loop().time() + ELECTION_WAIT_S
+        while True:
+            try:
+                return await self.meta.call(method, request, RPC_TIMEOUT_S)
+            except RpcFailure as f:
+                error = f.error
+                if error is not None and error.WhichOneof("kind") == "invalid_argument":
+                    raise Refused(error.invalid_argument.message or f.message) from None
+                electing = error is not None and error.WhichOneof("kind") == "not_leader" and not leader_hint(error)
+                if not electing or asyncio.get_running_loop().time() >= deadline:
+                    raise
+            await asyncio.sleep(0.2)
 
     async def call_at(self, address: str, method: str, request: Any) -> Any:
         """One call to one router, wherever the leader is (``routers`` asks the leader itself)."""

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,3 +131,33 @@ def test_a_router_kept_down_catches_up_from_a_snapshot(cluster: Cluster) -> None
     # It answers as the others do: the follower's own view names the same leader and partitions.
     view = admin(cluster, "routers", routers=cluster.router_procs[follower].address)
     assert view["leader"] == group(cluster)["leader"]
+
+
+def test_admin_waits_a_while_for_a_placement_leader_then_says_there_is_none(cluster: Cluster) -> None:
+    """`tessera admin` rides out a placement election (a router that knows no leader yet is
+    asked again for ELECTION_WAIT_S) and, with no quorum at all, still ends with a clear error."""
+    from tools.admin import ELECTION_WAIT_S
+
+    survivor = 1
+    others = [i for i in cluster.router_procs if i != survivor]
+    for i in others:
+        cluster.kill_router(i)
+    try:
+        argv = [sys.executable, "-m", "tools.cli", "admin", "--router", cluster.router_procs[survivor].address,
+                "partitions"]
+        seen: list[tuple[float, str]] = []
+
+        def says_no_leader() -> bool:
+            started = time.monotonic()
+            got = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
+            assert got.returncode == 1, got.stdout
+            seen.append((time.monotonic() - started, got.stderr))
+            return "no leader is known yet" in got.stderr
+
+        eventually(says_no_leader, 60, "the lone router to know no leader", interval=0.1)
+        took, _ = seen[-1]
+        assert took >= ELECTION_WAIT_S - 0.5, seen[-1]
+    finally:
+        for i in others:
+            cluster.restart_router(i)
+        eventually(lambda: group(cluster)["leader"] is not None, 60, "the placement group to have a leader again")
