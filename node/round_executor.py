@@ -64,6 +64,12 @@ log = logging.getLogger("tessera.round")
 INLINE_MAX_BYTES = 256 << 10
 SLOW_TRIP_S = 0.002
 THREAD_FOR_S = 1.0
+# An inline trip leaves its LMDB transaction open and commits it this many turns of the event
+# loop later (D27): by then the acknowledgements its results resolved have reached gRPC (a
+# future's callback, the stream's queue, the stream's send: one turn each), so the commit's
+# fsync is no longer between a write and its answer. Rounds in between continue the same
+# transaction: one fsync for all of them.
+COMMIT_AFTER_TURNS = 3
 
 Results = list[list[list[OpResult] | None]]
 
@@ -99,6 +105,7 @@ class RoundExecutor:
         self._threaded_took: deque[float] = deque(maxlen=3)  # the last threaded trips' durations
         self.trips_inline = 0  # counters: disk trips done on the loop and in the thread
         self.trips_threaded = 0
+        self._commit_armed = False
 
     async def execute(self, plan: RoundPlan, replicas: Mapping[int, Replica]) -> None:
         # The round owns these replicas until it ends: nothing destroys one meanwhile.
@@ -125,15 +132,24 @@ class RoundExecutor:
                 for e, r in zip(job.entries, res):
                     rep.resolve_applied(e.index, e.term, r)
 
+        def noted() -> None:  # once LMDB holds the applies (at the end of the round, or later)
+            for job in plan.applies:
+                reps[job.pid].note_applied(job.last.index, job.last.term)
+            self._schedule_compactions(reps.values())
+
         inline = self._inline(plan)
+        keep = inline and bool(plan.applies) and _may_stay_open(plan)
         if inline:
             self.trips_inline += 1
-            told, took = self._timed_trip(plan, ranges, persisted, applied, _call_now)
+            told, took = self._timed_trip(plan, ranges, persisted, applied, _call_now, noted if keep else None)
         else:
             self.trips_threaded += 1
+            self.state.commit_open()  # LMDB write transactions belong to the thread that began them
             told, took = await self.io.run(
-                self._timed_trip, plan, ranges, persisted, applied, self.loop.call_soon_threadsafe
+                self._timed_trip, plan, ranges, persisted, applied, self.loop.call_soon_threadsafe, None
             )
+        if keep:
+            self._arm_commit()
         if plan.sync and not plan.wal.empty and self._slow(took, inline):  # only trips that fsynced tell
             self._thread_until = self.loop.time() + THREAD_FOR_S
         if not told:
@@ -147,12 +163,34 @@ class RoundExecutor:
                     self.on_descriptor(rep)
             rep.note_applied(inst.meta.index, inst.meta.term)
             rep.finish_snapshot(True, "")
-        for job in plan.applies:
-            reps[job.pid].note_applied(job.last.index, job.last.term)
-        for rep in reps.values():
+        if not keep:
+            noted()
+
+    def _schedule_compactions(self, reps: Iterable[Replica]) -> None:
+        for rep in reps:
             point = compaction_point(rep.applied, rep.storage.first_index(), self.compact_threshold, self.compact_keep)
             if point is not None:
                 rep.carried = Carried(rep.carried.hard_state, point)
+
+    def _arm_commit(self) -> None:
+        if not self._commit_armed:
+            self._commit_armed = True
+            self.loop.call_soon(self._commit_later, COMMIT_AFTER_TURNS - 1)
+
+    def _commit_later(self, turns: int) -> None:
+        if turns > 0:
+            self.loop.call_soon(self._commit_later, turns - 1)
+            return
+        self._commit_armed = False
+        self.commit_now()
+
+    def commit_now(self) -> None:
+        """Commit what inline trips left open in LMDB (D27); fail-stop if LMDB refuses."""
+        try:
+            self.state.commit_open()
+        except Exception as exc:
+            log.exception("committing applied entries to LMDB failed")
+            self.fail(f"applying to LMDB failed: {exc!r}")
 
     def _inline(self, plan: RoundPlan) -> bool:
         """Whether this round's disk trip runs on the event loop itself (see SLOW_TRIP_S)."""
@@ -204,11 +242,14 @@ class RoundExecutor:
         persisted: Callable[[], None],
         applied: Callable[[Results], None],
         tell: Callable[..., object],
+        noted: Callable[[], None] | None,
     ) -> bool:
         """Step 2, in the I/O thread or on the loop (``tell`` is how it reaches the loop: a
         thread-safe call, or a call now); tells the loop when the WAL is durable and when the
         results are known. Returns False when it did not say the WAL is durable because nothing
-        followed the write: the trip's own completion says it, one wake-up of the loop fewer."""
+        followed the write: the trip's own completion says it, one wake-up of the loop fewer.
+        With ``noted`` (inline trips only) the apply leaves its LMDB transaction open, and
+        ``noted`` runs once it is committed (D27)."""
         for inst in plan.installs:
             self._install(inst, *ranges[inst.pid])
         if plan.wal.drops_entries:
@@ -223,6 +264,8 @@ class RoundExecutor:
         self.state.apply_many(
             [_apply_work(job) for job in plan.applies],
             before_commit=lambda results: tell(applied, results),
+            keep_open=noted is not None,
+            after_commit=noted,
         )
         return True
 
@@ -236,6 +279,13 @@ class RoundExecutor:
             PartitionMeta(meta.index, meta.term, meta.conf_state),
             inst.descriptor,
         )
+
+
+def _may_stay_open(plan: RoundPlan) -> bool:
+    """Whether a round's applies may stay uncommitted in LMDB for a few loop turns: not when
+    anything after the round reads what they wrote (a split's new partition is opened from
+    LMDB, a leaving replica is destroyed) or a descriptor changes (it is read back from LMDB)."""
+    return not plan.splits and not plan.leaving and all(job.descriptor is None for job in plan.applies)
 
 
 def _call_now(fn: Callable[..., object], *args: object) -> None:

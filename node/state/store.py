@@ -31,6 +31,7 @@ See docs/decisions.md D3 and D4.
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -132,7 +133,16 @@ def decode_results(data: bytes) -> list[OpResult]:
 
 
 class StateStore:
-    """The LMDB environment of one node.  Not thread-safe for writers: one applier at a time."""
+    """The LMDB environment of one node.  Not thread-safe for writers: one applier at a time.
+
+    An apply may leave its transaction *open* (``apply_many(..., keep_open=True)``, D27): the
+    next apply continues it, and :meth:`commit_open` commits it, with one fsync for all of
+    them. Readers meanwhile see the last commit, which is why whatever the open transaction
+    holds is reported applied only by its ``after_commit`` callbacks. Every other write on the
+    thread that holds it commits it first (an LMDB writer cannot begin a second transaction);
+    a writer on another thread waits for the write lock, which py-lmdb waits for without the
+    GIL, until the owner commits.
+    """
 
     def __init__(self, path: str, *, map_size: int = 1 << 36, dedup_window: int = 100_000) -> None:
         OS_FILES.makedirs(path)
@@ -146,16 +156,59 @@ class StateStore:
         self._desc = self.env.open_db(b"descriptors")
         self._sizes = self.env.open_db(b"sizes")
         self.dedup_window = dedup_window
+        self._open: layout.Txn | None = None  # an apply transaction not committed yet
+        self._open_thread = 0  # the thread that holds it (LMDB write transactions are bound to one)
+        self._after_commit: list[Callable[[], object]] = []
 
     def close(self) -> None:
+        if self._open is not None and self._open_thread == threading.get_ident():
+            self.commit_open()
         self.env.close()
+
+    @property
+    def has_open(self) -> bool:
+        """Whether an apply transaction is waiting for :meth:`commit_open`."""
+        return self._open is not None
+
+    def commit_open(self) -> None:
+        """Commit the open apply transaction, if any (on the thread that opened it), then run
+        its ``after_commit`` callbacks in the order their applies ran. On an error the
+        transaction is aborted and its callbacks dropped: nothing it held is reported applied
+        (the WAL still has it), and the error propagates for the caller to fail-stop on."""
+        txn = self._open
+        if txn is None:
+            return
+        callbacks, self._after_commit = self._after_commit, []
+        self._open = None
+        try:
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+        for cb in callbacks:
+            cb()
+
+    def copy(self, path: str) -> None:
+        """Copy the environment as of its last commit to ``path`` (a test's snapshot of the
+        disk). LMDB's copy takes the write lock, so an open apply is committed first."""
+        if self._open is not None and self._open_thread == threading.get_ident():
+            self.commit_open()
+        self.env.copy(path)
+
+    def _begin_write(self) -> layout.Txn:
+        if self._open is not None and self._open_thread == threading.get_ident():
+            self.commit_open()
+        return self.env.begin(write=True)
 
     def sync(self) -> None:
         """Make the last committed transaction durable.
 
         A commit flushes its data pages but not its meta page (``metasync=False``): a power
         cut may undo the last transaction until the next commit or this call flushes it.
+        An open apply transaction is committed first.
         """
+        if self._open is not None and self._open_thread == threading.get_ident():
+            self.commit_open()
         self.env.sync(True)
 
     # -- partition metadata ---------------------------------------------------
@@ -173,7 +226,7 @@ class StateStore:
             return [_U64.unpack(k)[0] for k, _ in txn.cursor()]
 
     def init_partition(self, pid: int, index: int, term: int, conf_state: ConfState) -> None:
-        with self.env.begin(write=True) as txn:
+        with self._begin_write() as txn:
             txn.put(_pid_key(pid), _META.pack(index, term) + _encode_conf(conf_state), db=self._meta)
             txn.put(_pid_key(pid), _U64.pack(0), db=self._sizes)
 
@@ -200,7 +253,7 @@ class StateStore:
 
     def ensure_size(self, pid: int, start: bytes, end: bytes) -> None:
         """Measure and keep the size of a partition written before sizes were kept."""
-        with self.env.begin(write=True) as txn:
+        with self._begin_write() as txn:
             if txn.get(_pid_key(pid), db=self._sizes) is None:
                 size = sum(layout.record_size(k, v) for k, v in layout.records(txn, self._data, start, end))
                 txn.put(_pid_key(pid), _U64.pack(size), db=self._sizes)
@@ -227,7 +280,7 @@ class StateStore:
 
     def save_descriptor(self, pid: int, replica_id: int, descriptor: Descriptor) -> None:
         """Persist the partition's descriptor (range, epoch, members) and our replica id in it."""
-        with self.env.begin(write=True) as txn:
+        with self._begin_write() as txn:
             txn.put(_pid_key(pid), _U64.pack(replica_id) + encode_descriptor(descriptor), db=self._desc)
 
     def _put_descriptor(self, txn: layout.Txn, pid: int, descriptor: Descriptor) -> None:
@@ -269,19 +322,37 @@ class StateStore:
         self,
         work: Sequence[tuple[int, Iterable[ApplyEntry], ConfState]],
         before_commit: Callable[[list[list[list[OpResult] | None]]], object] | None = None,
+        *,
+        keep_open: bool = False,
+        after_commit: Callable[[], object] | None = None,
     ) -> list[list[list[OpResult] | None]]:
         """Apply several partitions' entries in ONE transaction (one fsync per Raft round).
 
         ``before_commit`` sees the results before the transaction commits:
         the node acknowledges committed writes from there without waiting for
         LMDB's fsync (a crash replays them from the WAL to the same results).
+        ``after_commit`` runs once they are committed: at once, or, with ``keep_open``, when
+        :meth:`commit_open` commits the transaction this apply left open (or continued).
         """
         out = []
-        with self.env.begin(write=True) as txn:
+        if self._open is not None and self._open_thread != threading.get_ident():
+            raise RuntimeError("an apply transaction is open on another thread: commit it there first")
+        txn: layout.Txn = self._open or self.env.begin(write=True)
+        self._open = None
+        try:
             for pid, entries, conf_state in work:
                 out.append(self._apply_in(txn, pid, entries, conf_state))
             if before_commit is not None:
                 before_commit(out)
+        except BaseException:
+            self._after_commit = []  # what an earlier apply left open goes too: the WAL has it
+            txn.abort()
+            raise
+        if after_commit is not None:
+            self._after_commit.append(after_commit)
+        self._open, self._open_thread = txn, threading.get_ident()
+        if not keep_open:
+            self.commit_open()
         return out
 
     def _apply_in(
@@ -429,7 +500,7 @@ class StateStore:
     def destroy_partition(self, pid: int, start: bytes, end: bytes) -> None:
         """Delete everything of a replica that left its group: data, applied state, descriptor, dedup."""
         prefix = _pid_key(pid)
-        with self.env.begin(write=True) as txn:
+        with self._begin_write() as txn:
             for k in [k for k, _ in layout.records(txn, self._data, start, end)]:
                 txn.delete(k, db=self._data)
             for db in (self._dedup, self._dedup_idx):
@@ -457,7 +528,7 @@ class StateStore:
         descriptor: Descriptor | None = None,
     ) -> None:
         """Replace the range's data, applied state and (if given) descriptor in one transaction."""
-        with self.env.begin(write=True) as txn:
+        with self._begin_write() as txn:
             if descriptor is not None:
                 self._put_descriptor(txn, pid, descriptor)
             stale = [k for k, _ in layout.records(txn, self._data, start, end)]

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,9 +48,10 @@ from node.round_plan import RoundPlan, SnapshotInstall
 from node.settings import RaftSettings
 from node.state.commands import Command, cas, delete, put
 from node.state.snapshot_file import snapshot_stream
-from node.state.store import ApplyEntry, OpResult, PartitionMeta, StateStore
+from node.state.store import OpResult, PartitionMeta, StateStore
 from node.wal import WalBatch, WriteAheadLog
 from node.wal.batch import Op
+from support.lone_replica import NoPeers
 
 PID = 1
 KEYS = [b"k%d" % i for i in range(12)]
@@ -114,14 +115,11 @@ class TrackedState(StateStore):
         super().install_snapshot(pid, start, end, items, meta, descriptor)
         self._committed()
 
-    def apply_many(
-        self,
-        work: Sequence[tuple[int, Iterable[ApplyEntry], ConfState]],
-        before_commit: Callable[[list[list[list[OpResult] | None]]], object] | None = None,
-    ) -> list[list[list[OpResult] | None]]:
-        out = super().apply_many(work, before_commit)
-        self._committed()
-        return out
+    def commit_open(self) -> None:  # every apply commits here, at once or later (D27)
+        had = self.has_open
+        super().commit_open()
+        if had:
+            self._committed()
 
 
 @dataclass(frozen=True)
@@ -174,18 +172,6 @@ class WatchedWal(WriteAheadLog):
         st = self.lmdb
         self.images.append(Image(str(wal), st.commits[st.oldest_durable], st.commits[-1]))
 
-
-class NoPeers:
-    """The transport of a one-replica group: nothing is ever sent."""
-
-    def flush(self) -> None:
-        pass  # nothing is ever queued
-
-    def send(self, to_store: int, msgs: object) -> None:
-        raise AssertionError(f"a one-replica group sent to store {to_store}")
-
-    async def send_snapshot(self, *args: object, **kwargs: object) -> tuple[bool, str]:
-        raise AssertionError("a one-replica group sent a snapshot")
 
 
 DESC = Descriptor(PID, b"", b"", Epoch(1, 1), (ReplicaDesc(store_id=1, replica_id=1),))
@@ -348,7 +334,7 @@ def test_an_installed_snapshot_is_durable_in_lmdb_before_the_wal_restarts_its_lo
         wal, state, None,  # type: ignore[arg-type]
         compact_threshold=30, compact_keep=5, on_leader=None, fail=print, files=OS_FILES,
     )
-    executor._disk_trip(plan, {PID: (b"", b"")}, lambda: None, lambda results: None, lambda fn, *a: fn(*a))
+    executor._disk_trip(plan, {PID: (b"", b"")}, lambda: None, lambda results: None, lambda fn, *a: fn(*a), None)
     try:
         assert state.commits[-1].applied == 40
         assert (wal.outrun == []) is real_sync, wal.outrun

@@ -17,19 +17,10 @@ from node.settings import RaftSettings
 from node.state.commands import put
 from node.state.store import StateStore
 from node.wal import WriteAheadLog
+from support.lone_replica import NoPeers
 
 DESC = Descriptor(1, b"", b"", Epoch(1, 1), (ReplicaDesc(store_id=1, replica_id=1),))
 
-
-class NoPeers:
-    def flush(self) -> None:
-        pass
-
-    def send(self, to_store: int, msgs: object) -> None:
-        raise AssertionError(f"a one-replica group sent to store {to_store}")
-
-    async def send_snapshot(self, *args: object, **kwargs: object) -> tuple[bool, str]:
-        raise AssertionError("a one-replica group sent a snapshot")
 
 
 def test_a_slow_disk_moves_trips_off_the_loop_until_it_is_fast_again(tmp_path: Path) -> None:

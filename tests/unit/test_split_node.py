@@ -17,20 +17,11 @@ from node.settings import RaftSettings
 from node.state.commands import SplitCommand, put
 from node.state.store import REJECTED, StateStore
 from node.wal import WriteAheadLog
+from support.lone_replica import NoPeers
 
 SETTINGS = RaftSettings(tick_s=0.005)
 DESC = Descriptor(1, b"", b"", Epoch(1, 1), (ReplicaDesc(store_id=1, replica_id=1),))
 
-
-class NoPeers:
-    def flush(self) -> None:
-        pass  # nothing is ever queued
-
-    def send(self, to_store: int, msgs: object) -> None:
-        raise AssertionError(f"a one-replica group sent to store {to_store}")
-
-    async def send_snapshot(self, *args: object, **kwargs: object) -> tuple[bool, str]:
-        raise AssertionError("a one-replica group sent a snapshot")
 
 
 Seen = tuple[list[tuple[bytes, bytes, int]], dict[int, tuple[int, Descriptor]]]
@@ -54,7 +45,7 @@ async def run(root: Path) -> tuple[Seen, str]:
         await asyncio.gather(*(parent.propose(put(bytes([c]), b"1")) for c in b"aeiquy"))
         before = root / "lmdb-before-split"
         before.mkdir()
-        state.env.copy(str(before))
+        state.copy(str(before))
         split = SplitCommand(1, 1, b"m", 2, ((1, 2),), state.size_below(b"", b"m"))
         done, moved = parent.propose(split), parent.propose(put(b"q", b"proposed before the split applied"))
         assert await done is None and await moved is REJECTED

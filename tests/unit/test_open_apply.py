@@ -1,0 +1,165 @@
+"""An apply transaction left open (D27): the node answers a write from its apply results, and
+LMDB commits a few loop turns later, so the commit's fsync is not between a write and its
+answer. What must hold meanwhile: readers see only committed state, the applied index moves
+only at the commit, later applies join the same transaction, every other writer commits it
+first (same thread) or waits for it (another thread), and a failure loses nothing the WAL
+does not still have. A real LMDB environment; the last test a real node (RaftStore, WAL)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common.descriptor import Descriptor, Epoch, ReplicaDesc
+from conftest import eventually_async
+from node import round_executor
+from node.raft import ConfState
+from node.raftstore import RaftStore
+from node.settings import RaftSettings
+from node.state.commands import put
+from node.state.store import ApplyEntry, StateStore
+from node.wal import WriteAheadLog
+from support.lone_replica import NoPeers
+
+CS = ConfState(voters=frozenset({1}))
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    s = StateStore(str(tmp_path / "state"), map_size=1 << 26)
+    s.init_partition(1, 0, 0, CS)
+    yield s
+    s.close()
+
+
+def _apply(store: StateStore, index: int, key: bytes, done: list[int], keep: bool = True) -> None:
+    store.apply_many([(1, [ApplyEntry(index, 1, put(key, b"v%d" % index))], CS)], keep_open=keep,
+                     after_commit=lambda: done.append(index))
+
+
+def test_open_applies_are_invisible_until_one_commit_reports_them_in_order(store: StateStore) -> None:
+    done: list[int] = []
+    _apply(store, 1, b"a", done)
+    _apply(store, 2, b"b", done)  # continues the same transaction
+    assert store.has_open and done == []
+    assert store.get(b"a") is None and store.meta(1).applied_index == 0  # type: ignore[union-attr]
+    store.commit_open()
+    assert done == [1, 2] and not store.has_open
+    assert store.get(b"a") == (b"v1", 1) and store.get(b"b") == (b"v2", 2)
+    assert store.meta(1).applied_index == 2
+    store.commit_open()  # nothing open: nothing happens
+    assert done == [1, 2]
+
+
+def test_an_apply_that_commits_commits_what_was_left_open_first(store: StateStore) -> None:
+    done: list[int] = []
+    _apply(store, 1, b"a", done)
+    _apply(store, 2, b"b", done, keep=False)
+    assert done == [1, 2] and not store.has_open and store.get(b"a") == (b"v1", 1)
+
+
+def test_any_other_write_on_the_same_thread_commits_the_open_transaction_first(store: StateStore) -> None:
+    done: list[int] = []
+    _apply(store, 1, b"a", done)
+    store.init_partition(2, 0, 0, CS)  # a second write transaction on this thread would deadlock
+    assert done == [1] and store.get(b"a") == (b"v1", 1)
+    _apply(store, 2, b"b", done)
+    store.sync()  # the log may drop entries only once LMDB holds them durably
+    assert done == [1, 2] and not store.has_open
+
+
+def test_a_failed_apply_drops_the_open_transaction_and_its_callbacks(store: StateStore) -> None:
+    done: list[int] = []
+    _apply(store, 1, b"a", done)
+
+    def boom(results: object) -> None:
+        raise RuntimeError("the node fails here")
+
+    with pytest.raises(RuntimeError):
+        store.apply_many([(1, [ApplyEntry(2, 1, put(b"b", b"x"))], CS)], boom, keep_open=True,
+                         after_commit=lambda: done.append(2))
+    assert not store.has_open
+    store.commit_open()
+    assert done == [] and store.get(b"a") is None and store.meta(1).applied_index == 0  # type: ignore[union-attr]
+    _apply(store, 1, b"a", done, keep=False)  # the WAL replays it; the store is usable
+    assert done == [1] and store.get(b"a") == (b"v1", 1)
+
+
+def test_a_writer_on_another_thread_waits_for_the_commit(store: StateStore) -> None:
+    done: list[int] = []
+    _apply(store, 1, b"a", done)
+    wrote = threading.Event()
+
+    def other() -> None:
+        store.init_partition(3, 0, 0, CS)
+        wrote.set()
+
+    t = threading.Thread(target=other)
+    t.start()
+    assert not wrote.wait(0.2)  # LMDB's write lock is ours until the commit
+    store.commit_open()
+    assert wrote.wait(10)
+    t.join(10)
+    assert store.meta(3) is not None and done == [1]
+
+    _apply(store, 2, b"b", done)
+    failed: list[BaseException] = []
+
+    def apply_there() -> None:
+        try:
+            _apply(store, 3, b"c", done)
+        except RuntimeError as exc:
+            failed.append(exc)
+
+    t = threading.Thread(target=apply_there)
+    t.start()
+    t.join(10)
+    assert failed and "another thread" in str(failed[0])  # refused, not a deadlock
+    store.commit_open()
+    assert done == [1, 2]
+
+
+DESC = Descriptor(1, b"", b"", Epoch(1, 1), (ReplicaDesc(store_id=1, replica_id=1),))
+
+
+def test_a_node_answers_a_write_before_lmdb_commits_it_and_reads_wait_for_the_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Trips stay on the loop even when a busy machine makes an fsync slow: only inline trips
+    # leave their transaction open.
+    monkeypatch.setattr(round_executor, "SLOW_TRIP_S", 60.0)
+
+    async def main() -> None:
+        wal = WriteAheadLog.open(str(tmp_path / "wal"))
+        state = StateStore(str(tmp_path / "state"))
+        rs = RaftStore(1, wal, state, NoPeers(), RaftSettings(tick_s=0.005))
+        await rs.start()
+        try:
+            await rs.create_replica(DESC, 1, bootstrap=True)
+            rep = rs.replicas[1]
+            await eventually_async(rep.is_leader, 10, "the replica to lead")
+            seen = []
+            for n in range(50):
+                results = await rep.propose(put(b"k%d" % n, b"v"))
+                assert results is not None
+                version = results[0].version
+                # Answered: LMDB has not committed it yet, and the applied index (what reads
+                # wait for) has not moved.
+                seen.append((state.has_open, rep.applied < version, state.get(b"k%d" % n)))
+                await asyncio.wait_for(rep.wait_applied(version), 5)
+                assert state.get(b"k%d" % n) == (b"v", version)
+                assert rep.applied >= version
+            assert rs.executor.trips_threaded == 0
+            assert all(s == (True, True, None) for s in seen), seen
+            await eventually_async(lambda: not state.has_open, 5, "the open transaction to commit")
+            assert round_executor.COMMIT_AFTER_TURNS >= 1 and rs.failed is None
+        finally:
+            await rs.stop()
+            wal.close()
+            state.close()
+
+    asyncio.run(main())
