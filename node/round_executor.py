@@ -99,6 +99,8 @@ class RoundExecutor:
         self._threaded_took: deque[float] = deque(maxlen=3)  # the last threaded trips' durations
         self.trips_inline = 0  # counters: disk trips done on the loop and in the thread
         self.trips_threaded = 0
+        self.entries_committed = 0  # counters for the metrics: committed entries handed to apply,
+        self.entries_applied = 0  # and applied (node/metrics.py)
 
     async def execute(self, plan: RoundPlan, replicas: Mapping[int, Replica]) -> None:
         # The round owns these replicas until it ends: nothing destroys one meanwhile.
@@ -125,6 +127,8 @@ class RoundExecutor:
                 for e, r in zip(job.entries, res):
                     rep.resolve_applied(e.index, e.term, r)
 
+        for job in plan.applies:
+            self.entries_committed += len(job.entries)
         inline = self._inline(plan)
         if inline:
             self.trips_inline += 1
@@ -140,7 +144,8 @@ class RoundExecutor:
             persisted()
         for inst in plan.installs:
             rep = reps[inst.pid]
-            log.info("installed snapshot of partition %d at index %d", inst.pid, inst.meta.index)
+            log.info("installed snapshot of partition %d at index %d", inst.pid, inst.meta.index,
+                     extra={"partition": inst.pid})
             if inst.descriptor is not None:
                 rep.set_descriptor(inst.descriptor)
                 if self.on_descriptor is not None:
@@ -149,6 +154,7 @@ class RoundExecutor:
             rep.finish_snapshot(True, "")
         for job in plan.applies:
             reps[job.pid].note_applied(job.last.index, job.last.term)
+            self.entries_applied += len(job.entries)
         for rep in reps.values():
             point = compaction_point(rep.applied, rep.storage.first_index(), self.compact_threshold, self.compact_keep)
             if point is not None:
