@@ -298,3 +298,33 @@ def test_health_is_not_serving_while_the_wal_replays_and_after_fail_stop(cluster
     assert s.get("tessera_wal_failed") == 1
     assert s.get("tessera_node_serving") == 0
     assert s.get("tessera_node_not_serving", reason="failed") == 1
+
+
+def test_cluster_up_prints_every_process_metrics_url_in_its_ready_line(tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    tessera = os.path.join(os.path.dirname(sys.executable), "tessera")
+    proc = subprocess.Popen([tessera, "cluster", "up", "--base-port", "0", "--partitions", "1",
+                             "--data-dir", str(tmp_path / "data")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 120
+        line = ""
+        while time.monotonic() < deadline and not line.startswith("ready:"):
+            line = proc.stdout.readline()
+            assert line, f"cluster up ended without a ready line: {proc.stderr.read() if proc.stderr else ''}"
+        # What scripts parse stays first; the metrics URLs follow, one per process.
+        m = re.fullmatch(r"ready: router (\S+) \(nodes [^)]*\) metrics (.*)\n", line)
+        assert m, line
+        urls = dict(item.split("=", 1) for item in m.group(2).split())
+        assert set(urls) == {"router", "node1", "node2", "node3"}
+        for name, url in urls.items():
+            s = Scrape(url)
+            assert s.get("process_cpu_seconds_total") > 0
+            assert ("tessera_node_serving" if name.startswith("node") else "tessera_placement_is_leader") in s.names
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
