@@ -8,6 +8,7 @@ on the event loop (common.metrics says why). Names: docs/observability.md.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -22,6 +23,7 @@ from router.placement.runtime import Placement, operation_kind
 
 _OK = grpc.StatusCode.OK.value[0]
 _UNKNOWN = grpc.StatusCode.UNKNOWN.value[0]
+_CANCELLED = grpc.StatusCode.CANCELLED.value[0]
 
 
 def _code_of(context: grpc.aio.ServicerContext, fallback: int) -> int:
@@ -71,6 +73,9 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
             code = _OK
             try:
                 return await behavior(request, context)
+            except asyncio.CancelledError:  # the caller went away
+                code = _CANCELLED
+                raise
             except BaseException:
                 code = _UNKNOWN
                 raise
@@ -89,6 +94,9 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
             try:
                 async for item in behavior(request, context):
                     yield item
+            except (asyncio.CancelledError, GeneratorExit):  # the caller went away, or the call ended
+                code = _CANCELLED
+                raise
             except BaseException:
                 code = _UNKNOWN
                 raise
