@@ -329,7 +329,8 @@ def _build_node(commands) -> None:
                         "(default: the --listen host, any free port)")
     p.add_argument("--fault-file", metavar="FILE",
                    help='JSON fault hooks polled every 100 ms: {"fail_fsync": true} or '
-                        '{"fsync_delay_ms": N}; absent or empty means no faults')
+                        '{"fsync_delay_ms": N}; read once at start: {"replay_delay_ms": N} holds the '
+                        'WAL replay (health NOT_SERVING); absent or empty means no faults')
     p.add_argument("--raft-mutation", metavar="NAME", type=_mutation(_raft_mutations),
                    help="TESTING ONLY: run a known-buggy Raft core (tessera nemesis --raft-mutation "
                         "proves the nemesis catches it); never in production; an unknown NAME "
