@@ -17,6 +17,7 @@ See docs/architecture.md ("A write, end to end").
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import ClassVar, TypeVar
 
@@ -25,6 +26,7 @@ import grpc
 from common.wire import errors as werr
 from common.wire.descriptors import descriptor_to_pb
 from common.wire.errors import WireError
+from node.metrics import NodeStats
 from node.raft import NotLeaderError, ProposalDroppedError
 from node.raftstore import RaftStore
 from node.replica import Replica
@@ -47,7 +49,7 @@ class _PendingWrite:
     """A stream write proposed and not yet answered: answered once, by whichever comes first of
     its proposal settling and its deadline."""
 
-    __slots__ = ("fut", "kind", "out", "pending", "rep", "respond", "svc", "timer")
+    __slots__ = ("fut", "kind", "out", "pending", "rep", "respond", "svc", "t0", "timer")
 
     def __init__(
         self,
@@ -58,9 +60,10 @@ class _PendingWrite:
         out: kv_pb2.StreamResponseItem,
         respond: Callable[[kv_pb2.StreamResponseItem], None],
         pending: _PendingWrites,
+        t0: float,
     ) -> None:
-        self.svc, self.rep, self.fut, self.kind, self.out, self.respond, self.pending = (
-            svc, rep, fut, kind, out, respond, pending
+        self.svc, self.rep, self.fut, self.kind, self.out, self.respond, self.pending, self.t0 = (
+            svc, rep, fut, kind, out, respond, pending, t0
         )
         self.timer: asyncio.TimerHandle | None = rep.loop.call_later(svc.limits.request_timeout_s, self._expired)
         fut.add_done_callback(self._settled)
@@ -83,6 +86,7 @@ class _PendingWrite:
             out.code = grpc.StatusCode.INTERNAL.value[0]
             out.message = f"internal error: {exc}"
         self.pending.done(self)
+        self.svc.stats.requests.note(self.kind, out.code, time.perf_counter() - self.t0)
         self.respond(out)
 
     def _expired(self) -> None:
@@ -91,6 +95,7 @@ class _PendingWrite:
         self.timer = None
         _write_timed_out().fill(self.out)
         self.pending.done(self)
+        self.svc.stats.requests.note(self.kind, self.out.code, time.perf_counter() - self.t0)
         self.respond(self.out)
 
     def abandon(self) -> None:
@@ -140,10 +145,18 @@ _READ_MODES = {
 
 
 class KVService(kv_pb2_grpc.KVServicer):
-    def __init__(self, raftstore: RaftStore, address_of: Callable[[int], str], limits: Limits = Limits()) -> None:
+    def __init__(
+        self,
+        raftstore: RaftStore,
+        address_of: Callable[[int], str],
+        limits: Limits = Limits(),
+        stats: NodeStats | None = None,
+    ) -> None:
         self.rs = raftstore
         self.address_of = address_of
         self.limits = limits
+        # What the node's metrics export (node/metrics.py): plain counts, a bisect per request.
+        self.stats = stats if stats is not None else NodeStats()
 
     # -- validation -------------------------------------------------------------
 
@@ -243,7 +256,9 @@ class KVService(kv_pb2_grpc.KVServicer):
                 MAX_REQUEST_ID_BYTES,
             )
         try:
-            return rep.propose(cmd)
+            fut = rep.propose(cmd)
+            self.stats.proposals += 1
+            return fut
         except NotLeaderError as exc:
             raise self._not_leader(rep, exc.leader) from None
         except ReplicaStopped as exc:
@@ -281,17 +296,20 @@ class KVService(kv_pb2_grpc.KVServicer):
         self, item: kv_pb2.StreamRequestItem, respond: Callable[[kv_pb2.StreamResponseItem], None]
     ) -> bool:
         """Answer a get on the stream without a task if it needs no waiting (see _get_now)."""
+        t0 = time.perf_counter()
         try:
             resp = self._get_now(item.get)
         except WireError as exc:
             out = kv_pb2.StreamResponseItem(request_id=item.request_id)
             exc.fill(out)
+            self.stats.requests.note("get", out.code, time.perf_counter() - t0)
             respond(out)
             return True
         except Exception:
             return False  # the task path reports it
         if resp is None:
             return False
+        self.stats.requests.note("get", 0, time.perf_counter() - t0)
         respond(kv_pb2.StreamResponseItem(request_id=item.request_id, get=resp))
         return True
 
@@ -306,6 +324,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         answered from the proposal's done callback (or its deadline's timer). A write is most of
         what a loaded node serves; a task, a shield and a wait_for per write were a tenth of
         the node's time (docs/decisions.md D23 has the profile)."""
+        t0 = time.perf_counter()
         out = kv_pb2.StreamResponseItem(request_id=item.request_id)
         try:
             if kind == "put":
@@ -322,14 +341,16 @@ class KVService(kv_pb2_grpc.KVServicer):
             fut = self._propose(rep, cmd)
         except WireError as exc:
             exc.fill(out)
+            self.stats.requests.note(kind, out.code, time.perf_counter() - t0)
             respond(out)
             return
         except Exception as exc:
             out.code = grpc.StatusCode.INTERNAL.value[0]
             out.message = f"internal error: {exc}"
+            self.stats.requests.note(kind, out.code, time.perf_counter() - t0)
             respond(out)
             return
-        pending.add(_PendingWrite(self, rep, fut, kind, out, respond, pending))
+        pending.add(_PendingWrite(self, rep, fut, kind, out, respond, pending, t0))
 
     async def _put(self, req: kv_pb2.PutRequest) -> kv_pb2.PutResponse:
         self._check_key(req.key, write=True)
@@ -497,10 +518,18 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def _unary(
         self, handler: Callable[[_Req], Awaitable[_Resp]], request: _Req, context: grpc.aio.ServicerContext
     ) -> _Resp:
+        rpc = self._RPC_OF[handler.__name__]
+        t0 = time.perf_counter()
         try:
-            return await handler(request)
+            resp = await handler(request)
         except WireError as exc:
+            self.stats.requests.note(rpc, exc.code.value[0], time.perf_counter() - t0)
             await werr.abort(context, exc)
+        except Exception:
+            self.stats.requests.note(rpc, grpc.StatusCode.UNKNOWN.value[0], time.perf_counter() - t0)
+            raise
+        self.stats.requests.note(rpc, 0, time.perf_counter() - t0)
+        return resp
 
     async def Get(self, request: kv_pb2.GetRequest, context: grpc.aio.ServicerContext) -> kv_pb2.GetResponse:
         return await self._unary(self._get, request, context)
@@ -530,6 +559,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         "scan": "_scan",
         "batch": "_batch",
     }
+    _RPC_OF: ClassVar[Mapping[str, str]] = {v: k for k, v in _ITEM_HANDLERS.items()}  # "_cas" -> "compare_and_set"
 
     async def _serve_item(self, item: kv_pb2.StreamRequestItem) -> kv_pb2.StreamResponseItem:
         kind = item.WhichOneof("request")
@@ -539,16 +569,17 @@ class KVService(kv_pb2_grpc.KVServicer):
             out.message = "stream item carries no request"
             return out
         handler = getattr(self, self._ITEM_HANDLERS[kind])
+        t0 = time.perf_counter()
         try:
             resp = await handler(getattr(item, kind))
         except WireError as exc:
             exc.fill(out)
-            return out
         except Exception as exc:  # one bad item never breaks the stream
             out.code = grpc.StatusCode.INTERNAL.value[0]
             out.message = f"internal error: {exc}"
-            return out
-        getattr(out, kind).CopyFrom(resp)
+        else:
+            getattr(out, kind).CopyFrom(resp)
+        self.stats.requests.note(kind, out.code, time.perf_counter() - t0)
         return out
 
     async def Stream(
@@ -587,6 +618,8 @@ class KVService(kv_pb2_grpc.KVServicer):
                 out.put_nowait(None)
 
         reading = asyncio.ensure_future(reader())
+        stats = self.stats
+        stats.streams_open += 1
         try:
             while True:
                 first = await out.get()
@@ -601,6 +634,7 @@ class KVService(kv_pb2_grpc.KVServicer):
                     items.append(nxt)
                 yield kv_pb2.StreamResponse(responses=items)
         finally:
+            stats.streams_open -= 1
             reading.cancel()
             for t in list(tasks):
                 t.cancel()

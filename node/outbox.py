@@ -55,6 +55,8 @@ class Outbox:
         self._kick = kick
         self._bg: set[asyncio.Task[None]] = set()
         self.msgs_sent = 0
+        self.snapshots_sent = 0  # snapshot images streamed, and those that failed (node/metrics.py)
+        self.snapshots_send_failed = 0
 
     def send(self, rep: Replica, msgs: Sequence[Message]) -> None:
         """Send a replica's messages: one transport batch per destination store."""
@@ -119,14 +121,19 @@ class Outbox:
                     descriptor=reader.descriptor,
                 )
                 if ok:
+                    self.snapshots_sent += 1
                     log.info(
                         "sent snapshot of partition %d at index %d to store %d", rep.pid, meta.applied_index, store
                     )
                 else:
-                    log.warning("snapshot of partition %d to store %d refused: %s", rep.pid, store, reason)
+                    log.warning("snapshot of partition %d to store %d refused: %s", rep.pid, store, reason,
+                                extra={"partition": rep.pid})
             except Exception as exc:  # transport failure: the core probes again later
-                log.warning("snapshot of partition %d to store %s failed: %s", rep.pid, store, exc)
+                log.warning("snapshot of partition %d to store %s failed: %s", rep.pid, store, exc,
+                            extra={"partition": rep.pid})
             finally:
                 reader.close()
+        if not ok:
+            self.snapshots_send_failed += 1
         rep.raw.report_snapshot(m.dst, ok)
         self._kick()

@@ -73,6 +73,7 @@ class RaftStore:
         self.state = state
         self.settings = settings
         self.failed: NodeFailed | None = None
+        self.on_fail: Callable[[NodeFailed], None] | None = None  # told once, when the node fails stop
         self.loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -195,7 +196,8 @@ class RaftStore:
             return False
         if rep.descriptor.epoch.conf_ver >= desc.epoch.conf_ver:
             return False
-        log.info("partition %d: replica %d was removed from the group, deleting it", desc.id, replica_id)
+        log.info("partition %d: replica %d was removed from the group, deleting it", desc.id, replica_id,
+                 extra={"partition": desc.id})
         rep.doom()
         return True
 
@@ -220,7 +222,7 @@ class RaftStore:
     def _drive_membership(self, rep: Replica) -> None:
         done = rep.drive_membership()
         if done is not None:
-            log.info("partition %d: %s", rep.pid, done)
+            log.info("partition %d: %s", rep.pid, done, extra={"partition": rep.pid})
 
     # -- inbound --------------------------------------------------------------------
 
@@ -245,7 +247,8 @@ class RaftStore:
             try:
                 _, _, m = message_from_pb(pb)
             except ValueError as exc:  # a newer peer's message type: skip it, keep the stream
-                log.warning("dropping undecodable message for partition %d: %s", pb.partition_id, exc)
+                log.warning("dropping undecodable message for partition %d: %s", pb.partition_id, exc,
+                            extra={"partition": pb.partition_id})
                 continue
             if m.type in (MessageType.APP, MessageType.HEARTBEAT):
                 rep.leader_contact = self.loop.time()
@@ -260,7 +263,7 @@ class RaftStore:
             try:
                 rep.raw.step(m)
             except Exception as exc:
-                log.exception("partition %d: stepping %s failed", rep.pid, m.type.name)
+                log.exception("partition %d: stepping %s failed", rep.pid, m.type.name, extra={"partition": rep.pid})
                 self._fail(f"internal error stepping a Raft message: {exc!r}")
                 return
             self.ticker.stepped(rep, was_quiet)
@@ -317,7 +320,7 @@ class RaftStore:
         """
         child = sp.child
         log.info("partition %d split at %r: partition %d takes [%r, %r)", parent_pid, child.start, child.id,
-                 child.start, child.end)
+                 child.start, child.end, extra={"partition": parent_pid})
         if not sp.replica_id or child.id in self.replicas:
             return
         await self.replicas.open_split_child(child.id)
@@ -336,7 +339,7 @@ class RaftStore:
             try:
                 rep.raw.campaign()
             except Exception as exc:  # a campaign refused is no harm: the election timeout follows
-                log.info("partition %d: campaign after split refused: %s", child.id, exc)
+                log.info("partition %d: campaign after split refused: %s", child.id, exc, extra={"partition": child.id})
         self.kick()
 
     # -- rounds ---------------------------------------------------------------------
@@ -368,6 +371,8 @@ class RaftStore:
         self.failed = NodeFailed(f"{why}; no longer acknowledging writes")
         log.error("%s", self.failed)
         self.replicas.close_all()
+        if self.on_fail is not None:
+            self.on_fail(self.failed)
 
     async def _round(self) -> None:
         self.rounds += 1
@@ -389,7 +394,7 @@ class RaftStore:
         await self.executor.execute(plan, self.replicas)
         for pid in plan.leaving:
             rep = self.replicas[pid]
-            log.info("partition %d: replica %d left the group", pid, rep.replica_id)
+            log.info("partition %d: replica %d left the group", pid, rep.replica_id, extra={"partition": pid})
             await self.replicas.destroy(rep)
         for parent_pid, sp in plan.splits:
             try:

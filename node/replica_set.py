@@ -168,7 +168,7 @@ class ReplicaSet(Mapping[int, Replica]):
             del self._replicas[rep.pid]
             self.generation += 1
         await self._io.run(self._destroy_io, rep.pid, rep.start, rep.end)
-        log.info("partition %d: replica %d deleted", rep.pid, rep.replica_id)
+        log.info("partition %d: replica %d deleted", rep.pid, rep.replica_id, extra={"partition": rep.pid})
         if rep.doomed is not None and not rep.doomed.done():
             rep.doomed.set_result(None)
 

@@ -106,6 +106,8 @@ class RoundExecutor:
         self.trips_inline = 0  # counters: disk trips done on the loop and in the thread
         self.trips_threaded = 0
         self._commit_armed = False
+        self.entries_committed = 0  # counters for the metrics: committed entries handed to apply,
+        self.entries_applied = 0  # and applied (node/metrics.py)
 
     async def execute(self, plan: RoundPlan, replicas: Mapping[int, Replica]) -> None:
         # The round owns these replicas until it ends: nothing destroys one meanwhile.
@@ -135,8 +137,11 @@ class RoundExecutor:
         def noted() -> None:  # once LMDB holds the applies (at the end of the round, or later)
             for job in plan.applies:
                 reps[job.pid].note_applied(job.last.index, job.last.term)
+                self.entries_applied += len(job.entries)
             self._schedule_compactions(reps.values())
 
+        for job in plan.applies:
+            self.entries_committed += len(job.entries)
         inline = self._inline(plan)
         keep = inline and bool(plan.applies) and _may_stay_open(plan)
         if inline:
@@ -156,7 +161,8 @@ class RoundExecutor:
             persisted()
         for inst in plan.installs:
             rep = reps[inst.pid]
-            log.info("installed snapshot of partition %d at index %d", inst.pid, inst.meta.index)
+            log.info("installed snapshot of partition %d at index %d", inst.pid, inst.meta.index,
+                     extra={"partition": inst.pid})
             if inst.descriptor is not None:
                 rep.set_descriptor(inst.descriptor)
                 if self.on_descriptor is not None:

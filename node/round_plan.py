@@ -232,7 +232,8 @@ def _apply_job(w: PartitionWork) -> ApplyJob | None:
             if isinstance(cmd, SplitCommand):
                 outcome = split_outcome(current, conf_state, cmd, w.replica_id)
                 if isinstance(outcome, str):
-                    log.info("partition %d: split at entry %d changes nothing: %s", w.pid, e.index, outcome)
+                    log.info("partition %d: split at entry %d changes nothing: %s", w.pid, e.index, outcome,
+                             extra={"partition": w.pid})
                     entries.append(ApplyEntry(e.index, e.term, None))
                     continue
                 descriptor, sp = outcome
@@ -250,7 +251,7 @@ def _apply_job(w: PartitionWork) -> ApplyJob | None:
         try:
             added = membership.decode_stores(result.change.context)
         except ValueError as exc:
-            log.error("partition %d: entry %d: %s", w.pid, e.index, exc)
+            log.error("partition %d: entry %d: %s", w.pid, e.index, exc, extra={"partition": w.pid})
             added = {}
         descriptor = membership.descriptor_after(descriptor or w.descriptor, conf_state, added)
         entries.append(ApplyEntry(e.index, e.term, None, descriptor))

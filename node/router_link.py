@@ -272,13 +272,15 @@ class RouterLink:
     async def _apply_operation(self, op: meta_pb2.Operation) -> None:
         kind = op.WhichOneof("kind")
         if kind != "create_replica" or op.create_replica.partition.id not in self.rs.replicas:
-            log.info("operation %d for partition %d: %s", op.id, op.partition_id, kind)
+            log.info("operation %d for partition %d: %s", op.id, op.partition_id, kind,
+                     extra={"partition": op.partition_id})
         if kind == "create_replica":
             cr = op.create_replica
             try:
                 await self.rs.create_replica(descriptor_from_pb(cr.partition), cr.replica_id, cr.bootstrap)
             except (ValueError, NotImplementedError) as exc:
-                log.warning("cannot create replica of partition %d: %s", cr.partition.id, exc)
+                log.warning("cannot create replica of partition %d: %s", cr.partition.id, exc,
+                            extra={"partition": cr.partition.id})
         elif kind == "add_replica":
             self.rs.request_add(op.partition_id, op.add_replica.replica.replica_id, op.add_replica.replica.store_id)
         elif kind == "remove_replica":
@@ -298,7 +300,7 @@ class RouterLink:
                 # Not heard from lately (down?): a transfer would stall writes for an election
                 # timeout and fail. Placement drops the operation once the partition moves on.
                 log.info("transfer of partition %d to store %d skipped: not heard from lately",
-                         rep.pid, op.transfer_leader.to_store_id)
+                         rep.pid, op.transfer_leader.to_store_id, extra={"partition": rep.pid})
                 return
             if target is not None:
                 # A quiet group does not tick, and only ticks abandon a transfer whose target
@@ -309,9 +311,10 @@ class RouterLink:
                     rep.raw.transfer_leader(target)
                     self.rs.kick()
                 except Exception as exc:
-                    log.warning("transfer of partition %d refused: %s", rep.pid, exc)
+                    log.warning("transfer of partition %d refused: %s", rep.pid, exc, extra={"partition": rep.pid})
         else:
-            log.info("operation %s for partition %d not supported yet", kind, op.partition_id)
+            log.info("operation %s for partition %d not supported yet", kind, op.partition_id,
+                     extra={"partition": op.partition_id})
 
     async def _split(self, op: meta_pb2.Operation) -> None:
         """Propose placement's split as an entry of the partition's log (we lead it).
@@ -324,11 +327,12 @@ class RouterLink:
             return
         desc = rep.descriptor
         if op.HasField("epoch") and Epoch(op.epoch.conf_ver, op.epoch.version) != desc.epoch:
-            log.info("split of partition %d dropped: decided at another epoch", rep.pid)
+            log.info("split of partition %d dropped: decided at another epoch", rep.pid, extra={"partition": rep.pid})
             return
         ids = list(op.split.new_replica_ids)
         if not op.split.new_partition_id or len(ids) != len(desc.replicas):
-            log.warning("split of partition %d dropped: it names no ids for the new partition", rep.pid)
+            log.warning("split of partition %d dropped: it names no ids for the new partition", rep.pid,
+                        extra={"partition": rep.pid})
             return
         state = self.rs.state
         key = bytes(op.split.split_key)
@@ -337,11 +341,13 @@ class RouterLink:
         else:
             point = await asyncio.to_thread(state.split_point, rep.pid, rep.start, rep.end)
             if point is None:
-                log.info("split of partition %d: no key splits it in two (too little data)", rep.pid)
+                log.info("split of partition %d: no key splits it in two (too little data)", rep.pid,
+                         extra={"partition": rep.pid})
                 return
             key, left = point
         if len(key) > min(MAX_SPLIT_KEY_BYTES, self.max_key_bytes) or not strictly_inside(rep.start, rep.end, key):
-            log.warning("split of partition %d dropped: %r is not a valid boundary", rep.pid, key[:40])
+            log.warning("split of partition %d dropped: %r is not a valid boundary", rep.pid, key[:40],
+                        extra={"partition": rep.pid})
             return
         if rep.descriptor is not desc or not rep.is_leader():
             return  # changed while we measured: placement sends it again if still wanted
@@ -350,11 +356,12 @@ class RouterLink:
         try:
             fut = rep.propose(cmd)
         except Exception as exc:
-            log.info("split of partition %d not proposed: %r", rep.pid, exc)
+            log.info("split of partition %d not proposed: %r", rep.pid, exc, extra={"partition": rep.pid})
             return
         # Nobody waits for it: placement sees the outcome in the reports (and re-sends).
         fut.add_done_callback(lambda f: None if f.cancelled() else f.exception())
-        log.info("partition %d: proposed a split at %r (new partition %d)", rep.pid, key[:40], cmd.new_partition_id)
+        log.info("partition %d: proposed a split at %r (new partition %d)", rep.pid, key[:40], cmd.new_partition_id,
+                 extra={"partition": rep.pid})
 
     def report_leader(self, rep: Replica) -> None:
         """Tell the router at once that we lead ``rep`` (fire and forget)."""

@@ -16,16 +16,23 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from common import aio
+from common import aio, logs
+from common.descriptor import Descriptor
+from common.metrics import MetricsServer, new_registry
 from node import tcp_transport
 from node.fs import OS_FILES, Files
+from node.health import FAILED, REPLAYING, NodeHealth
 from node.kv_service import KVService
+from node.late_services import LateServices
+from node.metrics import NodeCollector, NodeStats
 from node.raftstore import RaftStore
+from node.replica import Replica
 from node.router_link import RouterLink
 from node.settings import HEARTBEAT_INTERVAL_S, Limits, RaftSettings
 from node.state.store import StateStore
@@ -35,6 +42,8 @@ from tesserapb import kv_pb2, kv_pb2_grpc, raft_pb2, raft_pb2_grpc
 
 log = logging.getLogger("tessera.node")
 
+# What the node serves besides health and reflection: late, once its WAL is replayed.
+SERVICES = (kv_pb2.DESCRIPTOR.services_by_name["KV"], raft_pb2.DESCRIPTOR.services_by_name["RaftTransport"])
 
 
 class Node:
@@ -56,6 +65,7 @@ class Node:
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
         files: Files = OS_FILES,
         zone: str = "",
+        metrics_listen: str | None = None,
     ) -> None:
         self.store_id = store_id
         self.listen = listen
@@ -78,14 +88,17 @@ class Node:
         self.peer_address = ""
         self.port = 0
         self.stopped = False
+        self.metrics_listen = metrics_listen  # HOST:PORT to serve Prometheus metrics on (None: off)
+        self.metrics: MetricsServer | None = None
+        self.stats = NodeStats()  # what the metrics export beside the parts' own counters
+        # Called once the gRPC server listens (health NOT_SERVING), before the WAL is replayed.
+        self.on_listening: Callable[[Node], None] | None = None
 
     async def start(self) -> None:
         self.files.makedirs(self.data_dir)  # durably: everything the node keeps is below it
         snap_dir = os.path.join(self.data_dir, "snapshots")
-        self.wal = await asyncio.to_thread(
-            WriteAheadLog.open, os.path.join(self.data_dir, "wal"), sync=self.wal_sync, files=self.files
-        )
-        self.state = StateStore(os.path.join(self.data_dir, "state"))
+        # Listen first: while the WAL replays, health says NOT_SERVING and the KV and Raft
+        # services answer UNAVAILABLE (node/late_services.py), rather than a refused connection.
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         self.port = self.server.add_insecure_port(self.listen)
         if self.port == 0:
@@ -93,6 +106,47 @@ class Node:
         host = self.advertise.rsplit(":", 1)[0]
         if self.advertise.endswith(":0"):
             self.advertise = f"{host}:{self.port}"
+        self.late = LateServices(SERVICES, lambda: f"node {self.store_id} is starting: replaying its write-ahead log")
+        self.server.add_generic_rpc_handlers((self.late,))
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self.server)
+        self.health = NodeHealth(health_servicer, tuple(svc.full_name for svc in SERVICES))
+        self.health.reasons[REPLAYING] = "replaying its write-ahead log"
+        await self.health.publish()
+        reflection.enable_server_reflection(
+            (*(svc.full_name for svc in SERVICES), reflection.SERVICE_NAME, health.SERVICE_NAME), self.server
+        )
+        await self.server.start()
+        try:
+            if self.metrics_listen is not None:
+                registry = new_registry()
+                registry.register(NodeCollector(self.store_id, self.stats, lambda: getattr(self, "raftstore", None),
+                                                 self.health))
+                self.metrics = MetricsServer(registry)
+                try:
+                    await self.metrics.start(self.metrics_listen)
+                except (OSError, ValueError) as exc:
+                    raise OSError(f"cannot serve metrics on {self.metrics_listen}: {exc}") from exc
+            if self.on_listening is not None:
+                self.on_listening(self)
+            await self._replay_delay()
+            await self._start_serving(snap_dir)
+        except BaseException:
+            await self.server.stop(None)
+            if self.metrics is not None:
+                await self.metrics.close()
+            raise
+        self.health.set(REPLAYING, None)
+        if self.fault_file:
+            self._fault_task = asyncio.create_task(self._watch_faults(), name="fault-file")
+
+    async def _start_serving(self, snap_dir: str) -> None:
+        """Replay the WAL, open every replica, and serve (the server listens already)."""
+        assert self.server is not None
+        self.wal = await asyncio.to_thread(
+            WriteAheadLog.open, os.path.join(self.data_dir, "wal"), sync=self.wal_sync, files=self.files
+        )
+        self.state = StateStore(os.path.join(self.data_dir, "state"))
         self.link = RouterLink(
             self.store_id, self.advertise, self.routers, interval=self.heartbeat_interval_s, zone=self.zone
         )
@@ -108,27 +162,33 @@ class Node:
             on_unreachable=self._on_unreachable,
             tcp_endpoint=tcp_overrides.get if self.peer_listen != "none" else None,
         )
+        link = self.link
+
+        def leader_changed(rep: Replica) -> None:
+            self.stats.leader_elections_won += 1
+            link.report_leader(rep)
+
         self.raftstore = RaftStore(
             self.store_id,
             self.wal,
             self.state,
             self.transport,
             self.settings,
-            on_leader_change=self.link.report_leader,
-            on_descriptor_change=lambda rep: self.link.poke(),
+            on_leader_change=leader_changed,
+            on_descriptor_change=lambda rep: link.poke(),
             raft_mutation=self.raft_mutation,
             files=self.files,
         )
+        self.raftstore.on_fail = lambda failed: self.health.set(FAILED, str(failed))
         self.link.rs = self.raftstore
-        kv_pb2_grpc.add_KVServicer_to_server(KVService(self.raftstore, self.link.address_of, self.limits), self.server)
+        kv = KVService(self.raftstore, self.link.address_of, self.limits, self.stats)
         raft_service = RaftTransportService(
             self.store_id,
             self.raftstore.on_messages,
-            self.raftstore.on_snapshot,
+            self._on_snapshot,
             snapshot_dir=snap_dir,
             files=self.files,
         )
-        raft_pb2_grpc.add_RaftTransportServicer_to_server(raft_service, self.server)
         if self.peer_listen != "none":
             listen_host = self.listen.rpartition(":")[0]
             peer_host, _, peer_port = (self.peer_listen or f"{listen_host}:0").rpartition(":")
@@ -138,22 +198,35 @@ class Node:
                 raise OSError(f"cannot listen for Raft peers on {self.peer_listen or peer_host}: {exc}") from exc
             bound = self.peer_server.port
             self.peer_address = raft_service.tcp_address = f"{peer_host}:{bound}"
-        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (
-                kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name,
-                raft_pb2.DESCRIPTOR.services_by_name["RaftTransport"].full_name,
-                reflection.SERVICE_NAME,
-                health.SERVICE_NAME,
-            ),
-            self.server,
-        )
         await self.raftstore.start()
-        await self.server.start()
+        self.late.add(lambda server: kv_pb2_grpc.add_KVServicer_to_server(kv, server))
+        self.late.add(lambda server: raft_pb2_grpc.add_RaftTransportServicer_to_server(raft_service, server))
         await self.link.start()
-        if self.fault_file:
-            self._fault_task = asyncio.create_task(self._watch_faults(), name="fault-file")
+
+    async def _on_snapshot(
+        self, first: raft_pb2.RaftMessage, path: str, descriptor: Descriptor | None = None
+    ) -> tuple[bool, str]:
+        ok, why = await self.raftstore.on_snapshot(first, path, descriptor)
+        if ok:
+            self.stats.snapshots_received += 1
+        else:
+            self.stats.snapshots_refused += 1
+        return ok, why
+
+    async def _replay_delay(self) -> None:
+        """TESTING: ``{"replay_delay_ms": N}`` in the fault file holds the node in its replay for
+        N ms, long enough for a test to see health say NOT_SERVING. Read once, at start."""
+        if not self.fault_file:
+            return
+        try:
+            with open(self.fault_file) as f:
+                spec = json.load(f)
+            delay = float(spec.get("replay_delay_ms", 0)) / 1000.0 if isinstance(spec, dict) else 0.0
+        except (OSError, ValueError):
+            return
+        if delay > 0:
+            print(f"fault hooks: replay held for {delay:g} s", flush=True)
+            await asyncio.sleep(delay)
 
     async def _watch_faults(self) -> None:
         """Apply the fault hooks named in the fault file (off unless the file says so).
@@ -191,6 +264,8 @@ class Node:
         self.stopped = True
         if self._fault_task is not None:
             self._fault_task.cancel()
+        if self.metrics is not None:
+            await self.metrics.close()
         if self.server is not None:
             await self.server.stop(grace=1.0)
         if self.peer_server is not None:
@@ -203,6 +278,8 @@ class Node:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    if args.store_id:
+        logs.set_fields(store=args.store_id)  # every JSON log line of this process names the store
     settings = RaftSettings(
         tick_s=args.tick_ms / 1000.0,
         compact_threshold=args.compact_threshold,
@@ -224,6 +301,11 @@ async def serve(args: argparse.Namespace) -> int:
         heartbeat_interval_s=args.heartbeat_interval,
         files=_files(args),
         zone=args.zone or "",
+        metrics_listen=args.metrics_listen,
+    )
+    # Not "listening on": launchers wait for that line to know the node serves (see below).
+    node.on_listening = lambda n: print(
+        f"node {n.store_id} starting at {n.advertise}: health NOT_SERVING until its WAL is replayed", flush=True
     )
     try:
         await node.start()
@@ -238,6 +320,8 @@ async def serve(args: argparse.Namespace) -> int:
     if node.peer_address:
         # Before the "listening on" line: a launcher that waits for that one knows both.
         print(f"node {node.store_id} takes Raft peers at {node.peer_address}", flush=True)
+    if node.metrics is not None:
+        print(f"node {node.store_id} serves metrics at {node.metrics.url}", flush=True)
     print(f"node {node.store_id} listening on {node.advertise}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

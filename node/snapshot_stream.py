@@ -188,7 +188,8 @@ async def receive_snapshot(
         try:
             accepted, reason = await on_snapshot(first, path, descriptor)
         except Exception as exc:
-            log.exception("installing snapshot of partition %d failed", first.partition_id)
+            log.exception("installing snapshot of partition %d failed", first.partition_id,
+                          extra={"partition": first.partition_id})
             return _refuse(f"install failed: {exc!r}")
         return raft_pb2.SnapshotAck(accepted=bool(accepted), reason=reason)
     finally:

@@ -182,13 +182,13 @@ class Ticker:
             entry = self._quiet.get(pid)
             if entry is not None and not rep.raw.quiesced:
                 self.missed += 1
-                log.warning("partition %d: awake but filed as quiet; ticking it again", pid)
+                log.warning("partition %d: awake but filed as quiet; ticking it again", pid, extra={"partition": pid})
                 self._unfile(rep)
                 self._awake[pid] = rep
                 self._kick()
             elif pid not in candidates and rep.has_work():
                 self.missed += 1
-                log.warning("partition %d: has work no round was told of", pid)
+                log.warning("partition %d: has work no round was told of", pid, extra={"partition": pid})
                 self._touched[pid] = rep
                 self._kick()
 
@@ -226,7 +226,7 @@ class Ticker:
             if rep.want_add or rep.want_remove or (rep.is_leader() and raw.conf_state.learners):
                 done = rep.drive_membership()
                 if done is not None:
-                    log.info("partition %d: %s", rep.pid, done)
+                    log.info("partition %d: %s", rep.pid, done, extra={"partition": rep.pid})
             if rep.is_leader() and not rep.requests.queued and raw.can_quiesce():
                 rep.idle_ticks += n
                 if rep.idle_ticks >= self.election_tick and raw.quiesce():

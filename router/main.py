@@ -18,13 +18,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from common import aio
+from common import aio, logs
 from common.keyspace import MAX_PRESPLIT
+from common.metrics import MetricsServer, new_registry, parse_listen
 from node.transport import register as register_raft_transport
 from router.client import AsyncClient
 from router.client.channels import CHANNEL_OPTIONS
 from router.local_meta import LocalMeta
 from router.meta_service import MetaService
+from router.metrics import RouterCollector, RpcMetrics
 from router.placement.codec import CodecError
 from router.placement.config import MAX_GROUP_MEMBERS, GroupSettings, PlacementConfig
 from router.placement.persist import TABLE_FILE
@@ -82,6 +84,11 @@ def _check_args(args: argparse.Namespace) -> str | None:
         return f"--peers names this router ({args.id}) too; list the other routers only"
     if len(peers) + 1 > MAX_GROUP_MEMBERS:
         return f"--peers: a placement group has at most {MAX_GROUP_MEMBERS} routers, got {len(peers) + 1}"
+    if getattr(args, "metrics_listen", None) is not None:
+        try:
+            parse_listen(args.metrics_listen)
+        except ValueError as exc:
+            return str(exc)
     return None
 
 
@@ -91,6 +98,7 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
     if problem:
         print(f"tessera router: {problem}", file=sys.stderr)
         return 2
+    logs.set_fields(router=args.id)  # every JSON log line of this process names the router
     addresses = {args.id: args.listen, **parse_peers(args.peers)}
     try:
         placement = await Placement.open(
@@ -109,7 +117,8 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
         return 1
 
     # No SO_REUSEPORT: a second router on a taken port must fail, not share it.
-    server = grpc.aio.server(options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)])
+    rpc_metrics = RpcMetrics()
+    server = grpc.aio.server(options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)], interceptors=[rpc_metrics])
     meta_pb2_grpc.add_MetaServicer_to_server(MetaService(placement), server)
     register_raft_transport(server, placement.group.service())
     proxy_client = AsyncClient(None, meta=LocalMeta(placement))
@@ -130,6 +139,19 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
         await placement.close()
         return 1
 
+    metrics: MetricsServer | None = None
+    if getattr(args, "metrics_listen", None) is not None:
+        registry = new_registry()
+        registry.register(RouterCollector(placement, rpc_metrics))
+        metrics = MetricsServer(registry)
+        try:
+            await metrics.start(args.metrics_listen)
+        except OSError as exc:
+            print(f"tessera router: cannot serve metrics on {args.metrics_listen}: {exc}", file=sys.stderr)
+            await proxy_client.close()
+            await placement.close()
+            return 1
+
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -141,6 +163,9 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
     await placement.start()
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if metrics is not None:
+        # Before the "listening on" line: a launcher that waits for that one knows both.
+        print(f"router {args.id} serves metrics at {metrics.url}", flush=True)
     print(f"router listening on {host}:{port}", flush=True)
     group = placement.group
     # The table is the checkpoint's until the group commits the log after it.
@@ -154,6 +179,8 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await health_servicer.enter_graceful_shutdown()
+        if metrics is not None:
+            await metrics.close()
         await server.stop(SHUTDOWN_GRACE_S)
         await proxy_client.close()
         await placement.close()

@@ -106,6 +106,15 @@ def _add_json_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_metrics_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help=f"serve the {what}'s Prometheus metrics at http://HOST:PORT/metrics (port 0 picks a free "
+             "one, printed at start; docs/observability.md) (default: no metrics listener)",
+    )
+
+
 def _add_log_level_option(parser: argparse.ArgumentParser, passed_on: str = "") -> None:
     parser.add_argument(
         "--log-level",
@@ -113,6 +122,14 @@ def _add_log_level_option(parser: argparse.ArgumentParser, passed_on: str = "") 
         choices=logs.LEVELS,
         default=logs.DEFAULT_LEVEL,
         help=f"least severe log records written to stderr{passed_on} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log-format",
+        type=str.lower,
+        choices=logs.FORMATS,
+        default=logs.DEFAULT_FORMAT,
+        help="log lines as text, or as JSON objects with ts, level, logger, msg and, when known, "
+             "partition and store (docs/observability.md) (default: %(default)s)",
     )
 
 
@@ -286,6 +303,7 @@ def _build_node(commands) -> None:
                         "puts two replicas of a partition in one zone while enough zones are up "
                         "(default: none, the node is a domain of its own)")
     _add_log_level_option(p)
+    _add_metrics_option(p, "node")
     p.add_argument("--tick-ms", type=_positive_int, metavar="MS", default=round(_RAFT.tick_s * 1000),
                    help=f"Raft tick; elections time out after {_RAFT.election_tick}-"
                         f"{2 * _RAFT.election_tick} ticks (default: %(default)s)")
@@ -311,7 +329,8 @@ def _build_node(commands) -> None:
                         "(default: the --listen host, any free port)")
     p.add_argument("--fault-file", metavar="FILE",
                    help='JSON fault hooks polled every 100 ms: {"fail_fsync": true} or '
-                        '{"fsync_delay_ms": N}; absent or empty means no faults')
+                        '{"fsync_delay_ms": N}; read once at start: {"replay_delay_ms": N} holds the '
+                        'WAL replay (health NOT_SERVING); absent or empty means no faults')
     p.add_argument("--raft-mutation", metavar="NAME", type=_mutation(_raft_mutations),
                    help="TESTING ONLY: run a known-buggy Raft core (tessera nemesis --raft-mutation "
                         "proves the nemesis catches it); never in production; an unknown NAME "
@@ -359,6 +378,7 @@ def _build_router(commands) -> None:
                    default=_PLACEMENT.store_down_after_s,
                    help="a node silent this long is reported down (default: %(default)g)")
     _add_log_level_option(p)
+    _add_metrics_option(p, "router")
     p.set_defaults(handler=_router, command_name="router")
 
 
@@ -885,7 +905,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "admin":
         args.json = getattr(args, "json", False)
     if hasattr(args, "log_level"):  # the commands that run a process which logs: set it up once
-        logs.setup(args.log_level)
+        logs.setup(args.log_level, fmt=args.log_format)
     try:
         return args.handler(args)
     except KeyboardInterrupt:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from common.logs import DEFAULT_LEVEL
+from common.logs import DEFAULT_FORMAT, DEFAULT_LEVEL
 from common.routers import RouterSet
 from common.wire.errors import error_from_rpc, leader_hint
 from router.placement.config import PlacementConfig
@@ -41,6 +41,7 @@ from tools.lifecycle import PARENT_ENV
 
 _LISTENING = re.compile(rb"listening on (\S+:\d+)")
 _PEERS_AT = re.compile(rb"takes Raft peers at (\S+:\d+)")  # a node's TCP batch listener (D23)
+_METRICS_AT = re.compile(rb"serves metrics at (http://\S+)")  # its --metrics-listen, when it has one
 _PLACEMENT = PlacementConfig()  # the router's defaults are the cluster's
 _TAIL_LINES = 40  # of a child's output kept in memory for error messages
 _LAST_WORDS = 3  # of those, how many an error message quotes
@@ -56,6 +57,7 @@ class Proc:
     log_path: str
     address: str = ""
     peer_address: str = ""  # a node's Raft batch listener, from its "takes Raft peers at" line
+    metrics_url: str = ""  # where it serves Prometheus metrics, from its "serves metrics at" line
     popen: subprocess.Popen[bytes] | None = None  # the current run (None: never started)
     port: int = 0
     # The last lines of the current run's output (stdout and stderr interleaved as written).
@@ -94,6 +96,7 @@ class Cluster:
     base_port: int = 0
     max_down: float = _PLACEMENT.max_down_s
     log_level: str = DEFAULT_LEVEL  # every child's --log-level
+    log_format: str = DEFAULT_FORMAT  # and --log-format
     routers: int = 1  # the placement group's size
     split_size: int | None = None  # routers' --split-size (None: their default)
     zones: int = 0  # label node i with zone z((i-1) % zones + 1) (tessera node --zone); 0: no zones
@@ -101,6 +104,8 @@ class Cluster:
     # tests that steer placement by hand and must not have it steer too.
     schedule_interval: float | None = None
     extra_router_args: list[str] = field(default_factory=list)
+    # Every process serves Prometheus metrics on a free loopback port (Proc.metrics_url).
+    metrics: bool = False
     extra_node_args: list[str] = field(default_factory=list)
     # Per-node extra arguments (e.g. each node's --peer-addresses file).
     node_args: Callable[[int], list[str]] | None = None
@@ -161,6 +166,8 @@ class Cluster:
             "--max-down", str(self.max_down),
             *(["--split-size", str(self.split_size)] if self.split_size else []),
             "--log-level", self.log_level,
+            *(["--log-format", self.log_format] if self.log_format != DEFAULT_FORMAT else []),
+            *(["--metrics-listen", "127.0.0.1:0"] if self.metrics else []),
             *(["--schedule-interval", str(self.schedule_interval)] if self.schedule_interval is not None else []),
             *self.extra_router_args,
         ]
@@ -174,6 +181,8 @@ class Cluster:
             "--data-dir", os.path.join(self.root, f"node{i}"),
             "--routers", self.router_addresses,
             "--log-level", self.log_level,
+            *(["--log-format", self.log_format] if self.log_format != DEFAULT_FORMAT else []),
+            *(["--metrics-listen", "127.0.0.1:0"] if self.metrics else []),
             *(["--zone", self.zone_of(i)] if self.zones else []),
             *self.extra_node_args,
             *(self.node_args(i) if self.node_args is not None else []),
@@ -184,7 +193,7 @@ class Cluster:
         exits first, or says nothing of the kind within ``timeout``, is killed and reported in
         a RuntimeError that quotes its last words."""
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{PARENT_ENV: str(os.getpid())})
-        proc.address = proc.peer_address = ""
+        proc.address = proc.peer_address = proc.metrics_url = ""
         proc.tail.clear()
         proc.popen = subprocess.Popen(
             proc.argv,
@@ -390,6 +399,8 @@ def _pump(proc: Proc, popen: subprocess.Popen[bytes], started_or_gone: threading
             proc.tail.append(line.decode(errors="replace").rstrip())
             if not proc.peer_address and (p := _PEERS_AT.search(line)):
                 proc.peer_address = p.group(1).decode()
+            elif not proc.metrics_url and (u := _METRICS_AT.search(line)):
+                proc.metrics_url = u.group(1).decode()
             elif not started_or_gone.is_set() and (m := _LISTENING.search(line)):
                 proc.address = m.group(1).decode()
                 proc.port = int(proc.address.rsplit(":", 1)[1])

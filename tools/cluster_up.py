@@ -15,7 +15,8 @@ def run(args: argparse.Namespace) -> int:
     root = os.path.abspath(args.data_dir)
     cluster = Cluster(
         root=root, nodes=args.nodes, partitions=args.partitions, base_port=args.base_port, max_down=args.max_down,
-        log_level=args.log_level, routers=args.routers, split_size=args.split_size, zones=args.zones,
+        log_level=args.log_level, routers=args.routers, split_size=args.split_size, zones=args.zones, metrics=True,
+        log_format=args.log_format,
         extra_router_args=["--schedule-interval", str(args.schedule_interval), "--max-moves", str(args.max_moves)],
     )
     stop = threading.Event()
@@ -30,14 +31,16 @@ def run(args: argparse.Namespace) -> int:
         return 1
     routers = cluster.router_addresses
     nodes = ", ".join(cluster.node_address(i) for i in sorted(cluster.node_procs))
-    print(f"ready: router {routers} (nodes {nodes}; data and logs in {root})", flush=True)
+    # The metrics URLs come last, after what scripts parse already (DESIGN.md's "ready:" line).
+    procs = [*cluster.router_procs.values(), *cluster.node_procs.values()]
+    metrics = " ".join(f"{p.name}={p.metrics_url}" for p in procs)
+    print(f"ready: router {routers} (nodes {nodes}; data and logs in {root}) metrics {metrics}", flush=True)
     print(
         f"  try: tessera kv put hello world --router {routers}\n"
         f"       tessera kv get hello --router {routers}\n"
         "  Ctrl-C stops the cluster; its data stays for the next 'cluster up'.",
         flush=True,
     )
-    procs = [*cluster.router_procs.values(), *cluster.node_procs.values()]
     reported: set[str] = set()
     try:
         while not stop.wait(0.5):

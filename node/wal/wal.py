@@ -85,6 +85,7 @@ from .record import (
 from .replay import LiveMap, forget_entries, note_entries, recover
 from .segment import segment_name
 from .state import PartitionState, Shadow
+from .stats import WalStats
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class WriteAheadLog:
         self.sync = sync
         self.files = files
         self.faults = WalFaults()
+        self.stats = WalStats()  # for the node's metrics (node/metrics.py)
         self._io_lock = threading.Lock()  # serialises writers and segment files
         self._state_lock = threading.Lock()  # guards _parts; never held across I/O
         self._failed: BaseException | None = None
@@ -246,6 +248,8 @@ class WriteAheadLog:
                 f = self._file
                 assert f is not None  # open and not failed, so a segment is open
                 f.append(data)
+                self.stats.writes += 1
+                self.stats.bytes_written += len(data)
                 if sync:
                     self._fsync(f)
                 self._unsynced = not sync
@@ -437,6 +441,7 @@ class WriteAheadLog:
     # -- internals: I/O and failure ------------------------------------------------
 
     def _fsync(self, f: AppendFile) -> None:
+        started = time.perf_counter()
         faults = self.faults
         if faults.fsync_delay_s > 0:
             time.sleep(faults.fsync_delay_s)
@@ -444,6 +449,7 @@ class WriteAheadLog:
             raise OSError(errno.EIO, "injected fsync failure")
         if self.sync:
             f.sync()
+        self.stats.fsync.observe(time.perf_counter() - started)
 
     def _check_usable(self) -> None:
         if self._closed:

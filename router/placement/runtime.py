@@ -47,6 +47,9 @@ class Placement:
         self._schedule_now = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
         self.scheduled = 0  # operations the scheduler submitted (tests, logs)
+        # Operations submitted here (by the scheduler, a split or an admin), by kind and result
+        # ("queued", "refused", "not_leader", "failed"): router/metrics.py exports them.
+        self.submitted: dict[tuple[str, str], int] = {}
 
     @classmethod
     async def open(
@@ -92,7 +95,18 @@ class Placement:
     async def apply(self, cmd: Command) -> Applied:
         """Replicate and apply one command; its result once applied here. Raises
         PlacementError (the table refused it, on every router alike) or NotLeaderError."""
-        result = await self.group.propose(cmd)
+        try:
+            result = await self.group.propose(cmd)
+        except PlacementError:
+            self._count(cmd, "refused")
+            raise
+        except NotLeaderError:
+            self._count(cmd, "not_leader")
+            raise
+        except Exception:
+            self._count(cmd, "failed")
+            raise
+        self._count(cmd, "queued")
         if result.operation_id or isinstance(cmd, Bootstrap):
             # Work was queued: the stores it is for heartbeat at once instead of at their next turn.
             self.watchers.wake(self.table.stores_with_operations_due(self.now_ms()))
@@ -101,6 +115,11 @@ class Placement:
             # step of a move need not wait for the next period.
             self._schedule_now.set()
         return result
+
+    def _count(self, cmd: Command, result: str) -> None:
+        if isinstance(cmd, SubmitOperation):
+            key = (operation_kind(cmd.action), result)
+            self.submitted[key] = self.submitted.get(key, 0) + 1
 
     async def maybe_bootstrap(self) -> Applied | None:
         """Create the pre-split partitions once enough stores are up on a fresh table (leader)."""
@@ -241,3 +260,9 @@ def _describe(cmd: SubmitOperation) -> str:
     if isinstance(a, (AddReplica, RemoveReplica)):
         return f"{name} on store {a.replica.store_id}"
     return name
+
+
+def operation_kind(action: object) -> str:
+    """An operation's kind as the metrics label it: "transfer_leader", "add_replica", ..."""
+    name = type(action).__name__
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
