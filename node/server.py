@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common import aio
+from common.wire.guard import RequestGuard
 from node import tcp_transport
 from node.fs import OS_FILES, Files
 from node.kv_service import KVService
@@ -86,7 +87,7 @@ class Node:
             WriteAheadLog.open, os.path.join(self.data_dir, "wal"), sync=self.wal_sync, files=self.files
         )
         self.state = StateStore(os.path.join(self.data_dir, "state"))
-        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[RequestGuard(log)])  # hostile input
         self.port = self.server.add_insecure_port(self.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.listen}")

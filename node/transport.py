@@ -45,6 +45,7 @@ import grpc
 
 from common.backoff import BackoffPolicy
 from common.descriptor import Descriptor
+from common.log_limit import LogLimiter
 from node import snapshot_stream, tcp_transport
 from node.fs import OS_FILES, Files
 from tesserapb import raft_pb2, raft_pb2_grpc
@@ -59,6 +60,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+limited_log = LogLimiter(log)  # what any caller can trigger at will (docs/hostile-input.md)
 
 
 class PeerStatus(TypedDict):
@@ -729,7 +731,7 @@ class RaftTransportService(raft_pb2_grpc.RaftTransportServicer):
             self.snapshots_received += 1
         else:
             self.snapshots_refused += 1
-            log.warning("snapshot refused: %s", ack.reason)
+            limited_log.warning("snapshot-refused", "snapshot refused: %s", ack.reason)
         return ack
 
 

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from common import aio
 from common.keyspace import MAX_PRESPLIT
+from common.wire.guard import RequestGuard
 from node.transport import register as register_raft_transport
 from router.client import AsyncClient
 from router.client.channels import CHANNEL_OPTIONS
@@ -109,7 +110,7 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
         return 1
 
     # No SO_REUSEPORT: a second router on a taken port must fail, not share it.
-    server = grpc.aio.server(options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)], interceptors=[RequestGuard(log)])
     meta_pb2_grpc.add_MetaServicer_to_server(MetaService(placement), server)
     register_raft_transport(server, placement.group.service())
     proxy_client = AsyncClient(None, meta=LocalMeta(placement))
