@@ -42,11 +42,13 @@ import crc32c
 import grpc
 
 from common.descriptor import Descriptor
+from common.log_limit import LogLimiter
 from common.wire.descriptors import descriptor_from_pb, descriptor_to_pb
 from node.fs import Files
 from tesserapb import raft_pb2
 
 log = logging.getLogger(__name__)
+limited_log = LogLimiter(log)  # anyone who reaches the port can send images (docs/hostile-input.md)
 
 TO_STORE_METADATA = "x-tessera-to-store"
 FROM_STORE_METADATA = "x-tessera-from-store"
@@ -167,7 +169,10 @@ async def receive_snapshot(
                         return _refuse("first chunk carries no raft message")
                     first = chunk.message
                     if chunk.HasField("descriptor"):
-                        descriptor = descriptor_from_pb(chunk.descriptor)
+                        try:
+                            descriptor = descriptor_from_pb(chunk.descriptor)
+                        except ValueError as exc:  # an unknown role, a nonsense range...
+                            return _refuse(f"bad descriptor in the first chunk: {exc}")
                 data = chunk.data
                 if data:
                     crc = crc32c.crc32c(data, crc)
@@ -188,7 +193,8 @@ async def receive_snapshot(
         try:
             accepted, reason = await on_snapshot(first, path, descriptor)
         except Exception as exc:
-            log.exception("installing snapshot of partition %d failed", first.partition_id)
+            limited_log.error("install-failed", "installing snapshot of partition %d failed", first.partition_id,
+                              exc_info=True)
             return _refuse(f"install failed: {exc!r}")
         return raft_pb2.SnapshotAck(accepted=bool(accepted), reason=reason)
     finally:

@@ -11,7 +11,9 @@ could fill the disk with tracebacks. :class:`RequestGuard`, passed to
   INVALID_ARGUMENT, a one-line message naming the message type, and a
   ``tessera.v1.InvalidArgument`` detail (field ``request``); one log line at most, rate-limited
   (:class:`common.log_limit.LogLimiter`);
-- an exception a handler lets escape (a bug: handlers are meant to turn bad input into
+- a NotImplementedError (a generated servicer base class's method left unimplemented) ends
+  the call with UNIMPLEMENTED;
+- any other exception a handler lets escape (a bug: handlers are meant to turn bad input into
   INVALID_ARGUMENT themselves) ends the call with INTERNAL and a one-line message naming the
   exception's type; its traceback is logged, rate-limited.
 
@@ -131,6 +133,10 @@ class RequestGuard(grpc.aio.ServerInterceptor):
         await wire_errors.abort(context, failure)
 
     async def _failed(self, context: grpc.aio.ServicerContext, method: str, exc: Exception) -> None:
+        if isinstance(exc, NotImplementedError):
+            # What a generated servicer base class raises for a method its subclass does not
+            # implement (grpc's health service and List, for one): the caller's mistake.
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented by this server")
         self.unexpected += 1
         self.limiter.error("unexpected", "%s: the handler failed on a request from %s: %s",
                            method, _peer(context), one_line(repr(exc)), exc_info=True)
