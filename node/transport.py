@@ -706,7 +706,8 @@ class RaftTransportService(raft_pb2_grpc.RaftTransportServicer):
             try:
                 on_messages(batch.from_store, msgs)
             except Exception:
-                log.exception("on_messages from store %d failed", batch.from_store)
+                limited_log.error("on-messages-failed", "on_messages from store %d failed", batch.from_store,
+                                  exc_info=True)
                 await context.abort(grpc.StatusCode.INTERNAL, "receiver failed to handle a batch")
             self.batches_received += 1
             self.msgs_received += len(msgs)

@@ -35,7 +35,16 @@ _CONSISTENCY_NAME = {v: k for k, v in CONSISTENCY.items()}
 
 
 def _consistency(ro: kv_pb2.ReadOptions) -> tuple[str, int]:
-    return _CONSISTENCY_NAME.get(ro.consistency, "lease"), ro.max_staleness_ms
+    """The client library's name for the requested consistency (unset: lease, as on a node);
+    an enum number no version defines is INVALID_ARGUMENT, as the node answers it."""
+    if ro.consistency == kv_pb2.CONSISTENCY_UNSPECIFIED:
+        return "lease", ro.max_staleness_ms
+    name = _CONSISTENCY_NAME.get(ro.consistency)
+    if name is None:
+        message = f"unknown consistency {ro.consistency}"
+        raise WireError(grpc.StatusCode.INVALID_ARGUMENT, message,
+                        wire_errors.invalid_argument("read_options.consistency", message))
+    return name, ro.max_staleness_ms
 
 
 def _failure(exc: TesseraError) -> WireError:

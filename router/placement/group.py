@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.log_limit import LogLimiter
 from node.raft import (
     Config,
     ConfState,
@@ -64,6 +65,7 @@ from router.placement.table import PlacementTable
 from tesserapb import raft_pb2
 
 log = logging.getLogger("tessera.router.group")
+limited_log = LogLimiter(log)  # what any caller of the Raft port can trigger (docs/hostile-input.md)
 
 GROUP = 1
 """The placement log's partition id, in the router's WAL and on the Raft transport."""
@@ -477,7 +479,7 @@ class PlacementGroup:
             try:
                 _, _, m = message_from_pb(pb)
             except ValueError as exc:
-                log.warning("dropping an undecodable placement message: %s", exc)
+                limited_log.warning("undecodable", "dropping an undecodable placement message: %s", exc)
                 continue
             self.raw.step(m)
         self._wake.set()

@@ -377,6 +377,18 @@ def test_requests_at_and_past_every_limit_get_a_clear_answer(fuzzed: Fuzzed) -> 
                 check_clean(fuzzed, target, stream, *call(fuzzed, address, stream, [payload]))
 
 
+def test_an_unknown_consistency_is_invalid_argument_on_a_node_and_through_the_proxy(fuzzed: Fuzzed) -> None:
+    by_path = {m.path: m for m in ROUTER_METHODS}
+    for target, address, _ in fuzzed.targets:
+        for value in (4, 99, -1):
+            for name, req in (("Get", kv_pb2.GetRequest(key=b"fuzz", read_options=_read_options(consistency=value))),
+                              ("Scan", kv_pb2.ScanRequest(read_options=_read_options(consistency=value)))):
+                method = by_path[f"/tessera.v1.KV/{name}"]
+                code, details = call(fuzzed, address, method, [req.SerializeToString()])
+                assert code == grpc.StatusCode.INVALID_ARGUMENT, (target, name, value, code, details)
+                assert f"unknown consistency {value}" in details, (target, name, details)
+
+
 def test_garbage_on_the_raft_tcp_port_closes_the_connection(fuzzed: Fuzzed) -> None:
     """Garbage, a huge length prefix, a frame that is not a RaftBatch, one for another store,
     a truncated frame: the node closes that connection (or waits for the rest of a frame it
