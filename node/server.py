@@ -128,6 +128,7 @@ class Node:
             self.raftstore.on_snapshot,
             snapshot_dir=snap_dir,
             files=self.files,
+            snapshot_refusal=self.raftstore.snapshot_refusal,
         )
         raft_pb2_grpc.add_RaftTransportServicer_to_server(raft_service, self.server)
         if self.peer_listen != "none":

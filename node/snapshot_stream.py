@@ -58,6 +58,9 @@ MAX_CHUNK_BYTES = 1 << 20
 
 # (first message, spooled image path, the partition's descriptor as of the image or None).
 SnapshotInstaller = Callable[[raft_pb2.RaftMessage, str, "Descriptor | None"], Awaitable[tuple[bool, str]]]
+# Why an image starting with this message would be refused whatever its data (None: it may
+# be taken): asked at the first chunk, before anything is spooled (docs/hostile-input.md).
+SnapshotRefusal = Callable[[raft_pb2.RaftMessage], "str | None"]
 
 
 async def _pieces(chunks: AsyncIterable[bytes] | Iterable[bytes], limit: int) -> AsyncIterator[bytes]:
@@ -145,6 +148,7 @@ async def receive_snapshot(
     snapshot_dir: str,
     on_snapshot: SnapshotInstaller,
     files: Files,
+    refusal: SnapshotRefusal | None = None,
 ) -> raft_pb2.SnapshotAck:
     """The server half: spool, verify, install, clean up. Never raises for a bad image."""
     md = dict(context.invocation_metadata() or ())
@@ -168,6 +172,9 @@ async def receive_snapshot(
                     if not chunk.HasField("message"):
                         return _refuse("first chunk carries no raft message")
                     first = chunk.message
+                    why = refusal(first) if refusal is not None else None
+                    if why is not None:
+                        return _refuse(why)
                     if chunk.HasField("descriptor"):
                         try:
                             descriptor = descriptor_from_pb(chunk.descriptor)

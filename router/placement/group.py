@@ -98,6 +98,11 @@ class Member:
     applied: int | None  # None: the answering router does not know (it does not lead)
 
 
+def _not_the_group(first: raft_pb2.RaftMessage) -> str | None:
+    """A snapshot for anything but the placement group is refused at its first chunk."""
+    return None if first.partition_id == GROUP else f"not the placement group ({first.partition_id})"
+
+
 class PlacementGroup:
     def __init__(
         self,
@@ -183,7 +188,8 @@ class PlacementGroup:
 
     def service(self) -> RaftTransportService:
         """The RaftTransport servicer to add to the router's gRPC server."""
-        return RaftTransportService(self.id, self._on_messages, self._on_snapshot, str(self.directory / "snapshots"))
+        return RaftTransportService(self.id, self._on_messages, self._on_snapshot, str(self.directory / "snapshots"),
+                                    snapshot_refusal=_not_the_group)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()

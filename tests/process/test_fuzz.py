@@ -389,6 +389,31 @@ def test_an_unknown_consistency_is_invalid_argument_on_a_node_and_through_the_pr
                 assert f"unknown consistency {value}" in details, (target, name, details)
 
 
+def test_a_snapshot_no_replica_here_could_take_is_refused_before_it_is_spooled(fuzzed: Fuzzed) -> None:
+    """A stranger streaming a huge image for a partition the node does not host (or for a
+    replica it is not) is refused at the first chunk: the node stops reading, so the sender
+    gets only as far as gRPC's flow control lets it, and nothing fills the disk."""
+    pulled = 0
+
+    def chunks(first: raft_pb2.RaftMessage) -> Iterator[bytes]:
+        nonlocal pulled
+        yield raft_pb2.SnapshotChunk(message=first).SerializeToString()
+        for _ in range(64):
+            pulled += 1
+            yield raft_pb2.SnapshotChunk(data=b"s" * (1 << 20)).SerializeToString()
+        yield raft_pb2.SnapshotChunk(last=True).SerializeToString()
+
+    for node in fuzzed.cluster.node_procs.values():
+        for first, why in ((raft_pb2.RaftMessage(partition_id=REAL_IDS + 7), "is not hosted here"),
+                           (raft_pb2.RaftMessage(partition_id=1, dst=REAL_IDS + 7), "this store hosts replica")):
+            pulled = 0
+            with grpc.insecure_channel(node.address) as ch:
+                rpc: Any = ch.stream_unary("/tessera.v1.RaftTransport/SendSnapshot")
+                ack = raft_pb2.SnapshotAck.FromString(rpc(chunks(first), timeout=CALL_TIMEOUT_S))
+            assert not ack.accepted and why in ack.reason, ack
+            assert pulled < 32, f"{node.name} read {pulled} MiB of an image it had refused at its first chunk"
+
+
 def test_garbage_on_the_raft_tcp_port_closes_the_connection(fuzzed: Fuzzed) -> None:
     """Garbage, a huge length prefix, a frame that is not a RaftBatch, one for another store,
     a truncated frame: the node closes that connection (or waits for the rest of a frame it
