@@ -146,15 +146,24 @@ class Watched:
     fds: int = 0
     threads: int = 0
     lines: int = 0
+    rss_mib: int = 0
 
 
 def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def _threads(pid: int) -> int:
+def _status(pid: int, field: str) -> int:
     with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def _threads(pid: int) -> int:
+    return _status(pid, "Threads")
+
+
+def _rss_mib(pid: int) -> int:
+    return _status(pid, "VmRSS") // 1024
 
 
 def _lines(path: str) -> list[str]:
@@ -215,6 +224,7 @@ def fuzzed() -> Iterator[Fuzzed]:
         f = Fuzzed(c, procs, targets, RegisterWorkload(ctx, workers=4, think_s=0.02))
         for p in procs:
             p.fds, p.threads, p.lines = _fds(p.pid), _threads(p.pid), len(_lines(p.log_path))
+            p.rss_mib = _rss_mib(p.pid)
         f.thread = threading.Thread(target=_run_workload, args=(f,), daemon=True)
         f.thread.start()
         eventually(lambda: len(f.workload.ctx.recorder.ops) > 20, 30, "the register workload runs")
@@ -469,6 +479,12 @@ def test_after_the_fuzz_every_process_lives_and_leaks_nothing_and_the_register_s
         return True
 
     eventually(settled, 30, "open files and threads of every process back near their start")
+    # Memory: a loose bound (the allocator keeps what 1 MiB values and 5,000-item streams
+    # took), far below what a leak per request would reach over a long campaign.
+    print("resident MiB before -> after:", {w.name: (w.rss_mib, _rss_mib(w.pid)) for w in fuzzed.procs},
+          "statuses:", fuzzed.statuses)
+    grown = {w.name: (w.rss_mib, _rss_mib(w.pid)) for w in fuzzed.procs if _rss_mib(w.pid) > w.rss_mib + 400}
+    assert not grown, f"resident memory grew (MiB before, after): {grown}"
 
     # The log: a handful of lines per kind of bad input, no tracebacks.
     for w in fuzzed.procs:
