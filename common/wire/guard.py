@@ -168,7 +168,10 @@ class RequestGuard(grpc.aio.ServerInterceptor):
             if isinstance(request, Malformed):
                 await self._reject(context, method, request)
             try:
-                return await inner(request, context)
+                # A synchronous handler (a generated base class's unimplemented method, as
+                # grpc's health servicer leaves List) answers at once: called on the loop.
+                response = inner(request, context)
+                return await response if inspect.isawaitable(response) else response
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
@@ -197,7 +200,9 @@ class RequestGuard(grpc.aio.ServerInterceptor):
         async def behavior(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
             cut = _Cut(requests)
             try:
-                response = await inner(cut.messages(), context)
+                response = inner(cut.messages(), context)
+                if inspect.isawaitable(response):
+                    response = await response
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
