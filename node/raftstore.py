@@ -271,16 +271,26 @@ class RaftStore:
         if stepped:
             self.kick()
 
+    def snapshot_refusal(self, first: raft_pb2.RaftMessage) -> str | None:
+        """Why a snapshot that starts with ``first`` cannot be installed here (None: it may be).
+        Asked again when the image has arrived, and at its first chunk, so an image no replica
+        here could take is refused before any of it is spooled to disk."""
+        rep = self.replicas.get(first.partition_id)
+        if rep is None:
+            return f"partition {first.partition_id} is not hosted here"
+        if first.dst != rep.replica_id:
+            return f"snapshot for replica {first.dst}, this store hosts replica {rep.replica_id}"
+        return None
+
     async def on_snapshot(
         self, first: raft_pb2.RaftMessage, path: str, descriptor: Descriptor | None = None
     ) -> tuple[bool, str]:
         """A verified snapshot image arrived: step its message and, if the core takes it, wait
         for the round that installs it."""
-        rep = self.replicas.get(first.partition_id)
-        if rep is None:
-            return False, f"partition {first.partition_id} is not hosted here"
-        if first.dst != rep.replica_id:
-            return False, f"snapshot for replica {first.dst}, this store hosts replica {rep.replica_id}"
+        why = self.snapshot_refusal(first)
+        if why is not None:
+            return False, why
+        rep = self.replicas[first.partition_id]
         if descriptor is not None and descriptor.id != rep.pid:
             return False, f"descriptor of partition {descriptor.id} sent with a snapshot of {rep.pid}"
         _, _, m = message_from_pb(first)

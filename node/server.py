@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from common import aio, logs
 from common.descriptor import Descriptor
 from common.metrics import MetricsServer, new_registry
+from common.wire.guard import RequestGuard
 from node import tcp_transport
 from node.fs import OS_FILES, Files
 from node.health import FAILED, REPLAYING, NodeHealth
@@ -99,7 +100,7 @@ class Node:
         snap_dir = os.path.join(self.data_dir, "snapshots")
         # Listen first: while the WAL replays, health says NOT_SERVING and the KV and Raft
         # services answer UNAVAILABLE (node/late_services.py), rather than a refused connection.
-        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[RequestGuard(log)])  # hostile input
         self.port = self.server.add_insecure_port(self.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.listen}")
@@ -188,6 +189,7 @@ class Node:
             self._on_snapshot,
             snapshot_dir=snap_dir,
             files=self.files,
+            snapshot_refusal=self.raftstore.snapshot_refusal,
         )
         if self.peer_listen != "none":
             listen_host = self.listen.rpartition(":")[0]

@@ -42,11 +42,13 @@ import crc32c
 import grpc
 
 from common.descriptor import Descriptor
+from common.log_limit import LogLimiter
 from common.wire.descriptors import descriptor_from_pb, descriptor_to_pb
 from node.fs import Files
 from tesserapb import raft_pb2
 
 log = logging.getLogger(__name__)
+limited_log = LogLimiter(log)  # anyone who reaches the port can send images (docs/hostile-input.md)
 
 TO_STORE_METADATA = "x-tessera-to-store"
 FROM_STORE_METADATA = "x-tessera-from-store"
@@ -56,6 +58,9 @@ MAX_CHUNK_BYTES = 1 << 20
 
 # (first message, spooled image path, the partition's descriptor as of the image or None).
 SnapshotInstaller = Callable[[raft_pb2.RaftMessage, str, "Descriptor | None"], Awaitable[tuple[bool, str]]]
+# Why an image starting with this message would be refused whatever its data (None: it may
+# be taken): asked at the first chunk, before anything is spooled (docs/hostile-input.md).
+SnapshotRefusal = Callable[[raft_pb2.RaftMessage], "str | None"]
 
 
 async def _pieces(chunks: AsyncIterable[bytes] | Iterable[bytes], limit: int) -> AsyncIterator[bytes]:
@@ -143,6 +148,7 @@ async def receive_snapshot(
     snapshot_dir: str,
     on_snapshot: SnapshotInstaller,
     files: Files,
+    refusal: SnapshotRefusal | None = None,
 ) -> raft_pb2.SnapshotAck:
     """The server half: spool, verify, install, clean up. Never raises for a bad image."""
     md = dict(context.invocation_metadata() or ())
@@ -166,8 +172,14 @@ async def receive_snapshot(
                     if not chunk.HasField("message"):
                         return _refuse("first chunk carries no raft message")
                     first = chunk.message
+                    why = refusal(first) if refusal is not None else None
+                    if why is not None:
+                        return _refuse(why)
                     if chunk.HasField("descriptor"):
-                        descriptor = descriptor_from_pb(chunk.descriptor)
+                        try:
+                            descriptor = descriptor_from_pb(chunk.descriptor)
+                        except ValueError as exc:  # an unknown role, a nonsense range...
+                            return _refuse(f"bad descriptor in the first chunk: {exc}")
                 data = chunk.data
                 if data:
                     crc = crc32c.crc32c(data, crc)
@@ -188,8 +200,8 @@ async def receive_snapshot(
         try:
             accepted, reason = await on_snapshot(first, path, descriptor)
         except Exception as exc:
-            log.exception("installing snapshot of partition %d failed", first.partition_id,
-                          extra={"partition": first.partition_id})
+            limited_log.error("install-failed", "installing snapshot of partition %d failed", first.partition_id,
+                              exc_info=True)
             return _refuse(f"install failed: {exc!r}")
         return raft_pb2.SnapshotAck(accepted=bool(accepted), reason=reason)
     finally:

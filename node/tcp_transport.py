@@ -26,9 +26,15 @@ import socket
 import struct
 from typing import Protocol, cast
 
+from google.protobuf.message import DecodeError
+
+from common.log_limit import LogLimiter
 from tesserapb import raft_pb2
 
 log = logging.getLogger("tessera.transport")
+# Anyone who can reach the batch port can make this side close a connection, as often as they
+# like: what that logs is rate-limited (docs/hostile-input.md).
+limited_log = LogLimiter(log)
 
 HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 64 << 20
@@ -97,7 +103,10 @@ class BatchReceiver(asyncio.Protocol):
                     raise FrameError(f"frame of {n} bytes is over the {MAX_FRAME_BYTES} limit")
                 if end - pos - 4 < n:
                     break
-                batch = raft_pb2.RaftBatch.FromString(bytes(buf[pos + 4 : pos + 4 + n]))
+                try:
+                    batch = raft_pb2.RaftBatch.FromString(bytes(buf[pos + 4 : pos + 4 + n]))
+                except DecodeError:
+                    raise FrameError(f"a frame of {n} bytes is not a RaftBatch") from None
                 pos += 4 + n
                 if batch.to_store != svc.store_id:
                     svc.streams_refused += 1
@@ -113,14 +122,18 @@ class BatchReceiver(asyncio.Protocol):
                     self.transport.write(frame(raft_pb2.RaftBatchAck(seq=seq).SerializeToString()))
         except Exception as exc:
             if not isinstance(exc, FrameError):
-                log.exception("handling a Raft batch failed")
+                limited_log.error("batch-failed", "handling a Raft batch failed", exc_info=True)
             else:
-                log.warning("closing a Raft peer connection: %s", exc)
+                limited_log.warning("bad-frame", "closing a Raft peer connection from %s: %s", self._peer(), exc)
             del buf[:]
             if self.transport is not None:
                 self.transport.abort()
             return
         del buf[:pos]
+
+    def _peer(self) -> str:
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

@@ -45,6 +45,7 @@ import grpc
 
 from common.backoff import BackoffPolicy
 from common.descriptor import Descriptor
+from common.log_limit import LogLimiter
 from node import snapshot_stream, tcp_transport
 from node.fs import OS_FILES, Files
 from tesserapb import raft_pb2, raft_pb2_grpc
@@ -59,6 +60,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+limited_log = LogLimiter(log)  # what any caller can trigger at will (docs/hostile-input.md)
 
 
 class PeerStatus(TypedDict):
@@ -654,8 +656,9 @@ class RaftTransportService(raft_pb2_grpc.RaftTransportServicer):
     the stream is aborted with INTERNAL and the sender reconnects.
 
     ``on_snapshot(first_message, path, descriptor)`` is awaited with a verified image; the file is deleted
-    when it returns (see node.snapshot_stream). Images are spooled through ``files``, the node's
-    file system (node.fs).
+    when it returns (see node.snapshot_stream). ``snapshot_refusal(first_message)``, when given, is
+    asked at the first chunk: a reason refuses the image before any of it is spooled. Images are
+    spooled through ``files``, the node's file system (node.fs).
     """
 
     def __init__(
@@ -665,8 +668,10 @@ class RaftTransportService(raft_pb2_grpc.RaftTransportServicer):
         on_snapshot: snapshot_stream.SnapshotInstaller,
         snapshot_dir: str,
         files: Files = OS_FILES,
+        snapshot_refusal: snapshot_stream.SnapshotRefusal | None = None,
     ) -> None:
         self.store_id = store_id
+        self._snapshot_refusal = snapshot_refusal
         self.on_messages = on_messages
         self.tcp_address = ""  # where tcp_transport.serve listens for batches ("": Stream only)
         self._on_snapshot = on_snapshot
@@ -704,7 +709,8 @@ class RaftTransportService(raft_pb2_grpc.RaftTransportServicer):
             try:
                 on_messages(batch.from_store, msgs)
             except Exception:
-                log.exception("on_messages from store %d failed", batch.from_store)
+                limited_log.error("on-messages-failed", "on_messages from store %d failed", batch.from_store,
+                                  exc_info=True)
                 await context.abort(grpc.StatusCode.INTERNAL, "receiver failed to handle a batch")
             self.batches_received += 1
             self.msgs_received += len(msgs)
@@ -723,13 +729,14 @@ class RaftTransportService(raft_pb2_grpc.RaftTransportServicer):
         context: grpc.aio.ServicerContext[raft_pb2.SnapshotChunk, raft_pb2.SnapshotAck],
     ) -> raft_pb2.SnapshotAck:
         ack = await snapshot_stream.receive_snapshot(
-            self.store_id, request_iterator, context, self.snapshot_dir, self._on_snapshot, self.files
+            self.store_id, request_iterator, context, self.snapshot_dir, self._on_snapshot, self.files,
+            self._snapshot_refusal,
         )
         if ack.accepted:
             self.snapshots_received += 1
         else:
             self.snapshots_refused += 1
-            log.warning("snapshot refused: %s", ack.reason)
+            limited_log.warning("snapshot-refused", "snapshot refused: %s", ack.reason)
         return ack
 
 

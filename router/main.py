@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from common import aio, logs
 from common.keyspace import MAX_PRESPLIT
 from common.metrics import MetricsServer, new_registry, parse_listen
+from common.wire.guard import RequestGuard
 from node.transport import register as register_raft_transport
 from router.client import AsyncClient
 from router.client.channels import CHANNEL_OPTIONS
@@ -118,7 +119,10 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
 
     # No SO_REUSEPORT: a second router on a taken port must fail, not share it.
     rpc_metrics = RpcMetrics()
-    server = grpc.aio.server(options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)], interceptors=[rpc_metrics])
+    # The metrics interceptor wraps the guard: a malformed request counts as INVALID_ARGUMENT.
+    server = grpc.aio.server(
+        options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)], interceptors=[rpc_metrics, RequestGuard(log)]
+    )
     meta_pb2_grpc.add_MetaServicer_to_server(MetaService(placement), server)
     register_raft_transport(server, placement.group.service())
     proxy_client = AsyncClient(None, meta=LocalMeta(placement))

@@ -19,6 +19,7 @@ from typing import ClassVar
 import grpc
 from google.protobuf.message import Message
 
+from common.log_limit import LogLimiter
 from common.wire import errors as wire_errors
 from common.wire.errors import WireError
 from router.client import AsyncClient, DeadlineExceeded, InvalidArgumentError, ServerError, TesseraError
@@ -27,13 +28,23 @@ from router.client.types import CONSISTENCY
 from tesserapb import kv_pb2, kv_pb2_grpc
 
 log = logging.getLogger("tessera.router.proxy")
+limited_log = LogLimiter(log)  # a client can make an item fail at will (docs/hostile-input.md)
 
 DEFAULT_SCAN_LIMIT = 1000
 _CONSISTENCY_NAME = {v: k for k, v in CONSISTENCY.items()}
 
 
 def _consistency(ro: kv_pb2.ReadOptions) -> tuple[str, int]:
-    return _CONSISTENCY_NAME.get(ro.consistency, "lease"), ro.max_staleness_ms
+    """The client library's name for the requested consistency (unset: lease, as on a node);
+    an enum number no version defines is INVALID_ARGUMENT, as the node answers it."""
+    if ro.consistency == kv_pb2.CONSISTENCY_UNSPECIFIED:
+        return "lease", ro.max_staleness_ms
+    name = _CONSISTENCY_NAME.get(ro.consistency)
+    if name is None:
+        message = f"unknown consistency {ro.consistency}"
+        raise WireError(grpc.StatusCode.INVALID_ARGUMENT, message,
+                        wire_errors.invalid_argument("read_options.consistency", message))
+    return name, ro.max_staleness_ms
 
 
 def _failure(exc: TesseraError) -> WireError:
@@ -157,9 +168,9 @@ class KVProxy(kv_pb2_grpc.KVServicer):
             except WireError as failure:
                 failure.fill(out)
             except Exception as exc:  # one failed item never fails the stream
-                log.exception("proxy stream item failed")
+                limited_log.error("item-failed", "proxy stream item failed", exc_info=True)
                 out.code = grpc.StatusCode.INTERNAL.value[0]
-                out.message = repr(exc)
+                out.message = f"internal error: {type(exc).__name__}"
             done.put_nowait(out)
 
         async def read_requests() -> None:

@@ -28,6 +28,20 @@ _CODE_BY_KIND = {
     "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
 }
 
+MAX_MESSAGE_CHARS = 1024
+"""A status message is cut to this many characters. Messages quote keys, and a key may be 4 KiB
+of bytes whose repr is four times that: the status travels in gRPC trailers, which a client
+refuses past 8-16 KiB (docs/hostile-input.md)."""
+
+
+def clip(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``message`` cut to ``limit`` characters, saying how long it was."""
+    if len(message) <= limit:
+        return message
+    tail = f"... ({len(message)} characters)"
+    return message[: limit - len(tail)] + tail
+
+
 ROUTING_KINDS = frozenset({"not_leader", "epoch_not_match", "key_not_in_partition", "partition_not_found"})
 
 
@@ -56,6 +70,7 @@ class WireError(Exception):
         # stream item from ``code``, and the two must not tell a client different things.
         if error is not None and code != code_for(error):
             raise ValueError(f"{error.WhichOneof('kind')} is {code_for(error).name}, not {code.name}")
+        message = clip(message)
         super().__init__(message)
         self.code = code
         self.message = message

@@ -94,6 +94,8 @@ def write_op(op: object) -> kv_pb2.WriteOp:
     if isinstance(op, Delete):
         return kv_pb2.WriteOp(delete=kv_pb2.DeleteOp(key=as_bytes(op.key, "ops.key")))
     if isinstance(op, kv_pb2.WriteOp):
+        if op.WhichOneof("op") is None:  # e.g. the router's proxy forwarding a thin client's empty op
+            raise InvalidArgumentError("ops", 0, "every operation must be a put, a delete or a cas")
         return op
     if isinstance(op, Cas):
         return kv_pb2.WriteOp(

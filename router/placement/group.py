@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.log_limit import LogLimiter
 from node.raft import (
     Config,
     ConfState,
@@ -64,6 +65,7 @@ from router.placement.table import PlacementTable
 from tesserapb import raft_pb2
 
 log = logging.getLogger("tessera.router.group")
+limited_log = LogLimiter(log)  # what any caller of the Raft port can trigger (docs/hostile-input.md)
 
 GROUP = 1
 """The placement log's partition id, in the router's WAL and on the Raft transport."""
@@ -94,6 +96,11 @@ class Member:
     address: str
     role: str  # "leader" | "follower" | "learner"
     applied: int | None  # None: the answering router does not know (it does not lead)
+
+
+def _not_the_group(first: raft_pb2.RaftMessage) -> str | None:
+    """A snapshot for anything but the placement group is refused at its first chunk."""
+    return None if first.partition_id == GROUP else f"not the placement group ({first.partition_id})"
 
 
 class PlacementGroup:
@@ -181,7 +188,8 @@ class PlacementGroup:
 
     def service(self) -> RaftTransportService:
         """The RaftTransport servicer to add to the router's gRPC server."""
-        return RaftTransportService(self.id, self._on_messages, self._on_snapshot, str(self.directory / "snapshots"))
+        return RaftTransportService(self.id, self._on_messages, self._on_snapshot, str(self.directory / "snapshots"),
+                                    snapshot_refusal=_not_the_group)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -477,7 +485,7 @@ class PlacementGroup:
             try:
                 _, _, m = message_from_pb(pb)
             except ValueError as exc:
-                log.warning("dropping an undecodable placement message: %s", exc)
+                limited_log.warning("undecodable", "dropping an undecodable placement message: %s", exc)
                 continue
             self.raw.step(m)
         self._wake.set()
