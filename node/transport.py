@@ -43,6 +43,7 @@ from typing import TypeAlias, TypedDict
 
 import grpc
 
+from common import tls as tls_mod
 from common.backoff import BackoffPolicy
 from common.descriptor import Descriptor
 from node import snapshot_stream, tcp_transport
@@ -266,10 +267,13 @@ class RaftTransport:
         connect_timeout: float = 3.0,
         backoff: BackoffPolicy = RECONNECT_BACKOFF,
         tcp_endpoint: Callable[[int], str | None] | None = None,
+        tls: tls_mod.TlsConfig | None = None,
     ) -> None:
         """``tcp_endpoint``, when given, turns on plain-TCP batches (docs/decisions.md D23):
         it names where to dial a store's batch listener (a fault-injecting proxy), or returns
-        None to ask the store at its gRPC address; without it every batch goes on gRPC."""
+        None to ask the store at its gRPC address; without it every batch goes on gRPC.
+        ``tls``: every connection (gRPC channels, the TCP wire) is mutual TLS with it
+        (docs/security.md); None: plaintext."""
         if max_batch_bytes > MAX_MESSAGE_BYTES // 2:
             raise ValueError(f"max_batch_bytes must be at most {MAX_MESSAGE_BYTES // 2}")
         if max_inflight < ACK_EVERY:
@@ -283,6 +287,8 @@ class RaftTransport:
         self._connect_timeout = connect_timeout
         self._backoff = backoff
         self._tcp_endpoint = tcp_endpoint
+        self._tls = tls
+        self._tcp_ssl = tls.client_ssl_context if tls is not None else None
         self._flush_soon = False
         self._peers: dict[int, _Peer] = {}
         self._snapshot_tasks: set[asyncio.Task[tuple[bool, str]]] = set()
@@ -454,8 +460,8 @@ class RaftTransport:
         if self._tcp_endpoint is not None:
             endpoint = self._tcp_endpoint(store)
             if endpoint:
-                return await tcp_transport.TcpConn.open(endpoint, self._connect_timeout)
-        channel = grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
+                return await tcp_transport.TcpConn.open(endpoint, self._connect_timeout, self._tcp_ssl)
+        channel = tls_mod.aio_channel(addr, self._tls, CHANNEL_OPTIONS)
         try:
             await wait_ready(channel, self._connect_timeout)
             if self._tcp_endpoint is not None:
@@ -474,7 +480,9 @@ class RaftTransport:
                     raise ConnectionError(f"{addr} is store {resp.store_id}, not store {store} (address reused?)")
                 if resp.address:
                     await channel.close()
-                    return await tcp_transport.TcpConn.open(_dialable(resp.address, addr), self._connect_timeout)
+                    return await tcp_transport.TcpConn.open(
+                        _dialable(resp.address, addr), self._connect_timeout, self._tcp_ssl
+                    )
             call = channel.stream_stream(
                 STREAM_METHOD,
                 request_serializer=_identity,
@@ -583,7 +591,7 @@ class RaftTransport:
         timeout: float,
         descriptor: Descriptor | None,
     ) -> tuple[bool, str]:
-        channel = grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
+        channel = tls_mod.aio_channel(addr, self._tls, CHANNEL_OPTIONS)
         try:
             return await snapshot_stream.send_snapshot(
                 channel, self.store_id, to_store, first, chunks, timeout=timeout, descriptor=descriptor

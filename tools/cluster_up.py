@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from common.tls import PLAINTEXT_WARNING
 from tools.cluster import Cluster
 
 
@@ -17,20 +18,28 @@ def run(args: argparse.Namespace) -> int:
         root=root, nodes=args.nodes, partitions=args.partitions, base_port=args.base_port, max_down=args.max_down,
         log_level=args.log_level, routers=args.routers, split_size=args.split_size, zones=args.zones,
         extra_router_args=["--schedule-interval", str(args.schedule_interval), "--max-moves", str(args.max_moves)],
+        tls=args.tls,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    if not args.tls:
+        print(f"{PLAINTEXT_WARNING}; --tls makes certificates and secures the cluster", flush=True)
     try:
         cluster.start()
         cluster.wait_ready(120)
-    except (RuntimeError, TimeoutError, OSError) as exc:
+    except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
         print(f"tessera cluster up: {exc}", file=sys.stderr)
         cluster.stop()
         return 1
     routers = cluster.router_addresses
     nodes = ", ".join(cluster.node_address(i) for i in sorted(cluster.node_procs))
     print(f"ready: router {routers} (nodes {nodes}; data and logs in {root})", flush=True)
+    if cluster.tls_files is not None:
+        ca, cert, key = cluster.tls_files
+        print(f"  tls: mutual TLS, CA and certificates in {os.path.dirname(ca)}; clients need\n"
+              f"       export TESSERA_CA={ca} TESSERA_CERT={cert} TESSERA_KEY={key}\n"
+              "       (or --ca, --cert, --key)", flush=True)
     print(
         f"  try: tessera kv put hello world --router {routers}\n"
         f"       tessera kv get hello --router {routers}\n"
