@@ -644,6 +644,9 @@ def _build_bench(commands) -> None:
     p.add_argument("--failover", action="store_true",
                    help="with --local: a write load during which a leader is SIGKILLed; reports "
                         "the longest write gap and the time to the first successful write")
+    p.add_argument("--tls", action="store_true",
+                   help="with --local: the Tessera cluster runs mutual TLS (as 'cluster up --tls'), "
+                        "the client too (a running cluster: --ca, --cert, --key instead)")
     _add_router_option(p)
     _add_tls_options(p)
     _add_log_level_option(p, ", here and (with --local) by every process it starts")
