@@ -756,6 +756,7 @@ async def _bench(
     outstanding: int = 4096,
     codec: bool = False,
     tcp: bool = False,
+    tls: tls_mod.TlsConfig | None = None,
 ) -> dict[str, float]:
     from node.raft import Entry, Message, MessageType
     from node.raft_codec import message_from_pb, message_to_pb
@@ -778,13 +779,15 @@ async def _bench(
         server = grpc.aio.server(options=SERVER_OPTIONS)
         service = RaftTransportService(2, on_messages, on_snapshot, tmp)
         register(server, service)
-        port = server.add_insecure_port("127.0.0.1:0")
+        port = tls_mod.add_port(server, "127.0.0.1:0", tls)
         listener = None
         if tcp:
-            listener = await tcp_transport.serve("127.0.0.1", 0, service)
+            listener = await tcp_transport.serve(
+                "127.0.0.1", 0, service, tls.server_ssl_context if tls is not None else None
+            )
             service.tcp_address = f"127.0.0.1:{listener.port}"
         await server.start()
-        tr = RaftTransport(1, lambda s: f"127.0.0.1:{port}", tcp_endpoint=(lambda s: None) if tcp else None)
+        tr = RaftTransport(1, lambda s: f"127.0.0.1:{port}", tcp_endpoint=(lambda s: None) if tcp else None, tls=tls)
         data = b"x" * entry_bytes
         core = [
             Message(MessageType.APP, 1, 2, term=3, log_term=3, index=i, commit=i, entries=(Entry(3, i + 1, data),))
