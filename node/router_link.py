@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from common import tls as tls_mod
 from common.backoff import BackoffPolicy
 from common.descriptor import Epoch
 from common.keyspace import MAX_SPLIT_KEY_BYTES, strictly_inside
@@ -69,8 +70,10 @@ class RouterLink:
         *,
         interval: float = HEARTBEAT_INTERVAL_S,
         zone: str = "",
+        tls: tls_mod.TlsConfig | None = None,
     ) -> None:
         self.store_id = store_id
+        self.tls = tls  # mutual TLS to the routers (docs/security.md); None: plaintext
         self.address = address
         self.zone = zone  # the failure domain placement spreads replicas over (--zone)
         self.routers = RouterSet(routers)
@@ -106,7 +109,7 @@ class RouterLink:
         address = self.routers.current
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = self._channels[address] = tls_mod.aio_channel(address, self.tls, CHANNEL_OPTIONS)
         return meta_pb2_grpc.MetaStub(channel)
 
     def poke(self) -> None:

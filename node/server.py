@@ -26,6 +26,7 @@ from common import aio, logs
 from common.descriptor import Descriptor
 from common.metrics import MetricsServer, new_registry
 from common.wire.guard import RequestGuard
+from common import tls as tls_mod
 from node import tcp_transport
 from node.fs import OS_FILES, Files
 from node.health import FAILED, REPLAYING, NodeHealth
@@ -67,8 +68,10 @@ class Node:
         files: Files = OS_FILES,
         zone: str = "",
         metrics_listen: str | None = None,
+        tls: tls_mod.TlsConfig | None = None,
     ) -> None:
         self.store_id = store_id
+        self.tls = tls  # mutual TLS on every listener and dialer (docs/security.md); None: plaintext
         self.listen = listen
         self.advertise = advertise or listen
         self.data_dir = data_dir
@@ -101,7 +104,7 @@ class Node:
         # Listen first: while the WAL replays, health says NOT_SERVING and the KV and Raft
         # services answer UNAVAILABLE (node/late_services.py), rather than a refused connection.
         self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[RequestGuard(log)])  # hostile input
-        self.port = self.server.add_insecure_port(self.listen)
+        self.port = tls_mod.add_port(self.server, self.listen, self.tls)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.listen}")
         host = self.advertise.rsplit(":", 1)[0]
@@ -149,7 +152,8 @@ class Node:
         )
         self.state = StateStore(os.path.join(self.data_dir, "state"))
         self.link = RouterLink(
-            self.store_id, self.advertise, self.routers, interval=self.heartbeat_interval_s, zone=self.zone
+            self.store_id, self.advertise, self.routers, interval=self.heartbeat_interval_s, zone=self.zone,
+            tls=self.tls,
         )
         self.link.max_key_bytes = self.limits.max_key_bytes  # split keys respect it (D21)
         tcp_overrides: dict[int, str] = {}
@@ -162,6 +166,7 @@ class Node:
             self.link.resolve,
             on_unreachable=self._on_unreachable,
             tcp_endpoint=tcp_overrides.get if self.peer_listen != "none" else None,
+            tls=self.tls,
         )
         link = self.link
 
@@ -195,7 +200,10 @@ class Node:
             listen_host = self.listen.rpartition(":")[0]
             peer_host, _, peer_port = (self.peer_listen or f"{listen_host}:0").rpartition(":")
             try:
-                self.peer_server = await tcp_transport.serve(peer_host.strip("[]"), int(peer_port), raft_service)
+                self.peer_server = await tcp_transport.serve(
+                    peer_host.strip("[]"), int(peer_port), raft_service,
+                    self.tls.server_ssl_context if self.tls is not None else None,
+                )
             except (OSError, ValueError) as exc:
                 raise OSError(f"cannot listen for Raft peers on {self.peer_listen or peer_host}: {exc}") from exc
             bound = self.peer_server.port
@@ -288,6 +296,11 @@ async def serve(args: argparse.Namespace) -> int:
         compact_keep=min(args.compact_keep, args.compact_threshold),
     )
     limits = Limits(max_key_bytes=args.max_key_bytes, max_value_bytes=args.max_value_bytes)
+    try:
+        tls = tls_mod.from_args(args)
+    except tls_mod.TlsConfigError as exc:
+        print(f"tessera node: {exc}", file=sys.stderr)
+        return 2
     node = Node(
         args.store_id,
         args.listen,
@@ -304,6 +317,7 @@ async def serve(args: argparse.Namespace) -> int:
         files=_files(args),
         zone=args.zone or "",
         metrics_listen=args.metrics_listen,
+        tls=tls,
     )
     # Not "listening on": launchers wait for that line to know the node serves (see below).
     node.on_listening = lambda n: print(
@@ -314,6 +328,8 @@ async def serve(args: argparse.Namespace) -> int:
     except Exception as exc:
         print(f"tessera node: cannot start: {exc}", file=sys.stderr)
         return 1
+    if tls is None:
+        log.warning("%s", tls_mod.PLAINTEXT_WARNING)
     if node.raft_mutation:
         log.warning("TESTING: running the Raft mutation %s", node.raft_mutation)
     if node.files is not OS_FILES:

@@ -16,6 +16,12 @@ refuses it.
 
 Delivery is as on gRPC: in order while a connection lives, best effort across reconnects
 (see :mod:`node.transport`).
+
+With TLS (docs/security.md) both ends wrap the socket in asyncio's TLS with the cluster's
+contexts (:class:`common.tls.TlsConfig`): the listener demands a certificate the cluster CA
+signed, and takes batches only from a *member* (a node or router, not a client certificate);
+the dialer verifies the listener's certificate and host name. Without TLS nothing here
+changes: the choice is made once per connection.
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import struct
 from typing import Protocol, cast
 
 from google.protobuf.message import DecodeError
 
 from common.log_limit import LogLimiter
+from common.tls import HANDSHAKE_TIMEOUT_S, identity_from_peercert
 from tesserapb import raft_pb2
 
 log = logging.getLogger("tessera.transport")
@@ -86,6 +94,16 @@ class BatchReceiver(asyncio.Protocol):
         self._live = live
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if transport.get_extra_info("ssl_object") is not None:
+            # The handshake verified the certificate against the CA; a client's certificate
+            # (also signed by it) must not speak Raft.
+            who = identity_from_peercert(transport.get_extra_info("peercert"))
+            if who is None or not who.is_member:
+                self.service.streams_refused += 1
+                log.warning("refused a Raft peer connection from %s: its certificate is %s, not a member's",
+                            transport.get_extra_info("peername"), who or "without a tessera identity")
+                cast(asyncio.Transport, transport).abort()
+                return
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self._live.add(self)
         _no_delay(transport)
@@ -160,11 +178,18 @@ class BatchListener:
         self._live.clear()
 
 
-async def serve(host: str, port: int, service: Receiving) -> BatchListener:
-    """Listen for peers' batch connections on ``host:port`` (port 0: any free port)."""
+async def serve(host: str, port: int, service: Receiving, ssl_context: ssl.SSLContext | None = None) -> BatchListener:
+    """Listen for peers' batch connections on ``host:port`` (port 0: any free port); with
+    ``ssl_context`` (TlsConfig.server_ssl_context), mutual TLS on every connection."""
     loop = asyncio.get_running_loop()
     live: set[BatchReceiver] = set()
-    server = await loop.create_server(lambda: BatchReceiver(service, live), host, port, reuse_address=True)
+    if ssl_context is None:
+        server = await loop.create_server(lambda: BatchReceiver(service, live), host, port, reuse_address=True)
+    else:
+        server = await loop.create_server(
+            lambda: BatchReceiver(service, live), host, port, reuse_address=True,
+            ssl=ssl_context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
+        )
     return BatchListener(server, live)
 
 
@@ -176,14 +201,24 @@ class TcpConn:
         self._writer = writer
 
     @classmethod
-    async def open(cls, address: str, timeout: float) -> TcpConn:
+    async def open(cls, address: str, timeout: float, ssl_context: ssl.SSLContext | None = None) -> TcpConn:
+        """Dial ``address``; with ``ssl_context`` (TlsConfig.client_ssl_context) over mutual TLS,
+        the listener's certificate checked against the CA and the host dialled."""
         host, _, port = address.rpartition(":")
+        host = host.strip("[]")
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host.strip("[]"), int(port), limit=1 << 20), timeout
-            )
+            if ssl_context is None:
+                opening = asyncio.open_connection(host, int(port), limit=1 << 20)
+            else:
+                opening = asyncio.open_connection(
+                    host, int(port), limit=1 << 20, ssl=ssl_context, server_hostname=host,
+                    ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
+                )
+            reader, writer = await asyncio.wait_for(opening, timeout)
         except TimeoutError:
             raise ConnectionError(f"connect to {address} timed out after {timeout:.1f} s") from None
+        except ssl.SSLError as exc:
+            raise ConnectionError(f"TLS handshake with {address} failed: {exc.reason or exc}") from None
         _no_delay(writer.transport)
         return cls(reader, writer)
 

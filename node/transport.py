@@ -43,6 +43,7 @@ from typing import TypeAlias, TypedDict
 
 import grpc
 
+from common import tls as tls_mod
 from common.backoff import BackoffPolicy
 from common.descriptor import Descriptor
 from common.log_limit import LogLimiter
@@ -268,10 +269,13 @@ class RaftTransport:
         connect_timeout: float = 3.0,
         backoff: BackoffPolicy = RECONNECT_BACKOFF,
         tcp_endpoint: Callable[[int], str | None] | None = None,
+        tls: tls_mod.TlsConfig | None = None,
     ) -> None:
         """``tcp_endpoint``, when given, turns on plain-TCP batches (docs/decisions.md D23):
         it names where to dial a store's batch listener (a fault-injecting proxy), or returns
-        None to ask the store at its gRPC address; without it every batch goes on gRPC."""
+        None to ask the store at its gRPC address; without it every batch goes on gRPC.
+        ``tls``: every connection (gRPC channels, the TCP wire) is mutual TLS with it
+        (docs/security.md); None: plaintext."""
         if max_batch_bytes > MAX_MESSAGE_BYTES // 2:
             raise ValueError(f"max_batch_bytes must be at most {MAX_MESSAGE_BYTES // 2}")
         if max_inflight < ACK_EVERY:
@@ -285,6 +289,8 @@ class RaftTransport:
         self._connect_timeout = connect_timeout
         self._backoff = backoff
         self._tcp_endpoint = tcp_endpoint
+        self._tls = tls
+        self._tcp_ssl = tls.client_ssl_context if tls is not None else None
         self._flush_soon = False
         self._peers: dict[int, _Peer] = {}
         self._snapshot_tasks: set[asyncio.Task[tuple[bool, str]]] = set()
@@ -456,8 +462,8 @@ class RaftTransport:
         if self._tcp_endpoint is not None:
             endpoint = self._tcp_endpoint(store)
             if endpoint:
-                return await tcp_transport.TcpConn.open(endpoint, self._connect_timeout)
-        channel = grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
+                return await tcp_transport.TcpConn.open(endpoint, self._connect_timeout, self._tcp_ssl)
+        channel = tls_mod.aio_channel(addr, self._tls, CHANNEL_OPTIONS)
         try:
             await wait_ready(channel, self._connect_timeout)
             if self._tcp_endpoint is not None:
@@ -476,7 +482,9 @@ class RaftTransport:
                     raise ConnectionError(f"{addr} is store {resp.store_id}, not store {store} (address reused?)")
                 if resp.address:
                     await channel.close()
-                    return await tcp_transport.TcpConn.open(_dialable(resp.address, addr), self._connect_timeout)
+                    return await tcp_transport.TcpConn.open(
+                        _dialable(resp.address, addr), self._connect_timeout, self._tcp_ssl
+                    )
             call = channel.stream_stream(
                 STREAM_METHOD,
                 request_serializer=_identity,
@@ -585,7 +593,7 @@ class RaftTransport:
         timeout: float,
         descriptor: Descriptor | None,
     ) -> tuple[bool, str]:
-        channel = grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
+        channel = tls_mod.aio_channel(addr, self._tls, CHANNEL_OPTIONS)
         try:
             return await snapshot_stream.send_snapshot(
                 channel, self.store_id, to_store, first, chunks, timeout=timeout, descriptor=descriptor
@@ -755,6 +763,7 @@ async def _bench(
     outstanding: int = 4096,
     codec: bool = False,
     tcp: bool = False,
+    tls: tls_mod.TlsConfig | None = None,
 ) -> dict[str, float]:
     from node.raft import Entry, Message, MessageType
     from node.raft_codec import message_from_pb, message_to_pb
@@ -777,13 +786,15 @@ async def _bench(
         server = grpc.aio.server(options=SERVER_OPTIONS)
         service = RaftTransportService(2, on_messages, on_snapshot, tmp)
         register(server, service)
-        port = server.add_insecure_port("127.0.0.1:0")
+        port = tls_mod.add_port(server, "127.0.0.1:0", tls)
         listener = None
         if tcp:
-            listener = await tcp_transport.serve("127.0.0.1", 0, service)
+            listener = await tcp_transport.serve(
+                "127.0.0.1", 0, service, tls.server_ssl_context if tls is not None else None
+            )
             service.tcp_address = f"127.0.0.1:{listener.port}"
         await server.start()
-        tr = RaftTransport(1, lambda s: f"127.0.0.1:{port}", tcp_endpoint=(lambda s: None) if tcp else None)
+        tr = RaftTransport(1, lambda s: f"127.0.0.1:{port}", tcp_endpoint=(lambda s: None) if tcp else None, tls=tls)
         data = b"x" * entry_bytes
         core = [
             Message(MessageType.APP, 1, 2, term=3, log_term=3, index=i, commit=i, entries=(Entry(3, i + 1, data),))

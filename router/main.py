@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common import aio, logs
+from common import tls as tls_mod
 from common.keyspace import MAX_PRESPLIT
 from common.metrics import MetricsServer, new_registry, parse_listen
 from common.wire.guard import RequestGuard
@@ -102,12 +103,18 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
     logs.set_fields(router=args.id)  # every JSON log line of this process names the router
     addresses = {args.id: args.listen, **parse_peers(args.peers)}
     try:
+        tls = tls_mod.from_args(args)
+    except tls_mod.TlsConfigError as exc:
+        print(f"tessera router: {exc}", file=sys.stderr)
+        return 2
+    try:
         placement = await Placement.open(
             args.data_dir,
             config_from_args(args),
             router_id=args.id,
             addresses=addresses,
             settings=GroupSettings(checkpoint_every=args.checkpoint_every),
+            tls=tls,
         )
     except CodecError as exc:
         print(f"tessera router: {args.data_dir}/{TABLE_FILE} is unreadable ({exc}); refusing to start "
@@ -125,14 +132,14 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
     )
     meta_pb2_grpc.add_MetaServicer_to_server(MetaService(placement), server)
     register_raft_transport(server, placement.group.service())
-    proxy_client = AsyncClient(None, meta=LocalMeta(placement))
+    proxy_client = AsyncClient(None, meta=LocalMeta(placement), tls=tls)
     kv_pb2_grpc.add_KVServicer_to_server(KVProxy(proxy_client), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
     try:
-        port = server.add_insecure_port(args.listen)
+        port = tls_mod.add_port(server, args.listen, tls)
     except RuntimeError as exc:
         port, why = 0, str(exc)
     else:
@@ -167,6 +174,8 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
     await placement.start()
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if tls is None:
+        log.warning("%s", tls_mod.PLAINTEXT_WARNING)
     if metrics is not None:
         # Before the "listening on" line: a launcher that waits for that one knows both.
         print(f"router {args.id} serves metrics at {metrics.url}", flush=True)

@@ -26,6 +26,7 @@ from typing import Any
 
 import grpc
 
+from common import tls as tls_mod
 from common.routers import parse_router_addresses
 from common.wire.errors import leader_hint
 from router.client.channels import ChannelPool
@@ -512,7 +513,12 @@ async def _main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"{name}: bad --router {args.router!r}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    pool = ChannelPool()
+    try:
+        tls = tls_mod.from_args(args, os.environ)
+    except tls_mod.TlsConfigError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    pool = ChannelPool(tls)
     try:
         admin = Admin(GrpcMeta(addresses, pool), pool, args.json)
         return await COMMANDS[args.admin_command](admin, args)
@@ -520,7 +526,8 @@ async def _main(args: argparse.Namespace) -> int:
         print(f"{name}: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except RpcFailure as f:
-        print(f"{name}: cannot reach the placement service at {args.router}: {f.describe()}", file=sys.stderr)
+        print(f"{name}: cannot reach the placement service at {args.router}: {f.describe()}"
+              f"{tls_mod.mismatch_hint(f.describe(), tls is not None)}", file=sys.stderr)
         return EXIT_REFUSED
     finally:
         await pool.close()

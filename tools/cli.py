@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING, TypeVar
 # second time. Those modules import nothing heavy, so reading them at parse time keeps
 # `tessera --help` free of gRPC, LMDB and asyncio.
 from common import logs
+from common.tls import CA_ENV, CERT_ENV, KEY_ENV
 from node.settings import HEARTBEAT_INTERVAL_S, Limits, RaftSettings
 from router.placement.config import MAX_GROUP_MEMBERS, GroupSettings, PlacementConfig
 from tools.nemesis.histories import CHECK_TIME_LIMIT_S, WORKLOADS
 from tools.nemesis.schedule import KINDS as FAULTS
 
 if TYPE_CHECKING:  # imported when a kv command runs (see _kv)
+    from common.tls import TlsConfig
     from router.client import Client
 
 DEFAULT_ROUTER = "127.0.0.1:7100"
@@ -84,6 +86,41 @@ def _add_router_option(parser: argparse.ArgumentParser) -> None:
         default=argparse.SUPPRESS,
         help=f"router address(es), tried in turn (default: ${ROUTER_ENV}, else {DEFAULT_ROUTER})",
     )
+
+
+def _add_tls_options(parser: argparse.ArgumentParser, *, server: bool = False, key_flag: bool = True) -> None:
+    """--ca, --cert, --key: mutual TLS (docs/security.md), into args.tls_ca/tls_cert/tls_key.
+    A client command's flags fall back to $TESSERA_CA, $TESSERA_CERT, $TESSERA_KEY (and, like
+    --router, may come before or after the subcommand: SUPPRESS at every level); a server's do
+    not read the environment, so a shell set up for the CLI cannot hand a node the client's
+    certificate. ``--tls-key`` is the same as ``--key`` everywhere; ``admin partition``, whose
+    ``--key`` names a key of the store, has only that spelling (``key_flag=False``)."""
+    if server:
+        whose, default, env = "this process's", None, ""
+    else:
+        whose, default, env = "the client", argparse.SUPPRESS, " (default: $%s)"
+    parser.add_argument("--ca", metavar="FILE", default=default, dest="tls_ca",
+                        help="the cluster CA certificate (PEM): TLS, and peers must present a certificate "
+                             "it signed" + (env % CA_ENV if env else "; without --ca/--cert/--key: plaintext"))
+    parser.add_argument("--cert", metavar="FILE", default=default, dest="tls_cert",
+                        help=f"{whose} certificate (PEM), signed by the cluster CA" + (env % CERT_ENV if env else ""))
+    parser.add_argument(*(["--key"] if key_flag else []), "--tls-key", metavar="FILE", default=default,
+                        dest="tls_key", help=f"{whose} private key (PEM)" + (env % KEY_ENV if env else ""))
+
+
+def _client_tls(args: argparse.Namespace, name: str) -> TlsConfig | None:
+    """The TlsConfig a client command's --ca/--cert/--key (else $TESSERA_*) ask for; None for
+    plaintext. Raises _UsageError with the command's message when they cannot be used."""
+    from common.tls import TlsConfigError, from_args
+
+    try:
+        return from_args(args, os.environ)
+    except TlsConfigError as exc:
+        raise _UsageError(f"{name}: {exc}") from None
+
+
+class _UsageError(Exception):
+    """A usage problem found after parsing (exit 2; the message is printed as is)."""
 
 
 def _add_timeout_option(parser: argparse.ArgumentParser) -> None:
@@ -302,6 +339,7 @@ def _build_node(commands) -> None:
                    help="this node's failure domain (a rack, a machine, a data centre): placement never "
                         "puts two replicas of a partition in one zone while enough zones are up "
                         "(default: none, the node is a domain of its own)")
+    _add_tls_options(p, server=True)
     _add_log_level_option(p)
     _add_metrics_option(p, "node")
     p.add_argument("--tick-ms", type=_positive_int, metavar="MS", default=round(_RAFT.tick_s * 1000),
@@ -377,6 +415,7 @@ def _build_router(commands) -> None:
     p.add_argument("--store-down-after", type=_positive_float, metavar="SECONDS",
                    default=_PLACEMENT.store_down_after_s,
                    help="a node silent this long is reported down (default: %(default)g)")
+    _add_tls_options(p, server=True)
     _add_log_level_option(p)
     _add_metrics_option(p, "router")
     p.set_defaults(handler=_router, command_name="router")
@@ -419,6 +458,10 @@ def _build_cluster(commands) -> None:
     up.add_argument("--base-port", type=_non_negative_int, default=7100, metavar="PORT",
                     help="first port used; 0 lets every process pick a free port "
                          "(default: %(default)s)")
+    up.add_argument("--tls", action="store_true",
+                    help="mutual TLS on every connection: makes a CA and a certificate per process in "
+                         "DATA_DIR/tls (kept for the next start) and prints how clients use them "
+                         "(default: plaintext, for local development)")
     _add_log_level_option(up, ", here and by every process it starts")
     up.set_defaults(handler=_cluster_up, command_name="cluster up")
 
@@ -435,6 +478,7 @@ def _build_kv(commands) -> None:
         ),
     )
     _add_router_option(p)
+    _add_tls_options(p)
     _add_timeout_option(p)
     sub = p.add_subparsers(dest="kv_command", metavar="SUBCOMMAND", title="subcommands")
     sub.required = True
@@ -457,6 +501,7 @@ def _build_kv(commands) -> None:
     put.add_argument("value", metavar="VALUE", nargs="?", default=STDIN_VALUE,
                      help="the value as UTF-8 text; omitted or '-': read it from stdin")
     _add_router_option(put)
+    _add_tls_options(put)
     _add_timeout_option(put)
     put.set_defaults(handler=_kv, command_name="kv put")
 
@@ -474,12 +519,14 @@ def _build_kv(commands) -> None:
                      help="with --consistency stale: the oldest data accepted "
                           "(default: the server's bound)")
     _add_router_option(get)
+    _add_tls_options(get)
     _add_timeout_option(get)
     get.set_defaults(handler=_kv, command_name="kv get")
 
     delete = sub.add_parser("delete", help="delete KEY", description="Delete KEY.")
     delete.add_argument("key", metavar="KEY")
     _add_router_option(delete)
+    _add_tls_options(delete)
     _add_timeout_option(delete)
     delete.set_defaults(handler=_kv, command_name="kv delete")
 
@@ -499,6 +546,7 @@ def _build_kv(commands) -> None:
     scan.add_argument("--consistency", choices=("linearizable", "lease", "stale"),
                       default="lease", help="read consistency (default: %(default)s)")
     _add_router_option(scan)
+    _add_tls_options(scan)
     _add_timeout_option(scan)
     scan.set_defaults(handler=_kv, command_name="kv scan")
 
@@ -517,6 +565,7 @@ def _build_admin(commands) -> None:
         ),
     )
     _add_router_option(p)
+    _add_tls_options(p)
     _add_json_option(p)
     sub = p.add_subparsers(dest="admin_command", metavar="SUBCOMMAND", title="subcommands")
     sub.required = True
@@ -528,6 +577,7 @@ def _build_admin(commands) -> None:
         for arg_name, kwargs in args:
             q.add_argument(arg_name, **kwargs)
         _add_router_option(q)
+        _add_tls_options(q, key_flag=name != "partition")
         _add_json_option(q)
         if changes:
             q.add_argument("--no-wait", action="store_true", help="queue the operation and return at once")
@@ -614,7 +664,11 @@ def _build_bench(commands) -> None:
     p.add_argument("--failover", action="store_true",
                    help="with --local: a write load during which a leader is SIGKILLed; reports "
                         "the longest write gap and the time to the first successful write")
+    p.add_argument("--tls", action="store_true",
+                   help="with --local: the Tessera cluster runs mutual TLS (as 'cluster up --tls'), "
+                        "the client too (a running cluster: --ca, --cert, --key instead)")
     _add_router_option(p)
+    _add_tls_options(p)
     _add_log_level_option(p, ", here and (with --local) by every process it starts")
     p.set_defaults(handler=_bench, command_name="bench")
 
@@ -766,7 +820,12 @@ def _kv(args: argparse.Namespace) -> int:
     name = f"tessera {args.command_name}"
     timeout = getattr(args, "timeout", None) or DEFAULT_KV_TIMEOUT
     try:
-        client = Client(args.router, deadline_s=timeout)
+        tls = _client_tls(args, name)
+    except _UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        client = Client(args.router, deadline_s=timeout, tls=tls)
     except ValueError as exc:
         print(f"{name}: bad --router {args.router!r}: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -778,7 +837,8 @@ def _kv(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except RouterUnavailableError as exc:
         if exc.unreachable:
-            print(f"{name}: cannot reach the router at {args.router}: {exc.last_error}", file=sys.stderr)
+            print(f"{name}: cannot reach the router at {args.router}: {exc.last_error}"
+                  f"{_tls_hint(str(exc.last_error), tls)}", file=sys.stderr)
         else:
             print(f"{name}: the router at {args.router} has no partition for the key "
                   f"(cluster not bootstrapped yet?): {exc.last_error}", file=sys.stderr)
@@ -789,6 +849,13 @@ def _kv(args: argparse.Namespace) -> int:
     except TesseraError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
+
+
+def _tls_hint(error: str, tls: TlsConfig | None) -> str:
+    """What to try when a connection failed the way a TLS mismatch fails ("" otherwise)."""
+    from common.tls import mismatch_hint
+
+    return mismatch_hint(error, tls is not None)
 
 
 def _arg_bytes(text: str) -> bytes:

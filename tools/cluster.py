@@ -13,6 +13,11 @@ Ports: ``cluster up`` uses consecutive ports from ``--base-port`` (the
 router first).  Tests pass ``base_port=0``: every process binds port 0 and
 reports the port it got on its "listening on" line, so no port is ever
 assumed free.
+
+TLS (``tls=True``, what ``cluster up --tls`` asks for; docs/security.md): the cluster's CA and
+a certificate per process are made in ``ROOT/tls`` (tools/certs.py; kept and reused by the next
+start on the same root), every child gets its own ``--ca/--cert/--key``, and the launcher's own
+calls (readiness checks) use the client certificate, as a user's CLI would.
 """
 
 from __future__ import annotations
@@ -27,17 +32,22 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 
+from common import tls as tls_mod
 from common.logs import DEFAULT_FORMAT, DEFAULT_LEVEL
 from common.routers import RouterSet
 from common.wire.errors import error_from_rpc, leader_hint
 from router.placement.config import PlacementConfig
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 from tools.lifecycle import PARENT_ENV
+
+if TYPE_CHECKING:  # tools.certs (and cryptography) is imported only by a cluster with TLS
+    from tools.certs import ClusterCerts, Issued
 
 _LISTENING = re.compile(rb"listening on (\S+:\d+)")
 _PEERS_AT = re.compile(rb"takes Raft peers at (\S+:\d+)")  # a node's TCP batch listener (D23)
@@ -109,6 +119,9 @@ class Cluster:
     extra_node_args: list[str] = field(default_factory=list)
     # Per-node extra arguments (e.g. each node's --peer-addresses file).
     node_args: Callable[[int], list[str]] | None = None
+    tls: bool = False  # mutual TLS everywhere, certificates in ROOT/tls (see the module docstring)
+    certs: ClusterCerts | None = field(default=None, init=False, repr=False)  # made by start() with tls
+    client_tls: tls_mod.TlsConfig | None = field(default=None, init=False, repr=False)  # the launcher's own
     router: Proc | None = None  # router 1, where a single address is wanted
     router_procs: dict[int, Proc] = field(default_factory=dict)
     node_procs: dict[int, Proc] = field(default_factory=dict)
@@ -124,6 +137,8 @@ class Cluster:
 
     def _start(self, timeout: float) -> None:
         os.makedirs(os.path.join(self.root, "logs"), exist_ok=True)
+        if self.tls:
+            self._make_certs(range(1, self.nodes + 1))
         ports = self._router_ports()
         for i in range(1, self.routers + 1):
             name = "router" if i == 1 else f"router{i}"
@@ -137,6 +152,31 @@ class Cluster:
             log = os.path.join(self.root, "logs", f"node{i}.log")
             self.node_procs[i] = Proc(f"node{i}", self._node_argv(i, port), log)
             self._spawn(self.node_procs[i], timeout)
+
+    # -- TLS --------------------------------------------------------------------------
+
+
+    def _make_certs(self, nodes: Iterable[int]) -> None:
+        from tools.certs import TLS_DIR, ensure_cluster_certs
+
+        self.certs = ensure_cluster_certs(os.path.join(self.root, TLS_DIR), nodes, range(1, self.routers + 1))
+        self.client_tls = tls_mod.TlsConfig.load(self.certs.ca, self.certs.client.cert, self.certs.client.key)
+
+    @property
+    def tls_files(self) -> tuple[str, str, str] | None:
+        """(ca, cert, key) of the client pair, what --ca/--cert/--key take; None without TLS."""
+        if self.certs is None:
+            return None
+        return self.certs.ca, self.certs.client.cert, self.certs.client.key
+
+    def _tls_args(self, issued: Issued | None) -> list[str]:
+        if self.certs is None or issued is None:
+            return []
+        return ["--ca", self.certs.ca, "--cert", issued.cert, "--key", issued.key]
+
+    def channel(self, address: str) -> grpc.Channel:
+        """A blocking channel to one of the cluster's processes (TLS with the client pair when on)."""
+        return tls_mod.channel(address, self.client_tls)
 
     @property
     def router_addresses(self) -> str:
@@ -169,6 +209,7 @@ class Cluster:
             *(["--log-format", self.log_format] if self.log_format != DEFAULT_FORMAT else []),
             *(["--metrics-listen", "127.0.0.1:0"] if self.metrics else []),
             *(["--schedule-interval", str(self.schedule_interval)] if self.schedule_interval is not None else []),
+            *self._tls_args(self.certs.routers.get(i) if self.certs else None),
             *self.extra_router_args,
         ]
 
@@ -184,6 +225,7 @@ class Cluster:
             *(["--log-format", self.log_format] if self.log_format != DEFAULT_FORMAT else []),
             *(["--metrics-listen", "127.0.0.1:0"] if self.metrics else []),
             *(["--zone", self.zone_of(i)] if self.zones else []),
+            *self._tls_args(self.certs.nodes.get(i) if self.certs else None),
             *self.extra_node_args,
             *(self.node_args(i) if self.node_args is not None else []),
         ]
@@ -228,15 +270,15 @@ class Cluster:
         last = "no answer from the router"
         while time.monotonic() < deadline:
             try:
-                parts = _scan(routers)
-                with grpc.insecure_channel(routers.current) as ch:
+                parts = _scan(routers, self.client_tls)
+                with self.channel(routers.current) as ch:
                     got = meta_pb2_grpc.MetaStub(ch).GetStores(meta_pb2.GetStoresRequest(), timeout=2)
                     stores = {s.id: s.address for s in got.stores}
                 if len(parts) < self.partitions:
                     last = f"{len(parts)} of {self.partitions} partitions exist"
                 elif not all(p.leader_store_id for p in parts):
                     last = f"{sum(1 for p in parts if not p.leader_store_id)} partitions without a leader"
-                elif all(self._probe(p, stores) for p in parts):
+                elif all(self._probe(p, stores, self.client_tls) for p in parts):
                     return
                 else:
                     last = "a leader did not answer a linearizable read"
@@ -255,7 +297,7 @@ class Cluster:
         last, seen, since = "no answer from the router", None, time.monotonic()
         while time.monotonic() < deadline:
             try:
-                parts = _scan(routers)
+                parts = _scan(routers, self.client_tls)
             except grpc.RpcError as exc:
                 last = f"router {routers.current}: {exc.code().name}"
                 routers.failed(exc.code(), leader_hint(error_from_rpc(exc)))
@@ -278,11 +320,11 @@ class Cluster:
         raise TimeoutError(f"leaders not balanced and steady after {timeout:.0f}s: {last}")
 
     @staticmethod
-    def _probe(p: meta_pb2.PartitionDescriptor, stores: dict[int, str]) -> bool:
+    def _probe(p: meta_pb2.PartitionDescriptor, stores: dict[int, str], tls: tls_mod.TlsConfig | None) -> bool:
         addr = stores.get(p.leader_store_id)
         if not addr:
             return False
-        with grpc.insecure_channel(addr) as ch:
+        with tls_mod.channel(addr, tls) as ch:
             try:
                 kv_pb2_grpc.KVStub(ch).Get(
                     kv_pb2.GetRequest(
@@ -365,6 +407,8 @@ class Cluster:
     def add_node(self, timeout: float = 30.0) -> int:
         """Start one more node (the next store id, an empty data dir); returns its number."""
         i = max(self.node_procs, default=0) + 1
+        if self.tls:
+            self._make_certs(range(1, i + 1))
         port = self.base_port + self.routers - 1 + i if self.base_port else 0
         log = os.path.join(self.root, "logs", f"node{i}.log")
         self.node_procs[i] = Proc(f"node{i}", self._node_argv(i, port), log)
@@ -380,9 +424,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _scan(routers: RouterSet) -> list[meta_pb2.PartitionDescriptor]:
+def _scan(routers: RouterSet, tls: tls_mod.TlsConfig | None = None) -> list[meta_pb2.PartitionDescriptor]:
     """Every partition's descriptor from the current router (grpc.RpcError when it fails)."""
-    with grpc.insecure_channel(routers.current) as ch:
+    with tls_mod.channel(routers.current, tls) as ch:
         return list(meta_pb2_grpc.MetaStub(ch).ScanPartitions(meta_pb2.ScanPartitionsRequest(), timeout=2).partitions)
 
 

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from common.tls import PLAINTEXT_WARNING
 from tools.cluster import Cluster
 
 
@@ -18,14 +19,17 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level, routers=args.routers, split_size=args.split_size, zones=args.zones, metrics=True,
         log_format=args.log_format,
         extra_router_args=["--schedule-interval", str(args.schedule_interval), "--max-moves", str(args.max_moves)],
+        tls=args.tls,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    if not args.tls:
+        print(f"{PLAINTEXT_WARNING}; --tls makes certificates and secures the cluster", flush=True)
     try:
         cluster.start()
         cluster.wait_ready(120)
-    except (RuntimeError, TimeoutError, OSError) as exc:
+    except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
         print(f"tessera cluster up: {exc}", file=sys.stderr)
         cluster.stop()
         return 1
@@ -35,6 +39,11 @@ def run(args: argparse.Namespace) -> int:
     procs = [*cluster.router_procs.values(), *cluster.node_procs.values()]
     metrics = " ".join(f"{p.name}={p.metrics_url}" for p in procs)
     print(f"ready: router {routers} (nodes {nodes}; data and logs in {root}) metrics {metrics}", flush=True)
+    if cluster.tls_files is not None:
+        ca, cert, key = cluster.tls_files
+        print(f"  tls: mutual TLS, CA and certificates in {os.path.dirname(ca)}; clients need\n"
+              f"       export TESSERA_CA={ca} TESSERA_CERT={cert} TESSERA_KEY={key}\n"
+              "       (or --ca, --cert, --key)", flush=True)
     print(
         f"  try: tessera kv put hello world --router {routers}\n"
         f"       tessera kv get hello --router {routers}\n"

@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 
 from common.backoff import BackoffPolicy
 from common.routers import parse_router_addresses
+from common.tls import TlsConfig
 from router.client.channels import ChannelPool
 from router.client.errors import (
     ClientClosedError,
@@ -102,6 +103,9 @@ class AsyncClient:
     attempt_timeout_s: the most one attempt may take before the client tries elsewhere.
     use_stream: multiplex requests over one KV.Stream per node (else one unary call each).
     transport / meta: injectable replacements for the network (tests, the router's proxy).
+    tls: mutual TLS to routers and nodes (``common.tls.TlsConfig.load(ca, cert, key)``, or
+        ``common.tls.from_environment()`` for $TESSERA_CA/$TESSERA_CERT/$TESSERA_KEY); None:
+        plaintext.
     """
 
     def __init__(
@@ -117,12 +121,13 @@ class AsyncClient:
         rng: random.Random | None = None,
         scan_page_size: int = 1000,
         suspect_s: float = 1.0,
+        tls: TlsConfig | None = None,
     ) -> None:
         if deadline_s <= 0 or attempt_timeout_s <= 0:
             raise ValueError("deadline_s and attempt_timeout_s must be > 0")
         if scan_page_size < 1:
             raise ValueError("scan_page_size must be >= 1")
-        self._pool = ChannelPool()
+        self._pool = ChannelPool(tls)
         if meta is None:
             if router_addr is None:
                 raise ValueError("give router_addr or meta")

@@ -3,11 +3,15 @@
 The reconnect backoff is shortened from gRPC's default (1 s growing to 120 s): a store that
 restarts should be usable again within a fraction of a second, and the client has its own
 backoff on top.
+
+With a :class:`common.tls.TlsConfig` every channel is mutual TLS (docs/security.md).
 """
 
 from __future__ import annotations
 
 import grpc
+
+from common.tls import TlsConfig, aio_channel
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -23,13 +27,14 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 class ChannelPool:
     """Lazily created grpc.aio channels; must be used from the client's event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: TlsConfig | None = None) -> None:
+        self.tls = tls
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def get(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = self._channels[address] = aio_channel(address, self.tls, CHANNEL_OPTIONS)
         return channel
 
     async def close(self) -> None:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from common.log_limit import LogLimiter
+from common.tls import TlsConfig
 from node.raft import (
     Config,
     ConfState,
@@ -115,6 +116,7 @@ class PlacementGroup:
         settings: GroupSettings,
         *,
         clock: Callable[[], float] = time.time,
+        tls: TlsConfig | None = None,
     ) -> None:
         self.id = router_id
         self.addresses = dict(addresses)
@@ -136,7 +138,9 @@ class PlacementGroup:
         self.raw = RawNode(cfg, storage, random.Random())
         self.applied = cp.index
         self.failed: GroupFailed | None = None
-        self.transport = RaftTransport(router_id, self.addresses.get, on_unreachable=self.raw.report_unreachable)
+        self.transport = RaftTransport(
+            router_id, self.addresses.get, on_unreachable=self.raw.report_unreachable, tls=tls
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -161,6 +165,7 @@ class PlacementGroup:
         settings: GroupSettings = GroupSettings(),
         *,
         clock: Callable[[], float] = time.time,
+        tls: TlsConfig | None = None,
     ) -> PlacementGroup:
         """Open (or create) this router's share of the group in ``directory``.
 
@@ -182,7 +187,7 @@ class PlacementGroup:
         except BaseException:
             lock.release()
             raise
-        return cls(router_id, addresses, path, cp, wal, lock, settings, clock=clock)
+        return cls(router_id, addresses, path, cp, wal, lock, settings, clock=clock, tls=tls)
 
     # -- running --------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from common.tls import TlsConfig
 from router.placement.commands import Applied, Bootstrap, Command, PlacementError, SubmitOperation
 from router.placement.config import GroupSettings, PlacementConfig
 from router.placement.group import GroupFailed, NotLeaderError, PlacementGroup
@@ -61,12 +62,15 @@ class Placement:
         addresses: Mapping[int, str] | None = None,
         settings: GroupSettings = GroupSettings(),
         clock: Callable[[], float] = time.time,
+        tls: TlsConfig | None = None,
     ) -> Placement:
         """This router's share of the placement group in ``data_dir``; ``addresses`` names every
         router of the group, this one included (default: a group of one). Raises RuntimeError
         when another router holds the dir or the members differ from the dir's, CodecError for
-        an unreadable checkpoint."""
-        group = await PlacementGroup.open(router_id, addresses or {router_id: ""}, data_dir, settings, clock=clock)
+        an unreadable checkpoint. ``tls``: the group's Raft traffic is mutual TLS (docs/security.md)."""
+        group = await PlacementGroup.open(
+            router_id, addresses or {router_id: ""}, data_dir, settings, clock=clock, tls=tls
+        )
         return cls(group, config, clock=clock)
 
     @property

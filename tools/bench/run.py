@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Any
 
 from common import aio
+from common.tls import TlsConfigError, from_args
 from router.placement.config import PlacementConfig
 from tools.bench import failover, live, procs, report
 from tools.bench.driver import DriverError, LocalTarget
@@ -57,15 +59,34 @@ def check_args(args: argparse.Namespace) -> Target:
         raise UsageError("--failover runs one client process: drop --procs")
     if args.concurrency < args.procs:
         raise UsageError(f"--concurrency {args.concurrency} is fewer workers than --procs {args.procs}")
+    if getattr(args, "tls", False) and not args.local:
+        raise UsageError("--tls needs --local (it makes the local cluster's certificates); for a running "
+                         "cluster give --ca, --cert and --key")
     try:
-        return resolve_target(args)
+        target = resolve_target(args)
     except TargetError as exc:
         raise UsageError(str(exc)) from exc
+    if getattr(args, "tls", False) and target.kind != "tessera":
+        raise UsageError("--tls applies to a local Tessera cluster only")
+    return target
+
+
+def client_tls_files(args: argparse.Namespace) -> tuple[str, str, str] | None:
+    """The (ca, cert, key) files of --ca/--cert/--key (else $TESSERA_*), checked now; None:
+    plaintext. A --local cluster has its own (with --tls), so these are not read for it."""
+    if args.local:
+        return None
+    try:
+        tls = from_args(args, os.environ)
+    except TlsConfigError as exc:
+        raise UsageError(str(exc)) from exc
+    return (tls.ca_path, tls.cert_path, tls.key_path) if tls is not None else None
 
 
 def main(args: argparse.Namespace) -> int:
     try:
         target = check_args(args)
+        tls = client_tls_files(args)
     except UsageError as exc:
         print(f"tessera bench: {exc}", file=sys.stderr)
         return 2
@@ -85,9 +106,10 @@ def main(args: argparse.Namespace) -> int:
             if target.kind == "tessera":
                 partitions = partitions or PlacementConfig().partitions
             log.info("starting a local %s cluster", target.kind)
-            local = start_local(target.kind, partitions or 1, args.log_level)
+            local = start_local(target.kind, partitions or 1, args.log_level, tls=getattr(args, "tls", False))
             target = parse_target(local.target)
-        result = _measure(args, target, local, partitions)
+            tls = getattr(local, "tls_files", None)
+        result = _measure(args, target, local, partitions, tls)
     except MissingSupport as exc:
         print(f"tessera bench: {exc}", file=sys.stderr)
         return 1
@@ -107,7 +129,10 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measure(args: argparse.Namespace, target: Target, local: LocalTarget | None, partitions: int | None) -> dict:
+def _measure(
+    args: argparse.Namespace, target: Target, local: LocalTarget | None, partitions: int | None,
+    tls: tuple[str, str, str] | None,
+) -> dict:
     spec = LoadSpec(
         target=str(target),
         workload=args.workload,
@@ -119,8 +144,9 @@ def _measure(args: argparse.Namespace, target: Target, local: LocalTarget | None
         consistency=args.consistency,
         distribution=args.distribution,
         timeout=REQUEST_TIMEOUT_S,
+        tls=tls,
     )
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"tls": tls is not None}
     if args.failover:
         assert local is not None
         spec = failover.failover_spec(spec)
@@ -146,7 +172,7 @@ def _measure(args: argparse.Namespace, target: Target, local: LocalTarget | None
 
 async def _preload(spec: LoadSpec) -> None:
     """Write all ``spec.keys`` keys once (with a progress bar on a terminal)."""
-    driver = make_driver(parse_target(spec.target), deadline_s=spec.timeout)
+    driver = make_driver(parse_target(spec.target), deadline_s=spec.timeout, tls=spec.tls)
     try:
         with live.preload_bar(spec.keys) as advance:
             await preload(driver, spec.keys, spec.value_size, PRELOAD_CONCURRENCY, spec.timeout, advance)

@@ -47,6 +47,7 @@ class LoadSpec:
     timeout: float  # each request's deadline, the client's retries included
     seed: int = 1
     first_worker: int = 0  # global index of this process's first worker (distinct random streams)
+    tls: tuple[str, str, str] | None = None  # (ca, cert, key) files: mutual TLS to a Tessera target
 
 
 @dataclass

@@ -8,6 +8,7 @@ so the report counts Tessera's and etcd's failures under the same names.
 
 from __future__ import annotations
 
+from common.tls import TlsConfig
 from router.client import (
     AsyncClient,
     ClientClosedError,
@@ -38,10 +39,10 @@ def error_kind(exc: TesseraError) -> str:
 class TesseraDriver:
     """Driver over AsyncClient for the routers at ``routers`` (host:port each)."""
 
-    def __init__(self, routers: list[str], deadline_s: float = 10.0) -> None:
+    def __init__(self, routers: list[str], deadline_s: float = 10.0, tls: TlsConfig | None = None) -> None:
         if not routers:
             raise ValueError("a Tessera target needs at least one router address")
-        self._client = AsyncClient(routers, deadline_s=deadline_s)
+        self._client = AsyncClient(routers, deadline_s=deadline_s, tls=tls)
 
     async def put(self, key: bytes, value: bytes, timeout: float) -> None:
         try:

@@ -32,9 +32,9 @@ class TesseraLocal:
         self._start_terms = {p.id: p.term for p in self._partitions()}
 
     @classmethod
-    def start_new(cls, partitions: int, log_level: str = "info", nodes: int = 3) -> TesseraLocal:
+    def start_new(cls, partitions: int, log_level: str = "info", nodes: int = 3, tls: bool = False) -> TesseraLocal:
         root = tempfile.mkdtemp(prefix="tessera-bench-")
-        cluster = Cluster(root=root, nodes=nodes, partitions=partitions, log_level=log_level)
+        cluster = Cluster(root=root, nodes=nodes, partitions=partitions, log_level=log_level, tls=tls)
         try:
             cluster.start()
             cluster.wait_ready(READY_TIMEOUT_S)
@@ -51,6 +51,11 @@ class TesseraLocal:
     def target(self) -> str:
         return f"tessera://{self.cluster.router_addresses}"
 
+    @property
+    def tls_files(self) -> tuple[str, str, str] | None:
+        """The client's (ca, cert, key) files when the cluster runs mutual TLS, else None."""
+        return self.cluster.tls_files
+
     def _meta(self, ch: grpc.Channel) -> meta_pb2_grpc.MetaStub:
         return meta_pb2_grpc.MetaStub(ch)
 
@@ -59,7 +64,7 @@ class TesseraLocal:
         return self.cluster.router.address
 
     def _partitions(self) -> list[meta_pb2.PartitionDescriptor]:
-        with grpc.insecure_channel(self._router()) as ch:
+        with self.cluster.channel(self._router()) as ch:
             resp = self._meta(ch).ScanPartitions(meta_pb2.ScanPartitionsRequest(), timeout=RPC_TIMEOUT_S)
         return list(resp.partitions)
 
@@ -67,7 +72,7 @@ class TesseraLocal:
         """The store leading ``key``'s partition; waits (a few seconds) while it has none."""
         deadline = time.monotonic() + 10.0
         while True:
-            with grpc.insecure_channel(self._router()) as ch:
+            with self.cluster.channel(self._router()) as ch:
                 got = self._meta(ch).GetPartition(meta_pb2.GetPartitionRequest(key=key), timeout=RPC_TIMEOUT_S)
             if got.partition.leader_store_id:
                 return str(got.partition.leader_store_id)
