@@ -23,10 +23,10 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common import aio, logs
+from common import tls as tls_mod
 from common.descriptor import Descriptor
 from common.metrics import MetricsServer, new_registry
 from common.wire.guard import RequestGuard
-from common import tls as tls_mod
 from node import tcp_transport
 from node.fs import OS_FILES, Files
 from node.health import FAILED, REPLAYING, NodeHealth
