@@ -25,6 +25,7 @@ import grpc
 from common.wire import errors as werr
 from common.wire.descriptors import descriptor_to_pb
 from common.wire.errors import WireError
+from node.disk_full import RETRY_AFTER_MS
 from node.raft import NotLeaderError, ProposalDroppedError
 from node.raftstore import RaftStore
 from node.replica import Replica
@@ -242,6 +243,9 @@ class KVService(kv_pb2_grpc.KVServicer):
                 f"request_id is {len(cmd.request_id)} bytes, over the limit of {MAX_REQUEST_ID_BYTES}",
                 MAX_REQUEST_ID_BYTES,
             )
+        if self.rs.disk.full:  # node.disk_full: nothing new until the disk has room again
+            raise WireError.of(werr.server_busy(f"disk full: {self.rs.disk.reason}", RETRY_AFTER_MS),
+                               f"disk full on store {self.rs.store_id}: writes are refused until space returns")
         try:
             return rep.propose(cmd)
         except NotLeaderError as exc:

@@ -19,21 +19,23 @@ See docs/architecture.md ("Rounds: plan, then act") and docs/decisions.md D9, D1
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import lmdb
 
 from common.descriptor import Descriptor
+from node.disk_full import DiskFull, DiskStatus, RetryClock, hold, needs_disk
 from node.fs import OS_FILES, Files
 from node.io_thread import IoThread
 from node.outbox import Outbox, Transport
-from node.raft import Config, MessageType
+from node.raft import Config, MessageType, Ready
 from node.raft_codec import message_from_pb
 from node.replica import Replica
 from node.replica_set import ReplicaSet
 from node.round_executor import RoundExecutor
-from node.round_plan import NOTHING_CARRIED, PartitionWork, StagedSnapshot, plan_round
+from node.round_plan import NOTHING_CARRIED, Carried, PartitionWork, RoundPlan, StagedSnapshot, plan_round
 from node.settings import RaftSettings
 from node.state.store import SplitApply, StateStore
 from node.ticker import Ticker
@@ -119,6 +121,12 @@ class RaftStore:
             files=files,
         )
         self.rounds = 0
+        # A full disk (node.disk_full): the state health and metrics read, when to try again,
+        # and a round whose LMDB apply found no room (advanced, to be applied first).
+        self.disk = DiskStatus()
+        self._disk_retry = RetryClock()
+        self._disk_kick: asyncio.TimerHandle | None = None
+        self._pending_apply: tuple[RoundPlan, dict[int, Replica]] | None = None
         # Messages for partitions not hosted here, kept a moment (see _hold_for_split).
         self._held: dict[int, list[tuple[float, int, raft_pb2.RaftMessage]]] = {}
 
@@ -371,8 +379,11 @@ class RaftStore:
 
     async def _round(self) -> None:
         self.rounds += 1
-        for rep in [r for r in self.replicas.values() if r.doomed is not None]:
-            await self.replicas.destroy(rep)
+        # While the disk is full (node.disk_full) only a retry round, once a second, writes.
+        held_back = self.disk.full and not await self._disk_retry_due()
+        if not held_back:
+            for rep in [r for r in self.replicas.values() if r.doomed is not None]:
+                await self.replicas.destroy(rep)
         # Only the replicas that can have work: the awake ones and those touched since the
         # last round. A quiet replica nobody touched has no Ready (node.ticker; D26).
         candidates = self.ticker.take_candidates()
@@ -381,12 +392,34 @@ class RaftStore:
             work = rep.take_work()
             if work is not None:
                 works.append(work)
+        if held_back:
+            works = self._hold_disk_work(works)
+            going = {w.pid for w in works}
+            candidates = [rep for rep in candidates if rep.pid in going]  # the held wait for the retry
         if not works:
+            if self.disk.full and not held_back:
+                self.disk.set_ok()  # the retry found nothing left to write
             return
         carried = {pid: rep.carried for pid, rep in self.replicas.items() if rep.carried is not NOTHING_CARRIED}
-        plan = plan_round(works, carried)
+        if held_back:  # no compaction record either: nothing is written until the retry
+            plan = plan_round(works, {pid: Carried(c.hard_state) for pid, c in carried.items() if c.hard_state})
+            old = carried.get
+            keep = {pid: Carried(c.hard_state, old(pid, NOTHING_CARRIED).compact_to) for pid, c in plan.carry.items()}
+            plan = dataclasses.replace(plan, carry=keep)
+        else:
+            plan = plan_round(works, carried)
         self.replicas.splitting.update(sp.child.id for _, sp in plan.splits)
-        await self.executor.execute(plan, self.replicas)
+        try:
+            await self.executor.execute(plan, self.replicas)
+        except DiskFull as exc:
+            self._disk_full(exc, plan, carried)
+            return
+        if self.disk.full and not held_back:
+            self.disk.set_ok()
+        await self._after_round(plan, candidates)
+
+    async def _after_round(self, plan: RoundPlan, candidates: list[Replica]) -> None:
+        """What a round does once its applies are done: replicas leave, splits open."""
         for pid in plan.leaving:
             rep = self.replicas[pid]
             log.info("partition %d: replica %d left the group", pid, rep.replica_id)
@@ -403,3 +436,73 @@ class RaftStore:
                 again = True
         if again:
             self.kick()
+
+    # -- a full disk (node.disk_full, docs/limits.md) ------------------------------------
+
+    async def _disk_retry_due(self) -> bool:
+        """Whether this round may try the disk again; first applies a round whose LMDB apply
+        found no room (in order: nothing later is applied before it)."""
+        now = self.loop.time()
+        if not self._disk_retry.due(now):
+            self._kick_at_retry()
+            return False
+        self._disk_retry.tried(now)
+        self.disk.retries += 1
+        pending = self._pending_apply
+        if pending is not None:
+            plan, reps = pending
+            try:
+                await self.executor.retry_applies(plan, reps)
+            except DiskFull as exc:
+                self.disk.set_full(str(exc))
+                self._kick_at_retry()
+                return False
+            self._pending_apply = None
+            await self._after_round(plan, [])
+        return True
+
+    def _hold_disk_work(self, works: list[PartitionWork]) -> list[PartitionWork]:
+        """Between retries: the works that need no disk go ahead; the others are held (early
+        messages sent, read states served, late messages dropped, not advanced)."""
+        go: list[PartitionWork] = []
+        held: list[PartitionWork] = []
+        for w in works:
+            (held if needs_disk(w.ready) else go).append(w)
+        if held:
+            for w in held:
+                rep = self.replicas[w.pid]
+                if w.ready.messages_before_persist:
+                    self.outbox.send(rep, w.ready.messages_before_persist)
+            self.outbox.flush()
+            self._held_back([(w.pid, w.ready) for w in held])
+        return go
+
+    def _held_back(self, readies: Sequence[tuple[int, Ready]]) -> None:
+        def resolve_read(pid: int, ctx: bytes, index: int) -> None:
+            self.replicas[pid].resolve_read(ctx, index)
+
+        hold(readies, resolve_read)
+        for pid, _ in readies:
+            rep = self.replicas.get(pid)
+            if rep is not None:
+                self.ticker.touch(rep)  # offered again at the next round (or the retry)
+        self._kick_at_retry()
+
+    def _disk_full(self, exc: DiskFull, plan: RoundPlan, carried: dict[int, Carried]) -> None:
+        """A round's disk trip found the disk full (node.disk_full says what each case means)."""
+        if exc.persisted:  # the splits open once their entries are applied
+            self._pending_apply = (plan, {pid: self.replicas[pid] for pid, _ in plan.readies})
+        else:
+            self.replicas.splitting.difference_update(sp.child.id for _, sp in plan.splits)
+            for pid in plan.carry:  # the carried records were not written: carry them on
+                rep = self.replicas.get(pid)
+                if rep is not None:
+                    rep.carried = carried.get(pid, NOTHING_CARRIED)
+            self._held_back(plan.readies)
+        self._disk_retry.tried(self.loop.time())
+        self.disk.set_full(str(exc))
+        self._kick_at_retry()
+
+    def _kick_at_retry(self) -> None:
+        if self._disk_kick is None or self._disk_kick.when() <= self.loop.time():
+            self._disk_kick = self.loop.call_at(self._disk_retry.next_at, self.kick)

@@ -42,6 +42,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import lmdb
+
+from node.disk_full import DiskFull, lmdb_disk_full
 from node.fs import Files
 from node.io_thread import IoThread
 from node.outbox import Outbox
@@ -50,6 +53,7 @@ from node.replica import Replica
 from node.round_plan import ApplyJob, Carried, RoundPlan, SnapshotInstall, compaction_point
 from node.state.snapshot_file import read_snapshot_file
 from node.state.store import ApplyEntry, OpResult, PartitionMeta, StateStore
+from node.wal.errors import WalDiskFullError
 from node.wal.wal import WriteAheadLog
 
 log = logging.getLogger("tessera.round")
@@ -126,18 +130,52 @@ class RoundExecutor:
                     rep.resolve_applied(e.index, e.term, r)
 
         inline = self._inline(plan)
-        if inline:
-            self.trips_inline += 1
-            told, took = self._timed_trip(plan, ranges, persisted, applied, _call_now)
-        else:
-            self.trips_threaded += 1
-            told, took = await self.io.run(
-                self._timed_trip, plan, ranges, persisted, applied, self.loop.call_soon_threadsafe
-            )
+        try:
+            if inline:
+                self.trips_inline += 1
+                told, took = self._timed_trip(plan, ranges, persisted, applied, _call_now)
+            else:
+                self.trips_threaded += 1
+                told, took = await self.io.run(
+                    self._timed_trip, plan, ranges, persisted, applied, self.loop.call_soon_threadsafe
+                )
+        except DiskFull as exc:
+            if exc.persisted:  # the installs and the WAL write stand; the applies are retried
+                self._note_installs(plan, reps)
+            raise
         if plan.sync and not plan.wal.empty and self._slow(took, inline):  # only trips that fsynced tell
             self._thread_until = self.loop.time() + THREAD_FOR_S
         if not told:
             persisted()
+        self._note_installs(plan, reps)
+        self._note_applies(plan, reps)
+
+    async def retry_applies(self, plan: RoundPlan, replicas: Mapping[int, Replica]) -> None:
+        """Apply ``plan``'s jobs again, after a full disk aborted their transaction (DiskFull with
+        ``persisted``): the WAL holds them and the cores advanced past them. Raises DiskFull
+        again while there is still no room."""
+        reps = {job.pid: replicas[job.pid] for job in plan.applies}
+
+        def applied(results: Results) -> None:
+            for job, res in zip(plan.applies, results):
+                for e, r in zip(job.entries, res):
+                    reps[job.pid].resolve_applied(e.index, e.term, r)
+
+        def trip() -> None:
+            try:
+                self.state.apply_many(
+                    [_apply_work(job) for job in plan.applies],
+                    before_commit=lambda results: self.loop.call_soon_threadsafe(applied, results),
+                )
+            except lmdb.Error as exc:
+                if not lmdb_disk_full(exc, self.state.env.path()):
+                    raise
+                raise DiskFull(f"applying in LMDB: {exc}", persisted=True) from exc
+
+        await self.io.run(trip)
+        self._note_applies(plan, reps)
+
+    def _note_installs(self, plan: RoundPlan, reps: Mapping[int, Replica]) -> None:
         for inst in plan.installs:
             rep = reps[inst.pid]
             log.info("installed snapshot of partition %d at index %d", inst.pid, inst.meta.index)
@@ -147,6 +185,8 @@ class RoundExecutor:
                     self.on_descriptor(rep)
             rep.note_applied(inst.meta.index, inst.meta.term)
             rep.finish_snapshot(True, "")
+
+    def _note_applies(self, plan: RoundPlan, reps: Mapping[int, Replica]) -> None:
         for job in plan.applies:
             reps[job.pid].note_applied(job.last.index, job.last.term)
         for rep in reps.values():
@@ -209,21 +249,34 @@ class RoundExecutor:
         thread-safe call, or a call now); tells the loop when the WAL is durable and when the
         results are known. Returns False when it did not say the WAL is durable because nothing
         followed the write: the trip's own completion says it, one wake-up of the loop fewer."""
-        for inst in plan.installs:
-            self._install(inst, *ranges[inst.pid])
+        try:
+            for inst in plan.installs:
+                self._install(inst, *ranges[inst.pid])
+        except lmdb.Error as exc:
+            if not lmdb_disk_full(exc, self.state.env.path()):
+                raise
+            raise DiskFull(f"installing a snapshot in LMDB: {exc}", persisted=False) from exc
         if plan.wal.drops_entries:
             # The log may drop entries only once the applied state that holds them survives a
             # power cut; LMDB's last commit does only after the next one or a sync (see above).
             self.state.sync()
         if not plan.wal.empty:
-            self.wal.write(plan.wal, sync=plan.sync)
+            try:
+                self.wal.write(plan.wal, sync=plan.sync)
+            except WalDiskFullError as exc:  # nothing written: nothing of the round persisted
+                raise DiskFull(str(exc), persisted=False) from exc
         if not plan.applies:
             return False
         tell(persisted)
-        self.state.apply_many(
-            [_apply_work(job) for job in plan.applies],
-            before_commit=lambda results: tell(applied, results),
-        )
+        try:
+            self.state.apply_many(
+                [_apply_work(job) for job in plan.applies],
+                before_commit=lambda results: tell(applied, results),
+            )
+        except lmdb.Error as exc:  # aborted: nothing applied (node.disk_full)
+            if not lmdb_disk_full(exc, self.state.env.path()):
+                raise
+            raise DiskFull(f"applying in LMDB: {exc}", persisted=True) from exc
         return True
 
     def _install(self, inst: SnapshotInstall, start: bytes, end: bytes) -> None:

@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from common import aio
 from node import tcp_transport
+from node.disk_full import watch_disk
 from node.fs import OS_FILES, Files
 from node.kv_service import KVService
 from node.raftstore import RaftStore
@@ -140,6 +141,7 @@ class Node:
             self.peer_address = raft_service.tcp_address = f"{peer_host}:{bound}"
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        watch_disk(self.raftstore.disk, self.health)
         reflection.enable_server_reflection(
             (
                 kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name,
