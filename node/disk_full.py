@@ -46,7 +46,7 @@ from typing import Any
 
 import lmdb
 
-from node.raft import Ready
+from node.raft import Message, MessageType, Ready
 
 log = logging.getLogger("tessera.disk")
 
@@ -92,6 +92,75 @@ def lmdb_disk_full(exc: lmdb.Error, path: str) -> bool:
 
 
 @dataclass(slots=True)
+class Reserve:
+    """Space set aside in the node's data directory (a file of ``size`` bytes), given back the
+    moment the disk is found full, so that what is already in flight lands: the committed
+    entries whose apply found no room, and the held WAL writes. Without it, a node whose LMDB
+    filled up could not apply the writes it had already acknowledged, and no lease or
+    linearizable read of that partition could be served until an operator freed space.
+    Re-created when the episode ends (``tessera node --disk-reserve-mb``)."""
+
+    path: str
+    size: int
+
+    def ensure(self) -> bool:
+        """Create the reserve if it is missing and there is room for it; True if it is there."""
+        try:
+            if os.path.getsize(self.path) >= self.size:
+                return True
+        except OSError:
+            pass
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, self.size)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.warning("cannot set aside %d bytes at %s: %s", self.size, self.path, exc)
+            self.release()
+            return False
+        return True
+
+    def release(self) -> int:
+        """Delete the reserve; returns the bytes given back."""
+        try:
+            size = os.path.getsize(self.path)
+            os.unlink(self.path)
+        except FileNotFoundError:
+            return 0
+        return size
+
+    def room_to_resume(self) -> bool:
+        """Whether the file system has room for the reserve and as much again."""
+        return free_bytes(os.path.dirname(self.path)) >= 2 * self.size
+
+
+RESERVE_NAME = "disk-reserve"
+RESERVE_MAX_SHARE = 0.05
+
+
+def reserve_in(data_dir: str, want: int) -> Reserve | None:
+    """The node's reserve in ``data_dir``: ``want`` bytes but at most 5% of the file system,
+    set aside now if there is room (None when ``want`` is 0)."""
+    if want <= 0:
+        return None
+    st = os.statvfs(data_dir)
+    size = min(want, int(st.f_blocks * st.f_frsize * RESERVE_MAX_SHARE))
+    if size <= 0:
+        return None
+    reserve = Reserve(os.path.join(data_dir, RESERVE_NAME), size)
+    if not reserve.ensure():
+        log.warning("disk: no room for the %d-byte reserve in %s yet", size, data_dir)
+    return reserve
+
+
+def free_bytes(path: str) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+@dataclass(slots=True)
 class DiskStatus:
     """The node's disk-full state, for health and metrics to read (``RaftStore.disk``).
 
@@ -101,6 +170,7 @@ class DiskStatus:
 
     full: bool = False
     since: float = 0.0  # time.time() when the current (or last) episode began
+    reserve: Reserve | None = None  # given back when the disk fills, re-created when it ends
     reason: str = ""
     episodes: int = 0  # how many times the disk was found full
     retries: int = 0  # rounds that tried the disk again while full
@@ -112,8 +182,17 @@ class DiskStatus:
             return
         self.full, self.since = True, time.time()
         self.episodes += 1
-        log.error("disk full: %s; refusing writes, serving reads, retrying every %.0f s", reason, RETRY_S)
+        freed = self.reserve.release() if self.reserve is not None else 0
+        log.error("disk full: %s; refusing writes, serving reads, retrying every %.0f s%s", reason, RETRY_S,
+                  f"; gave back the {freed}-byte reserve" if freed else "")
         self._tell()
+
+    def room_to_resume(self) -> bool:
+        """Once the writes in flight landed: may the node take new writes again? Yes when the
+        reserve can be set aside again with as much room to spare (no reserve: yes)."""
+        if self.reserve is None:
+            return True
+        return self.reserve.room_to_resume() and self.reserve.ensure()
 
     def set_ok(self) -> None:
         if not self.full:
@@ -135,15 +214,28 @@ def needs_disk(rd: Ready) -> bool:
     return bool(rd.entries or rd.snapshot is not None or rd.committed_entries or (rd.hard_state and rd.must_sync))
 
 
-def hold(readies: Sequence[tuple[int, Ready]], resolve_read: Callable[[int, bytes, int], None]) -> int:
+NO_PROMISE = frozenset({MessageType.HEARTBEAT_RESP, MessageType.READ_INDEX, MessageType.READ_INDEX_RESP})
+"""Late messages that promise nothing about this node's disk, so a held Ready still sends them
+(etcd's raft, with asynchronous storage writes, likewise holds back only the append and vote
+responses): a heartbeat's answer says "I follow you in this term" and echoes the leader's stamp
+and read context, which keeps the leader's lease and its ReadIndex rounds working while this
+node cannot write. Votes and append acknowledgements are dropped (message loss to Raft)."""
+
+
+def hold(
+    readies: Sequence[tuple[int, Ready]], resolve_read: Callable[[int, bytes, int], None]
+) -> list[tuple[int, tuple[Message, ...]]]:
     """Give up on persisting ``readies`` this round (they are not advanced, see the module doc):
-    serve their read states; their late messages are dropped. Returns how many messages dropped."""
-    dropped = 0
+    serve their read states; returns, by partition, the late messages that may still leave
+    (:data:`NO_PROMISE`); the others are dropped."""
+    out = []
     for pid, rd in readies:
         for rs in rd.read_states:
             resolve_read(pid, rs.context, rs.index)
-        dropped += len(rd.messages_after_persist)
-    return dropped
+        ok = tuple(m for m in rd.messages_after_persist if m.type in NO_PROMISE)
+        if ok:
+            out.append((pid, ok))
+    return out
 
 
 @dataclass(slots=True)

@@ -127,6 +127,7 @@ class RaftStore:
         self._disk_retry = RetryClock()
         self._disk_kick: asyncio.TimerHandle | None = None
         self._pending_apply: tuple[RoundPlan, dict[int, Replica]] | None = None
+        self._disk_failing = False  # the last write found no room (rounds hold until a retry)
         # Messages for partitions not hosted here, kept a moment (see _hold_for_split).
         self._held: dict[int, list[tuple[float, int, raft_pb2.RaftMessage]]] = {}
 
@@ -398,7 +399,7 @@ class RaftStore:
             candidates = [rep for rep in candidates if rep.pid in going]  # the held wait for the retry
         if not works:
             if self.disk.full and not held_back:
-                self.disk.set_ok()  # the retry found nothing left to write
+                self._disk_writes()  # the retry found nothing left to write
             return
         carried = {pid: rep.carried for pid, rep in self.replicas.items() if rep.carried is not NOTHING_CARRIED}
         if held_back:  # no compaction record either: nothing is written until the retry
@@ -415,7 +416,7 @@ class RaftStore:
             self._disk_full(exc, plan, carried)
             return
         if self.disk.full and not held_back:
-            self.disk.set_ok()
+            self._disk_writes()
         await self._after_round(plan, candidates)
 
     async def _after_round(self, plan: RoundPlan, candidates: list[Replica]) -> None:
@@ -440,14 +441,23 @@ class RaftStore:
     # -- a full disk (node.disk_full, docs/limits.md) ------------------------------------
 
     async def _disk_retry_due(self) -> bool:
-        """Whether this round may try the disk again; first applies a round whose LMDB apply
-        found no room (in order: nothing later is applied before it)."""
+        """While the disk is full, whether this round may write. Between retries (once a
+        second) a round writes nothing while writes are failing; a retry first applies a round
+        whose LMDB apply found no room (in order: nothing later is applied before it). Once
+        writes succeed again, rounds write as usual, and the episode ends (proposals are taken
+        again) when the file system has room for the reserve and as much again."""
         now = self.loop.time()
-        if not self._disk_retry.due(now):
-            self._kick_at_retry()
+        due = self._disk_retry.due(now)
+        if due:
+            self._disk_retry.tried(now)
+            self.disk.retries += 1
+        self._kick_at_retry()
+        if not self._disk_failing:
+            if due and self.disk.room_to_resume():
+                self.disk.set_ok()
+            return True
+        if not due:
             return False
-        self._disk_retry.tried(now)
-        self.disk.retries += 1
         pending = self._pending_apply
         if pending is not None:
             plan, reps = pending
@@ -455,11 +465,18 @@ class RaftStore:
                 await self.executor.retry_applies(plan, reps)
             except DiskFull as exc:
                 self.disk.set_full(str(exc))
-                self._kick_at_retry()
                 return False
             self._pending_apply = None
             await self._after_round(plan, [])
         return True
+
+    def _disk_writes(self) -> None:
+        """A round wrote while the disk was full: writes succeed again."""
+        if self._disk_failing:
+            self._disk_failing = False
+            log.warning("disk: writes succeed again; new writes wait for room to resume")
+        if self.disk.room_to_resume():
+            self.disk.set_ok()
 
     def _hold_disk_work(self, works: list[PartitionWork]) -> list[PartitionWork]:
         """Between retries: the works that need no disk go ahead; the others are held (early
@@ -473,7 +490,6 @@ class RaftStore:
                 rep = self.replicas[w.pid]
                 if w.ready.messages_before_persist:
                     self.outbox.send(rep, w.ready.messages_before_persist)
-            self.outbox.flush()
             self._held_back([(w.pid, w.ready) for w in held])
         return go
 
@@ -481,7 +497,9 @@ class RaftStore:
         def resolve_read(pid: int, ctx: bytes, index: int) -> None:
             self.replicas[pid].resolve_read(ctx, index)
 
-        hold(readies, resolve_read)
+        for pid, msgs in hold(readies, resolve_read):
+            self.outbox.send(self.replicas[pid], msgs)
+        self.outbox.flush()
         for pid, _ in readies:
             rep = self.replicas.get(pid)
             if rep is not None:
@@ -500,6 +518,7 @@ class RaftStore:
                     rep.carried = carried.get(pid, NOTHING_CARRIED)
             self._held_back(plan.readies)
         self._disk_retry.tried(self.loop.time())
+        self._disk_failing = True
         self.disk.set_full(str(exc))
         self._kick_at_retry()
 

@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from common import aio
 from node import tcp_transport
-from node.disk_full import watch_disk
+from node.disk_full import reserve_in, watch_disk
 from node.fs import OS_FILES, Files
 from node.kv_service import KVService
 from node.raftstore import RaftStore
@@ -57,6 +57,7 @@ class Node:
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
         files: Files = OS_FILES,
         zone: str = "",
+        disk_reserve_bytes: int = 0,
     ) -> None:
         self.store_id = store_id
         self.listen = listen
@@ -79,6 +80,7 @@ class Node:
         self.peer_address = ""
         self.port = 0
         self.stopped = False
+        self.disk_reserve_bytes = disk_reserve_bytes  # at most 5% of the fs; the CLI defaults to DISK_RESERVE_MB
 
     async def start(self) -> None:
         self.files.makedirs(self.data_dir)  # durably: everything the node keeps is below it
@@ -121,6 +123,7 @@ class Node:
             files=self.files,
         )
         self.link.rs = self.raftstore
+        self.raftstore.disk.reserve = reserve_in(self.data_dir, self.disk_reserve_bytes)
         kv_pb2_grpc.add_KVServicer_to_server(KVService(self.raftstore, self.link.address_of, self.limits), self.server)
         raft_service = RaftTransportService(
             self.store_id,
@@ -161,7 +164,8 @@ class Node:
         """Apply the fault hooks named in the fault file (off unless the file says so).
 
         ``{"fail_fsync": true}`` makes every WAL fsync fail (the node then stops
-        acknowledging writes for good); ``{"fsync_delay_ms": 50}`` is a slow disk.
+        acknowledging writes for good); ``{"fsync_delay_ms": 50}`` is a slow disk;
+        ``{"wal_enospc": true}`` a full disk for the WAL (node.disk_full).
         """
         assert self.fault_file is not None
         last = None
@@ -175,6 +179,7 @@ class Node:
                 last = spec
                 self.wal.faults.fail_fsync = bool(spec.get("fail_fsync", False))
                 self.wal.faults.fsync_delay_s = float(spec.get("fsync_delay_ms", 0)) / 1000.0
+                self.wal.faults.append_enospc = bool(spec.get("wal_enospc", False))
                 # On stdout, not in the log: the nemesis waits for this line to know the fault
                 # is in force, and it must see it whatever --log-level says.
                 print(f"fault hooks now {spec or 'off'}", flush=True)
@@ -226,6 +231,7 @@ async def serve(args: argparse.Namespace) -> int:
         heartbeat_interval_s=args.heartbeat_interval,
         files=_files(args),
         zone=args.zone or "",
+        disk_reserve_bytes=args.disk_reserve_mb << 20,
     )
     try:
         await node.start()

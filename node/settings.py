@@ -40,3 +40,7 @@ class Limits:
 
 HEARTBEAT_INTERVAL_S = 1.0
 """How often a node reports to placement when nothing prompts it sooner (``--heartbeat-interval``)."""
+
+DISK_RESERVE_MB = 32
+"""Space a node sets aside and gives back when its disk fills (``--disk-reserve-mb``; at most 5% of
+the file system; node/disk_full.py)."""

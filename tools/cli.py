@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 # second time. Those modules import nothing heavy, so reading them at parse time keeps
 # `tessera --help` free of gRPC, LMDB and asyncio.
 from common import logs
-from node.settings import HEARTBEAT_INTERVAL_S, Limits, RaftSettings
+from node.settings import DISK_RESERVE_MB, HEARTBEAT_INTERVAL_S, Limits, RaftSettings
 from router.placement.config import MAX_GROUP_MEMBERS, GroupSettings, PlacementConfig
 from tools.nemesis.histories import CHECK_TIME_LIMIT_S, WORKLOADS
 from tools.nemesis.schedule import KINDS as FAULTS
@@ -309,9 +309,13 @@ def _build_node(commands) -> None:
                    help="where to take Raft batches from peer stores over plain TCP (docs/decisions.md "
                         "D23; peers ask for it over gRPC); 'none' keeps them on gRPC "
                         "(default: the --listen host, any free port)")
+    p.add_argument("--disk-reserve-mb", type=_non_negative_int, metavar="MIB", default=DISK_RESERVE_MB,
+                   help="space set aside in --data-dir and given back when the disk fills, so that "
+                        "writes already in flight land and reads stay served; at most 5%% of the "
+                        "file system; 0: none (default: %(default)s)")
     p.add_argument("--fault-file", metavar="FILE",
-                   help='JSON fault hooks polled every 100 ms: {"fail_fsync": true} or '
-                        '{"fsync_delay_ms": N}; absent or empty means no faults')
+                   help='JSON fault hooks polled every 100 ms: {"fail_fsync": true}, '
+                        '{"fsync_delay_ms": N} or {"wal_enospc": true}; absent or empty means no faults')
     p.add_argument("--raft-mutation", metavar="NAME", type=_mutation(_raft_mutations),
                    help="TESTING ONLY: run a known-buggy Raft core (tessera nemesis --raft-mutation "
                         "proves the nemesis catches it); never in production; an unknown NAME "

@@ -1,0 +1,65 @@
+"""A full disk under the WAL, on every node at once: the rounds that need the disk are held.
+
+In-process nodes (real gRPC, WAL and LMDB; node.disk_full) whose WAL appends find no room
+through the WAL's fault hook (``append_enospc``: half the batch written, then ENOSPC, as the
+kernel does; tests/process/test_disk_full.py has the kernel's own ENOSPC). No node can
+persist, so nothing new commits; yet lease and linearizable reads are served (the leader's
+heartbeats go early and its followers' answers to them promise nothing about their disks), the
+nodes say so in ``RaftStore.disk`` and in health, proposals are refused with "disk full", and
+once the disk takes writes again the held entries are written, the write in flight is applied
+once, and new writes succeed, without a restart.
+"""
+
+from __future__ import annotations
+
+import pytest
+from grpc_health.v1 import health_pb2
+
+from conftest import eventually_async
+from node.disk_full import DISK_HEALTH_SERVICE
+from node.server import Node
+from router.client import AsyncClient, DeadlineExceeded
+from support.inprocess import run_cluster
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+def _disk_says(node: Node) -> int:
+    return int(node.health._server_status.get(DISK_HEALTH_SERVICE, -1))
+
+
+def test_held_rounds_keep_reads_and_resume(tmp_path) -> None:
+    async def scenario(nodes: list[Node], router: str) -> None:
+        async with AsyncClient(router, deadline_s=10) as client:
+            before = {b"k%d" % i: b"v%d" % i for i in range(20)}
+            for k, v in before.items():
+                await client.put(k, v)
+            assert all(_disk_says(n) == health_pb2.HealthCheckResponse.SERVING for n in nodes)
+            for n in nodes:
+                n.wal.faults.append_enospc = True
+            with pytest.raises(DeadlineExceeded) as refused:
+                await client.put(b"k-during", b"x", timeout=4)
+            assert "disk full" in f"{refused.value} {refused.value.last_error}"
+            await eventually_async(lambda: all(n.raftstore.disk.full for n in nodes), 10, "every disk to be full")
+            assert all(_disk_says(n) == health_pb2.HealthCheckResponse.NOT_SERVING for n in nodes)
+            assert not any(n.raftstore.failed for n in nodes), "a full disk is not fail-stop"
+            # Reads of what was acknowledged keep working, for longer than a lease.
+            for consistency in ("lease", "linearizable", "lease", "stale"):
+                for k, v in before.items():
+                    got = await client.get(k, consistency, timeout=5)
+                    assert got is not None and got.value == v, (consistency, k)
+            held_rounds = sum(n.raftstore.disk.retries for n in nodes)
+            assert held_rounds > 0
+            for n in nodes:
+                n.wal.faults.append_enospc = False
+            await eventually_async(lambda: not any(n.raftstore.disk.full for n in nodes), 10, "disks writable again")
+            assert all(_disk_says(n) == health_pb2.HealthCheckResponse.SERVING for n in nodes)
+            await client.put(b"k-after", b"y", timeout=10)
+            for k, v in {**before, b"k-after": b"y"}.items():
+                got = await client.get(k, "linearizable")
+                assert got is not None and got.value == v
+            # The write refused in the middle either never applied or applied once, never half.
+            got = await client.get(b"k-during", "linearizable")
+            assert got is None or got.value == b"x"
+
+    run_cluster(tmp_path, 1, scenario)
