@@ -12,8 +12,9 @@ once, and new writes succeed, without a restart.
 
 from __future__ import annotations
 
+import grpc
 import pytest
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import eventually_async
 from node.disk_full import DISK_HEALTH_SERVICE
@@ -24,8 +25,17 @@ from support.inprocess import run_cluster
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
-def _disk_says(node: Node) -> int:
-    return int(node.health._server_status.get(DISK_HEALTH_SERVICE, -1))
+async def _disk_says(node: Node) -> int:
+    """The node's health service, asked over gRPC, about DISK_HEALTH_SERVICE."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{node.port}") as ch:
+        stub = health_pb2_grpc.HealthStub(ch)  # its stubs declare no methods (types-grpcio-health-checking)
+        req = health_pb2.HealthCheckRequest(service=DISK_HEALTH_SERVICE)
+        resp = await stub.Check(req, timeout=2)  # type: ignore[attr-defined]
+        return int(resp.status)
+
+
+async def _all_say(nodes: list[Node], status: int) -> bool:
+    return all([await _disk_says(n) == status for n in nodes])
 
 
 def test_held_rounds_keep_reads_and_resume(tmp_path) -> None:
@@ -34,14 +44,15 @@ def test_held_rounds_keep_reads_and_resume(tmp_path) -> None:
             before = {b"k%d" % i: b"v%d" % i for i in range(20)}
             for k, v in before.items():
                 await client.put(k, v)
-            assert all(_disk_says(n) == health_pb2.HealthCheckResponse.SERVING for n in nodes)
+            assert await _all_say(nodes, health_pb2.HealthCheckResponse.SERVING)
             for n in nodes:
                 n.wal.faults.append_enospc = True
             with pytest.raises(DeadlineExceeded) as refused:
                 await client.put(b"k-during", b"x", timeout=4)
             assert "disk full" in f"{refused.value} {refused.value.last_error}"
             await eventually_async(lambda: all(n.raftstore.disk.full for n in nodes), 10, "every disk to be full")
-            assert all(_disk_says(n) == health_pb2.HealthCheckResponse.NOT_SERVING for n in nodes)
+            await eventually_async(lambda: _all_say(nodes, health_pb2.HealthCheckResponse.NOT_SERVING), 5,
+                                   "health to say the disks are full")
             assert not any(n.raftstore.failed for n in nodes), "a full disk is not fail-stop"
             # Reads of what was acknowledged keep working, for longer than a lease.
             for consistency in ("lease", "linearizable", "lease", "stale"):
@@ -53,7 +64,8 @@ def test_held_rounds_keep_reads_and_resume(tmp_path) -> None:
             for n in nodes:
                 n.wal.faults.append_enospc = False
             await eventually_async(lambda: not any(n.raftstore.disk.full for n in nodes), 10, "disks writable again")
-            assert all(_disk_says(n) == health_pb2.HealthCheckResponse.SERVING for n in nodes)
+            await eventually_async(lambda: _all_say(nodes, health_pb2.HealthCheckResponse.SERVING), 5,
+                                   "health to say the disks take writes")
             await client.put(b"k-after", b"y", timeout=10)
             for k, v in {**before, b"k-after": b"y"}.items():
                 got = await client.get(k, "linearizable")
