@@ -246,8 +246,12 @@ class KVService(kv_pb2_grpc.KVServicer):
         if self.rs.disk.full:  # node.disk_full: nothing new until the disk has room again
             raise WireError.of(werr.server_busy(f"disk full: {self.rs.disk.reason}", RETRY_AFTER_MS),
                                f"disk full on store {self.rs.store_id}: writes are refused until space returns")
+        adm = self.rs.admission  # node.admission: bounded queues, RESOURCE_EXHAUSTED past them
+        adm.admit_proposal(rep.requests.in_flight())
         try:
-            return rep.propose(cmd)
+            fut = rep.propose(cmd)
+            adm.admitted(fut)
+            return fut
         except NotLeaderError as exc:
             raise self._not_leader(rep, exc.leader) from None
         except ReplicaStopped as exc:
@@ -563,6 +567,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         tasks: set[asyncio.Task[kv_pb2.StreamResponseItem]] = set()
         writes = _PendingWrites()
         respond = out.put_nowait
+        budget = self.rs.admission.stream()  # unanswered request bytes (node.admission)
 
         def finished(t: asyncio.Task[kv_pb2.StreamResponseItem]) -> None:
             tasks.discard(t)
@@ -572,7 +577,12 @@ class KVService(kv_pb2_grpc.KVServicer):
         async def reader() -> None:
             try:
                 async for req in request_iterator:
+                    share = budget.share(req)
                     for item in req.requests:
+                        refused = budget.admit(item, share)
+                        if refused is not None:
+                            respond(refused)
+                            continue
                         kind = item.WhichOneof("request")
                         if kind == "put" or kind == "delete":
                             self._start_write(item, kind, respond, writes)
@@ -603,6 +613,7 @@ class KVService(kv_pb2_grpc.KVServicer):
                         out.put_nowait(None)
                         break
                     items.append(nxt)
+                budget.answered(items)
                 yield kv_pb2.StreamResponse(responses=items)
         finally:
             reading.cancel()

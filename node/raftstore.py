@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 import lmdb
 
 from common.descriptor import Descriptor
+from node.admission import Admission
 from node.disk_full import DiskFull, DiskStatus, RetryClock, hold, needs_disk
 from node.fs import OS_FILES, Files
 from node.io_thread import IoThread
@@ -69,6 +70,7 @@ class RaftStore:
         on_descriptor_change: Callable[[Replica], None] | None = None,
         raft_mutation: str | None = None,
         files: Files = OS_FILES,
+        admission: Admission | None = None,
     ) -> None:
         self.store_id = store_id
         self.wal = wal
@@ -91,7 +93,8 @@ class RaftStore:
             wake=self.wake,
             raft_mutation=raft_mutation,
         )
-        self.outbox = Outbox(store_id, transport, state, self.kick)
+        self.admission = admission or Admission()  # the node's bounds (node.admission)
+        self.outbox = Outbox(store_id, transport, state, self.kick, admission=self.admission)
         self.ticker = Ticker(
             self.loop,
             self.replicas,

@@ -23,12 +23,13 @@ from grpc_reflection.v1alpha import reflection
 
 from common import aio
 from node import tcp_transport
+from node.admission import Admission
 from node.disk_full import reserve_in, watch_disk
 from node.fs import OS_FILES, Files
 from node.kv_service import KVService
 from node.raftstore import RaftStore
 from node.router_link import RouterLink
-from node.settings import HEARTBEAT_INTERVAL_S, Limits, RaftSettings
+from node.settings import HEARTBEAT_INTERVAL_S, AdmissionLimits, Limits, RaftSettings
 from node.state.store import StateStore
 from node.transport import SERVER_OPTIONS, RaftTransport, RaftTransportService
 from node.wal.wal import WriteAheadLog
@@ -58,6 +59,7 @@ class Node:
         files: Files = OS_FILES,
         zone: str = "",
         disk_reserve_bytes: int = 0,
+        admission: AdmissionLimits | None = None,
     ) -> None:
         self.store_id = store_id
         self.listen = listen
@@ -80,6 +82,7 @@ class Node:
         self.peer_address = ""
         self.port = 0
         self.stopped = False
+        self.admission = Admission(admission)  # the node's bounds: RESOURCE_EXHAUSTED past them
         self.disk_reserve_bytes = disk_reserve_bytes  # at most 5% of the fs; the CLI defaults to DISK_RESERVE_MB
 
     async def start(self) -> None:
@@ -121,6 +124,7 @@ class Node:
             on_descriptor_change=lambda rep: self.link.poke(),
             raft_mutation=self.raft_mutation,
             files=self.files,
+            admission=self.admission,
         )
         self.link.rs = self.raftstore
         self.raftstore.disk.reserve = reserve_in(self.data_dir, self.disk_reserve_bytes)
@@ -132,6 +136,7 @@ class Node:
             snapshot_dir=snap_dir,
             files=self.files,
         )
+        raft_service.admission = self.admission
         raft_pb2_grpc.add_RaftTransportServicer_to_server(raft_service, self.server)
         if self.peer_listen != "none":
             listen_host = self.listen.rpartition(":")[0]
@@ -232,6 +237,13 @@ async def serve(args: argparse.Namespace) -> int:
         files=_files(args),
         zone=args.zone or "",
         disk_reserve_bytes=args.disk_reserve_mb << 20,
+        admission=AdmissionLimits(
+            partition_proposals=args.max_partition_proposals,
+            node_proposals=args.max_proposals,
+            stream_bytes=args.max_stream_mb << 20,
+            snapshots_out=args.max_snapshots,
+            snapshots_in=args.max_snapshots,
+        ),
     )
     try:
         await node.start()
