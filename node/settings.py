@@ -43,8 +43,8 @@ class AdmissionLimits:
     """What a node queues at most before it answers RESOURCE_EXHAUSTED (node/admission.py;
     ``tessera node --max-proposals`` etc.)."""
 
-    partition_proposals: int = 4096
-    node_proposals: int = 32768
+    partition_proposals: int = 1024
+    node_proposals: int = 8192
     stream_bytes: int = 64 << 20
     snapshots_out: int = 4
     snapshots_in: int = 4
