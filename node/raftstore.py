@@ -128,7 +128,7 @@ class RaftStore:
         # and a round whose LMDB apply found no room (advanced, to be applied first).
         self.disk = DiskStatus()
         self._disk_retry = RetryClock()
-        self._disk_kick: asyncio.TimerHandle | None = None
+        self._disk_kick_at = 0.0  # loop time of the round kick scheduled for the next retry
         self._pending_apply: tuple[RoundPlan, dict[int, Replica]] | None = None
         self._disk_failing = False  # the last write found no room (rounds hold until a retry)
         # Messages for partitions not hosted here, kept a moment (see _hold_for_split).
@@ -526,5 +526,11 @@ class RaftStore:
         self._kick_at_retry()
 
     def _kick_at_retry(self) -> None:
-        if self._disk_kick is None or self._disk_kick.when() <= self.loop.time():
-            self._disk_kick = self.loop.call_at(self._disk_retry.next_at, self.kick)
+        """One round at the next retry time, work or not (one timer per retry time, kept here:
+        uvloop's call_at answers a plain Handle, without ``when()``, for a time passed)."""
+        at = self._disk_retry.next_at
+        if self._disk_kick_at < at:
+            self._disk_kick_at = at
+            # A little after: a loop whose clock ticks in milliseconds (uvloop) may run a timer
+            # a hair before the time asked, and the round would find the retry not yet due.
+            self.loop.call_at(at + 0.005, self.kick)

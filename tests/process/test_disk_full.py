@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import eventually
 from router.client import Client, DeadlineExceeded
-from support.small_fs import fill, small_tmpfs
+from support.small_fs import fill, grow, small_tmpfs
 from support.writer import Writer
 from tools.cluster import Cluster
 
@@ -79,4 +79,44 @@ def test_a_full_disk_refuses_writes_serves_reads_and_resumes_by_itself(tmp_path)
             eventually(lambda: len(writer.acked) > resumed_from + 5, 30, "writes to resume")
             assert time.monotonic() - t0 < 30
         writer.check(at_least=10)
+        assert {i: p.popen.pid for i, p in cluster.node_procs.items() if p.popen is not None} == pids, "restarted"
+
+
+def test_the_operators_trial_one_48_mb_tmpfs_for_the_whole_cluster(tmp_path) -> None:
+    """The issue's trial: routers and nodes on one 48 MB tmpfs, 256 KiB writes until it is
+    full (some nodes meet it in the WAL, some in LMDB), then the operator makes room by
+    remounting it bigger: nothing restarts, writes resume, every acknowledged write is there."""
+    root = str(tmp_path / "c")
+    with ExitStack() as stack:
+        stack.enter_context(small_tmpfs(root, 48 << 20))
+        cluster = Cluster(root, nodes=3, partitions=1, schedule_interval=0)
+        cluster.start()
+        stack.callback(cluster.stop)
+        cluster.wait_ready(60)
+        pids = {i: p.popen.pid for i, p in cluster.node_procs.items() if p.popen is not None}
+        acked: dict[bytes, bytes] = {}
+        refused: list[str] = []
+        with Client(cluster.router_addresses, deadline_s=3) as client:
+            for i in range(400):
+                key, value = b"op%05d" % i, (b"%d:" % i).ljust(256 << 10, b".")
+                try:
+                    client.put(key, value)
+                    acked[key] = value
+                except DeadlineExceeded as exc:
+                    refused.append(f"{exc} {exc.last_error}")
+                    if len(refused) >= 3:
+                        break
+            assert len(refused) >= 3, f"48 MB never filled up with {len(acked)} writes of 256 KiB"
+            assert any("disk full" in r for r in refused), refused
+            for key, value in list(acked.items())[-10:]:
+                got = client.get(key, "lease")
+                assert got is not None and got.value == value
+            assert all(p.alive for p in [*cluster.node_procs.values(), *cluster.router_procs.values()])
+            grow(root, 128 << 20)
+            t0 = time.monotonic()
+            client.put(b"after", b"x", timeout=20)
+            assert time.monotonic() - t0 < 15
+        with Client(cluster.router_addresses, deadline_s=15) as client:
+            wrong = [k for k, v in acked.items() if (got := client.get(k, "linearizable")) is None or got.value != v]
+        assert not wrong, f"{len(wrong)} of {len(acked)} acknowledged writes lost"
         assert {i: p.popen.pid for i, p in cluster.node_procs.items() if p.popen is not None} == pids, "restarted"

@@ -5,7 +5,7 @@ and unmounts it afterwards (lazily, so a process still holding a file in it cann
 mounted). Mounting needs root (CAP_SYS_ADMIN); without it the test is skipped, saying why.
 Nothing else gives a real ENOSPC honestly: RLIMIT_FSIZE gives EFBIG (and SIGXFSZ), a fault hook
 is not the kernel. ``fill(path, leave)`` writes a filler file until about ``leave`` bytes are
-free; deleting it gives the space back.
+free; deleting it gives the space back; ``grow(path, size)`` remounts it bigger.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from contextlib import contextmanager
 import pytest
 
 _MNT_DETACH = 2
+_MS_REMOUNT = 32
 
 
 def _libc() -> ctypes.CDLL:
@@ -43,6 +44,12 @@ def small_tmpfs(path: str, size: int) -> Iterator[str]:
         yield path
     finally:
         libc.umount2(path.encode(), _MNT_DETACH)
+
+
+def grow(path: str, size: int) -> None:
+    """Remount the tmpfs at ``path`` with room for ``size`` bytes (what an operator's fix does)."""
+    if _libc().mount(b"tmpfs", path.encode(), b"tmpfs", _MS_REMOUNT, f"size={size}".encode()) != 0:
+        raise OSError(ctypes.get_errno(), f"remounting {path}")
 
 
 def free_bytes(path: str) -> int:
