@@ -262,6 +262,10 @@ class RaftStore:
             if m.type in (MessageType.APP, MessageType.HEARTBEAT):
                 rep.leader_contact = self.loop.time()
                 rep.leader_commit = max(rep.leader_commit, m.commit)
+                if self._disk_failing and m.entries:
+                    # node.disk_full: they could not be persisted, and kept in memory they would
+                    # pile up for as long as the disk stays full; lost, the leader sends them again.
+                    continue
             elif m.type in (MessageType.PRE_VOTE, MessageType.VOTE) and rep.raw.quiesced:
                 # A peer campaigns: its leader (maybe restarted faster than an election
                 # timeout, so its store never fell silent) is gone.  An idle follower ignores

@@ -75,3 +75,30 @@ def test_held_rounds_keep_reads_and_resume(tmp_path) -> None:
             assert got is None or got.value == b"x"
 
     run_cluster(tmp_path, 1, scenario)
+
+
+def test_a_follower_with_a_full_disk_does_not_pile_up_what_it_cannot_write(tmp_path) -> None:
+    """One follower's WAL finds no room while the other two take writes: the follower keeps
+    none of the appends it cannot persist in memory (they would pile up for as long as its disk
+    stays full), and catches up once it can write again."""
+
+    async def scenario(nodes: list[Node], router: str) -> None:
+        async with AsyncClient(router, deadline_s=10) as client:
+            await client.put(b"first", b"v")
+            leader = next(n for n in nodes if any(r.is_leader() for r in n.raftstore.replicas.values()))
+            full = next(n for n in nodes if n is not leader)
+            (rep,) = full.raftstore.replicas.values()
+            full.wal.faults.append_enospc = True
+            value = b"x" * 4096
+            for i in range(300):  # about 1.2 MiB the full follower must not keep
+                await client.put(b"k%04d" % i, value)
+            assert full.raftstore.disk.full
+            held = rep.raw.log_view().last_index() - rep.storage.last_index()
+            assert held < 50, f"{held} entries the full follower cannot write are kept in its memory"
+            full.wal.faults.append_enospc = False
+            (lead_rep,) = leader.raftstore.replicas.values()
+            await eventually_async(lambda: rep.storage.last_index() >= lead_rep.storage.last_index(), 15,
+                                   "the follower to catch up once it can write")
+            await eventually_async(lambda: not full.raftstore.disk.full, 10, "the follower's disk writable again")
+
+    run_cluster(tmp_path, 1, scenario)
