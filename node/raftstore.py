@@ -54,7 +54,8 @@ HELD_PARTITIONS = 256
 
 
 class NodeFailed(Exception):
-    """The WAL failed (fsync error, full disk): this node no longer acknowledges writes."""
+    """The WAL failed (an fsync or I/O error; a full disk is not this, see node.disk_full): this
+    node no longer acknowledges writes."""
 
 
 class RaftStore:
