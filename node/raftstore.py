@@ -130,7 +130,8 @@ class RaftStore:
         self.disk = DiskStatus()
         self._disk_retry = RetryClock()
         self._disk_kick_at = 0.0  # loop time of the round kick scheduled for the next retry
-        self._pending_apply: tuple[RoundPlan, dict[int, Replica]] | None = None
+        # Rounds whose LMDB apply found no room, oldest first: advanced, to be applied first.
+        self._pending_applies: list[tuple[RoundPlan, dict[int, Replica]]] = []
         self._disk_failing = False  # the last write found no room (rounds hold until a retry)
         # Messages for partitions not hosted here, kept a moment (see _hold_for_split).
         self._held: dict[int, list[tuple[float, int, raft_pb2.RaftMessage]]] = {}
@@ -466,15 +467,14 @@ class RaftStore:
             return True
         if not due:
             return False
-        pending = self._pending_apply
-        if pending is not None:
-            plan, reps = pending
+        while self._pending_applies:
+            plan, reps = self._pending_applies[0]
             try:
                 await self.executor.retry_applies(plan, reps)
             except DiskFull as exc:
                 self.disk.set_full(str(exc))
                 return False
-            self._pending_apply = None
+            self._pending_applies.pop(0)
             await self._after_round(plan, [])
         return True
 
@@ -517,7 +517,7 @@ class RaftStore:
     def _disk_full(self, exc: DiskFull, plan: RoundPlan, carried: dict[int, Carried]) -> None:
         """A round's disk trip found the disk full (node.disk_full says what each case means)."""
         if exc.persisted:  # the splits open once their entries are applied
-            self._pending_apply = (plan, {pid: self.replicas[pid] for pid, _ in plan.readies})
+            self._pending_applies.append((plan, {pid: self.replicas[pid] for pid, _ in plan.readies}))
         else:
             self.replicas.splitting.difference_update(sp.child.id for _, sp in plan.splits)
             for pid in plan.carry:  # the carried records were not written: carry them on
