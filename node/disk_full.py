@@ -13,24 +13,27 @@ How a round meets a full disk (:class:`DiskFull`, raised by the round's disk tri
 * **before the WAL write is durable** (a snapshot install or the WAL append): nothing of the
   round is persisted, so none of its Readies is advanced; the messages that promise what is on
   the disk (votes, acknowledgements: ``messages_after_persist``) are dropped, which Raft takes
-  as message loss; read states are served (a read index does not depend on this node's disk;
-  the read still waits until that index is applied). The core offers the same entries and
+  as message loss, except those that promise nothing about this disk (:data:`NO_PROMISE`:
+  heartbeat answers, ReadIndex traffic); read states are served (a read index does not depend
+  on this node's disk; the read still waits until that index is applied). The core offers the same entries and
   hard state again in its next Ready: a Ready taken without ``advance`` is re-offered, as a
   superset, by the next (``RawNode.ready`` reads the unstable log and compares the hard state
   with the last *advanced* one), so the retry is simply a later round.
 * **in the LMDB apply, after the WAL write** (the Readies are advanced and the writes maybe
   acknowledged from inside the transaction, D4: they are committed and in the WAL): the
   transaction is aborted, nothing is applied; the round's apply jobs are kept and applied again,
-  first, before any later entry (:attr:`RoundKeeper.pending`).
+  first, before any later entry (``RaftStore._pending_applies``).
 
 While full, rounds go on for what needs no disk: a Ready that asks for nothing to be persisted
 or applied (a leader's heartbeats, a follower's answers to them, commit-only hard states,
 which are carried anyway, D5) is carried out and advanced as usual, so leases hold and reads
 whose index is applied are served; a Ready that needs the disk is *held* as above (its early
 messages, a leader's appends and heartbeats, still leave). Once a second
-(:data:`RETRY_S`) the round tries the disk again with everything; the first that succeeds ends
-the episode. Proposals are refused meanwhile (``ServerBusy`` "disk full", RESOURCE_EXHAUSTED,
-with a back-off hint), so the unpersisted log does not grow.
+(:data:`RETRY_S`) the round tries the disk again with everything; once one succeeds rounds
+write as usual. Proposals are refused (``ServerBusy`` "disk full", RESOURCE_EXHAUSTED, with a
+back-off hint), and a follower steps no appends with entries, so the unpersisted log does not
+grow; the episode ends, and proposals are taken again, when the file system has room for the
+:class:`Reserve` (given back at the first ENOSPC so that what is in flight lands) twice over.
 """
 
 from __future__ import annotations
