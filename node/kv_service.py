@@ -26,6 +26,7 @@ import grpc
 from common.wire import errors as werr
 from common.wire.descriptors import descriptor_to_pb
 from common.wire.errors import WireError
+from node.disk_full import RETRY_AFTER_MS
 from node.metrics import NodeStats
 from node.raft import NotLeaderError, ProposalDroppedError
 from node.raftstore import RaftStore
@@ -255,8 +256,14 @@ class KVService(kv_pb2_grpc.KVServicer):
                 f"request_id is {len(cmd.request_id)} bytes, over the limit of {MAX_REQUEST_ID_BYTES}",
                 MAX_REQUEST_ID_BYTES,
             )
+        if self.rs.disk.full:  # node.disk_full: nothing new until the disk has room again
+            raise WireError.of(werr.server_busy(f"disk full: {self.rs.disk.reason}", RETRY_AFTER_MS),
+                               f"disk full on store {self.rs.store_id}: writes are refused until space returns")
+        adm = self.rs.admission  # node.admission: bounded queues, RESOURCE_EXHAUSTED past them
+        adm.admit_proposal(rep.requests.in_flight())
         try:
             fut = rep.propose(cmd)
+            adm.admitted(fut)
             self.stats.proposals += 1
             return fut
         except NotLeaderError as exc:
@@ -590,6 +597,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         tasks: set[asyncio.Task[kv_pb2.StreamResponseItem]] = set()
         writes = _PendingWrites()
         respond = out.put_nowait
+        budget = self.rs.admission.stream()  # unanswered request bytes (node.admission)
 
         def finished(t: asyncio.Task[kv_pb2.StreamResponseItem]) -> None:
             tasks.discard(t)
@@ -599,7 +607,12 @@ class KVService(kv_pb2_grpc.KVServicer):
         async def reader() -> None:
             try:
                 async for req in request_iterator:
+                    share = budget.share(req)
                     for item in req.requests:
+                        refused = budget.admit(item, share)
+                        if refused is not None:
+                            respond(refused)
+                            continue
                         kind = item.WhichOneof("request")
                         if kind == "put" or kind == "delete":
                             self._start_write(item, kind, respond, writes)
@@ -632,6 +645,7 @@ class KVService(kv_pb2_grpc.KVServicer):
                         out.put_nowait(None)
                         break
                     items.append(nxt)
+                budget.answered(items)
                 yield kv_pb2.StreamResponse(responses=items)
         finally:
             stats.streams_open -= 1

@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol
 
 from common.descriptor import Descriptor
+from node.admission import Admission
 from node.raft import Message, MessageType, Snapshot, SnapshotMeta
 from node.raft_codec import message_to_pb
 from node.replica import Replica
@@ -48,8 +49,16 @@ class Transport(Protocol):
 
 
 class Outbox:
-    def __init__(self, store_id: int, transport: Transport, state: StateStore, kick: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store_id: int,
+        transport: Transport,
+        state: StateStore,
+        kick: Callable[[], None],
+        admission: Admission | None = None,
+    ) -> None:
         self.store_id = store_id
+        self.admission = admission or Admission()  # bounds the snapshots streamed at once
         self.transport = transport
         self.state = state
         self._kick = kick
@@ -104,36 +113,48 @@ class Outbox:
     async def _send_snapshot(self, rep: Replica, m: Message) -> None:
         store = rep.store_of(m.dst)
         ok = False
-        if store is not None:
-            reader = self.state.open_snapshot(rep.pid, rep.start, rep.end)
+        if store is not None and not self.admission.admit_snapshot_out():
+            log.info("snapshot of partition %d to store %d deferred: %d snapshots already streaming",
+                     rep.pid, store, self.admission.snapshots_out)
+        elif store is not None:
             try:
-                meta = reader.meta
-                # The image streamed is the applied state as of now, which may be newer than
-                # the one the core named: announce the one the follower really gets.
-                m = dataclasses.replace(
-                    m, snapshot=Snapshot(SnapshotMeta(meta.applied_index, meta.applied_term, meta.conf_state))
-                )
-                epoch = (rep.descriptor.epoch.conf_ver, rep.descriptor.epoch.version)
-                ok, reason = await self.transport.send_snapshot(
-                    store,
-                    message_to_pb(rep.pid, epoch, m),
-                    snapshot_stream(reader.chunks()),
-                    descriptor=reader.descriptor,
-                )
-                if ok:
-                    self.snapshots_sent += 1
-                    log.info(
-                        "sent snapshot of partition %d at index %d to store %d", rep.pid, meta.applied_index, store
-                    )
-                else:
-                    log.warning("snapshot of partition %d to store %d refused: %s", rep.pid, store, reason,
-                                extra={"partition": rep.pid})
-            except Exception as exc:  # transport failure: the core probes again later
-                log.warning("snapshot of partition %d to store %s failed: %s", rep.pid, store, exc,
-                            extra={"partition": rep.pid})
+                ok = await self._stream_snapshot(rep, m, store)
             finally:
-                reader.close()
+                self.admission.snapshot_out_done()
         if not ok:
             self.snapshots_send_failed += 1
         rep.raw.report_snapshot(m.dst, ok)
         self._kick()
+
+    async def _stream_snapshot(self, rep: Replica, m: Message, store: int) -> bool:
+        """Stream one image (one of the admitted few); True if the peer took it."""
+        ok = False
+        reader = self.state.open_snapshot(rep.pid, rep.start, rep.end)
+        try:
+            meta = reader.meta
+            # The image streamed is the applied state as of now, which may be newer than
+            # the one the core named: announce the one the follower really gets.
+            m = dataclasses.replace(
+                m, snapshot=Snapshot(SnapshotMeta(meta.applied_index, meta.applied_term, meta.conf_state))
+            )
+            epoch = (rep.descriptor.epoch.conf_ver, rep.descriptor.epoch.version)
+            ok, reason = await self.transport.send_snapshot(
+                store,
+                message_to_pb(rep.pid, epoch, m),
+                snapshot_stream(reader.chunks()),
+                descriptor=reader.descriptor,
+            )
+            if ok:
+                self.snapshots_sent += 1
+                log.info(
+                    "sent snapshot of partition %d at index %d to store %d", rep.pid, meta.applied_index, store
+                )
+            else:
+                log.warning("snapshot of partition %d to store %d refused: %s", rep.pid, store, reason,
+                            extra={"partition": rep.pid})
+        except Exception as exc:  # transport failure: the core probes again later
+            log.warning("snapshot of partition %d to store %s failed: %s", rep.pid, store, exc,
+                        extra={"partition": rep.pid})
+        finally:
+            reader.close()
+        return ok

@@ -19,21 +19,24 @@ See docs/architecture.md ("Rounds: plan, then act") and docs/decisions.md D9, D1
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import lmdb
 
 from common.descriptor import Descriptor
+from node.admission import Admission
+from node.disk_full import DiskFull, DiskStatus, RetryClock, hold, needs_disk
 from node.fs import OS_FILES, Files
 from node.io_thread import IoThread
 from node.outbox import Outbox, Transport
-from node.raft import Config, MessageType
+from node.raft import Config, MessageType, Ready
 from node.raft_codec import message_from_pb
 from node.replica import Replica
 from node.replica_set import ReplicaSet
 from node.round_executor import RoundExecutor
-from node.round_plan import NOTHING_CARRIED, PartitionWork, StagedSnapshot, plan_round
+from node.round_plan import NOTHING_CARRIED, Carried, PartitionWork, RoundPlan, StagedSnapshot, plan_round
 from node.settings import RaftSettings
 from node.state.store import SplitApply, StateStore
 from node.ticker import Ticker
@@ -51,7 +54,8 @@ HELD_PARTITIONS = 256
 
 
 class NodeFailed(Exception):
-    """The WAL failed (fsync error, full disk): this node no longer acknowledges writes."""
+    """The WAL failed (an fsync or I/O error; a full disk is not this, see node.disk_full): this
+    node no longer acknowledges writes."""
 
 
 class RaftStore:
@@ -67,6 +71,7 @@ class RaftStore:
         on_descriptor_change: Callable[[Replica], None] | None = None,
         raft_mutation: str | None = None,
         files: Files = OS_FILES,
+        admission: Admission | None = None,
     ) -> None:
         self.store_id = store_id
         self.wal = wal
@@ -90,7 +95,8 @@ class RaftStore:
             wake=self.wake,
             raft_mutation=raft_mutation,
         )
-        self.outbox = Outbox(store_id, transport, state, self.kick)
+        self.admission = admission or Admission()  # the node's bounds (node.admission)
+        self.outbox = Outbox(store_id, transport, state, self.kick, admission=self.admission)
         self.ticker = Ticker(
             self.loop,
             self.replicas,
@@ -119,7 +125,16 @@ class RaftStore:
             fail=self._fail,
             files=files,
         )
+        self.executor.on_lost_applies = self._applies_lost
         self.rounds = 0
+        # A full disk (node.disk_full): the state health and metrics read, when to try again,
+        # and a round whose LMDB apply found no room (advanced, to be applied first).
+        self.disk = DiskStatus()
+        self._disk_retry = RetryClock()
+        self._disk_kick_at = 0.0  # loop time of the round kick scheduled for the next retry
+        # Rounds whose LMDB apply found no room, oldest first: advanced, to be applied first.
+        self._pending_applies: list[tuple[RoundPlan, dict[int, Replica]]] = []
+        self._disk_failing = False  # the last write found no room (rounds hold until a retry)
         # Messages for partitions not hosted here, kept a moment (see _hold_for_split).
         self._held: dict[int, list[tuple[float, int, raft_pb2.RaftMessage]]] = {}
 
@@ -253,6 +268,10 @@ class RaftStore:
             if m.type in (MessageType.APP, MessageType.HEARTBEAT):
                 rep.leader_contact = self.loop.time()
                 rep.leader_commit = max(rep.leader_commit, m.commit)
+                if self._disk_failing and m.entries:
+                    # node.disk_full: they could not be persisted, and kept in memory they would
+                    # pile up for as long as the disk stays full; lost, the leader sends them again.
+                    continue
             elif m.type in (MessageType.PRE_VOTE, MessageType.VOTE) and rep.raw.quiesced:
                 # A peer campaigns: its leader (maybe restarted faster than an election
                 # timeout, so its store never fell silent) is gone.  An idle follower ignores
@@ -386,8 +405,11 @@ class RaftStore:
 
     async def _round(self) -> None:
         self.rounds += 1
-        for rep in [r for r in self.replicas.values() if r.doomed is not None]:
-            await self.replicas.destroy(rep)
+        # While the disk is full (node.disk_full) only a retry round, once a second, writes.
+        held_back = self.disk.full and not await self._disk_retry_due()
+        if not held_back:
+            for rep in [r for r in self.replicas.values() if r.doomed is not None]:
+                await self.replicas.destroy(rep)
         # Only the replicas that can have work: the awake ones and those touched since the
         # last round. A quiet replica nobody touched has no Ready (node.ticker; D26).
         candidates = self.ticker.take_candidates()
@@ -396,12 +418,34 @@ class RaftStore:
             work = rep.take_work()
             if work is not None:
                 works.append(work)
+        if held_back:
+            works = self._hold_disk_work(works)
+            going = {w.pid for w in works}
+            candidates = [rep for rep in candidates if rep.pid in going]  # the held wait for the retry
         if not works:
+            if self.disk.full and not held_back:
+                self._disk_writes()  # the retry found nothing left to write
             return
         carried = {pid: rep.carried for pid, rep in self.replicas.items() if rep.carried is not NOTHING_CARRIED}
-        plan = plan_round(works, carried)
+        if held_back:  # no compaction record either: nothing is written until the retry
+            plan = plan_round(works, {pid: Carried(c.hard_state) for pid, c in carried.items() if c.hard_state})
+            old = carried.get
+            keep = {pid: Carried(c.hard_state, old(pid, NOTHING_CARRIED).compact_to) for pid, c in plan.carry.items()}
+            plan = dataclasses.replace(plan, carry=keep)
+        else:
+            plan = plan_round(works, carried)
         self.replicas.splitting.update(sp.child.id for _, sp in plan.splits)
-        await self.executor.execute(plan, self.replicas)
+        try:
+            await self.executor.execute(plan, self.replicas)
+        except DiskFull as exc:
+            self._disk_full(exc, plan, carried)
+            return
+        if self.disk.full and not held_back:
+            self._disk_writes()
+        await self._after_round(plan, candidates)
+
+    async def _after_round(self, plan: RoundPlan, candidates: list[Replica]) -> None:
+        """What a round does once its applies are done: replicas leave, splits open."""
         for pid in plan.leaving:
             rep = self.replicas[pid]
             log.info("partition %d: replica %d left the group", pid, rep.replica_id, extra={"partition": pid})
@@ -418,3 +462,106 @@ class RaftStore:
                 again = True
         if again:
             self.kick()
+
+    # -- a full disk (node.disk_full, docs/limits.md) ------------------------------------
+
+    async def _disk_retry_due(self) -> bool:
+        """While the disk is full, whether this round may write. Between retries (once a
+        second) a round writes nothing while writes are failing; a retry first applies a round
+        whose LMDB apply found no room (in order: nothing later is applied before it). Once
+        writes succeed again, rounds write as usual, and the episode ends (proposals are taken
+        again) when the file system has room for the reserve and as much again."""
+        now = self.loop.time()
+        due = self._disk_retry.due(now)
+        if due:
+            self._disk_retry.tried(now)
+            self.disk.retries += 1
+        self._kick_at_retry()
+        if not self._disk_failing:
+            if due and self.disk.room_to_resume():
+                self.disk.set_ok()
+            return True
+        if not due:
+            return False
+        while self._pending_applies:
+            plan, reps = self._pending_applies[0]
+            try:
+                await self.executor.retry_applies(plan, reps)
+            except DiskFull as exc:
+                self.disk.set_full(str(exc))
+                return False
+            self._pending_applies.pop(0)
+            await self._after_round(plan, [])
+        return True
+
+    def _disk_writes(self) -> None:
+        """A round wrote while the disk was full: writes succeed again."""
+        if self._disk_failing:
+            self._disk_failing = False
+            log.warning("disk: writes succeed again; new writes wait for room to resume")
+        if self.disk.room_to_resume():
+            self.disk.set_ok()
+
+    def _hold_disk_work(self, works: list[PartitionWork]) -> list[PartitionWork]:
+        """Between retries: the works that need no disk go ahead; the others are held (early
+        messages sent, read states served, late messages dropped, not advanced)."""
+        go: list[PartitionWork] = []
+        held: list[PartitionWork] = []
+        for w in works:
+            (held if needs_disk(w.ready) else go).append(w)
+        if held:
+            for w in held:
+                rep = self.replicas[w.pid]
+                if w.ready.messages_before_persist:
+                    self.outbox.send(rep, w.ready.messages_before_persist)
+            self._held_back([(w.pid, w.ready) for w in held])
+        return go
+
+    def _held_back(self, readies: Sequence[tuple[int, Ready]]) -> None:
+        def resolve_read(pid: int, ctx: bytes, index: int) -> None:
+            self.replicas[pid].resolve_read(ctx, index)
+
+        for pid, msgs in hold(readies, resolve_read):
+            self.outbox.send(self.replicas[pid], msgs)
+        self.outbox.flush()
+        for pid, _ in readies:
+            rep = self.replicas.get(pid)
+            if rep is not None:
+                self.ticker.touch(rep)  # offered again at the next round (or the retry)
+        self._kick_at_retry()
+
+    def _disk_full(self, exc: DiskFull, plan: RoundPlan, carried: dict[int, Carried]) -> None:
+        """A round's disk trip found the disk full (node.disk_full says what each case means)."""
+        if exc.persisted:  # the splits open once their entries are applied
+            self._pending_applies.append((plan, {pid: self.replicas[pid] for pid, _ in plan.readies}))
+        else:
+            self.replicas.splitting.difference_update(sp.child.id for _, sp in plan.splits)
+            for pid in plan.carry:  # the carried records were not written: carry them on
+                rep = self.replicas.get(pid)
+                if rep is not None:
+                    rep.carried = carried.get(pid, NOTHING_CARRIED)
+            self._held_back(plan.readies)
+        self._disk_retry.tried(self.loop.time())
+        self._disk_failing = True
+        self.disk.set_full(str(exc))
+        self._kick_at_retry()
+
+    def _applies_lost(self, kept: list[tuple[RoundPlan, dict[int, Replica]]], why: str) -> None:
+        """LMDB found the disk full while committing the applies of rounds that had answered
+        their writes already (D27): they are applied again first, in order, as a round's
+        apply that found no room is."""
+        self._pending_applies.extend(kept)
+        self._disk_retry.tried(self.loop.time())
+        self._disk_failing = True
+        self.disk.set_full(why)
+        self._kick_at_retry()
+
+    def _kick_at_retry(self) -> None:
+        """One round at the next retry time, work or not (one timer per retry time, kept here:
+        uvloop's call_at answers a plain Handle, without ``when()``, for a time passed)."""
+        at = self._disk_retry.next_at
+        if self._disk_kick_at < at:
+            self._disk_kick_at = at
+            # A little after: a loop whose clock ticks in milliseconds (uvloop) may run a timer
+            # a hair before the time asked, and the round would find the retry not yet due.
+            self.loop.call_at(at + 0.005, self.kick)

@@ -55,6 +55,10 @@ class PendingRequests:
 
     # -- writes -----------------------------------------------------------------
 
+    def in_flight(self) -> int:
+        """Proposals queued for the next round or proposed and not yet applied (node.admission)."""
+        return len(self.queued) + len(self._proposals)
+
     def queue(self, data: bytes) -> asyncio.Future[list[OpResult] | None]:
         fut: asyncio.Future[list[OpResult] | None] = self._loop.create_future()
         self.queued.append(_Proposal(data, fut))

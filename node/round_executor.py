@@ -42,6 +42,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import lmdb
+
+from node.disk_full import DiskFull, lmdb_disk_full
 from node.fs import Files
 from node.io_thread import IoThread
 from node.outbox import Outbox
@@ -50,6 +53,7 @@ from node.replica import Replica
 from node.round_plan import ApplyJob, Carried, RoundPlan, SnapshotInstall, compaction_point
 from node.state.snapshot_file import read_snapshot_file
 from node.state.store import ApplyEntry, OpResult, PartitionMeta, StateStore
+from node.wal.errors import WalDiskFullError
 from node.wal.wal import WriteAheadLog
 
 log = logging.getLogger("tessera.round")
@@ -106,6 +110,11 @@ class RoundExecutor:
         self.trips_inline = 0  # counters: disk trips done on the loop and in the thread
         self.trips_threaded = 0
         self._commit_armed = False
+        # Rounds whose applies are in LMDB's open transaction, oldest first (D27).
+        self._kept: deque[tuple[RoundPlan, dict[int, Replica]]] = deque()
+        # Where those applies go when LMDB loses them to a full disk (RaftStore sets it).
+        self.on_lost_applies: Callable[[list[tuple[RoundPlan, dict[int, Replica]]], str], None] = _no_one
+        state.on_open_lost = self._open_lost
         self.entries_committed = 0  # counters for the metrics: committed entries handed to apply,
         self.entries_applied = 0  # and applied (node/metrics.py)
 
@@ -134,31 +143,66 @@ class RoundExecutor:
                 for e, r in zip(job.entries, res):
                     rep.resolve_applied(e.index, e.term, r)
 
-        def noted() -> None:  # once LMDB holds the applies (at the end of the round, or later)
-            for job in plan.applies:
-                reps[job.pid].note_applied(job.last.index, job.last.term)
-                self.entries_applied += len(job.entries)
-            self._schedule_compactions(reps.values())
+        def noted() -> None:  # a kept round's applies are in LMDB: its commit's callback (D27)
+            self._kept.popleft()
+            self._note_applies(plan, reps)
 
         for job in plan.applies:
             self.entries_committed += len(job.entries)
         inline = self._inline(plan)
         keep = inline and bool(plan.applies) and _may_stay_open(plan)
-        if inline:
-            self.trips_inline += 1
-            told, took = self._timed_trip(plan, ranges, persisted, applied, _call_now, noted if keep else None)
-        else:
-            self.trips_threaded += 1
-            self.state.commit_open()  # LMDB write transactions belong to the thread that began them
-            told, took = await self.io.run(
-                self._timed_trip, plan, ranges, persisted, applied, self.loop.call_soon_threadsafe, None
-            )
+        try:
+            if inline:
+                self.trips_inline += 1
+                told, took = self._timed_trip(plan, ranges, persisted, applied, _call_now, noted if keep else None)
+            else:
+                self.trips_threaded += 1
+                self._commit_before_thread()  # LMDB write transactions belong to the thread that began them
+                told, took = await self.io.run(
+                    self._timed_trip, plan, ranges, persisted, applied, self.loop.call_soon_threadsafe, None
+                )
+        except DiskFull as exc:
+            if exc.persisted:  # the installs and the WAL write stand; the applies are retried
+                self._note_installs(plan, reps)
+            raise
         if keep:
+            self._kept.append((plan, reps))
             self._arm_commit()
         if plan.sync and not plan.wal.empty and self._slow(took, inline):  # only trips that fsynced tell
             self._thread_until = self.loop.time() + THREAD_FOR_S
         if not told:
             persisted()
+        self._note_installs(plan, reps)
+        if not keep:
+            self._note_applies(plan, reps)
+
+    async def retry_applies(self, plan: RoundPlan, replicas: Mapping[int, Replica]) -> None:
+        """Apply ``plan``'s jobs again, after a full disk aborted their transaction (DiskFull with
+        ``persisted``): the WAL holds them and the cores advanced past them. Raises DiskFull
+        again while there is still no room."""
+        reps = {job.pid: replicas[job.pid] for job in plan.applies}
+
+        def applied(results: Results) -> None:
+            for job, res in zip(plan.applies, results):
+                for e, r in zip(job.entries, res):
+                    reps[job.pid].resolve_applied(e.index, e.term, r)
+
+        def trip() -> None:
+            try:
+                self.state.apply_many(
+                    [_apply_work(job) for job in plan.applies],
+                    before_commit=lambda results: self.loop.call_soon_threadsafe(applied, results),
+                )
+            except lmdb.Error as exc:
+                if not lmdb_disk_full(exc, self.state.env.path()):
+                    raise
+                raise DiskFull(f"applying in LMDB: {exc}", persisted=True) from exc
+
+        self._commit_before_thread()
+        await self.io.run(trip)
+        self._note_applies(plan, reps)
+
+    def _note_installs(self, plan: RoundPlan, reps: Mapping[int, Replica]) -> None:
         for inst in plan.installs:
             rep = reps[inst.pid]
             log.info("installed snapshot of partition %d at index %d", inst.pid, inst.meta.index,
@@ -169,8 +213,12 @@ class RoundExecutor:
                     self.on_descriptor(rep)
             rep.note_applied(inst.meta.index, inst.meta.term)
             rep.finish_snapshot(True, "")
-        if not keep:
-            noted()
+
+    def _note_applies(self, plan: RoundPlan, reps: Mapping[int, Replica]) -> None:
+        for job in plan.applies:
+            reps[job.pid].note_applied(job.last.index, job.last.term)
+            self.entries_applied += len(job.entries)
+        self._schedule_compactions(reps.values())
 
     def _schedule_compactions(self, reps: Iterable[Replica]) -> None:
         for rep in reps:
@@ -191,11 +239,38 @@ class RoundExecutor:
         self.commit_now()
 
     def commit_now(self) -> None:
-        """Commit what inline trips left open in LMDB (D27); fail-stop if LMDB refuses."""
+        """Commit what inline trips left open in LMDB (D27). If LMDB refuses, :meth:`_open_lost`
+        has already handed the rounds it held on (a full disk) or failed the node."""
         try:
             self.state.commit_open()
         except Exception as exc:
-            log.exception("committing applied entries to LMDB failed")
+            log.warning("committing applied entries to LMDB failed: %s", exc)
+
+    def _commit_before_thread(self) -> None:
+        """Before LMDB is written from the disk thread: commit what the loop holds open. A full
+        disk here is a round that wrote nothing yet (its trip has not started)."""
+        try:
+            self.state.commit_open()
+        except lmdb.Error as exc:
+            if not lmdb_disk_full(exc, self.state.env.path()):
+                raise
+            raise DiskFull(f"committing applied entries in LMDB: {exc}", persisted=False) from exc
+
+    def _open_lost(self, exc: BaseException) -> None:
+        """LMDB aborted the transaction inline rounds left open (``StateStore.on_open_lost``):
+        nothing in it is applied, though those rounds answered their writes and their cores
+        moved on. On a full disk their applies are handed back (``on_lost_applies``) to be
+        applied again first, in order (node.disk_full); any other error fails the node."""
+        kept = list(self._kept)
+        self._kept.clear()
+        if not kept:
+            return
+        if isinstance(exc, lmdb.Error) and lmdb_disk_full(exc, self.state.env.path()):
+            log.warning("LMDB found the disk full with %d rounds' applies uncommitted: applying them again later",
+                        len(kept))
+            self.on_lost_applies(kept, f"committing applied entries in LMDB: {exc}")
+        else:
+            log.error("committing applied entries to LMDB failed", exc_info=exc)
             self.fail(f"applying to LMDB failed: {exc!r}")
 
     def _inline(self, plan: RoundPlan) -> bool:
@@ -256,23 +331,36 @@ class RoundExecutor:
         followed the write: the trip's own completion says it, one wake-up of the loop fewer.
         With ``noted`` (inline trips only) the apply leaves its LMDB transaction open, and
         ``noted`` runs once it is committed (D27)."""
-        for inst in plan.installs:
-            self._install(inst, *ranges[inst.pid])
+        try:
+            for inst in plan.installs:
+                self._install(inst, *ranges[inst.pid])
+        except lmdb.Error as exc:
+            if not lmdb_disk_full(exc, self.state.env.path()):
+                raise
+            raise DiskFull(f"installing a snapshot in LMDB: {exc}", persisted=False) from exc
         if plan.wal.drops_entries:
             # The log may drop entries only once the applied state that holds them survives a
             # power cut; LMDB's last commit does only after the next one or a sync (see above).
             self.state.sync()
         if not plan.wal.empty:
-            self.wal.write(plan.wal, sync=plan.sync)
+            try:
+                self.wal.write(plan.wal, sync=plan.sync)
+            except WalDiskFullError as exc:  # nothing written: nothing of the round persisted
+                raise DiskFull(str(exc), persisted=False) from exc
         if not plan.applies:
             return False
         tell(persisted)
-        self.state.apply_many(
-            [_apply_work(job) for job in plan.applies],
-            before_commit=lambda results: tell(applied, results),
-            keep_open=noted is not None,
-            after_commit=noted,
-        )
+        try:
+            self.state.apply_many(
+                [_apply_work(job) for job in plan.applies],
+                before_commit=lambda results: tell(applied, results),
+                keep_open=noted is not None,
+                after_commit=noted,
+            )
+        except lmdb.Error as exc:  # aborted: nothing applied (node.disk_full)
+            if not lmdb_disk_full(exc, self.state.env.path()):
+                raise
+            raise DiskFull(f"applying in LMDB: {exc}", persisted=True) from exc
         return True
 
     def _install(self, inst: SnapshotInstall, start: bytes, end: bytes) -> None:
@@ -285,6 +373,10 @@ class RoundExecutor:
             PartitionMeta(meta.index, meta.term, meta.conf_state),
             inst.descriptor,
         )
+
+
+def _no_one(kept: list[tuple[RoundPlan, dict[int, Replica]]], why: str) -> None:
+    raise RuntimeError(f"LMDB lost {len(kept)} rounds' applies and nobody takes them back: {why}")
 
 
 def _may_stay_open(plan: RoundPlan) -> bool:

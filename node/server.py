@@ -28,6 +28,8 @@ from common.descriptor import Descriptor
 from common.metrics import MetricsServer, new_registry
 from common.wire.guard import RequestGuard
 from node import tcp_transport
+from node.admission import Admission
+from node.disk_full import reserve_in, watch_disk
 from node.fs import OS_FILES, Files
 from node.health import FAILED, REPLAYING, NodeHealth
 from node.kv_service import KVService
@@ -36,7 +38,7 @@ from node.metrics import NodeCollector, NodeStats
 from node.raftstore import RaftStore
 from node.replica import Replica
 from node.router_link import RouterLink
-from node.settings import HEARTBEAT_INTERVAL_S, Limits, RaftSettings
+from node.settings import HEARTBEAT_INTERVAL_S, AdmissionLimits, Limits, RaftSettings
 from node.state.store import StateStore
 from node.transport import SERVER_OPTIONS, RaftTransport, RaftTransportService
 from node.wal.wal import WriteAheadLog
@@ -69,6 +71,8 @@ class Node:
         zone: str = "",
         metrics_listen: str | None = None,
         tls: tls_mod.TlsConfig | None = None,
+        disk_reserve_bytes: int = 0,
+        admission: AdmissionLimits | None = None,
     ) -> None:
         self.store_id = store_id
         self.tls = tls  # mutual TLS on every listener and dialer (docs/security.md); None: plaintext
@@ -97,6 +101,8 @@ class Node:
         self.stats = NodeStats()  # what the metrics export beside the parts' own counters
         # Called once the gRPC server listens (health NOT_SERVING), before the WAL is replayed.
         self.on_listening: Callable[[Node], None] | None = None
+        self.admission = Admission(admission)  # the node's bounds: RESOURCE_EXHAUSTED past them
+        self.disk_reserve_bytes = disk_reserve_bytes  # at most 5% of the fs; the CLI defaults to DISK_RESERVE_MB
 
     async def start(self) -> None:
         self.files.makedirs(self.data_dir)  # durably: everything the node keeps is below it
@@ -184,9 +190,11 @@ class Node:
             on_descriptor_change=lambda rep: link.poke(),
             raft_mutation=self.raft_mutation,
             files=self.files,
+            admission=self.admission,
         )
         self.raftstore.on_fail = lambda failed: self.health.set(FAILED, str(failed))
         self.link.rs = self.raftstore
+        self.raftstore.disk.reserve = reserve_in(self.data_dir, self.disk_reserve_bytes)
         kv = KVService(self.raftstore, self.link.address_of, self.limits, self.stats)
         raft_service = RaftTransportService(
             self.store_id,
@@ -196,6 +204,7 @@ class Node:
             files=self.files,
             snapshot_refusal=self.raftstore.snapshot_refusal,
         )
+        raft_service.admission = self.admission
         if self.peer_listen != "none":
             listen_host = self.listen.rpartition(":")[0]
             peer_host, _, peer_port = (self.peer_listen or f"{listen_host}:0").rpartition(":")
@@ -208,6 +217,9 @@ class Node:
                 raise OSError(f"cannot listen for Raft peers on {self.peer_listen or peer_host}: {exc}") from exc
             bound = self.peer_server.port
             self.peer_address = raft_service.tcp_address = f"{peer_host}:{bound}"
+        # A full disk: the tessera.disk health service says NOT_SERVING; the node's other
+        # services stay SERVING, since it still serves reads (docs/limits.md).
+        watch_disk(self.raftstore.disk, self.health.servicer)
         await self.raftstore.start()
         self.late.add(lambda server: kv_pb2_grpc.add_KVServicer_to_server(kv, server))
         self.late.add(lambda server: raft_pb2_grpc.add_RaftTransportServicer_to_server(raft_service, server))
@@ -242,7 +254,8 @@ class Node:
         """Apply the fault hooks named in the fault file (off unless the file says so).
 
         ``{"fail_fsync": true}`` makes every WAL fsync fail (the node then stops
-        acknowledging writes for good); ``{"fsync_delay_ms": 50}`` is a slow disk.
+        acknowledging writes for good); ``{"fsync_delay_ms": 50}`` is a slow disk;
+        ``{"wal_enospc": true}`` a full disk for the WAL (node.disk_full).
         """
         assert self.fault_file is not None
         last = None
@@ -256,6 +269,7 @@ class Node:
                 last = spec
                 self.wal.faults.fail_fsync = bool(spec.get("fail_fsync", False))
                 self.wal.faults.fsync_delay_s = float(spec.get("fsync_delay_ms", 0)) / 1000.0
+                self.wal.faults.append_enospc = bool(spec.get("wal_enospc", False))
                 # On stdout, not in the log: the nemesis waits for this line to know the fault
                 # is in force, and it must see it whatever --log-level says.
                 print(f"fault hooks now {spec or 'off'}", flush=True)
@@ -318,6 +332,14 @@ async def serve(args: argparse.Namespace) -> int:
         zone=args.zone or "",
         metrics_listen=args.metrics_listen,
         tls=tls,
+        disk_reserve_bytes=args.disk_reserve_mb << 20,
+        admission=AdmissionLimits(
+            partition_proposals=args.max_partition_proposals,
+            node_proposals=args.max_proposals,
+            stream_bytes=args.max_stream_mb << 20,
+            snapshots_out=args.max_snapshots,
+            snapshots_in=args.max_snapshots,
+        ),
     )
     # Not "listening on": launchers wait for that line to know the node serves (see below).
     node.on_listening = lambda n: print(

@@ -38,5 +38,27 @@ class Limits:
     request_timeout_s: float = 5.0
 
 
+@dataclass(frozen=True, slots=True)
+class AdmissionLimits:
+    """What a node queues at most before it answers RESOURCE_EXHAUSTED (node/admission.py;
+    ``tessera node --max-proposals`` etc.)."""
+
+    partition_proposals: int = 1024
+    node_proposals: int = 8192
+    stream_bytes: int = 64 << 20
+    snapshots_out: int = 4
+    snapshots_in: int = 4
+    retry_after_ms: int = 100  # the hint sent with a refusal: about a round or two under load
+
+    def __post_init__(self) -> None:
+        for name in ("partition_proposals", "node_proposals", "stream_bytes", "snapshots_out", "snapshots_in"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+
+
 HEARTBEAT_INTERVAL_S = 1.0
 """How often a node reports to placement when nothing prompts it sooner (``--heartbeat-interval``)."""
+
+DISK_RESERVE_MB = 32
+"""Space a node sets aside and gives back when its disk fills (``--disk-reserve-mb``; at most 5% of
+the file system; node/disk_full.py)."""

@@ -48,6 +48,7 @@ from common.backoff import BackoffPolicy
 from common.descriptor import Descriptor
 from common.log_limit import LogLimiter
 from node import snapshot_stream, tcp_transport
+from node.admission import Admission
 from node.fs import OS_FILES, Files
 from tesserapb import raft_pb2, raft_pb2_grpc
 
@@ -684,6 +685,7 @@ class RaftTransportService(raft_pb2_grpc.RaftTransportServicer):
         self.tcp_address = ""  # where tcp_transport.serve listens for batches ("": Stream only)
         self._on_snapshot = on_snapshot
         self.snapshot_dir = snapshot_dir
+        self.admission: Admission | None = None  # bounds the snapshots received at once (node.admission)
         self.files = files
         files.makedirs(snapshot_dir)
         for name in files.list_dir(snapshot_dir):  # scratch left by a crash mid-transfer
@@ -736,10 +738,18 @@ class RaftTransportService(raft_pb2_grpc.RaftTransportServicer):
         request_iterator: AsyncIterator[raft_pb2.SnapshotChunk],
         context: grpc.aio.ServicerContext[raft_pb2.SnapshotChunk, raft_pb2.SnapshotAck],
     ) -> raft_pb2.SnapshotAck:
-        ack = await snapshot_stream.receive_snapshot(
-            self.store_id, request_iterator, context, self.snapshot_dir, self._on_snapshot, self.files,
-            self._snapshot_refusal,
-        )
+        adm = self.admission
+        if adm is not None and not adm.admit_snapshot_in():
+            self.snapshots_refused += 1
+            return raft_pb2.SnapshotAck(accepted=False, reason="too many snapshots arriving at once; send it later")
+        try:
+            ack = await snapshot_stream.receive_snapshot(
+                self.store_id, request_iterator, context, self.snapshot_dir, self._on_snapshot, self.files,
+                self._snapshot_refusal,
+            )
+        finally:
+            if adm is not None:
+                adm.snapshot_in_done()
         if ack.accepted:
             self.snapshots_received += 1
         else:

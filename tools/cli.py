@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 # `tessera --help` free of gRPC, LMDB and asyncio.
 from common import logs
 from common.tls import CA_ENV, CERT_ENV, KEY_ENV
-from node.settings import HEARTBEAT_INTERVAL_S, Limits, RaftSettings
+from node.settings import DISK_RESERVE_MB, HEARTBEAT_INTERVAL_S, AdmissionLimits, Limits, RaftSettings
 from router.placement.config import MAX_GROUP_MEMBERS, GroupSettings, PlacementConfig
 from tools.nemesis.histories import CHECK_TIME_LIMIT_S, WORKLOADS
 from tools.nemesis.schedule import KINDS as FAULTS
@@ -41,6 +41,7 @@ DEFAULT_KV_TIMEOUT = 5.0
 STDIN_VALUE = "-"  # `kv put KEY -` (or VALUE omitted) reads the value from stdin
 _RAFT = RaftSettings()
 _LIMITS = Limits()
+_ADMISSION = AdmissionLimits()
 _PLACEMENT = PlacementConfig()
 _GROUP = GroupSettings()
 N = TypeVar("N", int, float)  # what a numeric flag parses to
@@ -365,10 +366,26 @@ def _build_node(commands) -> None:
                    help="where to take Raft batches from peer stores over plain TCP (docs/decisions.md "
                         "D23; peers ask for it over gRPC); 'none' keeps them on gRPC "
                         "(default: the --listen host, any free port)")
+    p.add_argument("--max-proposals", type=_positive_int, metavar="N", default=_ADMISSION.node_proposals,
+                   help="writes queued or in flight on this node at most; more are refused with "
+                        "RESOURCE_EXHAUSTED and a retry-after hint (default: %(default)s)")
+    p.add_argument("--max-partition-proposals", type=_positive_int, metavar="N",
+                   default=_ADMISSION.partition_proposals,
+                   help="the same bound per partition (default: %(default)s)")
+    p.add_argument("--max-stream-mb", type=_positive_int, metavar="MIB", default=_ADMISSION.stream_bytes >> 20,
+                   help="unanswered request bytes one client stream may have; more are refused "
+                        "(default: %(default)s)")
+    p.add_argument("--max-snapshots", type=_positive_int, metavar="N", default=_ADMISSION.snapshots_out,
+                   help="snapshots streamed to peers at once, and received at once (default: %(default)s)")
+    p.add_argument("--disk-reserve-mb", type=_non_negative_int, metavar="MIB", default=DISK_RESERVE_MB,
+                   help="space set aside in --data-dir and given back when the disk fills, so that "
+                        "writes already in flight land and reads stay served; at most 5%% of the "
+                        "file system; 0: none (default: %(default)s)")
     p.add_argument("--fault-file", metavar="FILE",
-                   help='JSON fault hooks polled every 100 ms: {"fail_fsync": true} or '
-                        '{"fsync_delay_ms": N}; read once at start: {"replay_delay_ms": N} holds the '
-                        'WAL replay (health NOT_SERVING); absent or empty means no faults')
+                   help='JSON fault hooks polled every 100 ms: {"fail_fsync": true}, '
+                        '{"fsync_delay_ms": N} or {"wal_enospc": true}; read once at start: '
+                        '{"replay_delay_ms": N} holds the WAL replay (health NOT_SERVING); absent or '
+                        'empty means no faults')
     p.add_argument("--raft-mutation", metavar="NAME", type=_mutation(_raft_mutations),
                    help="TESTING ONLY: run a known-buggy Raft core (tessera nemesis --raft-mutation "
                         "proves the nemesis catches it); never in production; an unknown NAME "

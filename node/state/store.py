@@ -159,6 +159,9 @@ class StateStore:
         self._open: layout.Txn | None = None  # an apply transaction not committed yet
         self._open_thread = 0  # the thread that holds it (LMDB write transactions are bound to one)
         self._after_commit: list[Callable[[], object]] = []
+        # Told when an open transaction that earlier applies left is aborted (a commit or a
+        # later apply failed): what they held is not applied after all (RoundExecutor).
+        self.on_open_lost: Callable[[BaseException], object] | None = None
 
     def close(self) -> None:
         if self._open is not None and self._open_thread == threading.get_ident():
@@ -182,8 +185,9 @@ class StateStore:
         self._open = None
         try:
             txn.commit()
-        except BaseException:
+        except BaseException as exc:
             txn.abort()
+            self._lost(exc, callbacks)
             raise
         for cb in callbacks:
             cb()
@@ -194,6 +198,10 @@ class StateStore:
         if self._open is not None and self._open_thread == threading.get_ident():
             self.commit_open()
         self.env.copy(path)
+
+    def _lost(self, exc: BaseException, callbacks: list[Callable[[], object]]) -> None:
+        if callbacks and self.on_open_lost is not None:
+            self.on_open_lost(exc)
 
     def _begin_write(self) -> layout.Txn:
         if self._open is not None and self._open_thread == threading.get_ident():
@@ -344,9 +352,10 @@ class StateStore:
                 out.append(self._apply_in(txn, pid, entries, conf_state))
             if before_commit is not None:
                 before_commit(out)
-        except BaseException:
-            self._after_commit = []  # what an earlier apply left open goes too: the WAL has it
+        except BaseException as exc:
+            lost, self._after_commit = self._after_commit, []  # what earlier applies left open goes too
             txn.abort()
+            self._lost(exc, lost)
             raise
         if after_commit is not None:
             self._after_commit.append(after_commit)

@@ -7,7 +7,14 @@ See docs/decisions.md D2.
 """
 
 from .batch import WalBatch
-from .errors import WalClosedError, WalCorruptionError, WalError, WalLockedError, WalSyncError
+from .errors import (
+    WalClosedError,
+    WalCorruptionError,
+    WalDiskFullError,
+    WalError,
+    WalLockedError,
+    WalSyncError,
+)
 from .state import PartitionState
 from .storage import WalLogStorage
 from .wal import DEFAULT_SEGMENT_BYTES, WalFaults, WriteAheadLog
@@ -18,6 +25,7 @@ __all__ = [
     "WalBatch",
     "WalClosedError",
     "WalCorruptionError",
+    "WalDiskFullError",
     "WalError",
     "WalFaults",
     "WalLockedError",

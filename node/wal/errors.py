@@ -45,6 +45,17 @@ class WalSyncError(WalError):
     """
 
 
+class WalDiskFullError(WalError):
+    """A write found the disk full (``ENOSPC``/``EDQUOT`` from ``write(2)``, never from fsync).
+
+    Nothing of the batch was kept: the bytes the failed append left were cut off again, the
+    in-memory state is as before, and the WAL stays usable, so the same batch (or a later
+    superset of it) can be written once space returns. Unlike :class:`WalSyncError` this is
+    not final: a write that failed never reached the page cache as far as the file's length
+    says, so no later fsync can vouch for bytes that were lost (see docs/limits.md).
+    """
+
+
 class WalClosedError(WalError):
     """The WAL was used after :meth:`~node.wal.wal.WriteAheadLog.close`."""
 

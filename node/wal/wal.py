@@ -20,11 +20,21 @@ stays usable.
 
 Failures
 --------
-If a write or an fsync fails (EIO, ENOSPC, ...) the WAL is *failed* for good:
+If a write or an fsync fails (EIO, ...) the WAL is *failed* for good:
 that write and every later one raise :class:`~node.wal.errors.WalSyncError`,
 and the in-memory state keeps what the last successful write left.  fsync is
 never retried: after a failed fsync the kernel may have dropped the dirty
 pages, and a retry would report success for data that is not on disk.
+
+A full disk is different, and told apart where it happens: ``ENOSPC`` (or
+``EDQUOT``) from the *append* (``write(2)``) or from creating a segment means
+the bytes never got into the file at all.  The WAL cuts off whatever part of
+the batch did land (``ftruncate`` back to the size before it), keeps its
+in-memory state, and raises :class:`~node.wal.errors.WalDiskFullError`; it
+stays usable, and the caller retries once space returns.  A new segment whose
+checkpoint met a full disk stays empty (replay accepts an empty last segment)
+and gets its checkpoint at the next write.  The same errno from an fsync is
+still an fsync failure (fail for good).  See docs/limits.md.
 
 Segments
 --------
@@ -74,7 +84,7 @@ from node.fs import OS_FILES, AppendFile, FileLock, Files
 from node.raft import Entry, HardState, SnapshotMeta
 
 from .batch import Op, WalBatch
-from .errors import WalClosedError, WalLockedError, WalSyncError
+from .errors import WalClosedError, WalDiskFullError, WalLockedError, WalSyncError
 from .record import (
     RecordType,
     checkpoint_payload,
@@ -91,6 +101,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_BYTES = 64 << 20
 LOCK_FILE = "LOCK"
+# What write(2) and open(2) say when the file system (or the user's quota) has no room left.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 # A batch's operation once checked, as the in-memory state takes it: a compaction carries the
 # term of its index and a local snapshot its whole meta, both looked up while checking.
@@ -115,6 +127,9 @@ class WalFaults:
     """While set, fsync raises EIO (after the data was written), which fails the WAL for good."""
     fsync_delay_s: float = 0.0
     """Sleep this long before every fsync: a slow disk."""
+    append_enospc: bool = False
+    """While set, every append writes half its bytes and then raises ENOSPC, as write(2) does
+    on a file system that fills up in the middle of it (the WAL must cut the half off)."""
 
 
 class WriteAheadLog:
@@ -143,6 +158,7 @@ class WriteAheadLog:
         self._file: AppendFile | None = None
         self._unsynced = False  # the current segment holds bytes written since its last sync
         self._gc_due = False  # segments may be dead, but what killed them is not synced yet
+        self._needs_checkpoint = False  # the current segment is empty: its checkpoint met a full disk
         self._lock: FileLock | None = None
 
         files.makedirs(self.directory)  # durable: the directory's own name must survive a crash
@@ -242,17 +258,21 @@ class WriteAheadLog:
             ops, chunks, gc = self._plan(batch)
             data = b"".join(chunks)
             try:
+                if self._needs_checkpoint:
+                    self._write_checkpoint()
                 if self._has_batches and self._size + len(data) > self.segment_bytes:
                     self._start_segment(self._seq + 1)
                     gc = True
                 f = self._file
                 assert f is not None  # open and not failed, so a segment is open
-                f.append(data)
+                self._append(f, data)
                 self.stats.writes += 1
                 self.stats.bytes_written += len(data)
                 if sync:
                     self._fsync(f)
                 self._unsynced = not sync
+            except WalDiskFullError:
+                raise  # nothing of the batch is in the file; the WAL stays usable
             except BaseException as exc:
                 # Even an interrupt may have left half a batch in the file: appending
                 # after it would bury a bad record in the middle of the log.
@@ -376,24 +396,35 @@ class WriteAheadLog:
     # -- internals: segments -------------------------------------------------------
 
     def _start_segment(self, seq: int) -> None:
-        """Create segment ``seq``, make its name durable, and write the checkpoint it starts with."""
+        """Create segment ``seq``, make its name durable, and write the checkpoint it starts with.
+
+        A full disk while creating the file changes nothing (WalDiskFullError); while writing
+        the checkpoint it leaves the new segment empty and current, to be checkpointed by the
+        next write (an empty last segment is what a crash while starting one leaves too)."""
         old = self._file
+        if old is not None and self._unsynced:
+            # Bytes of a sync=False write: torn by a crash in a segment that is not the
+            # last, they would read as corruption and the node would refuse to start.
+            self._fsync(old)
+            self._unsynced = False
+        path = os.path.join(self.directory, segment_name(seq))
+        try:
+            new = self.files.create(path)
+        except OSError as exc:
+            if exc.errno in DISK_FULL_ERRNOS:
+                raise WalDiskFullError(f"WAL {self.directory}: creating {path}: {exc}") from exc
+            raise
         if old is not None:
-            if self._unsynced:
-                # Bytes of a sync=False write: torn by a crash in a segment that is not the
-                # last, they would read as corruption and the node would refuse to start.
-                self._fsync(old)
-                self._unsynced = False
             self._file = None
             old.close()
-        path = os.path.join(self.directory, segment_name(seq))
-        self._file = self.files.create(path)
+        self._file = new
         self._seq, self._path, self._size = seq, path, 0
         self._segments[seq] = path
         self._live[seq] = {}
         self._has_batches = False
         if self.sync:
             self.files.sync_directory(self.directory)
+        self._needs_checkpoint = True
         self._write_checkpoint()
 
     def _write_checkpoint(self) -> None:
@@ -403,9 +434,10 @@ class WriteAheadLog:
         data = header(RecordType.CHECKPOINT, payload) + payload
         f = self._file
         assert f is not None
-        f.append(data)
+        self._append(f, data)
         self._fsync(f)
         self._size += len(data)
+        self._needs_checkpoint = False
 
     def _write_checkpoint_or_fail(self) -> None:
         try:
@@ -439,6 +471,30 @@ class WriteAheadLog:
         # that made it dead are synced: write() collects only after a synced write.)
 
     # -- internals: I/O and failure ------------------------------------------------
+
+    def _append(self, f: AppendFile, data: bytes) -> None:
+        """Append ``data``, or on a full disk cut off what of it landed and raise WalDiskFullError.
+
+        ``self._size`` is the file's length before the append (every byte before it was
+        written by a write that returned). The cut is not synced: until the next sync the disk
+        may keep part of the lost batch past that length, which replay would see as a torn tail
+        of the last segment, the one place a torn tail is harmless (the next write syncs the
+        new length along with its own bytes). A truncate that fails is not a full disk: it
+        propagates and fails the WAL."""
+        try:
+            if self.faults.append_enospc:
+                f.append(data[: len(data) // 2])
+                raise OSError(errno.ENOSPC, "injected: no space left on device")
+            f.append(data)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL_ERRNOS:
+                raise
+            f.truncate(self._size)
+            log.warning("WAL: %s is full (%s); %d bytes not written, cut back to %d", self._path, exc,
+                        len(data), self._size)
+            raise WalDiskFullError(
+                f"WAL {self.directory}: appending {len(data)} bytes to {self._path}: {exc}"
+            ) from exc
 
     def _fsync(self, f: AppendFile) -> None:
         started = time.perf_counter()

@@ -42,6 +42,11 @@ class Decision:
     store_failed: bool = False
 
 
+MAX_SERVER_BACKOFF_MS = 10_000
+"""A busy server's retry-after hint (``ServerBusy.backoff_ms``: overload, a full disk) is honoured
+up to this: the client waits at least the hint, but a hint never parks a call longer (its own
+deadline still ends it sooner)."""
+
 # Codes that mean "this attempt did not get through; another may": the server is down,
 # restarting, unreachable, slow, or the multiplexed stream broke.
 _CONNECTION_CODES = frozenset(
@@ -94,7 +99,8 @@ def _classify_error(error: errors_pb2.Error, failure: RpcFailure) -> Decision | 
     if kind == "partition_not_found":
         return Decision(drop_partition=True, refresh=True, backoff=True)
     if kind == "server_busy":
-        return Decision(backoff=True, min_backoff_s=error.server_busy.backoff_ms / 1000.0)
+        hint_ms = min(error.server_busy.backoff_ms, MAX_SERVER_BACKOFF_MS)
+        return Decision(backoff=True, min_backoff_s=hint_ms / 1000.0)
     if kind == "invalid_argument":
         return Decision(final=invalid_argument_from(failure))
     return None

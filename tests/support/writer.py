@@ -13,9 +13,10 @@ class Writer:
     ``acked`` holds every write the cluster acknowledged (a failed one's outcome is unknown,
     so it is not counted)."""
 
-    def __init__(self, routers: str, deadline_s: float = 15.0) -> None:
+    def __init__(self, routers: str, deadline_s: float = 15.0, value_bytes: int = 0) -> None:
         self.routers = routers
         self.deadline_s = deadline_s
+        self.value_bytes = value_bytes  # pad each value to this size (0: short values)
         self.acked: dict[bytes, bytes] = {}
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -39,6 +40,8 @@ class Writer:
             i = 0
             while not self._stop.is_set():
                 key, value = bytes([(i * 97) % 256]) + b"w%06d" % i, b"v%d" % i
+                if self.value_bytes:
+                    value = (value + b":").ljust(self.value_bytes, b".")
                 try:
                     client.put(key, value)
                     self.acked[key] = value

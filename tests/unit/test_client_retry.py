@@ -30,7 +30,7 @@ from router.client import (
     ServerError,
 )
 from router.client.errors import RpcFailure, failure_from_rpc_error, failure_from_stream_item, status_code
-from router.client.retry import classify
+from router.client.retry import MAX_SERVER_BACKOFF_MS, classify
 from tesserapb import errors_pb2, kv_pb2, meta_pb2
 
 pytestmark = pytest.mark.timeout(30)
@@ -170,6 +170,9 @@ def test_classify_routing_errors():
 def test_classify_busy_unavailable_and_final_errors():
     d = classify(failure(wire_errors.server_busy("apply lag", 250)))
     assert d.backoff and d.min_backoff_s == 0.25 and d.final is None
+    # A server's hint is honoured, but bounded: a huge one cannot park the client.
+    d = classify(failure(wire_errors.server_busy("disk full", 3_600_000)))
+    assert d.backoff and d.min_backoff_s == MAX_SERVER_BACKOFF_MS / 1000.0 == 10.0
     for code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
         d = classify(RpcFailure(code, "down", address="a"))
         assert d.backoff and d.store_failed and d.final is None

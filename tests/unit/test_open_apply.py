@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import lmdb
 import pytest
 
 from common.descriptor import Descriptor, Epoch, ReplicaDesc
@@ -163,3 +164,24 @@ def test_a_node_answers_a_write_before_lmdb_commits_it_and_reads_wait_for_the_co
             state.close()
 
     asyncio.run(main())
+
+
+def test_an_aborted_open_transaction_tells_who_kept_applies_in_it(tmp_path: Path) -> None:
+    """A later apply that LMDB refuses (here: the map is full) aborts what earlier applies left
+    open too; the store says so, so that the node applies them again (D27, node.disk_full)."""
+    store = StateStore(str(tmp_path / "state"), map_size=1 << 20)
+    lost: list[BaseException] = []
+    store.on_open_lost = lost.append
+    try:
+        store.init_partition(1, 0, 0, CS)
+        done: list[int] = []
+        _apply(store, 1, b"a", done)
+        big = put(b"b", b"x" * (2 << 20))
+        with pytest.raises(lmdb.MapFullError):
+            store.apply_many([(1, [ApplyEntry(2, 1, big)], CS)], keep_open=True)
+        assert len(lost) == 1 and isinstance(lost[0], lmdb.MapFullError)
+        assert done == [] and not store.has_open and store.get(b"a") is None
+        _apply(store, 1, b"a", done, keep=False)  # applied again, as the node does once there is room
+        assert done == [1] and store.get(b"a") == (b"v1", 1) and len(lost) == 1
+    finally:
+        store.close()

@@ -6,7 +6,6 @@ operations: the core's reference semantics.
 
 from __future__ import annotations
 
-import errno
 import os
 import random
 import threading
@@ -38,7 +37,6 @@ from node.wal import (
     WriteAheadLog,
 )
 from node.wal import record as rec
-from node.wal import wal as wal_module
 from node.wal.segment import SegmentScan, list_segments
 from support.wal_ops import CS, add_to_batch, apply_to_memory, mk, random_op, ready_batch
 
@@ -444,28 +442,6 @@ def test_failed_fsync_fails_the_wal_for_good(wal: WriteAheadLog) -> None:
         with pytest.raises(WalSyncError):
             wal.write(batch(entries={1: mk(4, 4)}))
     assert wal.state(1).last_index() == 3
-
-
-def test_enospc_fails_the_wal(wal: WriteAheadLog, monkeypatch: pytest.MonkeyPatch) -> None:
-    wal.write(batch(entries={1: mk(1, 3)}))
-    real_write = os.write
-
-    def full_disk(fd: int, data: bytes) -> int:
-        real_write(fd, bytes(data[: len(data) // 2]))  # a partial write, then the disk is full
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(wal_module.os, "write", full_disk)
-    with pytest.raises(WalSyncError, match="No space"):
-        wal.write(batch(entries={1: mk(4, 100, size=64)}))
-    monkeypatch.setattr(wal_module.os, "write", real_write)
-    with pytest.raises(WalSyncError):
-        wal.write(batch(entries={1: mk(4, 4)}))
-    assert wal.state(1).last_index() == 3
-    # Restart: the half-written batch is a torn tail; everything acknowledged is there.
-    wal = reopen(wal)
-    assert wal.state(1).last_index() == 3
-    wal.write(batch(entries={1: mk(4, 4)}))
-    wal.close()
 
 
 def test_fsync_delay(wal: WriteAheadLog) -> None:
