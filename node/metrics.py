@@ -133,6 +133,17 @@ class NodeCollector(Collector):
                       wal.writes)
         yield _gauge("tessera_wal_failed", "1 once the WAL has failed (it then accepts no writes, for good)",
                      int(rs.wal.failed))
+        disk = rs.disk  # node.disk_full: writes refused, reads served, retried once a second
+        yield _gauge("tessera_node_disk_full", "1 while the node finds its disk full and refuses writes",
+                     int(disk.full))
+        yield counter("tessera_node_disk_full_episodes", "times the disk was found full", disk.episodes)
+        yield counter("tessera_node_disk_full_retries", "rounds that tried the disk again while it was full",
+                      disk.retries)
+        adm = rs.admission  # node.admission: requests answered RESOURCE_EXHAUSTED past a bound
+        yield _gauge("tessera_node_proposals_in_flight", "writes admitted and not yet settled, all partitions",
+                     adm.proposals)
+        yield counter("tessera_node_busy_refusals", "requests answered RESOURCE_EXHAUSTED past a bound",
+                      adm.refused)
         env = rs.state.env
         try:
             info, stat = env.info(), env.stat()

@@ -117,6 +117,7 @@ def test_metrics_count_what_the_cluster_did(cluster: Cluster) -> None:
         assert s1.get("tessera_wal_written_bytes_total") > s0.get("tessera_wal_written_bytes_total")
         assert s1.get("tessera_lmdb_used_bytes") > 0
         assert s1.get("tessera_node_serving") == 1 and s1.get("tessera_node_failed") == 0
+        assert s1.get("tessera_node_disk_full") == 0 and s1.get("tessera_node_busy_refusals_total") == 0
         assert s1.get("tessera_raft_replicas") == PARTITIONS
     assert _sum(after, "tessera_raft_leaders") == PARTITIONS
     # Followers apply once they hear the commit index: three replicas apply every write.
