@@ -99,6 +99,9 @@ class Admission:
         self.snapshots_in -= 1
 
 
+ITEM_COST_BYTES = 1024  # see StreamBudget.share
+
+
 class StreamBudget:
     """One ``KV.Stream``'s unanswered request bytes. Each request item is charged its share of
     the message it came in (one ``ByteSize`` per message), and released when its answer is
@@ -113,8 +116,12 @@ class StreamBudget:
         self._charges: dict[int, int] = {}
 
     def share(self, req: kv_pb2.StreamRequest) -> int:
+        """What each item of ``req`` is charged: its share of the message's bytes, and at least
+        ITEM_COST_BYTES, what an unanswered item holds beyond its bytes (a task or a pending
+        write, its answer): else a message of many tiny items (empty gets that must wait)
+        would hold a task each, unbounded by the bytes they came in."""
         n = len(req.requests)
-        return req.ByteSize() // n + 1 if n else 0
+        return max(req.ByteSize() // n + 1, ITEM_COST_BYTES) if n else 0
 
     def admit(self, item: kv_pb2.StreamRequestItem, share: int) -> kv_pb2.StreamResponseItem | None:
         """Charge ``item``; or, past the bound, the answer that refuses it (charge nothing)."""

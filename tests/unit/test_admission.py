@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from common.wire.errors import WireError
-from node.admission import Admission
+from node.admission import ITEM_COST_BYTES, Admission
 from node.settings import AdmissionLimits
 from tesserapb import kv_pb2
 
@@ -80,3 +80,17 @@ def test_snapshots_are_bounded_each_way() -> None:
 def test_a_bound_of_zero_is_refused_naming_it() -> None:
     with pytest.raises(ValueError, match="stream_bytes"):
         AdmissionLimits(stream_bytes=0)
+
+
+def test_many_tiny_items_on_a_stream_are_bounded_by_count_too() -> None:
+    """An empty get that must wait holds a task: items are charged at least ITEM_COST_BYTES, so
+    a message of 100,000 of them is not let in whole under a 64 MiB bound."""
+    adm = Admission(AdmissionLimits(stream_bytes=64 << 20))
+    budget = adm.stream()
+    req = kv_pb2.StreamRequest()
+    for i in range(100_000):
+        req.requests.add(request_id=i + 1).get.key = b""
+    share = budget.share(req)
+    assert share == ITEM_COST_BYTES
+    admitted = sum(budget.admit(item, share) is None for item in req.requests)
+    assert admitted == (64 << 20) // ITEM_COST_BYTES
