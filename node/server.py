@@ -23,7 +23,8 @@ from grpc_reflection.v1alpha import reflection
 
 from common import aio
 from common import tls as tls_mod
-from node import tcp_transport
+from common.auth import NEEDS_TLS
+from node import node_auth, tcp_transport
 from node.fs import OS_FILES, Files
 from node.kv_service import KVService
 from node.raftstore import RaftStore
@@ -58,8 +59,11 @@ class Node:
         files: Files = OS_FILES,
         zone: str = "",
         tls: tls_mod.TlsConfig | None = None,
+        auth: bool = False,
     ) -> None:
         self.store_id = store_id
+        # --auth: every client call needs a token (docs/auth.md); members pass by certificate.
+        self.tokens = node_auth.NodeTokens() if auth else None
         self.tls = tls  # mutual TLS on every listener and dialer (docs/security.md); None: plaintext
         self.listen = listen
         self.advertise = advertise or listen
@@ -89,7 +93,11 @@ class Node:
             WriteAheadLog.open, os.path.join(self.data_dir, "wal"), sync=self.wal_sync, files=self.files
         )
         self.state = StateStore(os.path.join(self.data_dir, "state"))
-        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        if self.tokens is not None and self.tls is None:
+            raise ValueError(NEEDS_TLS)
+        self.server = grpc.aio.server(
+            options=SERVER_OPTIONS, interceptors=node_auth.interceptors(self.tokens, f"node {self.store_id}")
+        )
         self.port = tls_mod.add_port(self.server, self.listen, self.tls)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.listen}")
@@ -101,6 +109,7 @@ class Node:
             tls=self.tls,
         )
         self.link.max_key_bytes = self.limits.max_key_bytes  # split keys respect it (D21)
+        self.link.tokens = self.tokens
         tcp_overrides: dict[int, str] = {}
         if self.peer_addresses_file:
             with open(self.peer_addresses_file) as f:
@@ -222,6 +231,9 @@ async def serve(args: argparse.Namespace) -> int:
     except tls_mod.TlsConfigError as exc:
         print(f"tessera node: {exc}", file=sys.stderr)
         return 2
+    if getattr(args, "auth", False) and tls is None:
+        print(f"tessera node: {NEEDS_TLS}", file=sys.stderr)
+        return 2
     node = Node(
         args.store_id,
         args.listen,
@@ -238,6 +250,7 @@ async def serve(args: argparse.Namespace) -> int:
         files=_files(args),
         zone=args.zone or "",
         tls=tls,
+        auth=getattr(args, "auth", False),
     )
     try:
         await node.start()

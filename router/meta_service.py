@@ -16,13 +16,16 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 
+from common import auth
 from common.wire import errors as wire_errors
 from common.wire.descriptors import epoch_from_pb
 from router.placement import convert
 from router.placement.commands import (
+    CreateToken,
     PlacementError,
     RecordLeader,
     RegisterStore,
+    RevokeToken,
     SetStoreState,
     StoreHeartbeat,
     SubmitOperation,
@@ -31,6 +34,7 @@ from router.placement.group import NotLeaderError
 from router.placement.model import StoreState
 from router.placement.runtime import Placement
 from router.placement.table import PlacementTable
+from router.placement.tokens import TokenInfo
 from tesserapb import meta_pb2, meta_pb2_grpc
 
 log = logging.getLogger("tessera.router.meta")
@@ -145,6 +149,7 @@ class MetaService(meta_pb2_grpc.MetaServicer):
                 store_id = registered.store_id
                 registered_now = True
                 log.info("store %d registered at %s", store_id, request.address)
+            await self._placement.maybe_bootstrap_token()
             await self._placement.maybe_bootstrap()
             result = await self._placement.apply(
                 StoreHeartbeat(
@@ -164,13 +169,21 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             await _invalid(context, exc.field, exc.message)
         book = {s.id: s.address for s in self._table.stores.values() if s.address}
         digest = addresses_digest(book)
-        return meta_pb2.StoreHeartbeatResponse(
+        response = meta_pb2.StoreHeartbeatResponse(
             store_id=store_id,
             operations=[convert.operation_to_pb(op) for op in result.operations],
             want_full=registered_now and request.delta,
             store_addresses=book if digest != request.addresses_digest else {},
             addresses_digest=digest,
         )
+        tokens = self._table.tokens.table
+        response.tokens_version = tokens.version
+        if request.tokens_version != tokens.version:  # the node's copy is stale: the whole table
+            response.tokens_changed = True
+            response.tokens.extend(
+                meta_pb2.TokenGrant(hash=h, id=g.token_id, role=g.role.label) for h, g in tokens.grants.items()
+            )
+        return response
 
     @_leader_only
     async def ReportLeader(
@@ -275,3 +288,50 @@ class MetaService(meta_pb2_grpc.MetaServicer):
                 for m in group.members()
             ],
         )
+
+    # -- tokens (docs/auth.md; the interceptor lets only admin tokens and members here) -----
+
+    @_leader_only
+    async def CreateToken(
+        self, request: meta_pb2.CreateTokenRequest, context: grpc.aio.ServicerContext
+    ) -> meta_pb2.CreateTokenResponse:
+        try:
+            auth.Role.parse(request.role)
+        except ValueError as exc:
+            await _invalid(context, "role", str(exc))
+        token = auth.new_token()  # made here, kept nowhere: only its hash is proposed
+        try:
+            result = await self._placement.apply(
+                CreateToken(auth.token_hash(token), request.role.lower(), self._placement.now_ms(), request.name)
+            )
+        except PlacementError as exc:
+            await _invalid(context, exc.field, exc.message)
+        info = self._table.tokens.tokens[result.token_id]
+        log.info("token %d created (role %s%s)", info.id, info.role, f", {info.name!r}" if info.name else "")
+        return meta_pb2.CreateTokenResponse(info=_token_to_pb(info), token=token)
+
+    @_leader_only
+    async def RevokeToken(
+        self, request: meta_pb2.RevokeTokenRequest, context: grpc.aio.ServicerContext
+    ) -> meta_pb2.RevokeTokenResponse:
+        try:
+            await self._placement.apply(RevokeToken(request.id, self._placement.now_ms()))
+        except PlacementError as exc:
+            await _invalid(context, exc.field, exc.message)
+        # Every node heartbeats at once and gets the new table in the answer.
+        self._placement.watchers.wake(list(self._table.stores))
+        log.info("token %d revoked", request.id)
+        return meta_pb2.RevokeTokenResponse(info=_token_to_pb(self._table.tokens.tokens[request.id]))
+
+    @_leader_only
+    async def ListTokens(
+        self, request: meta_pb2.ListTokensRequest, context: grpc.aio.ServicerContext
+    ) -> meta_pb2.ListTokensResponse:
+        await self._placement.read_barrier()
+        book = self._table.tokens.tokens
+        return meta_pb2.ListTokensResponse(tokens=[_token_to_pb(book[i]) for i in sorted(book)])
+
+
+def _token_to_pb(info: TokenInfo) -> meta_pb2.TokenInfo:
+    return meta_pb2.TokenInfo(id=info.id, role=info.role, created_ms=info.created_ms, revoked=info.revoked,
+                              revoked_ms=info.revoked_ms, name=info.name)
