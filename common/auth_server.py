@@ -43,7 +43,7 @@ class _Denied:
     message: str
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # kept in a set: identity, not value
 class _OpenStream:
     """A token-authenticated stream that may have to be ended from outside."""
 
@@ -81,16 +81,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             who = peer_identity(context)
             if who is not None and who.is_member:
                 return None, ""
-            if need is Need.MEMBER:
-                if token is None:
-                    raise _Refusal(grpc.StatusCode.UNAUTHENTICATED,
-                                   f"{_short(method)} is for cluster members only (a member's certificate)")
-                raise _Refusal(grpc.StatusCode.PERMISSION_DENIED,
-                               f"{_short(method)} is for cluster members only; a client certificate may not "
-                               f"call it, whatever its token")
-            raise _Refusal(grpc.StatusCode.UNAUTHENTICATED,
-                           f"no token: this cluster requires one (give --token or ${auth.TOKEN_ENV}; "
-                           f"gRPC metadata 'authorization: Bearer TOKEN')")
+            if token is None:
+                raise _Refusal(grpc.StatusCode.UNAUTHENTICATED,
+                               f"{_short(method)} is for cluster members only (a member's certificate)"
+                               if need is Need.MEMBER else
+                               f"no token: this cluster requires one (give --token or ${auth.TOKEN_ENV}; "
+                               f"gRPC metadata 'authorization: Bearer TOKEN')")
         if not auth.well_formed(token):
             raise _Refusal(grpc.StatusCode.UNAUTHENTICATED,
                            "malformed token (expected 'authorization: Bearer tsk_...')")
@@ -98,6 +94,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         grant = self.lookup(digest)
         if grant is None:
             raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked token")
+        if need is Need.MEMBER:
+            raise _Refusal(grpc.StatusCode.PERMISSION_DENIED,
+                           f"{_short(method)} is for cluster members only; a client certificate may not call "
+                           f"it, whatever its token")
         if grant.role < need:
             raise _Refusal(grpc.StatusCode.PERMISSION_DENIED,
                            f"token {grant.token_id} has role {grant.role.label}; {_short(method)} needs "

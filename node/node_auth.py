@@ -6,7 +6,12 @@ the node holds (``tokens_version``), and the answer carries the whole table of a
 every node's WatchOperations stream, so nodes heartbeat at once and the revoked token stops
 working within one round trip; without the push, the next periodic heartbeat (1 s) brings it.
 After each update :meth:`NodeTokens.update` calls ``on_change`` (the interceptor's refresh,
-which ends the open streams of tokens no longer valid).
+which ends the open streams of tokens no longer valid), and the node heartbeats again at once:
+that heartbeat's ``tokens_version`` is how placement knows the node has the new table, which
+CreateToken and RevokeToken wait for (router/meta_service.py).
+
+Every node keeps the table, with or without --auth (it costs nothing while tokens do not
+change), so placement's wait never hangs on a node that does not check tokens.
 """
 
 from __future__ import annotations
@@ -35,10 +40,11 @@ class NodeTokens:
     def lookup(self, token_hash: str) -> Grant | None:
         return self.table.grants.get(token_hash)
 
-    def update(self, resp: meta_pb2.StoreHeartbeatResponse) -> None:
-        """Take the table a heartbeat answer carries (if it carries one)."""
+    def update(self, resp: meta_pb2.StoreHeartbeatResponse) -> bool:
+        """Take the table a heartbeat answer carries (if it carries one); True when it did
+        (the node then heartbeats again at once, which tells placement it has it)."""
         if not resp.tokens_changed:
-            return
+            return False
         grants = {}
         for g in resp.tokens:
             try:
@@ -50,6 +56,7 @@ class NodeTokens:
         log.info("token table version %d: %d active token(s)", self.table.version, len(grants))
         if self.on_change is not None:
             self.on_change()
+        return True
 
 
 def interceptors(tokens: NodeTokens | None, where: str) -> list[grpc.aio.ServerInterceptor]:

@@ -277,8 +277,8 @@ class RouterLink:
         for store_id, address in resp.store_addresses.items():
             self.addresses[store_id] = address
         self._addresses_digest = resp.addresses_digest
-        if self.tokens is not None:
-            self.tokens.update(resp)
+        if self.tokens is not None and self.tokens.update(resp):
+            self.poke()  # tells placement at once that this node has the new token table
 
     async def _apply_operation(self, op: meta_pb2.Operation) -> None:
         kind = op.WhichOneof("kind")

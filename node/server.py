@@ -63,7 +63,9 @@ class Node:
     ) -> None:
         self.store_id = store_id
         # --auth: every client call needs a token (docs/auth.md); members pass by certificate.
-        self.tokens = node_auth.NodeTokens() if auth else None
+        # The token table is learned either way (node/node_auth.py).
+        self.auth = auth
+        self.tokens = node_auth.NodeTokens()
         self.tls = tls  # mutual TLS on every listener and dialer (docs/security.md); None: plaintext
         self.listen = listen
         self.advertise = advertise or listen
@@ -93,10 +95,11 @@ class Node:
             WriteAheadLog.open, os.path.join(self.data_dir, "wal"), sync=self.wal_sync, files=self.files
         )
         self.state = StateStore(os.path.join(self.data_dir, "state"))
-        if self.tokens is not None and self.tls is None:
+        if self.auth and self.tls is None:
             raise ValueError(NEEDS_TLS)
         self.server = grpc.aio.server(
-            options=SERVER_OPTIONS, interceptors=node_auth.interceptors(self.tokens, f"node {self.store_id}")
+            options=SERVER_OPTIONS,
+            interceptors=node_auth.interceptors(self.tokens if self.auth else None, f"node {self.store_id}"),
         )
         self.port = tls_mod.add_port(self.server, self.listen, self.tls)
         if self.port == 0:

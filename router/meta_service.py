@@ -8,6 +8,8 @@ lives here: it is all in router.placement.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import zlib
@@ -40,6 +42,8 @@ from tesserapb import meta_pb2, meta_pb2_grpc
 log = logging.getLogger("tessera.router.meta")
 
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
+# How long CreateToken/RevokeToken wait for every up node to confirm the new token table.
+TOKENS_SPREAD_WAIT_S = 5.0
 
 
 async def _invalid(context: grpc.aio.ServicerContext, field: str, message: str) -> NoReturn:
@@ -76,6 +80,10 @@ class MetaService(meta_pb2_grpc.MetaServicer):
 
     def __init__(self, placement: Placement) -> None:
         self._placement = placement
+        # The token-table version each store last said it holds (leader-local, like heartbeat
+        # times), and an event set on every heartbeat, so token changes can wait for the nodes.
+        self._tokens_seen: dict[int, int] = {}
+        self._heard = asyncio.Event()
 
     @property
     def _table(self) -> PlacementTable:
@@ -176,6 +184,8 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             store_addresses=book if digest != request.addresses_digest else {},
             addresses_digest=digest,
         )
+        self._tokens_seen[store_id] = request.tokens_version
+        self._heard.set()
         tokens = self._table.tokens.table
         response.tokens_version = tokens.version
         if request.tokens_version != tokens.version:  # the node's copy is stale: the whole table
@@ -308,7 +318,8 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             await _invalid(context, exc.field, exc.message)
         info = self._table.tokens.tokens[result.token_id]
         log.info("token %d created (role %s%s)", info.id, info.role, f", {info.name!r}" if info.name else "")
-        return meta_pb2.CreateTokenResponse(info=_token_to_pb(info), token=token)
+        behind = await self._spread_tokens()
+        return meta_pb2.CreateTokenResponse(info=_token_to_pb(info), token=token, stores_behind=behind)
 
     @_leader_only
     async def RevokeToken(
@@ -318,10 +329,32 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             await self._placement.apply(RevokeToken(request.id, self._placement.now_ms()))
         except PlacementError as exc:
             await _invalid(context, exc.field, exc.message)
-        # Every node heartbeats at once and gets the new table in the answer.
-        self._placement.watchers.wake(list(self._table.stores))
         log.info("token %d revoked", request.id)
-        return meta_pb2.RevokeTokenResponse(info=_token_to_pb(self._table.tokens.tokens[request.id]))
+        behind = await self._spread_tokens()
+        return meta_pb2.RevokeTokenResponse(info=_token_to_pb(self._table.tokens.tokens[request.id]),
+                                            stores_behind=behind)
+
+    async def _spread_tokens(self, timeout: float = TOKENS_SPREAD_WAIT_S) -> list[int]:
+        """Make every node heartbeat now (the answer carries the new token table; the node
+        heartbeats again at once to confirm it) and wait until every up store has confirmed the
+        current version, for at most ``timeout``; the up stores that have not."""
+        version = self._table.tokens.version
+        self._placement.watchers.wake(list(self._table.stores))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            now = self._placement.now_ms()
+            up = self._table.up_stores(now, self._placement.down_after_ms)
+            behind = [s for s in up if self._tokens_seen.get(s, 0) < version]
+            left = deadline - loop.time()
+            if not behind or left <= 0:
+                if behind:
+                    log.warning("token table version %d not confirmed by stores %s after %.0f s", version, behind,
+                                timeout)
+                return behind
+            self._heard.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heard.wait(), min(left, 0.5))
 
     @_leader_only
     async def ListTokens(
