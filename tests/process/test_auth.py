@@ -254,7 +254,8 @@ def test_health_is_open_and_each_role_does_what_it_may(env: Env) -> None:
 
     assert env.cluster.router is not None
     with tls.channel(env.cluster.router.address, env.client_tls) as ch:
-        resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=RPC_TIMEOUT_S)
+        stub = health_pb2_grpc.HealthStub(ch)  # declared without its methods by types-grpcio-health-checking
+        resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=RPC_TIMEOUT_S)  # type: ignore[attr-defined]
         assert resp.status == health_pb2.HealthCheckResponse.SERVING
     from router.client import AccessDeniedError
 
