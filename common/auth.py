@@ -22,12 +22,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import grpc
-
-    from common.tls import TlsConfig
+from typing import Any
 
 TOKEN_ENV = "TESSERA_TOKEN"
 TOKEN_PREFIX = "tsk_"
@@ -154,20 +149,9 @@ def bearer_from(metadata: Any) -> str | None:
 
 
 def call_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
-    """Metadata carrying ``token`` for one call (tests and raw stubs; the client library puts
-    it on the channel instead, see :func:`channel_credentials`)."""
+    """Metadata carrying ``token`` for one call: what the client library passes to every call
+    (router/client/channels.py says why not gRPC's access-token call credentials)."""
     return ((METADATA_KEY, BEARER + token),) if token else ()
-
-
-def channel_credentials(tls: TlsConfig, token: str | None) -> grpc.ChannelCredentials:
-    """The channel's mutual TLS, plus ``authorization: Bearer TOKEN`` on every call when a token
-    is given. gRPC adds the header in its C core (access-token call credentials): no Python
-    runs per call, and it is never sent on a plaintext channel (auth needs TLS anyway)."""
-    import grpc
-
-    if not token:
-        return tls.channel_credentials
-    return grpc.composite_channel_credentials(tls.channel_credentials, grpc.access_token_call_credentials(token))
 
 
 def token_from(option: str | None, env: Mapping[str, str]) -> str | None:

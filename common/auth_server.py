@@ -4,7 +4,8 @@ Why an interceptor: one line where a server is made (node/server.py, router/main
 every service it hosts, present and future (a method not in common.auth.POLICY needs a
 member's certificate), and no servicer changes. The interceptor wraps each method's handler
 once (cached per method), so a call costs: one metadata scan, one sha256 of the token, one
-dict lookup, and the wrapper's frame. Streams are checked when they open.
+dict lookup (the hash is cached per token string); a unary call with a good token then runs
+the servicer's own handler, unwrapped. Streams are checked when they open.
 
 A call that fails the check ends before its servicer runs, so it changes nothing:
 UNAUTHENTICATED without a usable token (none, malformed, unknown, revoked), PERMISSION_DENIED
@@ -34,6 +35,7 @@ from common.tls import peer_identity
 log = logging.getLogger("tessera.auth")
 
 Lookup = Callable[[str], Grant | None]
+_DIGEST_CACHE = 4096  # tokens whose sha256 is remembered (a token's hash never changes)
 _KV_STREAM = "/tessera.v1.KV/Stream"
 
 
@@ -64,7 +66,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, lookup: Lookup, *, where: str = "") -> None:
         self.lookup = lookup
         self.where = where  # "node 3", "router 1": for log lines
-        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any] | None] = {}
+        # method -> (its handler, the handler wrapped in the full check, the role a token needs
+        # for the fast path, or None when the method never takes it: streams, member-only, open)
+        self._methods: dict[str, tuple[grpc.RpcMethodHandler[Any, Any] | None, grpc.RpcMethodHandler[Any, Any] | None,
+                                       Need | None]] = {}
+        self._digests: dict[str, str] = {}  # token -> sha256, for the tokens seen lately
         self._streams: set[_OpenStream] = set()
         self.denied = 0  # calls refused (tests, logs)
 
@@ -90,7 +96,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if not auth.well_formed(token):
             raise _Refusal(grpc.StatusCode.UNAUTHENTICATED,
                            "malformed token (expected 'authorization: Bearer tsk_...')")
-        digest = auth.token_hash(token)
+        digest = self._digest(token)
         grant = self.lookup(digest)
         if grant is None:
             raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked token")
@@ -112,14 +118,40 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         method = handler_call_details.method
-        try:
-            return self._wrapped[method]
-        except KeyError:
-            pass
-        handler = await continuation(handler_call_details)
-        wrapped = self._wrap(method, handler) if handler is not None else None
-        self._wrapped[method] = wrapped
+        known = self._methods.get(method)
+        if known is None:
+            handler = await continuation(handler_call_details)
+            known = self._methods[method] = self._learn(method, handler)
+        handler, wrapped, fast_need = known
+        if fast_need is not None:
+            # The fast path, for unary-response calls with a good token: the metadata gRPC has
+            # already read, the token's cached hash, one lookup, and the servicer's own handler
+            # (no wrapper). Anything else goes through the wrapper's full check, which also
+            # words the refusal.
+            token = auth.bearer_from(handler_call_details.invocation_metadata)
+            if token is not None and auth.well_formed(token):
+                grant = self.lookup(self._digest(token))
+                if grant is not None and grant.role >= fast_need:
+                    return handler
         return wrapped
+
+    def _learn(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any] | None
+    ) -> tuple[grpc.RpcMethodHandler[Any, Any] | None, grpc.RpcMethodHandler[Any, Any] | None, Need | None]:
+        if handler is None:
+            return None, None, None
+        need = auth.need_of(method)
+        unary_response = handler.unary_unary is not None or handler.stream_unary is not None
+        fast = need if unary_response and need not in (Need.OPEN, Need.MEMBER) else None
+        return handler, self._wrap(method, handler), fast
+
+    def _digest(self, token: str) -> str:
+        digest = self._digests.get(token)
+        if digest is None:
+            if len(self._digests) >= _DIGEST_CACHE:
+                self._digests.clear()  # many distinct tokens (a scan for one): start again
+            digest = self._digests[token] = auth.token_hash(token)
+        return digest
 
     def _wrap(self, method: str, h: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         if auth.need_of(method) is Need.OPEN:

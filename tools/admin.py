@@ -186,7 +186,7 @@ class Admin:
         """One call to one router, wherever the leader is (``routers`` asks the leader itself)."""
         stub = meta_pb2_grpc.MetaStub(self.pool.get(address))
         try:
-            return await getattr(stub, method)(request, timeout=RPC_TIMEOUT_S)
+            return await getattr(stub, method)(request, timeout=RPC_TIMEOUT_S, metadata=self.pool.metadata)
         except grpc.RpcError as exc:
             raise failure_from_rpc_error(exc, address, source="router") from None
 
