@@ -262,7 +262,8 @@ def mismatch_hint(error: str, have_tls: bool) -> str:
     does not): gRPC reports a plaintext client refused by a TLS server only as "Socket closed",
     which names neither TLS nor the flags that fix it."""
     if not have_tls:
-        if "Socket closed" in error or "Connection reset" in error or "failed to connect" in error:
+        # Not "Connection refused": nothing listens there, which no flag fixes.
+        if "Socket closed" in error or "Connection reset" in error:
             return (f" (a cluster with TLS closes plaintext connections: give --ca, --cert and --key, or "
                     f"${CA_ENV}, ${CERT_ENV}, ${KEY_ENV})")
         return ""

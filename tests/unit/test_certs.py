@@ -146,3 +146,5 @@ def test_connection_errors_that_look_like_a_tls_mismatch_get_a_hint() -> None:
     assert "not signed by the --ca" in tls.mismatch_hint("... CERTIFICATE_VERIFY_FAILED ...", have_tls=True)
     assert "speaks plaintext" in tls.mismatch_hint("... WRONG_VERSION_NUMBER ...", have_tls=True)
     assert tls.mismatch_hint("deadline exceeded", have_tls=True) == ""
+    refused = "failed to connect to all addresses; last error: UNAVAILABLE: ipv4:127.0.0.1:1: Connection refused"
+    assert tls.mismatch_hint(refused, have_tls=False) == ""  # nothing listens: no flag helps

@@ -157,3 +157,33 @@ def test_router_group_flags_are_checked_before_anything_starts(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["cluster", "up", "--routers", "8"])
     assert "in [1, 7]" in capsys.readouterr().err
+
+
+def test_tls_flags_go_anywhere_and_admin_partitions_key_keeps_its_meaning():
+    from tools.cli import build_parser
+
+    parser = build_parser()
+    a = parser.parse_args(["kv", "--ca", "ca.pem", "get", "x", "--cert", "c.pem", "--key", "c.key"])
+    assert (a.tls_ca, a.tls_cert, a.tls_key) == ("ca.pem", "c.pem", "c.key")
+    b = parser.parse_args(["admin", "partition", "--key", "user:1", "--tls-key", "c.key", "--ca", "ca.pem"])
+    assert (b.key, b.tls_key, b.tls_ca) == ("user:1", "c.key", "ca.pem")
+    n = parser.parse_args(["node", "--store-id", "1", "--ca", "ca.pem", "--cert", "n.pem", "--key", "n.key"])
+    assert (n.tls_ca, n.tls_cert, n.tls_key) == ("ca.pem", "n.pem", "n.key")
+    assert parser.parse_args(["router"]).tls_ca is None
+    assert parser.parse_args(["cluster", "up", "--tls"]).tls is True
+
+
+def test_incomplete_tls_flags_and_bench_tls_without_local_are_usage_errors(capsys, monkeypatch, root_logger):
+    from tools.cli import main
+
+    for var in ("TESSERA_CA", "TESSERA_CERT", "TESSERA_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["kv", "get", "x", "--ca", "ca.pem"]) == 2
+    assert "tessera kv get: TLS needs --ca, --cert and --key together" in capsys.readouterr().err
+    monkeypatch.setenv("TESSERA_CERT", "c.pem")
+    assert main(["admin", "stores", "--ca", "ca.pem"]) == 2
+    assert "missing --key" in capsys.readouterr().err
+    assert main(["bench", "--workload", "write", "--tls"]) == 2
+    assert "--tls needs --local" in capsys.readouterr().err
+    assert main(["bench", "--workload", "write", "--local", "--tls", "--target", "etcd"]) == 2
+    assert "--tls applies to a local Tessera cluster only" in capsys.readouterr().err
