@@ -346,3 +346,82 @@ def test_auth_without_tls_refuses_to_start(server: str, tmp_path: Any) -> None:
     done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert "--auth needs mutual TLS" in done.stderr and "--ca, --cert" in done.stderr
+
+
+def test_the_routers_proxy_ends_a_revoked_tokens_stream_within_its_sweep(env: Env) -> None:
+    created = meta(env, "CreateToken", meta_pb2.CreateTokenRequest(role="read"), env.admin)
+    md = auth.call_metadata(created.token)
+    get = kv_pb2.StreamRequest(requests=[kv_pb2.StreamRequestItem(
+        request_id=1, get=kv_pb2.GetRequest(key=b"existing", read_options=linearizable()))])
+    assert env.cluster.router is not None
+    with tls.channel(env.cluster.router.address, env.client_tls) as ch:
+        import queue
+
+        outbox: queue.Queue[kv_pb2.StreamRequest | None] = queue.Queue()
+        outbox.put(get)
+
+        def requests() -> Iterator[kv_pb2.StreamRequest]:
+            while (item := outbox.get()) is not None:
+                yield item
+
+        stream = ch.stream_stream("/tessera.v1.KV/Stream", request_serializer=kv_pb2.StreamRequest.SerializeToString,
+                                  response_deserializer=kv_pb2.StreamResponse.FromString)(requests(), metadata=md,
+                                                                                          timeout=60)
+        first = next(stream)
+        assert first.responses[0].code == 0 and first.responses[0].get.value == b"v"
+        started = time.monotonic()
+        meta(env, "RevokeToken", meta_pb2.RevokeTokenRequest(id=created.info.id), env.admin)
+        with pytest.raises(grpc.RpcError) as ended:
+            next(stream)
+        outbox.put(None)
+        assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert time.monotonic() - started < REVOKE_BOUND_S
+
+
+def test_tokens_are_replicated_a_new_placement_leader_knows_them(tmp_path: Any) -> None:
+    from router.client import AccessDeniedError
+
+    c = Cluster(root=str(tmp_path / "c"), nodes=3, routers=3, partitions=1, auth=True, schedule_interval=0)
+    try:
+        c.start()
+        c.wait_ready(90)
+        assert c.admin_token is not None and c.tls_files is not None and c.certs is not None
+        e = Env(c, c.admin_token, {}, "", tls.TlsConfig.load(*c.tls_files),
+                tls.TlsConfig.load(c.certs.ca, c.certs.nodes[1].cert, c.certs.nodes[1].key))
+
+        def leader() -> int:
+            routers = meta(e, "GetRouters", meta_pb2.GetRoutersRequest(), e.admin)
+            return int(routers.leader)
+
+        from conftest import eventually
+
+        first = eventually(leader, 30, "a placement leader")
+        writer = meta_at(e, first, "CreateToken", meta_pb2.CreateTokenRequest(role="write"), e.admin)
+        c.kill_router(first)
+        second = eventually(lambda: (lead := leader_at(e, first)) and lead != first and lead, 30,
+                            "another placement leader")
+        with client(e, writer.token) as cl:  # Meta at the new leader and the nodes: both know it
+            assert cl.put(b"after-failover", b"1") > 0
+        meta_at(e, second, "RevokeToken", meta_pb2.RevokeTokenRequest(id=writer.info.id), e.admin)
+        with client(e, writer.token) as cl, pytest.raises(AccessDeniedError, match="UNAUTHENTICATED"):
+            cl.put(b"after-revoke", b"1")
+    finally:
+        c.stop()
+
+
+def _router_address(e: Env, router_id: int) -> str:
+    return e.cluster.router_procs[router_id].address
+
+
+def meta_at(e: Env, router_id: int, method: str, request: Message, token: str | None) -> Any:
+    from tesserapb import meta_pb2_grpc
+
+    with tls.channel(_router_address(e, router_id), e.client_tls) as ch:
+        return getattr(meta_pb2_grpc.MetaStub(ch), method)(request, metadata=auth.call_metadata(token),
+                                                           timeout=RPC_TIMEOUT_S)
+
+
+def leader_at(e: Env, dead: int) -> int:
+    """The placement leader as a live router sees it (0: none yet)."""
+    alive = next(i for i in e.cluster.router_procs if i != dead)
+    return int(meta_at(e, alive, "GetRouters", meta_pb2.GetRoutersRequest(), e.admin).leader)
