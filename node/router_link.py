@@ -39,6 +39,7 @@ from common.keyspace import MAX_SPLIT_KEY_BYTES, strictly_inside
 from common.routers import RouterSet
 from common.wire.descriptors import descriptor_from_pb, descriptor_to_pb, epoch_to_pb
 from common.wire.errors import error_from_rpc, leader_hint
+from node.node_auth import NodeTokens
 from node.raftstore import RaftStore
 from node.replica import Replica
 from node.settings import HEARTBEAT_INTERVAL_S
@@ -99,6 +100,9 @@ class RouterLink:
         # partition's report is reused until one of those inputs changes (D26).
         self._quiet_reports: dict[int, tuple[tuple[object, ...], meta_pb2.PartitionStats, bytes]] = {}
         self.reports_built = 0
+        # The token table client calls are checked against, when the node runs --auth
+        # (node/node_auth.py); None: the node does not ask for it.
+        self.tokens: NodeTokens | None = None
 
     @property
     def router(self) -> str:
@@ -249,6 +253,8 @@ class RouterLink:
         req = meta_pb2.StoreHeartbeatRequest(
             store_id=self.store_id, address=self.address, addresses_digest=self._addresses_digest, zone=self.zone
         )
+        if self.tokens is not None:
+            req.tokens_version = self.tokens.version
         if full:
             req.partitions.extend(stats.values())
         else:
@@ -271,6 +277,8 @@ class RouterLink:
         for store_id, address in resp.store_addresses.items():
             self.addresses[store_id] = address
         self._addresses_digest = resp.addresses_digest
+        if self.tokens is not None and self.tokens.update(resp):
+            self.poke()  # tells placement at once that this node has the new token table
 
     async def _apply_operation(self, op: meta_pb2.Operation) -> None:
         kind = op.WhichOneof("kind")

@@ -24,10 +24,11 @@ from grpc_reflection.v1alpha import reflection
 
 from common import aio, logs
 from common import tls as tls_mod
+from common.auth import NEEDS_TLS
 from common.descriptor import Descriptor
 from common.metrics import MetricsServer, new_registry
 from common.wire.guard import RequestGuard
-from node import tcp_transport
+from node import node_auth, tcp_transport
 from node.admission import Admission
 from node.disk_full import reserve_in, watch_disk
 from node.fs import OS_FILES, Files
@@ -73,8 +74,13 @@ class Node:
         tls: tls_mod.TlsConfig | None = None,
         disk_reserve_bytes: int = 0,
         admission: AdmissionLimits | None = None,
+        auth: bool = False,
     ) -> None:
         self.store_id = store_id
+        # --auth: every client call needs a token (docs/auth.md); members pass by certificate.
+        # The token table is learned either way (node/node_auth.py).
+        self.auth = auth
+        self.tokens = node_auth.NodeTokens()
         self.tls = tls  # mutual TLS on every listener and dialer (docs/security.md); None: plaintext
         self.listen = listen
         self.advertise = advertise or listen
@@ -109,7 +115,11 @@ class Node:
         snap_dir = os.path.join(self.data_dir, "snapshots")
         # Listen first: while the WAL replays, health says NOT_SERVING and the KV and Raft
         # services answer UNAVAILABLE (node/late_services.py), rather than a refused connection.
-        self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[RequestGuard(log)])  # hostile input
+        if self.auth and self.tls is None:
+            raise ValueError(NEEDS_TLS)
+        # Who may call (node/node_auth.py, docs/auth.md) before what the request says (hostile input).
+        auth = node_auth.interceptors(self.tokens if self.auth else None, f"node {self.store_id}")
+        self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[*auth, RequestGuard(log)])
         self.port = tls_mod.add_port(self.server, self.listen, self.tls)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.listen}")
@@ -162,6 +172,7 @@ class Node:
             tls=self.tls,
         )
         self.link.max_key_bytes = self.limits.max_key_bytes  # split keys respect it (D21)
+        self.link.tokens = self.tokens
         tcp_overrides: dict[int, str] = {}
         if self.peer_addresses_file:
             with open(self.peer_addresses_file) as f:
@@ -315,6 +326,9 @@ async def serve(args: argparse.Namespace) -> int:
     except tls_mod.TlsConfigError as exc:
         print(f"tessera node: {exc}", file=sys.stderr)
         return 2
+    if getattr(args, "auth", False) and tls is None:
+        print(f"tessera node: {NEEDS_TLS}", file=sys.stderr)
+        return 2
     node = Node(
         args.store_id,
         args.listen,
@@ -340,6 +354,7 @@ async def serve(args: argparse.Namespace) -> int:
             snapshots_out=args.max_snapshots,
             snapshots_in=args.max_snapshots,
         ),
+        auth=getattr(args, "auth", False),
     )
     # Not "listening on": launchers wait for that line to know the node serves (see below).
     node.on_listening = lambda n: print(

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from common import aio, logs
 from common import tls as tls_mod
+from common.auth import NEEDS_TLS, Grant, valid_hash
 from common.keyspace import MAX_PRESPLIT
 from common.metrics import MetricsServer, new_registry, parse_listen
 from common.wire.guard import RequestGuard
@@ -107,6 +108,15 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
     except tls_mod.TlsConfigError as exc:
         print(f"tessera router: {exc}", file=sys.stderr)
         return 2
+    auth_on = bool(getattr(args, "auth", False))
+    admin_hash = getattr(args, "admin_token_hash", None)
+    if auth_on and tls is None:
+        print(f"tessera router: {NEEDS_TLS}", file=sys.stderr)
+        return 2
+    if admin_hash is not None and not valid_hash(admin_hash):
+        print("tessera router: --admin-token-hash must be the hex sha256 of the token (64 characters 0-9a-f)",
+              file=sys.stderr)
+        return 2
     try:
         placement = await Placement.open(
             args.data_dir,
@@ -124,11 +134,15 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
         print(f"tessera router: cannot open data dir {args.data_dir}: {exc}", file=sys.stderr)
         return 1
 
+    placement.bootstrap_token_hash = admin_hash
+    interceptors, auth_task = router_auth(placement, args.id) if auth_on else ([], None)
     # No SO_REUSEPORT: a second router on a taken port must fail, not share it.
     rpc_metrics = RpcMetrics()
-    # The metrics interceptor wraps the guard: a malformed request counts as INVALID_ARGUMENT.
+    # Outermost the metrics (a refused or malformed call counts with its code), then who may call
+    # (docs/auth.md), then what the request says (hostile input).
     server = grpc.aio.server(
-        options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)], interceptors=[rpc_metrics, RequestGuard(log)]
+        options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)],
+        interceptors=[rpc_metrics, *interceptors, RequestGuard(log)],
     )
     meta_pb2_grpc.add_MetaServicer_to_server(MetaService(placement), server)
     register_raft_transport(server, placement.group.service())
@@ -146,6 +160,8 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
         why = "address in use or invalid"
     if not port:
         print(f"tessera router: cannot listen on {args.listen}: {why}", file=sys.stderr)
+        if auth_task is not None:
+            auth_task.cancel()
         await proxy_client.close()
         await placement.close()
         return 1
@@ -191,6 +207,8 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
         log.info("shutting down")
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if auth_task is not None:
+            auth_task.cancel()
         await health_servicer.enter_graceful_shutdown()
         if metrics is not None:
             await metrics.close()
@@ -198,6 +216,28 @@ async def serve(args: argparse.Namespace, *, stop: asyncio.Event | None = None) 
         await proxy_client.close()
         await placement.close()
     return 0
+
+
+def router_auth(placement: Placement, router_id: int) -> tuple[list[grpc.aio.ServerInterceptor], asyncio.Task[None]]:
+    """--auth: every call is checked against this router's copy of the token table
+    (docs/auth.md); a task ends, once a second, the open streams of tokens since revoked."""
+    from common.auth_server import AuthInterceptor
+
+    def lookup(digest: str) -> Grant | None:
+        # Through placement.table each time: a snapshot from the leader replaces the table.
+        return placement.table.tokens.lookup(digest)
+
+    interceptor = AuthInterceptor(lookup, where=f"router {router_id}")
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(STREAM_SWEEP_S)
+            interceptor.refresh()
+
+    return [interceptor], asyncio.ensure_future(sweep())
+
+
+STREAM_SWEEP_S = 1.0  # a revoked token's open KV streams on a router end within this
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@ lives here: it is all in router.placement.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import zlib
@@ -16,13 +18,16 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 
+from common import auth
 from common.wire import errors as wire_errors
 from common.wire.descriptors import epoch_from_pb
 from router.placement import convert
 from router.placement.commands import (
+    CreateToken,
     PlacementError,
     RecordLeader,
     RegisterStore,
+    RevokeToken,
     SetStoreState,
     StoreHeartbeat,
     SubmitOperation,
@@ -31,11 +36,14 @@ from router.placement.group import NotLeaderError
 from router.placement.model import StoreState
 from router.placement.runtime import Placement
 from router.placement.table import PlacementTable
+from router.placement.tokens import TokenInfo
 from tesserapb import meta_pb2, meta_pb2_grpc
 
 log = logging.getLogger("tessera.router.meta")
 
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
+# How long CreateToken/RevokeToken wait for every up node to confirm the new token table.
+TOKENS_SPREAD_WAIT_S = 5.0
 
 
 async def _invalid(context: grpc.aio.ServicerContext, field: str, message: str) -> NoReturn:
@@ -72,6 +80,10 @@ class MetaService(meta_pb2_grpc.MetaServicer):
 
     def __init__(self, placement: Placement) -> None:
         self._placement = placement
+        # The token-table version each store last said it holds (leader-local, like heartbeat
+        # times), and an event set on every heartbeat, so token changes can wait for the nodes.
+        self._tokens_seen: dict[int, int] = {}
+        self._heard = asyncio.Event()
 
     @property
     def _table(self) -> PlacementTable:
@@ -145,6 +157,7 @@ class MetaService(meta_pb2_grpc.MetaServicer):
                 store_id = registered.store_id
                 registered_now = True
                 log.info("store %d registered at %s", store_id, request.address)
+            await self._placement.maybe_bootstrap_token()
             await self._placement.maybe_bootstrap()
             result = await self._placement.apply(
                 StoreHeartbeat(
@@ -164,13 +177,23 @@ class MetaService(meta_pb2_grpc.MetaServicer):
             await _invalid(context, exc.field, exc.message)
         book = {s.id: s.address for s in self._table.stores.values() if s.address}
         digest = addresses_digest(book)
-        return meta_pb2.StoreHeartbeatResponse(
+        response = meta_pb2.StoreHeartbeatResponse(
             store_id=store_id,
             operations=[convert.operation_to_pb(op) for op in result.operations],
             want_full=registered_now and request.delta,
             store_addresses=book if digest != request.addresses_digest else {},
             addresses_digest=digest,
         )
+        self._tokens_seen[store_id] = request.tokens_version
+        self._heard.set()
+        tokens = self._table.tokens.table
+        response.tokens_version = tokens.version
+        if request.tokens_version != tokens.version:  # the node's copy is stale: the whole table
+            response.tokens_changed = True
+            response.tokens.extend(
+                meta_pb2.TokenGrant(hash=h, id=g.token_id, role=g.role.label) for h, g in tokens.grants.items()
+            )
+        return response
 
     @_leader_only
     async def ReportLeader(
@@ -275,3 +298,73 @@ class MetaService(meta_pb2_grpc.MetaServicer):
                 for m in group.members()
             ],
         )
+
+    # -- tokens (docs/auth.md; the interceptor lets only admin tokens and members here) -----
+
+    @_leader_only
+    async def CreateToken(
+        self, request: meta_pb2.CreateTokenRequest, context: grpc.aio.ServicerContext
+    ) -> meta_pb2.CreateTokenResponse:
+        try:
+            auth.Role.parse(request.role)
+        except ValueError as exc:
+            await _invalid(context, "role", str(exc))
+        token = auth.new_token()  # made here, kept nowhere: only its hash is proposed
+        try:
+            result = await self._placement.apply(
+                CreateToken(auth.token_hash(token), request.role.lower(), self._placement.now_ms(), request.name)
+            )
+        except PlacementError as exc:
+            await _invalid(context, exc.field, exc.message)
+        info = self._table.tokens.tokens[result.token_id]
+        log.info("token %d created (role %s%s)", info.id, info.role, f", {info.name!r}" if info.name else "")
+        behind = await self._spread_tokens()
+        return meta_pb2.CreateTokenResponse(info=_token_to_pb(info), token=token, stores_behind=behind)
+
+    @_leader_only
+    async def RevokeToken(
+        self, request: meta_pb2.RevokeTokenRequest, context: grpc.aio.ServicerContext
+    ) -> meta_pb2.RevokeTokenResponse:
+        try:
+            await self._placement.apply(RevokeToken(request.id, self._placement.now_ms()))
+        except PlacementError as exc:
+            await _invalid(context, exc.field, exc.message)
+        log.info("token %d revoked", request.id)
+        behind = await self._spread_tokens()
+        return meta_pb2.RevokeTokenResponse(info=_token_to_pb(self._table.tokens.tokens[request.id]),
+                                            stores_behind=behind)
+
+    async def _spread_tokens(self, timeout: float = TOKENS_SPREAD_WAIT_S) -> list[int]:
+        """Make every node heartbeat now (the answer carries the new token table; the node
+        heartbeats again at once to confirm it) and wait until every up store has confirmed the
+        current version, for at most ``timeout``; the up stores that have not."""
+        version = self._table.tokens.version
+        self._placement.watchers.wake(list(self._table.stores))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            now = self._placement.now_ms()
+            up = self._table.up_stores(now, self._placement.down_after_ms)
+            behind = [s for s in up if self._tokens_seen.get(s, 0) < version]
+            left = deadline - loop.time()
+            if not behind or left <= 0:
+                if behind:
+                    log.warning("token table version %d not confirmed by stores %s after %.0f s", version, behind,
+                                timeout)
+                return behind
+            self._heard.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heard.wait(), min(left, 0.5))
+
+    @_leader_only
+    async def ListTokens(
+        self, request: meta_pb2.ListTokensRequest, context: grpc.aio.ServicerContext
+    ) -> meta_pb2.ListTokensResponse:
+        await self._placement.read_barrier()
+        book = self._table.tokens.tokens
+        return meta_pb2.ListTokensResponse(tokens=[_token_to_pb(book[i]) for i in sorted(book)])
+
+
+def _token_to_pb(info: TokenInfo) -> meta_pb2.TokenInfo:
+    return meta_pb2.TokenInfo(id=info.id, role=info.role, created_ms=info.created_ms, revoked=info.revoked,
+                              revoked_ms=info.revoked_ms, name=info.name)

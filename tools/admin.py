@@ -26,6 +26,7 @@ from typing import Any
 
 import grpc
 
+from common import auth
 from common import tls as tls_mod
 from common.routers import parse_router_addresses
 from common.wire.errors import leader_hint
@@ -33,6 +34,7 @@ from router.client.channels import ChannelPool
 from router.client.errors import RpcFailure, failure_from_rpc_error
 from router.client.meta import GrpcMeta
 from tesserapb import meta_pb2, meta_pb2_grpc
+from tools.admin_tokens import cmd_token
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -184,7 +186,7 @@ class Admin:
         """One call to one router, wherever the leader is (``routers`` asks the leader itself)."""
         stub = meta_pb2_grpc.MetaStub(self.pool.get(address))
         try:
-            return await getattr(stub, method)(request, timeout=RPC_TIMEOUT_S)
+            return await getattr(stub, method)(request, timeout=RPC_TIMEOUT_S, metadata=self.pool.metadata)
         except grpc.RpcError as exc:
             raise failure_from_rpc_error(exc, address, source="router") from None
 
@@ -499,6 +501,7 @@ COMMANDS: dict[str, Callable[[Admin, argparse.Namespace], Awaitable[int]]] = {
     "routers": cmd_routers,
     "drain": cmd_drain,
     "remove-store": cmd_remove_store,
+    "token": cmd_token,
 }
 
 
@@ -518,7 +521,12 @@ async def _main(args: argparse.Namespace) -> int:
     except tls_mod.TlsConfigError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    pool = ChannelPool(tls)
+    token = auth.token_from(getattr(args, "token", None), os.environ)
+    if token and tls is None:
+        print(f"{name}: --token needs TLS: give --ca, --cert and --key (or $TESSERA_CA, $TESSERA_CERT, "
+              "$TESSERA_KEY) too", file=sys.stderr)
+        return EXIT_USAGE
+    pool = ChannelPool(tls, token)
     try:
         admin = Admin(GrpcMeta(addresses, pool), pool, args.json)
         return await COMMANDS[args.admin_command](admin, args)
@@ -526,6 +534,9 @@ async def _main(args: argparse.Namespace) -> int:
         print(f"{name}: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except RpcFailure as f:
+        if f.code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            print(f"{name}: {auth.refusal_text(f.code.name, f.message, token is not None)}", file=sys.stderr)
+            return EXIT_REFUSED
         print(f"{name}: cannot reach the placement service at {args.router}: {f.describe()}"
               f"{tls_mod.mismatch_hint(f.describe(), tls is not None)}", file=sys.stderr)
         return EXIT_REFUSED

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 # second time. Those modules import nothing heavy, so reading them at parse time keeps
 # `tessera --help` free of gRPC, LMDB and asyncio.
 from common import logs
+from common.auth import ROLE_NAMES, TOKEN_ENV
 from common.tls import CA_ENV, CERT_ENV, KEY_ENV
 from node.settings import DISK_RESERVE_MB, HEARTBEAT_INTERVAL_S, AdmissionLimits, Limits, RaftSettings
 from router.placement.config import MAX_GROUP_MEMBERS, GroupSettings, PlacementConfig
@@ -118,6 +119,19 @@ def _client_tls(args: argparse.Namespace, name: str) -> TlsConfig | None:
         return from_args(args, os.environ)
     except TlsConfigError as exc:
         raise _UsageError(f"{name}: {exc}") from None
+
+
+def _add_token_option(parser: argparse.ArgumentParser) -> None:
+    """--token: the bearer token of a cluster run with --auth (docs/auth.md), into args.token;
+    falls back to $TESSERA_TOKEN. SUPPRESS at every level, as --router."""
+    parser.add_argument("--token", metavar="TOKEN", default=argparse.SUPPRESS,
+                        help=f"bearer token for a cluster run with --auth (default: ${TOKEN_ENV})")
+
+
+def _add_auth_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--auth", action="store_true",
+                        help="require a token with the right role on every client call (docs/auth.md); "
+                             "members pass by their certificate, so it needs --ca, --cert and --key")
 
 
 class _UsageError(Exception):
@@ -341,6 +355,7 @@ def _build_node(commands) -> None:
                         "puts two replicas of a partition in one zone while enough zones are up "
                         "(default: none, the node is a domain of its own)")
     _add_tls_options(p, server=True)
+    _add_auth_option(p)
     _add_log_level_option(p)
     _add_metrics_option(p, "node")
     p.add_argument("--tick-ms", type=_positive_int, metavar="MS", default=round(_RAFT.tick_s * 1000),
@@ -433,6 +448,10 @@ def _build_router(commands) -> None:
                    default=_PLACEMENT.store_down_after_s,
                    help="a node silent this long is reported down (default: %(default)g)")
     _add_tls_options(p, server=True)
+    _add_auth_option(p)
+    p.add_argument("--admin-token-hash", metavar="SHA256", default=None,
+                   help="with --auth: the hex sha256 of a bootstrap admin token, added once to a cluster "
+                        "that never had one (cluster up --auth makes the token and passes its hash)")
     _add_log_level_option(p)
     _add_metrics_option(p, "router")
     p.set_defaults(handler=_router, command_name="router")
@@ -479,6 +498,9 @@ def _build_cluster(commands) -> None:
                     help="mutual TLS on every connection: makes a CA and a certificate per process in "
                          "DATA_DIR/tls (kept for the next start) and prints how clients use them "
                          "(default: plaintext, for local development)")
+    up.add_argument("--auth", action="store_true",
+                    help="every client call needs a bearer token (docs/auth.md); turns --tls on too, and "
+                         "prints a bootstrap admin token on the cluster's first start (only then)")
     _add_log_level_option(up, ", here and by every process it starts")
     up.set_defaults(handler=_cluster_up, command_name="cluster up")
 
@@ -496,6 +518,7 @@ def _build_kv(commands) -> None:
     )
     _add_router_option(p)
     _add_tls_options(p)
+    _add_token_option(p)
     _add_timeout_option(p)
     sub = p.add_subparsers(dest="kv_command", metavar="SUBCOMMAND", title="subcommands")
     sub.required = True
@@ -519,6 +542,7 @@ def _build_kv(commands) -> None:
                      help="the value as UTF-8 text; omitted or '-': read it from stdin")
     _add_router_option(put)
     _add_tls_options(put)
+    _add_token_option(put)
     _add_timeout_option(put)
     put.set_defaults(handler=_kv, command_name="kv put")
 
@@ -537,6 +561,7 @@ def _build_kv(commands) -> None:
                           "(default: the server's bound)")
     _add_router_option(get)
     _add_tls_options(get)
+    _add_token_option(get)
     _add_timeout_option(get)
     get.set_defaults(handler=_kv, command_name="kv get")
 
@@ -544,6 +569,7 @@ def _build_kv(commands) -> None:
     delete.add_argument("key", metavar="KEY")
     _add_router_option(delete)
     _add_tls_options(delete)
+    _add_token_option(delete)
     _add_timeout_option(delete)
     delete.set_defaults(handler=_kv, command_name="kv delete")
 
@@ -564,6 +590,7 @@ def _build_kv(commands) -> None:
                       default="lease", help="read consistency (default: %(default)s)")
     _add_router_option(scan)
     _add_tls_options(scan)
+    _add_token_option(scan)
     _add_timeout_option(scan)
     scan.set_defaults(handler=_kv, command_name="kv scan")
 
@@ -583,6 +610,7 @@ def _build_admin(commands) -> None:
     )
     _add_router_option(p)
     _add_tls_options(p)
+    _add_token_option(p)
     _add_json_option(p)
     sub = p.add_subparsers(dest="admin_command", metavar="SUBCOMMAND", title="subcommands")
     sub.required = True
@@ -595,6 +623,7 @@ def _build_admin(commands) -> None:
             q.add_argument(arg_name, **kwargs)
         _add_router_option(q)
         _add_tls_options(q, key_flag=name != "partition")
+        _add_token_option(q)
         _add_json_option(q)
         if changes:
             q.add_argument("--no-wait", action="store_true", help="queue the operation and return at once")
@@ -624,6 +653,13 @@ def _build_admin(commands) -> None:
     leaf("remove-store", "mark STORE removed for good (refused while it still holds replicas: drain it first, "
          "or wait for a dead store's repair)", (store,))
     leaf("routers", "show the placement group: members, leader, term, applied index", ())
+    tok = leaf("token", "bearer tokens (docs/auth.md): 'token create --role R' prints a new token once, "
+               "'token list' shows ids and roles (never a secret), 'token revoke ID'",
+               (("token_action", {"metavar": "ACTION", "choices": ("create", "list", "revoke"),
+                                  "help": "create, list or revoke"}),
+                ("token_id", {"metavar": "ID", "type": _positive_int, "nargs": "?", "help": "revoke: the token's id"})))
+    tok.add_argument("--role", choices=ROLE_NAMES, help="create: the token's role")
+    tok.add_argument("--name", metavar="TEXT", help="create: a label (who or what the token is for; not secret)")
 
 
 def _build_bench(commands) -> None:
@@ -684,8 +720,12 @@ def _build_bench(commands) -> None:
     p.add_argument("--tls", action="store_true",
                    help="with --local: the Tessera cluster runs mutual TLS (as 'cluster up --tls'), "
                         "the client too (a running cluster: --ca, --cert, --key instead)")
+    p.add_argument("--auth", action="store_true",
+                   help="with --local: the Tessera cluster runs --auth (and so TLS), the client uses the "
+                        "bootstrap admin token (a running cluster: --token instead)")
     _add_router_option(p)
     _add_tls_options(p)
+    _add_token_option(p)
     _add_log_level_option(p, ", here and (with --local) by every process it starts")
     p.set_defaults(handler=_bench, command_name="bench")
 
@@ -832,7 +872,15 @@ def _router(args: argparse.Namespace) -> int:
 
 def _kv(args: argparse.Namespace) -> int:
     """tessera kv put|get|delete|scan through the blocking client library."""
-    from router.client import Client, DeadlineExceeded, InvalidArgumentError, RouterUnavailableError, TesseraError
+    from common.auth import refusal_text, token_from
+    from router.client import (
+        AccessDeniedError,
+        Client,
+        DeadlineExceeded,
+        InvalidArgumentError,
+        RouterUnavailableError,
+        TesseraError,
+    )
 
     name = f"tessera {args.command_name}"
     timeout = getattr(args, "timeout", None) or DEFAULT_KV_TIMEOUT
@@ -841,8 +889,13 @@ def _kv(args: argparse.Namespace) -> int:
     except _UsageError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
+    token = token_from(getattr(args, "token", None), os.environ)
+    if token and tls is None:
+        print(f"{name}: --token needs TLS: give --ca, --cert and --key (or ${CA_ENV}, ${CERT_ENV}, ${KEY_ENV}) too",
+              file=sys.stderr)
+        return EXIT_USAGE
     try:
-        client = Client(args.router, deadline_s=timeout, tls=tls)
+        client = Client(args.router, deadline_s=timeout, tls=tls, token=token)
     except ValueError as exc:
         print(f"{name}: bad --router {args.router!r}: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -852,6 +905,10 @@ def _kv(args: argparse.Namespace) -> int:
     except InvalidArgumentError as exc:
         print(f"{name}: invalid argument: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except AccessDeniedError as exc:
+        code = exc.code.name if exc.code is not None else "UNAUTHENTICATED"
+        print(f"{name}: {refusal_text(code, exc.message, token is not None)}", file=sys.stderr)
+        return 1
     except RouterUnavailableError as exc:
         if exc.unreachable:
             print(f"{name}: cannot reach the router at {args.router}: {exc.last_error}"

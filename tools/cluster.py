@@ -52,6 +52,8 @@ if TYPE_CHECKING:  # tools.certs (and cryptography) is imported only by a cluste
 _LISTENING = re.compile(rb"listening on (\S+:\d+)")
 _PEERS_AT = re.compile(rb"takes Raft peers at (\S+:\d+)")  # a node's TCP batch listener (D23)
 _METRICS_AT = re.compile(rb"serves metrics at (http://\S+)")  # its --metrics-listen, when it has one
+AUTH_DIR = "auth"  # under a cluster's data dir: the bootstrap admin token's sha256
+ADMIN_HASH_FILE = "bootstrap-admin.sha256"
 _PLACEMENT = PlacementConfig()  # the router's defaults are the cluster's
 _TAIL_LINES = 40  # of a child's output kept in memory for error messages
 _LAST_WORDS = 3  # of those, how many an error message quotes
@@ -122,9 +124,19 @@ class Cluster:
     tls: bool = False  # mutual TLS everywhere, certificates in ROOT/tls (see the module docstring)
     certs: ClusterCerts | None = field(default=None, init=False, repr=False)  # made by start() with tls
     client_tls: tls_mod.TlsConfig | None = field(default=None, init=False, repr=False)  # the launcher's own
+    # Tokens on every client call (cluster up --auth, docs/auth.md); turns tls on. The
+    # launcher's own calls use router 1's member certificate, so they need no token.
+    auth: bool = False
+    # The bootstrap admin token, when this start made it (the cluster's first start with auth);
+    # None otherwise: it is shown once and kept nowhere but in the routers' table, as a hash.
+    admin_token: str | None = field(default=None, init=False, repr=False)
     router: Proc | None = None  # router 1, where a single address is wanted
     router_procs: dict[int, Proc] = field(default_factory=dict)
     node_procs: dict[int, Proc] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.auth:
+            self.tls = True  # members are known by their certificates (docs/auth.md)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -139,6 +151,8 @@ class Cluster:
         os.makedirs(os.path.join(self.root, "logs"), exist_ok=True)
         if self.tls:
             self._make_certs(range(1, self.nodes + 1))
+        if self.auth:
+            self._ensure_admin_token()
         ports = self._router_ports()
         for i in range(1, self.routers + 1):
             name = "router" if i == 1 else f"router{i}"
@@ -160,7 +174,29 @@ class Cluster:
         from tools.certs import TLS_DIR, ensure_cluster_certs
 
         self.certs = ensure_cluster_certs(os.path.join(self.root, TLS_DIR), nodes, range(1, self.routers + 1))
-        self.client_tls = tls_mod.TlsConfig.load(self.certs.ca, self.certs.client.cert, self.certs.client.key)
+        own = self.certs.routers[1] if self.auth else self.certs.client
+        self.client_tls = tls_mod.TlsConfig.load(self.certs.ca, own.cert, own.key)
+
+    def _ensure_admin_token(self) -> None:
+        """The bootstrap admin token's hash in ROOT/auth (kept for restarts; never the token)."""
+        from common.auth import new_token, token_hash
+
+        directory = os.path.join(self.root, AUTH_DIR)
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, ADMIN_HASH_FILE)
+        if not os.path.exists(path):
+            token = new_token()
+            with open(path + ".tmp", "w") as f:
+                f.write(token_hash(token) + "\n")
+            os.replace(path + ".tmp", path)
+            self.admin_token = token
+        with open(path) as f:
+            self._admin_hash = f.read().strip()
+
+    def _auth_args(self, router: bool) -> list[str]:
+        if not self.auth:
+            return []
+        return ["--auth", "--admin-token-hash", self._admin_hash] if router else ["--auth"]
 
     @property
     def tls_files(self) -> tuple[str, str, str] | None:
@@ -210,6 +246,7 @@ class Cluster:
             *(["--metrics-listen", "127.0.0.1:0"] if self.metrics else []),
             *(["--schedule-interval", str(self.schedule_interval)] if self.schedule_interval is not None else []),
             *self._tls_args(self.certs.routers.get(i) if self.certs else None),
+            *self._auth_args(router=True),
             *self.extra_router_args,
         ]
 
@@ -226,6 +263,7 @@ class Cluster:
             *(["--metrics-listen", "127.0.0.1:0"] if self.metrics else []),
             *(["--zone", self.zone_of(i)] if self.zones else []),
             *self._tls_args(self.certs.nodes.get(i) if self.certs else None),
+            *self._auth_args(router=False),
             *self.extra_node_args,
             *(self.node_args(i) if self.node_args is not None else []),
         ]

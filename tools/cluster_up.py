@@ -19,12 +19,14 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level, routers=args.routers, split_size=args.split_size, zones=args.zones, metrics=True,
         log_format=args.log_format,
         extra_router_args=["--schedule-interval", str(args.schedule_interval), "--max-moves", str(args.max_moves)],
-        tls=args.tls,
+        tls=args.tls, auth=getattr(args, "auth", False),
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    if not args.tls:
+    if cluster.auth and not args.tls:
+        print("--auth turns on --tls too: members are known by their certificates (docs/auth.md)", flush=True)
+    if not cluster.tls:
         print(f"{PLAINTEXT_WARNING}; --tls makes certificates and secures the cluster", flush=True)
     try:
         cluster.start()
@@ -44,6 +46,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"  tls: mutual TLS, CA and certificates in {os.path.dirname(ca)}; clients need\n"
               f"       export TESSERA_CA={ca} TESSERA_CERT={cert} TESSERA_KEY={key}\n"
               "       (or --ca, --cert, --key)", flush=True)
+    if cluster.admin_token is not None:
+        print(f"  auth: every client call needs a token. The bootstrap admin token, shown this once:\n"
+              f"       export TESSERA_TOKEN={cluster.admin_token}\n"
+              "       (or --token; 'tessera admin token create --role read|write|admin' makes more)", flush=True)
+    elif cluster.auth:
+        print("  auth: every client call needs a token (--token or $TESSERA_TOKEN); the bootstrap admin token "
+              "was printed at this cluster's first start", flush=True)
     print(
         f"  try: tessera kv put hello world --router {routers}\n"
         f"       tessera kv get hello --router {routers}\n"

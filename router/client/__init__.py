@@ -16,6 +16,7 @@ See docs/decisions.md D13.
 from common.backoff import BackoffPolicy
 from router.client.async_client import AsyncClient
 from router.client.errors import (
+    AccessDeniedError,
     ClientClosedError,
     CrossPartitionBatchError,
     DeadlineExceeded,
@@ -28,6 +29,7 @@ from router.client.sync_client import Client
 from router.client.types import Cas, CasResult, Delete, KeyValue, Put, ScanPage, Versioned, WriteResult
 
 __all__ = [
+    "AccessDeniedError",
     "AsyncClient",
     "BackoffPolicy",
     "Cas",

@@ -106,6 +106,7 @@ class AsyncClient:
     tls: mutual TLS to routers and nodes (``common.tls.TlsConfig.load(ca, cert, key)``, or
         ``common.tls.from_environment()`` for $TESSERA_CA/$TESSERA_CERT/$TESSERA_KEY); None:
         plaintext.
+    token: a bearer token sent on every call (a cluster run with --auth; docs/auth.md); needs tls.
     """
 
     def __init__(
@@ -122,12 +123,13 @@ class AsyncClient:
         scan_page_size: int = 1000,
         suspect_s: float = 1.0,
         tls: TlsConfig | None = None,
+        token: str | None = None,
     ) -> None:
         if deadline_s <= 0 or attempt_timeout_s <= 0:
             raise ValueError("deadline_s and attempt_timeout_s must be > 0")
         if scan_page_size < 1:
             raise ValueError("scan_page_size must be >= 1")
-        self._pool = ChannelPool(tls)
+        self._pool = ChannelPool(tls, token)
         if meta is None:
             if router_addr is None:
                 raise ValueError("give router_addr or meta")

@@ -87,6 +87,12 @@ class ServerError(TesseraError):
         self.code = code
 
 
+class AccessDeniedError(ServerError):
+    """The cluster refused the call's credentials (docs/auth.md): UNAUTHENTICATED (no token,
+    a malformed, unknown or revoked one) or PERMISSION_DENIED (the token's role is too low).
+    Never retried; nothing was changed."""
+
+
 class ClientClosedError(TesseraError):
     """The client was closed."""
 

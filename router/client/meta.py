@@ -58,7 +58,7 @@ class GrpcMeta:
             address = self._routers.current
             stub = meta_pb2_grpc.MetaStub(self._pool.get(address))
             try:
-                return await getattr(stub, method)(request, timeout=timeout)
+                return await getattr(stub, method)(request, timeout=timeout, metadata=self._pool.metadata)
             except grpc.RpcError as exc:
                 last = failure_from_rpc_error(exc, address, source="router")
             if not self._routers.failed(last.code, leader_hint(last.error)):

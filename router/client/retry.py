@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from router.client.errors import RpcFailure, ServerError, TesseraError, invalid_argument_from
+from router.client.errors import AccessDeniedError, RpcFailure, ServerError, TesseraError, invalid_argument_from
 from tesserapb import errors_pb2, meta_pb2
 
 
@@ -61,6 +61,9 @@ _CONNECTION_CODES = frozenset(
 _STREAM_BREAK_CODES = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
 
 
+_ACCESS_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+
+
 def classify(failure: RpcFailure) -> Decision:
     error = failure.error
     if error is not None:
@@ -71,6 +74,8 @@ def classify(failure: RpcFailure) -> Decision:
         return Decision(final=invalid_argument_from(failure))
     if failure.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return Decision(backoff=True)
+    if failure.code in _ACCESS_CODES:
+        return Decision(final=AccessDeniedError(failure.describe(), failure.code))
     if failure.code in _CONNECTION_CODES or (failure.source == "stream" and failure.code in _STREAM_BREAK_CODES):
         if failure.source == "router":
             return Decision(backoff=True, refresh=True)

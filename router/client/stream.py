@@ -28,8 +28,11 @@ _KVStream: TypeAlias = "grpc.aio.StreamStreamCall[kv_pb2.StreamRequest, kv_pb2.S
 
 
 class NodeStream:
-    def __init__(self, address: str, channel: grpc.aio.Channel) -> None:
+    def __init__(
+        self, address: str, channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...] | None = None
+    ) -> None:
         self.address = address
+        self._metadata = metadata  # the bearer token, when the client has one (docs/auth.md)
         self._stub = kv_pb2_grpc.KVStub(channel)
         self._call: _KVStream | None = None
         self._tasks: tuple[asyncio.Task[None], ...] = ()
@@ -70,7 +73,7 @@ class NodeStream:
         return getattr(item, kind)
 
     def _open(self) -> None:
-        call = self._stub.Stream()
+        call = self._stub.Stream(metadata=self._metadata)
         self._call = call
         self._tasks = (
             asyncio.ensure_future(self._send_loop(call)),
@@ -185,7 +188,7 @@ class StreamTransport:
     def stream(self, address: str) -> NodeStream:
         s = self._streams.get(address)
         if s is None:
-            s = self._streams[address] = NodeStream(address, self._pool.get(address))
+            s = self._streams[address] = NodeStream(address, self._pool.get(address), self._pool.metadata)
         return s
 
     async def send(self, address: str, kind: str, request: Message, timeout: float) -> Message:

@@ -49,7 +49,7 @@ class UnaryTransport:
         if stub is None:
             stub = self._stubs[address] = kv_pb2_grpc.KVStub(self._pool.get(address))
         try:
-            return await getattr(stub, UNARY_METHODS[kind])(request, timeout=timeout)
+            return await getattr(stub, UNARY_METHODS[kind])(request, timeout=timeout, metadata=self._pool.metadata)
         except grpc.RpcError as exc:
             raise failure_from_rpc_error(exc, address) from None
 

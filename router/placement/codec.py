@@ -15,7 +15,7 @@ from enum import IntEnum
 from typing import Any
 
 from common import descriptor
-from router.placement import commands, model
+from router.placement import commands, model, tokens
 from router.placement.table import PlacementTable
 
 FORMAT = 1
@@ -48,6 +48,9 @@ _TYPES: dict[str, type] = {
         commands.Bootstrap,
         commands.SubmitOperation,
         commands.SetStoreState,
+        commands.CreateToken,
+        commands.RevokeToken,
+        tokens.TokenInfo,
     )
 }
 _COMMANDS = (
@@ -58,6 +61,8 @@ _COMMANDS = (
     commands.Bootstrap,
     commands.SubmitOperation,
     commands.SetStoreState,
+    commands.CreateToken,
+    commands.RevokeToken,
 )
 _ENUMS: dict[str, type[IntEnum]] = {e.__name__: e for e in (model.StoreState, descriptor.Role)}
 # Fields added after format 1, written only when they differ from their default, so a table
@@ -143,8 +148,10 @@ def table_to_json(table: PlacementTable) -> bytes:
 
 
 def table_to_doc(table: PlacementTable) -> dict[str, Any]:
-    """The whole table as a JSON-ready document (a placement.json of format 1)."""
-    return {
+    """The whole table as a JSON-ready document (a placement.json of format 1). The token
+    book is written only once it holds something, so a table without tokens encodes exactly
+    as before tokens existed."""
+    doc = {
         "format": FORMAT,
         "next_store_id": table.next_store_id,
         "next_partition_id": table.next_partition_id,
@@ -155,6 +162,9 @@ def table_to_doc(table: PlacementTable) -> dict[str, Any]:
         "partitions": [to_json_value(p) for p in table.partitions.values()],
         "operations": [to_json_value(op) for op in table.operations.values()],
     }
+    if not table.tokens.is_default():
+        doc["tokens"] = table.tokens.to_doc(to_json_value)
+    return doc
 
 
 def table_from_json(data: bytes, **table_kwargs: Any) -> PlacementTable:
@@ -186,6 +196,8 @@ def table_from_doc(doc: Any, **table_kwargs: Any) -> PlacementTable:
             op.last_sent_ms = 0  # delivery bookkeeping is not state worth keeping
             op.last_sent_to = 0
             table.operations[op.id] = op
+        if "tokens" in doc:
+            table.tokens.load_doc(doc["tokens"], from_json_value)
     except (KeyError, TypeError, ValueError) as exc:
         raise CodecError(f"malformed placement file: {exc!r}") from None
     table.rebuild_index()

@@ -93,6 +93,27 @@ class SetStoreState:
     state: StoreState
 
 
+@dataclass(frozen=True, slots=True)
+class CreateToken:
+    """Add a bearer token (its sha256 only; router/placement/tokens.py). ``bootstrap``: the
+    cluster's first admin token (cluster up --auth), added at most once per cluster."""
+
+    token_hash: str
+    role: str
+    now_ms: int = 0
+    name: str = ""
+    bootstrap: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeToken:
+    """Revoke a token by id; it stops working on routers at once and on nodes at their next
+    token-table update (docs/auth.md)."""
+
+    token_id: int
+    now_ms: int = 0
+
+
 Command = (
     RegisterStore
     | StoreHeartbeat
@@ -101,6 +122,8 @@ Command = (
     | Bootstrap
     | SubmitOperation
     | SetStoreState
+    | CreateToken
+    | RevokeToken
 )
 
 
@@ -122,6 +145,8 @@ class Applied:
     operations: tuple[PendingOperation, ...] = ()
     # SubmitOperation: the queued operation's id.
     operation_id: int = 0
+    # CreateToken / RevokeToken: the token's id.
+    token_id: int = 0
 
 
 class PlacementError(ValueError):

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from common.tls import TlsConfig
-from router.placement.commands import Applied, Bootstrap, Command, PlacementError, SubmitOperation
+from router.placement.commands import Applied, Bootstrap, Command, CreateToken, PlacementError, SubmitOperation
 from router.placement.config import GroupSettings, PlacementConfig
 from router.placement.group import GroupFailed, NotLeaderError, PlacementGroup
 from router.placement.model import AddReplica, RemoveReplica, Split, StoreInfo, StoreState, TransferLeader
@@ -51,6 +51,8 @@ class Placement:
         # Operations submitted here (by the scheduler, a split or an admin), by kind and result
         # ("queued", "refused", "not_leader", "failed"): router/metrics.py exports them.
         self.submitted: dict[tuple[str, str], int] = {}
+        # --admin-token-hash: the bootstrap admin token's sha256, added once per cluster (docs/auth.md).
+        self.bootstrap_token_hash: str | None = None
 
     @classmethod
     async def open(
@@ -137,6 +139,20 @@ class Placement:
         result = await self.apply(Bootstrap(self.config.partitions, self.config.replicas, tuple(up), now))
         log.info("bootstrapped %d partitions x %d replicas on stores %s",
                  self.config.partitions, self.config.replicas, up)
+        return result
+
+    async def maybe_bootstrap_token(self) -> Applied | None:
+        """Add the bootstrap admin token (--admin-token-hash) if this cluster never had one
+        (leader; called with every heartbeat, so it is there once the nodes are)."""
+        digest = self.bootstrap_token_hash
+        if digest is None or self.table.tokens.bootstrapped or not self.group.is_leader:
+            return None
+        try:
+            result = await self.apply(CreateToken(digest, "admin", self.now_ms(), "bootstrap", bootstrap=True))
+        except PlacementError as exc:  # another call added it meanwhile
+            log.info("bootstrap admin token not added: %s", exc)
+            return None
+        log.info("bootstrap admin token added (token %d)", result.token_id)
         return result
 
     async def maybe_split(self) -> list[int]:

@@ -18,9 +18,11 @@ from router.placement.commands import (
     Applied,
     Bootstrap,
     Command,
+    CreateToken,
     PlacementError,
     RecordLeader,
     RegisterStore,
+    RevokeToken,
     SetStoreState,
     StoreHeartbeat,
     SubmitOperation,
@@ -41,6 +43,7 @@ from router.placement.model import (
     StoreState,
     TransferLeader,
 )
+from router.placement.tokens import TokenBook
 
 BOOTSTRAP_EPOCH = Epoch(conf_ver=1, version=1)
 # A leader-addressed operation is handed out again after this long without completing (the
@@ -76,6 +79,8 @@ class PlacementTable:
         self.next_replica_id = 1
         self.next_operation_id = 1
         self.bootstrapped = False
+        # Bearer tokens (docs/auth.md): changed only by CreateToken and RevokeToken.
+        self.tokens = TokenBook()
         # Lookup index by range start (rebuilt when a range changes, which is rare).
         self._starts: list[bytes] = []
         self._start_ids: list[int] = []
@@ -141,6 +146,8 @@ class PlacementTable:
                 return self._apply_submit(cmd)
             case SetStoreState():
                 return self._apply_set_store_state(cmd)
+            case CreateToken() | RevokeToken():
+                return self.tokens.apply(cmd)
         raise TypeError(f"not a placement command: {cmd!r}")
 
     def _apply_register(self, cmd: RegisterStore) -> Applied:

@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 from common import aio
+from common.auth import token_from
 from common.tls import TlsConfigError, from_args
 from router.placement.config import PlacementConfig
 from tools.bench import failover, live, procs, report
@@ -68,6 +69,9 @@ def check_args(args: argparse.Namespace) -> Target:
         raise UsageError(str(exc)) from exc
     if getattr(args, "tls", False) and target.kind != "tessera":
         raise UsageError("--tls applies to a local Tessera cluster only")
+    if getattr(args, "auth", False) and (not args.local or target.kind != "tessera"):
+        raise UsageError("--auth needs --local and a Tessera target (it starts the cluster with --auth); for a "
+                         "running cluster give --token")
     return target
 
 
@@ -87,6 +91,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         target = check_args(args)
         tls = client_tls_files(args)
+        token = None if args.local else token_from(getattr(args, "token", None), os.environ)
+        if token and tls is None:
+            raise UsageError("--token needs TLS: give --ca, --cert and --key too")
     except UsageError as exc:
         print(f"tessera bench: {exc}", file=sys.stderr)
         return 2
@@ -106,10 +113,12 @@ def main(args: argparse.Namespace) -> int:
             if target.kind == "tessera":
                 partitions = partitions or PlacementConfig().partitions
             log.info("starting a local %s cluster", target.kind)
-            local = start_local(target.kind, partitions or 1, args.log_level, tls=getattr(args, "tls", False))
+            local = start_local(target.kind, partitions or 1, args.log_level, tls=getattr(args, "tls", False),
+                                auth=getattr(args, "auth", False))
             target = parse_target(local.target)
             tls = getattr(local, "tls_files", None)
-        result = _measure(args, target, local, partitions, tls)
+            token = getattr(local, "token", None)
+        result = _measure(args, target, local, partitions, tls, token)
     except MissingSupport as exc:
         print(f"tessera bench: {exc}", file=sys.stderr)
         return 1
@@ -132,6 +141,7 @@ def main(args: argparse.Namespace) -> int:
 def _measure(
     args: argparse.Namespace, target: Target, local: LocalTarget | None, partitions: int | None,
     tls: tuple[str, str, str] | None,
+    token: str | None = None,
 ) -> dict:
     spec = LoadSpec(
         target=str(target),
@@ -145,8 +155,9 @@ def _measure(
         distribution=args.distribution,
         timeout=REQUEST_TIMEOUT_S,
         tls=tls,
+        token=token,
     )
-    extra: dict[str, Any] = {"tls": tls is not None}
+    extra: dict[str, Any] = {"tls": tls is not None, "auth": token is not None}
     if args.failover:
         assert local is not None
         spec = failover.failover_spec(spec)
@@ -172,7 +183,7 @@ def _measure(
 
 async def _preload(spec: LoadSpec) -> None:
     """Write all ``spec.keys`` keys once (with a progress bar on a terminal)."""
-    driver = make_driver(parse_target(spec.target), deadline_s=spec.timeout, tls=spec.tls)
+    driver = make_driver(parse_target(spec.target), deadline_s=spec.timeout, tls=spec.tls, token=spec.token)
     try:
         with live.preload_bar(spec.keys) as advance:
             await preload(driver, spec.keys, spec.value_size, PRELOAD_CONCURRENCY, spec.timeout, advance)

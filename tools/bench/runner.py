@@ -48,6 +48,7 @@ class LoadSpec:
     seed: int = 1
     first_worker: int = 0  # global index of this process's first worker (distinct random streams)
     tls: tuple[str, str, str] | None = None  # (ca, cert, key) files: mutual TLS to a Tessera target
+    token: str | None = None  # bearer token for a Tessera cluster run with --auth (docs/auth.md)
 
 
 @dataclass

@@ -53,7 +53,9 @@ def parse_target(text: str) -> Target:
     return Target(kind, addresses)
 
 
-def make_driver(target: Target, deadline_s: float = 10.0, tls: tuple[str, str, str] | None = None) -> Driver:
+def make_driver(
+    target: Target, deadline_s: float = 10.0, tls: tuple[str, str, str] | None = None, token: str | None = None
+) -> Driver:
     """A Driver connected to ``target`` (which must name addresses); ``tls``: the (ca, cert,
     key) files for mutual TLS (Tessera only)."""
     if not target.addresses:
@@ -63,9 +65,9 @@ def make_driver(target: Target, deadline_s: float = 10.0, tls: tuple[str, str, s
         from tools.bench.tessera_driver import TesseraDriver
 
         return TesseraDriver(list(target.addresses), deadline_s=deadline_s,
-                             tls=TlsConfig.load(*tls) if tls is not None else None)
-    if tls is not None:
-        raise TargetError("--ca/--cert/--key (and --tls) apply to Tessera targets only")
+                             tls=TlsConfig.load(*tls) if tls is not None else None, token=token)
+    if tls is not None or token is not None:
+        raise TargetError("--ca/--cert/--key, --token (and --tls, --auth) apply to Tessera targets only")
     try:
         # By name: the etcd side is a separate module that a Tessera-only run never loads.
         etcd_driver = importlib.import_module("tools.bench.etcd_driver")
@@ -75,14 +77,15 @@ def make_driver(target: Target, deadline_s: float = 10.0, tls: tuple[str, str, s
     return driver
 
 
-def start_local(kind: str, partitions: int, log_level: str, tls: bool = False) -> LocalTarget:
+def start_local(kind: str, partitions: int, log_level: str, tls: bool = False, auth: bool = False) -> LocalTarget:
     """Start a throw-away cluster of ``kind`` and wait until it serves; the caller stops it.
-    ``tls``: a Tessera cluster with mutual TLS (its client files: ``tls_files``)."""
+    ``tls``: a Tessera cluster with mutual TLS (its client files: ``tls_files``); ``auth``: with
+    --auth too (its bootstrap admin token: ``token``)."""
     if kind == "tessera":
         from tools.bench.tessera_local import TesseraLocal
 
-        return TesseraLocal.start_new(partitions=partitions, log_level=log_level, tls=tls)
-    if tls:
+        return TesseraLocal.start_new(partitions=partitions, log_level=log_level, tls=tls, auth=auth)
+    if tls or auth:
         raise TargetError("--tls applies to a local Tessera cluster only")
     try:
         EtcdCluster = importlib.import_module("tools.etcd_cluster").EtcdCluster  # noqa: N806

@@ -39,10 +39,12 @@ def error_kind(exc: TesseraError) -> str:
 class TesseraDriver:
     """Driver over AsyncClient for the routers at ``routers`` (host:port each)."""
 
-    def __init__(self, routers: list[str], deadline_s: float = 10.0, tls: TlsConfig | None = None) -> None:
+    def __init__(
+        self, routers: list[str], deadline_s: float = 10.0, tls: TlsConfig | None = None, token: str | None = None
+    ) -> None:
         if not routers:
             raise ValueError("a Tessera target needs at least one router address")
-        self._client = AsyncClient(routers, deadline_s=deadline_s, tls=tls)
+        self._client = AsyncClient(routers, deadline_s=deadline_s, tls=tls, token=token)
 
     async def put(self, key: bytes, value: bytes, timeout: float) -> None:
         try:

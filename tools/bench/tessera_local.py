@@ -32,9 +32,11 @@ class TesseraLocal:
         self._start_terms = {p.id: p.term for p in self._partitions()}
 
     @classmethod
-    def start_new(cls, partitions: int, log_level: str = "info", nodes: int = 3, tls: bool = False) -> TesseraLocal:
+    def start_new(
+        cls, partitions: int, log_level: str = "info", nodes: int = 3, tls: bool = False, auth: bool = False
+    ) -> TesseraLocal:
         root = tempfile.mkdtemp(prefix="tessera-bench-")
-        cluster = Cluster(root=root, nodes=nodes, partitions=partitions, log_level=log_level, tls=tls)
+        cluster = Cluster(root=root, nodes=nodes, partitions=partitions, log_level=log_level, tls=tls, auth=auth)
         try:
             cluster.start()
             cluster.wait_ready(READY_TIMEOUT_S)
@@ -55,6 +57,11 @@ class TesseraLocal:
     def tls_files(self) -> tuple[str, str, str] | None:
         """The client's (ca, cert, key) files when the cluster runs mutual TLS, else None."""
         return self.cluster.tls_files
+
+    @property
+    def token(self) -> str | None:
+        """The bootstrap admin token when the cluster runs --auth, else None."""
+        return self.cluster.admin_token
 
     def _meta(self, ch: grpc.Channel) -> meta_pb2_grpc.MetaStub:
         return meta_pb2_grpc.MetaStub(ch)
