@@ -11,50 +11,25 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import eventually
+from support import cluster_up
 
 pytestmark = pytest.mark.timeout(240)
 
 TESSERA = os.path.join(os.path.dirname(sys.executable), "tessera")
 
 
-def _children_of(data_dir: str) -> list[str]:
-    out = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if data_dir in line and "tools.cli" in line]
-
-
 def _up(data_dir: str) -> tuple[subprocess.Popen[str], list[str]]:
     """`tessera cluster up --auth`, its output read up to the "try:" hint after the ready line."""
-    proc = subprocess.Popen(
-        [TESSERA, "cluster", "up", "--auth", "--base-port", "0", "--partitions", "1", "--data-dir", data_dir],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip("\n"))
-        if line.lstrip().startswith("try:"):
-            return proc, lines
-    proc.kill()
-    raise AssertionError(f"no ready line: {lines}; stderr: {proc.stderr.read() if proc.stderr else ''}")
+    return cluster_up.up(data_dir, "--auth", "--partitions", "1")
 
 
-def _stop(proc: subprocess.Popen[str], data_dir: str) -> None:
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(60) == 0
-    eventually(lambda: not _children_of(data_dir), 10, "no processes left behind")
+_stop = cluster_up.stop
 
 
 def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from node import tcp_transport
 from node.raft import ConfState, Message, MessageType, Snapshot, SnapshotMeta
 from node.raft_codec import message_to_pb
 from node.transport import SERVER_OPTIONS, RaftTransport, RaftTransportService, register
+from support import cluster_up
 from tesserapb import kv_pb2, kv_pb2_grpc, raft_pb2
 from tools import certs
 
@@ -279,36 +278,12 @@ def test_peer_identity_names_the_verified_certificate_and_a_certless_client_is_r
 # -- a whole cluster: tessera cluster up --tls and the CLI ----------------------------------------
 
 
-def _children_of(data_dir: str) -> list[str]:
-    out = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if data_dir in line and "tools.cli" in line]
-
-
 def _up(data_dir: str, *extra: str) -> tuple[subprocess.Popen[str], list[str]]:
-    """Start `tessera cluster up` and read its output up to the ready line (and the lines
-    that follow it, up to the "try:" hint)."""
-    proc = subprocess.Popen(
-        [TESSERA, "cluster", "up", "--base-port", "0", "--partitions", "2", "--data-dir", data_dir, *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip("\n"))
-        if line.lstrip().startswith("try:"):
-            return proc, lines
-    proc.kill()
-    raise AssertionError(f"no ready line: {lines}; stderr: {proc.stderr.read() if proc.stderr else ''}")
+    """Start `tessera cluster up` (two partitions) and read its output up to the "try:" hint."""
+    return cluster_up.up(data_dir, "--partitions", "2", *extra)
 
 
-def _stop(proc: subprocess.Popen[str], data_dir: str) -> None:
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(60) == 0
-    eventually(lambda: not _children_of(data_dir), 10, "no processes left behind")
+_stop = cluster_up.stop
 
 
 def _kv(router: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -430,5 +405,5 @@ def test_plaintext_cluster_up_says_it_is_plaintext_first(tmp_path: Path) -> None
     finally:
         proc.kill()  # its children die with it (PR_SET_PDEATHSIG)
         proc.wait(10)
-    eventually(lambda: not _children_of(data), 10, "no processes left behind")
+    eventually(lambda: not cluster_up.children_of(data), 10, "no processes left behind")
     assert not os.path.exists(os.path.join(data, "tls"))
