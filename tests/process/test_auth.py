@@ -16,6 +16,7 @@ What must hold:
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -147,6 +148,25 @@ def snapshot(e: Env) -> tuple[Any, ...]:
 
 def linearizable() -> kv_pb2.ReadOptions:
     return kv_pb2.ReadOptions(consistency=kv_pb2.LINEARIZABLE)
+
+
+def _held_stream(
+    ch: grpc.Channel, first: kv_pb2.StreamRequest, md: tuple[tuple[str, str], ...]
+) -> tuple[Iterator[kv_pb2.StreamResponse], queue.Queue[kv_pb2.StreamRequest | None]]:
+    """A KV.Stream opened with ``first`` that stays open without sending more, so a test can see
+    the server end it (the revocation tests, on a node and on the router's proxy). Put a request
+    on the queue to send it; put None to end the stream from our side."""
+    outbox: queue.Queue[kv_pb2.StreamRequest | None] = queue.Queue()
+    outbox.put(first)
+
+    def requests() -> Iterator[kv_pb2.StreamRequest]:
+        while (item := outbox.get()) is not None:
+            yield item
+
+    stream = ch.stream_stream("/tessera.v1.KV/Stream", request_serializer=kv_pb2.StreamRequest.SerializeToString,
+                              response_deserializer=kv_pb2.StreamResponse.FromString)(requests(), metadata=md,
+                                                                                      timeout=60)
+    return stream, outbox
 
 
 def _grpc_call_typed(ch: grpc.Channel, method: str, req: Message) -> bytes:
@@ -310,18 +330,7 @@ def test_a_revoked_token_stops_on_nodes_at_once_and_its_open_streams_end(env: En
     get = kv_pb2.StreamRequest(requests=[kv_pb2.StreamRequestItem(
         request_id=1, get=kv_pb2.GetRequest(context=ctx, key=b"existing", read_options=linearizable()))])
     with tls.channel(leader, env.client_tls) as ch:
-        import queue
-
-        outbox: queue.Queue[kv_pb2.StreamRequest | None] = queue.Queue()
-        outbox.put(get)
-
-        def requests() -> Iterator[kv_pb2.StreamRequest]:
-            while (item := outbox.get()) is not None:
-                yield item
-
-        stream = ch.stream_stream("/tessera.v1.KV/Stream", request_serializer=kv_pb2.StreamRequest.SerializeToString,
-                                  response_deserializer=kv_pb2.StreamResponse.FromString)(requests(), metadata=md,
-                                                                                          timeout=60)
+        stream, outbox = _held_stream(ch, get, md)
         first = next(stream)
         assert first.responses[0].code == 0 and first.responses[0].get.found
         started = time.monotonic()
@@ -355,18 +364,7 @@ def test_the_routers_proxy_ends_a_revoked_tokens_stream_within_its_sweep(env: En
         request_id=1, get=kv_pb2.GetRequest(key=b"existing", read_options=linearizable()))])
     assert env.cluster.router is not None
     with tls.channel(env.cluster.router.address, env.client_tls) as ch:
-        import queue
-
-        outbox: queue.Queue[kv_pb2.StreamRequest | None] = queue.Queue()
-        outbox.put(get)
-
-        def requests() -> Iterator[kv_pb2.StreamRequest]:
-            while (item := outbox.get()) is not None:
-                yield item
-
-        stream = ch.stream_stream("/tessera.v1.KV/Stream", request_serializer=kv_pb2.StreamRequest.SerializeToString,
-                                  response_deserializer=kv_pb2.StreamResponse.FromString)(requests(), metadata=md,
-                                                                                          timeout=60)
+        stream, outbox = _held_stream(ch, get, md)
         first = next(stream)
         assert first.responses[0].code == 0 and first.responses[0].get.value == b"v"
         started = time.monotonic()
