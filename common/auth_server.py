@@ -163,28 +163,22 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             self.denied += 1
             await context.abort(exc.code, exc.message)
 
+        def checked(inner: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
+            # One answer per call (unary_unary or stream_unary): check once, before the servicer
+            # sees the request or the request iterator; the two differ in nothing else.
+            async def behavior(request_or_requests: Any, context: Any) -> Any:
+                try:
+                    check(method, context)
+                except _Refusal as exc:
+                    await refuse(context, exc)
+                return await inner(request_or_requests, context)
+
+            return behavior
+
         if h.unary_unary is not None:
-            inner_uu = h.unary_unary
-
-            async def unary_unary(request: Any, context: Any) -> Any:
-                try:
-                    check(method, context)
-                except _Refusal as exc:
-                    await refuse(context, exc)
-                return await inner_uu(request, context)
-
-            return grpc.unary_unary_rpc_method_handler(unary_unary, **kw)
+            return grpc.unary_unary_rpc_method_handler(checked(h.unary_unary), **kw)
         if h.stream_unary is not None:
-            inner_su = h.stream_unary
-
-            async def stream_unary(requests: Any, context: Any) -> Any:
-                try:
-                    check(method, context)
-                except _Refusal as exc:
-                    await refuse(context, exc)
-                return await inner_su(requests, context)
-
-            return grpc.stream_unary_rpc_method_handler(stream_unary, **kw)
+            return grpc.stream_unary_rpc_method_handler(checked(h.stream_unary), **kw)
         streaming: Any = h.unary_stream if h.unary_stream is not None else h.stream_stream
         assert streaming is not None
         if not inspect.isasyncgenfunction(streaming) and not _is_asyncgen_method(streaming):
