@@ -12,6 +12,7 @@ import time
 import pytest
 
 from conftest import eventually
+from support import cluster_up
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -39,10 +40,7 @@ def _start(data_dir: str) -> tuple[subprocess.Popen, str]:
     raise AssertionError(f"no ready line; stderr: {proc.stderr.read() if proc.stderr else ''}")
 
 
-def _children_of(data_dir: str) -> list[str]:
-    # check=True: a failed ps would list no process at all, and "none left behind" would pass.
-    out = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if data_dir in line and "tools.cli" in line]
+_children_of = cluster_up.children_of
 
 
 def _kv(router: str, *args: str) -> subprocess.CompletedProcess:

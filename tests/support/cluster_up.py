@@ -2,7 +2,8 @@
 ready hint, stop it with SIGTERM and check that nothing it started is left behind.
 
 tests/process/test_tls.py and tests/process/test_auth_cli.py each carried these three helpers,
-line for line; they live here once so both drive the launcher the same way.
+line for line (and test_cluster_up.py ``children_of``); they live here once so all drive and
+check the launcher the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ TESSERA = os.path.join(os.path.dirname(sys.executable), "tessera")
 
 def children_of(data_dir: str) -> list[str]:
     """The processes (``ps`` lines) the launcher started for ``data_dir``."""
+    # check=True: a failed ps would list no process at all, and "none left behind" would pass.
     out = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True, check=True).stdout
     return [line for line in out.splitlines() if data_dir in line and "tools.cli" in line]
 
