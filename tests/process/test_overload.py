@@ -52,8 +52,8 @@ def test_an_open_loop_overload_is_refused_with_bounded_memory_and_served_after(t
         store = part.leader_store_id
         popen = cluster.node_procs[store].popen
         assert popen is not None
-        res = asyncio.run(overload(cluster.node_address(store), part.id, seconds=SECONDS, rate=RATE, batch=BATCH, streams=2,
-                                   pid=popen.pid))
+        res = asyncio.run(overload(cluster.node_address(store), part.id, seconds=SECONDS, rate=RATE, batch=BATCH,
+                                   streams=2, pid=popen.pid))
         summary = (f"{res.sent} offered in {res.seconds:.1f} s: {res.ok} ok, {res.busy} refused, {res.other} other "
                    f"{res.other_messages[:2]}; RSS {res.rss_start >> 20} -> max {res.rss_max >> 20} MiB")
         print(summary)
