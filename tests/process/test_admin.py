@@ -7,16 +7,15 @@ Four node processes, two partitions bootstrapped on stores 1-3, so store 4 start
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from conftest import REPO, eventually
+from support.running import running_cluster
 from tools.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(180)
@@ -24,15 +23,10 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    root = tempfile.mkdtemp(prefix="tessera-admin-")
-    c = Cluster(root=root, nodes=4, partitions=2, schedule_interval=0)
-    try:
-        c.start()
-        c.wait_ready(60)
+    with running_cluster("tessera-admin-", lambda root: Cluster(
+        root=root, nodes=4, partitions=2, schedule_interval=0
+    )) as c:
         yield c
-    finally:
-        c.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def admin(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:

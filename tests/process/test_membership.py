@@ -7,9 +7,7 @@ Four node processes, the partitions bootstrapped on three of them, so store 4 st
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import tempfile
 from collections.abc import Iterator
 
 import grpc
@@ -17,6 +15,7 @@ import pytest
 
 from conftest import eventually
 from router.client import Client
+from support.running import running_cluster
 from tesserapb import kv_pb2, kv_pb2_grpc, meta_pb2, meta_pb2_grpc
 from tools.cluster import Cluster
 
@@ -25,16 +24,10 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.fixture()
 def cluster() -> Iterator[Cluster]:
-    root = tempfile.mkdtemp(prefix="tessera-member-")
-    c = Cluster(root=root, nodes=4, partitions=2, schedule_interval=0)
-    try:
-        c.start()
-        c.wait_ready(60)
+    with running_cluster("tessera-member-", lambda root: Cluster(
+        root=root, nodes=4, partitions=2, schedule_interval=0
+    )) as c:
         yield c
-    finally:
-        c.stop()
-        if not os.environ.get("TESSERA_KEEP"):
-            shutil.rmtree(root, ignore_errors=True)
 
 
 class Meta:

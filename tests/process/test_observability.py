@@ -13,8 +13,6 @@ import json
 import os
 import random
 import re
-import shutil
-import tempfile
 import threading
 import time
 import urllib.request
@@ -29,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from common.metrics import CODE_NAMES
 from conftest import REPO, eventually
 from router.client import Client
+from support.running import running_cluster
 from tesserapb import kv_pb2, kv_pb2_grpc
 from tools.cluster import Cluster
 from tools.nemesis.faults import write_fault_file
@@ -71,17 +70,13 @@ class Scrape:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    root = tempfile.mkdtemp(prefix="tessera-observe-")
-    faults = {i: os.path.join(root, f"faults{i}.json") for i in (1, 2, 3)}
-    c = Cluster(root=root, nodes=3, partitions=PARTITIONS, metrics=True, log_format="json",
-                node_args=lambda i: ["--fault-file", faults[i]])
-    try:
-        c.start()
-        c.wait_ready(60)
+    def make(root: str) -> Cluster:
+        faults = {i: os.path.join(root, f"faults{i}.json") for i in (1, 2, 3)}
+        return Cluster(root=root, nodes=3, partitions=PARTITIONS, metrics=True, log_format="json",
+                       node_args=lambda i: ["--fault-file", faults[i]])
+
+    with running_cluster("tessera-observe-", make) as c:
         yield c
-    finally:
-        c.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _nodes(c: Cluster) -> list[Scrape]:

@@ -8,16 +8,15 @@ stream) and nodes report their own changes at once (a new leader, a membership s
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from conftest import REPO
+from support.running import running_cluster
 from tools.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(180)
@@ -28,16 +27,11 @@ DEADLINE = 15.0  # a quarter of one heartbeat interval, for each step
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    root = tempfile.mkdtemp(prefix="tessera-push-")
-    c = Cluster(root=root, nodes=4, partitions=2, schedule_interval=0,
-                extra_node_args=["--heartbeat-interval", str(SLOW_HEARTBEATS)])
-    try:
-        c.start()
-        c.wait_ready(60)
+    with running_cluster("tessera-push-", lambda root: Cluster(
+        root=root, nodes=4, partitions=2, schedule_interval=0,
+        extra_node_args=["--heartbeat-interval", str(SLOW_HEARTBEATS)]
+    )) as c:
         yield c
-    finally:
-        c.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def admin(cluster: Cluster, *args: str) -> Any:

@@ -8,10 +8,8 @@ kept down long enough must catch up from a snapshot), three nodes, a client writ
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ import pytest
 
 from conftest import REPO, eventually
 from router.client import Client
+from support.running import running_cluster
 from support.writer import Writer
 from tools.cluster import Cluster
 
@@ -29,16 +28,11 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    root = tempfile.mkdtemp(prefix="tessera-pgroup-")
-    c = Cluster(root=root, routers=3, nodes=3, partitions=2, schedule_interval=0,
-                extra_router_args=["--checkpoint-every", "20"])
-    try:
-        c.start()
-        c.wait_ready(60)
+    with running_cluster("tessera-pgroup-", lambda root: Cluster(
+        root=root, routers=3, nodes=3, partitions=2, schedule_interval=0,
+        extra_router_args=["--checkpoint-every", "20"]
+    )) as c:
         yield c
-    finally:
-        c.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def admin(cluster: Cluster, *args: str, routers: str | None = None) -> Any:

@@ -24,6 +24,7 @@ import pytest
 from conftest import REPO, eventually
 from router.client import DeadlineExceeded
 from router.client.sync_client import Client
+from support.running import running_cluster
 from tools.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(180)
@@ -94,15 +95,10 @@ class Writer:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    root = tempfile.mkdtemp(prefix="tessera-split-")
-    c = Cluster(root=root, nodes=3, partitions=1)
-    try:
-        c.start()
-        c.wait_ready(60)
+    with running_cluster("tessera-split-", lambda root: Cluster(
+        root=root, nodes=3, partitions=1
+    )) as c:
         yield c
-    finally:
-        c.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_admin_split_under_writes_loses_nothing_and_a_stale_client_follows(cluster: Cluster) -> None:
