@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -34,22 +33,7 @@ from common.routers import RouterSet
 from common.wire.errors import error_from_rpc, leader_hint
 from tesserapb import meta_pb2, meta_pb2_grpc
 from tools.cluster import Cluster, Proc
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` (threads included), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # After the command name: state is field 3, utime 14 and stime 15 (1-based, man proc).
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * _PAGE
+from tools.procstat import cpu_seconds, rss_bytes
 
 
 def _pids(cluster: Cluster) -> dict[str, int]:

@@ -44,9 +44,10 @@ from dataclasses import dataclass, field
 import grpc
 
 from tesserapb import meta_pb2, meta_pb2_grpc
-from tools.bench_idle import cpu_seconds, memory_per_partition_kib, rss_bytes
+from tools.bench_idle import memory_per_partition_kib
 from tools.cluster import Cluster
 from tools.etcd_cluster import EtcdCluster, EtcdNotInstalled, etcd_binary
+from tools.procstat import cpu_seconds, rss_bytes
 
 KINDS = ("tessera", "etcd")
 _BENCH = [sys.executable, "-m", "tools.cli", "bench"]

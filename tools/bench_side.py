@@ -16,20 +16,15 @@ import tempfile
 from collections.abc import Mapping
 
 from tools.cluster import Cluster
+from tools.procstat import cpu_seconds
 
 TESSERA = os.path.join(os.path.dirname(sys.executable), "tessera")
 WARMUP_S = 1.0
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_s(pids: list[int]) -> float:
     """The processes' CPU time (user + system) so far, in seconds, from /proc."""
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
-    return total / _TICK
+    return sum(cpu_seconds(pid) for pid in pids)
 
 
 def run_one(concurrency: int, duration: float, workload: str, *, tls: bool, auth: bool, prefix: str) -> dict:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from tesserapb import kv_pb2, kv_pb2_grpc
+from tools.procstat import rss_bytes
 
 _OK = grpc.StatusCode.OK.value[0]
 _BUSY = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
@@ -44,15 +45,6 @@ class OverloadResult:
     rss_max: int = 0
     rss_end: int = 0
     other_messages: list[str] = field(default_factory=list)
-
-
-def rss_bytes(pid: int) -> int:
-    """The process's resident set size (Linux /proc)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 async def overload(

@@ -49,6 +49,7 @@ from tesserapb import kv_pb2, meta_pb2, meta_pb2_grpc, raft_pb2
 from tools.cluster import Cluster
 from tools.nemesis.history_checks import check_register
 from tools.nemesis.workloads import Context, PartitionRange, Recorder, RegisterWorkload
+from tools.procstat import rss_bytes
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -163,7 +164,7 @@ def _threads(pid: int) -> int:
 
 
 def _rss_mib(pid: int) -> int:
-    return _status(pid, "VmRSS") // 1024
+    return rss_bytes(pid) >> 20
 
 
 def _lines(path: str) -> list[str]:
