@@ -267,7 +267,9 @@ def test_a_split_in_flight_when_the_placement_leader_dies_completes_once() -> No
             assert parts is not None and [(p["start"], p["end"]) for p in parts] == [("", "w0200"), ("w0200", "")]
             again = admin(c, "split", "1", "w0200", ok=False)  # a retry of the same request
             assert again.returncode == 1 and "outside" in again.stderr
-            assert len(admin(c, "partitions")) == 2 and admin(c, "operations") == []
+            # The balancer may queue a leader transfer between the two halves; no split is left.
+            left = [op for op in admin(c, "operations") if op["kind"] == "split"]
+            assert len(admin(c, "partitions")) == 2 and left == []
             for i in range(0, KEYS, 10):
                 assert client.get(key(i)).value == b"before"  # type: ignore[union-attr]
     finally:
