@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import grpc
 
@@ -38,6 +38,10 @@ from node.state.store import REJECTED, OpResult
 from tesserapb import errors_pb2, kv_pb2, kv_pb2_grpc, meta_pb2
 
 MAX_REQUEST_ID_BYTES = 64
+
+
+def _read_timed_out() -> WireError:
+    return WireError(grpc.StatusCode.UNAVAILABLE, "leadership not confirmed in time")
 
 
 def _write_timed_out() -> WireError:
@@ -106,19 +110,104 @@ class _PendingWrite:
             self.timer = None
 
 
+def _failure(fut: asyncio.Future[Any]) -> BaseException | None:
+    if fut.cancelled():
+        return ReplicaStopped("the read was cancelled (replica closing)")
+    return fut.exception()
+
+
+class _PendingGet:
+    """A stream get waiting for its read barrier (a ReadIndex round trip, or the apply of the
+    index it must see), answered without a task: from the barrier's callbacks, or by its
+    deadline, whichever comes first (D25, extended to linearizable gets)."""
+
+    __slots__ = ("key", "out", "pending", "rep", "respond", "svc", "t0", "timer", "version")
+
+    def __init__(
+        self,
+        svc: KVService,
+        rep: Replica,
+        key: bytes,
+        index_fut: asyncio.Future[int],
+        out: kv_pb2.StreamResponseItem,
+        respond: Callable[[kv_pb2.StreamResponseItem], None],
+        pending: _PendingWrites,
+        t0: float,
+    ) -> None:
+        self.svc, self.rep, self.key, self.out, self.respond, self.pending, self.t0 = (
+            svc, rep, key, out, respond, pending, t0
+        )
+        self.version = rep.descriptor.epoch.version  # the range served must still hold at the read
+        self.timer: asyncio.TimerHandle | None = rep.loop.call_later(svc.limits.request_timeout_s, self._expired)
+        index_fut.add_done_callback(self._indexed)  # shared by the reads of a round: never cancelled
+
+    def _indexed(self, fut: asyncio.Future[int]) -> None:
+        if self.timer is None:
+            return  # answered already (deadline)
+        exc = _failure(fut)
+        if exc is not None:
+            self._answer(exc)
+            return
+        index = fut.result()
+        if self.rep.applied >= index:
+            self._answer(None)
+        else:
+            self.rep.wait_applied(index).add_done_callback(self._applied)
+
+    def _applied(self, fut: asyncio.Future[None]) -> None:
+        if self.timer is not None:
+            self._answer(_failure(fut))
+
+    def _answer(self, failure: BaseException | None) -> None:
+        assert self.timer is not None
+        self.timer.cancel()
+        self.timer = None
+        out = self.out
+        try:
+            if failure is not None:
+                raise self.svc._barrier_error(self.rep, failure)
+            self.svc._check_still_holds(self.rep, self.version, [self.key])
+            out.get.CopyFrom(self.svc._read_key(self.key))
+        except WireError as exc:
+            exc.fill(out)
+        except Exception as exc:
+            out.code = grpc.StatusCode.INTERNAL.value[0]
+            out.message = f"internal error: {exc}"
+        self._done()
+
+    def _expired(self) -> None:
+        if self.timer is None:
+            return
+        self.timer = None
+        _read_timed_out().fill(self.out)
+        self._done()
+
+    def _done(self) -> None:
+        self.pending.done(self)
+        self.svc.stats.requests.note("get", self.out.code, time.perf_counter() - self.t0)
+        self.respond(self.out)
+
+    def abandon(self) -> None:
+        """The stream ended: never answer."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
 class _PendingWrites:
-    """One stream's writes in flight, so that the stream answers them all before it ends."""
+    """One stream's writes (and gets waiting for their read barrier) in flight, so that the
+    stream answers them all before it ends."""
 
     def __init__(self) -> None:
-        self.writes: set[_PendingWrite] = set()
+        self.writes: set[_PendingWrite | _PendingGet] = set()
         self.quiet = asyncio.Event()
         self.quiet.set()
 
-    def add(self, w: _PendingWrite) -> None:
+    def add(self, w: _PendingWrite | _PendingGet) -> None:
         self.writes.add(w)
         self.quiet.clear()
 
-    def done(self, w: _PendingWrite) -> None:
+    def done(self, w: _PendingWrite | _PendingGet) -> None:
         self.writes.discard(w)
         if not self.writes:
             self.quiet.set()
@@ -320,6 +409,41 @@ class KVService(kv_pb2_grpc.KVServicer):
         respond(kv_pb2.StreamResponseItem(request_id=item.request_id, get=resp))
         return True
 
+    def _start_get(
+        self,
+        item: kv_pb2.StreamRequestItem,
+        respond: Callable[[kv_pb2.StreamResponseItem], None],
+        pending: _PendingWrites,
+    ) -> bool:
+        """A LINEARIZABLE get (or a LEASE get that must wait) on the stream, served without a
+        task: its read barrier started now, its answer given from the barrier's callbacks.
+        False for what keeps its task (STALE reads)."""
+        t0 = time.perf_counter()
+        req = item.get
+        out = kv_pb2.StreamResponseItem(request_id=item.request_id)
+        try:
+            self._check_key(req.key)
+            mode = self._read_mode(req.read_options)
+            if mode == "stale":
+                return False
+            rep = self._route(req.context, [req.key])
+            self.rs.catch_up()  # a paused process must see its lease expire first
+            if not rep.is_leader():
+                raise self._not_leader(rep)
+            try:
+                index_fut = rep.read_index(lease=(mode == "lease"))
+            except (NotLeaderError, ReplicaStopped) as exc:
+                raise self._barrier_error(rep, exc) from None
+        except WireError as exc:
+            exc.fill(out)
+            self.stats.requests.note("get", out.code, time.perf_counter() - t0)
+            respond(out)
+            return True
+        except Exception:
+            return False  # the task path reports it
+        pending.add(_PendingGet(self, rep, req.key, index_fut, out, respond, pending, t0))
+        return True
+
     def _start_write(
         self,
         item: kv_pb2.StreamRequestItem,
@@ -451,12 +575,18 @@ class KVService(kv_pb2_grpc.KVServicer):
                 index = await asyncio.wait_for(asyncio.shield(index_fut), self.limits.request_timeout_s)
             if rep.applied < index:
                 await asyncio.wait_for(asyncio.shield(rep.wait_applied(index)), self.limits.request_timeout_s)
-        except NotLeaderError as exc:
-            raise self._not_leader(rep, exc.leader) from None
         except TimeoutError:
-            raise WireError(grpc.StatusCode.UNAVAILABLE, "leadership not confirmed in time") from None
-        except ReplicaStopped as exc:
-            raise WireError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+            raise _read_timed_out() from None
+        except (NotLeaderError, ReplicaStopped) as exc:
+            raise self._barrier_error(rep, exc) from None
+
+    def _barrier_error(self, rep: Replica, exc: BaseException) -> WireError:
+        """What a read barrier's failure means to a client (anything unexpected propagates)."""
+        if isinstance(exc, NotLeaderError):
+            return self._not_leader(rep, exc.leader)
+        if isinstance(exc, ReplicaStopped):
+            return WireError(grpc.StatusCode.UNAVAILABLE, str(exc))
+        raise exc
 
     async def _get(self, req: kv_pb2.GetRequest) -> kv_pb2.GetResponse:
         self._check_key(req.key)
@@ -617,7 +747,8 @@ class KVService(kv_pb2_grpc.KVServicer):
                         if kind == "put" or kind == "delete":
                             self._start_write(item, kind, respond, writes)
                             continue
-                        if kind == "get" and self._answered_now(item, respond):
+                        if kind == "get" and (self._answered_now(item, respond) or
+                                              self._start_get(item, respond, writes)):
                             continue
                         t = asyncio.ensure_future(self._serve_item(item))
                         tasks.add(t)

@@ -11,6 +11,7 @@ import os
 import pathlib
 import random
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -139,6 +140,56 @@ def test_stream_writes_are_answered_once_even_unconfirmed_and_after_the_client_h
     assert late[0].code == grpc.StatusCode.UNAVAILABLE.value[0] and "not confirmed in time" in late[0].message, late
     assert time.monotonic() - started >= 4.5
 
+
+
+def test_stream_linearizable_gets_are_answered_once_from_their_read_barrier(make_cluster) -> None:
+    """LINEARIZABLE gets on KV.Stream wait for their ReadIndex without a task: each is answered
+    exactly once, sees every write acknowledged before it, gets its error when it cannot be
+    routed, is answered before the stream ends when the client half-closed, and gets the
+    deadline's UNAVAILABLE when no quorum confirms the leadership."""
+    c = make_cluster(nodes=3, partitions=1)
+    key = b"stream-read-path"
+    with Client(c.router.address) as cl:
+        version = cl.put(key, b"v0")
+    leader = _leader_of(c, key)
+    address = c.node_procs[leader].address
+    lin = kv_pb2.ReadOptions(consistency=kv_pb2.LINEARIZABLE)
+
+    def get(rid: int, k: bytes, **ctx: Any) -> kv_pb2.StreamRequestItem:
+        return kv_pb2.StreamRequestItem(request_id=rid, get=kv_pb2.GetRequest(
+            key=k, read_options=lin, context=kv_pb2.RequestContext(**ctx)))
+
+    put = kv_pb2.StreamRequestItem(request_id=1, put=kv_pb2.PutRequest(key=key, value=b"v1"))
+    items = [get(2, key), get(3, b"absent-key"), get(4, b"k" * 5000), get(5, key, partition_id=999)]
+    got = {r.request_id: r for r in _stream_writes(address, items, 30)}
+    assert sorted(got) == [2, 3, 4, 5]
+    assert got[2].code == 0 and got[2].get.found and got[2].get.value == b"v0" and got[2].get.version == version
+    assert got[3].code == 0 and not got[3].get.found
+    assert got[4].code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "limit" in got[4].message, got[4]
+    assert got[5].code != 0, got[5]
+    # A write acknowledged on the stream is seen by a linearizable get sent after its answer.
+    (acked,) = _stream_writes(address, [put], 30)
+    assert acked.code == 0
+    (seen,) = _stream_writes(address, [get(6, key)], 30)
+    assert seen.code == 0 and seen.get.value == b"v1" and seen.get.version == acked.put.version
+    # No follower answers (paused, their connections open): the leadership cannot be
+    # confirmed; the get is answered once, with an error, never with a value (the leader
+    # refuses as its lease runs out, within about half a second; the deadline backs that up).
+    paused = [c.node_procs[s].running for s in c.node_procs if s != leader]
+    for p in paused:
+        assert p is not None
+        p.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        late = _stream_writes(address, [get(7, key)], 30)
+    finally:
+        for p in paused:
+            assert p is not None
+            p.send_signal(signal.SIGCONT)
+    assert time.monotonic() - started < 10
+    assert [r.request_id for r in late] == [7], late
+    assert late[0].code in (grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.FAILED_PRECONDITION.value[0]), late
+    assert not late[0].HasField("get"), late
 
 
 def test_reads_writes_scans_across_partitions(make_cluster) -> None:
