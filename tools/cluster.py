@@ -122,6 +122,9 @@ class Cluster:
     # Per-node extra arguments (e.g. each node's --peer-addresses file).
     node_args: Callable[[int], list[str]] | None = None
     tls: bool = False  # mutual TLS everywhere, certificates in ROOT/tls (see the module docstring)
+    # Where the children run `python -m tools.cli` from, so which checkout's code they run
+    # (None: this process's working directory). tools/bench_ab.py runs two checkouts side by side.
+    cwd: str | None = None
     certs: ClusterCerts | None = field(default=None, init=False, repr=False)  # made by start() with tls
     client_tls: tls_mod.TlsConfig | None = field(default=None, init=False, repr=False)  # the launcher's own
     # Tokens on every client call (cluster up --auth, docs/auth.md); turns tls on. The
@@ -281,6 +284,7 @@ class Cluster:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
+            cwd=self.cwd,
         )
         started_or_gone = threading.Event()
         proc.pump = threading.Thread(target=_pump, args=(proc, proc.popen, started_or_gone), name=f"pump-{proc.name}",

@@ -14,7 +14,6 @@ Only INVALID_ARGUMENT (``InvalidArgumentError``) and errors the client does not 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from router.client.errors import (
     TesseraError,
 )
 from router.client.meta import GrpcMeta, MetaSource
+from router.client.request_ids import new_request_id
 from router.client.retry import Decision, classify
 from router.client.routes import Route, RouteCache, pick_store
 from router.client.stream import StreamTransport
@@ -88,11 +88,6 @@ class _RouteRejected(Exception):
 
 class _OutOfTime(Exception):
     """The call's deadline passed while waiting on something shared (a routing refresh)."""
-
-
-def new_request_id() -> bytes:
-    """16 random bytes: the idempotency key of one logical write."""
-    return os.urandom(16)
 
 
 class AsyncClient:
