@@ -41,6 +41,7 @@ header is returned separately so that a batch joins everything exactly once.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -212,7 +213,10 @@ def checkpoint_payload(partitions: list[PartitionCheckpoint]) -> bytes:
     return b"".join(parts)
 
 
+@functools.lru_cache(maxsize=4096)
 def encode_conf_state(cs: ConfState) -> bytes:
+    """A ConfState's bytes (the WAL's and LMDB's format). Cached: every apply job writes its
+    partition's membership, which almost never changes (ConfState is frozen and hashable)."""
     parts = [_U8.pack(1 if cs.auto_leave else 0)]
     for ids in (cs.voters, cs.voters_outgoing, cs.learners, cs.learners_next):
         parts.append(_COUNT.pack(len(ids)))
