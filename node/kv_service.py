@@ -396,10 +396,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         try:
             resp = self._get_now(item.get)
         except WireError as exc:
-            out = kv_pb2.StreamResponseItem(request_id=item.request_id)
-            exc.fill(out)
-            self.stats.requests.note("get", out.code, time.perf_counter() - t0)
-            respond(out)
+            self._refuse(kv_pb2.StreamResponseItem(request_id=item.request_id), "get", exc, t0, respond)
             return True
         except Exception:
             return False  # the task path reports it
@@ -408,6 +405,19 @@ class KVService(kv_pb2_grpc.KVServicer):
         self.stats.requests.note("get", 0, time.perf_counter() - t0)
         respond(kv_pb2.StreamResponseItem(request_id=item.request_id, get=resp))
         return True
+
+    def _refuse(
+        self,
+        out: kv_pb2.StreamResponseItem,
+        kind: str,
+        exc: WireError,
+        t0: float,
+        respond: Callable[[kv_pb2.StreamResponseItem], None],
+    ) -> None:
+        """Answer a stream item with the error checking it raised, at once."""
+        exc.fill(out)
+        self.stats.requests.note(kind, out.code, time.perf_counter() - t0)
+        respond(out)
 
     def _start_get(
         self,
@@ -435,9 +445,7 @@ class KVService(kv_pb2_grpc.KVServicer):
             except (NotLeaderError, ReplicaStopped) as exc:
                 raise self._barrier_error(rep, exc) from None
         except WireError as exc:
-            exc.fill(out)
-            self.stats.requests.note("get", out.code, time.perf_counter() - t0)
-            respond(out)
+            self._refuse(out, "get", exc, t0, respond)
             return True
         except Exception:
             return False  # the task path reports it
@@ -471,9 +479,7 @@ class KVService(kv_pb2_grpc.KVServicer):
                 cmd = Command(dreq.context.request_id, (Op(OpKind.DELETE, dreq.key),))
             fut = self._propose(rep, cmd)
         except WireError as exc:
-            exc.fill(out)
-            self.stats.requests.note(kind, out.code, time.perf_counter() - t0)
-            respond(out)
+            self._refuse(out, kind, exc, t0, respond)
             return
         except Exception as exc:
             out.code = grpc.StatusCode.INTERNAL.value[0]
