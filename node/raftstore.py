@@ -126,6 +126,7 @@ class RaftStore:
             files=files,
         )
         self.executor.on_lost_applies = self._applies_lost
+        self.replicas.apply_wanted = self.executor.commit_now  # a read waits for an apply held open
         self.rounds = 0
         # A full disk (node.disk_full): the state health and metrics read, when to try again,
         # and a round whose LMDB apply found no room (advanced, to be applied first).
@@ -168,6 +169,7 @@ class RaftStore:
             except (asyncio.CancelledError, Exception):
                 pass
         await self.outbox.close()
+        self.executor.commit_now()  # applies held in LMDB's open transaction (D27): a clean stop keeps them
         self.replicas.close_all()
         self._io.shutdown()
 

@@ -69,6 +69,8 @@ class Replica:
         self.loop = loop
         self._on_work = on_work
         self._on_wake = on_wake
+        # Commits applies held in LMDB's open transaction at once (the node's RoundExecutor).
+        self.on_apply_wanted: Callable[[], None] | None = None
         self.requests = PendingRequests(loop)
         self.descriptor = descriptor
         self._stores: dict[int, int] = {}
@@ -208,6 +210,10 @@ class Replica:
         self.requests.resolve_read(context, index)
 
     def wait_applied(self, index: int) -> asyncio.Future[None]:
+        """Future settled once ``index`` is applied. An apply already done but held in LMDB's
+        open transaction (D27) is committed now rather than on its timer (``on_apply_wanted``)."""
+        if index > self.applied and self.on_apply_wanted is not None:
+            self.on_apply_wanted()
         return self.requests.wait_applied(index, self.applied)
 
     def note_applied(self, index: int, term: int) -> None:

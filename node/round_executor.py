@@ -68,12 +68,12 @@ log = logging.getLogger("tessera.round")
 INLINE_MAX_BYTES = 256 << 10
 SLOW_TRIP_S = 0.002
 THREAD_FOR_S = 1.0
-# An inline trip leaves its LMDB transaction open and commits it this many turns of the event
-# loop later (D27): by then the acknowledgements its results resolved have reached gRPC (a
-# future's callback, the stream's queue, the stream's send: one turn each), so the commit's
-# fsync is no longer between a write and its answer. Rounds in between continue the same
-# transaction: one fsync for all of them.
-COMMIT_AFTER_TURNS = 3
+# An inline trip leaves its LMDB transaction open and commits it this long after (D27, amended):
+# the commit's fsync is then never between a write and its answer, and the rounds in between
+# continue the same transaction, one fsync (and one copy of each B-tree path) for all of them.
+# A read that must see an apply held open does not wait for the timer: asking for it
+# (Replica.wait_applied) commits at once (commit_now).
+COMMIT_AFTER_S = 0.010
 
 Results = list[list[list[OpResult] | None]]
 
@@ -109,7 +109,7 @@ class RoundExecutor:
         self._threaded_took: deque[float] = deque(maxlen=3)  # the last threaded trips' durations
         self.trips_inline = 0  # counters: disk trips done on the loop and in the thread
         self.trips_threaded = 0
-        self._commit_armed = False
+        self._commit_timer: asyncio.TimerHandle | None = None  # commits what inline trips left open
         # Rounds whose applies are in LMDB's open transaction, oldest first (D27).
         self._kept: deque[tuple[RoundPlan, dict[int, Replica]]] = deque()
         # Where those applies go when LMDB loses them to a full disk (RaftStore sets it).
@@ -227,20 +227,16 @@ class RoundExecutor:
                 rep.carried = Carried(rep.carried.hard_state, point)
 
     def _arm_commit(self) -> None:
-        if not self._commit_armed:
-            self._commit_armed = True
-            self.loop.call_soon(self._commit_later, COMMIT_AFTER_TURNS - 1)
-
-    def _commit_later(self, turns: int) -> None:
-        if turns > 0:
-            self.loop.call_soon(self._commit_later, turns - 1)
-            return
-        self._commit_armed = False
-        self.commit_now()
+        if self._commit_timer is None:
+            self._commit_timer = self.loop.call_later(COMMIT_AFTER_S, self.commit_now)
 
     def commit_now(self) -> None:
-        """Commit what inline trips left open in LMDB (D27). If LMDB refuses, :meth:`_open_lost`
-        has already handed the rounds it held on (a full disk) or failed the node."""
+        """Commit what inline trips left open in LMDB (D27): on the timer, or at once when a
+        read waits for an apply held open. If LMDB refuses, :meth:`_open_lost` has already
+        handed the rounds it held on (a full disk) or failed the node."""
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+            self._commit_timer = None
         try:
             self.state.commit_open()
         except Exception as exc:

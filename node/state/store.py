@@ -179,7 +179,9 @@ class StateStore:
         transaction is aborted and its callbacks dropped: nothing it held is reported applied
         (the WAL still has it), and the error propagates for the caller to fail-stop on."""
         txn = self._open
-        if txn is None:
+        if txn is None or self._open_thread != threading.get_ident():
+            # Another thread's: the disk thread's apply, between its apply and its own commit
+            # (an LMDB write transaction is committed by the thread that began it).
             return
         callbacks, self._after_commit = self._after_commit, []
         self._open = None
