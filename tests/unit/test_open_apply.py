@@ -1,6 +1,6 @@
 """An apply transaction left open (D27): the node answers a write from its apply results, and
-LMDB commits a few loop turns later, so the commit's fsync is not between a write and its
-answer. What must hold meanwhile: readers see only committed state, the applied index moves
+LMDB commits up to 10 ms later or when a read asks, so the commit's fsync is not between a
+write and its answer. What must hold meanwhile: readers see only committed state, the applied index moves
 only at the commit, later applies join the same transaction, every other writer commits it
 first (same thread) or waits for it (another thread), and a failure loses nothing the WAL
 does not still have. A real LMDB environment; the last test a real node (RaftStore, WAL)."""
@@ -122,6 +122,30 @@ def test_a_writer_on_another_thread_waits_for_the_commit(store: StateStore) -> N
     assert failed and "another thread" in str(failed[0])  # refused, not a deadlock
     store.commit_open()
     assert done == [1, 2]
+
+
+def test_commit_open_leaves_a_transaction_another_thread_began_alone(store: StateStore) -> None:
+    """The disk thread holds its apply open until its own commit; a commit asked for on the loop
+    meanwhile (a read waiting, the timer) must not commit it from the wrong thread."""
+    done: list[int] = []
+    applied, release = threading.Event(), threading.Event()
+
+    def disk_thread() -> None:
+        _apply(store, 1, b"a", done)
+        applied.set()
+        release.wait(10)
+        store.commit_open()
+
+    t = threading.Thread(target=disk_thread)
+    t.start()
+    try:
+        assert applied.wait(10)
+        store.commit_open()  # not this thread's: nothing happens
+        assert store.has_open and done == [] and store.get(b"a") is None
+    finally:
+        release.set()
+        t.join(10)
+    assert not store.has_open and done == [1] and store.get(b"a") == (b"v1", 1)
 
 
 DESC = Descriptor(1, b"", b"", Epoch(1, 1), (ReplicaDesc(store_id=1, replica_id=1),))
