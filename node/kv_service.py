@@ -50,55 +50,54 @@ def _write_timed_out() -> WireError:
     )
 
 
-class _PendingWrite:
-    """A stream write proposed and not yet answered: answered once, by whichever comes first of
-    its proposal settling and its deadline."""
+class _Pending:
+    """A stream item served without a task (D25), not yet answered: answered exactly once, by
+    whichever comes first of what settles it (the subclass's callbacks) and its deadline."""
 
-    __slots__ = ("fut", "kind", "out", "pending", "rep", "respond", "svc", "t0", "timer")
+    __slots__ = ("kind", "out", "pending", "rep", "respond", "svc", "t0", "timer")
+
+    timed_out: ClassVar[Callable[[], WireError]]  # the deadline's answer
 
     def __init__(
         self,
         svc: KVService,
         rep: Replica,
-        fut: asyncio.Future[list[OpResult] | None],
         kind: str,
         out: kv_pb2.StreamResponseItem,
         respond: Callable[[kv_pb2.StreamResponseItem], None],
-        pending: _PendingWrites,
+        pending: _Unanswered,
         t0: float,
     ) -> None:
-        self.svc, self.rep, self.fut, self.kind, self.out, self.respond, self.pending, self.t0 = (
-            svc, rep, fut, kind, out, respond, pending, t0
+        self.svc, self.rep, self.kind, self.out, self.respond, self.pending, self.t0 = (
+            svc, rep, kind, out, respond, pending, t0
         )
         self.timer: asyncio.TimerHandle | None = rep.loop.call_later(svc.limits.request_timeout_s, self._expired)
-        fut.add_done_callback(self._settled)
+        pending.add(self)
 
-    def _settled(self, fut: asyncio.Future[list[OpResult] | None]) -> None:
-        if self.timer is None:
-            return  # answered already (deadline)
+    def _answer(self, fill: Callable[[kv_pb2.StreamResponseItem], None]) -> None:
+        """Settled before the deadline: ``fill`` writes the result into the answer (or raises
+        the WireError that is the answer)."""
+        assert self.timer is not None
         self.timer.cancel()
         self.timer = None
         out = self.out
         try:
-            (r,) = self.svc._outcome(self.rep, fut)
-            if self.kind == "put":
-                out.put.version = r.version
-            else:
-                out.delete.deleted = r.existed
+            fill(out)
         except WireError as exc:
             exc.fill(out)
         except Exception as exc:
             out.code = grpc.StatusCode.INTERNAL.value[0]
             out.message = f"internal error: {exc}"
-        self.pending.done(self)
-        self.svc.stats.requests.note(self.kind, out.code, time.perf_counter() - self.t0)
-        self.respond(out)
+        self._done()
 
     def _expired(self) -> None:
         if self.timer is None:
             return
         self.timer = None
-        _write_timed_out().fill(self.out)
+        type(self).timed_out().fill(self.out)
+        self._done()
+
+    def _done(self) -> None:
         self.pending.done(self)
         self.svc.stats.requests.note(self.kind, self.out.code, time.perf_counter() - self.t0)
         self.respond(self.out)
@@ -110,112 +109,94 @@ class _PendingWrite:
             self.timer = None
 
 
+class _PendingWrite(_Pending):
+    """A put or delete proposed: settled by its proposal."""
+
+    __slots__ = ()
+    timed_out = staticmethod(_write_timed_out)
+
+    def __init__(self, fut: asyncio.Future[list[OpResult] | None], *args: Any) -> None:
+        super().__init__(*args)
+        fut.add_done_callback(self._settled)
+
+    def _settled(self, fut: asyncio.Future[list[OpResult] | None]) -> None:
+        if self.timer is None:
+            return  # answered already (deadline)
+
+        def fill(out: kv_pb2.StreamResponseItem) -> None:
+            (r,) = self.svc._outcome(self.rep, fut)
+            if self.kind == "put":
+                out.put.version = r.version
+            else:
+                out.delete.deleted = r.existed
+
+        self._answer(fill)
+
+
 def _failure(fut: asyncio.Future[Any]) -> BaseException | None:
     if fut.cancelled():
         return ReplicaStopped("the read was cancelled (replica closing)")
     return fut.exception()
 
 
-class _PendingGet:
-    """A stream get waiting for its read barrier (a ReadIndex round trip, or the apply of the
-    index it must see), answered without a task: from the barrier's callbacks, or by its
-    deadline, whichever comes first (D25, extended to linearizable gets)."""
+class _PendingGet(_Pending):
+    """A get waiting for its read barrier (a ReadIndex round trip, or the apply of the index
+    it must see): settled by the barrier's callbacks, then read."""
 
-    __slots__ = ("key", "out", "pending", "rep", "respond", "svc", "t0", "timer", "version")
+    __slots__ = ("key", "version")
+    timed_out = staticmethod(_read_timed_out)
 
-    def __init__(
-        self,
-        svc: KVService,
-        rep: Replica,
-        key: bytes,
-        index_fut: asyncio.Future[int],
-        out: kv_pb2.StreamResponseItem,
-        respond: Callable[[kv_pb2.StreamResponseItem], None],
-        pending: _PendingWrites,
-        t0: float,
-    ) -> None:
-        self.svc, self.rep, self.key, self.out, self.respond, self.pending, self.t0 = (
-            svc, rep, key, out, respond, pending, t0
-        )
-        self.version = rep.descriptor.epoch.version  # the range served must still hold at the read
-        self.timer: asyncio.TimerHandle | None = rep.loop.call_later(svc.limits.request_timeout_s, self._expired)
+    def __init__(self, key: bytes, index_fut: asyncio.Future[int], *args: Any) -> None:
+        super().__init__(*args)
+        self.key = key
+        self.version = self.rep.descriptor.epoch.version  # the range served must still hold at the read
         index_fut.add_done_callback(self._indexed)  # shared by the reads of a round: never cancelled
 
     def _indexed(self, fut: asyncio.Future[int]) -> None:
         if self.timer is None:
             return  # answered already (deadline)
         exc = _failure(fut)
-        if exc is not None:
-            self._answer(exc)
-            return
-        index = fut.result()
-        if self.rep.applied >= index:
-            self._answer(None)
+        if exc is not None or self.rep.applied >= fut.result():
+            self._read(exc)
         else:
-            self.rep.wait_applied(index).add_done_callback(self._applied)
+            self.rep.wait_applied(fut.result()).add_done_callback(self._applied)
 
     def _applied(self, fut: asyncio.Future[None]) -> None:
         if self.timer is not None:
-            self._answer(_failure(fut))
+            self._read(_failure(fut))
 
-    def _answer(self, failure: BaseException | None) -> None:
-        assert self.timer is not None
-        self.timer.cancel()
-        self.timer = None
-        out = self.out
-        try:
+    def _read(self, failure: BaseException | None) -> None:
+        def fill(out: kv_pb2.StreamResponseItem) -> None:
             if failure is not None:
                 raise self.svc._barrier_error(self.rep, failure)
             self.svc._check_still_holds(self.rep, self.version, [self.key])
             out.get.CopyFrom(self.svc._read_key(self.key))
-        except WireError as exc:
-            exc.fill(out)
-        except Exception as exc:
-            out.code = grpc.StatusCode.INTERNAL.value[0]
-            out.message = f"internal error: {exc}"
-        self._done()
 
-    def _expired(self) -> None:
-        if self.timer is None:
-            return
-        self.timer = None
-        _read_timed_out().fill(self.out)
-        self._done()
-
-    def _done(self) -> None:
-        self.pending.done(self)
-        self.svc.stats.requests.note("get", self.out.code, time.perf_counter() - self.t0)
-        self.respond(self.out)
-
-    def abandon(self) -> None:
-        """The stream ended: never answer."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._answer(fill)
 
 
-class _PendingWrites:
-    """One stream's writes (and gets waiting for their read barrier) in flight, so that the
-    stream answers them all before it ends."""
+class _Unanswered:
+    """One stream's items served without a task and not yet answered (writes, gets waiting for
+    their read barrier), so that the stream answers them all before it ends."""
 
     def __init__(self) -> None:
-        self.writes: set[_PendingWrite | _PendingGet] = set()
+        self.items: set[_Pending] = set()
         self.quiet = asyncio.Event()
         self.quiet.set()
 
-    def add(self, w: _PendingWrite | _PendingGet) -> None:
-        self.writes.add(w)
+    def add(self, w: _Pending) -> None:
+        self.items.add(w)
         self.quiet.clear()
 
-    def done(self, w: _PendingWrite | _PendingGet) -> None:
-        self.writes.discard(w)
-        if not self.writes:
+    def done(self, w: _Pending) -> None:
+        self.items.discard(w)
+        if not self.items:
             self.quiet.set()
 
     def abandon(self) -> None:
-        for w in self.writes:
+        for w in self.items:
             w.abandon()
-        self.writes.clear()
+        self.items.clear()
         self.quiet.set()
 
 _Req = TypeVar("_Req")
@@ -423,7 +404,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         self,
         item: kv_pb2.StreamRequestItem,
         respond: Callable[[kv_pb2.StreamResponseItem], None],
-        pending: _PendingWrites,
+        pending: _Unanswered,
     ) -> bool:
         """A LINEARIZABLE get (or a LEASE get that must wait) on the stream, served without a
         task: its read barrier started now, its answer given from the barrier's callbacks.
@@ -449,7 +430,7 @@ class KVService(kv_pb2_grpc.KVServicer):
             return True
         except Exception:
             return False  # the task path reports it
-        pending.add(_PendingGet(self, rep, req.key, index_fut, out, respond, pending, t0))
+        _PendingGet(req.key, index_fut, self, rep, "get", out, respond, pending, t0)
         return True
 
     def _start_write(
@@ -457,7 +438,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         item: kv_pb2.StreamRequestItem,
         kind: str,
         respond: Callable[[kv_pb2.StreamResponseItem], None],
-        pending: _PendingWrites,
+        pending: _Unanswered,
     ) -> None:
         """A put or delete on the stream, served without a task: checked and proposed now,
         answered from the proposal's done callback (or its deadline's timer). A write is most of
@@ -487,7 +468,7 @@ class KVService(kv_pb2_grpc.KVServicer):
             self.stats.requests.note(kind, out.code, time.perf_counter() - t0)
             respond(out)
             return
-        pending.add(_PendingWrite(self, rep, fut, kind, out, respond, pending, t0))
+        _PendingWrite(fut, self, rep, kind, out, respond, pending, t0)
 
     async def _put(self, req: kv_pb2.PutRequest) -> kv_pb2.PutResponse:
         self._check_key(req.key, write=True)
@@ -731,7 +712,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         """Serve tagged requests concurrently; pack whatever is done into each response."""
         out: asyncio.Queue[kv_pb2.StreamResponseItem | None] = asyncio.Queue()
         tasks: set[asyncio.Task[kv_pb2.StreamResponseItem]] = set()
-        writes = _PendingWrites()
+        writes = _Unanswered()
         respond = out.put_nowait
         budget = self.rs.admission.stream()  # unanswered request bytes (node.admission)
 

@@ -93,6 +93,7 @@ class RaftStore:
             self._config_for,
             kick=self.kick,
             wake=self.wake,
+            apply_wanted=self._apply_wanted,
             raft_mutation=raft_mutation,
         )
         self.admission = admission or Admission()  # the node's bounds (node.admission)
@@ -126,7 +127,6 @@ class RaftStore:
             files=files,
         )
         self.executor.on_lost_applies = self._applies_lost
-        self.replicas.apply_wanted = self.executor.commit_now  # a read waits for an apply held open
         self.rounds = 0
         # A full disk (node.disk_full): the state health and metrics read, when to try again,
         # and a round whose LMDB apply found no room (advanced, to be applied first).
@@ -176,6 +176,10 @@ class RaftStore:
     def kick(self) -> None:
         """There is work for a round."""
         self._wake.set()
+
+    def _apply_wanted(self) -> None:
+        """A read waits for an apply: commit what LMDB's open transaction holds now (D27)."""
+        self.executor.commit_now()
 
     # -- time (see node.ticker) -----------------------------------------------------
 

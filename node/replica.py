@@ -61,6 +61,8 @@ class Replica:
         loop: asyncio.AbstractEventLoop,
         on_work: Callable[[], None],
         on_wake: Callable[[Replica], None] | None = None,
+        *,
+        on_apply_wanted: Callable[[], None] | None = None,
     ) -> None:
         self.pid = pid
         self.replica_id = replica_id
@@ -70,7 +72,7 @@ class Replica:
         self._on_work = on_work
         self._on_wake = on_wake
         # Commits applies held in LMDB's open transaction at once (the node's RoundExecutor).
-        self.on_apply_wanted: Callable[[], None] | None = None
+        self.on_apply_wanted = on_apply_wanted
         self.requests = PendingRequests(loop)
         self.descriptor = descriptor
         self._stores: dict[int, int] = {}

@@ -51,6 +51,7 @@ class ReplicaSet(Mapping[int, Replica]):
         *,
         kick: Callable[[], None],
         wake: Callable[[Replica], None],
+        apply_wanted: Callable[[], None],
         raft_mutation: str | None,
     ) -> None:
         self.loop = loop
@@ -61,6 +62,7 @@ class ReplicaSet(Mapping[int, Replica]):
         self._config_for = config_for
         self._kick = kick
         self._wake = wake
+        self._apply_wanted = apply_wanted  # commits applies held in LMDB's open transaction (D27)
         # Only the test suite (tessera nemesis --raft-mutation) runs a known-buggy core.
         self.raft_mutation = raft_mutation
         self._replicas: dict[int, Replica] = {}
@@ -68,12 +70,6 @@ class ReplicaSet(Mapping[int, Replica]):
         self.generation = 0
         # New partitions of splits a round is applying, until they are open (node.raftstore).
         self.splitting: set[int] = set()
-        # Commits applies held in LMDB's open transaction (RaftStore sets the executor's).
-        self.apply_wanted: Callable[[], None] | None = None
-
-    def _apply_wanted(self) -> None:
-        if self.apply_wanted is not None:
-            self.apply_wanted()
 
     # The mapping's reads go straight to the dict's own (C) methods: the Mapping ABC's generic
     # keys/values/items/get, built on __iter__ and __getitem__ in Python, cost about 150 us
@@ -191,8 +187,8 @@ class ReplicaSet(Mapping[int, Replica]):
         storage = ReplicaStorage(self.wal, pid, meta.conf_state, self._snapshot_provider(pid))
         cfg = self._config_for(replica_id, meta.applied_index)
         raw = RawNode(cfg, storage, random.Random(), mutation=self.raft_mutation)
-        rep = Replica(pid, replica_id, desc, raw, storage, self.loop, self._kick, self._wake)
-        rep.on_apply_wanted = self._apply_wanted
+        rep = Replica(pid, replica_id, desc, raw, storage, self.loop, self._kick, self._wake,
+                      on_apply_wanted=self._apply_wanted)
         rep.applied_term = meta.applied_term
         self._replicas[pid] = rep
         self.generation += 1

@@ -25,8 +25,8 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 
+from tools.bench_side import cpu_s
 from tools.cluster import Cluster
-from tools.procstat import cpu_seconds
 
 
 def disk_written_bytes() -> int:
@@ -50,7 +50,7 @@ class Side:
     runs: dict[int, list[tuple[float, float, float, float]]] = field(default_factory=dict)
 
     def node_cpu(self) -> float:
-        return sum(cpu_seconds(p.popen.pid) for p in self.cluster.node_procs.values() if p.popen is not None)
+        return cpu_s([p.popen.pid for p in self.cluster.node_procs.values() if p.popen is not None])
 
 
 def run(side: Side, args: argparse.Namespace, concurrency: int) -> str:

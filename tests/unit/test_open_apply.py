@@ -15,7 +15,6 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from common.descriptor import Descriptor, Epoch, ReplicaDesc
 from conftest import eventually_async
 from node import round_executor
 from node.raft import ConfState
@@ -24,7 +23,7 @@ from node.settings import RaftSettings
 from node.state.commands import put
 from node.state.store import ApplyEntry, StateStore
 from node.wal import WriteAheadLog
-from support.lone_replica import NoPeers
+from support.lone_replica import DESC, NoPeers
 
 CS = ConfState(voters=frozenset({1}))
 
@@ -148,7 +147,6 @@ def test_commit_open_leaves_a_transaction_another_thread_began_alone(store: Stat
     assert not store.has_open and done == [1] and store.get(b"a") == (b"v1", 1)
 
 
-DESC = Descriptor(1, b"", b"", Epoch(1, 1), (ReplicaDesc(store_id=1, replica_id=1),))
 
 
 def test_a_node_answers_a_write_before_lmdb_commits_it_and_reads_wait_for_the_commit(
