@@ -79,6 +79,7 @@ POLICY: Mapping[str, Need] = {
     # The multiplexed stream carries reads and writes: a read token may open it, and the stream
     # is ended (PERMISSION_DENIED) at the first write it carries (common/auth_server.py).
     _KV + "Stream": Need.READ,
+    _KV + "WireEndpoint": Need.READ,  # where the KV wire listens: any caller that may read (D28)
     **{_META + m: Need.READ for m in ("GetPartition", "ScanPartitions", "GetStores", "ListOperations", "GetRouters")},
     **{_META + m: Need.ADMIN for m in ("SubmitOperation", "SetStoreState", "CreateToken", "RevokeToken", "ListTokens")},
     # The nodes' link to placement: only a node may report itself.

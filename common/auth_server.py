@@ -30,7 +30,7 @@ import grpc
 
 from common import auth
 from common.auth import Grant, Need
-from common.tls import peer_identity
+from common.tls import PeerIdentity, peer_identity
 
 log = logging.getLogger("tessera.auth")
 
@@ -46,18 +46,19 @@ class _Denied:
 
 
 @dataclass(slots=True, eq=False)  # kept in a set: identity, not value
-class _OpenStream:
-    """A token-authenticated stream that may have to be ended from outside."""
+class OpenStream:
+    """A token-authenticated stream that may have to be ended from outside: ``stop`` ends it
+    (a gRPC stream's task is cancelled; a KV wire connection is closed)."""
 
     token_hash: str
     need: Need
-    task: asyncio.Task[Any] | None
+    stop: Callable[[], object] | None
     denied: _Denied | None = None
 
     def end(self, code: grpc.StatusCode, message: str) -> None:
-        if self.denied is None and self.task is not None:
+        if self.denied is None and self.stop is not None:
             self.denied = _Denied(code, message)
-            self.task.cancel()
+            self.stop()
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -71,41 +72,51 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._methods: dict[str, tuple[grpc.RpcMethodHandler[Any, Any] | None, grpc.RpcMethodHandler[Any, Any] | None,
                                        Need | None]] = {}
         self._digests: dict[str, str] = {}  # token -> sha256, for the tokens seen lately
-        self._streams: set[_OpenStream] = set()
+        self._streams: set[OpenStream] = set()
         self.denied = 0  # calls refused (tests, logs)
 
     # -- the decision ---------------------------------------------------------------------
 
     def check(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Grant | None, str]:
         """(grant, token hash) for an allowed call: a member's call has no grant. Raises
-        _Refusal otherwise."""
+        Refusal otherwise."""
+        if auth.need_of(method) is Need.OPEN:
+            return None, ""
+        return self.check_credentials(method, auth.bearer_from(context.invocation_metadata()),
+                                      lambda: peer_identity(context))
+
+    def check_credentials(
+        self, method: str, token: str | None, identity: Callable[[], PeerIdentity | None]
+    ) -> tuple[Grant | None, str]:
+        """:meth:`check` for a caller known by its ``token`` and its certificate's identity
+        (asked for only when it matters): the KV wire's hello (node.kv_wire) is checked as the
+        KV.Stream it stands for. Raises :class:`Refusal`."""
         need = auth.need_of(method)
         if need is Need.OPEN:
             return None, ""
-        token = auth.bearer_from(context.invocation_metadata())
         if need is Need.MEMBER or token is None:
-            who = peer_identity(context)
+            who = identity()
             if who is not None and who.is_member:
                 return None, ""
             if token is None:
-                raise _Refusal(grpc.StatusCode.UNAUTHENTICATED,
+                raise Refusal(grpc.StatusCode.UNAUTHENTICATED,
                                f"{_short(method)} is for cluster members only (a member's certificate)"
                                if need is Need.MEMBER else
                                f"no token: this cluster requires one (give --token or ${auth.TOKEN_ENV}; "
                                f"gRPC metadata 'authorization: Bearer TOKEN')")
         if not auth.well_formed(token):
-            raise _Refusal(grpc.StatusCode.UNAUTHENTICATED,
+            raise Refusal(grpc.StatusCode.UNAUTHENTICATED,
                            "malformed token (expected 'authorization: Bearer tsk_...')")
         digest = self._digest(token)
         grant = self.lookup(digest)
         if grant is None:
-            raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked token")
+            raise Refusal(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked token")
         if need is Need.MEMBER:
-            raise _Refusal(grpc.StatusCode.PERMISSION_DENIED,
+            raise Refusal(grpc.StatusCode.PERMISSION_DENIED,
                            f"{_short(method)} is for cluster members only; a client certificate may not call "
                            f"it, whatever its token")
         if grant.role < need:
-            raise _Refusal(grpc.StatusCode.PERMISSION_DENIED,
+            raise Refusal(grpc.StatusCode.PERMISSION_DENIED,
                            f"token {grant.token_id} has role {grant.role.label}; {_short(method)} needs "
                            f"{need.label}")
         return grant, digest
@@ -159,7 +170,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         check = self.check
         kw = {"request_deserializer": h.request_deserializer, "response_serializer": h.response_serializer}
 
-        async def refuse(context: Any, exc: _Refusal) -> None:
+        async def refuse(context: Any, exc: Refusal) -> None:
             self.denied += 1
             await context.abort(exc.code, exc.message)
 
@@ -169,7 +180,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             async def behavior(request_or_requests: Any, context: Any) -> Any:
                 try:
                     check(method, context)
-                except _Refusal as exc:
+                except Refusal as exc:
                     await refuse(context, exc)
                 return await inner(request_or_requests, context)
 
@@ -188,14 +199,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         async def streamed(request: Any, context: Any) -> AsyncIterator[Any]:
             try:
                 grant, digest = check(method, context)
-            except _Refusal as exc:
+            except Refusal as exc:
                 await refuse(context, exc)
             if grant is None:  # a member: not revocable
                 async for resp in streaming(request, context):
                     yield resp
                 return
-            entry = _OpenStream(digest, auth.need_of(method), asyncio.current_task())
-            self._streams.add(entry)
+            task = asyncio.current_task()
+            entry = self.open_stream(digest, method, task.cancel if task is not None else None)
             if reads_only is not None and grant.role < auth.Role.WRITE:
                 request = reads_only(request, entry, grant)
             try:
@@ -207,14 +218,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 self.denied += 1
                 await context.abort(entry.denied.code, entry.denied.message)
             finally:
-                self._streams.discard(entry)
+                self.close_stream(entry)
 
         if h.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(streamed, **kw)
         return grpc.stream_stream_rpc_method_handler(streamed, **kw)
 
     @staticmethod
-    async def _reads_only(requests: AsyncIterator[Any], entry: _OpenStream, grant: Grant) -> AsyncIterator[Any]:
+    async def _reads_only(requests: AsyncIterator[Any], entry: OpenStream, grant: Grant) -> AsyncIterator[Any]:
         """A read token's KV.Stream: a message with a write item is never passed on; the stream
         ends with PERMISSION_DENIED instead."""
         async for req in requests:
@@ -228,6 +239,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             yield req
 
     # -- token-table changes --------------------------------------------------------------
+
+    def open_stream(self, digest: str, method: str, stop: Callable[[], object] | None) -> OpenStream:
+        """Register a token's open stream: :meth:`refresh` calls ``stop`` once the token is no
+        longer good for ``method`` (the entry's ``denied`` says why). Forget it with
+        :meth:`close_stream` when the stream ends."""
+        entry = OpenStream(digest, auth.need_of(method), stop)
+        self._streams.add(entry)
+        return entry
+
+    def close_stream(self, entry: OpenStream) -> None:
+        self._streams.discard(entry)
 
     def refresh(self) -> int:
         """End the open streams whose token is no longer valid (revoked, or its role now too
@@ -247,7 +269,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return len(self._streams)
 
 
-class _Refusal(Exception):
+class Refusal(Exception):
+    """A call refused: its gRPC status code and message."""
+
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code = code

@@ -27,6 +27,7 @@ from common.wire import errors as werr
 from common.wire.descriptors import descriptor_to_pb
 from common.wire.errors import WireError
 from node.disk_full import RETRY_AFTER_MS
+from node.kv_stream import StreamSession, Unanswered
 from node.metrics import NodeStats
 from node.raft import NotLeaderError, ProposalDroppedError
 from node.raftstore import RaftStore
@@ -65,7 +66,7 @@ class _Pending:
         kind: str,
         out: kv_pb2.StreamResponseItem,
         respond: Callable[[kv_pb2.StreamResponseItem], None],
-        pending: _Unanswered,
+        pending: Unanswered,
         t0: float,
     ) -> None:
         self.svc, self.rep, self.kind, self.out, self.respond, self.pending, self.t0 = (
@@ -175,30 +176,6 @@ class _PendingGet(_Pending):
         self._answer(fill)
 
 
-class _Unanswered:
-    """One stream's items served without a task and not yet answered (writes, gets waiting for
-    their read barrier), so that the stream answers them all before it ends."""
-
-    def __init__(self) -> None:
-        self.items: set[_Pending] = set()
-        self.quiet = asyncio.Event()
-        self.quiet.set()
-
-    def add(self, w: _Pending) -> None:
-        self.items.add(w)
-        self.quiet.clear()
-
-    def done(self, w: _Pending) -> None:
-        self.items.discard(w)
-        if not self.items:
-            self.quiet.set()
-
-    def abandon(self) -> None:
-        for w in self.items:
-            w.abandon()
-        self.items.clear()
-        self.quiet.set()
-
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 
@@ -228,6 +205,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         self.limits = limits
         # What the node's metrics export (node/metrics.py): plain counts, a bisect per request.
         self.stats = stats if stats is not None else NodeStats()
+        self.wire_address = ""  # host:port of the KV wire (node.kv_wire, D28); "": none
 
     # -- validation -------------------------------------------------------------
 
@@ -404,7 +382,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         self,
         item: kv_pb2.StreamRequestItem,
         respond: Callable[[kv_pb2.StreamResponseItem], None],
-        pending: _Unanswered,
+        pending: Unanswered,
     ) -> bool:
         """A LINEARIZABLE get (or a LEASE get that must wait) on the stream, served without a
         task: its read barrier started now, its answer given from the barrier's callbacks.
@@ -438,7 +416,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         item: kv_pb2.StreamRequestItem,
         kind: str,
         respond: Callable[[kv_pb2.StreamResponseItem], None],
-        pending: _Unanswered,
+        pending: Unanswered,
     ) -> None:
         """A put or delete on the stream, served without a task: checked and proposed now,
         answered from the proposal's done callback (or its deadline's timer). A write is most of
@@ -711,40 +689,13 @@ class KVService(kv_pb2_grpc.KVServicer):
     ) -> AsyncIterator[kv_pb2.StreamResponse]:
         """Serve tagged requests concurrently; pack whatever is done into each response."""
         out: asyncio.Queue[kv_pb2.StreamResponseItem | None] = asyncio.Queue()
-        tasks: set[asyncio.Task[kv_pb2.StreamResponseItem]] = set()
-        writes = _Unanswered()
-        respond = out.put_nowait
-        budget = self.rs.admission.stream()  # unanswered request bytes (node.admission)
-
-        def finished(t: asyncio.Task[kv_pb2.StreamResponseItem]) -> None:
-            tasks.discard(t)
-            if not t.cancelled():
-                out.put_nowait(t.result())
+        session = StreamSession(self, out.put_nowait)
 
         async def reader() -> None:
             try:
                 async for req in request_iterator:
-                    share = budget.share(req)
-                    for item in req.requests:
-                        refused = budget.admit(item, share)
-                        if refused is not None:
-                            respond(refused)
-                            continue
-                        kind = item.WhichOneof("request")
-                        if kind == "put" or kind == "delete":
-                            self._start_write(item, kind, respond, writes)
-                            continue
-                        if kind == "get" and (self._answered_now(item, respond) or
-                                              self._start_get(item, respond, writes)):
-                            continue
-                        t = asyncio.ensure_future(self._serve_item(item))
-                        tasks.add(t)
-                        t.add_done_callback(finished)
-                while tasks or not writes.quiet.is_set():
-                    if tasks:
-                        await asyncio.wait(set(tasks))
-                    else:
-                        await writes.quiet.wait()
+                    session.take(req)
+                await session.drain()
             finally:
                 out.put_nowait(None)
 
@@ -763,11 +714,14 @@ class KVService(kv_pb2_grpc.KVServicer):
                         out.put_nowait(None)
                         break
                     items.append(nxt)
-                budget.answered(items)
+                session.answered(items)
                 yield kv_pb2.StreamResponse(responses=items)
         finally:
             stats.streams_open -= 1
             reading.cancel()
-            for t in list(tasks):
-                t.cancel()
-            writes.abandon()
+            session.close()
+
+    async def WireEndpoint(
+        self, request: kv_pb2.WireEndpointRequest, context: grpc.aio.ServicerContext
+    ) -> kv_pb2.WireEndpointResponse:
+        return kv_pb2.WireEndpointResponse(address=self.wire_address)

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-
-import grpc
+from typing import TYPE_CHECKING
 
 from common.auth import EMPTY, Grant, Role, TokenTable
 from tesserapb import meta_pb2
+
+if TYPE_CHECKING:
+    from common.auth_server import AuthInterceptor
 
 log = logging.getLogger("tessera.node.auth")
 
@@ -59,13 +61,13 @@ class NodeTokens:
         return True
 
 
-def interceptors(tokens: NodeTokens | None, where: str) -> list[grpc.aio.ServerInterceptor]:
-    """The server interceptors for a node: none without --auth, else the check of every call
+def interceptor(tokens: NodeTokens | None, where: str) -> AuthInterceptor | None:
+    """The node's check of every call (gRPC and KV wire): none without --auth, else the check
     against ``tokens`` (whose updates end the streams of revoked tokens)."""
     if tokens is None:
-        return []
+        return None
     from common.auth_server import AuthInterceptor
 
-    interceptor = AuthInterceptor(tokens.lookup, where=where)
-    tokens.on_change = interceptor.refresh
-    return [interceptor]
+    checker = AuthInterceptor(tokens.lookup, where=where)
+    tokens.on_change = checker.refresh
+    return checker

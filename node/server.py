@@ -28,7 +28,7 @@ from common.auth import NEEDS_TLS
 from common.descriptor import Descriptor
 from common.metrics import MetricsServer, new_registry
 from common.wire.guard import RequestGuard
-from node import node_auth, tcp_transport
+from node import kv_wire, node_auth, tcp_transport
 from node.admission import Admission
 from node.disk_full import reserve_in, watch_disk
 from node.fs import OS_FILES, Files
@@ -65,6 +65,7 @@ class Node:
         wal_sync: bool = True,
         peer_addresses_file: str | None = None,
         peer_listen: str = "",
+        kv_wire_listen: str = "",
         fault_file: str | None = None,
         raft_mutation: str | None = None,
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
@@ -100,6 +101,9 @@ class Node:
         self.peer_listen = peer_listen  # "": the --listen host, any port; "none": Raft on gRPC only
         self.peer_server: tcp_transport.BatchListener | None = None
         self.peer_address = ""
+        self.kv_wire_listen = kv_wire_listen  # "": the --listen host, any port; "none": KV on gRPC only
+        self.kv_wire: kv_wire.KvWireListener | None = None
+        self.kv_wire_address = ""
         self.port = 0
         self.stopped = False
         self.metrics_listen = metrics_listen  # HOST:PORT to serve Prometheus metrics on (None: off)
@@ -118,7 +122,8 @@ class Node:
         if self.auth and self.tls is None:
             raise ValueError(NEEDS_TLS)
         # Who may call (node/node_auth.py, docs/auth.md) before what the request says (hostile input).
-        auth = node_auth.interceptors(self.tokens if self.auth else None, f"node {self.store_id}")
+        self.auth_check = node_auth.interceptor(self.tokens if self.auth else None, f"node {self.store_id}")
+        auth = [self.auth_check] if self.auth_check is not None else []  # the KV wire checks hellos with it too
         self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[*auth, RequestGuard(log)])
         self.port = tls_mod.add_port(self.server, self.listen, self.tls)
         if self.port == 0:
@@ -216,18 +221,24 @@ class Node:
             snapshot_refusal=self.raftstore.snapshot_refusal,
         )
         raft_service.admission = self.admission
+        server_ssl = self.tls.server_ssl_context if self.tls is not None else None
         if self.peer_listen != "none":
-            listen_host = self.listen.rpartition(":")[0]
-            peer_host, _, peer_port = (self.peer_listen or f"{listen_host}:0").rpartition(":")
+            peer_host = self.peer_listen
             try:
-                self.peer_server = await tcp_transport.serve(
-                    peer_host.strip("[]"), int(peer_port), raft_service,
-                    self.tls.server_ssl_context if self.tls is not None else None,
-                )
+                peer_host, peer_port = self._listen_at(self.peer_listen)
+                self.peer_server = await tcp_transport.serve(peer_host.strip("[]"), peer_port, raft_service, server_ssl)
             except (OSError, ValueError) as exc:
                 raise OSError(f"cannot listen for Raft peers on {self.peer_listen or peer_host}: {exc}") from exc
-            bound = self.peer_server.port
-            self.peer_address = raft_service.tcp_address = f"{peer_host}:{bound}"
+            self.peer_address = raft_service.tcp_address = f"{peer_host}:{self.peer_server.port}"
+        if self.kv_wire_listen != "none":
+            wire_host = self.kv_wire_listen
+            try:
+                wire_host, wire_port = self._listen_at(self.kv_wire_listen)
+                self.kv_wire = await kv_wire.serve(wire_host.strip("[]"), wire_port, kv, ssl_context=server_ssl,
+                                                   checker=self.auth_check)
+            except (OSError, ValueError) as exc:
+                raise OSError(f"cannot listen for the KV wire on {self.kv_wire_listen or wire_host}: {exc}") from exc
+            self.kv_wire_address = kv.wire_address = f"{wire_host}:{self.kv_wire.port}"
         # A full disk: the tessera.disk health service says NOT_SERVING; the node's other
         # services stay SERVING, since it still serves reads (docs/limits.md).
         watch_disk(self.raftstore.disk, self.health.servicer)
@@ -235,6 +246,11 @@ class Node:
         self.late.add(lambda server: kv_pb2_grpc.add_KVServicer_to_server(kv, server))
         self.late.add(lambda server: raft_pb2_grpc.add_RaftTransportServicer_to_server(raft_service, server))
         await self.link.start()
+
+    def _listen_at(self, flag: str) -> tuple[str, int]:
+        """(host, port) a ``--*-listen`` flag names; "" is the --listen host, any free port."""
+        host, _, port = (flag or f"{self.listen.rpartition(':')[0]}:0").rpartition(":")
+        return host, int(port)
 
     async def _on_snapshot(
         self, first: raft_pb2.RaftMessage, path: str, descriptor: Descriptor | None = None
@@ -305,6 +321,8 @@ class Node:
             await self.server.stop(grace=1.0)
         if self.peer_server is not None:
             self.peer_server.close()
+        if self.kv_wire is not None:
+            self.kv_wire.close()
         await self.link.stop()
         await self.raftstore.stop()
         await self.transport.close()
@@ -339,6 +357,7 @@ async def serve(args: argparse.Namespace) -> int:
         limits=limits,
         peer_addresses_file=args.peer_addresses,
         peer_listen=args.peer_listen or "",
+        kv_wire_listen=getattr(args, "kv_wire_listen", None) or "",
         fault_file=args.fault_file,
         raft_mutation=getattr(args, "raft_mutation", None),
         heartbeat_interval_s=args.heartbeat_interval,
@@ -375,6 +394,8 @@ async def serve(args: argparse.Namespace) -> int:
     if node.peer_address:
         # Before the "listening on" line: a launcher that waits for that one knows both.
         print(f"node {node.store_id} takes Raft peers at {node.peer_address}", flush=True)
+    if node.kv_wire is not None:
+        print(f"node {node.store_id} takes KV wire clients at {node.kv_wire_address}", flush=True)
     if node.metrics is not None:
         print(f"node {node.store_id} serves metrics at {node.metrics.url}", flush=True)
     print(f"node {node.store_id} listening on {node.advertise}", flush=True)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 import struct
 from typing import Protocol, cast
@@ -36,6 +35,7 @@ from typing import Protocol, cast
 from google.protobuf.message import DecodeError
 
 from common.log_limit import LogLimiter
+from common.sockets import no_delay
 from common.tls import HANDSHAKE_TIMEOUT_S, identity_from_peercert
 from tesserapb import raft_pb2
 
@@ -52,17 +52,6 @@ ACK_EVERY = 16  # the receiver acks batch 1 and every 16th: see node.transport.A
 
 def frame(payload: bytes) -> bytes:
     return HEADER.pack(len(payload)) + payload
-
-
-def _no_delay(transport: asyncio.BaseTransport) -> None:
-    """Small frames leave at once (no Nagle): a batch held back for a delayed ack costs a
-    round trip of latency per write."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
 
 
 class FrameError(ConnectionError):
@@ -106,7 +95,7 @@ class BatchReceiver(asyncio.Protocol):
                 return
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self._live.add(self)
-        _no_delay(transport)
+        no_delay(transport)
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -219,7 +208,7 @@ class TcpConn:
             raise ConnectionError(f"connect to {address} timed out after {timeout:.1f} s") from None
         except ssl.SSLError as exc:
             raise ConnectionError(f"TLS handshake with {address} failed: {exc.reason or exc}") from None
-        _no_delay(writer.transport)
+        no_delay(writer.transport)
         return cls(reader, writer)
 
     def write_nowait(self, payload: bytes) -> None:

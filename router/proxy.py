@@ -148,6 +148,12 @@ class KVProxy(kv_pb2_grpc.KVServicer):
     async def Batch(self, request: kv_pb2.BatchRequest, context: grpc.aio.ServicerContext) -> Message:
         return await self._unary("batch", request, context)
 
+    async def WireEndpoint(
+        self, request: kv_pb2.WireEndpointRequest, context: grpc.aio.ServicerContext
+    ) -> kv_pb2.WireEndpointResponse:
+        """The router has no KV wire (D28): its clients use KV.Stream."""
+        return kv_pb2.WireEndpointResponse()
+
     async def Stream(
         self, request_iterator: AsyncIterator[kv_pb2.StreamRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[kv_pb2.StreamResponse]:

@@ -381,6 +381,10 @@ def _build_node(commands) -> None:
                    help="where to take Raft batches from peer stores over plain TCP (docs/decisions.md "
                         "D23; peers ask for it over gRPC); 'none' keeps them on gRPC "
                         "(default: the --listen host, any free port)")
+    p.add_argument("--kv-wire-listen", metavar="HOST:PORT",
+                   help="where clients may send KV requests over plain TCP, or TLS with --ca/--cert/--key "
+                        "(docs/kv-wire.md, D28; clients ask for it over gRPC); 'none' keeps them on gRPC "
+                        "(default: the --listen host, any free port)")
     p.add_argument("--max-proposals", type=_positive_int, metavar="N", default=_ADMISSION.node_proposals,
                    help="writes queued or in flight on this node at most; more are refused with "
                         "RESOURCE_EXHAUSTED and a retry-after hint (default: %(default)s)")

@@ -36,10 +36,10 @@ from router.client.errors import (
     TesseraError,
 )
 from router.client.meta import GrpcMeta, MetaSource
+from router.client.multiplexed import StreamTransport
 from router.client.request_ids import new_request_id
 from router.client.retry import Decision, classify
 from router.client.routes import Route, RouteCache, pick_store
-from router.client.stream import StreamTransport
 from router.client.transport import FunctionTransport, SendFn, Transport, UnaryTransport
 from router.client.types import (
     CasResult,
@@ -96,7 +96,8 @@ class AsyncClient:
     router_addr: "host:port" of the router (or several, comma-separated or as a list).
     deadline_s: the default overall deadline of one call, retries included.
     attempt_timeout_s: the most one attempt may take before the client tries elsewhere.
-    use_stream: multiplex requests over one KV.Stream per node (else one unary call each).
+    use_stream: multiplex requests over one connection per node (else one unary call each).
+    use_wire: that connection is the node's KV wire where it has one (D28), else KV.Stream.
     transport / meta: injectable replacements for the network (tests, the router's proxy).
     tls: mutual TLS to routers and nodes (``common.tls.TlsConfig.load(ca, cert, key)``, or
         ``common.tls.from_environment()`` for $TESSERA_CA/$TESSERA_CERT/$TESSERA_KEY); None:
@@ -111,6 +112,7 @@ class AsyncClient:
         deadline_s: float = 10.0,
         attempt_timeout_s: float = 2.0,
         use_stream: bool = True,
+        use_wire: bool = True,
         backoff: BackoffPolicy = BackoffPolicy(),
         transport: Transport | SendFn | None = None,
         meta: MetaSource | None = None,
@@ -135,7 +137,7 @@ class AsyncClient:
             self.router_description = "router"
         self._meta = meta
         if transport is None:
-            transport = StreamTransport(self._pool) if use_stream else UnaryTransport(self._pool)
+            transport = StreamTransport(self._pool, wire=use_wire) if use_stream else UnaryTransport(self._pool)
         elif not isinstance(transport, Transport):  # a bare send function
             transport = FunctionTransport(transport)
         self._transport: Transport = transport

@@ -1,4 +1,5 @@
-"""The fast path: one long-lived KV.Stream per node, multiplexing every concurrent request.
+"""The fast path: one long-lived KV.Stream (or KV wire connection) per node, multiplexing
+every concurrent request.
 
 A Python gRPC server spends ~0.25 ms of CPU per unary call but a fraction of that per stream
 message, so the client packs every request queued at the moment the sender runs into one
@@ -17,9 +18,7 @@ from typing import TypeAlias
 import grpc
 from google.protobuf.message import Message
 
-from router.client.channels import ChannelPool
 from router.client.errors import ClientClosedError, RpcFailure, failure_from_rpc_error, failure_from_stream_item
-from router.client.transport import UnaryTransport
 from tesserapb import kv_pb2, kv_pb2_grpc
 
 log = logging.getLogger("tessera.client.stream")
@@ -27,18 +26,16 @@ log = logging.getLogger("tessera.client.stream")
 _KVStream: TypeAlias = "grpc.aio.StreamStreamCall[kv_pb2.StreamRequest, kv_pb2.StreamResponse]"
 
 
-class NodeStream:
-    def __init__(
-        self, address: str, channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...] | None = None
-    ) -> None:
+class Tagged:
+    """Requests tagged and matched to their answers, whatever carries them: KV.Stream
+    (:class:`NodeStream`) or the KV wire (:class:`router.client.wire.NodeWire`). A carrier
+    opens itself in :meth:`_ensure_open`, and sends what :meth:`_batch` packs when told to by
+    :meth:`_kick`; it hands answers to :meth:`_answered` and its end to :meth:`_fail_all`."""
+
+    def __init__(self, address: str) -> None:
         self.address = address
-        self._metadata = metadata  # the bearer token, when the client has one (docs/auth.md)
-        self._stub = kv_pb2_grpc.KVStub(channel)
-        self._call: _KVStream | None = None
-        self._tasks: tuple[asyncio.Task[None], ...] = ()
         self._pending: list[tuple[int, str, Message]] = []
         self._inflight: dict[int, asyncio.Future[kv_pb2.StreamResponseItem]] = {}
-        self._wake = asyncio.Event()
         self._next_tag = 1
         self._closed = False
         # Counters for tests and benchmarks: how well requests are being packed.
@@ -48,15 +45,14 @@ class NodeStream:
     async def send(self, kind: str, request: Message, timeout: float) -> Message:
         if self._closed:
             raise ClientClosedError("client closed")
-        if self._call is None:
-            self._open()
+        self._ensure_open()
         loop = asyncio.get_running_loop()
         tag = self._next_tag
         self._next_tag += 1
         fut: asyncio.Future[kv_pb2.StreamResponseItem] = loop.create_future()
         self._inflight[tag] = fut
         self._pending.append((tag, kind, request))
-        self._wake.set()
+        self._kick()
         expiry = loop.call_later(max(timeout, 0.0), self._expire, tag, timeout)
         try:
             item = await fut
@@ -72,13 +68,36 @@ class NodeStream:
             )
         return getattr(item, kind)
 
-    def _open(self) -> None:
-        call = self._stub.Stream(metadata=self._metadata)
-        self._call = call
-        self._tasks = (
-            asyncio.ensure_future(self._send_loop(call)),
-            asyncio.ensure_future(self._recv_loop(call)),
-        )
+    def _ensure_open(self) -> None:
+        raise NotImplementedError
+
+    def _kick(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    def _batch(self) -> kv_pb2.StreamRequest | None:
+        """Every request queued since the last batch whose caller still waits, as one message."""
+        pending, self._pending = self._pending, []
+        batch = kv_pb2.StreamRequest()
+        for tag, kind, request in pending:
+            if tag not in self._inflight:
+                continue  # its caller gave up before it was sent
+            item = batch.requests.add()
+            item.request_id = tag
+            getattr(item, kind).CopyFrom(request)
+        if not batch.requests:
+            return None
+        self.batches_sent += 1
+        self.items_sent += len(batch.requests)
+        return batch
+
+    def _answered(self, response: kv_pb2.StreamResponse) -> None:
+        for item in response.responses:
+            fut = self._inflight.get(item.request_id)
+            if fut is not None and not fut.done():
+                fut.set_result(item)
 
     def _expire(self, tag: int, timeout: float) -> None:
         fut = self._inflight.pop(tag, None)
@@ -91,6 +110,45 @@ class NodeStream:
                 )
             )
 
+    def _fail_all(self, failure: BaseException) -> None:
+        """The carrier is gone: fail what was riding on it (the next send opens a new one)."""
+        self._pending.clear()
+        inflight, self._inflight = self._inflight, {}
+        for fut in inflight.values():
+            if not fut.done():
+                fut.set_exception(failure)
+        if inflight and isinstance(failure, RpcFailure):
+            log.debug("stream to %s broke with %d in flight: %s", self.address, len(inflight), failure.describe())
+
+
+class NodeStream(Tagged):
+    """The node's KV.Stream (gRPC)."""
+
+    def __init__(
+        self, address: str, channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...] | None = None
+    ) -> None:
+        super().__init__(address)
+        self._metadata = metadata  # the bearer token, when the client has one (docs/auth.md)
+        self._stub = kv_pb2_grpc.KVStub(channel)
+        self._call: _KVStream | None = None
+        self._tasks: tuple[asyncio.Task[None], ...] = ()
+        self._wake = asyncio.Event()
+
+    def _ensure_open(self) -> None:
+        if self._call is None:
+            self._open()
+
+    def _kick(self) -> None:
+        self._wake.set()
+
+    def _open(self) -> None:
+        call = self._stub.Stream(metadata=self._metadata)
+        self._call = call
+        self._tasks = (
+            asyncio.ensure_future(self._send_loop(call)),
+            asyncio.ensure_future(self._recv_loop(call)),
+        )
+
     async def _send_loop(self, call: _KVStream) -> None:
         try:
             while True:
@@ -98,19 +156,9 @@ class NodeStream:
                 self._wake.clear()
                 if self._call is not call:
                     return
-                pending, self._pending = self._pending, []
-                batch = kv_pb2.StreamRequest()
-                for tag, kind, request in pending:
-                    if tag not in self._inflight:
-                        continue  # its caller gave up before it was sent
-                    item = batch.requests.add()
-                    item.request_id = tag
-                    getattr(item, kind).CopyFrom(request)
-                if not batch.requests:
-                    continue
-                await call.write(batch)
-                self.batches_sent += 1
-                self.items_sent += len(batch.requests)
+                batch = self._batch()
+                if batch is not None:
+                    await call.write(batch)
         except asyncio.CancelledError:
             raise
         except grpc.RpcError as exc:
@@ -132,10 +180,7 @@ class NodeStream:
                         code, details = grpc.StatusCode.UNAVAILABLE, "node ended the stream"
                     failure = RpcFailure(code, details or "stream ended", address=self.address, source="stream")
                     break
-                for item in response.responses:
-                    fut = self._inflight.get(item.request_id)
-                    if fut is not None and not fut.done():
-                        fut.set_result(item)
+                self._answered(response)
         except asyncio.CancelledError:
             raise
         except grpc.RpcError as exc:
@@ -156,13 +201,7 @@ class NodeStream:
             if task is not current:
                 task.cancel()
         self._tasks = ()
-        self._pending.clear()
-        inflight, self._inflight = self._inflight, {}
-        for fut in inflight.values():
-            if not fut.done():
-                fut.set_exception(failure)
-        if inflight and isinstance(failure, RpcFailure):
-            log.debug("stream to %s broke with %d in flight: %s", self.address, len(inflight), failure.describe())
+        self._fail_all(failure)
 
     async def close(self) -> None:
         self._closed = True
@@ -173,37 +212,3 @@ class NodeStream:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-
-
-class StreamTransport:
-    """Sends over each node's NodeStream; falls back to unary calls for a node that does not
-    implement KV.Stream."""
-
-    def __init__(self, pool: ChannelPool, unary: UnaryTransport | None = None) -> None:
-        self._pool = pool
-        self._unary = unary or UnaryTransport(pool)
-        self._streams: dict[str, NodeStream] = {}
-        self._unary_only: set[str] = set()
-
-    def stream(self, address: str) -> NodeStream:
-        s = self._streams.get(address)
-        if s is None:
-            s = self._streams[address] = NodeStream(address, self._pool.get(address), self._pool.metadata)
-        return s
-
-    async def send(self, address: str, kind: str, request: Message, timeout: float) -> Message:
-        if address in self._unary_only:
-            return await self._unary.send(address, kind, request, timeout)
-        try:
-            return await self.stream(address).send(kind, request, timeout)
-        except RpcFailure as failure:
-            if failure.source == "stream" and failure.code == grpc.StatusCode.UNIMPLEMENTED:
-                log.info("%s does not implement KV.Stream; using unary calls", address)
-                self._unary_only.add(address)
-                return await self._unary.send(address, kind, request, timeout)
-            raise
-
-    async def close(self) -> None:
-        streams, self._streams = self._streams, {}
-        await asyncio.gather(*(s.close() for s in streams.values()), return_exceptions=True)
-        await self._unary.close()

@@ -1,4 +1,5 @@
-"""The multiplexed KV.Stream transport, exercised against a real KV.Stream server: the
+"""The multiplexed KV.Stream transport (``wire=False``: the KV wire has tests/process/test_kv_wire.py),
+exercised against a real KV.Stream server: the
 router's own KV proxy (no node needed). Requests whose answers need no partition (an empty
 scan range, a malformed scan) come back immediately, so these tests check the framing,
 packing, tag matching, per-item error mapping, per-request timeouts, and what happens when
@@ -17,8 +18,8 @@ import pytest
 from conftest import eventually_async
 from router.client.channels import ChannelPool
 from router.client.errors import RpcFailure
+from router.client.multiplexed import StreamTransport
 from router.client.retry import classify
-from router.client.stream import StreamTransport
 from router.client.transport import UnaryTransport
 from router.testing import RouterProcess
 from tesserapb import kv_pb2
@@ -39,7 +40,7 @@ def router(tmp_path: Path) -> Iterator[RouterProcess]:
 def test_concurrent_requests_share_one_stream_and_errors_map_per_item(router):
     async def go():
         pool = ChannelPool()
-        transport = StreamTransport(pool)
+        transport = StreamTransport(pool, wire=False)
         try:
             calls = [transport.send(router.address, "scan", EMPTY, 5) for _ in range(40)]
             calls += [transport.send(router.address, "scan", BACKWARDS, 5) for _ in range(10)]
@@ -66,7 +67,7 @@ def test_unary_and_stream_failures_look_the_same(router):
         pool = ChannelPool()
         try:
             out = []
-            for transport in (UnaryTransport(pool), StreamTransport(pool)):
+            for transport in (UnaryTransport(pool), StreamTransport(pool, wire=False)):
                 try:
                     await transport.send(router.address, "scan", BACKWARDS, 5)
                 except RpcFailure as f:
@@ -84,7 +85,7 @@ def test_unary_and_stream_failures_look_the_same(router):
 def test_a_request_times_out_alone_and_the_stream_lives_on(router):
     async def go():
         pool = ChannelPool()
-        transport = StreamTransport(pool)
+        transport = StreamTransport(pool, wire=False)
         try:
             started = time.monotonic()
             # Not bootstrapped: the proxy keeps retrying this get far beyond our timeout.
@@ -108,7 +109,7 @@ def test_broken_stream_fails_in_flight_requests_retryably_then_reconnects(router
 
     async def go():
         pool = ChannelPool()
-        transport = StreamTransport(pool)
+        transport = StreamTransport(pool, wire=False)
         try:
             await transport.send(router.address, "scan", EMPTY, 5)
             stream = transport.stream(router.address)
