@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # tools.certs (and cryptography) is imported only by a cluste
 
 _LISTENING = re.compile(rb"listening on (\S+:\d+)")
 _PEERS_AT = re.compile(rb"takes Raft peers at (\S+:\d+)")  # a node's TCP batch listener (D23)
+_WIRE_AT = re.compile(rb"takes KV wire clients at (\S+:\d+)")  # a node's KV wire listener (D28)
 _METRICS_AT = re.compile(rb"serves metrics at (http://\S+)")  # its --metrics-listen, when it has one
 AUTH_DIR = "auth"  # under a cluster's data dir: the bootstrap admin token's sha256
 ADMIN_HASH_FILE = "bootstrap-admin.sha256"
@@ -69,6 +70,7 @@ class Proc:
     log_path: str
     address: str = ""
     peer_address: str = ""  # a node's Raft batch listener, from its "takes Raft peers at" line
+    wire_address: str = ""  # a node's KV wire listener, from its "takes KV wire clients at" line
     metrics_url: str = ""  # where it serves Prometheus metrics, from its "serves metrics at" line
     popen: subprocess.Popen[bytes] | None = None  # the current run (None: never started)
     port: int = 0
@@ -276,7 +278,7 @@ class Cluster:
         exits first, or says nothing of the kind within ``timeout``, is killed and reported in
         a RuntimeError that quotes its last words."""
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{PARENT_ENV: str(os.getpid())})
-        proc.address = proc.peer_address = proc.metrics_url = ""
+        proc.address = proc.peer_address = proc.wire_address = proc.metrics_url = ""
         proc.tail.clear()
         proc.popen = subprocess.Popen(
             proc.argv,
@@ -485,6 +487,8 @@ def _pump(proc: Proc, popen: subprocess.Popen[bytes], started_or_gone: threading
             proc.tail.append(line.decode(errors="replace").rstrip())
             if not proc.peer_address and (p := _PEERS_AT.search(line)):
                 proc.peer_address = p.group(1).decode()
+            if not proc.wire_address and (p := _WIRE_AT.search(line)):
+                proc.wire_address = p.group(1).decode()
             elif not proc.metrics_url and (u := _METRICS_AT.search(line)):
                 proc.metrics_url = u.group(1).decode()
             elif not started_or_gone.is_set() and (m := _LISTENING.search(line)):
