@@ -39,7 +39,7 @@ class NodeStats:
     def __init__(self) -> None:
         self.requests = RpcStats()  # KV requests by rpc ("get", "put", ...) and status code
         self.proposals = 0  # client commands proposed (accepted by a leader's queue)
-        self.streams_open = 0  # KV.Stream calls in progress
+        self.streams_open = 0  # KV.Stream calls and KV wire connections in progress
         self.leader_elections_won = 0  # a replica here became leader
         self.snapshots_received = 0  # snapshot images received and installed (or not needed)
         self.snapshots_refused = 0  # received and refused, or the install failed
@@ -61,7 +61,7 @@ class NodeCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         s = self.stats
         yield from s.requests.families("tessera_node", "KV requests (unary, and items of KV.Stream)")
-        yield _gauge("tessera_node_streams_open", "KV.Stream calls in progress", s.streams_open)
+        yield _gauge("tessera_node_streams_open", "KV.Stream calls and KV wire connections in progress", s.streams_open)
         yield _gauge("tessera_node_serving", "1 while the gRPC health service says SERVING, else 0",
                      int(self.health.serving))
         reasons = GaugeMetricFamily("tessera_node_not_serving", "1 for each reason the node is NOT_SERVING",

@@ -705,6 +705,9 @@ def _build_bench(commands) -> None:
     p.add_argument("--consistency", choices=("linearizable", "lease", "stale"), default="lease",
                    metavar="C", help="read consistency: linearizable, lease or stale; etcd reads "
                                      "lease and stale as serializable (default: %(default)s)")
+    p.add_argument("--wire", choices=("tcp", "grpc"), default="tcp",
+                   help="how the Tessera client reaches nodes: tcp, each node's KV wire (docs/kv-wire.md), or "
+                        "grpc, its KV.Stream; etcd is always gRPC (default: %(default)s)")
     p.add_argument("--procs", type=_positive_int, default=1, metavar="N",
                    help="client processes sharing --concurrency, histograms merged; each one's CPU "
                         "use is reported (default: %(default)s)")

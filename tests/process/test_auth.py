@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -31,24 +28,13 @@ import pytest
 from google.protobuf.message import Message
 
 from common import auth, tls
+from support.auth_cluster import REVOKE_BOUND_S, RPC_TIMEOUT_S, Env, auth_cluster, client, meta
 from tesserapb import kv_pb2, meta_pb2, raft_pb2
 from tools.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(180)
 
 TESSERA = os.path.join(os.path.dirname(sys.executable), "tessera")
-RPC_TIMEOUT_S = 5.0
-REVOKE_BOUND_S = 3.0  # docs/auth.md: a revoked token stops working on nodes within this
-
-
-@dataclass
-class Env:
-    cluster: Cluster
-    admin: str  # the bootstrap admin token
-    tokens: dict[str, str]  # role -> token
-    revoked: str
-    client_tls: tls.TlsConfig
-    member_tls: tls.TlsConfig
 
 
 def _grpc_call(ch: grpc.Channel, method: str, kind: str, request: Message, md: tuple[tuple[str, str], ...]) -> Any:
@@ -85,43 +71,8 @@ def code_of(fn: Callable[[], Any]) -> grpc.StatusCode:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
-    root = tempfile.mkdtemp(prefix="tessera-auth-")
-    c = Cluster(root=root, nodes=3, partitions=1, auth=True, schedule_interval=0)
-    try:
-        c.start()
-        c.wait_ready(90)
-        assert c.admin_token is not None and c.certs is not None
-        ca, cert, key = c.tls_files or ("", "", "")
-        client_tls = tls.TlsConfig.load(ca, cert, key)
-        member_tls = tls.TlsConfig.load(ca, c.certs.nodes[1].cert, c.certs.nodes[1].key)
-        e = Env(c, c.admin_token, {}, "", client_tls, member_tls)
-        for role in auth.ROLE_NAMES:
-            e.tokens[role] = meta(e, "CreateToken", meta_pb2.CreateTokenRequest(role=role), e.admin).token
-        revoked = meta(e, "CreateToken", meta_pb2.CreateTokenRequest(role="admin"), e.admin)
-        meta(e, "RevokeToken", meta_pb2.RevokeTokenRequest(id=revoked.info.id), e.admin)
-        e.revoked = revoked.token
-        # Something to delete and compare-and-set.
-        with client(e, e.admin) as cl:
-            cl.put(b"existing", b"v")
+    with auth_cluster("tessera-auth-") as e:
         yield e
-    finally:
-        c.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def meta(e: Env, method: str, request: Message, token: str | None, tls_config: tls.TlsConfig | None = None) -> Any:
-    from tesserapb import meta_pb2_grpc
-
-    assert e.cluster.router is not None
-    with tls.channel(e.cluster.router.address, tls_config or e.client_tls) as ch:
-        return getattr(meta_pb2_grpc.MetaStub(ch), method)(request, metadata=auth.call_metadata(token),
-                                                           timeout=RPC_TIMEOUT_S)
-
-
-def client(e: Env, token: str | None) -> Any:
-    from router.client import Client
-
-    return Client(e.cluster.router_addresses, tls=e.client_tls, token=token, deadline_s=10)
 
 
 def snapshot(e: Env) -> tuple[Any, ...]:
@@ -180,6 +131,8 @@ def kv_rpcs(ctx: kv_pb2.RequestContext) -> list[tuple[str, str, Message, auth.Ne
     return [
         (k + "Get", "uu", kv_pb2.GetRequest(context=ctx, key=b"existing"), auth.Need.READ),
         (k + "Scan", "uu", kv_pb2.ScanRequest(context=ctx), auth.Need.READ),
+        # Where the node's KV wire listens (D28): a read, like the Stream it stands for.
+        (k + "WireEndpoint", "uu", kv_pb2.WireEndpointRequest(), auth.Need.READ),
         (k + "Put", "uu", put, auth.Need.WRITE),
         (k + "Delete", "uu", kv_pb2.DeleteRequest(context=ctx, key=b"existing"), auth.Need.WRITE),
         (k + "CompareAndSet", "uu", kv_pb2.CompareAndSetRequest(context=ctx, key=b"existing", delete=True),

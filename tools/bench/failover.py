@@ -93,7 +93,8 @@ def gaps(ok_times: list[float], kill_at: float, end: float) -> tuple[float | Non
 async def run_failover(local: LocalTarget, spec: LoadSpec, status: StatusLine) -> tuple[LoadResult, FailoverResult]:
     """Run the failover load against ``local`` (``spec`` from failover_spec) and measure it."""
     loop = asyncio.get_running_loop()
-    driver = make_driver(parse_target(local.target), deadline_s=spec.timeout, tls=spec.tls, token=spec.token)
+    driver = make_driver(parse_target(local.target), deadline_s=spec.timeout, tls=spec.tls, token=spec.token,
+                         wire=spec.wire)
     ok_writes: list[tuple[float, bytes]] = []
     kill = _Kill()
     begin = loop.time()

@@ -87,7 +87,8 @@ def run_clients(spec: LoadSpec, procs: int, status: StatusLine) -> Merged:
 
 
 async def _in_process(spec: LoadSpec, status: StatusLine) -> LoadResult:
-    driver = make_driver(parse_target(spec.target), deadline_s=spec.timeout, tls=spec.tls, token=spec.token)
+    driver = make_driver(parse_target(spec.target), deadline_s=spec.timeout, tls=spec.tls, token=spec.token,
+                         wire=spec.wire)
     try:
         def show(s: Snapshot) -> None:
             p99 = s.histogram.get_value_at_percentile(99.0) / 1000.0 if s.ops else 0.0
@@ -111,7 +112,8 @@ def _child(spec: LoadSpec, index: int, out: Any, go: Any, start_wall: Any) -> No
 
 
 async def _child_load(spec: LoadSpec, index: int, out: Any, go: Any, start_wall: Any) -> LoadResult:
-    driver = make_driver(parse_target(spec.target), deadline_s=spec.timeout, tls=spec.tls, token=spec.token)
+    driver = make_driver(parse_target(spec.target), deadline_s=spec.timeout, tls=spec.tls, token=spec.token,
+                         wire=spec.wire)
     try:
         out.put(("ready", index))
         if not await asyncio.to_thread(go.wait, READY_TIMEOUT_S * 2):

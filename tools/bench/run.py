@@ -156,8 +156,11 @@ def _measure(
         timeout=REQUEST_TIMEOUT_S,
         tls=tls,
         token=token,
+        wire=getattr(args, "wire", "tcp"),
     )
     extra: dict[str, Any] = {"tls": tls is not None, "auth": token is not None}
+    if target.kind == "tessera":
+        extra["wire"] = spec.wire
     if args.failover:
         assert local is not None
         spec = failover.failover_spec(spec)
@@ -183,7 +186,8 @@ def _measure(
 
 async def _preload(spec: LoadSpec) -> None:
     """Write all ``spec.keys`` keys once (with a progress bar on a terminal)."""
-    driver = make_driver(parse_target(spec.target), deadline_s=spec.timeout, tls=spec.tls, token=spec.token)
+    driver = make_driver(parse_target(spec.target), deadline_s=spec.timeout, tls=spec.tls, token=spec.token,
+                         wire=spec.wire)
     try:
         with live.preload_bar(spec.keys) as advance:
             await preload(driver, spec.keys, spec.value_size, PRELOAD_CONCURRENCY, spec.timeout, advance)

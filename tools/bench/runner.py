@@ -49,6 +49,7 @@ class LoadSpec:
     first_worker: int = 0  # global index of this process's first worker (distinct random streams)
     tls: tuple[str, str, str] | None = None  # (ca, cert, key) files: mutual TLS to a Tessera target
     token: str | None = None  # bearer token for a Tessera cluster run with --auth (docs/auth.md)
+    wire: str = "tcp"  # how a Tessera client reaches nodes: "tcp" (the KV wire, D28) or "grpc" (KV.Stream)
 
 
 @dataclass

@@ -54,10 +54,15 @@ def parse_target(text: str) -> Target:
 
 
 def make_driver(
-    target: Target, deadline_s: float = 10.0, tls: tuple[str, str, str] | None = None, token: str | None = None
+    target: Target,
+    deadline_s: float = 10.0,
+    tls: tuple[str, str, str] | None = None,
+    token: str | None = None,
+    wire: str = "tcp",
 ) -> Driver:
     """A Driver connected to ``target`` (which must name addresses); ``tls``: the (ca, cert,
-    key) files for mutual TLS (Tessera only)."""
+    key) files for mutual TLS (Tessera only); ``wire``: "tcp", the KV wire where a node has one
+    (D28), or "grpc", KV.Stream (Tessera only: etcd is gRPC)."""
     if not target.addresses:
         raise TargetError(f"--target {target.kind}: no address (give {target.kind}://HOST:PORT, or use --local)")
     if target.kind == "tessera":
@@ -65,7 +70,8 @@ def make_driver(
         from tools.bench.tessera_driver import TesseraDriver
 
         return TesseraDriver(list(target.addresses), deadline_s=deadline_s,
-                             tls=TlsConfig.load(*tls) if tls is not None else None, token=token)
+                             tls=TlsConfig.load(*tls) if tls is not None else None, token=token,
+                             use_wire=wire == "tcp")
     if tls is not None or token is not None:
         raise TargetError("--ca/--cert/--key, --token (and --tls, --auth) apply to Tessera targets only")
     try:

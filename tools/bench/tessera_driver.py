@@ -1,6 +1,7 @@
 """The Driver for Tessera: router.client.AsyncClient, one per client process.
 
-AsyncClient multiplexes every in-flight request of the process onto one KV.Stream per node
+AsyncClient multiplexes every in-flight request of the process onto one connection per node
+(the node's KV wire, D28, or with ``use_wire=False`` its KV.Stream)
 and retries routing errors, busy and unreachable nodes itself until the call's deadline; what
 reaches the bench is what a real application would see. Its errors become DriverError kinds
 so the report counts Tessera's and etcd's failures under the same names.
@@ -40,11 +41,16 @@ class TesseraDriver:
     """Driver over AsyncClient for the routers at ``routers`` (host:port each)."""
 
     def __init__(
-        self, routers: list[str], deadline_s: float = 10.0, tls: TlsConfig | None = None, token: str | None = None
+        self,
+        routers: list[str],
+        deadline_s: float = 10.0,
+        tls: TlsConfig | None = None,
+        token: str | None = None,
+        use_wire: bool = True,
     ) -> None:
         if not routers:
             raise ValueError("a Tessera target needs at least one router address")
-        self._client = AsyncClient(routers, deadline_s=deadline_s, tls=tls, token=token)
+        self._client = AsyncClient(routers, deadline_s=deadline_s, tls=tls, token=token, use_wire=use_wire)
 
     async def put(self, key: bytes, value: bytes, timeout: float) -> None:
         try:
