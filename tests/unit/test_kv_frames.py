@@ -13,7 +13,7 @@ def test_frames_come_out_whole_and_in_order_however_the_bytes_are_cut() -> None:
     stream = b"".join(kf.frame(k, p) for k, p in frames)
     for cut in (1, 2, 5, 7, 4096, len(stream)):
         reader = kf.FrameReader()
-        got = []
+        got: list[tuple[int, bytes]] = []
         for i in range(0, len(stream), cut):
             got.extend(reader.feed(stream[i : i + cut]))
         assert got == frames, cut
@@ -31,7 +31,7 @@ def test_a_length_over_the_limit_is_refused_from_its_header_alone() -> None:
     reader = kf.FrameReader(limit=100)
     good = kf.frame(kf.REQUEST, b"ok")
     header_only = kf.HEADER.pack(101, kf.REQUEST)
-    got = []
+    got: list[tuple[int, bytes]] = []
     with pytest.raises(kf.FrameTooLarge) as e:
         for f in reader.feed(good + header_only):
             got.append(f)
