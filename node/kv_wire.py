@@ -31,7 +31,7 @@ from google.protobuf.message import DecodeError
 from common import auth
 from common.auth_server import Refusal
 from common.log_limit import LogLimiter
-from common.sockets import no_delay
+from common.sockets import keep_alive, no_delay
 from common.tls import HANDSHAKE_TIMEOUT_S, PeerIdentity, identity_from_peercert
 from common.wire import kv_frames as kf
 from common.wire.guard import one_line
@@ -72,6 +72,7 @@ class KvWireConn(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self.live.add(self)
         no_delay(transport)
+        keep_alive(transport)
 
     def data_received(self, data: bytes) -> None:
         if self._ended:
@@ -90,6 +91,9 @@ class KvWireConn(asyncio.Protocol):
                     return
         except kf.FrameTooLarge as exc:
             self.end(grpc.StatusCode.RESOURCE_EXHAUSTED, f"KV wire: {exc}", bad=True)
+        except Exception as exc:  # a bug: this connection ends, the node serves on
+            limited_log.error("kv-wire-failed", "serving a KV wire connection failed", exc_info=True)
+            self.end(grpc.StatusCode.INTERNAL, f"internal error: {exc!r}")
 
     def eof_received(self) -> bool:
         # The client is done sending: answer what it asked, then close (as a half-closed stream).

@@ -21,7 +21,7 @@ import ssl
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from common.sockets import no_delay
+from common.sockets import keep_alive, no_delay
 from common.tls import HANDSHAKE_TIMEOUT_S
 from common.wire import kv_frames as kf
 from router.client.channels import ChannelPool
@@ -41,6 +41,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
         no_delay(transport)
+        keep_alive(transport)
 
     def data_received(self, data: bytes) -> None:
         owner = self.owner
