@@ -1,5 +1,9 @@
 """The node's one disk thread: the event loop hands it a function, and awaits its result.
 
+Work on the thread may ask for a call of its own a little later (:meth:`IoThread.later`): the
+thread makes it when nothing else is queued by then, or between two items once it is due, so
+an apply transaction the thread holds open is committed on time however busy the loop is (D27).
+
 Why not ``loop.run_in_executor(ThreadPoolExecutor(1), ...)``: every Raft round crosses to the
 disk thread and back, and under load a profile of a node put about a tenth of the time it held
 the GIL in ``ThreadPoolExecutor.submit`` and the concurrent-to-asyncio future chain (two locks,
@@ -11,12 +15,16 @@ awaited future. Work runs in submission order, one item at a time, as rounds nee
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger("tessera.io")
 
 
 def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -37,6 +45,7 @@ class IoThread:
             queue.SimpleQueue()
         )
         self._closed = False
+        self._due: tuple[float, Callable[[], object]] | None = None  # (monotonic time, call): see later
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
@@ -49,12 +58,38 @@ class IoThread:
         self._queue.put((fut, fn, args))
         return fut
 
+    def later(self, fn: Callable[[], object], delay: float) -> None:
+        """On the thread only: call ``fn()`` on the thread ``delay`` seconds from now, unless a
+        call is already due (the earlier one stands). Its exceptions are logged and dropped."""
+        if self._due is None:
+            self._due = (time.monotonic() + delay, fn)
+
+    def _call_due(self) -> None:
+        due, self._due = self._due, None
+        if due is not None:
+            try:
+                due[1]()
+            except Exception:
+                log.exception("a deferred call on the disk thread failed")
+
     def _main(self) -> None:
         call_soon = self._loop.call_soon_threadsafe
         get = self._queue.get
         while True:
-            item = get()
+            due = self._due
+            if due is None:
+                item = get()
+            else:
+                wait = due[0] - time.monotonic()
+                try:
+                    item = get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    self._call_due()
+                    continue
+                if wait <= 0:  # due: before the item, which waited no longer than it
+                    self._call_due()
             if item is None:
+                self._call_due()  # shutting down: what was deferred is done now
                 return
             fut, fn, args = item
             try:

@@ -169,7 +169,7 @@ class RaftStore:
             except (asyncio.CancelledError, Exception):
                 pass
         await self.outbox.close()
-        self.executor.commit_now()  # applies held in LMDB's open transaction (D27): a clean stop keeps them
+        await self.executor.commit_all()  # applies held in LMDB's open transaction (D27): a clean stop keeps them
         self.replicas.close_all()
         self._io.shutdown()
 
@@ -432,7 +432,8 @@ class RaftStore:
             if self.disk.full and not held_back:
                 self._disk_writes()  # the retry found nothing left to write
             return
-        carried = {pid: rep.carried for pid, rep in self.replicas.items() if rep.carried is not NOTHING_CARRIED}
+        carried = {pid: rep.carried for pid, rep in self.replicas.items()
+                   if rep.carried is not NOTHING_CARRIED and self._carry_is_live(rep)}
         if held_back:  # no compaction record either: nothing is written until the retry
             plan = plan_round(works, {pid: Carried(c.hard_state) for pid, c in carried.items() if c.hard_state})
             old = carried.get
@@ -449,6 +450,17 @@ class RaftStore:
         if self.disk.full and not held_back:
             self._disk_writes()
         await self._after_round(plan, candidates)
+
+    @staticmethod
+    def _carry_is_live(rep: Replica) -> bool:
+        """Drop from what ``rep`` carries a compaction the log has already made (and say if
+        anything is left). One can be scheduled twice: a commit of the disk thread notes its
+        rounds' applies (and schedules compactions) on the loop while a later round's trip,
+        which writes the first one, is still in the thread (D27)."""
+        c = rep.carried
+        if c.compact_to is not None and c.compact_to < rep.storage.first_index():
+            rep.carried = c = Carried(c.hard_state) if c.hard_state is not None else NOTHING_CARRIED
+        return c is not NOTHING_CARRIED
 
     async def _after_round(self, plan: RoundPlan, candidates: list[Replica]) -> None:
         """What a round does once its applies are done: replicas leave, splits open."""

@@ -36,10 +36,13 @@ and D9 (plan, then act).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import lmdb
@@ -68,10 +71,12 @@ log = logging.getLogger("tessera.round")
 INLINE_MAX_BYTES = 256 << 10
 SLOW_TRIP_S = 0.002
 THREAD_FOR_S = 1.0
-# An inline trip leaves its LMDB transaction open and commits it this long after (D27, amended):
-# the commit's fsync is then never between a write and its answer, and the rounds in between
-# continue the same transaction, one fsync (and one copy of each B-tree path) for all of them.
-# A read that must see an apply held open does not wait for the timer: asking for it
+# A trip leaves its LMDB transaction open and commits it this long after (D27, amended twice):
+# the commit's fsync is then never between a write and its answer, nor (in the disk thread)
+# between one round's WAL write and the next's, and the rounds in between continue the same
+# transaction, one fsync (and one copy of each B-tree path) for all of them. Whichever thread
+# opened it commits it: the loop on a timer, the disk thread by IoThread.later. A read that
+# must see an apply held open does not wait for the timer: asking for it
 # (Replica.wait_applied) commits at once (commit_now).
 COMMIT_AFTER_S = 0.010
 
@@ -110,6 +115,8 @@ class RoundExecutor:
         self.trips_inline = 0  # counters: disk trips done on the loop and in the thread
         self.trips_threaded = 0
         self._commit_timer: asyncio.TimerHandle | None = None  # commits what inline trips left open
+        self._thread_commit_asked = False  # a commit of the disk thread's open transaction is queued
+        self._loop_thread = threading.get_ident()
         # Rounds whose applies are in LMDB's open transaction, oldest first (D27).
         self._kept: deque[tuple[RoundPlan, dict[int, Replica]]] = deque()
         # Where those applies go when LMDB loses them to a full disk (RaftStore sets it).
@@ -147,27 +154,32 @@ class RoundExecutor:
             self._kept.popleft()
             self._note_applies(plan, reps)
 
+        def kept() -> None:  # a kept round's applies joined LMDB's open transaction (in the trip)
+            self._kept.append((plan, reps))
+
         for job in plan.applies:
             self.entries_committed += len(job.entries)
         inline = self._inline(plan)
-        keep = inline and bool(plan.applies) and _may_stay_open(plan)
+        keep = bool(plan.applies) and _may_stay_open(plan)
         try:
             if inline:
                 self.trips_inline += 1
-                told, took = self._timed_trip(plan, ranges, persisted, applied, _call_now, noted if keep else None)
+                if self.state.open_elsewhere:  # LMDB write transactions belong to the thread that began them
+                    await self._commit_in_thread()
+                hold = _Hold(kept, noted, self._arm_commit) if keep else None
+                told, took = self._timed_trip(plan, ranges, persisted, applied, _call_now, hold)
             else:
                 self.trips_threaded += 1
                 self._commit_before_thread()  # LMDB write transactions belong to the thread that began them
+                hold = _Hold(kept, functools.partial(self.loop.call_soon_threadsafe, noted), self._arm_thread_commit)
                 told, took = await self.io.run(
-                    self._timed_trip, plan, ranges, persisted, applied, self.loop.call_soon_threadsafe, None
+                    self._timed_trip, plan, ranges, persisted, applied, self.loop.call_soon_threadsafe,
+                    hold if keep else None,
                 )
         except DiskFull as exc:
             if exc.persisted:  # the installs and the WAL write stand; the applies are retried
                 self._note_installs(plan, reps)
             raise
-        if keep:
-            self._kept.append((plan, reps))
-            self._arm_commit()
         if plan.sync and not plan.wal.empty and self._slow(took, inline):  # only trips that fsynced tell
             self._thread_until = self.loop.time() + THREAD_FOR_S
         if not told:
@@ -230,17 +242,41 @@ class RoundExecutor:
         if self._commit_timer is None:
             self._commit_timer = self.loop.call_later(COMMIT_AFTER_S, self.commit_now)
 
+    def _arm_thread_commit(self) -> None:  # on the disk thread, in its trip
+        self.io.later(self._commit_here, COMMIT_AFTER_S)
+
     def commit_now(self) -> None:
-        """Commit what inline trips left open in LMDB (D27): on the timer, or at once when a
-        read waits for an apply held open. If LMDB refuses, :meth:`_open_lost` has already
-        handed the rounds it held on (a full disk) or failed the node."""
+        """Commit what trips left open in LMDB (D27): on the timer, or at once when a read
+        waits for an apply held open; the disk thread's open transaction is committed there
+        (asked for here, done soon after). If LMDB refuses, :meth:`_open_lost` hands the rounds
+        it held on (a full disk) or fails the node."""
         if self._commit_timer is not None:
             self._commit_timer.cancel()
             self._commit_timer = None
+        if self.state.open_elsewhere:
+            if not self._thread_commit_asked:
+                self._thread_commit_asked = True
+                self.io.run(self._commit_here).add_done_callback(_retrieved)
+            return
+        self._commit_here()
+
+    async def commit_all(self) -> None:
+        """Commit whatever trips left open in LMDB, on whichever thread holds it (a clean stop)."""
+        self.commit_now()
+        await self.io.run(self._commit_here)
+
+    def _commit_here(self) -> None:
+        """Commit the open transaction if this thread holds it (on either thread)."""
+        if threading.get_ident() != self._loop_thread:
+            self._thread_commit_asked = False
         try:
             self.state.commit_open()
         except Exception as exc:
             log.warning("committing applied entries to LMDB failed: %s", exc)
+
+    async def _commit_in_thread(self) -> None:
+        """Before the loop writes LMDB: commit what the disk thread holds open, there."""
+        await self.io.run(self._commit_here)
 
     def _commit_before_thread(self) -> None:
         """Before LMDB is written from the disk thread: commit what the loop holds open. A full
@@ -253,10 +289,14 @@ class RoundExecutor:
             raise DiskFull(f"committing applied entries in LMDB: {exc}", persisted=False) from exc
 
     def _open_lost(self, exc: BaseException) -> None:
-        """LMDB aborted the transaction inline rounds left open (``StateStore.on_open_lost``):
+        """LMDB aborted the transaction rounds left open (``StateStore.on_open_lost``):
         nothing in it is applied, though those rounds answered their writes and their cores
         moved on. On a full disk their applies are handed back (``on_lost_applies``) to be
-        applied again first, in order (node.disk_full); any other error fails the node."""
+        applied again first, in order (node.disk_full); any other error fails the node. Told on
+        the disk thread, it is handled on the loop, after the commits told before it."""
+        if threading.get_ident() != self._loop_thread:
+            self.loop.call_soon_threadsafe(self._open_lost, exc)
+            return
         kept = list(self._kept)
         self._kept.clear()
         if not kept:
@@ -319,14 +359,13 @@ class RoundExecutor:
         persisted: Callable[[], None],
         applied: Callable[[Results], None],
         tell: Callable[..., object],
-        noted: Callable[[], None] | None,
+        hold: _Hold | None,
     ) -> bool:
         """Step 2, in the I/O thread or on the loop (``tell`` is how it reaches the loop: a
         thread-safe call, or a call now); tells the loop when the WAL is durable and when the
         results are known. Returns False when it did not say the WAL is durable because nothing
         followed the write: the trip's own completion says it, one wake-up of the loop fewer.
-        With ``noted`` (inline trips only) the apply leaves its LMDB transaction open, and
-        ``noted`` runs once it is committed (D27)."""
+        With ``hold`` the apply leaves its LMDB transaction open (D27): see :class:`_Hold`."""
         try:
             for inst in plan.installs:
                 self._install(inst, *ranges[inst.pid])
@@ -350,13 +389,16 @@ class RoundExecutor:
             self.state.apply_many(
                 [_apply_work(job) for job in plan.applies],
                 before_commit=lambda results: tell(applied, results),
-                keep_open=noted is not None,
-                after_commit=noted,
+                keep_open=hold is not None,
+                after_commit=hold.committed if hold is not None else None,
             )
         except lmdb.Error as exc:  # aborted: nothing applied (node.disk_full)
             if not lmdb_disk_full(exc, self.state.env.path()):
                 raise
             raise DiskFull(f"applying in LMDB: {exc}", persisted=True) from exc
+        if hold is not None:
+            hold.kept()
+            hold.arm()
         return True
 
     def _install(self, inst: SnapshotInstall, start: bytes, end: bytes) -> None:
@@ -369,6 +411,24 @@ class RoundExecutor:
             PartitionMeta(meta.index, meta.term, meta.conf_state),
             inst.descriptor,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Hold:
+    """How a trip leaves its apply open in LMDB (D27): ``kept`` records the round among those
+    the open transaction holds (on the trip's thread, right after the apply), ``committed`` is
+    the commit's callback for it (on the loop: directly, or handed there from the disk thread),
+    ``arm`` makes sure a commit comes on the trip's own thread (the loop's timer, or the disk
+    thread's ``later``)."""
+
+    kept: Callable[[], None]
+    committed: Callable[[], object]
+    arm: Callable[[], None]
+
+
+def _retrieved(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # _commit_here logs its own failures; nothing else is expected
 
 
 def _no_one(kept: list[tuple[RoundPlan, dict[int, Replica]]], why: str) -> None:

@@ -173,6 +173,11 @@ class StateStore:
         """Whether an apply transaction is waiting for :meth:`commit_open`."""
         return self._open is not None
 
+    @property
+    def open_elsewhere(self) -> bool:
+        """Whether another thread holds an apply transaction open (it must commit it there)."""
+        return self._open is not None and self._open_thread != threading.get_ident()
+
     def commit_open(self) -> None:
         """Commit the open apply transaction, if any (on the thread that opened it), then run
         its ``after_commit`` callbacks in the order their applies ran. On an error the

@@ -19,6 +19,7 @@ from conftest import eventually_async
 from node import round_executor
 from node.raft import ConfState
 from node.raftstore import RaftStore
+from node.round_plan import Carried
 from node.settings import RaftSettings
 from node.state.commands import put
 from node.state.store import ApplyEntry, StateStore
@@ -216,3 +217,42 @@ def test_an_aborted_open_transaction_tells_who_kept_applies_in_it(tmp_path: Path
         assert done == [1] and store.get(b"a") == (b"v1", 1) and len(lost) == 1
     finally:
         store.close()
+
+
+def test_a_compaction_scheduled_again_for_what_the_log_dropped_is_not_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a commit made by the disk thread notes its rounds' applies on the loop while
+    a later round's trip is in the thread. When that trip writes a compaction, the log's first
+    index has not moved yet, so the same compaction was scheduled again, and the next round's
+    WAL write failed ("index N already compacted"), failing the node. Here the stale schedule is
+    made directly: the round that meets it must drop it, not write it."""
+    monkeypatch.setattr(round_executor, "COMMIT_AFTER_S", 0.001)
+
+    async def main() -> None:
+        wal = WriteAheadLog.open(str(tmp_path / "wal"))
+        state = StateStore(str(tmp_path / "state"))
+        rs = RaftStore(1, wal, state, NoPeers(), RaftSettings(tick_s=0.005, compact_threshold=20, compact_keep=5))
+        rs.executor._thread_until = float("inf")  # every trip in the disk thread
+        await rs.start()
+        try:
+            await rs.create_replica(DESC, 1, bootstrap=True)
+            rep = rs.replicas[1]
+            await eventually_async(rep.is_leader, 10, "the replica to lead")
+            for wave in range(10):
+                got = await asyncio.gather(*(rep.propose(put(b"k%d" % i, b"w%d" % wave)) for i in range(8)))
+                assert all(r is not None for r in got)
+                await asyncio.wait_for(rep.wait_applied(rep.raw.status().commit), 5)  # a reader asks
+            first = rep.storage.first_index()
+            assert first > 20, first  # compacted already
+            rep.carried = Carried(None, first - 1)  # what the log dropped, scheduled again
+            assert await rep.propose(put(b"after", b"v")) is not None
+            assert rs.failed is None, rs.failed
+            assert rep.carried.compact_to is None and rep.storage.first_index() == first
+            assert rs.executor.trips_inline == 0
+        finally:
+            await rs.stop()
+            wal.close()
+            state.close()
+
+    asyncio.run(main())
