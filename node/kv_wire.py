@@ -46,6 +46,7 @@ log = logging.getLogger("tessera.kv_wire")
 limited_log = LogLimiter(log)
 
 _STREAM_METHOD = "/tessera.v1.KV/Stream"  # what a connection is checked as
+HELLO_TIMEOUT_S = 10.0  # a connection that says nothing for this long after connecting is closed
 
 
 class KvWireConn(asyncio.Protocol):
@@ -65,6 +66,7 @@ class KvWireConn(asyncio.Protocol):
         self._flushing = False
         self._ended = False
         self._draining: asyncio.Future[None] | None = None
+        self._hello_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -73,6 +75,9 @@ class KvWireConn(asyncio.Protocol):
         self.live.add(self)
         no_delay(transport)
         keep_alive(transport)
+        # Holding a connection costs the node a socket and a buffer: one that never says hello
+        # (a certificate is enough to get this far) does not keep them.
+        self._hello_timer = asyncio.get_running_loop().call_later(HELLO_TIMEOUT_S, self._no_hello)
 
     def data_received(self, data: bytes) -> None:
         if self._ended:
@@ -111,6 +116,8 @@ class KvWireConn(asyncio.Protocol):
             self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
         if self._draining is not None:
             self._draining.cancel()
         self.transport = None
@@ -120,7 +127,15 @@ class KvWireConn(asyncio.Protocol):
 
     # -- frames ----------------------------------------------------------------------------
 
+    def _no_hello(self) -> None:
+        self._hello_timer = None
+        if self.session is None:
+            self.end(grpc.StatusCode.DEADLINE_EXCEEDED, f"KV wire: no hello within {HELLO_TIMEOUT_S:g} s", bad=True)
+
     def _hello(self, payload: bytes) -> None:
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
         try:
             hello = kv_pb2.WireHello.FromString(payload)
         except DecodeError as exc:
