@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from common.wire import errors as werr
@@ -72,8 +73,8 @@ class Admission:
     def _settled(self, _: asyncio.Future[Any]) -> None:
         self.proposals -= 1
 
-    def stream(self) -> StreamBudget:
-        return StreamBudget(self)
+    def stream(self, backlog: Callable[[], int] | None = None) -> StreamBudget:
+        return StreamBudget(self, backlog)
 
     def admit_snapshot_out(self) -> bool:
         """Start streaming an image to a peer; False (report it failed, the core tries again
@@ -103,16 +104,23 @@ ITEM_COST_BYTES = 1024  # see StreamBudget.share
 
 
 class StreamBudget:
-    """One ``KV.Stream``'s unanswered request bytes. Each request item is charged its share of
-    the message it came in (one ``ByteSize`` per message), and released when its answer is
-    handed to gRPC; an item past the bound is answered at once with ServerBusy."""
+    """What one client stream (``KV.Stream`` or a KV wire connection) makes the node hold:
+    unanswered request bytes, answers not yet handed to the carrier, and what the carrier
+    itself still buffers (``backlog``: a socket's unsent bytes). Each request item is charged
+    its share of the message it came in (one ``ByteSize`` per message), released when its
+    answer is handed on; each answer its own bytes, from when it is made until it is handed
+    on. An item that would take the stream past the bound is answered at once with
+    ServerBusy: a small message of many gets of a large value cannot make the node hold more
+    than the bound in answers."""
 
-    __slots__ = ("_adm", "_charges", "limit", "unanswered")
+    __slots__ = ("_adm", "_charges", "answering", "backlog", "limit", "unanswered")
 
-    def __init__(self, adm: Admission) -> None:
+    def __init__(self, adm: Admission, backlog: Callable[[], int] | None = None) -> None:
         self._adm = adm
         self.limit = adm.limits.stream_bytes
         self.unanswered = 0
+        self.answering = 0
+        self.backlog = backlog or _nothing
         self._charges: dict[int, int] = {}
 
     def share(self, req: kv_pb2.StreamRequest) -> int:
@@ -125,10 +133,11 @@ class StreamBudget:
 
     def admit(self, item: kv_pb2.StreamRequestItem, share: int) -> kv_pb2.StreamResponseItem | None:
         """Charge ``item``; or, past the bound, the answer that refuses it (charge nothing)."""
-        if self.unanswered + share > self.limit:
+        held = self.unanswered + self.answering + self.backlog()
+        if held + share > self.limit:
             self._adm.refused += 1
             out = kv_pb2.StreamResponseItem(request_id=item.request_id)
-            busy(f"{self.unanswered} bytes of requests unanswered on this stream (limit {self.limit})",
+            busy(f"{held} bytes of requests and answers held for this stream (limit {self.limit})",
                  self._adm.limits.retry_after_ms).fill(out)
             return out
         self.unanswered += share
@@ -136,11 +145,17 @@ class StreamBudget:
         self._charges[rid] = self._charges.get(rid, 0) + share
         return None
 
-    def answered(self, items: list[kv_pb2.StreamResponseItem]) -> None:
+    def answered(self, items: list[kv_pb2.StreamResponseItem], nbytes: int = 0) -> None:
+        """``items`` (``nbytes`` of answers) were handed on: release their charges."""
         charges = self._charges
         for it in items:
             c = charges.pop(it.request_id, 0)
             self.unanswered -= c
+        self.answering -= nbytes
+
+
+def _nothing() -> int:
+    return 0
 
 
 __all__ = ["Admission", "AdmissionLimits", "StreamBudget", "busy"]

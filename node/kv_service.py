@@ -688,34 +688,31 @@ class KVService(kv_pb2_grpc.KVServicer):
         self, request_iterator: AsyncIterator[kv_pb2.StreamRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[kv_pb2.StreamResponse]:
         """Serve tagged requests concurrently; pack whatever is done into each response."""
-        out: asyncio.Queue[kv_pb2.StreamResponseItem | None] = asyncio.Queue()
-        session = StreamSession(self, out.put_nowait)
+        wake = asyncio.Event()
+        session = StreamSession(self, wake.set)
+        done = False
 
         async def reader() -> None:
+            nonlocal done
             try:
                 async for req in request_iterator:
                     session.take(req)
                 await session.drain()
             finally:
-                out.put_nowait(None)
+                done = True
+                wake.set()
 
         reading = asyncio.ensure_future(reader())
         stats = self.stats
         stats.streams_open += 1
         try:
             while True:
-                first = await out.get()
-                if first is None:
+                await wake.wait()
+                wake.clear()
+                for resp in session.take_answers():
+                    yield resp
+                if done and not session.has_answers:
                     break
-                items = [first]
-                while not out.empty():
-                    nxt = out.get_nowait()
-                    if nxt is None:
-                        out.put_nowait(None)
-                        break
-                    items.append(nxt)
-                session.answered(items)
-                yield kv_pb2.StreamResponse(responses=items)
         finally:
             stats.streams_open -= 1
             reading.cancel()

@@ -5,7 +5,7 @@ A :class:`StreamSession` is what ``KV.Stream`` (gRPC) and a KV wire connection
 admitted against the stream's byte budget (node.admission), puts, deletes and gets started
 without a task (D25), anything else served by a task; each answer goes to ``respond`` as
 soon as it is known, in any order (items are tagged). The carrier packs the answers into
-its own messages and says when they left (:meth:`answered`), which frees their budget.
+messages of a bounded size (:meth:`take_answers`), which frees what they held of the budget.
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from common.wire import kv_frames as kf
 from tesserapb import kv_pb2
 
 if TYPE_CHECKING:
     from node.kv_service import KVService
-
-Respond = Callable[[kv_pb2.StreamResponseItem], None]
-
 
 class _Abandonable(Protocol):
     def abandon(self) -> None: ...
@@ -52,15 +50,28 @@ class Unanswered:
 
 
 class StreamSession:
-    def __init__(self, kv: KVService, respond: Respond) -> None:
+    """One client stream's requests served and answers packed, whichever carrier has them."""
+
+    def __init__(self, kv: KVService, ready: Callable[[], object], backlog: Callable[[], int] | None = None) -> None:
+        """``ready`` is told when answers wait to be taken (:meth:`take_answers`) where none did;
+        ``backlog`` says what the carrier still buffers (it counts against the budget)."""
         self.kv = kv
-        self.respond = respond
-        self.budget = kv.rs.admission.stream()  # unanswered request bytes (node.admission)
+        self.ready = ready
+        self.budget = kv.rs.admission.stream(backlog)  # what the stream holds (node.admission)
         self.writes = Unanswered()  # items started without a task, not answered yet
         self.tasks: set[asyncio.Task[kv_pb2.StreamResponseItem]] = set()
+        self._answers: list[tuple[kv_pb2.StreamResponseItem, int]] = []  # (answer, its bytes)
+
+    def respond(self, item: kv_pb2.StreamResponseItem) -> None:
+        """An answer is known: queue it for the carrier (it counts against the budget)."""
+        n = item.ByteSize()
+        self.budget.answering += n
+        self._answers.append((item, n))
+        if len(self._answers) == 1:
+            self.ready()
 
     def take(self, req: kv_pb2.StreamRequest) -> None:
-        """Start serving every item of ``req`` (answers come through ``respond``)."""
+        """Start serving every item of ``req`` (answers come through :meth:`respond`)."""
         kv, respond, budget, writes = self.kv, self.respond, self.budget, self.writes
         share = budget.share(req)
         for item in req.requests:
@@ -83,9 +94,25 @@ class StreamSession:
         if not t.cancelled():
             self.respond(t.result())
 
-    def answered(self, items: list[kv_pb2.StreamResponseItem]) -> None:
-        """These answers left: their requests' bytes no longer count against the budget."""
-        self.budget.answered(items)
+    @property
+    def has_answers(self) -> bool:
+        return bool(self._answers)
+
+    def take_answers(self) -> list[kv_pb2.StreamResponse]:
+        """The answers queued so far, packed into messages of at most PACK_BYTES each (one
+        larger answer alone); handing them on frees what they held of the budget."""
+        answers, self._answers = self._answers, []
+        if not answers:
+            return []
+        if len(answers) == 1:  # the common case under light load
+            item, n = answers[0]
+            self.budget.answered([item], n)
+            return [kv_pb2.StreamResponse(responses=[item])]
+        out = []
+        for run in kf.packed(answers):
+            out.append(kv_pb2.StreamResponse(responses=run))
+        self.budget.answered([item for item, _ in answers], sum(n for _, n in answers))
+        return out
 
     async def drain(self) -> None:
         """Wait until every item taken so far is answered (the client half-closed)."""
@@ -100,3 +127,4 @@ class StreamSession:
         for t in list(self.tasks):
             t.cancel()
         self.writes.abandon()
+        self._answers.clear()

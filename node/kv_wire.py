@@ -62,7 +62,6 @@ class KvWireConn(asyncio.Protocol):
         self.session: StreamSession | None = None  # from the hello on
         self.read_only = False  # a read token: the first write item ends the connection
         self.entry: OpenStream | None = None  # the token's registration (revocation ends us)
-        self._out: list[kv_pb2.StreamResponseItem] = []
         self._flushing = False
         self._ended = False
         self._draining: asyncio.Future[None] | None = None
@@ -155,7 +154,7 @@ class KvWireConn(asyncio.Protocol):
             if grant is not None:  # a token (a member is not revocable)
                 self.entry = self.checker.open_stream(digest, _STREAM_METHOD, self._revoked)
                 self.read_only = grant.role < auth.Role.WRITE
-        self.session = StreamSession(self.kv, self._respond)
+        self.session = StreamSession(self.kv, self._answers_ready, self._backlog)
         self.kv.stats.streams_open += 1
 
     def _identity(self) -> PeerIdentity | None:
@@ -183,20 +182,24 @@ class KvWireConn(asyncio.Protocol):
 
     # -- answers ---------------------------------------------------------------------------
 
-    def _respond(self, item: kv_pb2.StreamResponseItem) -> None:
-        self._out.append(item)
+    def _answers_ready(self) -> None:
+        # Answers made in one loop turn leave together, in as few frames as their size allows.
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def _backlog(self) -> int:
+        t = self.transport
+        return t.get_write_buffer_size() if t is not None else 0
+
     def _flush(self) -> None:
         self._flushing = False
-        items, self._out = self._out, []
-        if not items or self.transport is None or self._ended:
+        session = self.session
+        if session is None or self.transport is None or self._ended:
             return
-        if self.session is not None:
-            self.session.answered(items)
-        self.transport.write(kf.frame(kf.ANSWER, kv_pb2.StreamResponse(responses=items).SerializeToString()))
+        write = self.transport.write
+        for resp in session.take_answers():
+            write(kf.frame(kf.ANSWER, resp.SerializeToString()))
 
     def _revoked(self) -> None:
         entry = self.entry

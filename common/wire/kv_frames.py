@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 HEADER = struct.Struct(">IB")
 HELLO = ord("H")
@@ -21,6 +24,25 @@ ANSWER = ord("A")
 END = ord("E")
 VERSION = 1
 MAX_FRAME_BYTES = 64 << 20  # as gRPC's message limit on the node (node.transport.MAX_MESSAGE_BYTES)
+# What one message packs at most (requests by the client, answers by the node, on the wire and
+# on KV.Stream alike): items queued together beyond this go in further messages, so that no
+# message nears the limit however many large values are asked for at once. An item larger
+# than this goes alone (a key and a value within the node's limits are far below the limit).
+PACK_BYTES = 4 << 20
+
+
+def packed(sized: list[tuple[T, int]], limit: int = PACK_BYTES) -> Iterator[list[T]]:
+    """``sized`` (item, its bytes) cut, in order, into runs of at most ``limit`` bytes."""
+    run: list[T] = []
+    size = 0
+    for item, n in sized:
+        if run and size + n > limit:
+            yield run
+            run, size = [], 0
+        run.append(item)
+        size += n
+    if run:
+        yield run
 
 
 class FrameTooLarge(ValueError):

@@ -18,6 +18,7 @@ from typing import TypeAlias
 import grpc
 from google.protobuf.message import Message
 
+from common.wire import kv_frames as kf
 from router.client.errors import ClientClosedError, RpcFailure, failure_from_rpc_error, failure_from_stream_item
 from tesserapb import kv_pb2, kv_pb2_grpc
 
@@ -77,8 +78,10 @@ class Tagged:
     async def close(self) -> None:
         raise NotImplementedError
 
-    def _batch(self) -> kv_pb2.StreamRequest | None:
-        """Every request queued since the last batch whose caller still waits, as one message."""
+    def _batches(self) -> list[kv_pb2.StreamRequest]:
+        """Every request queued since the last batch whose caller still waits, as one message,
+        or, past PACK_BYTES, as several (no message nears the 64 MiB limit, whatever is
+        queued)."""
         pending, self._pending = self._pending, []
         batch = kv_pb2.StreamRequest()
         for tag, kind, request in pending:
@@ -87,11 +90,17 @@ class Tagged:
             item = batch.requests.add()
             item.request_id = tag
             getattr(item, kind).CopyFrom(request)
-        if not batch.requests:
-            return None
-        self.batches_sent += 1
-        self.items_sent += len(batch.requests)
-        return batch
+        n = len(batch.requests)
+        if not n:
+            return []
+        self.items_sent += n
+        if n == 1 or batch.ByteSize() <= kf.PACK_BYTES:
+            self.batches_sent += 1
+            return [batch]
+        out = [kv_pb2.StreamRequest(requests=run)
+               for run in kf.packed([(item, item.ByteSize()) for item in batch.requests])]
+        self.batches_sent += len(out)
+        return out
 
     def _answered(self, response: kv_pb2.StreamResponse) -> None:
         for item in response.responses:
@@ -156,8 +165,7 @@ class NodeStream(Tagged):
                 self._wake.clear()
                 if self._call is not call:
                     return
-                batch = self._batch()
-                if batch is not None:
+                for batch in self._batches():
                     await call.write(batch)
         except asyncio.CancelledError:
             raise

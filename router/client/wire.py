@@ -119,8 +119,7 @@ class NodeWire(Tagged):
         conn = self._conn
         if conn is None:
             return
-        batch = self._batch()
-        if batch is not None:
+        for batch in self._batches():
             conn.write(batch)
 
     async def _connect(self, timeout: float) -> None:

@@ -1,8 +1,8 @@
 """Hostile input against a live cluster (docs/hostile-input.md): random bytes, half-valid
 protobuf, oversized fields, huge batches, deep scans, unknown enum values, zero and huge
 numbers, on every RPC of every service the router and the nodes serve (KV, Meta, the Raft
-transport with its snapshot stream, health, reflection) and on the nodes' plain-TCP Raft port,
-while a register workload runs alongside.
+transport with its snapshot stream, health, reflection) and on the nodes' plain-TCP Raft and
+KV wire ports, while a register workload runs alongside.
 
 What must hold: every call ends OK or with a clean status, never UNKNOWN or INTERNAL, and a
 failed one says why in one non-empty line; no process dies; the logs stay small (the rate
@@ -30,6 +30,7 @@ import socket
 import struct
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -458,6 +459,83 @@ def test_garbage_on_the_raft_tcp_port_closes_the_connection(fuzzed: Fuzzed) -> N
                     assert s.recv(1) == b"", f"{shape}: the node kept the connection open"
                 except ConnectionResetError:
                     pass  # aborted: as good as closed
+
+    run()
+    for p in nodes:
+        assert p.alive, f"{p.name} died: {p.last_words()}"
+
+
+KV_WIRE = Method("kv-wire", kv_pb2.StreamRequest, True, True)  # for check_clean's messages and counts
+WIRE_HELLO, WIRE_REQUEST, WIRE_ANSWER, WIRE_END = (ord(k) for k in "HRAE")
+
+
+def _wire_frame(kind: int, payload: bytes) -> bytes:
+    return struct.pack(">IB", len(payload), kind) + payload
+
+
+def _wire_exchange(address: str, wire: bytes) -> list[tuple[int, bytes]]:
+    """Send ``wire`` to a node's KV wire, half-close, and read its frames until it closes."""
+    host, _, port = address.rpartition(":")
+    got, frames = bytearray(), list[tuple[int, bytes]]()
+    deadline = time.monotonic() + CALL_TIMEOUT_S
+    with socket.create_connection((host, int(port)), timeout=CALL_TIMEOUT_S) as s:
+        s.sendall(wire)
+        s.shutdown(socket.SHUT_WR)
+        while True:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = s.recv(1 << 16)
+            except TimeoutError:
+                raise AssertionError(f"{address}: open after {CALL_TIMEOUT_S:g} s; got {frames}") from None
+            if not data:
+                break
+            got += data
+            while len(got) >= 5 and len(got) >= 5 + int.from_bytes(got[:4], "big"):
+                n = int.from_bytes(got[:4], "big")
+                frames.append((got[4], bytes(got[5:5 + n])))
+                del got[:5 + n]
+    assert not got, f"{address}: a cut-off frame at the end: {bytes(got[:20])!r}"
+    return frames
+
+
+def test_random_frames_on_the_kv_wire_port_end_cleanly(fuzzed: Fuzzed) -> None:
+    """Random bytes, random frames (with and without a hello first) and half-valid
+    StreamRequests after a good hello, on the nodes' KV wire ports (D28), each connection
+    half-closed: the node answers what it takes (items with clean codes), ends the connection
+    with at most one E frame (a clean code, one line) as its last frame, and closes it."""
+    nodes = list(fuzzed.cluster.node_procs.values())
+    hello = _wire_frame(WIRE_HELLO, kv_pb2.WireHello(version=1).SerializeToString())
+    kinds = st.sampled_from([WIRE_HELLO, WIRE_REQUEST, WIRE_REQUEST, WIRE_ANSWER, WIRE_END, 0, 255])
+
+    @FUZZ
+    @given(st.data())
+    def run(data: st.DataObject) -> None:
+        node = data.draw(st.sampled_from(nodes))
+        shape = data.draw(st.sampled_from(["bytes", "frames", "half_valid"]))
+        if shape == "bytes":
+            wire = data.draw(st.binary(min_size=1, max_size=64))
+        elif shape == "frames":
+            frames = data.draw(st.lists(st.tuples(kinds, st.binary(max_size=32)), min_size=1, max_size=4))
+            wire = (hello if data.draw(st.booleans()) else b"") + b"".join(
+                _wire_frame(k, harmless(KV_STREAM, p) if k == WIRE_REQUEST else p) for k, p in frames)
+        else:
+            n = data.draw(st.integers(1, 3))
+            payloads = [data.draw(mutated(data.draw(messages(kv_pb2.StreamRequest)).SerializeToString()))
+                        for _ in range(n)]
+            wire = hello + b"".join(_wire_frame(WIRE_REQUEST, harmless(KV_STREAM, p)) for p in payloads)
+        got = _wire_exchange(node.wire_address, wire)
+        where = f"{node.name} KV wire"
+        for i, (kind, payload) in enumerate(got):
+            if kind == WIRE_ANSWER:
+                for item in kv_pb2.StreamResponse.FromString(payload).responses:
+                    if item.code:
+                        code = next(c for c in grpc.StatusCode if c.value[0] == item.code)
+                        check_clean(fuzzed, where, KV_WIRE, code, item.message)
+            else:
+                assert kind == WIRE_END and i == len(got) - 1, f"{where}: frames {[k for k, _ in got]}"
+                end = kv_pb2.WireEnd.FromString(payload)
+                code = next(c for c in grpc.StatusCode if c.value[0] == end.code)
+                check_clean(fuzzed, where, KV_WIRE, code, end.message)
 
     run()
     for p in nodes:
