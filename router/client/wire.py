@@ -5,10 +5,11 @@ A :class:`NodeWire` asks the node where its wire listens (``KV.WireEndpoint``, o
 channel the client already has), connects to that port on the host it dials the node at,
 says hello (version, bearer token) and sends requests at once, without waiting for an
 answer to the hello: a refusal comes as the ``E`` frame that ends the connection, and fails
-whatever was sent. Requests queued in one loop turn leave in one frame. A node without a
-wire (an older node, one run with ``--kv-wire-listen none``, the router's KV proxy), or
-whose wire cannot be reached, is served over KV.Stream instead (:class:`NodeStream`), for
-as long as this client lives. A lost connection fails what was in flight with a retryable
+whatever was sent. Requests queued in one loop turn leave in one frame (several past
+PACK_BYTES). A node without a wire (an older node, one run with ``--kv-wire-listen none``,
+the router's KV proxy) is served over KV.Stream instead (:class:`NodeStream`) for as long
+as this client lives; one whose wire port cannot be reached, for WIRE_RETRY_S, then the
+wire is tried again. A lost connection fails what was in flight with a retryable
 UNAVAILABLE, as a broken stream does; the next request connects again.
 """
 
@@ -30,6 +31,8 @@ from router.client.stream import NodeStream, Tagged
 from tesserapb import kv_pb2, kv_pb2_grpc
 
 log = logging.getLogger("tessera.client.wire")
+
+WIRE_RETRY_S = 30.0  # a wire port that could not be reached is tried again after this
 
 
 class _Connection(asyncio.Protocol):
@@ -88,16 +91,25 @@ class NodeWire(Tagged):
         self._conn: _Connection | None = None
         self._opening: asyncio.Future[None] | None = None
         self._fallback: NodeStream | None = None
+        self._wire_again_at: float | None = None  # with a fallback: when to try the wire again (None: never)
         self._flush_due = False
 
     async def send(self, kind: str, request: Message, timeout: float) -> Message:
-        if self._conn is None and self._fallback is None:
+        if self._conn is None:
             if self._closed:
                 raise ClientClosedError("client closed")
-            await self._connect(timeout)
-        if self._fallback is not None:
+            if self._fallback is None or self._wire_due():
+                await self._connect(timeout)
+        if self._conn is None and self._fallback is not None:
             return await self._fallback.send(kind, request, timeout)
         return await super().send(kind, request, timeout)
+
+    def _wire_due(self) -> bool:
+        again = self._wire_again_at
+        if again is None or asyncio.get_running_loop().time() < again:
+            return False
+        self._wire_again_at = None
+        return True
 
     @property
     def uses_wire(self) -> bool:
@@ -162,9 +174,10 @@ class NodeWire(Tagged):
                     server_hostname=host.strip("[]"), ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
                 )
         except (OSError, ValueError) as exc:
-            # The gRPC port answered and the wire's did not (a firewall between, a NAT): the
-            # stream still works.
-            self._use_stream(f"its wire at {host}:{port} cannot be reached ({exc})")
+            # The gRPC port answered and the wire's did not: a firewall between (the stream
+            # still works), or the node died just now (the stream fails too, and is retried
+            # elsewhere). Try the wire again a little later either way.
+            self._use_stream(f"its wire at {host}:{port} cannot be reached ({exc})", WIRE_RETRY_S)
             return
         if self._closed:
             conn._lost(ClientClosedError("client closed"))
@@ -174,9 +187,13 @@ class NodeWire(Tagged):
         conn.transport.write(kf.frame(kf.HELLO, hello.SerializeToString()))
         self._conn = conn
 
-    def _use_stream(self, why: str) -> None:
-        log.info("%s: KV.Stream instead of the KV wire: %s", self.address, why)
-        self._fallback = NodeStream(self.address, self._pool.get(self.address), self._pool.metadata)
+    def _use_stream(self, why: str, for_s: float | None = None) -> None:
+        """KV.Stream instead of the wire: for good (the node has none), or for ``for_s``."""
+        log.info("%s: KV.Stream instead of the KV wire%s: %s", self.address,
+                 f" for {for_s:g} s" if for_s is not None else "", why)
+        if self._fallback is None:
+            self._fallback = NodeStream(self.address, self._pool.get(self.address), self._pool.metadata)
+        self._wire_again_at = asyncio.get_running_loop().time() + for_s if for_s is not None else None
 
     def _lost(self, conn: _Connection, failure: BaseException) -> None:
         if self._conn is conn:
