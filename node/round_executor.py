@@ -36,7 +36,6 @@ and D9 (plan, then act).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
 import time
@@ -154,6 +153,10 @@ class RoundExecutor:
             self._kept.popleft()
             self._note_applies(plan, reps)
 
+        def noted_in_thread() -> None:  # the same, told by the disk thread's commit
+            self._kept.popleft()  # there and then: the thread's next trip may keep another round
+            self.loop.call_soon_threadsafe(self._note_applies, plan, reps)
+
         def kept() -> None:  # a kept round's applies joined LMDB's open transaction (in the trip)
             self._kept.append((plan, reps))
 
@@ -171,7 +174,7 @@ class RoundExecutor:
             else:
                 self.trips_threaded += 1
                 self._commit_before_thread()  # LMDB write transactions belong to the thread that began them
-                hold = _Hold(kept, functools.partial(self.loop.call_soon_threadsafe, noted), self._arm_thread_commit)
+                hold = _Hold(kept, noted_in_thread, self._arm_thread_commit)
                 told, took = await self.io.run(
                     self._timed_trip, plan, ranges, persisted, applied, self.loop.call_soon_threadsafe,
                     hold if keep else None,
@@ -293,12 +296,17 @@ class RoundExecutor:
         nothing in it is applied, though those rounds answered their writes and their cores
         moved on. On a full disk their applies are handed back (``on_lost_applies``) to be
         applied again first, in order (node.disk_full); any other error fails the node. Told on
-        the disk thread, it is handled on the loop, after the commits told before it."""
-        if threading.get_ident() != self._loop_thread:
-            self.loop.call_soon_threadsafe(self._open_lost, exc)
-            return
+        the disk thread, which holds the transaction: which rounds it held is taken there and
+        then (the thread's next trip may keep a round in a new one), and handled on the loop,
+        after the commits noted before it."""
         kept = list(self._kept)
         self._kept.clear()
+        if threading.get_ident() != self._loop_thread:
+            self.loop.call_soon_threadsafe(self._hand_back, kept, exc)
+        else:
+            self._hand_back(kept, exc)
+
+    def _hand_back(self, kept: list[tuple[RoundPlan, dict[int, Replica]]], exc: BaseException) -> None:
         if not kept:
             return
         if isinstance(exc, lmdb.Error) and lmdb_disk_full(exc, self.state.env.path()):
@@ -417,8 +425,8 @@ class RoundExecutor:
 class _Hold:
     """How a trip leaves its apply open in LMDB (D27): ``kept`` records the round among those
     the open transaction holds (on the trip's thread, right after the apply), ``committed`` is
-    the commit's callback for it (on the loop: directly, or handed there from the disk thread),
-    ``arm`` makes sure a commit comes on the trip's own thread (the loop's timer, or the disk
+    the commit's callback for it (on the thread that commits; the round's applies are noted on
+    the loop), ``arm`` makes sure a commit comes on the trip's own thread (the loop's timer, or the disk
     thread's ``later``)."""
 
     kept: Callable[[], None]
