@@ -384,7 +384,14 @@ class RoundExecutor:
         if plan.wal.drops_entries:
             # The log may drop entries only once the applied state that holds them survives a
             # power cut; LMDB's last commit does only after the next one or a sync (see above).
-            self.state.sync()
+            # The sync first commits what the thread holds open: on a full disk that fails like
+            # any commit (the rounds it held are handed back), and this round wrote nothing yet.
+            try:
+                self.state.sync()
+            except lmdb.Error as exc:
+                if not lmdb_disk_full(exc, self.state.env.path()):
+                    raise
+                raise DiskFull(f"committing applied entries in LMDB: {exc}", persisted=False) from exc
         if not plan.wal.empty:
             try:
                 self.wal.write(plan.wal, sync=plan.sync)

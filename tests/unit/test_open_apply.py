@@ -256,3 +256,47 @@ def test_a_compaction_scheduled_again_for_what_the_log_dropped_is_not_written(
             state.close()
 
     asyncio.run(main())
+
+
+def test_a_full_disk_met_by_the_sync_before_a_compaction_holds_the_round_not_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the disk thread holds its apply transaction open (D27); a round whose WAL
+    write drops entries first syncs LMDB, which commits that transaction. On a full disk
+    that commit fails; it used to escape as an LMDB error and fail-stop the node (seen as a
+    leaderless partition in test_disk_full's 48 MB trial) instead of being the full disk
+    that holds the round and hands the open rounds back to be applied again."""
+    from support.small_fs import fill, small_tmpfs
+
+    monkeypatch.setattr(round_executor, "COMMIT_AFTER_S", 60.0)  # only a sync commits
+
+    async def main() -> None:
+        with small_tmpfs(str(tmp_path / "fs"), 8 << 20) as fs:
+            wal = WriteAheadLog.open(str(tmp_path / "wal"))  # the WAL has room: LMDB meets it
+            state = StateStore(str(Path(fs) / "state"), map_size=1 << 26)
+            rs = RaftStore(1, wal, state, NoPeers(), RaftSettings(tick_s=0.005, compact_threshold=1000, compact_keep=5))
+            rs.executor._thread_until = float("inf")  # every trip in the disk thread
+            await rs.start()
+            try:
+                await rs.create_replica(DESC, 1, bootstrap=True)
+                rep = rs.replicas[1]
+                await eventually_async(rep.is_leader, 10, "the replica to lead")
+                value = b"v" * (64 << 10)
+                for n in range(40):  # with room: applied and committed (a reader asks)
+                    assert await rep.propose(put(b"k%d" % n, value)) is not None
+                await asyncio.wait_for(rep.wait_applied(rep.raw.status().commit), 5)
+                assert await rep.propose(put(b"open", value)) is not None  # held open in the thread
+                # (answered from the apply's results, a moment before the thread keeps it open)
+                await eventually_async(lambda: state.has_open, 5, "the disk thread to hold the apply open")
+                fill(fs, 16 << 10)
+                rep.carried = Carried(None, rep.applied - 5)  # a compaction (made due): the next round syncs
+                with pytest.raises(Exception):  # noqa: B017 - refused or timed out: the disk is full
+                    await asyncio.wait_for(rep.propose(put(b"next", value)), 1.5)
+                await eventually_async(lambda: rs.disk.full, 5, "the full disk to be noticed")
+                assert rs.failed is None, rs.failed  # held, not failed
+            finally:
+                await rs.stop()
+                wal.close()
+                state.close()
+
+    asyncio.run(main())
