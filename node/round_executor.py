@@ -40,7 +40,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,15 +204,11 @@ class RoundExecutor:
                     reps[job.pid].resolve_applied(e.index, e.term, r)
 
         def trip() -> None:
-            try:
+            with self._full_disk("applying", persisted=True):
                 self.state.apply_many(
                     [_apply_work(job) for job in plan.applies],
                     before_commit=lambda results: self.loop.call_soon_threadsafe(applied, results),
                 )
-            except lmdb.Error as exc:
-                if not lmdb_disk_full(exc, self.state.env.path()):
-                    raise
-                raise DiskFull(f"applying in LMDB: {exc}", persisted=True) from exc
 
         self._commit_before_thread()
         await self.io.run(trip)
@@ -284,12 +281,19 @@ class RoundExecutor:
     def _commit_before_thread(self) -> None:
         """Before LMDB is written from the disk thread: commit what the loop holds open. A full
         disk here is a round that wrote nothing yet (its trip has not started)."""
-        try:
+        with self._full_disk("committing applied entries", persisted=False):
             self.state.commit_open()
+
+    @contextmanager
+    def _full_disk(self, doing: str, *, persisted: bool) -> Iterator[None]:
+        """An LMDB error that means a full disk, raised as the round's :class:`DiskFull`
+        (``persisted``: whether the round's installs and WAL write stand; node.disk_full)."""
+        try:
+            yield
         except lmdb.Error as exc:
             if not lmdb_disk_full(exc, self.state.env.path()):
                 raise
-            raise DiskFull(f"committing applied entries in LMDB: {exc}", persisted=False) from exc
+            raise DiskFull(f"{doing} in LMDB: {exc}", persisted=persisted) from exc
 
     def _open_lost(self, exc: BaseException) -> None:
         """LMDB aborted the transaction rounds left open (``StateStore.on_open_lost``):
@@ -374,24 +378,16 @@ class RoundExecutor:
         results are known. Returns False when it did not say the WAL is durable because nothing
         followed the write: the trip's own completion says it, one wake-up of the loop fewer.
         With ``hold`` the apply leaves its LMDB transaction open (D27): see :class:`_Hold`."""
-        try:
+        with self._full_disk("installing a snapshot", persisted=False):
             for inst in plan.installs:
                 self._install(inst, *ranges[inst.pid])
-        except lmdb.Error as exc:
-            if not lmdb_disk_full(exc, self.state.env.path()):
-                raise
-            raise DiskFull(f"installing a snapshot in LMDB: {exc}", persisted=False) from exc
         if plan.wal.drops_entries:
             # The log may drop entries only once the applied state that holds them survives a
             # power cut; LMDB's last commit does only after the next one or a sync (see above).
             # The sync first commits what the thread holds open: on a full disk that fails like
             # any commit (the rounds it held are handed back), and this round wrote nothing yet.
-            try:
+            with self._full_disk("committing applied entries", persisted=False):
                 self.state.sync()
-            except lmdb.Error as exc:
-                if not lmdb_disk_full(exc, self.state.env.path()):
-                    raise
-                raise DiskFull(f"committing applied entries in LMDB: {exc}", persisted=False) from exc
         if not plan.wal.empty:
             try:
                 self.wal.write(plan.wal, sync=plan.sync)
@@ -400,17 +396,13 @@ class RoundExecutor:
         if not plan.applies:
             return False
         tell(persisted)
-        try:
+        with self._full_disk("applying", persisted=True):  # aborted: nothing applied (node.disk_full)
             self.state.apply_many(
                 [_apply_work(job) for job in plan.applies],
                 before_commit=lambda results: tell(applied, results),
                 keep_open=hold is not None,
                 after_commit=hold.committed if hold is not None else None,
             )
-        except lmdb.Error as exc:  # aborted: nothing applied (node.disk_full)
-            if not lmdb_disk_full(exc, self.state.env.path()):
-                raise
-            raise DiskFull(f"applying in LMDB: {exc}", persisted=True) from exc
         if hold is not None:
             hold.kept()
             hold.arm()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import lmdb
@@ -19,6 +20,7 @@ from conftest import eventually_async
 from node import round_executor
 from node.raft import ConfState
 from node.raftstore import RaftStore
+from node.replica import Replica
 from node.round_plan import Carried
 from node.settings import RaftSettings
 from node.state.commands import put
@@ -219,6 +221,26 @@ def test_an_aborted_open_transaction_tells_who_kept_applies_in_it(tmp_path: Path
         store.close()
 
 
+@asynccontextmanager
+async def _threaded_leader(wal_dir: Path, state_dir: Path, settings: RaftSettings) -> AsyncIterator[
+        tuple[RaftStore, Replica, StateStore]]:
+    """A real node of one leading replica whose every disk trip runs in the disk thread."""
+    wal = WriteAheadLog.open(str(wal_dir))
+    state = StateStore(str(state_dir), map_size=1 << 26)
+    rs = RaftStore(1, wal, state, NoPeers(), settings)
+    rs.executor._thread_until = float("inf")  # every trip in the disk thread
+    await rs.start()
+    try:
+        await rs.create_replica(DESC, 1, bootstrap=True)
+        rep = rs.replicas[1]
+        await eventually_async(rep.is_leader, 10, "the replica to lead")
+        yield rs, rep, state
+    finally:
+        await rs.stop()
+        wal.close()
+        state.close()
+
+
 def test_a_compaction_scheduled_again_for_what_the_log_dropped_is_not_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -230,15 +252,8 @@ def test_a_compaction_scheduled_again_for_what_the_log_dropped_is_not_written(
     monkeypatch.setattr(round_executor, "COMMIT_AFTER_S", 0.001)
 
     async def main() -> None:
-        wal = WriteAheadLog.open(str(tmp_path / "wal"))
-        state = StateStore(str(tmp_path / "state"))
-        rs = RaftStore(1, wal, state, NoPeers(), RaftSettings(tick_s=0.005, compact_threshold=20, compact_keep=5))
-        rs.executor._thread_until = float("inf")  # every trip in the disk thread
-        await rs.start()
-        try:
-            await rs.create_replica(DESC, 1, bootstrap=True)
-            rep = rs.replicas[1]
-            await eventually_async(rep.is_leader, 10, "the replica to lead")
+        settings = RaftSettings(tick_s=0.005, compact_threshold=20, compact_keep=5)
+        async with _threaded_leader(tmp_path / "wal", tmp_path / "state", settings) as (rs, rep, _):
             for wave in range(10):
                 got = await asyncio.gather(*(rep.propose(put(b"k%d" % i, b"w%d" % wave)) for i in range(8)))
                 assert all(r is not None for r in got)
@@ -250,10 +265,6 @@ def test_a_compaction_scheduled_again_for_what_the_log_dropped_is_not_written(
             assert rs.failed is None, rs.failed
             assert rep.carried.compact_to is None and rep.storage.first_index() == first
             assert rs.executor.trips_inline == 0
-        finally:
-            await rs.stop()
-            wal.close()
-            state.close()
 
     asyncio.run(main())
 
@@ -271,16 +282,9 @@ def test_a_full_disk_met_by_the_sync_before_a_compaction_holds_the_round_not_the
     monkeypatch.setattr(round_executor, "COMMIT_AFTER_S", 60.0)  # only a sync commits
 
     async def main() -> None:
-        with small_tmpfs(str(tmp_path / "fs"), 8 << 20) as fs:
-            wal = WriteAheadLog.open(str(tmp_path / "wal"))  # the WAL has room: LMDB meets it
-            state = StateStore(str(Path(fs) / "state"), map_size=1 << 26)
-            rs = RaftStore(1, wal, state, NoPeers(), RaftSettings(tick_s=0.005, compact_threshold=1000, compact_keep=5))
-            rs.executor._thread_until = float("inf")  # every trip in the disk thread
-            await rs.start()
-            try:
-                await rs.create_replica(DESC, 1, bootstrap=True)
-                rep = rs.replicas[1]
-                await eventually_async(rep.is_leader, 10, "the replica to lead")
+        settings = RaftSettings(tick_s=0.005, compact_threshold=1000, compact_keep=5)
+        with small_tmpfs(str(tmp_path / "fs"), 8 << 20) as fs:  # LMDB on it; the WAL has room
+            async with _threaded_leader(tmp_path / "wal", Path(fs) / "state", settings) as (rs, rep, state):
                 value = b"v" * (64 << 10)
                 for n in range(40):  # with room: applied and committed (a reader asks)
                     assert await rep.propose(put(b"k%d" % n, value)) is not None
@@ -294,9 +298,5 @@ def test_a_full_disk_met_by_the_sync_before_a_compaction_holds_the_round_not_the
                     await asyncio.wait_for(rep.propose(put(b"next", value)), 1.5)
                 await eventually_async(lambda: rs.disk.full, 5, "the full disk to be noticed")
                 assert rs.failed is None, rs.failed  # held, not failed
-            finally:
-                await rs.stop()
-                wal.close()
-                state.close()
 
     asyncio.run(main())
