@@ -126,6 +126,11 @@ class PendingRequests:
             heapq.heappush(self._apply_waits, _ApplyWait(index, next(self._seq), fut))
         return fut
 
+    def first_wait(self) -> int | None:
+        """The lowest index a read waits to see applied (None: no read waits)."""
+        waits = self._apply_waits
+        return waits[0].index if waits else None
+
     def note_applied(self, applied: int) -> None:
         waits = self._apply_waits
         while waits and waits[0].index <= applied:

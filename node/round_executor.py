@@ -116,6 +116,7 @@ class RoundExecutor:
         self.trips_threaded = 0
         self._commit_timer: asyncio.TimerHandle | None = None  # commits what inline trips left open
         self._thread_commit_asked = False  # a commit of the disk thread's open transaction is queued
+        self._trip_in_thread = False  # a round's trip is in the disk thread (it may keep its apply open)
         self._loop_thread = threading.get_ident()
         # Rounds whose applies are in LMDB's open transaction, oldest first (D27).
         self._kept: deque[tuple[RoundPlan, dict[int, Replica]]] = deque()
@@ -164,7 +165,8 @@ class RoundExecutor:
         for job in plan.applies:
             self.entries_committed += len(job.entries)
         inline = self._inline(plan)
-        keep = bool(plan.applies) and _may_stay_open(plan)
+        # Kept open only while no read waits for what it applies: a waiting read gets it now.
+        keep = bool(plan.applies) and _may_stay_open(plan) and not _read_waits(plan, reps)
         try:
             if inline:
                 self.trips_inline += 1
@@ -176,10 +178,14 @@ class RoundExecutor:
                 self.trips_threaded += 1
                 self._commit_before_thread()  # LMDB write transactions belong to the thread that began them
                 hold = _Hold(kept, noted_in_thread, self._arm_thread_commit)
-                told, took = await self.io.run(
-                    self._timed_trip, plan, ranges, persisted, applied, self.loop.call_soon_threadsafe,
-                    hold if keep else None,
-                )
+                self._trip_in_thread = True
+                try:
+                    told, took = await self.io.run(
+                        self._timed_trip, plan, ranges, persisted, applied, self.loop.call_soon_threadsafe,
+                        hold if keep else None,
+                    )
+                finally:
+                    self._trip_in_thread = False
         except DiskFull as exc:
             if exc.persisted:  # the installs and the WAL write stand; the applies are retried
                 self._note_installs(plan, reps)
@@ -253,7 +259,9 @@ class RoundExecutor:
         if self._commit_timer is not None:
             self._commit_timer.cancel()
             self._commit_timer = None
-        if self.state.open_elsewhere:
+        # A trip in the thread may be about to keep its apply open (its results can reach a
+        # reader before the thread holds the transaction): the commit queued behind it sees it.
+        if self.state.open_elsewhere or self._trip_in_thread:
             if not self._thread_commit_asked:
                 self._thread_commit_asked = True
                 self.io.run(self._commit_here).add_done_callback(_retrieved)
@@ -431,6 +439,16 @@ class _Hold:
     kept: Callable[[], None]
     committed: Callable[[], object]
     arm: Callable[[], None]
+
+
+def _read_waits(plan: RoundPlan, reps: Mapping[int, Replica]) -> bool:
+    """Whether a read waits for an index this round applies (then its applies are committed in
+    the trip, not held open)."""
+    for job in plan.applies:
+        first = reps[job.pid].requests.first_wait()
+        if first is not None and first <= job.last.index:
+            return True
+    return False
 
 
 def _retrieved(fut: asyncio.Future[None]) -> None:

@@ -300,3 +300,32 @@ def test_a_full_disk_met_by_the_sync_before_a_compaction_holds_the_round_not_the
                 assert rs.failed is None, rs.failed  # held, not failed
 
     asyncio.run(main())
+
+
+def test_a_read_waiting_for_what_a_threaded_round_applies_gets_it_committed_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the commit timer far away (60 s), a read that waits for an index must not wait for
+    it: a round that applies what a read waits for commits in its trip (not held open), and a
+    read that asks while a threaded trip is in flight gets a commit queued behind that trip
+    (the trip's results reach the loop before the thread holds the transaction open: the
+    race a CI run met, 'wait_applied' timing out)."""
+    monkeypatch.setattr(round_executor, "COMMIT_AFTER_S", 60.0)
+
+    async def main() -> None:
+        settings = RaftSettings(tick_s=0.005)
+        async with _threaded_leader(tmp_path / "wal", tmp_path / "state", settings) as (rs, rep, state):
+            for n in range(30):
+                waiting = rep.wait_applied(rep.storage.last_index() + 1)  # before the write exists
+                results = await rep.propose(put(b"k%d" % n, b"v"))
+                assert results is not None
+                await asyncio.wait_for(waiting, 2)
+                assert state.get(b"k%d" % n) == (b"v", results[0].version)
+                # And asked right after the answer (the trip may still be keeping it open):
+                results = await rep.propose(put(b"j%d" % n, b"v"))
+                assert results is not None
+                await asyncio.wait_for(rep.wait_applied(results[0].version), 2)
+                assert state.get(b"j%d" % n) == (b"v", results[0].version)
+            assert rs.executor.trips_inline == 0 and rs.failed is None
+
+    asyncio.run(main())
