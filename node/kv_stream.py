@@ -11,7 +11,7 @@ messages of a bounded size (:meth:`take_answers`), which frees what they held of
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from common.wire import kv_frames as kf
@@ -98,21 +98,30 @@ class StreamSession:
     def has_answers(self) -> bool:
         return bool(self._answers)
 
-    def take_answers(self) -> list[kv_pb2.StreamResponse]:
+    def take_answers(self) -> Iterator[kv_pb2.StreamResponse]:
         """The answers queued so far, packed into messages of at most PACK_BYTES each (one
-        larger answer alone); handing them on frees what they held of the budget."""
+        larger answer alone), made one at a time as the carrier takes them: each answer is let
+        go once packed, so what the stream holds moves to the carrier's buffer rather than
+        doubling (many large answers at once). Handing one on frees what it held of the budget."""
         answers, self._answers = self._answers, []
-        if not answers:
-            return []
         if len(answers) == 1:  # the common case under light load
             item, n = answers[0]
             self.budget.answered([item], n)
-            return [kv_pb2.StreamResponse(responses=[item])]
-        out = []
-        for run in kf.packed(answers):
-            out.append(kv_pb2.StreamResponse(responses=run))
-        self.budget.answered([item for item, _ in answers], sum(n for _, n in answers))
-        return out
+            yield kv_pb2.StreamResponse(responses=[item])
+            return
+        answers.reverse()  # taken from the end, oldest first
+        limit = kf.PACK_BYTES
+        while answers:
+            run: list[kv_pb2.StreamResponseItem] = []
+            size = 0
+            while answers and (not run or size + answers[-1][1] <= limit):
+                item, n = answers.pop()
+                run.append(item)
+                size += n
+            self.budget.answered(run, size)
+            resp = kv_pb2.StreamResponse(responses=run)
+            del run
+            yield resp
 
     async def drain(self) -> None:
         """Wait until every item taken so far is answered (the client half-closed)."""
