@@ -117,6 +117,7 @@ class RoundExecutor:
         self._commit_timer: asyncio.TimerHandle | None = None  # commits what inline trips left open
         self._thread_commit_asked = False  # a commit of the disk thread's open transaction is queued
         self._trip_in_thread = False  # a round's trip is in the disk thread (it may keep its apply open)
+        self._full_error: BaseException | None = None  # the last error judged a full disk (_is_disk_full)
         self._loop_thread = threading.get_ident()
         # Rounds whose applies are in LMDB's open transaction, oldest first (D27).
         self._kept: deque[tuple[RoundPlan, dict[int, Replica]]] = deque()
@@ -299,9 +300,19 @@ class RoundExecutor:
         try:
             yield
         except lmdb.Error as exc:
-            if not lmdb_disk_full(exc, self.state.env.path()):
+            if not self._is_disk_full(exc):
                 raise
             raise DiskFull(f"{doing} in LMDB: {exc}", persisted=persisted) from exc
+
+    def _is_disk_full(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means a full disk, judged once per error: an error that aborted an
+        open transaction was judged when it did (``_open_lost``), before the rounds it held were
+        handed back and the reserve file given back; judged again after that, a commit's EIO
+        (LMDB's word for a write that found no room) would find the disk no longer low and
+        fail the node instead of holding the round."""
+        if exc is self._full_error:
+            return True
+        return isinstance(exc, lmdb.Error) and lmdb_disk_full(exc, self.state.env.path())
 
     def _open_lost(self, exc: BaseException) -> None:
         """LMDB aborted the transaction rounds left open (``StateStore.on_open_lost``):
@@ -313,15 +324,18 @@ class RoundExecutor:
         after the commits noted before it."""
         kept = list(self._kept)
         self._kept.clear()
+        full = self._is_disk_full(exc)
+        if full:
+            self._full_error = exc  # the same error, raised on to the round, is judged the same
         if threading.get_ident() != self._loop_thread:
-            self.loop.call_soon_threadsafe(self._hand_back, kept, exc)
+            self.loop.call_soon_threadsafe(self._hand_back, kept, exc, full)
         else:
-            self._hand_back(kept, exc)
+            self._hand_back(kept, exc, full)
 
-    def _hand_back(self, kept: list[tuple[RoundPlan, dict[int, Replica]]], exc: BaseException) -> None:
+    def _hand_back(self, kept: list[tuple[RoundPlan, dict[int, Replica]]], exc: BaseException, full: bool) -> None:
         if not kept:
             return
-        if isinstance(exc, lmdb.Error) and lmdb_disk_full(exc, self.state.env.path()):
+        if full:
             log.warning("LMDB found the disk full with %d rounds' applies uncommitted: applying them again later",
                         len(kept))
             self.on_lost_applies(kept, f"committing applied entries in LMDB: {exc}")
