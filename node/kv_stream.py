@@ -109,15 +109,7 @@ class StreamSession:
             self.budget.answered([item], n)
             yield kv_pb2.StreamResponse(responses=[item])
             return
-        answers.reverse()  # taken from the end, oldest first
-        limit = kf.PACK_BYTES
-        while answers:
-            run: list[kv_pb2.StreamResponseItem] = []
-            size = 0
-            while answers and (not run or size + answers[-1][1] <= limit):
-                item, n = answers.pop()
-                run.append(item)
-                size += n
+        for run, size in kf.packed(answers):
             self.budget.answered(run, size)
             resp = kv_pb2.StreamResponse(responses=run)
             del run

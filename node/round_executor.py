@@ -272,7 +272,7 @@ class RoundExecutor:
     async def commit_all(self) -> None:
         """Commit whatever trips left open in LMDB, on whichever thread holds it (a clean stop)."""
         self.commit_now()
-        await self.io.run(self._commit_here)
+        await self._commit_in_thread()
 
     def _commit_here(self) -> None:
         """Commit the open transaction if this thread holds it (on either thread)."""
@@ -284,7 +284,7 @@ class RoundExecutor:
             log.warning("committing applied entries to LMDB failed: %s", exc)
 
     async def _commit_in_thread(self) -> None:
-        """Before the loop writes LMDB: commit what the disk thread holds open, there."""
+        """Commit what the disk thread holds open, there (before the loop writes LMDB; at a stop)."""
         await self.io.run(self._commit_here)
 
     def _commit_before_thread(self) -> None:

@@ -31,18 +31,19 @@ MAX_FRAME_BYTES = 64 << 20  # as gRPC's message limit on the node (node.transpor
 PACK_BYTES = 4 << 20
 
 
-def packed(sized: list[tuple[T, int]], limit: int = PACK_BYTES) -> Iterator[list[T]]:
-    """``sized`` (item, its bytes) cut, in order, into runs of at most ``limit`` bytes."""
-    run: list[T] = []
-    size = 0
-    for item, n in sized:
-        if run and size + n > limit:
-            yield run
-            run, size = [], 0
-        run.append(item)
-        size += n
-    if run:
-        yield run
+def packed(sized: list[tuple[T, int]], limit: int = PACK_BYTES) -> Iterator[tuple[list[T], int]]:
+    """``sized`` (item, its bytes) cut, in order, into runs of at most ``limit`` bytes (one
+    larger item alone), each with its bytes. The list is emptied as runs are made, so an item
+    is let go once its run is (many large answers at once are not held twice)."""
+    sized.reverse()  # taken from the end, oldest first
+    while sized:
+        run: list[T] = []
+        size = 0
+        while sized and (not run or size + sized[-1][1] <= limit):
+            item, n = sized.pop()
+            run.append(item)
+            size += n
+        yield run, size
 
 
 class FrameTooLarge(ValueError):

@@ -98,7 +98,7 @@ class Tagged:
             self.batches_sent += 1
             return [batch]
         out = [kv_pb2.StreamRequest(requests=run)
-               for run in kf.packed([(item, item.ByteSize()) for item in batch.requests])]
+               for run, _ in kf.packed([(item, item.ByteSize()) for item in batch.requests])]
         self.batches_sent += len(out)
         return out
 

@@ -39,3 +39,10 @@ def test_a_length_over_the_limit_is_refused_from_its_header_alone() -> None:
     assert e.value.size == 101 and e.value.limit == 100
     assert "over the limit of 100 bytes" in str(e.value)
     assert list(kf.FrameReader(limit=100).feed(kf.frame(kf.REQUEST, b"x" * 100))) == [(kf.REQUEST, b"x" * 100)]
+
+
+def test_packed_cuts_runs_in_order_within_the_limit_and_lets_items_go() -> None:
+    sized = [("a", 3), ("b", 4), ("c", 10), ("d", 1), ("e", 2)]
+    runs = list(kf.packed(sized, limit=8))
+    assert runs == [(["a", "b"], 7), (["c"], 10), (["d", "e"], 3)]  # an item over the limit goes alone
+    assert sized == []  # emptied as it went
