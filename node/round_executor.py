@@ -79,6 +79,7 @@ THREAD_FOR_S = 1.0
 # must see an apply held open does not wait for the timer: asking for it
 # (Replica.wait_applied) commits at once (commit_now).
 COMMIT_AFTER_S = 0.010
+THREAD_KEEPS = False  # whether threaded trips hold their apply open too (off: see execute)
 
 Results = list[list[list[OpResult] | None]]
 
@@ -167,7 +168,10 @@ class RoundExecutor:
             self.entries_committed += len(job.entries)
         inline = self._inline(plan)
         # Kept open only while no read waits for what it applies: a waiting read gets it now.
-        keep = bool(plan.applies) and _may_stay_open(plan) and not _read_waits(plan, reps)
+        # Only an inline trip's: held open in the disk thread too (THREAD_KEEPS), the applies a
+        # full disk loses grew enough that reads of acknowledged writes waited out the episode
+        # (test_disk_full's 48 MB trial), for no throughput gained (docs/decisions.md D27).
+        keep = (inline or THREAD_KEEPS) and bool(plan.applies) and _may_stay_open(plan) and not _read_waits(plan, reps)
         try:
             if inline:
                 self.trips_inline += 1

@@ -250,6 +250,7 @@ def test_a_compaction_scheduled_again_for_what_the_log_dropped_is_not_written(
     WAL write failed ("index N already compacted"), failing the node. Here the stale schedule is
     made directly: the round that meets it must drop it, not write it."""
     monkeypatch.setattr(round_executor, "COMMIT_AFTER_S", 0.001)
+    monkeypatch.setattr(round_executor, "THREAD_KEEPS", True)  # the disk thread holds its apply open
 
     async def main() -> None:
         settings = RaftSettings(tick_s=0.005, compact_threshold=20, compact_keep=5)
@@ -280,6 +281,7 @@ def test_a_full_disk_met_by_the_sync_before_a_compaction_holds_the_round_not_the
     from support.small_fs import fill, small_tmpfs
 
     monkeypatch.setattr(round_executor, "COMMIT_AFTER_S", 60.0)  # only a sync commits
+    monkeypatch.setattr(round_executor, "THREAD_KEEPS", True)  # the disk thread holds its apply open
 
     async def main() -> None:
         settings = RaftSettings(tick_s=0.005, compact_threshold=1000, compact_keep=5)
@@ -311,6 +313,7 @@ def test_a_read_waiting_for_what_a_threaded_round_applies_gets_it_committed_at_o
     (the trip's results reach the loop before the thread holds the transaction open: the
     race a CI run met, 'wait_applied' timing out)."""
     monkeypatch.setattr(round_executor, "COMMIT_AFTER_S", 60.0)
+    monkeypatch.setattr(round_executor, "THREAD_KEEPS", True)  # the disk thread holds its apply open
 
     async def main() -> None:
         settings = RaftSettings(tick_s=0.005)
