@@ -61,15 +61,19 @@ from node.wal.wal import WriteAheadLog
 
 log = logging.getLogger("tessera.round")
 
-# A round whose WAL batch is small does its disk trip on the event loop: a write and an
-# fsync of a few KiB take well under a millisecond on a healthy disk, less than the hand-off
-# to the disk thread and back costs (a queue, a thread wake-up, the GIL changing hands, a
-# wake-up of the loop). A trip slower than SLOW_TRIP_S (a slow or faulty disk) sends the
-# rounds of the next THREAD_FOR_S to the thread, and trips there are timed too, so a disk that
-# stays slow keeps them there: a stalling disk stalls the loop (ticks, heartbeats, reads) for
-# one trip, not once a second.
+# A quiet round does its disk trip on the event loop: a write and an fsync of a few KiB take
+# well under a millisecond on a healthy disk, less than the hand-off to the disk thread and
+# back costs (a queue, a thread wake-up, the GIL changing hands, a wake-up of the loop). Under
+# load the trips go to the thread, where the loop reads the next round's requests and messages
+# while a trip waits for the disk: a busy round (BUSY_ENTRIES entries or more to persist and
+# apply) sends the rounds of the next THREAD_FOR_S there. So does a disk that looks slow (two
+# of the last three inline trips slower than SLOW_TRIP_S: one slow fsync now and then is the
+# machine, not the disk), and trips there are timed too, so a disk that stays slow keeps them
+# there: a stalling disk stalls the loop (ticks, heartbeats, reads) for two trips, not once a
+# second.
 INLINE_MAX_BYTES = 256 << 10
 SLOW_TRIP_S = 0.002
+BUSY_ENTRIES = 16
 THREAD_FOR_S = 1.0
 # A trip leaves its LMDB transaction open and commits it this long after (D27, amended twice):
 # the commit's fsync is then never between a write and its answer, nor (in the disk thread)
@@ -113,6 +117,7 @@ class RoundExecutor:
         self.fail = fail
         self._thread_until = 0.0  # loop time before which disk trips go to the thread
         self._threaded_took: deque[float] = deque(maxlen=3)  # the last threaded trips' durations
+        self._inline_took: deque[float] = deque(maxlen=3)  # the last inline trips' durations
         self.trips_inline = 0  # counters: disk trips done on the loop and in the thread
         self.trips_threaded = 0
         self._commit_timer: asyncio.TimerHandle | None = None  # commits what inline trips left open
@@ -166,6 +171,8 @@ class RoundExecutor:
 
         for job in plan.applies:
             self.entries_committed += len(job.entries)
+        if _entries(plan) >= BUSY_ENTRIES:
+            self._thread_until = self.loop.time() + THREAD_FOR_S
         inline = self._inline(plan)
         # Kept open only while no read waits for what it applies: a waiting read gets it now.
         # Only an inline trip's: held open in the disk thread too (THREAD_KEEPS), the applies a
@@ -376,13 +383,15 @@ class RoundExecutor:
                     self.on_leader(rep)
 
     def _slow(self, took: float, inline: bool) -> bool:
-        """Whether the disk looks slow. A trip in the thread also waits for the GIL (up to the
-        interpreter's 5 ms switch interval while the loop runs Python), so one slow threaded trip
-        says little: the disk is slow when the last few all were."""
-        if inline:
-            return took > SLOW_TRIP_S
-        recent = self._threaded_took
+        """Whether the disk looks slow. On a machine shared with other processes one fsync in a
+        few hundred takes milliseconds, and a trip in the thread also waits for the GIL (up to
+        the interpreter's 5 ms switch interval while the loop runs Python), so one slow trip
+        says little: inline, the disk is slow when two of the last three trips were; threaded,
+        when the last three all were."""
+        recent = self._inline_took if inline else self._threaded_took
         recent.append(took)
+        if inline:
+            return sum(t > SLOW_TRIP_S for t in recent) >= 2
         return min(recent) > SLOW_TRIP_S
 
     def _timed_trip(self, *args: Any) -> tuple[bool, float]:
@@ -483,6 +492,11 @@ def _may_stay_open(plan: RoundPlan) -> bool:
     anything after the round reads what they wrote (a split's new partition is opened from
     LMDB, a leaving replica is destroyed) or a descriptor changes (it is read back from LMDB)."""
     return not plan.splits and not plan.leaving and all(job.descriptor is None for job in plan.applies)
+
+
+def _entries(plan: RoundPlan) -> int:
+    """How many entries a round persists and applies (what makes it busy, see BUSY_ENTRIES)."""
+    return sum(len(rd.entries) + len(rd.committed_entries) for _, rd in plan.readies)
 
 
 def _call_now(fn: Callable[..., object], *args: object) -> None:
