@@ -33,6 +33,7 @@ from common.auth_server import Refusal
 from common.log_limit import LogLimiter
 from common.sockets import keep_alive, no_delay
 from common.tls import HANDSHAKE_TIMEOUT_S, PeerIdentity, identity_from_peercert
+from common.trace import mark
 from common.wire import kv_frames as kf
 from common.wire.guard import one_line
 from node.kv_stream import StreamSession
@@ -79,6 +80,7 @@ class KvWireConn(asyncio.Protocol):
         self._hello_timer = asyncio.get_running_loop().call_later(HELLO_TIMEOUT_S, self._no_hello)
 
     def data_received(self, data: bytes) -> None:
+        mark("kv.read")
         if self._ended:
             return
         try:
@@ -198,6 +200,7 @@ class KvWireConn(asyncio.Protocol):
         if session is None or self.transport is None or self._ended:
             return
         write = self.transport.write
+        mark("kv.answer")
         for resp in session.take_answers():
             write(kf.frame(kf.ANSWER, resp.SerializeToString()))
 

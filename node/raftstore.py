@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 import lmdb
 
 from common.descriptor import Descriptor
+from common.trace import mark
 from node.admission import Admission
 from node.disk_full import DiskFull, DiskStatus, RetryClock, hold, needs_disk
 from node.fs import OS_FILES, Files
@@ -410,6 +411,7 @@ class RaftStore:
             self.on_fail(self.failed)
 
     async def _round(self) -> None:
+        mark("round.start")
         self.rounds += 1
         # While the disk is full (node.disk_full) only a retry round, once a second, writes.
         held_back = self.disk.full and not await self._disk_retry_due()

@@ -47,6 +47,7 @@ from typing import Any
 
 import lmdb
 
+from common.trace import mark
 from node.disk_full import DiskFull, lmdb_disk_full
 from node.fs import Files
 from node.io_thread import IoThread
@@ -142,6 +143,7 @@ class RoundExecutor:
             self.outbox.send(reps[pid], msgs)
         # On the wire before the disk trip starts: followers write while we do.
         self.outbox.flush()
+        mark("round.sent")
         ranges = {i.pid: (reps[i.pid].start, reps[i.pid].end) for i in plan.installs}
 
         def persisted() -> None:
@@ -151,8 +153,10 @@ class RoundExecutor:
                 log.exception("advancing the Raft state failed")
                 self.fail(f"internal error advancing the Raft state: {exc!r}")
             self.outbox.flush()  # the acknowledgements leave before the trip applies anything
+            mark("round.persisted")
 
         def applied(results: Results) -> None:
+            mark("round.applied")
             for job, res in zip(plan.applies, results):
                 rep = reps[job.pid]
                 for e, r in zip(job.entries, res):
@@ -202,6 +206,7 @@ class RoundExecutor:
             if exc.persisted:  # the installs and the WAL write stand; the applies are retried
                 self._note_installs(plan, reps)
             raise
+        mark("round.end")
         if plan.sync and not plan.wal.empty and self._slow(took, inline):  # only trips that fsynced tell
             self._thread_until = self.loop.time() + THREAD_FOR_S
         if not told:
@@ -426,6 +431,7 @@ class RoundExecutor:
         if not plan.wal.empty:
             try:
                 self.wal.write(plan.wal, sync=plan.sync)
+                mark("round.wal")
             except WalDiskFullError as exc:  # nothing written: nothing of the round persisted
                 raise DiskFull(str(exc), persisted=False) from exc
         if not plan.applies:

@@ -34,9 +34,11 @@ from typing import Protocol, cast
 
 from google.protobuf.message import DecodeError
 
+from common import trace
 from common.log_limit import LogLimiter
 from common.sockets import no_delay
 from common.tls import HANDSHAKE_TIMEOUT_S, identity_from_peercert
+from node.raft import MessageType
 from tesserapb import raft_pb2
 
 log = logging.getLogger("tessera.transport")
@@ -121,6 +123,8 @@ class BatchReceiver(asyncio.Protocol):
                         f"this is store {svc.store_id}, not store {batch.to_store} (address reused?)"
                     )
                 msgs = list(batch.msgs)
+                if trace.ON:
+                    trace.mark("raft.ack" if any(m.type == MessageType.APP_RESP for m in msgs) else "raft.in")
                 svc.on_messages(batch.from_store, msgs)
                 svc.batches_received += 1
                 svc.msgs_received += len(msgs)

@@ -24,6 +24,7 @@ from google.protobuf.message import DecodeError, Message
 
 from common.sockets import keep_alive, no_delay
 from common.tls import HANDSHAKE_TIMEOUT_S
+from common.trace import mark
 from common.wire import kv_frames as kf
 from router.client.channels import ChannelPool
 from router.client.errors import ClientClosedError, RpcFailure, failure_from_rpc_error, status_code
@@ -47,6 +48,7 @@ class _Connection(asyncio.Protocol):
         keep_alive(transport)
 
     def data_received(self, data: bytes) -> None:
+        mark("client.read")
         owner = self.owner
         try:
             for kind, payload in self.frames.feed(data):
@@ -79,6 +81,7 @@ class _Connection(asyncio.Protocol):
 
     def write(self, batch: kv_pb2.StreamRequest) -> None:
         if self.transport is not None:
+            mark("client.write")
             self.transport.write(kf.frame(kf.REQUEST, batch.SerializeToString()))
 
 

@@ -10,6 +10,7 @@ so the report counts Tessera's and etcd's failures under the same names.
 from __future__ import annotations
 
 from common.tls import TlsConfig
+from common.trace import mark
 from router.client import (
     AsyncClient,
     ClientClosedError,
@@ -53,10 +54,13 @@ class TesseraDriver:
         self._client = AsyncClient(routers, deadline_s=deadline_s, tls=tls, token=token, use_wire=use_wire)
 
     async def put(self, key: bytes, value: bytes, timeout: float) -> None:
+        mark("put.start")
         try:
             await self._client.put(key, value, timeout=timeout)
         except TesseraError as exc:
             raise DriverError(error_kind(exc), str(exc)) from exc
+        finally:
+            mark("put.end")
 
     async def get(self, key: bytes, consistency: str, timeout: float) -> Read | None:
         try:
