@@ -70,6 +70,14 @@ class Admission:
         self.proposals += 1
         fut.add_done_callback(self._settled)
 
+    def admitted_call(self) -> None:
+        """Count a proposal settled by a call (node.requests.Proposal): its settling calls
+        :meth:`proposal_settled`."""
+        self.proposals += 1
+
+    def proposal_settled(self) -> None:
+        self.proposals -= 1
+
     def _settled(self, _: asyncio.Future[Any]) -> None:
         self.proposals -= 1
 

@@ -32,7 +32,7 @@ from node.metrics import NodeStats
 from node.raft import NotLeaderError, ProposalDroppedError
 from node.raftstore import RaftStore
 from node.replica import Replica
-from node.requests import ProposalLost, ReplicaStopped
+from node.requests import Proposal, ProposalLost, ReplicaStopped
 from node.settings import Limits
 from node.state.commands import Command, Op, OpKind
 from node.state.store import REJECTED, OpResult
@@ -111,21 +111,23 @@ class _Pending:
 
 
 class _PendingWrite(_Pending):
-    """A put or delete proposed: settled by its proposal."""
+    """A put or delete proposed: settled by its proposal, called from the round that applied
+    it (node.requests.Proposal), so its answer is queued there and then."""
 
     __slots__ = ()
     timed_out = staticmethod(_write_timed_out)
 
-    def __init__(self, fut: asyncio.Future[list[OpResult] | None], *args: Any) -> None:
+    def __init__(self, proposal: Proposal, *args: Any) -> None:
         super().__init__(*args)
-        fut.add_done_callback(self._settled)
+        proposal.on_settled = self._settled
 
-    def _settled(self, fut: asyncio.Future[list[OpResult] | None]) -> None:
+    def _settled(self, results: list[OpResult] | None, exc: BaseException | None) -> None:
+        self.svc.rs.admission.proposal_settled()
         if self.timer is None:
             return  # answered already (deadline)
 
         def fill(out: kv_pb2.StreamResponseItem) -> None:
-            (r,) = self.svc._outcome(self.rep, fut)
+            (r,) = self.svc._outcome(self.rep, results, exc)
             if self.kind == "put":
                 out.put.version = r.version
             else:
@@ -298,6 +300,34 @@ class KVService(kv_pb2_grpc.KVServicer):
     # -- writes -----------------------------------------------------------------
 
     def _propose(self, rep: Replica, cmd: Command) -> asyncio.Future[list[OpResult] | None]:
+        self._may_propose(rep, cmd)
+        try:
+            fut = rep.propose(cmd)
+        except (NotLeaderError, ReplicaStopped) as exc:
+            raise self._not_proposed(rep, exc) from None
+        self.rs.admission.admitted(fut)
+        self.stats.proposals += 1
+        return fut
+
+    def _propose_call(self, rep: Replica, cmd: Command) -> Proposal:
+        """As :meth:`_propose`, for a proposal settled by a call (a stream's write): the caller
+        sets its ``on_settled``, which must call ``admission.proposal_settled`` first."""
+        self._may_propose(rep, cmd)
+        try:
+            p = rep.propose_call(cmd)
+        except (NotLeaderError, ReplicaStopped) as exc:
+            raise self._not_proposed(rep, exc) from None
+        self.rs.admission.admitted_call()
+        self.stats.proposals += 1
+        return p
+
+    def _not_proposed(self, rep: Replica, exc: NotLeaderError | ReplicaStopped) -> WireError:
+        if isinstance(exc, NotLeaderError):
+            return self._not_leader(rep, exc.leader)
+        return WireError(grpc.StatusCode.UNAVAILABLE, str(exc))
+
+    def _may_propose(self, rep: Replica, cmd: Command) -> None:
+        """Raise the WireError that refuses ``cmd`` before it is proposed (a bound, a full disk)."""
         if len(cmd.request_id) > MAX_REQUEST_ID_BYTES:
             raise _invalid(
                 "context.request_id",
@@ -307,21 +337,11 @@ class KVService(kv_pb2_grpc.KVServicer):
         if self.rs.disk.full:  # node.disk_full: nothing new until the disk has room again
             raise WireError.of(werr.server_busy(f"disk full: {self.rs.disk.reason}", RETRY_AFTER_MS),
                                f"disk full on store {self.rs.store_id}: writes are refused until space returns")
-        adm = self.rs.admission  # node.admission: bounded queues, RESOURCE_EXHAUSTED past them
-        adm.admit_proposal(rep.requests.in_flight())
-        try:
-            fut = rep.propose(cmd)
-            adm.admitted(fut)
-            self.stats.proposals += 1
-            return fut
-        except NotLeaderError as exc:
-            raise self._not_leader(rep, exc.leader) from None
-        except ReplicaStopped as exc:
-            raise WireError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+        # node.admission: bounded queues, RESOURCE_EXHAUSTED past them
+        self.rs.admission.admit_proposal(rep.requests.in_flight())
 
-    def _outcome(self, rep: Replica, fut: asyncio.Future[list[OpResult] | None]) -> list[OpResult]:
+    def _outcome(self, rep: Replica, results: list[OpResult] | None, exc: BaseException | None) -> list[OpResult]:
         """The results of a settled proposal, or the WireError its failure means to a client."""
-        exc = fut.exception()
         if exc is not None:
             if isinstance(exc, NotLeaderError):
                 raise self._not_leader(rep, exc.leader)
@@ -332,7 +352,6 @@ class KVService(kv_pb2_grpc.KVServicer):
             if isinstance(exc, ReplicaStopped):
                 raise WireError(grpc.StatusCode.UNAVAILABLE, f"{exc}; outcome unknown")
             raise exc
-        results = fut.result()
         if results is REJECTED or not results:
             raise self._range_moved(rep, "was split before the write applied; it was not applied")
         return results
@@ -345,7 +364,8 @@ class KVService(kv_pb2_grpc.KVServicer):
             raise _write_timed_out() from None
         except Exception:
             pass  # the proposal failed: _outcome says how
-        return self._outcome(rep, fut)
+        exc = fut.exception()
+        return self._outcome(rep, None if exc is not None else fut.result(), exc)
 
     def _answered_now(
         self, item: kv_pb2.StreamRequestItem, respond: Callable[[kv_pb2.StreamResponseItem], None]
@@ -436,7 +456,7 @@ class KVService(kv_pb2_grpc.KVServicer):
                 self._check_key(dreq.key, write=True)
                 rep = self._route(dreq.context, [dreq.key])
                 cmd = Command(dreq.context.request_id, (Op(OpKind.DELETE, dreq.key),))
-            fut = self._propose(rep, cmd)
+            proposal = self._propose_call(rep, cmd)
         except WireError as exc:
             self._refuse(out, kind, exc, t0, respond)
             return
@@ -446,7 +466,7 @@ class KVService(kv_pb2_grpc.KVServicer):
             self.stats.requests.note(kind, out.code, time.perf_counter() - t0)
             respond(out)
             return
-        _PendingWrite(fut, self, rep, kind, out, respond, pending, t0)
+        _PendingWrite(proposal, self, rep, kind, out, respond, pending, t0)
 
     async def _put(self, req: kv_pb2.PutRequest) -> kv_pb2.PutResponse:
         self._check_key(req.key, write=True)

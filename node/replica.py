@@ -17,7 +17,7 @@ from collections.abc import Callable
 from common.descriptor import Descriptor
 from node import membership
 from node.raft import NONE, ConfState, HardState, NotLeaderError, ProposalDroppedError, RawNode, Role, Snapshot
-from node.requests import PendingRequests, ReplicaStopped
+from node.requests import PendingRequests, Proposal, ReplicaStopped
 from node.round_plan import NOTHING_CARRIED, PartitionWork, StagedSnapshot
 from node.state.commands import Command, SplitCommand
 from node.state.store import OpResult
@@ -153,14 +153,26 @@ class Replica:
         (the caller answers NotLeader).  Proposals queued in one event-loop
         pass are appended as one batch at the next Raft round.
         """
+        self._may_propose()
+        fut = self.requests.queue(cmd.encode())
+        self._on_work()
+        return fut
+
+    def propose_call(self, cmd: Command) -> Proposal:
+        """As :meth:`propose`, settled by a call instead of a future: set the proposal's
+        ``on_settled`` now; it is called from the round that applies the command (or drops it),
+        so an answer made there leaves before that round's own Raft traffic (node.requests)."""
+        self._may_propose()
+        p = self.requests.queue_call(cmd.encode())
+        self._on_work()
+        return p
+
+    def _may_propose(self) -> None:
         if self.closed:
             raise ReplicaStopped(f"partition {self.pid} replica is closed")
         if not self.raw.is_leader:
             raise NotLeaderError(self.raw.leader)
         self.ensure_awake()
-        fut = self.requests.queue(cmd.encode())
-        self._on_work()
-        return fut
 
     def resolve_applied(self, index: int, term: int, results: list[OpResult] | None) -> None:
         self.requests.resolve_applied(index, term, results)

@@ -2,7 +2,10 @@
 
 A write waits twice: queued until the next Raft round appends it (all of a round's
 proposals to one partition become one batch), then in flight until its entry is applied,
-when its future gets the results, or an error if another leader's entry took its index.
+when it is settled with the results, or an error if another leader's entry took its index.
+It is settled through a future (``queue``), or by a call made right there, in the round that
+applied it (``queue_call``): a stream's write answered from inside that round leaves before
+the round's own Raft traffic, and without a loop turn for a future's callbacks in between.
 A linearizable read waits for the leader's read index, then until that index is applied.
 Everything here runs on the event loop; nothing does I/O.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -19,6 +23,8 @@ from typing import TypeVar
 from node.state.store import OpResult
 
 _T = TypeVar("_T")
+
+log = logging.getLogger("tessera.requests")
 
 
 class ProposalLost(Exception):
@@ -29,11 +35,35 @@ class ReplicaStopped(Exception):
     """The replica was closed (node shutting down or replica removed) before the request finished."""
 
 
+Settled = Callable[[list[OpResult] | None, BaseException | None], None]
+"""How a proposal made by ``queue_call`` ends: ``(results, None)`` or ``(None, error)``."""
+
+
 @dataclass(slots=True)
-class _Proposal:
+class Proposal:
+    """A write proposed on this replica, until it is settled (exactly once)."""
+
     data: bytes
-    future: asyncio.Future[list[OpResult] | None]
+    future: asyncio.Future[list[OpResult] | None] | None = None
+    on_settled: Settled | None = None  # set by the caller of queue_call, before the next round
     term: int = 0
+
+    def settle(self, results: list[OpResult] | None, exc: BaseException | None) -> None:
+        fut = self.future
+        if fut is not None:
+            if not fut.done():
+                if exc is None:
+                    fut.set_result(results)
+                else:
+                    fut.set_exception(exc)
+            return
+        call, self.on_settled = self.on_settled, None
+        if call is None:
+            return
+        try:
+            call(results, exc)
+        except Exception:  # settled inside a Raft round: a caller's bug must not fail the round
+            log.exception("settling a proposal failed")
 
 
 @dataclass(order=True, slots=True)
@@ -46,8 +76,8 @@ class _ApplyWait:
 class PendingRequests:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self.queued: list[_Proposal] = []
-        self._proposals: dict[int, _Proposal] = {}
+        self.queued: list[Proposal] = []
+        self._proposals: dict[int, Proposal] = {}
         self._read_waits: dict[bytes, asyncio.Future[int]] = {}
         self._apply_waits: list[_ApplyWait] = []
         self._seq = itertools.count()
@@ -61,8 +91,15 @@ class PendingRequests:
 
     def queue(self, data: bytes) -> asyncio.Future[list[OpResult] | None]:
         fut: asyncio.Future[list[OpResult] | None] = self._loop.create_future()
-        self.queued.append(_Proposal(data, fut))
+        self.queued.append(Proposal(data, fut))
         return fut
+
+    def queue_call(self, data: bytes) -> Proposal:
+        """Queue a proposal settled by a call: set its ``on_settled`` before the next round
+        (it is called in the round that applies or drops it, never from here)."""
+        p = Proposal(data)
+        self.queued.append(p)
+        return p
 
     def flush(self, propose_batch: Callable[[list[bytes]], int], term: int) -> None:
         """Hand every queued proposal to ``propose_batch`` as one batch (at ``term``).
@@ -77,8 +114,7 @@ class PendingRequests:
             first = propose_batch([p.data for p in batch])
         except Exception as exc:
             for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(exc)
+                p.settle(None, exc)
             return
         for k, p in enumerate(batch):
             p.term = term
@@ -87,12 +123,12 @@ class PendingRequests:
     def resolve_applied(self, index: int, term: int, results: list[OpResult] | None) -> None:
         """An entry was applied: finish the proposal that became it, if any is waiting."""
         p = self._proposals.pop(index, None)
-        if p is None or p.future.done():
+        if p is None:
             return
         if p.term != term:
-            p.future.set_exception(ProposalLost(f"entry {index} was replaced (term {term} != {p.term})"))
+            p.settle(None, ProposalLost(f"entry {index} was replaced (term {term} != {p.term})"))
         else:
-            p.future.set_result(results)
+            p.settle(results, None)
 
     # -- reads ------------------------------------------------------------------
 
@@ -141,10 +177,13 @@ class PendingRequests:
     # -- the end ----------------------------------------------------------------
 
     def fail_all(self, exc: Exception) -> None:
-        _fail_each([p.future for p in itertools.chain(self.queued, self._proposals.values())], exc)
-        _fail_each(self._read_waits.values(), exc)
-        _fail_each([w.future for w in self._apply_waits], exc)
+        proposals = list(itertools.chain(self.queued, self._proposals.values()))
+        read_waits, apply_waits = self._read_waits, self._apply_waits
         self.queued, self._proposals, self._read_waits, self._apply_waits = [], {}, {}, []
+        for p in proposals:
+            p.settle(None, exc)
+        _fail_each(read_waits.values(), exc)
+        _fail_each([w.future for w in apply_waits], exc)
 
 
 def _fail_each(futures: Iterable[asyncio.Future[_T]], exc: Exception) -> None:

@@ -139,21 +139,37 @@ class RoundExecutor:
         reps = {pid: replicas[pid] for pid, _ in plan.readies}
         for pid, carry in plan.carry.items():
             replicas[pid].carried = carry
-        for pid, msgs in plan.send_now:
-            self.outbox.send(reps[pid], msgs)
-        # On the wire before the disk trip starts: followers write while we do.
-        self.outbox.flush()
-        mark("round.sent")
+        if _entries(plan) >= BUSY_ENTRIES:
+            self._thread_until = self.loop.time() + THREAD_FOR_S
+        inline = self._inline(plan)
+        # A round with nothing to persist answers first: its applies' answers are queued from
+        # the apply (node.requests), and its Raft traffic (commit indexes, heartbeat answers)
+        # goes after them, in the transport's flush later in this loop turn (ANSWER_FIRST).
+        answer_first = inline and plan.wal.empty and bool(plan.applies) and _may_stay_open(plan)
+        if not answer_first:
+            for pid, msgs in plan.send_now:
+                self.outbox.send(reps[pid], msgs)
+            # On the wire before the disk trip starts: followers write while we do.
+            self.outbox.flush()
+            mark("round.sent")
         ranges = {i.pid: (reps[i.pid].start, reps[i.pid].end) for i in plan.installs}
 
-        def persisted() -> None:
+        def advance() -> None:
             try:
                 self._after_persist(plan, reps)
             except Exception as exc:
                 log.exception("advancing the Raft state failed")
                 self.fail(f"internal error advancing the Raft state: {exc!r}")
+
+        def persisted() -> None:
+            advance()
             self.outbox.flush()  # the acknowledgements leave before the trip applies anything
             mark("round.persisted")
+
+        def answered() -> None:  # an answer-first round's own traffic, once its applies are done
+            for pid, msgs in plan.send_now:
+                self.outbox.send(reps[pid], msgs)
+            advance()  # queued, not flushed: the transport writes it after the answers
 
         def applied(results: Results) -> None:
             mark("round.applied")
@@ -175,9 +191,6 @@ class RoundExecutor:
 
         for job in plan.applies:
             self.entries_committed += len(job.entries)
-        if _entries(plan) >= BUSY_ENTRIES:
-            self._thread_until = self.loop.time() + THREAD_FOR_S
-        inline = self._inline(plan)
         # Kept open only while no read waits for what it applies: a waiting read gets it now.
         # Only an inline trip's: held open in the disk thread too (THREAD_KEEPS), the applies a
         # full disk loses grew enough that reads of acknowledged writes waited out the episode
@@ -189,7 +202,8 @@ class RoundExecutor:
                 if self.state.open_elsewhere:  # LMDB write transactions belong to the thread that began them
                     await self._commit_in_thread()
                 hold = _Hold(kept, noted, self._arm_commit) if keep else None
-                told, took = self._timed_trip(plan, ranges, persisted, applied, _call_now, hold)
+                told, took = self._timed_trip(plan, ranges, None if answer_first else persisted, applied, _call_now,
+                                              hold)
             else:
                 self.trips_threaded += 1
                 self._commit_before_thread()  # LMDB write transactions belong to the thread that began them
@@ -204,12 +218,16 @@ class RoundExecutor:
                     self._trip_in_thread = False
         except DiskFull as exc:
             if exc.persisted:  # the installs and the WAL write stand; the applies are retried
+                if answer_first:
+                    answered()
                 self._note_installs(plan, reps)
             raise
         mark("round.end")
         if plan.sync and not plan.wal.empty and self._slow(took, inline):  # only trips that fsynced tell
             self._thread_until = self.loop.time() + THREAD_FOR_S
-        if not told:
+        if answer_first:
+            answered()
+        elif not told:
             persisted()
         self._note_installs(plan, reps)
         if not keep:
@@ -408,7 +426,7 @@ class RoundExecutor:
         self,
         plan: RoundPlan,
         ranges: Mapping[int, tuple[bytes, bytes]],
-        persisted: Callable[[], None],
+        persisted: Callable[[], None] | None,
         applied: Callable[[Results], None],
         tell: Callable[..., object],
         hold: _Hold | None,
@@ -416,7 +434,8 @@ class RoundExecutor:
         """Step 2, in the I/O thread or on the loop (``tell`` is how it reaches the loop: a
         thread-safe call, or a call now); tells the loop when the WAL is durable and when the
         results are known. Returns False when it did not say the WAL is durable because nothing
-        followed the write: the trip's own completion says it, one wake-up of the loop fewer.
+        followed the write: the trip's own completion says it, one wake-up of the loop fewer
+        (or because ``persisted`` is None: an answer-first round says it after the trip).
         With ``hold`` the apply leaves its LMDB transaction open (D27): see :class:`_Hold`."""
         with self._full_disk("installing a snapshot", persisted=False):
             for inst in plan.installs:
@@ -436,7 +455,9 @@ class RoundExecutor:
                 raise DiskFull(str(exc), persisted=False) from exc
         if not plan.applies:
             return False
-        tell(persisted)
+        told = persisted is not None
+        if persisted is not None:
+            tell(persisted)
         with self._full_disk("applying", persisted=True):  # aborted: nothing applied (node.disk_full)
             self.state.apply_many(
                 [_apply_work(job) for job in plan.applies],
@@ -447,7 +468,7 @@ class RoundExecutor:
         if hold is not None:
             hold.kept()
             hold.arm()
-        return True
+        return told
 
     def _install(self, inst: SnapshotInstall, start: bytes, end: bytes) -> None:
         meta = inst.meta
