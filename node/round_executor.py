@@ -152,6 +152,10 @@ class RoundExecutor:
             # On the wire before the disk trip starts: followers write while we do.
             self.outbox.flush()
             mark("round.sent")
+        else:
+            # What earlier code queued (a tick's heartbeats) goes now: its flush, scheduled
+            # before this round's answers, would otherwise carry this round's traffic too.
+            self.outbox.flush()
         ranges = {i.pid: (reps[i.pid].start, reps[i.pid].end) for i in plan.installs}
 
         def advance() -> None:

@@ -292,7 +292,7 @@ class RaftTransport:
         self._tcp_endpoint = tcp_endpoint
         self._tls = tls
         self._tcp_ssl = tls.client_ssl_context if tls is not None else None
-        self._flush_soon = False
+        self._flush_soon: asyncio.Handle | None = None  # the flush send scheduled for this loop turn
         self._peers: dict[int, _Peer] = {}
         self._snapshot_tasks: set[asyncio.Task[tuple[bool, str]]] = set()
         self._closed = False
@@ -335,17 +335,21 @@ class RaftTransport:
             self.msgs_dropped += over
         if peer.conn is None:
             peer.wake.set()
-        elif not self._flush_soon:
+        elif self._flush_soon is None:
             # Everything sent in this turn of the loop leaves as one frame per peer, written
             # from a callback rather than by waking the peer's sender task.
-            self._flush_soon = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            self._flush_soon = asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         """Write what is queued for every peer with a live TCP connection now, one frame per
         peer (as the sender task would, without a task switch). A full window or a peer that
-        stopped reading is left to the sender task, which waits for acks or the socket."""
-        self._flush_soon = False
+        stopped reading is left to the sender task, which waits for acks or the socket. The
+        flush ``send`` scheduled is cancelled: what is sent after this leaves at the flush the
+        next ``send`` schedules, after whatever was scheduled meanwhile (D29: a round that
+        persists nothing flushes first, so its answers are written before its own traffic)."""
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
         window = self._window
         for peer in self._peers.values():
             conn = peer.conn

@@ -6,7 +6,9 @@ that persists something still puts its appends on the wire before its disk trip 
 
 Three real RaftStores (real WAL and LMDB files) in one event loop, joined by a transport that
 keeps the real one's rule: what ``send`` queues is written at the next ``flush``, or by the
-transport itself a moment later in the same loop turn.
+transport itself a moment later in the same loop turn. Heartbeats every 2 ms put a tick's
+traffic in the transport's queue just before many an applying round: its flush, scheduled
+before the round's answers, must not carry the round's own traffic with it.
 """
 
 from __future__ import annotations
@@ -46,16 +48,17 @@ class LinkedTransport:
         self.store_id = store_id
         self.wire = wire
         self.queued: list[tuple[int, list[raft_pb2.RaftMessage]]] = []
-        self._soon = False
+        self._soon: asyncio.Handle | None = None
 
     def send(self, to_store: int, msgs: Sequence[raft_pb2.RaftMessage]) -> None:
         self.queued.append((to_store, list(msgs)))
-        if not self._soon:  # node.transport.RaftTransport.send: written later in this loop turn
-            self._soon = True
-            asyncio.get_running_loop().call_soon(self.flush)
+        if self._soon is None:  # node.transport.RaftTransport.send: written later in this loop turn
+            self._soon = asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
-        self._soon = False
+        if self._soon is not None:  # as RaftTransport.flush: the scheduled flush is cancelled
+            self._soon.cancel()
+            self._soon = None
         queued, self.queued = self.queued, []
         for to_store, msgs in queued:
             self.wire.log.append(("raft", self.store_id, msgs))
@@ -80,7 +83,7 @@ def test_a_round_that_persists_nothing_writes_its_answers_before_its_raft_traffi
         for sid in (1, 2, 3):
             wal = WriteAheadLog.open(str(tmp_path / f"wal{sid}"))
             state = StateStore(str(tmp_path / f"state{sid}"))
-            rs = RaftStore(sid, wal, state, LinkedTransport(sid, wire), RaftSettings(tick_s=0.005))
+            rs = RaftStore(sid, wal, state, LinkedTransport(sid, wire), RaftSettings(tick_s=0.001, election_tick=50))
             stores[sid] = rs
             closers.append((rs, wal, state))
         wire.stores.update(stores)
@@ -93,7 +96,7 @@ def test_a_round_that_persists_nothing_writes_its_answers_before_its_raft_traffi
             await eventually_async(lambda: any(r.is_leader() for r in reps.values()), 10, "a leader")
             lead_sid = next(sid for sid, r in reps.items() if r.is_leader())
             leader = reps[lead_sid]
-            for n in range(20):
+            for n in range(50):
                 done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
                 def settled(
