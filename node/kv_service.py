@@ -180,6 +180,7 @@ class _PendingGet(_Pending):
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
+_T = TypeVar("_T")
 
 
 def _invalid(field: str, message: str, limit: int = 0) -> WireError:
@@ -300,31 +301,28 @@ class KVService(kv_pb2_grpc.KVServicer):
     # -- writes -----------------------------------------------------------------
 
     def _propose(self, rep: Replica, cmd: Command) -> asyncio.Future[list[OpResult] | None]:
-        self._may_propose(rep, cmd)
-        try:
-            fut = rep.propose(cmd)
-        except (NotLeaderError, ReplicaStopped) as exc:
-            raise self._not_proposed(rep, exc) from None
+        fut = self._proposing(rep, cmd, rep.propose)
         self.rs.admission.admitted(fut)
-        self.stats.proposals += 1
         return fut
 
     def _propose_call(self, rep: Replica, cmd: Command) -> Proposal:
         """As :meth:`_propose`, for a proposal settled by a call (a stream's write): the caller
         sets its ``on_settled``, which must call ``admission.proposal_settled`` first."""
-        self._may_propose(rep, cmd)
-        try:
-            p = rep.propose_call(cmd)
-        except (NotLeaderError, ReplicaStopped) as exc:
-            raise self._not_proposed(rep, exc) from None
+        p = self._proposing(rep, cmd, rep.propose_call)
         self.rs.admission.admitted_call()
-        self.stats.proposals += 1
         return p
 
-    def _not_proposed(self, rep: Replica, exc: NotLeaderError | ReplicaStopped) -> WireError:
-        if isinstance(exc, NotLeaderError):
-            return self._not_leader(rep, exc.leader)
-        return WireError(grpc.StatusCode.UNAVAILABLE, str(exc))
+    def _proposing(self, rep: Replica, cmd: Command, propose: Callable[[Command], _T]) -> _T:
+        """Check ``cmd`` against the bounds, then ``propose`` it; a refusal is a WireError."""
+        self._may_propose(rep, cmd)
+        try:
+            made = propose(cmd)
+        except NotLeaderError as exc:
+            raise self._not_leader(rep, exc.leader) from None
+        except ReplicaStopped as exc:
+            raise WireError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+        self.stats.proposals += 1
+        return made
 
     def _may_propose(self, rep: Replica, cmd: Command) -> None:
         """Raise the WireError that refuses ``cmd`` before it is proposed (a bound, a full disk)."""
