@@ -179,16 +179,19 @@ class DiskStatus:
     retries: int = 0  # rounds that tried the disk again while full
     listeners: list[Callable[[bool], None]] = field(default_factory=list)
 
-    def set_full(self, reason: str) -> None:
+    def set_full(self, reason: str) -> bool:
+        """Note that a write found no room; True if this began an episode (and gave back the
+        reserve: the writes in flight may land in it at once)."""
         self.reason = reason
         if self.full:
-            return
+            return False
         self.full, self.since = True, time.time()
         self.episodes += 1
         freed = self.reserve.release() if self.reserve is not None else 0
         log.error("disk full: %s; refusing writes, serving reads, retrying every %.0f s%s", reason, RETRY_S,
                   f"; gave back the {freed}-byte reserve" if freed else "")
         self._tell()
+        return True
 
     def room_to_resume(self) -> bool:
         """Once the writes in flight landed: may the node take new writes again? Yes when the
@@ -250,8 +253,11 @@ class RetryClock:
     def due(self, now: float) -> bool:
         return now >= self.next_at
 
-    def tried(self, now: float) -> None:
-        self.next_at = now + RETRY_S
+    def tried(self, now: float, *, again_now: bool = False) -> None:
+        """A retry was made (or the disk found full) at ``now``: the next is due RETRY_S later,
+        or at once with ``again_now`` (the reserve was just given back: what is in flight lands
+        in it before anything else, another node on the same file system say, takes the room)."""
+        self.next_at = now if again_now else now + RETRY_S
 
 
 

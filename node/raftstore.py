@@ -561,19 +561,26 @@ class RaftStore:
                 if rep is not None:
                     rep.carried = carried.get(pid, NOTHING_CARRIED)
             self._held_back(plan.readies)
-        self._disk_retry.tried(self.loop.time())
-        self._disk_failing = True
-        self.disk.set_full(str(exc))
-        self._kick_at_retry()
+        self._found_full(str(exc))
 
     def _applies_lost(self, kept: list[tuple[RoundPlan, dict[int, Replica]]], why: str) -> None:
         """LMDB found the disk full while committing the applies of rounds that had answered
         their writes already (D27): they are applied again first, in order, as a round's
         apply that found no room is."""
         self._pending_applies.extend(kept)
-        self._disk_retry.tried(self.loop.time())
+        self._found_full(why)
+
+    def _found_full(self, why: str) -> None:
+        """A write found no room. The first of an episode gives the reserve back, and the retry
+        comes at once, so that what is in flight lands in that room before anything else (the
+        next round's proposals, another node on the same file system) takes it; after that, once
+        a second. A retry already due is not put off (an open transaction's loss and the round
+        that met it report the same episode)."""
+        now = self.loop.time()
+        began = self.disk.set_full(why)
+        if began or not self._disk_retry.due(now):
+            self._disk_retry.tried(now, again_now=began)
         self._disk_failing = True
-        self.disk.set_full(why)
         self._kick_at_retry()
 
     def _kick_at_retry(self) -> None:

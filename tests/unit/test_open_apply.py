@@ -17,7 +17,8 @@ import lmdb
 import pytest
 
 from conftest import eventually_async
-from node import round_executor
+from node import disk_full, round_executor
+from node.disk_full import reserve_in
 from node.raft import ConfState
 from node.raftstore import RaftStore
 from node.replica import Replica
@@ -330,5 +331,88 @@ def test_a_read_waiting_for_what_a_threaded_round_applies_gets_it_committed_at_o
                 await asyncio.wait_for(rep.wait_applied(results[0].version), 2)
                 assert state.get(b"j%d" % n) == (b"v", results[0].version)
             assert rs.executor.trips_inline == 0 and rs.failed is None
+
+    asyncio.run(main())
+
+
+def test_the_first_full_disk_retries_at_once_into_the_reserve_it_gave_back(tmp_path: Path) -> None:
+    """Regression: the write that finds the disk full gives the node's reserve back, so that
+    what is in flight lands; the retry that lands it came a second later (RETRY_S), and on a
+    file system shared with other writers (test_disk_full's 48 MB trial: three nodes on one
+    tmpfs) the others took the room meanwhile, so the applies of acknowledged writes waited
+    out the episode and lease reads of them timed out (2 CI-like runs in 6). It comes at once
+    now (RaftStore._found_full)."""
+    from support.small_fs import fill, small_tmpfs
+
+    async def main() -> None:
+        settings = RaftSettings(tick_s=0.005)
+        with small_tmpfs(str(tmp_path / "fs"), 8 << 20) as fs:  # LMDB and the reserve on it
+            async with _threaded_leader(tmp_path / "wal", Path(fs) / "state", settings) as (rs, rep, _):
+                rs.disk.reserve = reserve_in(fs, 1 << 20)  # 5% of the file system at most: ~400 KiB
+                assert rs.disk.reserve is not None and rs.disk.reserve.ensure()
+                value = b"v" * (64 << 10)
+                for n in range(10):
+                    assert await rep.propose(put(b"k%d" % n, value)) is not None
+                fill(fs, 16 << 10)  # the reserve is the only room left
+                loop = asyncio.get_running_loop()
+                results = await rep.propose(put(b"last", value))  # answered before LMDB's commit (D4)
+                assert results is not None
+                index = results[0].version
+                await eventually_async(lambda: rs.disk.full, 5, "the full disk to be noticed")
+                full_at = loop.time()
+                await eventually_async(lambda: rep.applied >= index, 5, "the lost apply to land")
+                took = loop.time() - full_at
+                assert took < disk_full.RETRY_S / 2, f"the apply landed {took:.2f} s after the disk filled"
+                assert rs.disk.retries >= 1 and rs.failed is None
+
+    asyncio.run(main())
+
+
+def test_a_held_apply_lost_by_the_round_that_found_the_disk_full_is_retried_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same, when one full disk is reported twice: an inline round's apply held open (D27)
+    is committed by the next round before its trip goes to the disk thread; the commit finds
+    no room, so the open transaction's loss (the held round handed back) and the round's own
+    DiskFull report one episode. The second report used to put the retry the first made due at
+    once back by a second."""
+    from support.small_fs import fill, small_tmpfs
+
+    monkeypatch.setattr(round_executor, "SLOW_TRIP_S", 60.0)  # small trips stay on the loop
+    monkeypatch.setattr(round_executor, "COMMIT_AFTER_S", 60.0)  # only the next round commits
+
+    async def main() -> None:
+        with small_tmpfs(str(tmp_path / "fs"), 8 << 20) as fs:
+            wal = WriteAheadLog.open(str(tmp_path / "wal"))  # the WAL has room
+            state = StateStore(str(Path(fs) / "state"), map_size=1 << 26)
+            rs = RaftStore(1, wal, state, NoPeers(), RaftSettings(tick_s=0.005))
+            rs.disk.reserve = reserve_in(fs, 1 << 20)
+            await rs.start()
+            try:
+                await rs.create_replica(DESC, 1, bootstrap=True)
+                rep = rs.replicas[1]
+                await eventually_async(rep.is_leader, 10, "the replica to lead")
+                assert rs.disk.reserve is not None and rs.disk.reserve.ensure()
+                small = b"v" * (16 << 10)
+                for n in range(10):
+                    assert await rep.propose(put(b"k%d" % n, small)) is not None
+                await asyncio.wait_for(rep.wait_applied(rep.raw.status().commit), 5)  # committed
+                results = await rep.propose(put(b"held", small))  # applied, held open, answered
+                assert results is not None and state.has_open
+                index = results[0].version
+                fill(fs, 16 << 10)  # the reserve is the only room left
+                loop = asyncio.get_running_loop()
+                big = rep.propose(put(b"big", b"b" * (300 << 10)))  # over INLINE_MAX_BYTES: the thread
+                await eventually_async(lambda: rs.disk.full, 5, "the full disk to be noticed")
+                full_at = loop.time()
+                await eventually_async(lambda: rep.applied >= index, 5, "the held apply to land")
+                took = loop.time() - full_at
+                assert took < disk_full.RETRY_S / 2, f"the held apply landed {took:.2f} s after the disk filled"
+                assert rs.failed is None
+                big.cancel()
+            finally:
+                await rs.stop()
+                wal.close()
+                state.close()
 
     asyncio.run(main())
