@@ -144,7 +144,7 @@ class RoundExecutor:
         inline = self._inline(plan)
         # A round with nothing to persist answers first: its applies' answers are queued from
         # the apply (node.requests), and its Raft traffic (commit indexes, heartbeat answers)
-        # goes after them, in the transport's flush later in this loop turn (ANSWER_FIRST).
+        # goes after them, in the transport's flush later in this loop turn (docs/decisions.md D29).
         answer_first = inline and plan.wal.empty and bool(plan.applies) and _may_stay_open(plan)
         if not answer_first:
             for pid, msgs in plan.send_now:
