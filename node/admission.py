@@ -79,7 +79,7 @@ class Admission:
         self.proposals -= 1
 
     def _settled(self, _: asyncio.Future[Any]) -> None:
-        self.proposals -= 1
+        self.proposal_settled()
 
     def stream(self, backlog: Callable[[], int] | None = None) -> StreamBudget:
         return StreamBudget(self, backlog)
