@@ -57,6 +57,7 @@ class Inflights:
 
 class Progress:
     __slots__ = (
+        "commit_sent",
         "inflights",
         "is_learner",
         "last_heard",
@@ -80,6 +81,8 @@ class Progress:
         self.probe_sent = False
         self.inflights = Inflights(max_inflight)
         self.is_learner = is_learner
+        # The highest commit index an append or heartbeat sent this peer carried.
+        self.commit_sent = 0
         # Leader tick counter of the newest append/heartbeat this peer acknowledged.
         self.stamp = NO_STAMP
         # Leader tick counter when this peer last answered anything (CheckQuorum).
@@ -96,6 +99,7 @@ class Progress:
         self.inflights.reset()
         self.stamp = NO_STAMP
         self.last_heard = NO_STAMP
+        self.commit_sent = 0
 
     def become_probe(self) -> None:
         if self.state == ProgressState.SNAPSHOT:

@@ -75,6 +75,9 @@ class Raft:
         self.trk = ProgressTracker(config.max_inflight_msgs)
         self.read_only = ReadOnly()
         self.msgs: list[Message] = []
+        # The commit index moved and a follower may not know yet: it learns it from the next
+        # append, or at the next tick (see _commit_moved).
+        self.commit_unsent = False
         self.read_states: list[ReadState] = []
         # Reads that arrived before this leader committed an entry of its term.
         self._deferred_reads: list[tuple[bytes, int, bool]] = []
@@ -159,6 +162,7 @@ class Raft:
             self.vote = NONE
         self.lead = NONE
         self.quiesced = False
+        self.commit_unsent = False
         self._lease_forfeited = False
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
@@ -264,6 +268,8 @@ class Raft:
                 pr.snapshot_elapsed += 1
                 if pr.snapshot_elapsed >= 2 * self.cfg.election_tick:
                     pr.become_probe()
+        if self.commit_unsent:
+            self._tell_commit()
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
             self.heartbeat_elapsed = 0
             self._bcast_heartbeat(self.read_only.last_context())
@@ -297,10 +303,12 @@ class Raft:
         committed = self.log.committed
         for node_id in self.trk.ids():
             if node_id != self.id:
+                self.trk.progress[node_id].commit_sent = committed
                 self._send(
                     Message(MT.HEARTBEAT, self.id, node_id, term=self.term, commit=committed,
                             stamp=self.clock, quiesce=True)
                 )
+        self.commit_unsent = False
         return True
 
     def wake(self, elapsed_ticks: int) -> None:
@@ -511,8 +519,9 @@ class Raft:
                     pr.become_replicate()
             else:
                 pr.inflights.free_le(m.index)
+            before = self.log.committed
             if self._maybe_commit():
-                self._bcast_append()
+                self._commit_moved(before)
             elif was_paused:
                 self._maybe_send_append(m.src, send_if_empty=True)
             while self._maybe_send_append(m.src, send_if_empty=False):
@@ -590,6 +599,35 @@ class Raft:
         self.log.append(ents)
         # Our own match moves in advance(), once the entries are on disk.
 
+    def _commit_moved(self, before: int) -> None:
+        """The commit index moved from ``before``: tell the followers, now or lazily.
+
+        etcd's raft sends every follower an append at each move, empty if it has no entries to
+        carry. Under load the next append carries the new index anyway, and at low load the
+        empty one costs each follower a round of its own (a wake-up, an apply, an answer the
+        leader steps in a round too): about a tenth of the CPU a write costs. So a move is told
+        lazily: by the next append to that follower, else by a heartbeat or at the next tick
+        (_tell_commit), a few ticks' delay at most in what followers apply, which nothing
+        waits on (writes are acknowledged by the leader, reads served by it; a follower's
+        bounded-staleness read is judged by its last contact, whose message carried the index
+        current when sent). A configuration change is told at once: a removed member is sent
+        nothing more once the leader applies it, and must learn of its removal from this.
+        See docs/decisions.md D30.
+        """
+        if before < self.pending_conf_index <= self.log.committed:
+            self._bcast_append()
+        else:
+            self.commit_unsent = True
+
+    def _tell_commit(self) -> None:
+        """Send the commit index to each follower that no append or heartbeat carried it to."""
+        self.commit_unsent = False
+        committed = self.log.committed
+        progress = self.trk.progress
+        for node_id in self.trk.ids():
+            if node_id != self.id and progress[node_id].commit_sent < committed:
+                self._maybe_send_append(node_id, send_if_empty=True)
+
     def _bcast_append(self) -> None:
         for node_id in self.trk.ids():
             if node_id != self.id:
@@ -612,6 +650,7 @@ class Raft:
             ents = ents[: self.cfg.max_entries_per_msg]
         if not ents and not send_if_empty:
             return False
+        pr.commit_sent = self.log.committed
         self._send(
             Message(
                 MT.APP,
@@ -653,13 +692,16 @@ class Raft:
             if node_id == self.id:
                 continue
             pr = self.trk.progress[node_id]
+            told = min(pr.match, committed)
+            if told > pr.commit_sent:
+                pr.commit_sent = told
             self._send(
                 Message(
                     MT.HEARTBEAT,
                     self.id,
                     node_id,
                     term=self.term,
-                    commit=min(pr.match, committed),
+                    commit=told,
                     context=context,
                     stamp=self.clock,
                 )
@@ -851,8 +893,9 @@ class Raft:
             log.stable_to(last.index, last.term)
             if self.role == Role.LEADER:
                 me = self.trk.progress.get(self.id)
+                before = log.committed
                 if me is not None and me.maybe_update(log.stable_last_index()) and self._maybe_commit():
-                    self._bcast_append()
+                    self._commit_moved(before)
         if rd.committed_entries:
             for result in rd.conf_changes:
                 if result.conf_state is not None:

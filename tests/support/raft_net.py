@@ -428,6 +428,12 @@ class Net:
                 self.nodes[i].tick()
             self.settle()
 
+    def tell_commit(self, i: int) -> None:
+        """Tick leader ``i`` alone once and settle: a commit index its followers were not sent
+        with an append reaches them then (docs/decisions.md D30)."""
+        self.nodes[i].tick()
+        self.settle()
+
     def compact(self, i: int, data: bytes = b"") -> int:
         """Snapshot replica ``i``'s state machine at its applied index and compact its log there.
 

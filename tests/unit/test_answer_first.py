@@ -83,7 +83,9 @@ def test_a_round_that_persists_nothing_writes_its_answers_before_its_raft_traffi
         for sid in (1, 2, 3):
             wal = WriteAheadLog.open(str(tmp_path / f"wal{sid}"))
             state = StateStore(str(tmp_path / f"state{sid}"))
-            rs = RaftStore(sid, wal, state, LinkedTransport(sid, wire), RaftSettings(tick_s=0.001, election_tick=50))
+            # Elections time out after 0.5-1 s of ticks: three stores share this loop, and one
+            # slow fsync on a busy machine must not elect another leader mid-test (a CI run).
+            rs = RaftStore(sid, wal, state, LinkedTransport(sid, wire), RaftSettings(tick_s=0.001, election_tick=500))
             stores[sid] = rs
             closers.append((rs, wal, state))
         wire.stores.update(stores)

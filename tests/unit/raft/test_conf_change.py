@@ -86,6 +86,7 @@ def test_learner_log_replication() -> None:
     net.elect(1)
     net.nodes[1].propose(b"somedata")
     net.settle()
+    net.tell_commit(1)
     assert net.nodes[1].commit == net.nodes[2].commit == 2
     assert net.nodes[1].status().progress[2].match == 2
     assert net.applied[2] == [b"somedata"]

@@ -388,4 +388,5 @@ def test_slow_node_restore() -> None:
     assert net.storages[3].snapshot().meta.index == snap_index
     net.nodes[1].propose(b"after")
     net.settle()
+    net.tell_commit(1)
     assert net.nodes[3].commit == lead.commit == snap_index + 1

@@ -55,6 +55,7 @@ def test_no_lease_after_an_abandoned_transfer_whose_target_was_told_to_campaign(
     assert net.nodes[2].is_leader and net.nodes[2].term == net.nodes[1].term + 1
     net.nodes[2].propose(b"x=new")
     net.settle()
+    net.tell_commit(2)
     new_commit = net.nodes[2].commit
     assert net.nodes[3].commit == new_commit
 

@@ -35,6 +35,7 @@ def test_single_leader_elected_and_replicates() -> None:
     assert leaders == [lead]
     idx = net.nodes[lead].propose(b"a")
     net.settle()
+    net.tell_commit(lead)
     assert all(net.applied[i] == [b"a"] for i in (1, 2, 3))
     assert all(n.commit >= idx for n in net.nodes.values())
 
@@ -289,6 +290,7 @@ def test_removed_leader_steps_down_and_group_continues() -> None:
     assert lead in (2, 3)
     net.nodes[lead].propose(b"after")
     net.settle()
+    net.tell_commit(lead)
     assert net.applied[2][-1] == b"after" and net.applied[3][-1] == b"after"
 
 
@@ -334,6 +336,7 @@ def test_snapshot_installed_on_follower_behind_compacted_log() -> None:
     assert net.storages[3].snapshot().data.split(b"|")[-1] == b"e49"
     net.nodes[1].propose(b"after")
     net.settle()
+    net.tell_commit(1)
     assert net.applied[3][-1] == b"after"
 
 

@@ -30,10 +30,12 @@ def test_log_replication() -> None:
     net.elect(1)
     net.nodes[1].propose(b"one")
     net.settle()
+    net.tell_commit(1)
     assert [net.nodes[i].commit for i in VOTERS3] == [2, 2, 2]
     net.elect(2)
     net.nodes[2].propose(b"two")
     net.settle()
+    net.tell_commit(2)
     assert [net.nodes[i].commit for i in VOTERS3] == [4, 4, 4]
     assert all(net.applied[i] == [b"one", b"two"] for i in VOTERS3)
 
