@@ -605,9 +605,9 @@ class Raft:
         etcd's raft sends every follower an append at each move, empty if it has no entries to
         carry. Under load the next append carries the new index anyway, and at low load the
         empty one costs each follower a round of its own (a wake-up, an apply, an answer the
-        leader steps in a round too): about a tenth of the CPU a write costs. So a move is told
-        lazily: by the next append to that follower, else by a heartbeat or at the next tick
-        (_tell_commit), a few ticks' delay at most in what followers apply, which nothing
+        leader steps in a round too): a fifth of the CPU of a write at concurrency 1. So a move
+        is told lazily: by the next append to that follower, else by a heartbeat or at the next
+        tick (_tell_commit), one tick's delay at most in what followers apply, which nothing
         waits on (writes are acknowledged by the leader, reads served by it; a follower's
         bounded-staleness read is judged by its last contact, whose message carried the index
         current when sent). A configuration change is told at once: a removed member is sent
