@@ -3,10 +3,10 @@
     python -m tools.bench_rounds [--partitions 8] [--batch 4] [--waves 200] [--profile N] [--json FILE]
 
 Three real ``RaftStore``s (real WAL and LMDB files in a temporary directory) host every
-partition; their Raft traffic crosses an in-memory transport that serialises each batch to a
-``RaftBatch`` and parses it back, as the TCP transport's two ends do. The loop then runs waves:
-``--batch`` puts proposed to every partition's leader at once, the next wave once all are
-acknowledged. It prints the CPU of the whole process per write (all three stores), the store
+partition; their Raft traffic crosses an in-memory transport (tools/memory_transport.py) that
+serialises each batch to a ``RaftBatch`` and parses it back, as the TCP transport's two ends
+do. The loop then runs waves: ``--batch`` puts proposed to every partition's leader at once,
+the next wave once all are acknowledged. It prints the CPU of the whole process per write (all three stores), the store
 rounds and Raft messages (by type) per write, and with ``--profile N`` cProfile's top N functions
 by own time.
 
@@ -44,6 +44,7 @@ from node.state.commands import put
 from node.state.store import OpResult, StateStore
 from node.wal import WriteAheadLog
 from tesserapb import raft_pb2
+from tools.memory_transport import MemoryTransport, Observer
 
 STORES = (1, 2, 3)
 VALUE = b"v" * 128
@@ -64,42 +65,17 @@ class Result:
     seconds: float = 0.0  # the measured waves' wall time
 
 
-class MemoryTransport:
-    """One store's side of an in-memory network with the real transport's rules: what ``send``
-    queues is written at the next ``flush`` or later in the same loop turn, serialised as a
-    ``RaftBatch`` and parsed back at the other end, in a later callback."""
+def _counter(counts: collections.Counter[str]) -> Observer:
+    """Count each written batch and its messages by type (empty appends apart)."""
 
-    def __init__(self, store_id: int, stores: dict[int, RaftStore], counts: collections.Counter[str]) -> None:
-        self.store_id = store_id
-        self.stores = stores
-        self.counts = counts
-        self.queued: list[tuple[int, list[raft_pb2.RaftMessage]]] = []
-        self._soon: asyncio.Handle | None = None
+    def observe(from_store: int, to_store: int, msgs: list[raft_pb2.RaftMessage]) -> None:
+        counts["batches"] += 1
+        for m in msgs:
+            if m.partition_id:  # store-level heartbeats (partition 0) are the ticker's, not a write's
+                name = MessageType(m.type).name
+                counts[name + " (empty)" if m.type == MessageType.APP and not m.entries else name] += 1
 
-    def send(self, to_store: int, msgs: Sequence[raft_pb2.RaftMessage]) -> None:
-        self.queued.append((to_store, list(msgs)))
-        if self._soon is None:
-            self._soon = asyncio.get_running_loop().call_soon(self.flush)
-
-    def flush(self) -> None:
-        if self._soon is not None:
-            self._soon.cancel()
-            self._soon = None
-        queued, self.queued = self.queued, []
-        loop = asyncio.get_running_loop()
-        for to_store, msgs in queued:
-            self.counts["batches"] += 1
-            for m in msgs:
-                if m.partition_id:  # store-level heartbeats (partition 0) are the ticker's, not a write's
-                    name = MessageType(m.type).name
-                    self.counts[name + " (empty)" if m.type == MessageType.APP and not m.entries else name] += 1
-            wire = raft_pb2.RaftBatch(from_store=self.store_id, to_store=to_store, msgs=msgs).SerializeToString()
-            target = self.stores.get(to_store)
-            if target is not None:
-                loop.call_soon(target.on_messages, self.store_id, list(raft_pb2.RaftBatch.FromString(wire).msgs))
-
-    async def send_snapshot(self, *args: object, **kwargs: object) -> tuple[bool, str]:
-        return False, "no snapshots in this model"
+    return observe
 
 
 async def _leaders(stores: dict[int, RaftStore], partitions: int, timeout: float) -> dict[int, Replica]:
@@ -150,7 +126,7 @@ async def run(directory: str, partitions: int, batch: int, waves: int, warmup: i
         for sid in STORES:
             wal = WriteAheadLog.open(f"{directory}/wal{sid}")
             state = StateStore(f"{directory}/state{sid}")
-            rs = RaftStore(sid, wal, state, MemoryTransport(sid, stores, counts), settings)
+            rs = RaftStore(sid, wal, state, MemoryTransport(sid, stores, _counter(counts)), settings)
             stores[sid] = rs
             opened.append((rs, wal, state))
         for rs in stores.values():

@@ -5,7 +5,7 @@ round's own Raft traffic (the commit index the followers learn) reaches the wire
 that persists something still puts its appends on the wire before its disk trip (D6).
 
 Three real RaftStores (real WAL and LMDB files) in one event loop, joined by a transport that
-keeps the real one's rule: what ``send`` queues is written at the next ``flush``, or by the
+keeps the real one's rule (tools/memory_transport.py): what ``send`` queues is written at the next ``flush``, or by the
 transport itself a moment later in the same loop turn. Heartbeats every 2 ms put a tick's
 traffic in the transport's queue just before many an applying round: its flush, scheduled
 before the round's answers, must not carry the round's own traffic with it.
@@ -14,7 +14,6 @@ before the round's answers, must not carry the round's own traffic with it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from node.state.commands import put
 from node.state.store import OpResult, StateStore
 from node.wal import WriteAheadLog
 from tesserapb import raft_pb2
+from tools.memory_transport import MemoryTransport
 
 DESC = Descriptor(1, b"", b"", Epoch(1, 1), tuple(ReplicaDesc(store_id=s, replica_id=s) for s in (1, 2, 3)))
 
@@ -40,34 +40,8 @@ class Wire:
         self.log: list[tuple[str, int, list[raft_pb2.RaftMessage]]] = []
         self.stores: dict[int, RaftStore] = {}
 
-
-class LinkedTransport:
-    """One store's side of an in-process network with the real transport's flush rule."""
-
-    def __init__(self, store_id: int, wire: Wire) -> None:
-        self.store_id = store_id
-        self.wire = wire
-        self.queued: list[tuple[int, list[raft_pb2.RaftMessage]]] = []
-        self._soon: asyncio.Handle | None = None
-
-    def send(self, to_store: int, msgs: Sequence[raft_pb2.RaftMessage]) -> None:
-        self.queued.append((to_store, list(msgs)))
-        if self._soon is None:  # node.transport.RaftTransport.send: written later in this loop turn
-            self._soon = asyncio.get_running_loop().call_soon(self.flush)
-
-    def flush(self) -> None:
-        if self._soon is not None:  # as RaftTransport.flush: the scheduled flush is cancelled
-            self._soon.cancel()
-            self._soon = None
-        queued, self.queued = self.queued, []
-        for to_store, msgs in queued:
-            self.wire.log.append(("raft", self.store_id, msgs))
-            target = self.wire.stores.get(to_store)
-            if target is not None:
-                asyncio.get_running_loop().call_soon(target.on_messages, self.store_id, msgs)
-
-    async def send_snapshot(self, *args: object, **kwargs: object) -> tuple[bool, str]:
-        return False, "no snapshots here"
+    def wrote(self, from_store: int, to_store: int, msgs: list[raft_pb2.RaftMessage]) -> None:
+        self.log.append(("raft", from_store, msgs))
 
 
 def test_a_round_that_persists_nothing_writes_its_answers_before_its_raft_traffic(
@@ -85,7 +59,8 @@ def test_a_round_that_persists_nothing_writes_its_answers_before_its_raft_traffi
             state = StateStore(str(tmp_path / f"state{sid}"))
             # Elections time out after 0.5-1 s of ticks: three stores share this loop, and one
             # slow fsync on a busy machine must not elect another leader mid-test (a CI run).
-            rs = RaftStore(sid, wal, state, LinkedTransport(sid, wire), RaftSettings(tick_s=0.001, election_tick=500))
+            transport = MemoryTransport(sid, wire.stores, observe=wire.wrote)
+            rs = RaftStore(sid, wal, state, transport, RaftSettings(tick_s=0.001, election_tick=500))
             stores[sid] = rs
             closers.append((rs, wal, state))
         wire.stores.update(stores)
