@@ -50,18 +50,19 @@ def test_an_append_with_entries_carries_the_index_and_the_tick_adds_nothing() ->
     assert apps(r.tick()) == []
 
 
-def test_only_the_follower_no_append_reached_is_told_at_the_tick() -> None:
+def test_a_commit_one_follower_made_travels_to_both_with_the_next_appends() -> None:
     r = leader()
     r.node.propose(b"a")
     first = r.flush()
     r.step(*(accept(m) for m in first))
-    # Follower 2 answers the next append at once and is sent more; 3 never answers.
+    # Follower 2 answers the next append; 3 never answers it.
     r.node.propose(b"b")
     to2 = [m for m in apps(r.flush()) if m.dst == 2]
     r.step(accept(to2[0]))  # commit 3 needs 1 and 2 only
     assert r.node.commit == 3
     r.node.propose(b"c")
-    r.flush()  # an append to each, carrying commit 3
+    carried = apps(r.flush())
+    assert [(m.dst, m.commit, len(m.entries)) for m in carried] == [(2, 3, 1), (3, 3, 1)]
     assert apps(r.tick()) == []
 
 
