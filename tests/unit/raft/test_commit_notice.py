@@ -25,6 +25,15 @@ def apps(msgs: list[Message]) -> list[Message]:
     return [m for m in msgs if m.type == MT.APP]
 
 
+def leader_that_committed(data: bytes) -> Replica:
+    """A leader whose followers both acknowledged ``data`` (index 2), not yet told it is committed."""
+    r = leader()
+    r.node.propose(data)
+    r.step(*(accept(m) for m in r.flush()))
+    assert r.node.commit == 2
+    return r
+
+
 def test_acknowledgements_that_commit_send_nothing_until_the_next_tick() -> None:
     r = leader()
     r.node.propose(b"a")
@@ -40,10 +49,7 @@ def test_acknowledgements_that_commit_send_nothing_until_the_next_tick() -> None
 
 
 def test_an_append_with_entries_carries_the_index_and_the_tick_adds_nothing() -> None:
-    r = leader()
-    r.node.propose(b"a")
-    r.step(*(accept(m) for m in r.flush()))
-    assert r.node.commit == 2
+    r = leader_that_committed(b"a")
     r.node.propose(b"b")
     carried = apps(r.flush())
     assert [(m.dst, m.commit, len(m.entries)) for m in carried] == [(2, 2, 1), (3, 2, 1)]
@@ -51,10 +57,7 @@ def test_an_append_with_entries_carries_the_index_and_the_tick_adds_nothing() ->
 
 
 def test_a_commit_one_follower_made_travels_to_both_with_the_next_appends() -> None:
-    r = leader()
-    r.node.propose(b"a")
-    first = r.flush()
-    r.step(*(accept(m) for m in first))
+    r = leader_that_committed(b"a")
     # Follower 2 answers the next append; 3 never answers it.
     r.node.propose(b"b")
     to2 = [m for m in apps(r.flush()) if m.dst == 2]
