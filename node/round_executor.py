@@ -62,19 +62,21 @@ from node.wal.wal import WriteAheadLog
 
 log = logging.getLogger("tessera.round")
 
-# A quiet round does its disk trip on the event loop: a write and an fsync of a few KiB take
-# well under a millisecond on a healthy disk, less than the hand-off to the disk thread and
-# back costs (a queue, a thread wake-up, the GIL changing hands, a wake-up of the loop). Under
-# load the trips go to the thread, where the loop reads the next round's requests and messages
-# while a trip waits for the disk: a busy round (BUSY_ENTRIES entries or more to persist and
-# apply) sends the rounds of the next THREAD_FOR_S there. So does a disk that looks slow (two
-# of the last three inline trips slower than SLOW_TRIP_S: one slow fsync now and then is the
-# machine, not the disk), and trips there are timed too, so a disk that stays slow keeps them
-# there: a stalling disk stalls the loop (ticks, heartbeats, reads) for two trips, not once a
-# second.
+# A round's disk trip runs on the event loop: a write and an fsync take well under a millisecond
+# on a healthy disk, less than the hand-off to the disk thread and back costs (a queue, a thread
+# wake-up, the GIL changing hands twice, a wake-up of the loop). Busy rounds too (D24, amended
+# a second time): the thread lets the loop read the next round's traffic while a trip waits for
+# the disk, but its hand-offs cost more CPU than that overlap gave back where the CPU is what
+# limits (three nodes on two cores: c=64 +13% with every trip on the loop and its LMDB
+# transaction held COMMIT_AFTER_S, see docs/benchmarks.md). A disk that looks slow (two of the
+# last three inline trips slower than SLOW_TRIP_S: one slow fsync now and then is the machine,
+# not the disk) sends the trips of the next THREAD_FOR_S to the thread, and trips there are
+# timed too, so a disk that stays slow keeps them there: a stalling disk stalls the loop
+# (ticks, heartbeats, reads) for two trips, not once a second. Slow is 10 ms: a loaded
+# machine's trips (an fsync and a round's applies, with two other processes wanting the same
+# cores) take a few milliseconds without the disk being at fault.
 INLINE_MAX_BYTES = 256 << 10
-SLOW_TRIP_S = 0.002
-BUSY_ENTRIES = 16
+SLOW_TRIP_S = 0.010
 THREAD_FOR_S = 1.0
 # A trip leaves its LMDB transaction open and commits it this long after (D27, amended twice):
 # the commit's fsync is then never between a write and its answer, nor (in the disk thread)
@@ -82,8 +84,13 @@ THREAD_FOR_S = 1.0
 # transaction, one fsync (and one copy of each B-tree path) for all of them. Whichever thread
 # opened it commits it: the loop on a timer, the disk thread by IoThread.later. A read that
 # must see an apply held open does not wait for the timer: asking for it
-# (Replica.wait_applied) commits at once (commit_now).
-COMMIT_AFTER_S = 0.010
+# (Replica.wait_applied) commits at once (commit_now). 50 ms (D27, amended a third time; etcd
+# commits its backend every 100 ms): under load a commit then carries some fifteen rounds, and
+# each B-tree page they share (a leaf of random keys, the paths above, a partition's dedup
+# tail) is written and flushed once instead of once a round: disk written per write at c=64
+# 31 -> 12 KiB, node CPU per write -18%. What it risks is bounded: a crash loses at most 50 ms
+# of LMDB's applies, which the WAL replays.
+COMMIT_AFTER_S = 0.050
 THREAD_KEEPS = False  # whether threaded trips hold their apply open too (off: see execute)
 
 Results = list[list[list[OpResult] | None]]
@@ -139,8 +146,6 @@ class RoundExecutor:
         reps = {pid: replicas[pid] for pid, _ in plan.readies}
         for pid, carry in plan.carry.items():
             replicas[pid].carried = carry
-        if _entries(plan) >= BUSY_ENTRIES:
-            self._thread_until = self.loop.time() + THREAD_FOR_S
         inline = self._inline(plan)
         # A round with nothing to persist answers first: its applies' answers are queued from
         # the apply (node.requests), and its Raft traffic (commit indexes, heartbeat answers)
@@ -523,11 +528,6 @@ def _may_stay_open(plan: RoundPlan) -> bool:
     anything after the round reads what they wrote (a split's new partition is opened from
     LMDB, a leaving replica is destroyed) or a descriptor changes (it is read back from LMDB)."""
     return not plan.splits and not plan.leaving and all(job.descriptor is None for job in plan.applies)
-
-
-def _entries(plan: RoundPlan) -> int:
-    """How many entries a round persists and applies (what makes it busy, see BUSY_ENTRIES)."""
-    return sum(len(rd.entries) + len(rd.committed_entries) for _, rd in plan.readies)
 
 
 def _call_now(fn: Callable[..., object], *args: object) -> None:

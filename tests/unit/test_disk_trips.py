@@ -1,7 +1,7 @@
 """Where a round's disk trip runs (node.round_executor): on the event loop while the disk is
-fast and rounds are small; in the disk thread as soon as two of three trips were slow, and
-there for as long as the disk stays slow; back on the loop once it has been fast for a while;
-in the thread for a while after a busy round. A real node (RaftStore, WAL and LMDB on real
+fast, busy rounds too; in the disk thread as soon as two of three trips were slow, and
+there for as long as the disk stays slow; back on the loop once it has been fast for a while.
+A real node (RaftStore, WAL and LMDB on real
 files, a one-replica group); the slow disk is the WAL's fsync-delay fault hook, as the
 nemesis's slowdisk fault sets it."""
 
@@ -109,17 +109,21 @@ def test_one_slow_trip_leaves_trips_on_the_loop(tmp_path: Path, monkeypatch: pyt
     asyncio.run(main())
 
 
-def test_a_busy_round_sends_trips_to_the_thread_for_a_while(tmp_path: Path) -> None:
+def test_a_busy_round_stays_on_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # D24 amended a second time: a round with many entries no longer sends trips to the
+    # thread (the hand-off cost more CPU than the overlap gave back). Slow is over 50 ms
+    # here, so that a busy CI machine's hiccups do not send them there either.
+    monkeypatch.setattr(round_executor, "SLOW_TRIP_S", 0.05)
+
     async def main() -> None:
         async with _Node(tmp_path) as node:
             ex = node.rs.executor
             await node.on_the_loop()
             threaded, inline = ex.trips_threaded, ex.trips_inline
-            await node.write(round_executor.BUSY_ENTRIES)
-            assert ex.trips_threaded > threaded and ex.trips_inline == inline
-            await node.write()  # a small round right after a busy one: still in the thread
-            assert ex.trips_inline == inline
-            await node.on_the_loop()  # and back on the loop after THREAD_FOR_S
+            await node.write(64)
+            await node.write()
+            assert ex.trips_threaded == threaded, "a busy round sent the trips to the thread"
+            assert ex.trips_inline >= inline + 2
             assert node.rs.failed is None
 
     asyncio.run(main())
