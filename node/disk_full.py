@@ -56,6 +56,9 @@ log = logging.getLogger("tessera.disk")
 RETRY_S = 1.0
 """How often a node whose disk is full tries again to write what it holds."""
 
+HOLD_BYTES = 8 << 20
+"""What LMDB's open transaction may hold on a node without a reserve (DiskStatus.hold_budget)."""
+
 LOW_SPACE_BYTES = 4 << 20
 """LMDB reports a page write that came up short (the file system filled up in the middle of it)
 as EIO, not ENOSPC. Such an EIO counts as a full disk only when the file system really has less
@@ -199,6 +202,13 @@ class DiskStatus:
         if self.reserve is None:
             return True
         return self.reserve.room_to_resume() and self.reserve.ensure()
+
+    def hold_budget(self) -> int:
+        """How many bytes of applies LMDB's open transaction may hold (D27, estimated by
+        ``ApplyJob.nbytes``). A full disk aborts it, and what it held is applied again into
+        the reserve given back then (its readers wait until it is): a quarter of the reserve,
+        so that it lands with room to spare; without one, ``HOLD_BYTES``."""
+        return self.reserve.size // 4 if self.reserve is not None else HOLD_BYTES
 
     def set_ok(self) -> None:
         if not self.full:

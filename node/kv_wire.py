@@ -185,16 +185,21 @@ class KvWireConn(asyncio.Protocol):
     # -- answers ---------------------------------------------------------------------------
 
     def _answers_ready(self) -> None:
-        # Answers made in one loop turn leave together, in as few frames as their size allows.
+        # Answers made in one loop turn leave together, in as few frames as their size allows
+        # (or before a round blocks in its fsync: node.answer_flush).
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self.kv.rs.answers.ask(self._flush)
 
     def _backlog(self) -> int:
         t = self.transport
         return t.get_write_buffer_size() if t is not None else 0
 
-    def _flush(self) -> None:
+    def _flush(self) -> None:  # asked for (AnswerFlush)
+        if self._flushing:  # (not written already by end() or a drain)
+            self._write_answers()
+
+    def _write_answers(self) -> None:
         self._flushing = False
         session = self.session
         if session is None or self.transport is None or self._ended:
@@ -214,7 +219,7 @@ class KvWireConn(asyncio.Protocol):
         """Say why in one ``E`` frame, then close (answers already packed leave first)."""
         if self._ended:
             return
-        self._flush()
+        self._write_answers()
         self._ended = True
         message = one_line(message, 1024)
         if bad:
@@ -229,7 +234,7 @@ class KvWireConn(asyncio.Protocol):
         try:
             await session.drain()
         finally:
-            self._flush()
+            self._write_answers()
             if self.transport is not None and not self._ended:
                 self._ended = True
                 self.transport.close()

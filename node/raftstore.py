@@ -28,6 +28,7 @@ import lmdb
 from common.descriptor import Descriptor
 from common.trace import mark
 from node.admission import Admission
+from node.answer_flush import AnswerFlush
 from node.disk_full import DiskFull, DiskStatus, RetryClock, hold, needs_disk
 from node.fs import OS_FILES, Files
 from node.io_thread import IoThread
@@ -114,24 +115,27 @@ class RaftStore:
             if on_descriptor_change is not None:
                 on_descriptor_change(rep)
 
+        self.answers = AnswerFlush(self.loop)  # client connections' answer writes (node.kv_wire)
+        # A full disk (node.disk_full): the state health and metrics read, when to try again,
+        # and a round whose LMDB apply found no room (advanced, to be applied first).
+        self.disk = DiskStatus()
         self.executor = RoundExecutor(
             self.loop,
             self._io,
             wal,
             state,
             self.outbox,
+            self.answers,
             compact_threshold=settings.compact_threshold,
             compact_keep=settings.compact_keep,
             on_leader=on_leader_change,
             on_descriptor=descriptor_changed,
             fail=self._fail,
             files=files,
+            hold_budget=self.disk.hold_budget,
         )
         self.executor.on_lost_applies = self._applies_lost
         self.rounds = 0
-        # A full disk (node.disk_full): the state health and metrics read, when to try again,
-        # and a round whose LMDB apply found no room (advanced, to be applied first).
-        self.disk = DiskStatus()
         self._disk_retry = RetryClock()
         self._disk_kick_at = 0.0  # loop time of the round kick scheduled for the next retry
         # Rounds whose LMDB apply found no room, oldest first: advanced, to be applied first.

@@ -48,7 +48,8 @@ from typing import Any
 import lmdb
 
 from common.trace import mark
-from node.disk_full import DiskFull, lmdb_disk_full
+from node.answer_flush import AnswerFlush
+from node.disk_full import HOLD_BYTES, DiskFull, lmdb_disk_full
 from node.fs import Files
 from node.io_thread import IoThread
 from node.outbox import Outbox
@@ -104,6 +105,7 @@ class RoundExecutor:
         wal: WriteAheadLog,
         state: StateStore,
         outbox: Outbox,
+        answers: AnswerFlush,
         *,
         compact_threshold: int,
         compact_keep: int,
@@ -111,18 +113,21 @@ class RoundExecutor:
         on_descriptor: Callable[[Replica], None] | None = None,
         fail: Callable[[str], None],
         files: Files,
+        hold_budget: Callable[[], int] = lambda: HOLD_BYTES,
     ) -> None:
         self.loop = loop
         self.io = io
         self.wal = wal
         self.state = state
         self.outbox = outbox
+        self.answers = answers
         self.files = files  # where received snapshot images are spooled
         self.compact_threshold = compact_threshold
         self.compact_keep = compact_keep
         self.on_leader = on_leader
         self.on_descriptor = on_descriptor
         self.fail = fail
+        self.hold_budget = hold_budget  # bytes of applies the open transaction may hold (D27)
         self._thread_until = 0.0  # loop time before which disk trips go to the thread
         self._threaded_took: deque[float] = deque(maxlen=3)  # the last threaded trips' durations
         self._inline_took: deque[float] = deque(maxlen=3)  # the last inline trips' durations
@@ -180,9 +185,9 @@ class RoundExecutor:
                 self.outbox.send(reps[pid], msgs)
             advance()  # queued, not flushed: the transport writes it after the answers
 
-        def applied(results: Results) -> None:
+        def applied(jobs: tuple[ApplyJob, ...], results: Results) -> None:
             mark("round.applied")
-            for job, res in zip(plan.applies, results):
+            for job, res in zip(jobs, results):
                 rep = reps[job.pid]
                 for e, r in zip(job.entries, res):
                     rep.resolve_applied(e.index, e.term, r)
@@ -204,7 +209,17 @@ class RoundExecutor:
         # Only an inline trip's: held open in the disk thread too (THREAD_KEEPS), the applies a
         # full disk loses grew enough that reads of acknowledged writes waited out the episode
         # (test_disk_full's 48 MB trial), for no throughput gained (docs/decisions.md D27).
-        keep = (inline or THREAD_KEEPS) and bool(plan.applies) and _may_stay_open(plan) and not _read_waits(plan, reps)
+        keep = (
+            (inline or THREAD_KEEPS) and bool(plan.applies) and _may_stay_open(plan) and not _read_waits(plan, reps)
+            # A full disk loses what is held, to be applied again into the room its reserve
+            # leaves: past the budget, this round commits all of it.
+            and _apply_bytes(plan) + sum(_apply_bytes(p) for p, _ in self._kept) <= self.hold_budget()
+        )
+        # A leader's applies of entries already on disk are answered before the round's own
+        # WAL write blocks the loop (D31); a follower's wait: nobody waits for them, and its
+        # acknowledgements would.
+        early = tuple(job for job in plan.applies if job.on_disk and reps[job.pid].is_leader()) \
+            if inline and keep and not answer_first and not plan.wal.empty else ()
         try:
             if inline:
                 self.trips_inline += 1
@@ -212,7 +227,7 @@ class RoundExecutor:
                     await self._commit_in_thread()
                 hold = _Hold(kept, noted, self._arm_commit) if keep else None
                 told, took = self._timed_trip(plan, ranges, None if answer_first else persisted, applied, _call_now,
-                                              hold)
+                                              hold, early)
             else:
                 self.trips_threaded += 1
                 self._commit_before_thread()  # LMDB write transactions belong to the thread that began them
@@ -436,16 +451,19 @@ class RoundExecutor:
         plan: RoundPlan,
         ranges: Mapping[int, tuple[bytes, bytes]],
         persisted: Callable[[], None] | None,
-        applied: Callable[[Results], None],
+        applied: Callable[[tuple[ApplyJob, ...], Results], None],
         tell: Callable[..., object],
         hold: _Hold | None,
+        early: tuple[ApplyJob, ...] = (),
     ) -> bool:
         """Step 2, in the I/O thread or on the loop (``tell`` is how it reaches the loop: a
         thread-safe call, or a call now); tells the loop when the WAL is durable and when the
         results are known. Returns False when it did not say the WAL is durable because nothing
         followed the write: the trip's own completion says it, one wake-up of the loop fewer
         (or because ``persisted`` is None: an answer-first round says it after the trip).
-        With ``hold`` the apply leaves its LMDB transaction open (D27): see :class:`_Hold`."""
+        With ``hold`` the apply leaves its LMDB transaction open (D27): see :class:`_Hold`.
+        ``early`` (on the loop, with ``hold``): jobs whose entries were on disk before the
+        round, applied and answered before its WAL write (D31)."""
         with self._full_disk("installing a snapshot", persisted=False):
             for inst in plan.installs:
                 self._install(inst, *ranges[inst.pid])
@@ -456,28 +474,53 @@ class RoundExecutor:
             # any commit (the rounds it held are handed back), and this round wrote nothing yet.
             with self._full_disk("committing applied entries", persisted=False):
                 self.state.sync()
+        committed = hold.committed if hold is not None else None  # one callback per round
+        if early:
+            assert hold is not None
+            # Aborted: nothing of the round written or applied; it is offered again whole.
+            with self._full_disk("applying", persisted=False):
+                self._apply(early, applied, tell, True, committed)
+            committed = None
+            self.answers.now()  # on the wire before the fsync below blocks the loop
         if not plan.wal.empty:
             try:
                 self.wal.write(plan.wal, sync=plan.sync)
                 mark("round.wal")
             except WalDiskFullError as exc:  # nothing written: nothing of the round persisted
+                if early:  # nor applied: the open transaction goes, and the rounds it held
+                    self._full_error = exc  # are handed back as a full disk's (_open_lost)
+                    self.state.abort_open(exc)
                 raise DiskFull(str(exc), persisted=False) from exc
-        if not plan.applies:
+        late = plan.applies if not early else tuple(job for job in plan.applies if all(job is not e for e in early))
+        if not late:
+            if hold is not None and early:
+                hold.kept()
+                hold.arm()
             return False
         told = persisted is not None
         if persisted is not None:
             tell(persisted)
         with self._full_disk("applying", persisted=True):  # aborted: nothing applied (node.disk_full)
-            self.state.apply_many(
-                [_apply_work(job) for job in plan.applies],
-                before_commit=lambda results: tell(applied, results),
-                keep_open=hold is not None,
-                after_commit=hold.committed if hold is not None else None,
-            )
+            self._apply(late, applied, tell, hold is not None, committed)
         if hold is not None:
             hold.kept()
             hold.arm()
         return told
+
+    def _apply(
+        self,
+        jobs: tuple[ApplyJob, ...],
+        applied: Callable[[tuple[ApplyJob, ...], Results], None],
+        tell: Callable[..., object],
+        keep_open: bool,
+        committed: Callable[[], object] | None,
+    ) -> None:
+        self.state.apply_many(
+            [_apply_work(job) for job in jobs],
+            before_commit=lambda results: tell(applied, jobs, results),
+            keep_open=keep_open,
+            after_commit=committed,
+        )
 
     def _install(self, inst: SnapshotInstall, start: bytes, end: bytes) -> None:
         meta = inst.meta
@@ -528,6 +571,10 @@ def _may_stay_open(plan: RoundPlan) -> bool:
     anything after the round reads what they wrote (a split's new partition is opened from
     LMDB, a leaving replica is destroyed) or a descriptor changes (it is read back from LMDB)."""
     return not plan.splits and not plan.leaving and all(job.descriptor is None for job in plan.applies)
+
+
+def _apply_bytes(plan: RoundPlan) -> int:
+    return sum(job.nbytes for job in plan.applies)
 
 
 def _call_now(fn: Callable[..., object], *args: object) -> None:

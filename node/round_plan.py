@@ -44,6 +44,8 @@ from node.wal.batch import WalBatch
 
 log = logging.getLogger("tessera.round")
 
+_PAGE = 4096  # LMDB's page
+
 
 class PlanError(RuntimeError):
     """The Readies cannot be carried out (e.g. a snapshot to install but no data received)."""
@@ -97,6 +99,12 @@ class ApplyJob:
     conf_state: ConfState  # after this job's conf changes
     descriptor: Descriptor | None  # after them and its splits; None: unchanged
     splits: tuple[SplitApply, ...] = ()  # partitions this job's split entries create
+    # Every entry was in the log before this round (none is among the Ready's own entries, and
+    # no snapshot comes with them): they may be applied before the round's WAL write (D31).
+    on_disk: bool = False
+    # What applying it may add to LMDB, roughly: the entries' bytes and a page each (a write
+    # to a random key dirties a leaf of its own). Bounds what an open transaction holds (D27).
+    nbytes: int = 0
 
     @property
     def last(self) -> ApplyEntry:
@@ -255,7 +263,10 @@ def _apply_job(w: PartitionWork) -> ApplyJob | None:
             added = {}
         descriptor = membership.descriptor_after(descriptor or w.descriptor, conf_state, added)
         entries.append(ApplyEntry(e.index, e.term, None, descriptor))
-    return ApplyJob(w.pid, tuple(entries), conf_state, descriptor, tuple(splits))
+    last = rd.committed_entries[-1].index
+    on_disk = rd.snapshot is None and (not rd.entries or rd.entries[0].index > last)
+    nbytes = sum(len(e.data) for e in rd.committed_entries) + _PAGE * len(entries)
+    return ApplyJob(w.pid, tuple(entries), conf_state, descriptor, tuple(splits), on_disk, nbytes)
 
 
 def compaction_point(applied: int, first_index: int, threshold: int, keep: int) -> int | None:

@@ -199,6 +199,17 @@ class StateStore:
         for cb in callbacks:
             cb()
 
+    def abort_open(self, exc: BaseException) -> None:
+        """Abort the open apply transaction, if this thread holds one: nothing it held is
+        applied after all (``on_open_lost`` is told, with ``exc`` as the reason)."""
+        txn = self._open
+        if txn is None or self._open_thread != threading.get_ident():
+            return
+        callbacks, self._after_commit = self._after_commit, []
+        self._open = None
+        txn.abort()
+        self._lost(exc, callbacks)
+
     def copy(self, path: str) -> None:
         """Copy the environment as of its last commit to ``path`` (a test's snapshot of the
         disk). LMDB's copy takes the write lock, so an open apply is committed first."""

@@ -334,10 +334,10 @@ def test_an_installed_snapshot_is_durable_in_lmdb_before_the_wal_restarts_its_lo
     executor = RoundExecutor(
         _NowLoop(),  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
-        wal, state, None,  # type: ignore[arg-type]
+        wal, state, None, None,  # type: ignore[arg-type]
         compact_threshold=30, compact_keep=5, on_leader=None, fail=print, files=OS_FILES,
     )
-    executor._disk_trip(plan, {PID: (b"", b"")}, lambda: None, lambda results: None, lambda fn, *a: fn(*a), None)
+    executor._disk_trip(plan, {PID: (b"", b"")}, lambda: None, lambda jobs, results: None, lambda fn, *a: fn(*a), None)
     try:
         assert state.commits[-1].applied == 40
         assert (wal.outrun == []) is real_sync, wal.outrun

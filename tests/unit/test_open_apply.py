@@ -201,6 +201,44 @@ def test_a_node_answers_a_write_before_lmdb_commits_it_and_reads_wait_for_the_co
     asyncio.run(main())
 
 
+def test_the_open_transaction_holds_no_more_than_the_disk_can_take_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What an open transaction holds, a full disk loses, and it is applied again into the room
+    the reserve gives back (reads of those writes wait until it is): a round that would take it
+    past the budget (node.disk_full.DiskStatus.hold_budget) commits it all instead. Found by
+    test_disk_full when the transaction was held 50 ms: a lease read of an acknowledged write
+    waited out the episode."""
+    monkeypatch.setattr(round_executor, "SLOW_TRIP_S", 60.0)  # trips on the loop: they hold
+    monkeypatch.setattr(round_executor, "COMMIT_AFTER_S", 60.0)  # only the budget commits
+    value = b"v" * 10_000
+    monkeypatch.setattr(disk_full, "HOLD_BYTES", 3 * (len(value) + 4096) + 500)  # three writes
+
+    async def main() -> None:
+        wal = WriteAheadLog.open(str(tmp_path / "wal"))
+        state = StateStore(str(tmp_path / "state"))
+        rs = RaftStore(1, wal, state, NoPeers(), RaftSettings(tick_s=0.005))
+        await rs.start()
+        try:
+            await rs.create_replica(DESC, 1, bootstrap=True)
+            rep = rs.replicas[1]
+            await eventually_async(rep.is_leader, 10, "the replica to lead")
+            await asyncio.wait_for(rep.wait_applied(rep.raw.status().commit), 5)  # nothing held
+            held = []
+            for n in range(12):
+                assert await rep.propose(put(b"k%d" % n, value)) is not None
+                held.append(sum(len(job.entries) for plan, _ in rs.executor._kept for job in plan.applies))
+            assert max(held) == 3, held  # three held, the fourth commits them all
+            assert held.count(0) >= 2, held
+            assert rs.failed is None
+        finally:
+            await rs.stop()
+            wal.close()
+            state.close()
+
+    asyncio.run(main())
+
+
 def test_an_aborted_open_transaction_tells_who_kept_applies_in_it(tmp_path: Path) -> None:
     """A later apply that LMDB refuses (here: the map is full) aborts what earlier applies left
     open too; the store says so, so that the node applies them again (D27, node.disk_full)."""

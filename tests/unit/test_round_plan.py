@@ -106,6 +106,24 @@ def test_due_compactions_are_written_with_the_carried_state_even_without_a_sync(
     assert not plan.sync and plan.carry == {7: NOTHING_CARRIED, 9: NOTHING_CARRIED}
 
 
+def test_only_entries_on_disk_before_the_round_may_be_applied_before_its_write() -> None:
+    # D31: what the round itself appends (a follower's append that also commits it) or a
+    # snapshot restarts is applied after the round's WAL write; what earlier rounds wrote may
+    # be applied before it.
+    def e(index: int) -> Entry:
+        return Entry(3, index, put(b"b", b"v").encode())
+
+    earlier = Ready(entries=(e(12),), committed_entries=(e(10), e(11)), must_sync=True)
+    same_round = Ready(entries=(e(11), e(12)), committed_entries=(e(10), e(11)), must_sync=True)
+    nothing_new = Ready(committed_entries=(e(10),))
+    plan = plan_round([work(earlier, pid=7), work(same_round, pid=8), work(nothing_new, pid=9)], {})
+    assert [(job.pid, job.on_disk) for job in plan.applies] == [(7, True), (8, False), (9, True)]
+    meta = SnapshotMeta(9, 3, VOTERS)
+    after_snapshot = Ready(snapshot=Snapshot(meta), committed_entries=(e(10),), must_sync=True)
+    plan = plan_round([work(after_snapshot, staged=StagedSnapshot("/spool/snap-1", None))], {})
+    assert [(job.pid, job.on_disk) for job in plan.applies] == [(7, False)]
+
+
 def test_a_snapshot_needs_its_data_staged_and_is_installed_before_the_log_restarts() -> None:
     meta = SnapshotMeta(50, 3, VOTERS)
     ready = Ready(snapshot=Snapshot(meta), hard_state=HardState(3, 0, 50), must_sync=True)
