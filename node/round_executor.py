@@ -213,7 +213,7 @@ class RoundExecutor:
             (inline or THREAD_KEEPS) and bool(plan.applies) and _may_stay_open(plan) and not _read_waits(plan, reps)
             # A full disk loses what is held, to be applied again into the room its reserve
             # leaves: past the budget, this round commits all of it.
-            and _apply_bytes(plan) + sum(_apply_bytes(p) for p, _ in self._kept) <= self.hold_budget()
+            and self.state.held + _apply_bytes(plan) <= self.hold_budget()
         )
         # A leader's applies of entries already on disk are answered before the round's own
         # WAL write blocks the loop (D31); a follower's wait: nobody waits for them, and its
@@ -520,6 +520,7 @@ class RoundExecutor:
             before_commit=lambda results: tell(applied, jobs, results),
             keep_open=keep_open,
             after_commit=committed,
+            weight=sum(job.nbytes for job in jobs),
         )
 
     def _install(self, inst: SnapshotInstall, start: bytes, end: bytes) -> None:

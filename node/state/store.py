@@ -159,6 +159,7 @@ class StateStore:
         self._open: layout.Txn | None = None  # an apply transaction not committed yet
         self._open_thread = 0  # the thread that holds it (LMDB write transactions are bound to one)
         self._after_commit: list[Callable[[], object]] = []
+        self.held = 0  # the weight of the applies the open transaction holds (apply_many)
         # Told when an open transaction that earlier applies left is aborted (a commit or a
         # later apply failed): what they held is not applied after all (RoundExecutor).
         self.on_open_lost: Callable[[BaseException], object] | None = None
@@ -189,7 +190,7 @@ class StateStore:
             # (an LMDB write transaction is committed by the thread that began it).
             return
         callbacks, self._after_commit = self._after_commit, []
-        self._open = None
+        self._open, self.held = None, 0
         try:
             txn.commit()
         except BaseException as exc:
@@ -206,7 +207,7 @@ class StateStore:
         if txn is None or self._open_thread != threading.get_ident():
             return
         callbacks, self._after_commit = self._after_commit, []
-        self._open = None
+        self._open, self.held = None, 0
         txn.abort()
         self._lost(exc, callbacks)
 
@@ -351,6 +352,7 @@ class StateStore:
         *,
         keep_open: bool = False,
         after_commit: Callable[[], object] | None = None,
+        weight: int = 0,
     ) -> list[list[list[OpResult] | None]]:
         """Apply several partitions' entries in ONE transaction (one fsync per Raft round).
 
@@ -359,6 +361,7 @@ class StateStore:
         LMDB's fsync (a crash replays them from the WAL to the same results).
         ``after_commit`` runs once they are committed: at once, or, with ``keep_open``, when
         :meth:`commit_open` commits the transaction this apply left open (or continued).
+        ``weight`` (the caller's estimate of what the apply adds) is counted in ``held``.
         """
         out = []
         if self._open is not None and self._open_thread != threading.get_ident():
@@ -372,12 +375,14 @@ class StateStore:
                 before_commit(out)
         except BaseException as exc:
             lost, self._after_commit = self._after_commit, []  # what earlier applies left open goes too
+            self.held = 0
             txn.abort()
             self._lost(exc, lost)
             raise
         if after_commit is not None:
             self._after_commit.append(after_commit)
         self._open, self._open_thread = txn, threading.get_ident()
+        self.held += weight
         if not keep_open:
             self.commit_open()
         return out
