@@ -7,7 +7,8 @@ The order is what makes it safe (see :mod:`node.round_plan` for what is decided)
 2. ONE trip to the I/O thread: install received snapshots into LMDB (a WAL that lags LMDB is
    repaired on restart; the reverse would lose data), make LMDB durable if the WAL batch lets
    the log drop entries (see below), write the WAL batch with ONE fsync, then apply every
-   partition's committed entries in ONE LMDB transaction;
+   partition's committed entries in ONE LMDB transaction (on the loop, a leader's entries that
+   were on disk before the round are applied and answered before the WAL write: D31);
 3. as soon as the WAL is durable (still during step 2, on the event loop): send the messages
    that had to wait, switch descriptors changed by conf changes (the core switches
    membership in ``advance``, and the stores of new members must be known before anything
