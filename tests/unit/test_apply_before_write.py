@@ -28,8 +28,7 @@ from node.state.commands import put
 from node.state.store import OpResult, StateStore
 from node.wal import WriteAheadLog
 from node.wal.batch import WalBatch
-from support.lone_replica import DESC as LONE
-from support.lone_replica import NoPeers
+from support.lone_replica import lone_leader
 from tools.memory_transport import MemoryTransport
 
 DESC = Descriptor(1, b"", b"", Epoch(1, 1), tuple(ReplicaDesc(store_id=s, replica_id=s) for s in (1, 2, 3)))
@@ -120,14 +119,7 @@ def test_a_wal_that_refuses_the_round_after_its_early_applies_has_it_offered_aga
     monkeypatch.setattr(round_executor, "COMMIT_AFTER_S", 60.0)  # applies held open until asked
 
     async def main() -> None:
-        wal = WriteAheadLog.open(str(tmp_path / "wal"))
-        state = StateStore(str(tmp_path / "state"))
-        rs = RaftStore(1, wal, state, NoPeers(), RaftSettings(tick_s=0.005))
-        await rs.start()
-        try:
-            await rs.create_replica(LONE, 1, bootstrap=True)
-            rep = rs.replicas[1]
-            await eventually_async(rep.is_leader, 10, "the replica to lead")
+        async with lone_leader(tmp_path / "wal", tmp_path / "state") as (rs, rep, wal, state):
             for n in range(5):
                 assert await rep.propose(put(b"k%d" % n, b"v")) is not None
             write = wal.write
@@ -151,10 +143,6 @@ def test_a_wal_that_refuses_the_round_after_its_early_applies_has_it_offered_aga
             assert state.get(b"second") == (b"2", got[0].version)
             assert rs.failed is None, rs.failed
             assert rs.executor.entries_applied == rs.executor.entries_committed - 1  # all but the retry's second go
-        finally:
-            await rs.stop()
-            wal.close()
-            state.close()
 
     asyncio.run(main())
     failed = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "failed" in r.getMessage()]

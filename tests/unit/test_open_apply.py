@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
 import lmdb
@@ -21,13 +20,12 @@ from node import disk_full, round_executor
 from node.disk_full import reserve_in
 from node.raft import ConfState
 from node.raftstore import RaftStore
-from node.replica import Replica
 from node.round_plan import Carried
 from node.settings import RaftSettings
 from node.state.commands import put
 from node.state.store import ApplyEntry, StateStore
 from node.wal import WriteAheadLog
-from support.lone_replica import DESC, NoPeers
+from support.lone_replica import DESC, NoPeers, lone_leader
 
 CS = ConfState(voters=frozenset({1}))
 
@@ -164,14 +162,7 @@ def test_a_node_answers_a_write_before_lmdb_commits_it_and_reads_wait_for_the_co
     monkeypatch.setattr(round_executor, "COMMIT_AFTER_S", 60.0)
 
     async def main() -> None:
-        wal = WriteAheadLog.open(str(tmp_path / "wal"))
-        state = StateStore(str(tmp_path / "state"))
-        rs = RaftStore(1, wal, state, NoPeers(), RaftSettings(tick_s=0.005))
-        await rs.start()
-        try:
-            await rs.create_replica(DESC, 1, bootstrap=True)
-            rep = rs.replicas[1]
-            await eventually_async(rep.is_leader, 10, "the replica to lead")
+        async with lone_leader(tmp_path / "wal", tmp_path / "state") as (rs, rep, _, state):
             seen = []
             for n in range(50):
                 results = await rep.propose(put(b"k%d" % n, b"v"))
@@ -193,10 +184,6 @@ def test_a_node_answers_a_write_before_lmdb_commits_it_and_reads_wait_for_the_co
             await eventually_async(lambda: not state.has_open, 5, "the timer to commit the open transaction")
             assert rep.applied >= results[0].version and state.get(b"unread") == (b"v", results[0].version)
             assert rs.failed is None
-        finally:
-            await rs.stop()
-            wal.close()
-            state.close()
 
     asyncio.run(main())
 
@@ -215,14 +202,7 @@ def test_the_open_transaction_holds_no_more_than_the_disk_can_take_back(
     monkeypatch.setattr(disk_full, "HOLD_BYTES", 3 * (len(value) + 4096) + 500)  # three writes
 
     async def main() -> None:
-        wal = WriteAheadLog.open(str(tmp_path / "wal"))
-        state = StateStore(str(tmp_path / "state"))
-        rs = RaftStore(1, wal, state, NoPeers(), RaftSettings(tick_s=0.005))
-        await rs.start()
-        try:
-            await rs.create_replica(DESC, 1, bootstrap=True)
-            rep = rs.replicas[1]
-            await eventually_async(rep.is_leader, 10, "the replica to lead")
+        async with lone_leader(tmp_path / "wal", tmp_path / "state") as (rs, rep, _, _):
             await asyncio.wait_for(rep.wait_applied(rep.raw.status().commit), 5)  # nothing held
             held = []
             for n in range(12):
@@ -231,10 +211,6 @@ def test_the_open_transaction_holds_no_more_than_the_disk_can_take_back(
             assert max(held) == 3, held  # three held, the fourth commits them all
             assert held.count(0) >= 2, held
             assert rs.failed is None
-        finally:
-            await rs.stop()
-            wal.close()
-            state.close()
 
     asyncio.run(main())
 
@@ -260,26 +236,6 @@ def test_an_aborted_open_transaction_tells_who_kept_applies_in_it(tmp_path: Path
         store.close()
 
 
-@asynccontextmanager
-async def _threaded_leader(wal_dir: Path, state_dir: Path, settings: RaftSettings) -> AsyncIterator[
-        tuple[RaftStore, Replica, StateStore]]:
-    """A real node of one leading replica whose every disk trip runs in the disk thread."""
-    wal = WriteAheadLog.open(str(wal_dir))
-    state = StateStore(str(state_dir), map_size=1 << 26)
-    rs = RaftStore(1, wal, state, NoPeers(), settings)
-    rs.executor._thread_until = float("inf")  # every trip in the disk thread
-    await rs.start()
-    try:
-        await rs.create_replica(DESC, 1, bootstrap=True)
-        rep = rs.replicas[1]
-        await eventually_async(rep.is_leader, 10, "the replica to lead")
-        yield rs, rep, state
-    finally:
-        await rs.stop()
-        wal.close()
-        state.close()
-
-
 def test_a_compaction_scheduled_again_for_what_the_log_dropped_is_not_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -293,7 +249,8 @@ def test_a_compaction_scheduled_again_for_what_the_log_dropped_is_not_written(
 
     async def main() -> None:
         settings = RaftSettings(tick_s=0.005, compact_threshold=20, compact_keep=5)
-        async with _threaded_leader(tmp_path / "wal", tmp_path / "state", settings) as (rs, rep, _):
+        async with lone_leader(tmp_path / "wal", tmp_path / "state", settings, threaded=True, map_size=1 << 26) as (
+                rs, rep, _, _):
             for wave in range(10):
                 got = await asyncio.gather(*(rep.propose(put(b"k%d" % i, b"w%d" % wave)) for i in range(8)))
                 assert all(r is not None for r in got)
@@ -325,7 +282,8 @@ def test_a_full_disk_met_by_the_sync_before_a_compaction_holds_the_round_not_the
     async def main() -> None:
         settings = RaftSettings(tick_s=0.005, compact_threshold=1000, compact_keep=5)
         with small_tmpfs(str(tmp_path / "fs"), 8 << 20) as fs:  # LMDB on it; the WAL has room
-            async with _threaded_leader(tmp_path / "wal", Path(fs) / "state", settings) as (rs, rep, state):
+            async with lone_leader(tmp_path / "wal", Path(fs) / "state", settings, threaded=True,
+                                   map_size=1 << 26) as (rs, rep, _, state):
                 value = b"v" * (64 << 10)
                 for n in range(40):  # with room: applied and committed (a reader asks)
                     assert await rep.propose(put(b"k%d" % n, value)) is not None
@@ -356,7 +314,8 @@ def test_a_read_waiting_for_what_a_threaded_round_applies_gets_it_committed_at_o
 
     async def main() -> None:
         settings = RaftSettings(tick_s=0.005)
-        async with _threaded_leader(tmp_path / "wal", tmp_path / "state", settings) as (rs, rep, state):
+        async with lone_leader(tmp_path / "wal", tmp_path / "state", settings, threaded=True, map_size=1 << 26) as (
+                rs, rep, _, state):
             for n in range(30):
                 waiting = rep.wait_applied(rep.storage.last_index() + 1)  # before the write exists
                 results = await rep.propose(put(b"k%d" % n, b"v"))
@@ -385,7 +344,8 @@ def test_the_first_full_disk_retries_at_once_into_the_reserve_it_gave_back(tmp_p
     async def main() -> None:
         settings = RaftSettings(tick_s=0.005)
         with small_tmpfs(str(tmp_path / "fs"), 8 << 20) as fs:  # LMDB and the reserve on it
-            async with _threaded_leader(tmp_path / "wal", Path(fs) / "state", settings) as (rs, rep, _):
+            async with lone_leader(tmp_path / "wal", Path(fs) / "state", settings, threaded=True,
+                                   map_size=1 << 26) as (rs, rep, _, _):
                 rs.disk.reserve = reserve_in(fs, 1 << 20)  # 5% of the file system at most: ~400 KiB
                 assert rs.disk.reserve is not None and rs.disk.reserve.ensure()
                 value = b"v" * (64 << 10)
