@@ -214,7 +214,7 @@ class RoundExecutor:
             (inline or THREAD_KEEPS) and bool(plan.applies) and _may_stay_open(plan) and not _read_waits(plan, reps)
             # A full disk loses what is held, to be applied again into the room its reserve
             # leaves: past the budget, this round commits all of it.
-            and self.state.held + _apply_bytes(plan) <= self.hold_budget()
+            and self.state.held + _weight(plan.applies) <= self.hold_budget()
         )
         # A leader's applies of entries already on disk are answered before the round's own
         # WAL write blocks the loop (D31); a follower's wait: nobody waits for them, and its
@@ -492,18 +492,16 @@ class RoundExecutor:
                     self._full_error = exc  # are handed back as a full disk's (_open_lost)
                     self.state.abort_open(exc)
                 raise DiskFull(str(exc), persisted=False) from exc
-        late = plan.applies if not early else tuple(job for job in plan.applies if all(job is not e for e in early))
-        if not late:
-            if hold is not None and early:
-                hold.kept()
-                hold.arm()
-            return False
-        told = persisted is not None
-        if persisted is not None:
-            tell(persisted)
-        with self._full_disk("applying", persisted=True):  # aborted: nothing applied (node.disk_full)
-            self._apply(late, applied, tell, hold is not None, committed)
-        if hold is not None:
+        early_pids = {job.pid for job in early}  # (one job per partition)
+        late = tuple(job for job in plan.applies if job.pid not in early_pids)
+        told = False
+        if late:
+            told = persisted is not None
+            if persisted is not None:
+                tell(persisted)
+            with self._full_disk("applying", persisted=True):  # aborted: nothing applied (node.disk_full)
+                self._apply(late, applied, tell, hold is not None, committed)
+        if hold is not None:  # (only a round with applies holds: early or late ran)
             hold.kept()
             hold.arm()
         return told
@@ -521,7 +519,7 @@ class RoundExecutor:
             before_commit=lambda results: tell(applied, jobs, results),
             keep_open=keep_open,
             after_commit=committed,
-            weight=sum(job.nbytes for job in jobs),
+            weight=_weight(jobs),
         )
 
     def _install(self, inst: SnapshotInstall, start: bytes, end: bytes) -> None:
@@ -575,8 +573,9 @@ def _may_stay_open(plan: RoundPlan) -> bool:
     return not plan.splits and not plan.leaving and all(job.descriptor is None for job in plan.applies)
 
 
-def _apply_bytes(plan: RoundPlan) -> int:
-    return sum(job.nbytes for job in plan.applies)
+def _weight(jobs: Iterable[ApplyJob]) -> int:
+    """What applying ``jobs`` may add to LMDB, roughly (ApplyJob.nbytes)."""
+    return sum(job.nbytes for job in jobs)
 
 
 def _call_now(fn: Callable[..., object], *args: object) -> None:
